@@ -1,0 +1,3 @@
+pub mod model;
+#[doc(hidden)]
+pub mod testsupport;

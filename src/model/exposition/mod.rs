@@ -1,0 +1,191 @@
+//! Our own parser for the Prometheus text format 0.0.4 and OpenMetrics 1.0.
+//!
+//! The parser is a streaming tokenizer that borrows from the input (labels and names are
+//! `Cow`s that only allocate when an escape must be undone), as lenient or strict as
+//! Prometheus's own parsers are for each format. [`validate_openmetrics`] adds the semantic
+//! checks of the OpenMetrics specification (counter values, bucket order, grouping, ...) that
+//! Prometheus does not make when scraping; it is used where spec conformance is wanted.
+
+mod parser;
+mod validate;
+
+pub use parser::{Parser, ParserOptions};
+pub use validate::validate_openmetrics;
+
+use std::borrow::Cow;
+
+/// The two text formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `text/plain; version=0.0.4`
+    PrometheusText,
+    /// `application/openmetrics-text; version=1.0.0`
+    OpenMetrics,
+}
+
+impl Format {
+    /// Picks the parser for a response `Content-Type` as Prometheus does; `None` when the
+    /// type is empty or not one of the text formats (the caller then applies its fallback).
+    pub fn from_content_type(ct: &str) -> Option<Format> {
+        let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match media.as_str() {
+            "application/openmetrics-text" => Some(Format::OpenMetrics),
+            "text/plain" => Some(Format::PrometheusText),
+            _ => None,
+        }
+    }
+}
+
+/// A metric family type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricType {
+    /// counter
+    Counter,
+    /// gauge
+    Gauge,
+    /// histogram
+    Histogram,
+    /// gaugehistogram
+    GaugeHistogram,
+    /// summary
+    Summary,
+    /// info (OpenMetrics)
+    Info,
+    /// stateset (OpenMetrics)
+    StateSet,
+    /// unknown (OpenMetrics) / untyped (text)
+    Unknown,
+}
+
+impl MetricType {
+    /// The name used in Prometheus's metadata API (`unknown` for untyped).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+            MetricType::GaugeHistogram => "gaugehistogram",
+            MetricType::Summary => "summary",
+            MetricType::Info => "info",
+            MetricType::StateSet => "stateset",
+            MetricType::Unknown => "unknown",
+        }
+    }
+}
+
+/// An exemplar attached to a sample.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Exemplar<'a> {
+    /// Exemplar labels in written order.
+    pub labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// Exemplar value.
+    pub value: f64,
+    /// Timestamp in milliseconds, if given.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// One sample line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample<'a> {
+    /// Metric name (the series name, e.g. `x_bucket`).
+    pub name: Cow<'a, str>,
+    /// Labels in written order, without the name.
+    pub labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// Value.
+    pub value: f64,
+    /// Timestamp in milliseconds, if given.
+    pub timestamp_ms: Option<i64>,
+    /// Timestamp as written, in seconds, for OpenMetrics ordering checks.
+    pub timestamp_raw: Option<f64>,
+    /// Exemplar, if any.
+    pub exemplar: Option<Exemplar<'a>>,
+}
+
+/// One entry of an exposition.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Entry<'a> {
+    /// `# HELP name text`
+    Help {
+        /// Family name.
+        name: Cow<'a, str>,
+        /// Unescaped help text.
+        text: Cow<'a, str>,
+    },
+    /// `# TYPE name type`
+    Type {
+        /// Family name.
+        name: Cow<'a, str>,
+        /// Declared type.
+        kind: MetricType,
+    },
+    /// `# UNIT name unit` (OpenMetrics)
+    Unit {
+        /// Family name.
+        name: Cow<'a, str>,
+        /// Unit.
+        unit: Cow<'a, str>,
+    },
+    /// A sample.
+    Sample(Sample<'a>),
+}
+
+/// A parse error with the 1-based line it was found on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {msg}")]
+pub struct ParseError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub msg: String,
+}
+
+/// Parses all of `input`, returning every entry or the first error.
+pub fn parse_all(input: &[u8], format: Format) -> Result<Vec<Entry<'_>>, ParseError> {
+    Parser::new(input, format, ParserOptions::default()).collect()
+}
+
+/// Formats a float as Prometheus's `formatOpenMetricsFloat` (`1.0`, `+Inf`, `1e-05`), used to
+/// normalise `le` and `quantile` label values.
+pub fn format_openmetrics_float(f: f64) -> String {
+    if f == 1.0 {
+        return "1.0".into();
+    }
+    if f == 0.0 {
+        return "0.0".into();
+    }
+    if f == -1.0 {
+        return "-1.0".into();
+    }
+    let s = format_go_g(f);
+    if s.contains(['e', '.']) || !f.is_finite() {
+        s
+    } else {
+        s + ".0"
+    }
+}
+
+/// Formats like Go's `strconv.FormatFloat(f, 'g', -1, 64)`: shortest round-trip digits,
+/// exponent form when the exponent is below -4 or at least 6 (strconv, not fmt `%v`).
+pub fn format_go_g(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "+Inf".into() } else { "-Inf".into() };
+    }
+    if f == 0.0 {
+        return if f.is_sign_negative() { "-0".into() } else { "0".into() };
+    }
+    let sci = format!("{f:e}");
+    let (mant, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..6).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mant}e{sign}{:02}", exp.abs())
+    } else {
+        format!("{f}")
+    }
+}
+
+#[cfg(test)]
+mod tests;

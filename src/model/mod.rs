@@ -1,0 +1,31 @@
+//! The data model shared by every other module: label sets, matchers, Prometheus durations and
+//! timestamps, the exposition-format parser and relabelling.
+//!
+//! This module depends on nothing else in the crate and must stay that way: storage, scrape,
+//! promql and http all build on it, so it holds no I/O, no clocks and no global state.
+
+pub mod exposition;
+pub mod labels;
+pub mod matcher;
+pub mod relabel;
+pub mod time;
+
+pub use labels::{Label, Labels, LabelsBuilder};
+pub use matcher::{MatchOp, Matcher};
+
+/// The value Prometheus writes to mark a series stale: a NaN with a payload that ordinary
+/// arithmetic never produces, so it survives storage bit-for-bit and can be told apart.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// The stale-marker value as an `f64`.
+pub fn stale_nan() -> f64 {
+    f64::from_bits(STALE_NAN_BITS)
+}
+
+/// Whether `v` is a staleness marker (compares bits, since every NaN compares unequal).
+pub fn is_stale_nan(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
+
+/// The reserved label that carries a metric's name.
+pub const METRIC_NAME: &str = "__name__";
