@@ -1,3 +1,4 @@
 pub mod model;
+pub mod storage;
 #[doc(hidden)]
 pub mod testsupport;

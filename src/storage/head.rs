@@ -1,0 +1,458 @@
+//! The in-memory head: series with XOR chunks, a hash index from label sets to series, and an
+//! inverted index (postings) from label pairs to series for matcher lookups.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::chunk::{XorChunk, SAMPLES_PER_CHUNK};
+use super::{Appendable, Appender, CommitStats, Querier, Series, StorageError, TsdbStats};
+use crate::model::{is_stale_nan, MatchOp, Labels, Matcher};
+
+/// Head settings.
+#[derive(Clone, Debug)]
+pub struct HeadOptions {
+    /// Samples older than `newest - retention_ms` are dropped by [`Head::truncate`].
+    pub retention_ms: i64,
+}
+
+impl Default for HeadOptions {
+    fn default() -> Self {
+        HeadOptions { retention_ms: 15 * 24 * 3600 * 1000 }
+    }
+}
+
+struct MemSeries {
+    labels: Labels,
+    closed: Vec<XorChunk>,
+    head: XorChunk,
+    last_t: i64,
+    last_v: u64,
+}
+
+impl MemSeries {
+    fn new(labels: Labels) -> Self {
+        MemSeries { labels, closed: Vec::new(), head: XorChunk::default(), last_t: i64::MIN, last_v: 0 }
+    }
+
+    fn min_t(&self) -> i64 {
+        self.closed.first().map(|c| c.min_t()).unwrap_or(if self.head.is_empty() { i64::MAX } else { self.head.min_t() })
+    }
+
+    fn samples(&self, mint: i64, maxt: i64) -> Vec<(i64, f64)> {
+        let mut out = Vec::new();
+        for c in self.closed.iter().chain(std::iter::once(&self.head)) {
+            if c.is_empty() || c.max_t() < mint || c.min_t() > maxt {
+                continue;
+            }
+            out.extend(c.iter().filter(|(t, _)| *t >= mint && *t <= maxt));
+        }
+        out
+    }
+
+    fn overlaps(&self, mint: i64, maxt: i64) -> bool {
+        self.last_t != i64::MIN && self.last_t >= mint && self.min_t() <= maxt
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    series: Vec<Option<MemSeries>>,
+    by_hash: HashMap<u64, Vec<u32>>,
+    postings: BTreeMap<String, BTreeMap<String, BTreeSet<u32>>>,
+    free: Vec<u32>,
+    live: u64,
+    chunks: u64,
+    min_t: i64,
+    max_t: i64,
+}
+
+impl Inner {
+    fn find(&self, hash: u64, labels: &Labels) -> Option<u32> {
+        self.by_hash.get(&hash)?.iter().copied().find(|id| self.series[*id as usize].as_ref().map(|s| &s.labels == labels).unwrap_or(false))
+    }
+
+    fn create(&mut self, hash: u64, labels: Labels) -> u32 {
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.series.push(None);
+                (self.series.len() - 1) as u32
+            }
+        };
+        for l in labels.iter() {
+            self.postings.entry(l.name.clone()).or_default().entry(l.value.clone()).or_default().insert(id);
+        }
+        self.series[id as usize] = Some(MemSeries::new(labels));
+        self.by_hash.entry(hash).or_default().push(id);
+        self.live += 1;
+        self.chunks += 1;
+        id
+    }
+
+    fn remove(&mut self, id: u32) {
+        let Some(s) = self.series[id as usize].take() else { return };
+        let hash = s.labels.stable_hash();
+        if let Some(v) = self.by_hash.get_mut(&hash) {
+            v.retain(|x| *x != id);
+            if v.is_empty() {
+                self.by_hash.remove(&hash);
+            }
+        }
+        for l in s.labels.iter() {
+            if let Some(vals) = self.postings.get_mut(&l.name) {
+                if let Some(set) = vals.get_mut(&l.value) {
+                    set.remove(&id);
+                    if set.is_empty() {
+                        vals.remove(&l.value);
+                    }
+                }
+                if vals.is_empty() {
+                    self.postings.remove(&l.name);
+                }
+            }
+        }
+        self.chunks -= s.closed.len() as u64 + 1;
+        self.live -= 1;
+        self.free.push(id);
+    }
+
+    /// Series ids that may match: postings of the most selective positive matcher, or all.
+    fn candidates(&self, matchers: &[Matcher]) -> Vec<u32> {
+        let mut best: Option<BTreeSet<u32>> = None;
+        for m in matchers {
+            if m.matches_empty() {
+                continue;
+            }
+            let mut set = BTreeSet::new();
+            if let Some(vals) = self.postings.get(&m.name) {
+                if m.op == MatchOp::Equal {
+                    if let Some(ids) = vals.get(&m.value) {
+                        set.extend(ids.iter().copied());
+                    }
+                } else {
+                    for (v, ids) in vals {
+                        if m.matches(v) {
+                            set.extend(ids.iter().copied());
+                        }
+                    }
+                }
+            }
+            if best.as_ref().map(|b| set.len() < b.len()).unwrap_or(true) {
+                best = Some(set);
+            }
+        }
+        match best {
+            Some(b) => b.into_iter().collect(),
+            None => (0..self.series.len() as u32).collect(),
+        }
+    }
+
+    fn matching<'a>(&'a self, matchers: &'a [Matcher], mint: i64, maxt: i64) -> impl Iterator<Item = &'a MemSeries> + 'a {
+        self.candidates(matchers).into_iter().filter_map(move |id| {
+            let s = self.series[id as usize].as_ref()?;
+            let ok = matchers.iter().all(|m| m.matches(s.labels.get(&m.name).unwrap_or(""))) && s.overlaps(mint, maxt);
+            ok.then_some(s)
+        })
+    }
+}
+
+/// Own metrics of the head, registered under `appliance_tsdb_*`.
+#[derive(Clone, Default)]
+struct HeadMetrics {
+    series: Gauge,
+    chunks: Gauge,
+    samples_appended: Counter,
+    series_created: Counter,
+    series_removed: Counter,
+    out_of_order: Counter,
+}
+
+/// The in-memory head block.
+#[derive(Clone)]
+pub struct Head {
+    inner: Arc<RwLock<Inner>>,
+    opts: HeadOptions,
+    metrics: HeadMetrics,
+    commits: Arc<AtomicU64>,
+}
+
+impl Head {
+    /// An empty head.
+    pub fn new(opts: HeadOptions) -> Self {
+        let inner = Inner { min_t: i64::MAX, max_t: i64::MIN, ..Default::default() };
+        Head { inner: Arc::new(RwLock::new(inner)), opts, metrics: HeadMetrics::default(), commits: Arc::default() }
+    }
+
+    /// Registers the head's metrics in `reg`.
+    pub fn register_metrics(&self, reg: &mut Registry) {
+        let m = &self.metrics;
+        reg.register("appliance_tsdb_head_series", "Total number of series in the head block.", m.series.clone());
+        reg.register("appliance_tsdb_head_chunks", "Total number of chunks in the head block.", m.chunks.clone());
+        reg.register("appliance_tsdb_head_samples_appended", "Total number of appended samples.", m.samples_appended.clone());
+        reg.register("appliance_tsdb_head_series_created", "Total number of series created in the head.", m.series_created.clone());
+        reg.register("appliance_tsdb_head_series_removed", "Total number of series removed from the head.", m.series_removed.clone());
+        reg.register("appliance_tsdb_out_of_order_samples", "Total number of out of order samples refused.", m.out_of_order.clone());
+    }
+
+    /// Drops chunks entirely older than the retention window and series left empty. Returns
+    /// the number of series removed.
+    pub fn truncate(&self, now_ms: i64) -> usize {
+        let before = now_ms - self.opts.retention_ms;
+        let mut g = self.inner.write();
+        let mut removed = Vec::new();
+        let mut dropped_chunks = 0u64;
+        for (id, s) in g.series.iter_mut().enumerate() {
+            let Some(s) = s.as_mut() else { continue };
+            let n = s.closed.len();
+            s.closed.retain(|c| c.max_t() >= before);
+            dropped_chunks += (n - s.closed.len()) as u64;
+            if s.closed.is_empty() && (s.head.is_empty() || s.head.max_t() < before) {
+                removed.push(id as u32);
+            }
+        }
+        g.chunks -= dropped_chunks;
+        for id in &removed {
+            g.remove(*id);
+        }
+        g.min_t = g.series.iter().flatten().map(|s| s.min_t()).min().unwrap_or(i64::MAX);
+        self.metrics.series.set(g.live as i64);
+        self.metrics.chunks.set(g.chunks as i64);
+        self.metrics.series_removed.inc_by(removed.len() as u64);
+        removed.len()
+    }
+
+    /// Cardinality statistics, top `limit` entries per list.
+    pub fn stats(&self, limit: usize) -> TsdbStats {
+        let g = self.inner.read();
+        let top = |mut v: Vec<(String, u64)>| {
+            v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            v.truncate(limit);
+            v
+        };
+        let mut by_metric = Vec::new();
+        let mut by_pair = Vec::new();
+        let mut value_counts = Vec::new();
+        let mut mem = Vec::new();
+        let mut pairs = 0u64;
+        for (name, vals) in &g.postings {
+            pairs += vals.len() as u64;
+            value_counts.push((name.clone(), vals.len() as u64));
+            let mut bytes = 0u64;
+            for (v, ids) in vals {
+                bytes += (v.len() * ids.len()) as u64;
+                by_pair.push((format!("{name}={v}"), ids.len() as u64));
+                if name == crate::model::METRIC_NAME {
+                    by_metric.push((v.clone(), ids.len() as u64));
+                }
+            }
+            mem.push((name.clone(), bytes));
+        }
+        TsdbStats {
+            num_series: g.live,
+            num_label_pairs: pairs,
+            chunk_count: g.chunks,
+            min_time: g.min_t,
+            max_time: g.max_t,
+            series_count_by_metric_name: top(by_metric),
+            label_value_count_by_label_name: top(value_counts),
+            memory_in_bytes_by_label_name: top(mem),
+            series_count_by_label_value_pair: top(by_pair),
+        }
+    }
+
+    fn commit_batch(&self, batch: &[(Labels, u64, i64, f64)]) -> CommitStats {
+        let mut st = CommitStats::default();
+        let mut g = self.inner.write();
+        for (labels, hash, t, v) in batch {
+            let id = match g.find(*hash, labels) {
+                Some(id) => id,
+                None => {
+                    st.series_added += 1;
+                    g.create(*hash, labels.clone())
+                }
+            };
+            let Some(s) = g.series[id as usize].as_mut() else { continue };
+            if *t < s.last_t {
+                st.out_of_order += 1;
+                continue;
+            }
+            if *t == s.last_t {
+                // Same timestamp and value is a harmless repeat; a different value is refused.
+                if v.to_bits() != s.last_v && !(is_stale_nan(*v) && is_stale_nan(f64::from_bits(s.last_v))) {
+                    st.duplicate += 1;
+                }
+                continue;
+            }
+            let mut new_chunk = false;
+            if s.head.len() >= SAMPLES_PER_CHUNK {
+                let full = std::mem::take(&mut s.head);
+                s.closed.push(full);
+                new_chunk = true;
+            }
+            s.head.append(*t, *v);
+            s.last_t = *t;
+            s.last_v = v.to_bits();
+            st.appended += 1;
+            if new_chunk {
+                g.chunks += 1;
+            }
+            g.min_t = g.min_t.min(*t);
+            g.max_t = g.max_t.max(*t);
+        }
+        self.metrics.series.set(g.live as i64);
+        self.metrics.chunks.set(g.chunks as i64);
+        self.metrics.samples_appended.inc_by(st.appended);
+        self.metrics.series_created.inc_by(st.series_added);
+        self.metrics.out_of_order.inc_by(st.out_of_order);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        st
+    }
+}
+
+struct HeadAppender {
+    head: Head,
+    batch: Vec<(Labels, u64, i64, f64)>,
+}
+
+impl Appender for HeadAppender {
+    fn append(&mut self, labels: &Labels, t_ms: i64, v: f64) -> Result<(), StorageError> {
+        if labels.metric_name().is_empty() {
+            return Err(StorageError::InvalidLabels(format!("{labels}: no metric name")));
+        }
+        self.batch.push((labels.clone(), labels.stable_hash(), t_ms, v));
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>) -> Result<CommitStats, StorageError> {
+        Ok(self.head.commit_batch(&self.batch))
+    }
+
+    fn rollback(self: Box<Self>) {}
+}
+
+impl Appendable for Head {
+    fn appender(&self) -> Box<dyn Appender> {
+        Box::new(HeadAppender { head: self.clone(), batch: Vec::new() })
+    }
+}
+
+impl Querier for Head {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Series> {
+        let g = self.inner.read();
+        let mut out: Vec<Series> = g
+            .matching(matchers, mint, maxt)
+            .map(|s| Series { labels: s.labels.clone(), samples: s.samples(mint, maxt) })
+            .filter(|s| !s.samples.is_empty())
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        out
+    }
+
+    fn series(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Labels> {
+        let g = self.inner.read();
+        let mut out: Vec<Labels> = g.matching(matchers, mint, maxt).map(|s| s.labels.clone()).collect();
+        out.sort();
+        out
+    }
+
+    fn label_names(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<String> {
+        let g = self.inner.read();
+        let mut names = BTreeSet::new();
+        for s in g.matching(matchers, mint, maxt) {
+            names.extend(s.labels.iter().map(|l| l.name.clone()));
+        }
+        names.into_iter().collect()
+    }
+
+    fn label_values(&self, name: &str, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<String> {
+        let g = self.inner.read();
+        let mut vals = BTreeSet::new();
+        for s in g.matching(matchers, mint, maxt) {
+            if let Some(v) = s.labels.get(name) {
+                vals.insert(v.to_string());
+            }
+        }
+        vals.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::stale_nan;
+
+    fn l(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied())
+    }
+
+    fn m(op: MatchOp, n: &str, v: &str) -> Matcher {
+        Matcher::new(op, n, v).unwrap()
+    }
+
+    #[test]
+    fn append_commit_query() {
+        let h = Head::new(HeadOptions::default());
+        let mut a = h.appender();
+        for i in 0..300 {
+            a.append(&l(&[("__name__", "up"), ("job", "a")]), i * 1000, i as f64).unwrap();
+            a.append(&l(&[("__name__", "up"), ("job", "b")]), i * 1000, 1.0).unwrap();
+        }
+        let st = a.commit().unwrap();
+        assert_eq!((st.appended, st.series_added), (600, 2));
+        let s = h.select(&[m(MatchOp::Equal, "__name__", "up"), m(MatchOp::Regex, "job", "a|c")], 10_000, 20_000);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].samples.len(), 11);
+        assert_eq!(s[0].samples[0], (10_000, 10.0));
+        assert_eq!(h.label_values("job", &[], i64::MIN, i64::MAX), vec!["a", "b"]);
+        assert_eq!(h.label_names(&[m(MatchOp::Equal, "job", "b")], i64::MIN, i64::MAX), vec!["__name__", "job"]);
+        assert_eq!(h.series(&[m(MatchOp::NotEqual, "job", "a")], 0, 1).len(), 1);
+        assert!(h.select(&[m(MatchOp::Equal, "__name__", "up")], 400_000, 500_000).is_empty());
+        assert_eq!(h.stats(10).num_series, 2);
+    }
+
+    #[test]
+    fn out_of_order_and_duplicates_are_counted_not_stored() {
+        let h = Head::new(HeadOptions::default());
+        let s = l(&[("__name__", "x")]);
+        let mut a = h.appender();
+        a.append(&s, 2000, 1.0).unwrap();
+        a.append(&s, 1000, 1.0).unwrap();
+        a.append(&s, 2000, 2.0).unwrap();
+        a.append(&s, 2000, 1.0).unwrap();
+        a.append(&s, 3000, stale_nan()).unwrap();
+        let st = a.commit().unwrap();
+        assert_eq!((st.appended, st.out_of_order, st.duplicate), (2, 1, 1));
+        let got = h.select(&[m(MatchOp::Equal, "__name__", "x")], 0, 5000);
+        assert!(crate::model::is_stale_nan(got[0].samples[1].1));
+    }
+
+    #[test]
+    fn rollback_stores_nothing() {
+        let h = Head::new(HeadOptions::default());
+        let mut a = h.appender();
+        a.append(&l(&[("__name__", "x")]), 1, 1.0).unwrap();
+        a.rollback();
+        assert!(h.series(&[], i64::MIN, i64::MAX).is_empty());
+    }
+
+    #[test]
+    fn truncate_drops_old_series_and_postings() {
+        let h = Head::new(HeadOptions { retention_ms: 1000 });
+        let mut a = h.appender();
+        a.append(&l(&[("__name__", "old")]), 0, 1.0).unwrap();
+        a.append(&l(&[("__name__", "new")]), 5000, 1.0).unwrap();
+        a.commit().unwrap();
+        assert_eq!(h.truncate(5500), 1);
+        assert_eq!(h.label_values("__name__", &[], i64::MIN, i64::MAX), vec!["new"]);
+        let mut a = h.appender();
+        a.append(&l(&[("__name__", "again")]), 6000, 1.0).unwrap();
+        a.commit().unwrap();
+        assert_eq!(h.label_values("__name__", &[], i64::MIN, i64::MAX), vec!["again", "new"]);
+    }
+}

@@ -1,0 +1,104 @@
+//! Local storage: the `Appender` / `Querier` seams every writer and reader uses, and the
+//! in-memory head that implements them with XOR chunks and an inverted index.
+//!
+//! Storage knows nothing of scraping, PromQL or HTTP. The WAL and persisted blocks will sit
+//! behind the same traits, so callers never change when durability arrives.
+
+pub mod chunk;
+pub mod head;
+
+pub use head::{Head, HeadOptions};
+
+use crate::model::{Labels, Matcher};
+
+/// Why storage refused something.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    /// The sample is older than the newest one already stored for its series.
+    #[error("out of order sample")]
+    OutOfOrder,
+    /// Same timestamp as the newest sample, different value.
+    #[error("duplicate sample for timestamp")]
+    Duplicate,
+    /// Older than what the head still keeps.
+    #[error("out of bounds")]
+    OutOfBounds,
+    /// A label set without a metric name or with an empty name.
+    #[error("invalid series labels: {0}")]
+    InvalidLabels(String),
+}
+
+/// What a commit did, for the caller's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Samples stored.
+    pub appended: u64,
+    /// Series created by this commit.
+    pub series_added: u64,
+    /// Samples refused as out of order.
+    pub out_of_order: u64,
+    /// Samples refused as duplicates with a different value.
+    pub duplicate: u64,
+    /// Samples refused as too old.
+    pub out_of_bounds: u64,
+}
+
+/// A batch of samples that becomes visible all at once on `commit`, or not at all.
+pub trait Appender: Send {
+    /// Adds a sample to the batch.
+    fn append(&mut self, labels: &Labels, t_ms: i64, v: f64) -> Result<(), StorageError>;
+    /// Makes the batch visible; per-sample refusals are counted, not fatal.
+    fn commit(self: Box<Self>) -> Result<CommitStats, StorageError>;
+    /// Discards the batch.
+    fn rollback(self: Box<Self>);
+}
+
+/// Something that hands out appenders.
+pub trait Appendable: Send + Sync {
+    /// A new, empty batch.
+    fn appender(&self) -> Box<dyn Appender>;
+}
+
+/// One series with its samples in a time range.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    /// The series' labels.
+    pub labels: Labels,
+    /// Samples in time order.
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// Read access to stored series.
+pub trait Querier: Send + Sync {
+    /// Series matching all `matchers` that have samples in `[mint, maxt]`, with those samples.
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Series>;
+    /// Label sets of series matching all `matchers` with samples in `[mint, maxt]`.
+    fn series(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Labels>;
+    /// Sorted label names of matching series (all series when `matchers` is empty).
+    fn label_names(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<String>;
+    /// Sorted values of label `name` over matching series.
+    fn label_values(&self, name: &str, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<String>;
+}
+
+/// Cardinality figures for `/api/v1/status/tsdb`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TsdbStats {
+    /// Live series.
+    pub num_series: u64,
+    /// Distinct label pairs.
+    pub num_label_pairs: u64,
+    /// Chunks held.
+    pub chunk_count: u64,
+    /// Oldest sample (ms), or `i64::MAX` when empty.
+    pub min_time: i64,
+    /// Newest sample (ms), or `i64::MIN` when empty.
+    pub max_time: i64,
+    /// Top metric names by series count.
+    pub series_count_by_metric_name: Vec<(String, u64)>,
+    /// Top label names by number of distinct values.
+    pub label_value_count_by_label_name: Vec<(String, u64)>,
+    /// Top label names by bytes of their values.
+    pub memory_in_bytes_by_label_name: Vec<(String, u64)>,
+    /// Top label pairs by series count.
+    pub series_count_by_label_value_pair: Vec<(String, u64)>,
+}
