@@ -1,0 +1,499 @@
+//! One loop per target: fetch (HTTP or in-process), parse, label, limit, append, report, and
+//! staleness. A failed scrape is data: it writes `up 0` and marks the previous series stale,
+//! exactly like Prometheus's "a failed scrape is an empty scrape".
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use super::config::accept_header;
+use super::target::{Health, Target};
+use super::{Job, JobKind};
+use crate::model::exposition::{Entry, Format, MetricType, Parser, ParserOptions};
+use crate::model::{relabel, stale_nan, Labels, LabelsBuilder};
+use crate::storage::{Appendable, Appender};
+
+/// Metadata a target reported for one metric family.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetadataEntry {
+    /// Family name.
+    pub metric: String,
+    /// Type (`counter`, `gauge`, ..., `unknown`).
+    pub kind: String,
+    /// HELP text.
+    pub help: String,
+    /// Unit.
+    pub unit: String,
+}
+
+/// Per-target state that outlives a config reload.
+pub struct LoopState {
+    pub(super) health: Health,
+    pub(super) last_error: String,
+    pub(super) last_scrape_ms: i64,
+    pub(super) last_duration: f64,
+    /// Series written by the last scrape (without explicit timestamps), for staleness.
+    seen: HashSet<Labels>,
+    /// Report series (`up`, `scrape_*`), stale-marked when the target goes away.
+    report_series: Vec<Labels>,
+    pub(super) metadata: Vec<MetadataEntry>,
+}
+
+impl Default for LoopState {
+    fn default() -> Self {
+        LoopState { health: Health::Unknown, last_error: String::new(), last_scrape_ms: 0, last_duration: 0.0, seen: HashSet::new(), report_series: Vec::new(), metadata: Vec::new() }
+    }
+}
+
+/// Scrape counters, registered as `appliance_target_*`.
+#[derive(Clone)]
+pub struct ScrapeMetrics {
+    scrapes: Counter,
+    failures: Counter,
+    sample_limit: Counter,
+    body_limit: Counter,
+    out_of_order: Counter,
+    duplicate: Counter,
+    duration: Histogram,
+}
+
+impl Default for ScrapeMetrics {
+    fn default() -> Self {
+        ScrapeMetrics {
+            scrapes: Counter::default(),
+            failures: Counter::default(),
+            sample_limit: Counter::default(),
+            body_limit: Counter::default(),
+            out_of_order: Counter::default(),
+            duplicate: Counter::default(),
+            duration: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0]),
+        }
+    }
+}
+
+impl ScrapeMetrics {
+    /// Registers the counters in `reg`.
+    pub fn register(&self, reg: &mut Registry) {
+        reg.register("appliance_target_scrapes", "Total number of scrapes.", self.scrapes.clone());
+        reg.register("appliance_target_scrape_failures", "Total number of failed scrapes.", self.failures.clone());
+        reg.register("appliance_target_scrapes_exceeded_sample_limit", "Scrapes that hit the sample limit and were rejected.", self.sample_limit.clone());
+        reg.register("appliance_target_scrapes_exceeded_body_size_limit", "Scrapes that hit the body size limit.", self.body_limit.clone());
+        reg.register("appliance_target_scrapes_sample_out_of_order", "Samples rejected as out of order.", self.out_of_order.clone());
+        reg.register("appliance_target_scrapes_sample_duplicate_timestamp", "Samples rejected as duplicates with different values.", self.duplicate.clone());
+        reg.register("appliance_target_scrape_duration_seconds", "Scrape durations.", self.duration.clone());
+    }
+}
+
+/// What a loop needs.
+pub struct LoopCtx {
+    pub(super) target: Arc<Target>,
+    pub(super) job: Job,
+    pub(super) client: Option<reqwest::Client>,
+    pub(super) storage: Arc<dyn Appendable>,
+    pub(super) metrics: ScrapeMetrics,
+    pub(super) state: Arc<Mutex<LoopState>>,
+    pub(super) seed: u64,
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The first scrape time at or after `now` that falls on this target's offset, so a target is
+/// scraped at the same phase of its interval on every run (Prometheus's jittered offset).
+pub fn offset_ms(hash: u64, seed: u64, interval_ms: i64, now: i64) -> i64 {
+    let interval = interval_ms.max(1);
+    let base = ((hash ^ seed) % interval as u64) as i64;
+    let phase = now.rem_euclid(interval);
+    (base - phase).rem_euclid(interval)
+}
+
+/// Runs until `stop` carries `Some(mark_stale)`.
+pub async fn run(ctx: LoopCtx, mut stop: watch::Receiver<Option<bool>>) {
+    let interval = ctx.job.config.interval().std();
+    let wait = offset_ms(ctx.target.hash, ctx.seed, interval.as_millis() as i64, now_ms());
+    let start = tokio::time::Instant::now() + Duration::from_millis(wait as u64);
+    let mut ticker = tokio::time::interval_at(start, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mark = loop {
+        tokio::select! {
+            _ = ticker.tick() => scrape_once(&ctx).await,
+            r = stop.changed() => {
+                match r {
+                    Ok(()) => if let Some(m) = *stop.borrow() { break m },
+                    Err(_) => break true,
+                }
+            }
+        }
+    };
+    if mark {
+        write_stale(&*ctx.storage, &ctx.state, now_ms());
+    }
+}
+
+/// Writes stale markers at `t` for every series the loop last wrote, report series included.
+pub fn write_stale(storage: &dyn Appendable, state: &Mutex<LoopState>, t: i64) {
+    let mut st = state.lock();
+    let st = &mut *st;
+    let mut app = storage.appender();
+    for l in st.seen.drain().chain(st.report_series.drain(..)) {
+        let _ = app.append(&l, t, stale_nan());
+    }
+    if let Err(e) = app.commit() {
+        tracing::warn!(error = %e, "writing stale markers failed");
+    }
+}
+
+/// Why a scrape failed; the text is what `/api/v1/targets` shows as `lastError`.
+#[derive(Debug, thiserror::Error)]
+enum Fail {
+    #[error("{0}")]
+    Fetch(String),
+    #[error("body size limit exceeded")]
+    BodySize,
+    #[error("sample limit exceeded")]
+    SampleLimit,
+    #[error("{0}")]
+    Parse(String),
+    #[error("{0}")]
+    LabelLimit(String),
+}
+
+async fn fetch(ctx: &LoopCtx) -> Result<(Vec<u8>, Format), Fail> {
+    let cfg = &ctx.job.config;
+    let timeout = cfg.timeout().std();
+    match (&ctx.job.kind, &ctx.client) {
+        (JobKind::Collector { collector, .. }, _) => {
+            let page = tokio::time::timeout(timeout, collector.collect()).await.map_err(|_| Fail::Fetch("collector timed out".into()))?.map_err(|e| Fail::Fetch(e.to_string()))?;
+            Ok((page.body, page.format))
+        }
+        (JobKind::Http, Some(client)) => tokio::time::timeout(timeout, fetch_http(ctx, client))
+            .await
+            .map_err(|_| Fail::Fetch(format!("Get {:?}: context deadline exceeded", ctx.target.url)))?,
+        (JobKind::Http, None) => Err(Fail::Fetch("no HTTP client".into())),
+    }
+}
+
+fn read_secret_file(path: &str) -> Result<String, Fail> {
+    std::fs::read_to_string(path).map(|s| s.trim().to_string()).map_err(|e| Fail::Fetch(format!("unable to read secret file {path:?}: {e}")))
+}
+
+async fn fetch_http(ctx: &LoopCtx, client: &reqwest::Client) -> Result<(Vec<u8>, Format), Fail> {
+    let cfg = &ctx.job.config;
+    let protocols = cfg.scrape_protocols.clone().unwrap_or_default();
+    let mut req = client
+        .get(&ctx.target.url)
+        .header("Accept", accept_header(&protocols))
+        .header("User-Agent", concat!("appliance/", env!("CARGO_PKG_VERSION")))
+        .header("X-Prometheus-Scrape-Timeout-Seconds", format!("{}", cfg.timeout().std().as_secs_f64()));
+    if cfg.enable_compression {
+        req = req.header("Accept-Encoding", "gzip");
+    } else {
+        req = req.header("Accept-Encoding", "identity");
+    }
+    if let Some(b) = &cfg.basic_auth {
+        let user = if b.username_file.is_empty() { b.username.clone() } else { read_secret_file(&b.username_file)? };
+        let pass = match (&b.password, b.password_file.is_empty()) {
+            (Some(p), _) => Some(p.expose().to_string()),
+            (None, false) => Some(read_secret_file(&b.password_file)?),
+            (None, true) => None,
+        };
+        req = req.basic_auth(user, pass);
+    }
+    let bearer = |kind: &str, cred: String| format!("{} {}", if kind.is_empty() { "Bearer" } else { kind }, cred);
+    if let Some(a) = &cfg.authorization {
+        let cred = match &a.credentials {
+            Some(c) => c.expose().to_string(),
+            None if !a.credentials_file.is_empty() => read_secret_file(&a.credentials_file)?,
+            None => String::new(),
+        };
+        req = req.header("Authorization", bearer(&a.kind, cred));
+    } else if let Some(t) = &cfg.bearer_token {
+        req = req.header("Authorization", bearer("", t.expose().to_string()));
+    } else if !cfg.bearer_token_file.is_empty() {
+        req = req.header("Authorization", bearer("", read_secret_file(&cfg.bearer_token_file)?));
+    }
+    let resp = req.send().await.map_err(|e| Fail::Fetch(format!("Get {:?}: {}", ctx.target.url, error_chain(&e))))?;
+    if resp.status() != reqwest::StatusCode::OK {
+        return Err(Fail::Fetch(format!("server returned HTTP status {}", resp.status())));
+    }
+    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let gz = resp.headers().get("content-encoding").and_then(|v| v.to_str().ok()).map(|v| v.eq_ignore_ascii_case("gzip")).unwrap_or(false);
+    let limit = cfg.body_size_limit.map(|b| b.0).unwrap_or(0);
+    let mut raw = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Fail::Fetch(format!("reading body: {}", error_chain(&e))))?;
+        raw.extend_from_slice(&chunk);
+        if limit > 0 && !gz && raw.len() as u64 > limit {
+            return Err(Fail::BodySize);
+        }
+        if limit > 0 && gz && raw.len() as u64 > limit.saturating_mul(64) {
+            return Err(Fail::BodySize);
+        }
+    }
+    let body = if gz {
+        let mut out = Vec::new();
+        let dec = flate2::read::GzDecoder::new(&raw[..]);
+        let cap = if limit > 0 { limit + 1 } else { u64::MAX };
+        dec.take(cap).read_to_end(&mut out).map_err(|e| Fail::Fetch(format!("decompressing body: {e}")))?;
+        out
+    } else {
+        raw
+    };
+    if limit > 0 && body.len() as u64 > limit {
+        return Err(Fail::BodySize);
+    }
+    let format = match Format::from_content_type(&ct) {
+        Some(f) => f,
+        None => match cfg.fallback_scrape_protocol {
+            Some(p) => {
+                if p.header().map(|h| h.starts_with("application/openmetrics")).unwrap_or(false) {
+                    Format::OpenMetrics
+                } else {
+                    Format::PrometheusText
+                }
+            }
+            None if ct.trim().is_empty() => return Err(Fail::Fetch("non-compliant scrape target sending blank Content-Type and no fallback_scrape_protocol specified for target".into())),
+            None => return Err(Fail::Fetch(format!("received unsupported Content-Type {ct:?} and no fallback_scrape_protocol specified for target"))),
+        },
+    };
+    Ok((body, format))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+struct Appended {
+    scraped: u64,
+    post_relabel: u64,
+    seen: HashSet<Labels>,
+    metadata: Vec<MetadataEntry>,
+}
+
+/// Merges target labels into a sample's, as Prometheus's `mutateSampleLabels`.
+fn sample_labels(target: &Labels, name: &str, labels: &[(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)], honor: bool) -> LabelsBuilder {
+    let mut lb = LabelsBuilder::default();
+    lb.set(crate::model::METRIC_NAME.into(), name.to_string());
+    for (n, v) in labels {
+        lb.set(n.to_string(), v.to_string());
+    }
+    if honor {
+        for l in target.iter() {
+            if lb.get(&l.name).is_empty() {
+                lb.set(l.name.clone(), l.value.clone());
+            }
+        }
+    } else {
+        for l in target.iter() {
+            let existing = lb.get(&l.name).to_string();
+            if !existing.is_empty() {
+                let mut key = format!("exported_{}", l.name);
+                while !lb.get(&key).is_empty() {
+                    key = format!("exported_{key}");
+                }
+                lb.set(key, existing);
+            }
+            lb.set(l.name.clone(), l.value.clone());
+        }
+    }
+    lb
+}
+
+fn append_body(ctx: &LoopCtx, app: &mut dyn Appender, body: &[u8], format: Format, t: i64) -> Result<Appended, Fail> {
+    let cfg = &ctx.job.config;
+    let target = &ctx.target.labels;
+    let sample_limit = cfg.sample_limit.unwrap_or(0);
+    let label_limit = cfg.label_limit.unwrap_or(0);
+    let name_len = cfg.label_name_length_limit.unwrap_or(0);
+    let value_len = cfg.label_value_length_limit.unwrap_or(0);
+    let mut out = Appended { scraped: 0, post_relabel: 0, seen: HashSet::new(), metadata: Vec::new() };
+    let mut meta: Vec<MetadataEntry> = Vec::new();
+    let meta_for = |meta: &mut Vec<MetadataEntry>, name: &str| -> usize {
+        match meta.iter().position(|m| m.metric == name) {
+            Some(i) => i,
+            None => {
+                meta.push(MetadataEntry { metric: name.to_string(), kind: "unknown".into(), help: String::new(), unit: String::new() });
+                meta.len() - 1
+            }
+        }
+    };
+    for e in Parser::new(body, format, ParserOptions::default()) {
+        let e = e.map_err(|e| Fail::Parse(e.to_string()))?;
+        let s = match e {
+            Entry::Help { name, text } => {
+                let i = meta_for(&mut meta, &name);
+                meta[i].help = text.into_owned();
+                continue;
+            }
+            Entry::Type { name, kind } => {
+                let i = meta_for(&mut meta, &name);
+                meta[i].kind = if kind == MetricType::Unknown { "unknown".into() } else { kind.as_str().into() };
+                continue;
+            }
+            Entry::Unit { name, unit } => {
+                let i = meta_for(&mut meta, &name);
+                meta[i].unit = unit.into_owned();
+                continue;
+            }
+            Entry::Sample(s) => s,
+        };
+        out.scraped += 1;
+        let mut lb = sample_labels(target, &s.name, &s.labels, cfg.honor_labels);
+        if !cfg.metric_relabel_configs.is_empty() && !relabel::process(&cfg.metric_relabel_configs, &mut lb) {
+            continue;
+        }
+        let labels = lb.labels();
+        if labels.metric_name().is_empty() {
+            continue;
+        }
+        if label_limit > 0 && labels.len() as u64 > label_limit {
+            return Err(Fail::LabelLimit(format!("label_limit exceeded (metric: {}, number of labels: {}, limit: {label_limit})", labels.metric_name(), labels.len())));
+        }
+        for l in labels.iter() {
+            if name_len > 0 && l.name.len() as u64 > name_len {
+                return Err(Fail::LabelLimit(format!("label_name_length_limit exceeded (metric: {}, label name: {}, length: {}, limit: {name_len})", labels.metric_name(), l.name, l.name.len())));
+            }
+            if value_len > 0 && l.value.len() as u64 > value_len {
+                return Err(Fail::LabelLimit(format!("label_value_length_limit exceeded (metric: {}, label name: {}, value: {:?}, length: {}, limit: {value_len})", labels.metric_name(), l.name, l.value, l.value.len())));
+            }
+        }
+        out.post_relabel += 1;
+        if sample_limit > 0 && out.post_relabel > sample_limit {
+            return Err(Fail::SampleLimit);
+        }
+        let ts = match s.timestamp_ms {
+            Some(ts) if cfg.honor_timestamps => ts,
+            _ => t,
+        };
+        if ts == t || cfg.track_timestamps_staleness {
+            out.seen.insert(labels.clone());
+        }
+        app.append(&labels, ts, s.value).map_err(|e| Fail::Parse(e.to_string()))?;
+    }
+    out.metadata = meta;
+    Ok(out)
+}
+
+async fn scrape_once(ctx: &LoopCtx) {
+    let started = Instant::now();
+    let t = now_ms();
+    let fetched = fetch(ctx).await;
+    let mut app = ctx.storage.appender();
+    let result = match fetched {
+        Ok((body, format)) => append_body(ctx, &mut *app, &body, format, t),
+        Err(e) => Err(e),
+    };
+    let (scraped, post, err, seen, metadata) = match result {
+        Ok(a) => (a.scraped, a.post_relabel, None, a.seen, Some(a.metadata)),
+        Err(e) => {
+            // Nothing of a failed scrape is kept; like Prometheus, it counts as an empty one
+            // so every series of the previous scrape is marked stale.
+            app.rollback();
+            app = ctx.storage.appender();
+            match e {
+                Fail::SampleLimit => ctx.metrics.sample_limit.inc(),
+                Fail::BodySize => ctx.metrics.body_limit.inc(),
+                _ => 0,
+            };
+            (0, 0, Some(e.to_string()), HashSet::new(), None)
+        }
+    };
+    let mut st = ctx.state.lock();
+    for gone in st.seen.difference(&seen) {
+        let _ = app.append(gone, t, stale_nan());
+    }
+    st.seen = seen;
+    let duration = started.elapsed().as_secs_f64();
+    let up = if err.is_none() { 1.0 } else { 0.0 };
+    // series_added is only known after commit; write the report in a second batch.
+    let stats = app.commit();
+    let added = stats.as_ref().map(|s| s.series_added).unwrap_or(0);
+    if let Ok(s) = &stats {
+        ctx.metrics.out_of_order.inc_by(s.out_of_order);
+        ctx.metrics.duplicate.inc_by(s.duplicate);
+    }
+    let mut rep = ctx.storage.appender();
+    let mut report = Vec::new();
+    for (name, v) in [
+        ("up", up),
+        ("scrape_duration_seconds", duration),
+        ("scrape_samples_scraped", scraped as f64),
+        ("scrape_samples_post_metric_relabeling", post as f64),
+        ("scrape_series_added", added as f64),
+    ] {
+        let mut lb = ctx.target.labels.builder();
+        lb.set(crate::model::METRIC_NAME.into(), name.into());
+        let l = lb.labels();
+        let _ = rep.append(&l, t, v);
+        report.push(l);
+    }
+    if let Err(e) = rep.commit() {
+        tracing::warn!(error = %e, "writing report series failed");
+    }
+    st.report_series = report;
+    st.last_scrape_ms = t;
+    st.last_duration = duration;
+    if let Some(m) = metadata {
+        st.metadata = m;
+    }
+    ctx.metrics.scrapes.inc();
+    ctx.metrics.duration.observe(duration);
+    match err {
+        None => {
+            st.health = Health::Up;
+            st.last_error.clear();
+        }
+        Some(e) => {
+            ctx.metrics.failures.inc();
+            if st.health != Health::Down || st.last_error != e {
+                tracing::warn!(job = %ctx.job.config.job_name, target = %ctx.target.url, error = %e, "scrape failed");
+            }
+            st.health = Health::Down;
+            st.last_error = e;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_stable_and_within_interval() {
+        let a = offset_ms(42, 7, 15_000, 1_000_000);
+        assert!((0..15_000).contains(&a));
+        // The phase is the same one interval later.
+        assert_eq!(offset_ms(42, 7, 15_000, 1_000_000 + 15_000), a);
+        assert_eq!((1_000_000 + a) % 15_000, ((42u64 ^ 7) % 15_000) as i64);
+    }
+
+    #[test]
+    fn conflicting_labels_become_exported() {
+        let target = Labels::from_pairs([("job", "j"), ("instance", "i")]);
+        let labels = vec![("job".into(), "mine".into())];
+        let l = sample_labels(&target, "m", &labels, false).labels();
+        assert_eq!(l.get("job"), Some("j"));
+        assert_eq!(l.get("exported_job"), Some("mine"));
+        let l = sample_labels(&target, "m", &labels, true).labels();
+        assert_eq!(l.get("job"), Some("mine"));
+        assert_eq!(l.get("instance"), Some("i"));
+    }
+}
