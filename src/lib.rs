@@ -1,4 +1,13 @@
+//! `appliance`: Prometheus, Alertmanager and the common exporters in one process.
+//!
+//! The library holds every module; `main.rs` is only the command line. Module layout and the
+//! direction of dependencies follow `DESIGN.md`: model <- collect, storage <- scrape <- http,
+//! with `app` the only place that wires them together.
+
+pub mod app;
 pub mod collect;
+pub mod config;
+pub mod http;
 pub mod model;
 pub mod scrape;
 pub mod storage;

@@ -1,1 +1,116 @@
-fn main(){}
+//! The `appliance` command line: `run`, `check config`, `version`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "appliance", version, about = "Prometheus, Alertmanager and the common exporters in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the appliance.
+    Run {
+        /// Config file (default: ./appliance.yml, then /etc/appliance/appliance.yml, then the
+        /// embedded default).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (default: storage.path of the config, ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Listen address, `:8080` or `host:port` (default: web.listen_address, :8080).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Log level: error, warn, info, debug, trace.
+        #[arg(long, default_value = "info")]
+        log_level: String,
+        /// Log format.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Check files without running anything.
+    Check {
+        #[command(subcommand)]
+        what: CheckCmd,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum CheckCmd {
+    /// Check a config file; exits non-zero and names the line on error.
+    Config {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+fn init_logs(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Version => {
+            println!("appliance {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Cmd::Check { what: CheckCmd::Config { file } } => match appliance::config::Source::File(file.clone()).load() {
+            Ok(cfg) => {
+                println!("SUCCESS: {} is valid ({} scrape configs)", file.display(), cfg.scrape_configs.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("FAILED: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Run { config, data_dir, listen, log_level, log_format } => {
+            init_logs(&log_level, log_format);
+            let flags = vec![
+                ("config".to_string(), config.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+                ("data-dir".to_string(), data_dir.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+                ("listen".to_string(), listen.clone().unwrap_or_default()),
+                ("log-level".to_string(), log_level.clone()),
+                ("log-format".to_string(), match log_format {
+                    LogFormat::Text => "text".into(),
+                    LogFormat::Json => "json".into(),
+                }),
+            ];
+            let opts = appliance::app::RunOptions { config, data_dir, listen, flags };
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: starting runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(appliance::app::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "appliance stopped");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

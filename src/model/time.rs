@@ -205,6 +205,49 @@ pub fn format_rfc3339(ms: i64) -> String {
     }
 }
 
+/// A byte size as Prometheus writes `body_size_limit` (`10MB`, `512KiB`; base 2, `0` = none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses `<int><unit>` with units B, KB/KiB, MB/MiB, GB/GiB, TB/TiB, PB/PiB, EB/EiB.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+        let n: u64 = s[..digits].parse().map_err(|_| format!("invalid byte size {s:?}"))?;
+        let unit = &s[digits..];
+        let shift = match unit {
+            "" | "B" if n == 0 || !unit.is_empty() => 0,
+            "KB" | "KiB" => 10,
+            "MB" | "MiB" => 20,
+            "GB" | "GiB" => 30,
+            "TB" | "TiB" => 40,
+            "PB" | "PiB" => 50,
+            "EB" | "EiB" => 60,
+            _ => return Err(format!("invalid byte size {s:?}: units are B, KB, MB, GB, TB, PB, EB")),
+        };
+        n.checked_mul(1u64 << shift).map(ByteSize).ok_or_else(|| format!("byte size {s:?} out of range"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ByteSize::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let units = [(60, "EiB"), (50, "PiB"), (40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+        for (shift, u) in units {
+            if self.0 != 0 && self.0 % (1u64 << shift) == 0 {
+                return s.serialize_str(&format!("{}{u}", self.0 >> shift));
+            }
+        }
+        s.serialize_str(&format!("{}B", self.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,10 @@
 //! behind the same traits, so callers never change when durability arrives.
 
 pub mod chunk;
+pub mod config;
 pub mod head;
 
+pub use config::StorageConfig;
 pub use head::{Head, HeadOptions};
 
 use crate::model::{Labels, Matcher};

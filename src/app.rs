@@ -1,0 +1,229 @@
+//! The composition root: builds each module from the config, wires the seams (the traits
+//! `http` declares), handles reload (SIGHUP and `POST /-/reload`) and ordered shutdown.
+//! This is the only file that names several modules' types together.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use parking_lot::Mutex;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::collect::{self, Collector};
+use crate::config::{Config, Source};
+use crate::http::{self, Reloader, StatusSource, TargetsSource};
+use crate::model::Labels;
+use crate::scrape::{self, DroppedTarget, Job, JobKind, Manager, MetadataEntry, ScrapeConfig, ScrapeMetrics, TargetStatus};
+use crate::storage::{Head, HeadOptions, TsdbStats};
+
+/// Options of `appliance run`.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// Every flag as given, for `/api/v1/status/flags`.
+    pub flags: Vec<(String, String)>,
+}
+
+/// The host name, for `instance` labels of built-in collectors and the jitter seed.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "localhost".into())
+}
+
+fn jobs(cfg: &Config, collectors: &[(Arc<dyn Collector>, collect::CollectorConfig)], host: &str) -> anyhow::Result<Vec<Job>> {
+    let mut out = Vec::new();
+    for (c, cc) in collectors {
+        if cfg.scrape_configs.iter().any(|s| s.job_name == c.name()) {
+            anyhow::bail!("scrape_configs: job name {:?} is taken by the built-in collector of that name", c.name());
+        }
+        let yaml = format!("job_name: {}\n", c.name());
+        let mut sc: ScrapeConfig = serde_saphyr::from_str(&yaml).context("collector job")?;
+        sc.scrape_interval = cc.scrape_interval;
+        sc.apply_defaults(&cfg.global).map_err(|e| anyhow::anyhow!("collector {}: {e}", c.name()))?;
+        out.push(Job { config: sc, kind: JobKind::Collector { collector: c.clone(), instance: host.to_string() } });
+    }
+    for sc in &cfg.scrape_configs {
+        out.push(Job { config: sc.clone(), kind: JobKind::Http });
+    }
+    Ok(out)
+}
+
+struct Runtime {
+    source: Source,
+    config: Mutex<Config>,
+    manager: Arc<Manager>,
+    head: Head,
+    collect_deps: collect::Deps,
+    host: String,
+    reload_ok: Gauge,
+    reload_ts: Gauge,
+    last_ok: AtomicBool,
+    flags: Vec<(String, String)>,
+}
+
+impl Runtime {
+    fn apply(&self, cfg: &Config) -> anyhow::Result<()> {
+        let collectors = collect::builtin(&cfg.collectors, &self.collect_deps);
+        let jobs = jobs(cfg, &collectors, &self.host)?;
+        self.manager.apply(jobs)?;
+        Ok(())
+    }
+}
+
+impl Reloader for Runtime {
+    fn reload(&self) -> Result<(), String> {
+        let result = self.source.load().map_err(anyhow::Error::from).and_then(|cfg| {
+            self.apply(&cfg)?;
+            Ok(cfg)
+        });
+        match result {
+            Ok(cfg) => {
+                *self.config.lock() = cfg;
+                self.reload_ok.set(1);
+                self.reload_ts.set(chrono::Utc::now().timestamp());
+                self.last_ok.store(true, Ordering::Release);
+                tracing::info!(file = %self.source.name(), "configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                self.reload_ok.set(0);
+                self.last_ok.store(false, Ordering::Release);
+                tracing::error!(file = %self.source.name(), error = %format!("{e:#}"), "reload failed; keeping the running configuration");
+                Err(format!("{e:#}"))
+            }
+        }
+    }
+}
+
+impl TargetsSource for Runtime {
+    fn active(&self) -> Vec<TargetStatus> {
+        self.manager.active_targets()
+    }
+    fn dropped(&self) -> Vec<DroppedTarget> {
+        self.manager.dropped_targets()
+    }
+    fn dropped_counts(&self) -> Vec<(String, usize)> {
+        self.manager.dropped_counts()
+    }
+    fn metadata(&self) -> Vec<(Labels, MetadataEntry)> {
+        self.manager.metadata()
+    }
+}
+
+impl StatusSource for Runtime {
+    fn config_yaml(&self) -> String {
+        self.config.lock().to_redacted_yaml()
+    }
+    fn flags(&self) -> Vec<(String, String)> {
+        self.flags.clone()
+    }
+    fn reload_status(&self) -> (bool, i64) {
+        (self.last_ok.load(Ordering::Acquire), self.reload_ts.get())
+    }
+    fn storage_retention(&self) -> String {
+        self.config.lock().storage.retention.time.to_string()
+    }
+    fn tsdb(&self, limit: usize) -> TsdbStats {
+        self.head.stats(limit)
+    }
+}
+
+/// Runs the appliance until SIGINT/SIGTERM.
+pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let start_ms = chrono::Utc::now().timestamp_millis();
+    let source = Source::resolve(opts.config.as_deref());
+    let cfg = source.load()?;
+    tracing::info!(config = %source.name(), "starting appliance");
+    let data_dir = opts.data_dir.clone().unwrap_or_else(|| PathBuf::from(&cfg.storage.path));
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+
+    let registry = Arc::new(Mutex::new(Registry::default()));
+    let head = Head::new(HeadOptions { retention_ms: cfg.storage.retention.time.as_millis() });
+    let scrape_metrics = ScrapeMetrics::default();
+    let reload_ok = Gauge::default();
+    let reload_ts = Gauge::default();
+    {
+        let mut reg = registry.lock();
+        head.register_metrics(&mut reg);
+        scrape_metrics.register(&mut reg);
+        reg.register("appliance_config_last_reload_successful", "Whether the last configuration reload attempt was successful.", reload_ok.clone());
+        reg.register("appliance_config_last_reload_success_timestamp_seconds", "Timestamp of the last successful configuration reload.", reload_ts.clone());
+    }
+    let host = hostname();
+    let manager = Arc::new(Manager::new(Arc::new(head.clone()), scrape_metrics, scrape::jitter_seed(&host)));
+    let collect_deps = collect::Deps { registry: registry.clone() };
+    let all_collectors: Vec<Arc<dyn Collector>> = collect::builtin(&collect::CollectorsConfig::default(), &collect_deps).into_iter().map(|(c, _)| c).collect();
+    let rt = Arc::new(Runtime {
+        source,
+        config: Mutex::new(cfg.clone()),
+        manager: manager.clone(),
+        head: head.clone(),
+        collect_deps,
+        host,
+        reload_ok: reload_ok.clone(),
+        reload_ts: reload_ts.clone(),
+        last_ok: AtomicBool::new(true),
+        flags: opts.flags.clone(),
+    });
+    rt.apply(&cfg)?;
+    reload_ok.set(1);
+    reload_ts.set(chrono::Utc::now().timestamp());
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let router = http::router(http::Deps {
+        querier: Arc::new(head.clone()),
+        targets: rt.clone(),
+        status: rt.clone(),
+        reloader: rt.clone(),
+        registry: registry.clone(),
+        collectors: all_collectors,
+        ready: ready.clone(),
+        start_ms,
+    });
+    let listen = http::bind_address(opts.listen.as_deref().unwrap_or(&cfg.web.listen_address));
+    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(address = %listen, "serving HTTP");
+
+    let rt_hup = rt.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            let r = rt_hup.clone();
+            let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+        }
+    });
+    let head_gc = head.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            head_gc.truncate(chrono::Utc::now().timestamp_millis());
+        }
+    });
+
+    ready.store(true, Ordering::Release);
+    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server")?;
+    tracing::info!("shutting down: marking targets stale");
+    manager.stop();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,174 @@
+//! The configuration file: one YAML document, `${VAR}` / `${VAR:-default}` expanded from the
+//! environment, parsed strictly (unknown keys fail), then checked into a [`Config`]. Errors
+//! name the file, the line and the key path. Each section's type lives in the module that
+//! owns it; this module only assembles and checks them.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::collect::CollectorsConfig;
+use crate::http::WebConfig;
+use crate::scrape::{GlobalConfig, ScrapeConfig};
+use crate::storage::StorageConfig;
+
+/// The embedded default: scrape the appliance itself and every built-in collector.
+pub const DEFAULT_CONFIG: &str = include_str!("default.yml");
+
+/// A config file that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Syntax, unknown key, bad value, or a failed check; `line` is 1-based when known.
+    #[error("{path}:{line}: {msg}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The line (0 when not known).
+        line: usize,
+        /// What is wrong, with the key path.
+        msg: String,
+    },
+}
+
+/// The whole checked configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Global defaults.
+    #[serde(default)]
+    pub global: GlobalConfig,
+    /// Local storage.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// HTTP server.
+    #[serde(default)]
+    pub web: WebConfig,
+    /// Built-in collectors.
+    #[serde(default)]
+    pub collectors: CollectorsConfig,
+    /// Scrape jobs, in Prometheus syntax.
+    #[serde(default)]
+    pub scrape_configs: Vec<ScrapeConfig>,
+}
+
+impl Config {
+    /// The config as YAML with every secret replaced by `<secret>`.
+    pub fn to_redacted_yaml(&self) -> String {
+        serde_saphyr::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Where a loaded config came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A file.
+    File(PathBuf),
+    /// The embedded default.
+    Embedded,
+}
+
+impl Source {
+    /// Picks `explicit`, else `./appliance.yml`, else `/etc/appliance/appliance.yml`, else
+    /// the embedded default.
+    pub fn resolve(explicit: Option<&Path>) -> Source {
+        if let Some(p) = explicit {
+            return Source::File(p.to_path_buf());
+        }
+        for p in ["appliance.yml", "/etc/appliance/appliance.yml"] {
+            if Path::new(p).is_file() {
+                return Source::File(PathBuf::from(p));
+            }
+        }
+        Source::Embedded
+    }
+
+    /// Display name for messages.
+    pub fn name(&self) -> String {
+        match self {
+            Source::File(p) => p.display().to_string(),
+            Source::Embedded => "<embedded default>".into(),
+        }
+    }
+
+    /// Loads and checks the config.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        match self {
+            Source::File(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read { path: p.display().to_string(), source: e })?;
+                parse(&text, &p.display().to_string())
+            }
+            Source::Embedded => parse(DEFAULT_CONFIG, "<embedded default>"),
+        }
+    }
+}
+
+/// Expands `${NAME}` and `${NAME:-default}`; an unset variable without a default is an error
+/// naming the line. `$1`, `${1}` and other `$` uses (relabel templates) are left alone.
+pub fn expand_env(text: &str, path: &str) -> Result<String, ConfigError> {
+    let re = regex::Regex::new(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}").map_err(|e| ConfigError::Invalid { path: path.into(), line: 0, msg: e.to_string() })?;
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for caps in re.captures_iter(text) {
+        let Some(m) = caps.get(0) else { continue };
+        out.push_str(&text[last..m.start()]);
+        let name = &caps[1];
+        match (std::env::var(name), caps.get(3)) {
+            (Ok(v), None) => out.push_str(&v),
+            (Ok(v), Some(_)) if !v.is_empty() => out.push_str(&v),
+            (_, Some(d)) => out.push_str(d.as_str()),
+            (Err(_), None) => {
+                let line = text[..m.start()].matches('\n').count() + 1;
+                return Err(ConfigError::Invalid { path: path.into(), line, msg: format!("environment variable {name} is not set (use ${{{name}:-default}} for a default)") });
+            }
+        }
+        last = m.end();
+    }
+    out.push_str(&text[last..]);
+    Ok(out)
+}
+
+fn find_line(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).map(|i| i + 1).unwrap_or(0)
+}
+
+/// Parses and checks config text; `path` names it in errors.
+pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+    let expanded = expand_env(text, path)?;
+    let mut cfg: Config = serde_saphyr::from_str(&expanded).map_err(|e| {
+        let msg = e.to_string();
+        let line = saphyr_line(&msg).unwrap_or(0);
+        ConfigError::Invalid { path: path.into(), line, msg: one_line(&msg) }
+    })?;
+    let mut seen = HashSet::new();
+    let global = cfg.global.clone();
+    for (i, sc) in cfg.scrape_configs.iter_mut().enumerate() {
+        let line = find_line(&expanded, &format!("job_name: {}", sc.job_name)).max(find_line(&expanded, &format!("job_name: \"{}\"", sc.job_name)));
+        if !seen.insert(sc.job_name.clone()) {
+            return Err(ConfigError::Invalid { path: path.into(), line, msg: format!("scrape_configs[{i}]: found multiple scrape configs with job name {:?}", sc.job_name) });
+        }
+        sc.apply_defaults(&global).map_err(|msg| ConfigError::Invalid { path: path.into(), line, msg: format!("scrape_configs[{i}]: {msg}") })?;
+    }
+    Ok(cfg)
+}
+
+fn saphyr_line(msg: &str) -> Option<usize> {
+    // serde-saphyr reports "line N column M"; take the first such number.
+    let re = regex::Regex::new(r"line (\d+)").ok()?;
+    re.captures(msg)?.get(1)?.as_str().parse().ok()
+}
+
+fn one_line(msg: &str) -> String {
+    msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,93 @@
+use super::*;
+
+#[test]
+fn embedded_default_loads() {
+    let c = Source::Embedded.load().unwrap();
+    assert_eq!(c.global.scrape_interval.to_string(), "15s");
+    assert!(c.collectors.appliance.enabled);
+}
+
+#[test]
+fn errors_name_line_and_key() {
+    let e = parse("global:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: a\n    scrape_intervall: 5s\n", "f.yml").unwrap_err().to_string();
+    assert!(e.starts_with("f.yml:5:"), "{e}");
+    assert!(e.contains("scrape_intervall"), "{e}");
+    let e = parse("global:\n  scrape_interval: 15x\n", "f.yml").unwrap_err().to_string();
+    assert!(e.starts_with("f.yml:2:"), "{e}");
+    assert!(e.contains("unknown unit"), "{e}");
+    let e = parse("scrape_configs:\n  - job_name: a\n    relabel_configs:\n      - source_labels: [a]\n        regex: '(('\n        target_label: b\n", "f.yml").unwrap_err().to_string();
+    assert!(e.contains("error parsing regexp"), "{e}");
+    assert!(e.starts_with("f.yml:4:") || e.starts_with("f.yml:5:"), "{e}");
+}
+
+#[test]
+fn duplicate_jobs_and_timeouts_rejected() {
+    let e = parse("scrape_configs:\n  - job_name: a\n  - job_name: a\n", "f").unwrap_err().to_string();
+    assert!(e.contains("found multiple scrape configs with job name \"a\""), "{e}");
+    let e = parse("scrape_configs:\n  - job_name: a\n    scrape_interval: 1s\n    scrape_timeout: 2s\n", "f").unwrap_err().to_string();
+    assert!(e.contains("f:2:") && e.contains("scrape timeout greater than scrape interval"), "{e}");
+}
+
+#[test]
+fn env_expansion() {
+    std::env::set_var("APPLIANCE_TEST_TARGET", "127.0.0.1:9100");
+    let c = parse("scrape_configs:\n  - job_name: a\n    static_configs:\n      - targets: ['${APPLIANCE_TEST_TARGET}', '${APPLIANCE_UNSET_X:-h:1}']\n    relabel_configs:\n      - source_labels: [__address__]\n        target_label: x\n        replacement: '${1}'\n", "f").unwrap();
+    assert_eq!(c.scrape_configs[0].static_configs[0].targets, vec!["127.0.0.1:9100", "h:1"]);
+    assert_eq!(c.scrape_configs[0].relabel_configs[0].replacement, "${1}");
+    let e = parse("global:\n  external_labels:\n    a: ${APPLIANCE_SURELY_UNSET}\n", "f").unwrap_err().to_string();
+    assert!(e.contains("f:3:") && e.contains("APPLIANCE_SURELY_UNSET"), "{e}");
+}
+
+#[test]
+fn secrets_redacted_in_yaml() {
+    let c = parse("scrape_configs:\n  - job_name: a\n    basic_auth:\n      username: u\n      password: hunter2\n    authorization:\n      credentials: tok\n", "f");
+    // basic_auth and authorization together are refused, as in Prometheus.
+    assert!(c.is_err());
+    let c = parse("scrape_configs:\n  - job_name: a\n    basic_auth:\n      username: u\n      password: hunter2\n", "f").unwrap();
+    let y = c.to_redacted_yaml();
+    assert!(!y.contains("hunter2") && y.contains("<secret>"), "{y}");
+}
+
+#[test]
+fn prometheus_style_scrape_config_is_accepted() {
+    let text = r#"
+global:
+  scrape_interval: 15s
+  external_labels: {monitor: codelab}
+scrape_configs:
+  - job_name: node
+    honor_labels: true
+    metrics_path: /metrics
+    scheme: http
+    params: {collect[]: [cpu, meminfo]}
+    sample_limit: 10000
+    label_limit: 30
+    label_name_length_limit: 200
+    label_value_length_limit: 200
+    body_size_limit: 10MB
+    static_configs:
+      - targets: ['localhost:9100']
+        labels: {env: prod}
+    file_sd_configs:
+      - files: ['/etc/prometheus/targets/*.json']
+        refresh_interval: 1m
+    relabel_configs:
+      - source_labels: [__address__]
+        regex: '(.*):\d+'
+        target_label: host
+      - action: hashmod
+        source_labels: [__address__]
+        modulus: 4
+        target_label: __tmp_hash
+    metric_relabel_configs:
+      - source_labels: [__name__]
+        regex: 'go_.*'
+        action: drop
+    tls_config:
+      insecure_skip_verify: true
+    authorization:
+      credentials_file: /run/secrets/token
+"#;
+    let c = parse(text, "p.yml").unwrap();
+    assert_eq!(c.scrape_configs[0].body_size_limit.unwrap().0, 10 << 20);
+}

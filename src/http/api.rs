@@ -1,0 +1,366 @@
+//! `/api/v1/*`: series, labels, label values, targets, target metadata and status, with
+//! Prometheus's JSON envelope, parameter parsing and error mapping (all in one place).
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Map, Value};
+
+use super::AppState;
+use crate::model::time::{format_rfc3339, parse_api_time, MAX_TIME_MS, MIN_TIME_MS};
+use crate::model::{Labels, MatchOp, Matcher};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/series", get(series).post(series))
+        .route("/api/v1/labels", get(labels).post(labels))
+        .route("/api/v1/label/{name}/values", get(label_values))
+        .route("/api/v1/targets", get(targets))
+        .route("/api/v1/targets/metadata", get(targets_metadata))
+        .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/status/runtimeinfo", get(runtimeinfo))
+        .route("/api/v1/status/flags", get(flags))
+        .route("/api/v1/status/config", get(config))
+        .route("/api/v1/status/tsdb", get(tsdb))
+}
+
+/// Prometheus's API error kinds.
+#[derive(Debug, Clone, Copy)]
+enum ErrorType {
+    BadData,
+    NotFound,
+}
+
+struct ApiError(ErrorType, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (code, kind) = match self.0 {
+            ErrorType::BadData => (StatusCode::BAD_REQUEST, "bad_data"),
+            ErrorType::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        };
+        (code, axum::Json(json!({"status": "error", "errorType": kind, "error": self.1}))).into_response()
+    }
+}
+
+fn ok(data: Value, warnings: Vec<String>) -> Response {
+    let mut body = json!({"status": "success", "data": data});
+    if !warnings.is_empty() {
+        body["warnings"] = json!(warnings);
+    }
+    axum::Json(body).into_response()
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(ErrorType::BadData, msg.into())
+}
+
+/// Query string and form body parameters together, as Go's `r.Form`.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn new(query: Option<String>, body: &[u8]) -> Self {
+        let mut v: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+        if let Some(q) = query {
+            v.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
+        }
+        Params(v)
+    }
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+    }
+    fn all(&self, k: &str) -> Vec<&str> {
+        self.0.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect()
+    }
+    fn time(&self, k: &str, default: i64) -> Result<i64, ApiError> {
+        match self.get(k) {
+            None => Ok(default),
+            Some(s) => parse_api_time(s).map_err(|e| bad(format!("invalid parameter {k:?}: {e}"))),
+        }
+    }
+    fn range(&self) -> Result<(i64, i64), ApiError> {
+        let start = self.time("start", MIN_TIME_MS)?;
+        let end = self.time("end", MAX_TIME_MS)?;
+        if end < start {
+            return Err(bad("invalid parameter \"end\": end timestamp must not be before start time"));
+        }
+        Ok((start, end))
+    }
+    fn limit(&self) -> Result<usize, ApiError> {
+        match self.get("limit") {
+            None => Ok(0),
+            Some(s) => match s.parse::<i64>() {
+                Ok(n) if n >= 0 => Ok(n as usize),
+                Ok(_) => Err(bad("limit must be non-negative")),
+                Err(_) => Err(bad(format!("invalid parameter \"limit\": cannot parse {s:?} to a valid limit"))),
+            },
+        }
+    }
+}
+
+/// Parses a series selector with the PromQL parser into our matchers.
+pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, String> {
+    let expr = promql_parser::parser::parse(s)?;
+    let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
+        return Err(format!("1:1: parse error: unexpected expression {s:?}, expected a vector selector"));
+    };
+    let mut out = Vec::new();
+    if let Some(n) = &vs.name {
+        out.push(Matcher::new(MatchOp::Equal, crate::model::METRIC_NAME, n.clone()).map_err(|e| e.to_string())?);
+    }
+    for m in &vs.matchers.matchers {
+        let op = match m.op {
+            promql_parser::label::MatchOp::Equal => MatchOp::Equal,
+            promql_parser::label::MatchOp::NotEqual => MatchOp::NotEqual,
+            promql_parser::label::MatchOp::Re(_) => MatchOp::Regex,
+            promql_parser::label::MatchOp::NotRe(_) => MatchOp::NotRegex,
+        };
+        out.push(Matcher::new(op, m.name.clone(), m.value.clone()).map_err(|e| e.to_string())?);
+    }
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err("\"or\" in series selectors is not supported here".into());
+    }
+    if out.iter().all(|m| m.matches_empty()) {
+        return Err("vector selector must contain at least one non-empty matcher".into());
+    }
+    Ok(out)
+}
+
+fn match_sets(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+    p.all("match[]").into_iter().map(|s| parse_selector(s).map_err(|e| bad(format!("invalid parameter \"match[]\": {e}")))).collect()
+}
+
+fn labels_json(l: &Labels) -> Value {
+    let mut m = Map::new();
+    for p in l.iter() {
+        m.insert(p.name.clone(), Value::String(p.value.clone()));
+    }
+    Value::Object(m)
+}
+
+fn truncate<T>(v: &mut Vec<T>, limit: usize, warnings: &mut Vec<String>) {
+    if limit > 0 && v.len() > limit {
+        v.truncate(limit);
+        warnings.push("results truncated due to limit".into());
+    }
+}
+
+async fn series(State(st): State<AppState>, RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+    let p = Params::new(q, &body);
+    let sets = match_sets(&p)?;
+    if sets.is_empty() {
+        return Err(bad("no match[] parameter provided"));
+    }
+    let (start, end) = p.range()?;
+    let limit = p.limit()?;
+    let mut all: Vec<Labels> = sets.iter().flat_map(|m| st.deps.querier.series(m, start, end)).collect();
+    all.sort();
+    all.dedup();
+    let mut warnings = Vec::new();
+    truncate(&mut all, limit, &mut warnings);
+    Ok(ok(Value::Array(all.iter().map(labels_json).collect()), warnings))
+}
+
+async fn labels(State(st): State<AppState>, RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+    let p = Params::new(q, &body);
+    let sets = match_sets(&p)?;
+    let (start, end) = p.range()?;
+    let limit = p.limit()?;
+    let mut names: Vec<String> = if sets.is_empty() { st.deps.querier.label_names(&[], start, end) } else { sets.iter().flat_map(|m| st.deps.querier.label_names(m, start, end)).collect() };
+    names.sort();
+    names.dedup();
+    let mut warnings = Vec::new();
+    truncate(&mut names, limit, &mut warnings);
+    Ok(ok(json!(names), warnings))
+}
+
+async fn label_values(State(st): State<AppState>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let p = Params::new(q, &[]);
+    // Prometheus accepts `U__`-escaped UTF-8 names in the path; plain names pass through.
+    if name.is_empty() || name.chars().any(|c| c == '\u{0}') {
+        return Err(bad(format!("invalid label name: {name:?}")));
+    }
+    let sets = match_sets(&p)?;
+    let (start, end) = p.range()?;
+    let limit = p.limit()?;
+    let mut vals: Vec<String> = if sets.is_empty() { st.deps.querier.label_values(&name, &[], start, end) } else { sets.iter().flat_map(|m| st.deps.querier.label_values(&name, m, start, end)).collect() };
+    vals.sort();
+    vals.dedup();
+    let mut warnings = Vec::new();
+    truncate(&mut vals, limit, &mut warnings);
+    Ok(ok(json!(vals), warnings))
+}
+
+async fn targets(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let p = Params::new(q, &[]);
+    let state = p.get("state").unwrap_or("any").to_ascii_lowercase();
+    let pool = p.get("scrapePool");
+    let show_active = state == "active" || state == "any";
+    let show_dropped = state == "dropped" || state == "any";
+    let t = &st.deps.targets;
+    let active: Vec<Value> = if show_active {
+        t.active()
+            .into_iter()
+            .filter(|a| pool.map(|p| p == a.scrape_pool).unwrap_or(true))
+            .map(|a| {
+                json!({
+                    "discoveredLabels": labels_json(&a.discovered_labels),
+                    "labels": labels_json(&a.labels),
+                    "scrapePool": a.scrape_pool,
+                    "scrapeUrl": a.scrape_url,
+                    "globalUrl": a.scrape_url,
+                    "lastError": a.last_error,
+                    "lastScrape": if a.last_scrape_ms == 0 { "0001-01-01T00:00:00Z".to_string() } else { format_rfc3339(a.last_scrape_ms) },
+                    "lastScrapeDuration": a.last_scrape_duration,
+                    "health": a.health.as_str(),
+                    "scrapeInterval": a.scrape_interval,
+                    "scrapeTimeout": a.scrape_timeout,
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let dropped: Vec<Value> = if show_dropped {
+        t.dropped().into_iter().filter(|d| pool.map(|p| p == d.scrape_pool).unwrap_or(true)).map(|d| json!({"discoveredLabels": labels_json(&d.discovered_labels)})).collect()
+    } else {
+        Vec::new()
+    };
+    let counts: Map<String, Value> = t.dropped_counts().into_iter().filter(|(n, _)| pool.map(|p| p == n).unwrap_or(true)).map(|(n, c)| (n, json!(c))).collect();
+    Ok(ok(json!({"activeTargets": active, "droppedTargets": dropped, "droppedTargetCounts": counts}), Vec::new()))
+}
+
+async fn targets_metadata(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let p = Params::new(q, &[]);
+    let limit = p.limit()?;
+    let matchers = match p.get("match_target") {
+        Some(s) => {
+            let ms = parse_selector_lenient(s).map_err(|e| bad(format!("invalid parameter \"match_target\": {e}")))?;
+            Some(ms)
+        }
+        None => None,
+    };
+    let metric = p.get("metric");
+    let mut out = Vec::new();
+    for (target, m) in st.deps.targets.metadata() {
+        if let Some(ms) = &matchers {
+            if !ms.iter().all(|x| x.matches(target.get(&x.name).unwrap_or(""))) {
+                continue;
+            }
+        }
+        if metric.map(|n| n != m.metric).unwrap_or(false) {
+            continue;
+        }
+        out.push(json!({"target": labels_json(&target), "metric": m.metric, "type": m.kind, "help": m.help, "unit": m.unit}));
+        if limit > 0 && out.len() >= limit {
+            break;
+        }
+    }
+    if out.is_empty() {
+        return Err(ApiError(ErrorType::NotFound, "specified metadata not found".into()));
+    }
+    Ok(ok(Value::Array(out), Vec::new()))
+}
+
+/// `match_target` is a label selector without a metric name, e.g. `{job="node"}`.
+fn parse_selector_lenient(s: &str) -> Result<Vec<Matcher>, String> {
+    match parse_selector(s) {
+        Ok(m) => Ok(m),
+        Err(e) if e.contains("non-empty matcher") => {
+            let expr = promql_parser::parser::parse(&format!("x{s}"))?;
+            let promql_parser::parser::Expr::VectorSelector(_) = expr else { return Err(e) };
+            parse_selector(&format!("x{s}")).map(|mut v| {
+                v.retain(|m| m.name != crate::model::METRIC_NAME);
+                v
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn buildinfo() -> Response {
+    ok(
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "revision": option_env!("APPLIANCE_REVISION").unwrap_or("unknown"),
+            "branch": option_env!("APPLIANCE_BRANCH").unwrap_or("unknown"),
+            "buildUser": option_env!("APPLIANCE_BUILD_USER").unwrap_or("unknown"),
+            "buildDate": option_env!("APPLIANCE_BUILD_DATE").unwrap_or("unknown"),
+            "goVersion": "rust",
+        }),
+        Vec::new(),
+    )
+}
+
+async fn runtimeinfo(State(st): State<AppState>) -> Response {
+    let (ok_reload, last) = st.deps.status.reload_status();
+    let cwd = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default();
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    ok(
+        json!({
+            "startTime": format_rfc3339(st.deps.start_ms),
+            "CWD": cwd,
+            "reloadConfigSuccess": ok_reload,
+            "lastConfigTime": format_rfc3339(last * 1000),
+            "corruptionCount": 0,
+            "goroutineCount": 0,
+            "GOMAXPROCS": threads,
+            "GOMEMLIMIT": i64::MAX,
+            "GOGC": "",
+            "GODEBUG": "",
+            "storageRetention": st.deps.status.storage_retention(),
+        }),
+        Vec::new(),
+    )
+}
+
+async fn flags(State(st): State<AppState>) -> Response {
+    let m: Map<String, Value> = st.deps.status.flags().into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    ok(Value::Object(m), Vec::new())
+}
+
+async fn config(State(st): State<AppState>) -> Response {
+    ok(json!({"yaml": st.deps.status.config_yaml()}), Vec::new())
+}
+
+async fn tsdb(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let p = Params::new(q, &[]);
+    let limit = match p.get("limit") {
+        None => 10,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(bad("limit must be a positive number")),
+        },
+    };
+    let s = st.deps.status.tsdb(limit);
+    let list = |v: &Vec<(String, u64)>| Value::Array(v.iter().map(|(n, c)| json!({"name": n, "value": c})).collect());
+    let (min, max) = if s.num_series == 0 { (i64::MAX, i64::MIN) } else { (s.min_time, s.max_time) };
+    Ok(ok(
+        json!({
+            "headStats": {"numSeries": s.num_series, "numLabelPairs": s.num_label_pairs, "chunkCount": s.chunk_count, "minTime": min, "maxTime": max},
+            "seriesCountByMetricName": list(&s.series_count_by_metric_name),
+            "labelValueCountByLabelName": list(&s.label_value_count_by_label_name),
+            "memoryInBytesByLabelName": list(&s.memory_in_bytes_by_label_name),
+            "seriesCountByLabelValuePair": list(&s.series_count_by_label_value_pair),
+        }),
+        Vec::new(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors() {
+        let m = parse_selector("node_cpu_seconds_total{mode=~\"idle|user\",cpu!=\"1\"}").unwrap();
+        assert_eq!(m.len(), 3);
+        assert!(parse_selector("{a=\"\"}").is_err());
+        assert!(parse_selector("rate(x[5m])").is_err());
+        assert!(parse_selector("x{").is_err());
+        assert_eq!(parse_selector_lenient("{job=\"node\"}").unwrap().len(), 1);
+    }
+}
