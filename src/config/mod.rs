@@ -146,7 +146,9 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
     let mut cfg: Config = serde_saphyr::from_str(&expanded).map_err(|e| {
         let msg = e.to_string();
         let line = saphyr_line(&msg).unwrap_or(0);
-        ConfigError::Invalid { path: path.into(), line, msg: one_line(&msg) }
+        let key = key_path(&expanded, line);
+        let msg = if key.is_empty() { one_line(&msg) } else { format!("{key}: {}", one_line(&msg)) };
+        ConfigError::Invalid { path: path.into(), line, msg }
     })?;
     let mut seen = HashSet::new();
     let global = cfg.global.clone();
@@ -160,6 +162,65 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
     Ok(cfg)
 }
 
+/// The dotted key path (`scrape_configs[0].relabel_configs[1].regex`) of the key on `line`
+/// (1-based), read from indentation; good enough for messages, never used for parsing.
+fn key_path(text: &str, line: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    if line == 0 || line > lines.len() {
+        return String::new();
+    }
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let key_of = |l: &str| {
+        let t = l.trim_start().trim_start_matches("- ").trim_start();
+        t.split_once(':').map(|(k, _)| k.trim().trim_matches(['"', '\'']).to_string()).filter(|k| !k.is_empty() && !k.contains(' '))
+    };
+    let mut parts = Vec::new();
+    let mut cur = indent(lines[line - 1]);
+    if let Some(k) = key_of(lines[line - 1]) {
+        parts.push(k);
+    }
+    let mut item_indent: Option<usize> = None;
+    let mut items = 0usize;
+    if lines[line - 1].trim_start().starts_with("- ") {
+        item_indent = Some(cur);
+        items = 1;
+    }
+    for l in lines[..line - 1].iter().rev() {
+        if l.trim().is_empty() || l.trim_start().starts_with('#') {
+            continue;
+        }
+        let i = indent(l);
+        let is_item = l.trim_start().starts_with("- ");
+        if is_item && item_indent.is_none() && i < cur {
+            item_indent = Some(i);
+            cur = i;
+            items = 1;
+            if let Some(k) = key_of(l) {
+                if parts.last() != Some(&k) {
+                    // A key on the same line as the dash belongs to the item itself.
+                }
+            }
+            continue;
+        }
+        if is_item && item_indent == Some(i) {
+            items += 1;
+            continue;
+        }
+        if i < cur {
+            if let Some(k) = key_of(l) {
+                if item_indent.take().is_some() {
+                    parts.push(format!("{k}[{}]", items - 1));
+                } else {
+                    parts.push(k);
+                }
+            }
+            cur = i;
+        }
+    }
+    parts.reverse();
+    parts.join(".")
+}
+
 fn saphyr_line(msg: &str) -> Option<usize> {
     // serde-saphyr reports "line N column M"; take the first such number.
     let re = regex::Regex::new(r"line (\d+)").ok()?;
@@ -167,7 +228,10 @@ fn saphyr_line(msg: &str) -> Option<usize> {
 }
 
 fn one_line(msg: &str) -> String {
-    msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    // serde-saphyr appends a source snippet after the first line; the caller prints the
+    // file and line itself, so keep the message and drop the snippet.
+    let first = msg.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or(msg);
+    first.trim_start_matches("error: ").to_string()
 }
 
 #[cfg(test)]

@@ -11,12 +11,13 @@ fn embedded_default_loads() {
 fn errors_name_line_and_key() {
     let e = parse("global:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: a\n    scrape_intervall: 5s\n", "f.yml").unwrap_err().to_string();
     assert!(e.starts_with("f.yml:5:"), "{e}");
-    assert!(e.contains("scrape_intervall"), "{e}");
+    assert!(e.contains("scrape_configs[0].scrape_intervall:"), "{e}");
     let e = parse("global:\n  scrape_interval: 15x\n", "f.yml").unwrap_err().to_string();
     assert!(e.starts_with("f.yml:2:"), "{e}");
     assert!(e.contains("unknown unit"), "{e}");
     let e = parse("scrape_configs:\n  - job_name: a\n    relabel_configs:\n      - source_labels: [a]\n        regex: '(('\n        target_label: b\n", "f.yml").unwrap_err().to_string();
     assert!(e.contains("error parsing regexp"), "{e}");
+    assert!(e.contains("scrape_configs[0].relabel_configs[0].regex"), "{e}");
     assert!(e.starts_with("f.yml:4:") || e.starts_with("f.yml:5:"), "{e}");
 }
 
@@ -59,7 +60,8 @@ scrape_configs:
     honor_labels: true
     metrics_path: /metrics
     scheme: http
-    params: {collect[]: [cpu, meminfo]}
+    params:
+      collect[]: [cpu, meminfo]
     sample_limit: 10000
     label_limit: 30
     label_name_length_limit: 200
