@@ -1,0 +1,110 @@
+//! Helpers for the end-to-end tests: free ports, a minimal HTTP client over std sockets,
+//! polling with a deadline, and child processes that are killed when dropped.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Sends one HTTP/1.0 request; returns status and body (None if the connection failed).
+pub fn request(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    s.write_all(req.as_bytes()).ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+pub fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    request(addr, "GET", path, "")
+}
+
+pub fn get_json(addr: &str, path: &str) -> serde_json::Value {
+    let (_, body) = get(addr, path).unwrap_or_else(|| panic!("GET {path} failed"));
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `secs`.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child process killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+/// Starts the appliance binary on `listen` with `config` (None = embedded default) in `dir`.
+pub fn appliance(dir: &Path, config: Option<&Path>, listen: &str) -> Proc {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_appliance"));
+    c.current_dir(dir).arg("run").arg("--listen").arg(listen).arg("--data-dir").arg(dir.join("data"));
+    if let Some(cfg) = config {
+        c.arg("--config").arg(cfg);
+    }
+    let log = std::fs::File::create(dir.join("appliance.log")).unwrap();
+    c.stdout(Stdio::null()).stderr(log);
+    Proc(c.spawn().expect("start appliance"))
+}
+
+pub fn wait_ready(addr: &str) {
+    wait_for(30, "appliance /-/ready", || get(addr, "/-/ready").filter(|(s, _)| *s == 200));
+}
+
+/// The Debian node_exporter binary, or None (skip) when it is not installed outside CI.
+pub fn node_exporter_bin() -> Option<&'static str> {
+    let p = "/usr/bin/prometheus-node-exporter";
+    if Path::new(p).exists() {
+        return Some(p);
+    }
+    if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
+        panic!("{p} missing under CI; the test command installs prometheus-node-exporter");
+    }
+    eprintln!("skipping: {p} not installed");
+    None
+}
+
+/// Starts node_exporter on 127.0.0.1:`port` and waits until it answers.
+pub fn node_exporter(port: u16) -> Option<Proc> {
+    let bin = node_exporter_bin()?;
+    let child = Command::new(bin)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start node_exporter");
+    let p = Proc(child);
+    let addr = format!("127.0.0.1:{port}");
+    wait_for(20, "node_exporter", || get(&addr, "/metrics").filter(|(s, _)| *s == 200));
+    Some(p)
+}

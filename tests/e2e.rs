@@ -1,0 +1,159 @@
+//! The binary end to end: default config, a real node_exporter, reload, check config.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn embedded_default_is_ready_and_scrapes_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _app = appliance(dir.path(), None, &addr);
+    wait_ready(&addr);
+    let (code, body) = get(&addr, "/-/healthy").unwrap();
+    assert_eq!(code, 200, "{body}");
+    // The self target turns up within the first (jittered) interval.
+    let target = wait_for(40, "appliance target up", || {
+        let v = get_json(&addr, "/api/v1/targets");
+        let t = v["data"]["activeTargets"].as_array()?.iter().find(|t| t["labels"]["job"] == "appliance")?.clone();
+        (t["health"] == "up").then_some(t)
+    });
+    assert_eq!(target["lastError"], "");
+    let v = get_json(&addr, "/api/v1/series?match[]=appliance_tsdb_head_series");
+    assert_eq!(v["status"], "success");
+    assert_eq!(v["data"][0]["job"], "appliance");
+    let (code, metrics) = get(&addr, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(metrics.contains("appliance_http_request_duration_seconds"), "{metrics}");
+    let (code, own) = get(&addr, "/metrics/appliance").unwrap();
+    assert_eq!(code, 200);
+    assert!(own.contains("appliance_config_last_reload_successful"));
+    assert!(dir.path().join("data").is_dir());
+}
+
+#[test]
+fn node_exporter_is_scraped_and_goes_stale_when_stopped() {
+    let ne_port = free_port();
+    let Some(mut ne) = node_exporter(ne_port) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "appliance.yml",
+        &format!("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\ncollectors:\n  appliance:\n    enabled: false\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{ne_port}']\n"),
+    );
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _app = appliance(dir.path(), Some(&cfg), &addr);
+    wait_ready(&addr);
+    let series = wait_for(10, "node_cpu_seconds_total series", || {
+        let v = get_json(&addr, "/api/v1/series?match[]=node_cpu_seconds_total");
+        v["data"].as_array().filter(|a| !a.is_empty()).cloned()
+    });
+    for s in &series {
+        assert_eq!(s["job"], "node");
+        assert_eq!(s["instance"], format!("127.0.0.1:{ne_port}"));
+        assert!(s["cpu"].is_string() && s["mode"].is_string());
+    }
+    let meta = get_json(&addr, "/api/v1/targets/metadata?metric=node_cpu_seconds_total");
+    assert_eq!(meta["data"][0]["type"], "counter", "{meta}");
+    drop(ne.0.kill());
+    let _ = ne.0.wait();
+    let t = wait_for(10, "node target down", || {
+        let v = get_json(&addr, "/api/v1/targets");
+        let t = v["data"]["activeTargets"][0].clone();
+        (t["health"] == "down").then_some(t)
+    });
+    assert!(t["lastError"].as_str().unwrap().contains("127.0.0.1"), "{t}");
+    // Stored series are kept (the samples before the stop are not lost).
+    let v = get_json(&addr, "/api/v1/series?match[]=node_cpu_seconds_total");
+    assert_eq!(v["data"].as_array().unwrap().len(), series.len());
+}
+
+#[test]
+fn check_config_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("unknown-key.yml", "global:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: a\n    static_config:\n      - targets: ['x:1']\n", ":5:", "static_config"),
+        ("bad-duration.yml", "global:\n  scrape_interval: 15s\n  scrape_timeout: 10 s\n", ":3:", "global.scrape_timeout"),
+        ("bad-regex.yml", "scrape_configs:\n  - job_name: a\n    relabel_configs:\n      - source_labels: [x]\n        regex: 'a[b'\n        target_label: y\n", ":5:", "regex"),
+    ];
+    for (name, text, line, key) in cases {
+        let p = write(dir.path(), name, text);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_appliance")).args(["check", "config"]).arg(&p).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name} must fail");
+        assert!(err.contains(&format!("{name}{line}")), "{name}: {err}");
+        assert!(err.contains(key), "{name}: {err}");
+    }
+    let good = write(dir.path(), "good.yml", "scrape_configs:\n  - job_name: a\n    static_configs:\n      - targets: ['localhost:9100']\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_appliance")).args(["check", "config"]).arg(&good).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn bad_reload_keeps_the_running_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: first\n    static_configs:\n      - targets: ['127.0.0.1:1']\n";
+    let cfg = write(dir.path(), "appliance.yml", good);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let app = appliance(dir.path(), Some(&cfg), &addr);
+    wait_ready(&addr);
+    let pools = || -> Vec<String> {
+        let v = get_json(&addr, "/api/v1/targets");
+        v["data"]["activeTargets"].as_array().unwrap().iter().map(|t| t["scrapePool"].as_str().unwrap().to_string()).collect()
+    };
+    assert!(pools().contains(&"first".to_string()));
+    // A broken file: SIGHUP leaves the old config serving and the gauge at 0.
+    write(dir.path(), "appliance.yml", "global:\n  scrape_interval: forever\n");
+    let st = std::process::Command::new("kill").args(["-HUP", &app.pid().to_string()]).status().unwrap();
+    assert!(st.success());
+    wait_for(10, "reload failure gauge", || get(&addr, "/metrics").filter(|(_, b)| b.contains("appliance_config_last_reload_successful 0")));
+    assert!(pools().contains(&"first".to_string()));
+    let (code, body) = request(&addr, "POST", "/-/reload", "").unwrap();
+    assert_eq!(code, 500);
+    assert!(body.contains("appliance.yml:2"), "{body}");
+    // A good file through POST /-/reload applies the new targets.
+    write(dir.path(), "appliance.yml", &good.replace("first", "second"));
+    let (code, body) = request(&addr, "POST", "/-/reload", "").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let p = pools();
+    assert!(p.contains(&"second".to_string()) && !p.contains(&"first".to_string()), "{p:?}");
+    assert!(get(&addr, "/metrics").unwrap().1.contains("appliance_config_last_reload_successful 1"));
+    let v = get_json(&addr, "/api/v1/status/runtimeinfo");
+    assert_eq!(v["data"]["reloadConfigSuccess"], true);
+}
+
+#[test]
+fn api_errors_match_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _app = appliance(dir.path(), None, &addr);
+    wait_ready(&addr);
+    let (code, body) = get(&addr, "/api/v1/series").unwrap();
+    assert_eq!(code, 400);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["errorType"], "bad_data");
+    assert_eq!(v["error"], "no match[] parameter provided");
+    let (code, body) = get(&addr, "/api/v1/series?match[]=up&start=foo").unwrap();
+    assert_eq!(code, 400);
+    assert!(body.contains("invalid parameter \\\"start\\\": cannot parse \\\"foo\\\" to a valid timestamp"), "{body}");
+    let (code, _) = get(&addr, "/api/v1/series?match[]=up{").unwrap();
+    assert_eq!(code, 400);
+    let (code, body) = request(&addr, "POST", "/api/v1/series", "match[]=up&start=2020-01-01T00:00:00Z").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let v = get_json(&addr, "/api/v1/status/buildinfo");
+    assert_eq!(v["data"]["version"], env!("CARGO_PKG_VERSION"));
+    let v = get_json(&addr, "/api/v1/status/flags");
+    assert!(v["data"]["listen"].is_string());
+    let v = get_json(&addr, "/api/v1/labels?limit=1");
+    if v["data"].as_array().map(|a| a.len()).unwrap_or(0) == 1 {
+        // Either there is one label name, or the result was truncated with a warning.
+        assert!(v["warnings"].is_null() || v["warnings"][0] == "results truncated due to limit");
+    }
+}
