@@ -15,7 +15,10 @@ use crate::collect::{self, Collector};
 use crate::config::{Config, Source};
 use crate::http::{self, Reloader, StatusSource, TargetsSource};
 use crate::model::Labels;
-use crate::scrape::{self, DroppedTarget, Job, JobKind, Manager, MetadataEntry, ScrapeConfig, ScrapeMetrics, TargetStatus};
+use crate::scrape::{
+    self, DroppedTarget, Job, JobKind, Manager, MetadataEntry, ScrapeConfig, ScrapeMetrics,
+    TargetStatus,
+};
 use crate::storage::{Head, HeadOptions, TsdbStats};
 
 /// Options of `appliance run`.
@@ -33,23 +36,44 @@ pub struct RunOptions {
 
 /// The host name, for `instance` labels of built-in collectors and the jitter seed.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "localhost".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
-fn jobs(cfg: &Config, collectors: &[(Arc<dyn Collector>, collect::CollectorConfig)], host: &str) -> anyhow::Result<Vec<Job>> {
+fn jobs(
+    cfg: &Config,
+    collectors: &[(Arc<dyn Collector>, collect::CollectorConfig)],
+    host: &str,
+) -> anyhow::Result<Vec<Job>> {
     let mut out = Vec::new();
     for (c, cc) in collectors {
         if cfg.scrape_configs.iter().any(|s| s.job_name == c.name()) {
-            anyhow::bail!("scrape_configs: job name {:?} is taken by the built-in collector of that name", c.name());
+            anyhow::bail!(
+                "scrape_configs: job name {:?} is taken by the built-in collector of that name",
+                c.name()
+            );
         }
         let yaml = format!("job_name: {}\n", c.name());
         let mut sc: ScrapeConfig = serde_saphyr::from_str(&yaml).context("collector job")?;
         sc.scrape_interval = cc.scrape_interval;
-        sc.apply_defaults(&cfg.global).map_err(|e| anyhow::anyhow!("collector {}: {e}", c.name()))?;
-        out.push(Job { config: sc, kind: JobKind::Collector { collector: c.clone(), instance: host.to_string() } });
+        sc.apply_defaults(&cfg.global)
+            .map_err(|e| anyhow::anyhow!("collector {}: {e}", c.name()))?;
+        out.push(Job {
+            config: sc,
+            kind: JobKind::Collector {
+                collector: c.clone(),
+                instance: host.to_string(),
+            },
+        });
     }
     for sc in &cfg.scrape_configs {
-        out.push(Job { config: sc.clone(), kind: JobKind::Http });
+        out.push(Job {
+            config: sc.clone(),
+            kind: JobKind::Http,
+        });
     }
     Ok(out)
 }
@@ -78,10 +102,14 @@ impl Runtime {
 
 impl Reloader for Runtime {
     fn reload(&self) -> Result<(), String> {
-        let result = self.source.load().map_err(anyhow::Error::from).and_then(|cfg| {
-            self.apply(&cfg)?;
-            Ok(cfg)
-        });
+        let result = self
+            .source
+            .load()
+            .map_err(anyhow::Error::from)
+            .and_then(|cfg| {
+                self.apply(&cfg)?;
+                Ok(cfg)
+            });
         match result {
             Ok(cfg) => {
                 *self.config.lock() = cfg;
@@ -140,11 +168,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let source = Source::resolve(opts.config.as_deref());
     let cfg = source.load()?;
     tracing::info!(config = %source.name(), "starting appliance");
-    let data_dir = opts.data_dir.clone().unwrap_or_else(|| PathBuf::from(&cfg.storage.path));
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let data_dir = opts
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&cfg.storage.path));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
 
     let registry = Arc::new(Mutex::new(Registry::default()));
-    let head = Head::new(HeadOptions { retention_ms: cfg.storage.retention.time.as_millis() });
+    let head = Head::new(HeadOptions {
+        retention_ms: cfg.storage.retention.time.as_millis(),
+    });
     let scrape_metrics = ScrapeMetrics::default();
     let reload_ok = Gauge::default();
     let reload_ts = Gauge::default();
@@ -152,13 +186,31 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         let mut reg = registry.lock();
         head.register_metrics(&mut reg);
         scrape_metrics.register(&mut reg);
-        reg.register("appliance_config_last_reload_successful", "Whether the last configuration reload attempt was successful.", reload_ok.clone());
-        reg.register("appliance_config_last_reload_success_timestamp_seconds", "Timestamp of the last successful configuration reload.", reload_ts.clone());
+        reg.register(
+            "appliance_config_last_reload_successful",
+            "Whether the last configuration reload attempt was successful.",
+            reload_ok.clone(),
+        );
+        reg.register(
+            "appliance_config_last_reload_success_timestamp_seconds",
+            "Timestamp of the last successful configuration reload.",
+            reload_ts.clone(),
+        );
     }
     let host = hostname();
-    let manager = Arc::new(Manager::new(Arc::new(head.clone()), scrape_metrics, scrape::jitter_seed(&host)));
-    let collect_deps = collect::Deps { registry: registry.clone() };
-    let all_collectors: Vec<Arc<dyn Collector>> = collect::builtin(&collect::CollectorsConfig::default(), &collect_deps).into_iter().map(|(c, _)| c).collect();
+    let manager = Arc::new(Manager::new(
+        Arc::new(head.clone()),
+        scrape_metrics,
+        scrape::jitter_seed(&host),
+    ));
+    let collect_deps = collect::Deps {
+        registry: registry.clone(),
+    };
+    let all_collectors: Vec<Arc<dyn Collector>> =
+        collect::builtin(&collect::CollectorsConfig::default(), &collect_deps)
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
     let rt = Arc::new(Runtime {
         source,
         config: Mutex::new(cfg.clone()),
@@ -187,12 +239,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         start_ms,
     });
     let listen = http::bind_address(opts.listen.as_deref().unwrap_or(&cfg.web.listen_address));
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(address = %listen, "serving HTTP");
 
     let rt_hup = rt.clone();
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
         while hup.recv().await.is_some() {
             let r = rt_hup.clone();
             let _ = tokio::task::spawn_blocking(move || r.reload()).await;
@@ -208,7 +265,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
 
     ready.store(true, Ordering::Release);
-    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server")?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server")?;
     tracing::info!("shutting down: marking targets stale");
     manager.stop();
     Ok(())
@@ -216,7 +276,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         } else {
             std::future::pending::<()>().await;

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "appliance", version, about = "Prometheus, Alertmanager and the common exporters in one binary")]
+#[command(
+    name = "appliance",
+    version,
+    about = "Prometheus, Alertmanager and the common exporters in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -58,8 +62,11 @@ enum CheckCmd {
 }
 
 fn init_logs(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
@@ -73,9 +80,15 @@ fn main() -> ExitCode {
             println!("appliance {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Cmd::Check { what: CheckCmd::Config { file } } => match appliance::config::Source::File(file.clone()).load() {
+        Cmd::Check {
+            what: CheckCmd::Config { file },
+        } => match appliance::config::Source::File(file.clone()).load() {
             Ok(cfg) => {
-                println!("SUCCESS: {} is valid ({} scrape configs)", file.display(), cfg.scrape_configs.len());
+                println!(
+                    "SUCCESS: {} is valid ({} scrape configs)",
+                    file.display(),
+                    cfg.scrape_configs.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -83,20 +96,49 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Run { config, data_dir, listen, log_level, log_format } => {
+        Cmd::Run {
+            config,
+            data_dir,
+            listen,
+            log_level,
+            log_format,
+        } => {
             init_logs(&log_level, log_format);
             let flags = vec![
-                ("config".to_string(), config.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
-                ("data-dir".to_string(), data_dir.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+                (
+                    "config".to_string(),
+                    config
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                ),
+                (
+                    "data-dir".to_string(),
+                    data_dir
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                ),
                 ("listen".to_string(), listen.clone().unwrap_or_default()),
                 ("log-level".to_string(), log_level.clone()),
-                ("log-format".to_string(), match log_format {
-                    LogFormat::Text => "text".into(),
-                    LogFormat::Json => "json".into(),
-                }),
+                (
+                    "log-format".to_string(),
+                    match log_format {
+                        LogFormat::Text => "text".into(),
+                        LogFormat::Json => "json".into(),
+                    },
+                ),
             ];
-            let opts = appliance::app::RunOptions { config, data_dir, listen, flags };
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let opts = appliance::app::RunOptions {
+                config,
+                data_dir,
+                listen,
+                flags,
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: starting runtime: {e}");

@@ -14,8 +14,14 @@ pub fn shared_testdata(rel: &str) -> Option<PathBuf> {
         return Some(p);
     }
     if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
-        panic!("{} is missing; under CI the shared acceptance data must be present", p.display());
+        panic!(
+            "{} is missing; under CI the shared acceptance data must be present",
+            p.display()
+        );
     }
-    eprintln!("skipping: {} is absent (shared acceptance data not checked out)", p.display());
+    eprintln!(
+        "skipping: {} is absent (shared acceptance data not checked out)",
+        p.display()
+    );
     None
 }

@@ -22,7 +22,11 @@ fn embedded_default_is_ready_and_scrapes_itself() {
     // The self target turns up within the first (jittered) interval.
     let target = wait_for(40, "appliance target up", || {
         let v = get_json(&addr, "/api/v1/targets");
-        let t = v["data"]["activeTargets"].as_array()?.iter().find(|t| t["labels"]["job"] == "appliance")?.clone();
+        let t = v["data"]["activeTargets"]
+            .as_array()?
+            .iter()
+            .find(|t| t["labels"]["job"] == "appliance")?
+            .clone();
         (t["health"] == "up").then_some(t)
     });
     assert_eq!(target["lastError"], "");
@@ -31,7 +35,10 @@ fn embedded_default_is_ready_and_scrapes_itself() {
     assert_eq!(v["data"][0]["job"], "appliance");
     let (code, metrics) = get(&addr, "/metrics").unwrap();
     assert_eq!(code, 200);
-    assert!(metrics.contains("appliance_http_request_duration_seconds"), "{metrics}");
+    assert!(
+        metrics.contains("appliance_http_request_duration_seconds"),
+        "{metrics}"
+    );
     let (code, own) = get(&addr, "/metrics/appliance").unwrap();
     assert_eq!(code, 200);
     assert!(own.contains("appliance_config_last_reload_successful"));
@@ -41,7 +48,9 @@ fn embedded_default_is_ready_and_scrapes_itself() {
 #[test]
 fn node_exporter_is_scraped_and_goes_stale_when_stopped() {
     let ne_port = free_port();
-    let Some(mut ne) = node_exporter(ne_port) else { return };
+    let Some(mut ne) = node_exporter(ne_port) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let cfg = write(
         dir.path(),
@@ -60,7 +69,10 @@ fn node_exporter_is_scraped_and_goes_stale_when_stopped() {
         assert_eq!(s["instance"], format!("127.0.0.1:{ne_port}"));
         assert!(s["cpu"].is_string() && s["mode"].is_string());
     }
-    let meta = get_json(&addr, "/api/v1/targets/metadata?metric=node_cpu_seconds_total");
+    let meta = get_json(
+        &addr,
+        "/api/v1/targets/metadata?metric=node_cpu_seconds_total",
+    );
     assert_eq!(meta["data"][0]["type"], "counter", "{meta}");
     drop(ne.0.kill());
     let _ = ne.0.wait();
@@ -69,7 +81,10 @@ fn node_exporter_is_scraped_and_goes_stale_when_stopped() {
         let t = v["data"]["activeTargets"][0].clone();
         (t["health"] == "down").then_some(t)
     });
-    assert!(t["lastError"].as_str().unwrap().contains("127.0.0.1"), "{t}");
+    assert!(
+        t["lastError"].as_str().unwrap().contains("127.0.0.1"),
+        "{t}"
+    );
     // Stored series are kept (the samples before the stop are not lost).
     let v = get_json(&addr, "/api/v1/series?match[]=node_cpu_seconds_total");
     assert_eq!(v["data"].as_array().unwrap().len(), series.len());
@@ -85,15 +100,27 @@ fn check_config_names_the_line() {
     ];
     for (name, text, line, key) in cases {
         let p = write(dir.path(), name, text);
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_appliance")).args(["check", "config"]).arg(&p).output().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_appliance"))
+            .args(["check", "config"])
+            .arg(&p)
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name} must fail");
         assert!(err.contains(&format!("{name}{line}")), "{name}: {err}");
         assert!(err.contains(key), "{name}: {err}");
     }
     let good = write(dir.path(), "good.yml", "scrape_configs:\n  - job_name: a\n    static_configs:\n      - targets: ['localhost:9100']\n");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_appliance")).args(["check", "config"]).arg(&good).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_appliance"))
+        .args(["check", "config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -106,25 +133,50 @@ fn bad_reload_keeps_the_running_config() {
     wait_ready(&addr);
     let pools = || -> Vec<String> {
         let v = get_json(&addr, "/api/v1/targets");
-        v["data"]["activeTargets"].as_array().unwrap().iter().map(|t| t["scrapePool"].as_str().unwrap().to_string()).collect()
+        v["data"]["activeTargets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["scrapePool"].as_str().unwrap().to_string())
+            .collect()
     };
     assert!(pools().contains(&"first".to_string()));
     // A broken file: SIGHUP leaves the old config serving and the gauge at 0.
-    write(dir.path(), "appliance.yml", "global:\n  scrape_interval: forever\n");
-    let st = std::process::Command::new("kill").args(["-HUP", &app.pid().to_string()]).status().unwrap();
+    write(
+        dir.path(),
+        "appliance.yml",
+        "global:\n  scrape_interval: forever\n",
+    );
+    let st = std::process::Command::new("kill")
+        .args(["-HUP", &app.pid().to_string()])
+        .status()
+        .unwrap();
     assert!(st.success());
-    wait_for(10, "reload failure gauge", || get(&addr, "/metrics").filter(|(_, b)| b.contains("appliance_config_last_reload_successful 0")));
+    wait_for(10, "reload failure gauge", || {
+        get(&addr, "/metrics")
+            .filter(|(_, b)| b.contains("appliance_config_last_reload_successful 0"))
+    });
     assert!(pools().contains(&"first".to_string()));
     let (code, body) = request(&addr, "POST", "/-/reload", "").unwrap();
     assert_eq!(code, 500);
     assert!(body.contains("appliance.yml:2"), "{body}");
     // A good file through POST /-/reload applies the new targets.
-    write(dir.path(), "appliance.yml", &good.replace("first", "second"));
+    write(
+        dir.path(),
+        "appliance.yml",
+        &good.replace("first", "second"),
+    );
     let (code, body) = request(&addr, "POST", "/-/reload", "").unwrap();
     assert_eq!(code, 200, "{body}");
     let p = pools();
-    assert!(p.contains(&"second".to_string()) && !p.contains(&"first".to_string()), "{p:?}");
-    assert!(get(&addr, "/metrics").unwrap().1.contains("appliance_config_last_reload_successful 1"));
+    assert!(
+        p.contains(&"second".to_string()) && !p.contains(&"first".to_string()),
+        "{p:?}"
+    );
+    assert!(get(&addr, "/metrics")
+        .unwrap()
+        .1
+        .contains("appliance_config_last_reload_successful 1"));
     let v = get_json(&addr, "/api/v1/status/runtimeinfo");
     assert_eq!(v["data"]["reloadConfigSuccess"], true);
 }
@@ -142,10 +194,21 @@ fn api_errors_match_prometheus() {
     assert_eq!(v["error"], "no match[] parameter provided");
     let (code, body) = get(&addr, "/api/v1/series?match[]=up&start=foo").unwrap();
     assert_eq!(code, 400);
-    assert!(body.contains("invalid parameter \\\"start\\\": cannot parse \\\"foo\\\" to a valid timestamp"), "{body}");
+    assert!(
+        body.contains(
+            "invalid parameter \\\"start\\\": cannot parse \\\"foo\\\" to a valid timestamp"
+        ),
+        "{body}"
+    );
     let (code, _) = get(&addr, "/api/v1/series?match[]=up{").unwrap();
     assert_eq!(code, 400);
-    let (code, body) = request(&addr, "POST", "/api/v1/series", "match[]=up&start=2020-01-01T00:00:00Z").unwrap();
+    let (code, body) = request(
+        &addr,
+        "POST",
+        "/api/v1/series",
+        "match[]=up&start=2020-01-01T00:00:00Z",
+    )
+    .unwrap();
     assert_eq!(code, 200, "{body}");
     let v = get_json(&addr, "/api/v1/status/buildinfo");
     assert_eq!(v["data"]["version"], env!("CARGO_PKG_VERSION"));

@@ -62,8 +62,12 @@ impl Collector for SelfCollector {
     fn collect(&self) -> CollectFuture<'_> {
         Box::pin(async move {
             let mut s = String::new();
-            prometheus_client::encoding::text::encode(&mut s, &self.registry.lock()).map_err(|e| CollectError::Encode(e.to_string()))?;
-            Ok(Page { body: s.into_bytes(), format: Format::OpenMetrics })
+            prometheus_client::encoding::text::encode(&mut s, &self.registry.lock())
+                .map_err(|e| CollectError::Encode(e.to_string()))?;
+            Ok(Page {
+                body: s.into_bytes(),
+                format: Format::OpenMetrics,
+            })
         })
     }
 }
@@ -86,7 +90,10 @@ fn yes() -> bool {
 
 impl Default for CollectorConfig {
     fn default() -> Self {
-        CollectorConfig { enabled: true, scrape_interval: None }
+        CollectorConfig {
+            enabled: true,
+            scrape_interval: None,
+        }
     }
 }
 
@@ -108,6 +115,12 @@ pub struct Deps {
 /// The one list of built-in collectors, each with its config entry; the only place a new
 /// collector is registered.
 pub fn builtin(cfg: &CollectorsConfig, deps: &Deps) -> Vec<(Arc<dyn Collector>, CollectorConfig)> {
-    let all: Vec<(Arc<dyn Collector>, &CollectorConfig)> = vec![(Arc::new(SelfCollector::new(deps.registry.clone())), &cfg.appliance)];
-    all.into_iter().filter(|(_, c)| c.enabled).map(|(col, c)| (col, c.clone())).collect()
+    let all: Vec<(Arc<dyn Collector>, &CollectorConfig)> = vec![(
+        Arc::new(SelfCollector::new(deps.registry.clone())),
+        &cfg.appliance,
+    )];
+    all.into_iter()
+        .filter(|(_, c)| c.enabled)
+        .map(|(col, c)| (col, c.clone()))
+        .collect()
 }

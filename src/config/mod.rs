@@ -103,7 +103,10 @@ impl Source {
     pub fn load(&self) -> Result<Config, ConfigError> {
         match self {
             Source::File(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read { path: p.display().to_string(), source: e })?;
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source: e,
+                })?;
                 parse(&text, &p.display().to_string())
             }
             Source::Embedded => parse(DEFAULT_CONFIG, "<embedded default>"),
@@ -114,7 +117,13 @@ impl Source {
 /// Expands `${NAME}` and `${NAME:-default}`; an unset variable without a default is an error
 /// naming the line. `$1`, `${1}` and other `$` uses (relabel templates) are left alone.
 pub fn expand_env(text: &str, path: &str) -> Result<String, ConfigError> {
-    let re = regex::Regex::new(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}").map_err(|e| ConfigError::Invalid { path: path.into(), line: 0, msg: e.to_string() })?;
+    let re = regex::Regex::new(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}").map_err(|e| {
+        ConfigError::Invalid {
+            path: path.into(),
+            line: 0,
+            msg: e.to_string(),
+        }
+    })?;
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
     for caps in re.captures_iter(text) {
@@ -137,7 +146,10 @@ pub fn expand_env(text: &str, path: &str) -> Result<String, ConfigError> {
 }
 
 fn find_line(text: &str, needle: &str) -> usize {
-    text.lines().position(|l| l.contains(needle)).map(|i| i + 1).unwrap_or(0)
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or(0)
 }
 
 /// Parses and checks config text; `path` names it in errors.
@@ -147,17 +159,40 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         let msg = e.to_string();
         let line = saphyr_line(&msg).unwrap_or(0);
         let key = key_path(&expanded, line);
-        let msg = if key.is_empty() { one_line(&msg) } else { format!("{key}: {}", one_line(&msg)) };
-        ConfigError::Invalid { path: path.into(), line, msg }
+        let msg = if key.is_empty() {
+            one_line(&msg)
+        } else {
+            format!("{key}: {}", one_line(&msg))
+        };
+        ConfigError::Invalid {
+            path: path.into(),
+            line,
+            msg,
+        }
     })?;
     let mut seen = HashSet::new();
     let global = cfg.global.clone();
     for (i, sc) in cfg.scrape_configs.iter_mut().enumerate() {
-        let line = find_line(&expanded, &format!("job_name: {}", sc.job_name)).max(find_line(&expanded, &format!("job_name: \"{}\"", sc.job_name)));
+        let line = find_line(&expanded, &format!("job_name: {}", sc.job_name)).max(find_line(
+            &expanded,
+            &format!("job_name: \"{}\"", sc.job_name),
+        ));
         if !seen.insert(sc.job_name.clone()) {
-            return Err(ConfigError::Invalid { path: path.into(), line, msg: format!("scrape_configs[{i}]: found multiple scrape configs with job name {:?}", sc.job_name) });
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                line,
+                msg: format!(
+                    "scrape_configs[{i}]: found multiple scrape configs with job name {:?}",
+                    sc.job_name
+                ),
+            });
         }
-        sc.apply_defaults(&global).map_err(|msg| ConfigError::Invalid { path: path.into(), line, msg: format!("scrape_configs[{i}]: {msg}") })?;
+        sc.apply_defaults(&global)
+            .map_err(|msg| ConfigError::Invalid {
+                path: path.into(),
+                line,
+                msg: format!("scrape_configs[{i}]: {msg}"),
+            })?;
     }
     Ok(cfg)
 }
@@ -172,7 +207,9 @@ fn key_path(text: &str, line: usize) -> String {
     let indent = |l: &str| l.len() - l.trim_start().len();
     let key_of = |l: &str| {
         let t = l.trim_start().trim_start_matches("- ").trim_start();
-        t.split_once(':').map(|(k, _)| k.trim().trim_matches(['"', '\'']).to_string()).filter(|k| !k.is_empty() && !k.contains(' '))
+        t.split_once(':')
+            .map(|(k, _)| k.trim().trim_matches(['"', '\'']).to_string())
+            .filter(|k| !k.is_empty() && !k.contains(' '))
     };
     let mut parts = Vec::new();
     let mut cur = indent(lines[line - 1]);
@@ -230,7 +267,11 @@ fn saphyr_line(msg: &str) -> Option<usize> {
 fn one_line(msg: &str) -> String {
     // serde-saphyr appends a source snippet after the first line; the caller prints the
     // file and line itself, so keep the message and drop the snippet.
-    let first = msg.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or(msg);
+    let first = msg
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or(msg);
     first.trim_start_matches("error: ").to_string()
 }
 

@@ -12,31 +12,63 @@ fn errors_name_line_and_key() {
     let e = parse("global:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: a\n    scrape_intervall: 5s\n", "f.yml").unwrap_err().to_string();
     assert!(e.starts_with("f.yml:5:"), "{e}");
     assert!(e.contains("scrape_configs[0].scrape_intervall:"), "{e}");
-    let e = parse("global:\n  scrape_interval: 15x\n", "f.yml").unwrap_err().to_string();
+    let e = parse("global:\n  scrape_interval: 15x\n", "f.yml")
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("f.yml:2:"), "{e}");
     assert!(e.contains("unknown unit"), "{e}");
     let e = parse("scrape_configs:\n  - job_name: a\n    relabel_configs:\n      - source_labels: [a]\n        regex: '(('\n        target_label: b\n", "f.yml").unwrap_err().to_string();
     assert!(e.contains("error parsing regexp"), "{e}");
-    assert!(e.contains("scrape_configs[0].relabel_configs[0].regex"), "{e}");
-    assert!(e.starts_with("f.yml:4:") || e.starts_with("f.yml:5:"), "{e}");
+    assert!(
+        e.contains("scrape_configs[0].relabel_configs[0].regex"),
+        "{e}"
+    );
+    assert!(
+        e.starts_with("f.yml:4:") || e.starts_with("f.yml:5:"),
+        "{e}"
+    );
 }
 
 #[test]
 fn duplicate_jobs_and_timeouts_rejected() {
-    let e = parse("scrape_configs:\n  - job_name: a\n  - job_name: a\n", "f").unwrap_err().to_string();
-    assert!(e.contains("found multiple scrape configs with job name \"a\""), "{e}");
-    let e = parse("scrape_configs:\n  - job_name: a\n    scrape_interval: 1s\n    scrape_timeout: 2s\n", "f").unwrap_err().to_string();
-    assert!(e.contains("f:2:") && e.contains("scrape timeout greater than scrape interval"), "{e}");
+    let e = parse("scrape_configs:\n  - job_name: a\n  - job_name: a\n", "f")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("found multiple scrape configs with job name \"a\""),
+        "{e}"
+    );
+    let e = parse(
+        "scrape_configs:\n  - job_name: a\n    scrape_interval: 1s\n    scrape_timeout: 2s\n",
+        "f",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("f:2:") && e.contains("scrape timeout greater than scrape interval"),
+        "{e}"
+    );
 }
 
 #[test]
 fn env_expansion() {
     std::env::set_var("APPLIANCE_TEST_TARGET", "127.0.0.1:9100");
     let c = parse("scrape_configs:\n  - job_name: a\n    static_configs:\n      - targets: ['${APPLIANCE_TEST_TARGET}', '${APPLIANCE_UNSET_X:-h:1}']\n    relabel_configs:\n      - source_labels: [__address__]\n        target_label: x\n        replacement: '${1}'\n", "f").unwrap();
-    assert_eq!(c.scrape_configs[0].static_configs[0].targets, vec!["127.0.0.1:9100", "h:1"]);
+    assert_eq!(
+        c.scrape_configs[0].static_configs[0].targets,
+        vec!["127.0.0.1:9100", "h:1"]
+    );
     assert_eq!(c.scrape_configs[0].relabel_configs[0].replacement, "${1}");
-    let e = parse("global:\n  external_labels:\n    a: ${APPLIANCE_SURELY_UNSET}\n", "f").unwrap_err().to_string();
-    assert!(e.contains("f:3:") && e.contains("APPLIANCE_SURELY_UNSET"), "{e}");
+    let e = parse(
+        "global:\n  external_labels:\n    a: ${APPLIANCE_SURELY_UNSET}\n",
+        "f",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("f:3:") && e.contains("APPLIANCE_SURELY_UNSET"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -42,7 +42,11 @@ impl IntoResponse for ApiError {
             ErrorType::BadData => (StatusCode::BAD_REQUEST, "bad_data"),
             ErrorType::NotFound => (StatusCode::NOT_FOUND, "not_found"),
         };
-        (code, axum::Json(json!({"status": "error", "errorType": kind, "error": self.1}))).into_response()
+        (
+            code,
+            axum::Json(json!({"status": "error", "errorType": kind, "error": self.1})),
+        )
+            .into_response()
     }
 }
 
@@ -70,10 +74,18 @@ impl Params {
         Params(v)
     }
     fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+        self.0
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
     }
     fn all(&self, k: &str) -> Vec<&str> {
-        self.0.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect()
+        self.0
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
     fn time(&self, k: &str, default: i64) -> Result<i64, ApiError> {
         match self.get(k) {
@@ -85,7 +97,9 @@ impl Params {
         let start = self.time("start", MIN_TIME_MS)?;
         let end = self.time("end", MAX_TIME_MS)?;
         if end < start {
-            return Err(bad("invalid parameter \"end\": end timestamp must not be before start time"));
+            return Err(bad(
+                "invalid parameter \"end\": end timestamp must not be before start time",
+            ));
         }
         Ok((start, end))
     }
@@ -95,7 +109,9 @@ impl Params {
             Some(s) => match s.parse::<i64>() {
                 Ok(n) if n >= 0 => Ok(n as usize),
                 Ok(_) => Err(bad("limit must be non-negative")),
-                Err(_) => Err(bad(format!("invalid parameter \"limit\": cannot parse {s:?} to a valid limit"))),
+                Err(_) => Err(bad(format!(
+                    "invalid parameter \"limit\": cannot parse {s:?} to a valid limit"
+                ))),
             },
         }
     }
@@ -105,11 +121,16 @@ impl Params {
 pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, String> {
     let expr = promql_parser::parser::parse(s)?;
     let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
-        return Err(format!("1:1: parse error: unexpected expression {s:?}, expected a vector selector"));
+        return Err(format!(
+            "1:1: parse error: unexpected expression {s:?}, expected a vector selector"
+        ));
     };
     let mut out = Vec::new();
     if let Some(n) = &vs.name {
-        out.push(Matcher::new(MatchOp::Equal, crate::model::METRIC_NAME, n.clone()).map_err(|e| e.to_string())?);
+        out.push(
+            Matcher::new(MatchOp::Equal, crate::model::METRIC_NAME, n.clone())
+                .map_err(|e| e.to_string())?,
+        );
     }
     for m in &vs.matchers.matchers {
         let op = match m.op {
@@ -130,7 +151,10 @@ pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, String> {
 }
 
 fn match_sets(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
-    p.all("match[]").into_iter().map(|s| parse_selector(s).map_err(|e| bad(format!("invalid parameter \"match[]\": {e}")))).collect()
+    p.all("match[]")
+        .into_iter()
+        .map(|s| parse_selector(s).map_err(|e| bad(format!("invalid parameter \"match[]\": {e}"))))
+        .collect()
 }
 
 fn labels_json(l: &Labels) -> Value {
@@ -148,7 +172,11 @@ fn truncate<T>(v: &mut Vec<T>, limit: usize, warnings: &mut Vec<String>) {
     }
 }
 
-async fn series(State(st): State<AppState>, RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+async fn series(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let p = Params::new(q, &body);
     let sets = match_sets(&p)?;
     if sets.is_empty() {
@@ -156,20 +184,36 @@ async fn series(State(st): State<AppState>, RawQuery(q): RawQuery, body: Bytes) 
     }
     let (start, end) = p.range()?;
     let limit = p.limit()?;
-    let mut all: Vec<Labels> = sets.iter().flat_map(|m| st.deps.querier.series(m, start, end)).collect();
+    let mut all: Vec<Labels> = sets
+        .iter()
+        .flat_map(|m| st.deps.querier.series(m, start, end))
+        .collect();
     all.sort();
     all.dedup();
     let mut warnings = Vec::new();
     truncate(&mut all, limit, &mut warnings);
-    Ok(ok(Value::Array(all.iter().map(labels_json).collect()), warnings))
+    Ok(ok(
+        Value::Array(all.iter().map(labels_json).collect()),
+        warnings,
+    ))
 }
 
-async fn labels(State(st): State<AppState>, RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+async fn labels(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let p = Params::new(q, &body);
     let sets = match_sets(&p)?;
     let (start, end) = p.range()?;
     let limit = p.limit()?;
-    let mut names: Vec<String> = if sets.is_empty() { st.deps.querier.label_names(&[], start, end) } else { sets.iter().flat_map(|m| st.deps.querier.label_names(m, start, end)).collect() };
+    let mut names: Vec<String> = if sets.is_empty() {
+        st.deps.querier.label_names(&[], start, end)
+    } else {
+        sets.iter()
+            .flat_map(|m| st.deps.querier.label_names(m, start, end))
+            .collect()
+    };
     names.sort();
     names.dedup();
     let mut warnings = Vec::new();
@@ -177,7 +221,11 @@ async fn labels(State(st): State<AppState>, RawQuery(q): RawQuery, body: Bytes) 
     Ok(ok(json!(names), warnings))
 }
 
-async fn label_values(State(st): State<AppState>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn label_values(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let p = Params::new(q, &[]);
     // Prometheus accepts `U__`-escaped UTF-8 names in the path; plain names pass through.
     if name.is_empty() || name.chars().any(|c| c == '\u{0}') {
@@ -186,7 +234,13 @@ async fn label_values(State(st): State<AppState>, Path(name): Path<String>, RawQ
     let sets = match_sets(&p)?;
     let (start, end) = p.range()?;
     let limit = p.limit()?;
-    let mut vals: Vec<String> = if sets.is_empty() { st.deps.querier.label_values(&name, &[], start, end) } else { sets.iter().flat_map(|m| st.deps.querier.label_values(&name, m, start, end)).collect() };
+    let mut vals: Vec<String> = if sets.is_empty() {
+        st.deps.querier.label_values(&name, &[], start, end)
+    } else {
+        sets.iter()
+            .flat_map(|m| st.deps.querier.label_values(&name, m, start, end))
+            .collect()
+    };
     vals.sort();
     vals.dedup();
     let mut warnings = Vec::new();
@@ -225,20 +279,36 @@ async fn targets(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Re
         Vec::new()
     };
     let dropped: Vec<Value> = if show_dropped {
-        t.dropped().into_iter().filter(|d| pool.map(|p| p == d.scrape_pool).unwrap_or(true)).map(|d| json!({"discoveredLabels": labels_json(&d.discovered_labels)})).collect()
+        t.dropped()
+            .into_iter()
+            .filter(|d| pool.map(|p| p == d.scrape_pool).unwrap_or(true))
+            .map(|d| json!({"discoveredLabels": labels_json(&d.discovered_labels)}))
+            .collect()
     } else {
         Vec::new()
     };
-    let counts: Map<String, Value> = t.dropped_counts().into_iter().filter(|(n, _)| pool.map(|p| p == n).unwrap_or(true)).map(|(n, c)| (n, json!(c))).collect();
-    Ok(ok(json!({"activeTargets": active, "droppedTargets": dropped, "droppedTargetCounts": counts}), Vec::new()))
+    let counts: Map<String, Value> = t
+        .dropped_counts()
+        .into_iter()
+        .filter(|(n, _)| pool.map(|p| p == n).unwrap_or(true))
+        .map(|(n, c)| (n, json!(c)))
+        .collect();
+    Ok(ok(
+        json!({"activeTargets": active, "droppedTargets": dropped, "droppedTargetCounts": counts}),
+        Vec::new(),
+    ))
 }
 
-async fn targets_metadata(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn targets_metadata(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let p = Params::new(q, &[]);
     let limit = p.limit()?;
     let matchers = match p.get("match_target") {
         Some(s) => {
-            let ms = parse_selector_lenient(s).map_err(|e| bad(format!("invalid parameter \"match_target\": {e}")))?;
+            let ms = parse_selector_lenient(s)
+                .map_err(|e| bad(format!("invalid parameter \"match_target\": {e}")))?;
             Some(ms)
         }
         None => None,
@@ -247,7 +317,10 @@ async fn targets_metadata(State(st): State<AppState>, RawQuery(q): RawQuery) -> 
     let mut out = Vec::new();
     for (target, m) in st.deps.targets.metadata() {
         if let Some(ms) = &matchers {
-            if !ms.iter().all(|x| x.matches(target.get(&x.name).unwrap_or(""))) {
+            if !ms
+                .iter()
+                .all(|x| x.matches(target.get(&x.name).unwrap_or("")))
+            {
                 continue;
             }
         }
@@ -260,7 +333,10 @@ async fn targets_metadata(State(st): State<AppState>, RawQuery(q): RawQuery) -> 
         }
     }
     if out.is_empty() {
-        return Err(ApiError(ErrorType::NotFound, "specified metadata not found".into()));
+        return Err(ApiError(
+            ErrorType::NotFound,
+            "specified metadata not found".into(),
+        ));
     }
     Ok(ok(Value::Array(out), Vec::new()))
 }
@@ -271,7 +347,9 @@ fn parse_selector_lenient(s: &str) -> Result<Vec<Matcher>, String> {
         Ok(m) => Ok(m),
         Err(e) if e.contains("non-empty matcher") => {
             let expr = promql_parser::parser::parse(&format!("x{s}"))?;
-            let promql_parser::parser::Expr::VectorSelector(_) = expr else { return Err(e) };
+            let promql_parser::parser::Expr::VectorSelector(_) = expr else {
+                return Err(e);
+            };
             parse_selector(&format!("x{s}")).map(|mut v| {
                 v.retain(|m| m.name != crate::model::METRIC_NAME);
                 v
@@ -297,8 +375,12 @@ async fn buildinfo() -> Response {
 
 async fn runtimeinfo(State(st): State<AppState>) -> Response {
     let (ok_reload, last) = st.deps.status.reload_status();
-    let cwd = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default();
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cwd = std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     ok(
         json!({
             "startTime": format_rfc3339(st.deps.start_ms),
@@ -318,7 +400,13 @@ async fn runtimeinfo(State(st): State<AppState>) -> Response {
 }
 
 async fn flags(State(st): State<AppState>) -> Response {
-    let m: Map<String, Value> = st.deps.status.flags().into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    let m: Map<String, Value> = st
+        .deps
+        .status
+        .flags()
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
     ok(Value::Object(m), Vec::new())
 }
 
@@ -336,8 +424,18 @@ async fn tsdb(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Respo
         },
     };
     let s = st.deps.status.tsdb(limit);
-    let list = |v: &Vec<(String, u64)>| Value::Array(v.iter().map(|(n, c)| json!({"name": n, "value": c})).collect());
-    let (min, max) = if s.num_series == 0 { (i64::MAX, i64::MIN) } else { (s.min_time, s.max_time) };
+    let list = |v: &Vec<(String, u64)>| {
+        Value::Array(
+            v.iter()
+                .map(|(n, c)| json!({"name": n, "value": c}))
+                .collect(),
+        )
+    };
+    let (min, max) = if s.num_series == 0 {
+        (i64::MAX, i64::MIN)
+    } else {
+        (s.min_time, s.max_time)
+    };
     Ok(ok(
         json!({
             "headStats": {"numSeries": s.num_series, "numLabelPairs": s.num_label_pairs, "chunkCount": s.chunk_count, "minTime": min, "maxTime": max},

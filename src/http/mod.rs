@@ -42,7 +42,10 @@ pub struct WebConfig {
 
 impl Default for WebConfig {
     fn default() -> Self {
-        WebConfig { listen_address: ":8080".into(), external_url: String::new() }
+        WebConfig {
+            listen_address: ":8080".into(),
+            external_url: String::new(),
+        }
     }
 }
 
@@ -121,8 +124,14 @@ struct AppState {
 
 /// Builds the router and registers the HTTP metrics in `deps.registry`.
 pub fn router(deps: Deps) -> Router {
-    let durations = Family::<HandlerLabel, Histogram>::new_with_constructor(|| Histogram::new([0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0]));
-    deps.registry.lock().register("appliance_http_request_duration_seconds", "Histogram of latencies for HTTP requests.", durations.clone());
+    let durations = Family::<HandlerLabel, Histogram>::new_with_constructor(|| {
+        Histogram::new([0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0])
+    });
+    deps.registry.lock().register(
+        "appliance_http_request_duration_seconds",
+        "Histogram of latencies for HTTP requests.",
+        durations.clone(),
+    );
     let state = AppState { deps, durations };
     Router::new()
         .route("/-/healthy", get(healthy).head(healthy))
@@ -136,10 +145,16 @@ pub fn router(deps: Deps) -> Router {
 }
 
 async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let handler = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "other".into());
+    let handler = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".into());
     let start = Instant::now();
     let resp = next.run(req).await;
-    st.durations.get_or_create(&HandlerLabel { handler }).observe(start.elapsed().as_secs_f64());
+    st.durations
+        .get_or_create(&HandlerLabel { handler })
+        .observe(start.elapsed().as_secs_f64());
     resp
 }
 
@@ -159,8 +174,16 @@ async fn reload(State(st): State<AppState>) -> Response {
     let r = st.deps.reloader.clone();
     match tokio::task::spawn_blocking(move || r.reload()).await {
         Ok(Ok(())) => StatusCode::OK.into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to reload config: {e}\n")).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to reload config: {e}\n")).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -176,13 +199,19 @@ async fn own_metrics(State(st): State<AppState>) -> Response {
 
 async fn collector_metrics(State(st): State<AppState>, Path(name): Path<String>) -> Response {
     let Some(c) = st.deps.collectors.iter().find(|c| c.name() == name) else {
-        return (StatusCode::NOT_FOUND, format!("no collector named {name:?}\n")).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no collector named {name:?}\n"),
+        )
+            .into_response();
     };
     match c.collect().await {
         Ok(page) => {
             let ct = match page.format {
                 crate::model::exposition::Format::OpenMetrics => OPENMETRICS,
-                crate::model::exposition::Format::PrometheusText => "text/plain; version=0.0.4; charset=utf-8",
+                crate::model::exposition::Format::PrometheusText => {
+                    "text/plain; version=0.0.4; charset=utf-8"
+                }
             };
             ([(header::CONTENT_TYPE, ct)], page.body).into_response()
         }

@@ -17,7 +17,9 @@ pub struct Labels(Vec<Label>);
 
 impl Labels {
     /// Builds a label set from pairs in any order; later duplicates win, empty values are dropped.
-    pub fn from_pairs<N: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
+    pub fn from_pairs<N: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (N, V)>,
+    ) -> Self {
         let mut b = LabelsBuilder::default();
         for (n, v) in pairs {
             b.set(n.into(), v.into());
@@ -80,12 +82,20 @@ impl Labels {
 
     /// Starts an edit of this set.
     pub fn builder(&self) -> LabelsBuilder {
-        LabelsBuilder { items: self.0.clone() }
+        LabelsBuilder {
+            items: self.0.clone(),
+        }
     }
 
     /// A copy without the metric name.
     pub fn without_name(&self) -> Labels {
-        Labels(self.0.iter().filter(|l| l.name != super::METRIC_NAME).cloned().collect())
+        Labels(
+            self.0
+                .iter()
+                .filter(|l| l.name != super::METRIC_NAME)
+                .cloned()
+                .collect(),
+        )
     }
 }
 
@@ -127,7 +137,11 @@ impl LabelsBuilder {
 
     /// The current value of `name` ("" if unset).
     pub fn get(&self, name: &str) -> &str {
-        self.items.iter().find(|l| l.name == name).map(|l| l.value.as_str()).unwrap_or("")
+        self.items
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.value.as_str())
+            .unwrap_or("")
     }
 
     /// Keeps only the labels for which `keep` returns true.
@@ -143,7 +157,12 @@ impl LabelsBuilder {
 
     /// The finished, sorted label set.
     pub fn labels(&self) -> Labels {
-        let mut v: Vec<Label> = self.items.iter().filter(|l| !l.value.is_empty()).cloned().collect();
+        let mut v: Vec<Label> = self
+            .items
+            .iter()
+            .filter(|l| !l.value.is_empty())
+            .cloned()
+            .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v.dedup_by(|a, b| a.name == b.name);
         Labels(v)
@@ -211,7 +230,10 @@ mod tests {
     fn stable_hash_is_stable() {
         let l = Labels::from_pairs([("job", "node"), ("instance", "localhost:9100")]);
         assert_eq!(l.stable_hash(), l.clone().stable_hash());
-        assert_ne!(l.stable_hash(), Labels::from_pairs([("job", "node")]).stable_hash());
+        assert_ne!(
+            l.stable_hash(),
+            Labels::from_pairs([("job", "node")]).stable_hash()
+        );
     }
 
     #[test]

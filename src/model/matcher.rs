@@ -41,13 +41,22 @@ pub fn anchored_regex(src: &str) -> Result<Regex, regex::Error> {
 
 impl Matcher {
     /// Builds a matcher; regex matchers compile their pattern here.
-    pub fn new(op: MatchOp, name: impl Into<String>, value: impl Into<String>) -> Result<Self, regex::Error> {
+    pub fn new(
+        op: MatchOp,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Self, regex::Error> {
         let value = value.into();
         let re = match op {
             MatchOp::Regex | MatchOp::NotRegex => Some(anchored_regex(&value)?),
             _ => None,
         };
-        Ok(Matcher { name: name.into(), op, value, re })
+        Ok(Matcher {
+            name: name.into(),
+            op,
+            value,
+            re,
+        })
     }
 
     /// Whether `v` (the label's value, "" when absent) satisfies the matcher.

@@ -22,7 +22,10 @@ impl RelabelRegex {
     /// Compiles `src` anchored at both ends.
     pub fn new(src: &str) -> Result<Self, String> {
         anchored_regex(src)
-            .map(|re| RelabelRegex { src: src.to_string(), re })
+            .map(|re| RelabelRegex {
+                src: src.to_string(),
+                re,
+            })
             .map_err(|e| format!("error parsing regexp: {}", first_line(&e.to_string())))
     }
 
@@ -39,7 +42,11 @@ impl RelabelRegex {
 
 fn first_line(s: &str) -> String {
     // The regex crate's errors are multi-line diagrams; config errors must stay on one line.
-    s.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or(s).trim().to_string()
+    s.lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or(s)
+        .trim()
+        .to_string()
 }
 
 impl PartialEq for RelabelRegex {
@@ -50,7 +57,10 @@ impl PartialEq for RelabelRegex {
 
 impl Default for RelabelRegex {
     fn default() -> Self {
-        RelabelRegex { src: "(.*)".into(), re: anchored_regex("(.*)").unwrap_or_else(|_| unreachable!()) }
+        RelabelRegex {
+            src: "(.*)".into(),
+            re: anchored_regex("(.*)").unwrap_or_else(|_| unreachable!()),
+        }
     }
 }
 
@@ -111,7 +121,11 @@ const ACTIONS: [(&str, Action); 11] = [
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = ACTIONS.iter().find(|(_, a)| a == self).map(|(n, _)| *n).unwrap_or("replace");
+        let name = ACTIONS
+            .iter()
+            .find(|(_, a)| a == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("replace");
         f.write_str(name)
     }
 }
@@ -207,7 +221,9 @@ fn is_legacy_target_template(s: &str) -> bool {
 fn static_regex_target() -> &'static Regex {
     use std::sync::OnceLock;
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"^(?:(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*)+$").unwrap_or_else(|_| unreachable!()))
+    RE.get_or_init(|| {
+        Regex::new(r"^(?:(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*)+$").unwrap_or_else(|_| unreachable!())
+    })
 }
 
 impl TryFrom<RawRelabelConfig> for RelabelConfig {
@@ -229,28 +245,63 @@ impl TryFrom<RawRelabelConfig> for RelabelConfig {
         if c.modulus == 0 && a == HashMod {
             return Err("relabel configuration for hashmod requires non-zero modulus".into());
         }
-        if matches!(a, Replace | HashMod | Lowercase | Uppercase | KeepEqual | DropEqual) && c.target_label.is_empty() {
-            return Err(format!("relabel configuration for {a} action requires 'target_label' value"));
+        if matches!(
+            a,
+            Replace | HashMod | Lowercase | Uppercase | KeepEqual | DropEqual
+        ) && c.target_label.is_empty()
+        {
+            return Err(format!(
+                "relabel configuration for {a} action requires 'target_label' value"
+            ));
         }
-        if a == Replace && has_template_var(&c.target_label) && !is_legacy_target_template(&c.target_label) {
-            return Err(format!("{:?} is invalid 'target_label' for {a} action", c.target_label));
+        if a == Replace
+            && has_template_var(&c.target_label)
+            && !is_legacy_target_template(&c.target_label)
+        {
+            return Err(format!(
+                "{:?} is invalid 'target_label' for {a} action",
+                c.target_label
+            ));
         }
-        if matches!(a, Lowercase | Uppercase | KeepEqual | DropEqual | HashMod) && has_template_var(&c.target_label) {
-            return Err(format!("{:?} is invalid 'target_label' for {a} action", c.target_label));
+        if matches!(a, Lowercase | Uppercase | KeepEqual | DropEqual | HashMod)
+            && has_template_var(&c.target_label)
+        {
+            return Err(format!(
+                "{:?} is invalid 'target_label' for {a} action",
+                c.target_label
+            ));
         }
-        if matches!(a, Lowercase | Uppercase | KeepEqual | DropEqual) && c.replacement != d.replacement {
+        if matches!(a, Lowercase | Uppercase | KeepEqual | DropEqual)
+            && c.replacement != d.replacement
+        {
             return Err(format!("'replacement' can not be set for {a} action"));
         }
         if a == LabelMap && !is_legacy_target_template(&c.replacement) {
-            return Err(format!("{:?} is invalid 'replacement' for {a} action", c.replacement));
+            return Err(format!(
+                "{:?} is invalid 'replacement' for {a} action",
+                c.replacement
+            ));
         }
-        if matches!(a, DropEqual | KeepEqual) && (r.regex.is_some() && c.regex != d.regex || c.modulus != 0 || c.separator != d.separator || c.replacement != d.replacement) {
-            return Err(format!("{a} action requires only 'source_labels' and `target_label`, and no other fields"));
+        if matches!(a, DropEqual | KeepEqual)
+            && (r.regex.is_some() && c.regex != d.regex
+                || c.modulus != 0
+                || c.separator != d.separator
+                || c.replacement != d.replacement)
+        {
+            return Err(format!(
+                "{a} action requires only 'source_labels' and `target_label`, and no other fields"
+            ));
         }
         if matches!(a, LabelDrop | LabelKeep)
-            && (r.source_labels.is_some() || !c.target_label.is_empty() || c.modulus != 0 || c.separator != d.separator || c.replacement != d.replacement)
+            && (r.source_labels.is_some()
+                || !c.target_label.is_empty()
+                || c.modulus != 0
+                || c.separator != d.separator
+                || c.replacement != d.replacement)
         {
-            return Err(format!("{a} action requires only 'regex', and no other fields"));
+            return Err(format!(
+                "{a} action requires only 'regex', and no other fields"
+            ));
         }
         Ok(c)
     }
@@ -268,7 +319,12 @@ pub fn process(rules: &[RelabelConfig], lb: &mut LabelsBuilder) -> bool {
 }
 
 fn apply(c: &RelabelConfig, lb: &mut LabelsBuilder) -> bool {
-    let val = c.source_labels.iter().map(|n| lb.get(n)).collect::<Vec<_>>().join(&c.separator);
+    let val = c
+        .source_labels
+        .iter()
+        .map(|n| lb.get(n))
+        .collect::<Vec<_>>()
+        .join(&c.separator);
     match c.action {
         Action::Drop => {
             if c.regex.is_match(&val) {
@@ -291,11 +347,17 @@ fn apply(c: &RelabelConfig, lb: &mut LabelsBuilder) -> bool {
             }
         }
         Action::Replace => {
-            if val.is_empty() && c.regex.src == "(.*)" && !has_template_var(&c.target_label) && !has_template_var(&c.replacement) {
+            if val.is_empty()
+                && c.regex.src == "(.*)"
+                && !has_template_var(&c.target_label)
+                && !has_template_var(&c.replacement)
+            {
                 lb.set(c.target_label.clone(), c.replacement.clone());
                 return true;
             }
-            let Some(caps) = c.regex.re.captures(&val) else { return true };
+            let Some(caps) = c.regex.re.captures(&val) else {
+                return true;
+            };
             let mut target = String::new();
             caps.expand(&c.target_label, &mut target);
             if target.is_empty() {
@@ -323,10 +385,17 @@ fn apply(c: &RelabelConfig, lb: &mut LabelsBuilder) -> bool {
             lb.set(c.target_label.clone(), m.to_string());
         }
         Action::LabelMap => {
-            let snapshot: Vec<(String, String)> = lb.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+            let snapshot: Vec<(String, String)> = lb
+                .iter()
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect();
             for (name, value) in snapshot {
                 if c.regex.is_match(&name) {
-                    let new = c.regex.re.replace_all(&name, c.replacement.as_str()).into_owned();
+                    let new = c
+                        .regex
+                        .re
+                        .replace_all(&name, c.replacement.as_str())
+                        .into_owned();
                     lb.set(new, value);
                 }
             }
@@ -364,28 +433,64 @@ mod tests {
         .unwrap();
         assert_eq!(out.get("x_oo"), Some("ba-oo"));
         // Default regex (.*) copies; an empty result deletes.
-        let out = run("- source_labels: [a]\n  target_label: b\n", &[("a", ""), ("b", "x"), ("c", "y")]).unwrap();
+        let out = run(
+            "- source_labels: [a]\n  target_label: b\n",
+            &[("a", ""), ("b", "x"), ("c", "y")],
+        )
+        .unwrap();
         assert_eq!(out.get("b"), None);
         // No match: nothing changes.
-        let out = run("- source_labels: [a]\n  regex: 'zzz'\n  target_label: b\n", &[("a", "q")]).unwrap();
+        let out = run(
+            "- source_labels: [a]\n  regex: 'zzz'\n  target_label: b\n",
+            &[("a", "q")],
+        )
+        .unwrap();
         assert_eq!(out.get("b"), None);
     }
 
     #[test]
     fn keep_drop_equal() {
-        assert!(run("- source_labels: [a]\n  regex: 'x.*'\n  action: keep\n", &[("a", "xy")]).is_some());
-        assert!(run("- source_labels: [a]\n  regex: 'x'\n  action: keep\n", &[("a", "xy")]).is_none());
-        assert!(run("- source_labels: [a]\n  regex: 'x.*'\n  action: drop\n", &[("a", "xy")]).is_none());
-        assert!(run("- source_labels: [a]\n  target_label: b\n  action: keepequal\n", &[("a", "1"), ("b", "1")]).is_some());
-        assert!(run("- source_labels: [a]\n  target_label: b\n  action: dropequal\n", &[("a", "1"), ("b", "1")]).is_none());
-        assert!(run("- source_labels: [a]\n  target_label: b\n  action: KeepEqual\n", &[("a", "1"), ("b", "2")]).is_none());
+        assert!(run(
+            "- source_labels: [a]\n  regex: 'x.*'\n  action: keep\n",
+            &[("a", "xy")]
+        )
+        .is_some());
+        assert!(run(
+            "- source_labels: [a]\n  regex: 'x'\n  action: keep\n",
+            &[("a", "xy")]
+        )
+        .is_none());
+        assert!(run(
+            "- source_labels: [a]\n  regex: 'x.*'\n  action: drop\n",
+            &[("a", "xy")]
+        )
+        .is_none());
+        assert!(run(
+            "- source_labels: [a]\n  target_label: b\n  action: keepequal\n",
+            &[("a", "1"), ("b", "1")]
+        )
+        .is_some());
+        assert!(run(
+            "- source_labels: [a]\n  target_label: b\n  action: dropequal\n",
+            &[("a", "1"), ("b", "1")]
+        )
+        .is_none());
+        assert!(run(
+            "- source_labels: [a]\n  target_label: b\n  action: KeepEqual\n",
+            &[("a", "1"), ("b", "2")]
+        )
+        .is_none());
     }
 
     #[test]
     fn hashmod_matches_prometheus() {
         // Prometheus's relabel_test: "foo" with modulus 1000 gives 976... verified value below is
         // md5("foo")[8..] big-endian mod 1000.
-        let out = run("- source_labels: [a]\n  modulus: 1000\n  target_label: h\n  action: hashmod\n", &[("a", "foo")]).unwrap();
+        let out = run(
+            "- source_labels: [a]\n  modulus: 1000\n  target_label: h\n  action: hashmod\n",
+            &[("a", "foo")],
+        )
+        .unwrap();
         let sum = Md5::digest(b"foo");
         let want = u64::from_be_bytes(sum[8..16].try_into().unwrap()) % 1000;
         assert_eq!(out.get("h"), Some(want.to_string().as_str()));
@@ -393,12 +498,24 @@ mod tests {
 
     #[test]
     fn label_actions_and_case() {
-        let out = run("- regex: '__meta_(.+)'\n  action: labelmap\n", &[("__meta_zone", "a"), ("x", "1")]).unwrap();
+        let out = run(
+            "- regex: '__meta_(.+)'\n  action: labelmap\n",
+            &[("__meta_zone", "a"), ("x", "1")],
+        )
+        .unwrap();
         assert_eq!(out.get("zone"), Some("a"));
         assert_eq!(out.get("__meta_zone"), Some("a"));
-        let out = run("- regex: '__meta_.+'\n  action: labeldrop\n", &[("__meta_zone", "a"), ("x", "1")]).unwrap();
+        let out = run(
+            "- regex: '__meta_.+'\n  action: labeldrop\n",
+            &[("__meta_zone", "a"), ("x", "1")],
+        )
+        .unwrap();
         assert_eq!(out.len(), 1);
-        let out = run("- regex: 'x'\n  action: labelkeep\n", &[("__meta_zone", "a"), ("x", "1")]).unwrap();
+        let out = run(
+            "- regex: 'x'\n  action: labelkeep\n",
+            &[("__meta_zone", "a"), ("x", "1")],
+        )
+        .unwrap();
         assert_eq!(out.len(), 1);
         let out = run("- source_labels: [a]\n  target_label: b\n  action: lowercase\n- source_labels: [a]\n  target_label: c\n  action: uppercase\n", &[("a", "MiX")]).unwrap();
         assert_eq!((out.get("b"), out.get("c")), (Some("mix"), Some("MIX")));
@@ -406,10 +523,16 @@ mod tests {
 
     #[test]
     fn validation_messages() {
-        let err = |y: &str| serde_saphyr::from_str::<Vec<RelabelConfig>>(y).unwrap_err().to_string();
+        let err = |y: &str| {
+            serde_saphyr::from_str::<Vec<RelabelConfig>>(y)
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err("- action: hashmod\n  target_label: a\n").contains("requires non-zero modulus"));
         assert!(err("- action: replace\n").contains("requires 'target_label' value"));
-        assert!(err("- action: labeldrop\n  source_labels: [a]\n").contains("requires only 'regex'"));
+        assert!(
+            err("- action: labeldrop\n  source_labels: [a]\n").contains("requires only 'regex'")
+        );
         assert!(err("- action: nope\n").contains("unknown relabel action"));
         assert!(err("- regex: '(('\n  target_label: a\n").contains("error parsing regexp"));
         assert!(err("- regexx: 'a'\n").contains("regexx"));

@@ -100,9 +100,12 @@ impl Duration {
             let unit = &rest[..ulen];
             rest = &rest[ulen..];
             let Some(pos) = UNITS.iter().position(|(u, _)| *u == unit) else {
-                return Err(DurationError::UnknownUnit { unit: unit.to_string(), input: s.to_string() });
+                return Err(DurationError::UnknownUnit {
+                    unit: unit.to_string(),
+                    input: s.to_string(),
+                });
             };
-            if pos + 1 <= last_pos {
+            if pos < last_pos {
                 return Err(invalid());
             }
             last_pos = pos + 1;
@@ -110,7 +113,9 @@ impl Duration {
             if v > (1u64 << 63) / mult {
                 return Err(DurationError::OutOfRange);
             }
-            total = total.checked_add(v * mult).ok_or(DurationError::OutOfRange)?;
+            total = total
+                .checked_add(v * mult)
+                .ok_or(DurationError::OutOfRange)?;
             if total > (1u64 << 63) - 1 {
                 return Err(DurationError::OutOfRange);
             }
@@ -198,7 +203,10 @@ pub fn format_rfc3339(ms: i64) -> String {
         Some(t) => {
             let s = t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
             // Go's RFC3339Nano layout drops trailing zeros of the fraction, and the dot with them.
-            let body = s.trim_end_matches('Z').trim_end_matches('0').trim_end_matches('.');
+            let body = s
+                .trim_end_matches('Z')
+                .trim_end_matches('0')
+                .trim_end_matches('.');
             format!("{body}Z")
         }
         None => String::from("0001-01-01T00:00:00Z"),
@@ -213,7 +221,9 @@ impl ByteSize {
     /// Parses `<int><unit>` with units B, KB/KiB, MB/MiB, GB/GiB, TB/TiB, PB/PiB, EB/EiB.
     pub fn parse(s: &str) -> Result<Self, String> {
         let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-        let n: u64 = s[..digits].parse().map_err(|_| format!("invalid byte size {s:?}"))?;
+        let n: u64 = s[..digits]
+            .parse()
+            .map_err(|_| format!("invalid byte size {s:?}"))?;
         let unit = &s[digits..];
         let shift = match unit {
             "" | "B" if n == 0 || !unit.is_empty() => 0,
@@ -223,9 +233,15 @@ impl ByteSize {
             "TB" | "TiB" => 40,
             "PB" | "PiB" => 50,
             "EB" | "EiB" => 60,
-            _ => return Err(format!("invalid byte size {s:?}: units are B, KB, MB, GB, TB, PB, EB")),
+            _ => {
+                return Err(format!(
+                    "invalid byte size {s:?}: units are B, KB, MB, GB, TB, PB, EB"
+                ))
+            }
         };
-        n.checked_mul(1u64 << shift).map(ByteSize).ok_or_else(|| format!("byte size {s:?} out of range"))
+        n.checked_mul(1u64 << shift)
+            .map(ByteSize)
+            .ok_or_else(|| format!("byte size {s:?} out of range"))
     }
 }
 
@@ -238,7 +254,14 @@ impl<'de> Deserialize<'de> for ByteSize {
 
 impl Serialize for ByteSize {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let units = [(60, "EiB"), (50, "PiB"), (40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+        let units = [
+            (60, "EiB"),
+            (50, "PiB"),
+            (40, "TiB"),
+            (30, "GiB"),
+            (20, "MiB"),
+            (10, "KiB"),
+        ];
         for (shift, u) in units {
             if self.0 != 0 && self.0 % (1u64 << shift) == 0 {
                 return s.serialize_str(&format!("{}{u}", self.0 >> shift));
@@ -263,20 +286,55 @@ mod tests {
             ("1d", 86_400_000),
             ("1w", 604_800_000),
             ("1y", 31_536_000_000),
-            ("1y2w3d4h5m6s7ms", 31_536_000_000 + 2 * 604_800_000 + 3 * 86_400_000 + 4 * 3_600_000 + 5 * 60_000 + 6_000 + 7),
+            (
+                "1y2w3d4h5m6s7ms",
+                31_536_000_000
+                    + 2 * 604_800_000
+                    + 3 * 86_400_000
+                    + 4 * 3_600_000
+                    + 5 * 60_000
+                    + 6_000
+                    + 7,
+            ),
         ];
         for (s, ms) in ok {
             assert_eq!(Duration::parse(s).map(|d| d.as_millis()), Ok(ms), "{s}");
         }
-        for bad in ["", "1", "s", "1.5s", "-1s", "1m1h", "1s1s", "1x", "1 s", "1sm", "106751991167301d"] {
+        for bad in [
+            "",
+            "1",
+            "s",
+            "1.5s",
+            "-1s",
+            "1m1h",
+            "1s1s",
+            "1x",
+            "1 s",
+            "1sm",
+            "106751991167301d",
+        ] {
             assert!(Duration::parse(bad).is_err(), "{bad} must fail");
         }
-        assert_eq!(Duration::parse("1x"), Err(DurationError::UnknownUnit { unit: "x".into(), input: "1x".into() }));
+        assert_eq!(
+            Duration::parse("1x"),
+            Err(DurationError::UnknownUnit {
+                unit: "x".into(),
+                input: "1x".into()
+            })
+        );
     }
 
     #[test]
     fn prints_like_prometheus() {
-        for (ms, s) in [(0, "0s"), (1500, "1s500ms"), (5_400_000, "1h30m"), (90 * 86_400_000, "90d"), (1_209_600_000, "2w"), (31_536_000_000, "1y"), (8 * 86_400_000, "8d")] {
+        for (ms, s) in [
+            (0, "0s"),
+            (1500, "1s500ms"),
+            (5_400_000, "1h30m"),
+            (90 * 86_400_000, "90d"),
+            (1_209_600_000, "2w"),
+            (31_536_000_000, "1y"),
+            (8 * 86_400_000, "8d"),
+        ] {
             assert_eq!(Duration::from_millis(ms).to_string(), s);
         }
     }
@@ -285,9 +343,17 @@ mod tests {
     fn api_times() {
         assert_eq!(parse_api_time("1.5"), Ok(1500));
         assert_eq!(parse_api_time("1700000000"), Ok(1_700_000_000_000));
-        assert_eq!(parse_api_time("2015-06-04T19:15:17.5Z"), Ok(1_433_445_317_500));
-        assert_eq!(parse_api_time("2015-06-04T21:15:17+02:00"), Ok(1_433_445_317_000));
-        assert!(parse_api_time("foo").unwrap_err().contains("cannot parse \"foo\" to a valid timestamp"));
+        assert_eq!(
+            parse_api_time("2015-06-04T19:15:17.5Z"),
+            Ok(1_433_445_317_500)
+        );
+        assert_eq!(
+            parse_api_time("2015-06-04T21:15:17+02:00"),
+            Ok(1_433_445_317_000)
+        );
+        assert!(parse_api_time("foo")
+            .unwrap_err()
+            .contains("cannot parse \"foo\" to a valid timestamp"));
         assert_eq!(format_rfc3339(1_433_445_317_500), "2015-06-04T19:15:17.5Z");
     }
 }

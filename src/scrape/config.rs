@@ -115,16 +115,27 @@ impl ScrapeProtocol {
     pub fn header(self) -> Option<&'static str> {
         match self {
             ScrapeProtocol::PrometheusProto => None,
-            ScrapeProtocol::OpenMetricsText001 => Some("application/openmetrics-text;version=0.0.1"),
-            ScrapeProtocol::OpenMetricsText100 => Some("application/openmetrics-text;version=1.0.0;escaping=allow-utf-8"),
+            ScrapeProtocol::OpenMetricsText001 => {
+                Some("application/openmetrics-text;version=0.0.1")
+            }
+            ScrapeProtocol::OpenMetricsText100 => {
+                Some("application/openmetrics-text;version=1.0.0;escaping=allow-utf-8")
+            }
             ScrapeProtocol::PrometheusText004 => Some("text/plain;version=0.0.4"),
-            ScrapeProtocol::PrometheusText100 => Some("text/plain;version=1.0.0;escaping=allow-utf-8"),
+            ScrapeProtocol::PrometheusText100 => {
+                Some("text/plain;version=1.0.0;escaping=allow-utf-8")
+            }
         }
     }
 
     /// Prometheus 3's default order.
     pub fn defaults() -> Vec<ScrapeProtocol> {
-        vec![ScrapeProtocol::OpenMetricsText100, ScrapeProtocol::OpenMetricsText001, ScrapeProtocol::PrometheusText100, ScrapeProtocol::PrometheusText004]
+        vec![
+            ScrapeProtocol::OpenMetricsText100,
+            ScrapeProtocol::OpenMetricsText001,
+            ScrapeProtocol::PrometheusText100,
+            ScrapeProtocol::PrometheusText004,
+        ]
     }
 }
 
@@ -354,33 +365,57 @@ impl ScrapeConfig {
         }
         let interval = *self.scrape_interval.get_or_insert(g.scrape_interval);
         match self.scrape_timeout {
-            None => self.scrape_timeout = Some(if g.scrape_timeout > interval { interval } else { g.scrape_timeout }),
+            None => {
+                self.scrape_timeout = Some(if g.scrape_timeout > interval {
+                    interval
+                } else {
+                    g.scrape_timeout
+                })
+            }
             Some(t) if t > interval => {
                 return Err(format!("scrape timeout greater than scrape interval for scrape config with job name {:?}", self.job_name));
             }
             _ => {}
         }
         if interval.is_zero() {
-            return Err(format!("scrape interval must be positive for scrape config with job name {:?}", self.job_name));
+            return Err(format!(
+                "scrape interval must be positive for scrape config with job name {:?}",
+                self.job_name
+            ));
         }
         if self.scheme != "http" && self.scheme != "https" {
-            return Err(format!("unsupported scheme {:?} for scrape config with job name {:?}", self.scheme, self.job_name));
+            return Err(format!(
+                "unsupported scheme {:?} for scrape config with job name {:?}",
+                self.scheme, self.job_name
+            ));
         }
         self.body_size_limit.get_or_insert(g.body_size_limit);
         self.sample_limit.get_or_insert(g.sample_limit);
         self.label_limit.get_or_insert(g.label_limit);
-        self.label_name_length_limit.get_or_insert(g.label_name_length_limit);
-        self.label_value_length_limit.get_or_insert(g.label_value_length_limit);
+        self.label_name_length_limit
+            .get_or_insert(g.label_name_length_limit);
+        self.label_value_length_limit
+            .get_or_insert(g.label_value_length_limit);
         if self.scrape_protocols.is_none() {
-            self.scrape_protocols = Some(g.scrape_protocols.clone().unwrap_or_else(ScrapeProtocol::defaults));
+            self.scrape_protocols = Some(
+                g.scrape_protocols
+                    .clone()
+                    .unwrap_or_else(ScrapeProtocol::defaults),
+            );
         }
-        let auths = [self.basic_auth.is_some(), self.authorization.is_some(), self.bearer_token.is_some() || !self.bearer_token_file.is_empty()];
+        let auths = [
+            self.basic_auth.is_some(),
+            self.authorization.is_some(),
+            self.bearer_token.is_some() || !self.bearer_token_file.is_empty(),
+        ];
         if auths.iter().filter(|x| **x).count() > 1 {
             return Err("at most one of basic_auth, authorization and bearer_token & bearer_token_file must be configured".into());
         }
         if let Some(b) = &self.basic_auth {
             if b.password.is_some() && !b.password_file.is_empty() {
-                return Err("at most one of basic_auth password & password_file must be configured".into());
+                return Err(
+                    "at most one of basic_auth password & password_file must be configured".into(),
+                );
             }
         }
         if let Some(a) = &self.authorization {
@@ -388,7 +423,10 @@ impl ScrapeConfig {
                 return Err("at most one of authorization credentials & credentials_file must be configured".into());
             }
             if a.kind.eq_ignore_ascii_case("basic") {
-                return Err("authorization type cannot be set to \"basic\", use \"basic_auth\" instead".into());
+                return Err(
+                    "authorization type cannot be set to \"basic\", use \"basic_auth\" instead"
+                        .into(),
+                );
             }
         }
         for p in &self.params {
@@ -441,26 +479,38 @@ mod tests {
 
     #[test]
     fn defaults_and_timeout_check() {
-        let mut c: ScrapeConfig = serde_saphyr::from_str("job_name: a
+        let mut c: ScrapeConfig = serde_saphyr::from_str(
+            "job_name: a
 scrape_interval: 5s
-").unwrap();
+",
+        )
+        .unwrap();
         c.apply_defaults(&GlobalConfig::default()).unwrap();
         assert_eq!(c.timeout(), Duration::from_secs(5));
         assert_eq!(c.metrics_path, "/metrics");
-        let mut c: ScrapeConfig = serde_saphyr::from_str("job_name: a
+        let mut c: ScrapeConfig = serde_saphyr::from_str(
+            "job_name: a
 scrape_interval: 5s
 scrape_timeout: 6s
-").unwrap();
-        assert!(c.apply_defaults(&GlobalConfig::default()).unwrap_err().contains("scrape timeout greater than scrape interval"));
+",
+        )
+        .unwrap();
+        assert!(c
+            .apply_defaults(&GlobalConfig::default())
+            .unwrap_err()
+            .contains("scrape timeout greater than scrape interval"));
     }
 
     #[test]
     fn secrets_never_serialize() {
-        let c: ScrapeConfig = serde_saphyr::from_str("job_name: a
+        let c: ScrapeConfig = serde_saphyr::from_str(
+            "job_name: a
 basic_auth:
   username: u
   password: hunter2
-").unwrap();
+",
+        )
+        .unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

@@ -27,18 +27,33 @@ struct FileGroup {
 
 fn expand_glob(pattern: &str) -> Vec<PathBuf> {
     let p = Path::new(pattern);
-    let (Some(dir), Some(name)) = (p.parent(), p.file_name().and_then(|n| n.to_str())) else { return vec![p.to_path_buf()] };
+    let (Some(dir), Some(name)) = (p.parent(), p.file_name().and_then(|n| n.to_str())) else {
+        return vec![p.to_path_buf()];
+    };
     if !name.contains('*') && !name.contains('?') {
         return vec![p.to_path_buf()];
     }
-    let re = regex::Regex::new(&format!("^{}$", regex::escape(name).replace(r"\*", ".*").replace(r"\?", "."))).ok();
-    let mut out: Vec<PathBuf> = std::fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|f| f.file_name().and_then(|n| n.to_str()).map(|n| re.as_ref().map(|r| r.is_match(n)).unwrap_or(false)).unwrap_or(false))
-        .collect();
+    let re = regex::Regex::new(&format!(
+        "^{}$",
+        regex::escape(name).replace(r"\*", ".*").replace(r"\?", ".")
+    ))
+    .ok();
+    let mut out: Vec<PathBuf> = std::fs::read_dir(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    })
+    .into_iter()
+    .flatten()
+    .flatten()
+    .map(|e| e.path())
+    .filter(|f| {
+        f.file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| re.as_ref().map(|r| r.is_match(n)).unwrap_or(false))
+            .unwrap_or(false)
+    })
+    .collect();
     out.sort();
     out
 }
@@ -58,7 +73,11 @@ pub fn read_sd_file(path: &Path) -> Result<Vec<TargetGroup>, String> {
         .map(|(i, g)| TargetGroup {
             source: format!("{}:{i}", path.display()),
             targets: g.targets,
-            labels: Labels::from_pairs(g.labels.into_iter().chain([("__meta_filepath".to_string(), path.display().to_string())])),
+            labels: Labels::from_pairs(
+                g.labels
+                    .into_iter()
+                    .chain([("__meta_filepath".to_string(), path.display().to_string())]),
+            ),
         })
         .collect())
 }
@@ -74,18 +93,31 @@ fn stamp(p: &Path) -> Stamp {
 pub async fn run(pool: Arc<PoolState>, mut stop: watch::Receiver<bool>) {
     let cfg = pool.job.config.clone();
     let mut statics: Vec<TargetGroup> = match &pool.job.kind {
-        JobKind::Collector { instance, .. } => vec![TargetGroup { source: "collector".into(), targets: vec![instance.clone()], labels: Labels::default() }],
+        JobKind::Collector { instance, .. } => vec![TargetGroup {
+            source: "collector".into(),
+            targets: vec![instance.clone()],
+            labels: Labels::default(),
+        }],
         JobKind::Http => cfg
             .static_configs
             .iter()
             .enumerate()
-            .map(|(i, s)| TargetGroup { source: i.to_string(), targets: s.targets.clone(), labels: Labels::from_pairs(s.labels.clone()) })
+            .map(|(i, s)| TargetGroup {
+                source: i.to_string(),
+                targets: s.targets.clone(),
+                labels: Labels::from_pairs(s.labels.clone()),
+            })
             .collect(),
     };
     statics.retain(|g| !g.targets.is_empty());
     let mut files: HashMap<PathBuf, (Stamp, Vec<TargetGroup>)> = HashMap::new();
     let mut last_refresh = tokio::time::Instant::now();
-    let refresh = cfg.file_sd_configs.iter().map(|f| f.refresh_interval.std()).min().unwrap_or(Duration::from_secs(300));
+    let refresh = cfg
+        .file_sd_configs
+        .iter()
+        .map(|f| f.refresh_interval.std())
+        .min()
+        .unwrap_or(Duration::from_secs(300));
     let mut first = true;
     loop {
         let mut changed = first;
@@ -111,6 +143,7 @@ pub async fn run(pool: Arc<PoolState>, mut stop: watch::Receiver<bool>) {
                         Err(e) => {
                             // Keep the last good groups; a half-written file must not drop targets.
                             if known != Some(st) {
+                                pool.metrics().sd_file_errors.inc();
                                 tracing::error!(job = %cfg.job_name, error = %e, "file_sd: cannot read target file");
                             }
                             let old = files.remove(&path).map(|(_, g)| g).unwrap_or_default();

@@ -30,7 +30,8 @@ pub fn build(cfg: &ScrapeConfig) -> Result<reqwest::Client, String> {
         Ok(())
     };
     if !tls.ca_file.is_empty() {
-        let pem = std::fs::read(&tls.ca_file).map_err(|e| format!("unable to read CA cert {:?}: {e}", tls.ca_file))?;
+        let pem = std::fs::read(&tls.ca_file)
+            .map_err(|e| format!("unable to read CA cert {:?}: {e}", tls.ca_file))?;
         add_pem(&pem, &tls.ca_file)?;
     }
     if !tls.ca.is_empty() {
@@ -46,31 +47,50 @@ pub fn build(cfg: &ScrapeConfig) -> Result<reqwest::Client, String> {
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots);
     let cert_pem = if !tls.cert_file.is_empty() {
-        Some(std::fs::read(&tls.cert_file).map_err(|e| format!("unable to read client cert {:?}: {e}", tls.cert_file))?)
+        Some(
+            std::fs::read(&tls.cert_file)
+                .map_err(|e| format!("unable to read client cert {:?}: {e}", tls.cert_file))?,
+        )
     } else if !tls.cert.is_empty() {
         Some(tls.cert.as_bytes().to_vec())
     } else {
         None
     };
     let key_pem = if !tls.key_file.is_empty() {
-        Some(std::fs::read(&tls.key_file).map_err(|e| format!("unable to read client key {:?}: {e}", tls.key_file))?)
+        Some(
+            std::fs::read(&tls.key_file)
+                .map_err(|e| format!("unable to read client key {:?}: {e}", tls.key_file))?,
+        )
     } else {
         tls.key.as_ref().map(|k| k.expose().as_bytes().to_vec())
     };
     let mut config = match (cert_pem, key_pem) {
         (Some(c), Some(k)) => {
-            let certs = CertificateDer::pem_slice_iter(&c).collect::<Result<Vec<_>, _>>().map_err(|e| format!("client cert: {e}"))?;
+            let certs = CertificateDer::pem_slice_iter(&c)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("client cert: {e}"))?;
             let key = PrivateKeyDer::from_pem_slice(&k).map_err(|e| format!("client key: {e}"))?;
-            builder.with_client_auth_cert(certs, key).map_err(|e| format!("client cert/key: {e}"))?
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("client cert/key: {e}"))?
         }
         (None, None) => builder.with_no_client_auth(),
         _ => return Err("client cert and key must be configured together".into()),
     };
     if tls.insecure_skip_verify {
-        config.dangerous().set_certificate_verifier(Arc::new(NoVerify(provider())));
+        config
+            .dangerous()
+            .set_certificate_verifier(Arc::new(NoVerify(provider())));
     }
-    let redirect = if cfg.follow_redirects { reqwest::redirect::Policy::limited(10) } else { reqwest::redirect::Policy::none() };
-    let mut b = reqwest::Client::builder().tls_backend_preconfigured(config).redirect(redirect).no_proxy();
+    let redirect = if cfg.follow_redirects {
+        reqwest::redirect::Policy::limited(10)
+    } else {
+        reqwest::redirect::Policy::none()
+    };
+    let mut b = reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .redirect(redirect)
+        .no_proxy();
     if !cfg.enable_http2 {
         b = b.http1_only();
     }
@@ -82,15 +102,32 @@ pub fn build(cfg: &ScrapeConfig) -> Result<reqwest::Client, String> {
 struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
 
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
 

@@ -79,14 +79,23 @@ pub struct Manager {
 impl Manager {
     /// A manager writing to `storage`; `jitter_seed` spreads scrape offsets per host.
     pub fn new(storage: Arc<dyn Appendable>, metrics: ScrapeMetrics, jitter_seed: u64) -> Self {
-        Manager { storage, pools: Mutex::new(HashMap::new()), order: Mutex::new(Vec::new()), metrics, jitter_seed }
+        Manager {
+            storage,
+            pools: Mutex::new(HashMap::new()),
+            order: Mutex::new(Vec::new()),
+            metrics,
+            jitter_seed,
+        }
     }
 
     /// Starts, restarts or stops pools so exactly `jobs` run. A pool whose config is
     /// unchanged keeps running untouched; a changed one keeps its targets' staleness state.
     pub fn apply(&self, jobs: Vec<Job>) -> Result<(), ScrapeError> {
         let mut pools = self.pools.lock();
-        let wanted: HashMap<String, &Job> = jobs.iter().map(|j| (j.config.job_name.clone(), j)).collect();
+        let wanted: HashMap<String, &Job> = jobs
+            .iter()
+            .map(|j| (j.config.job_name.clone(), j))
+            .collect();
         let names: Vec<String> = pools.keys().cloned().collect();
         for name in names {
             if !wanted.contains_key(&name) {
@@ -103,19 +112,38 @@ impl Manager {
                     continue;
                 }
             }
-            let client = match job.kind {
-                JobKind::Http => Some(http_client::build(&job.config).map_err(|msg| ScrapeError::Client { job: name.clone(), msg })?),
-                JobKind::Collector { .. } => None,
-            };
+            let client =
+                match job.kind {
+                    JobKind::Http => Some(http_client::build(&job.config).map_err(|msg| {
+                        ScrapeError::Client {
+                            job: name.clone(),
+                            msg,
+                        }
+                    })?),
+                    JobKind::Collector { .. } => None,
+                };
             let previous = pools.remove(name);
-            let state = Arc::new(target::PoolState::new(job.clone(), client, self.storage.clone(), self.metrics.clone(), self.jitter_seed));
+            let state = Arc::new(target::PoolState::new(
+                job.clone(),
+                client,
+                self.storage.clone(),
+                self.metrics.clone(),
+                self.jitter_seed,
+            ));
             if let Some(p) = previous {
                 let _ = p.stop.send(true);
                 state.inherit(&p.state);
             }
             let (tx, rx) = watch::channel(false);
             tokio::spawn(discovery::run(state.clone(), rx));
-            pools.insert(name.clone(), Pool { config: job.config.clone(), stop: tx, state });
+            pools.insert(
+                name.clone(),
+                Pool {
+                    config: job.config.clone(),
+                    stop: tx,
+                    state,
+                },
+            );
         }
         *self.order.lock() = jobs.iter().map(|j| j.config.job_name.clone()).collect();
         Ok(())
@@ -132,25 +160,44 @@ impl Manager {
     /// Active targets in config order.
     pub fn active_targets(&self) -> Vec<TargetStatus> {
         let pools = self.pools.lock();
-        self.order.lock().iter().filter_map(|n| pools.get(n)).flat_map(|p| p.state.active()).collect()
+        self.order
+            .lock()
+            .iter()
+            .filter_map(|n| pools.get(n))
+            .flat_map(|p| p.state.active())
+            .collect()
     }
 
     /// Targets dropped by relabelling, in config order.
     pub fn dropped_targets(&self) -> Vec<DroppedTarget> {
         let pools = self.pools.lock();
-        self.order.lock().iter().filter_map(|n| pools.get(n)).flat_map(|p| p.state.dropped()).collect()
+        self.order
+            .lock()
+            .iter()
+            .filter_map(|n| pools.get(n))
+            .flat_map(|p| p.state.dropped())
+            .collect()
     }
 
     /// Dropped-target counts per pool.
     pub fn dropped_counts(&self) -> Vec<(String, usize)> {
         let pools = self.pools.lock();
-        self.order.lock().iter().filter_map(|n| pools.get(n).map(|p| (n.clone(), p.state.dropped_count()))).collect()
+        self.order
+            .lock()
+            .iter()
+            .filter_map(|n| pools.get(n).map(|p| (n.clone(), p.state.dropped_count())))
+            .collect()
     }
 
     /// Metadata reported by targets: (target labels, entry).
     pub fn metadata(&self) -> Vec<(Labels, MetadataEntry)> {
         let pools = self.pools.lock();
-        self.order.lock().iter().filter_map(|n| pools.get(n)).flat_map(|p| p.state.metadata()).collect()
+        self.order
+            .lock()
+            .iter()
+            .filter_map(|n| pools.get(n))
+            .flat_map(|p| p.state.metadata())
+            .collect()
     }
 }
 

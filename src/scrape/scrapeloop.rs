@@ -49,7 +49,15 @@ pub struct LoopState {
 
 impl Default for LoopState {
     fn default() -> Self {
-        LoopState { health: Health::Unknown, last_error: String::new(), last_scrape_ms: 0, last_duration: 0.0, seen: HashSet::new(), report_series: Vec::new(), metadata: Vec::new() }
+        LoopState {
+            health: Health::Unknown,
+            last_error: String::new(),
+            last_scrape_ms: 0,
+            last_duration: 0.0,
+            seen: HashSet::new(),
+            report_series: Vec::new(),
+            metadata: Vec::new(),
+        }
     }
 }
 
@@ -63,6 +71,7 @@ pub struct ScrapeMetrics {
     out_of_order: Counter,
     duplicate: Counter,
     duration: Histogram,
+    pub(super) sd_file_errors: Counter,
 }
 
 impl Default for ScrapeMetrics {
@@ -75,6 +84,7 @@ impl Default for ScrapeMetrics {
             out_of_order: Counter::default(),
             duplicate: Counter::default(),
             duration: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0]),
+            sd_file_errors: Counter::default(),
         }
     }
 }
@@ -82,13 +92,51 @@ impl Default for ScrapeMetrics {
 impl ScrapeMetrics {
     /// Registers the counters in `reg`.
     pub fn register(&self, reg: &mut Registry) {
-        reg.register("appliance_target_scrapes", "Total number of scrapes.", self.scrapes.clone());
-        reg.register("appliance_target_scrape_failures", "Total number of failed scrapes.", self.failures.clone());
-        reg.register("appliance_target_scrapes_exceeded_sample_limit", "Scrapes that hit the sample limit and were rejected.", self.sample_limit.clone());
-        reg.register("appliance_target_scrapes_exceeded_body_size_limit", "Scrapes that hit the body size limit.", self.body_limit.clone());
-        reg.register("appliance_target_scrapes_sample_out_of_order", "Samples rejected as out of order.", self.out_of_order.clone());
-        reg.register("appliance_target_scrapes_sample_duplicate_timestamp", "Samples rejected as duplicates with different values.", self.duplicate.clone());
-        reg.register("appliance_target_scrape_duration_seconds", "Scrape durations.", self.duration.clone());
+        reg.register(
+            "appliance_target_scrapes",
+            "Total number of scrapes.",
+            self.scrapes.clone(),
+        );
+        reg.register(
+            "appliance_target_scrape_failures",
+            "Total number of failed scrapes.",
+            self.failures.clone(),
+        );
+        reg.register(
+            "appliance_target_scrapes_exceeded_sample_limit",
+            "Scrapes that hit the sample limit and were rejected.",
+            self.sample_limit.clone(),
+        );
+        reg.register(
+            "appliance_target_scrapes_exceeded_body_size_limit",
+            "Scrapes that hit the body size limit.",
+            self.body_limit.clone(),
+        );
+        reg.register(
+            "appliance_target_scrapes_sample_out_of_order",
+            "Samples rejected as out of order.",
+            self.out_of_order.clone(),
+        );
+        reg.register(
+            "appliance_target_scrapes_sample_duplicate_timestamp",
+            "Samples rejected as duplicates with different values.",
+            self.duplicate.clone(),
+        );
+        reg.register(
+            "appliance_target_scrape_duration_seconds",
+            "Scrape durations.",
+            self.duration.clone(),
+        );
+        reg.register(
+            "appliance_sd_file_read_errors",
+            "File discovery reads that failed (the last good targets are kept).",
+            self.sd_file_errors.clone(),
+        );
+    }
+
+    /// File discovery read failures so far.
+    pub fn sd_file_errors(&self) -> u64 {
+        self.sd_file_errors.get()
     }
 }
 
@@ -105,7 +153,10 @@ pub struct LoopCtx {
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// The first scrape time at or after `now` that falls on this target's offset, so a target is
@@ -120,7 +171,12 @@ pub fn offset_ms(hash: u64, seed: u64, interval_ms: i64, now: i64) -> i64 {
 /// Runs until `stop` carries `Some(mark_stale)`.
 pub async fn run(ctx: LoopCtx, mut stop: watch::Receiver<Option<bool>>) {
     let interval = ctx.job.config.interval().std();
-    let wait = offset_ms(ctx.target.hash, ctx.seed, interval.as_millis() as i64, now_ms());
+    let wait = offset_ms(
+        ctx.target.hash,
+        ctx.seed,
+        interval.as_millis() as i64,
+        now_ms(),
+    );
     let start = tokio::time::Instant::now() + Duration::from_millis(wait as u64);
     let mut ticker = tokio::time::interval_at(start, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -173,18 +229,28 @@ async fn fetch(ctx: &LoopCtx) -> Result<(Vec<u8>, Format), Fail> {
     let timeout = cfg.timeout().std();
     match (&ctx.job.kind, &ctx.client) {
         (JobKind::Collector { collector, .. }, _) => {
-            let page = tokio::time::timeout(timeout, collector.collect()).await.map_err(|_| Fail::Fetch("collector timed out".into()))?.map_err(|e| Fail::Fetch(e.to_string()))?;
+            let page = tokio::time::timeout(timeout, collector.collect())
+                .await
+                .map_err(|_| Fail::Fetch("collector timed out".into()))?
+                .map_err(|e| Fail::Fetch(e.to_string()))?;
             Ok((page.body, page.format))
         }
         (JobKind::Http, Some(client)) => tokio::time::timeout(timeout, fetch_http(ctx, client))
             .await
-            .map_err(|_| Fail::Fetch(format!("Get {:?}: context deadline exceeded", ctx.target.url)))?,
+            .map_err(|_| {
+                Fail::Fetch(format!(
+                    "Get {:?}: context deadline exceeded",
+                    ctx.target.url
+                ))
+            })?,
         (JobKind::Http, None) => Err(Fail::Fetch("no HTTP client".into())),
     }
 }
 
 fn read_secret_file(path: &str) -> Result<String, Fail> {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).map_err(|e| Fail::Fetch(format!("unable to read secret file {path:?}: {e}")))
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| Fail::Fetch(format!("unable to read secret file {path:?}: {e}")))
 }
 
 async fn fetch_http(ctx: &LoopCtx, client: &reqwest::Client) -> Result<(Vec<u8>, Format), Fail> {
@@ -193,15 +259,25 @@ async fn fetch_http(ctx: &LoopCtx, client: &reqwest::Client) -> Result<(Vec<u8>,
     let mut req = client
         .get(&ctx.target.url)
         .header("Accept", accept_header(&protocols))
-        .header("User-Agent", concat!("appliance/", env!("CARGO_PKG_VERSION")))
-        .header("X-Prometheus-Scrape-Timeout-Seconds", format!("{}", cfg.timeout().std().as_secs_f64()));
+        .header(
+            "User-Agent",
+            concat!("appliance/", env!("CARGO_PKG_VERSION")),
+        )
+        .header(
+            "X-Prometheus-Scrape-Timeout-Seconds",
+            format!("{}", cfg.timeout().std().as_secs_f64()),
+        );
     if cfg.enable_compression {
         req = req.header("Accept-Encoding", "gzip");
     } else {
         req = req.header("Accept-Encoding", "identity");
     }
     if let Some(b) = &cfg.basic_auth {
-        let user = if b.username_file.is_empty() { b.username.clone() } else { read_secret_file(&b.username_file)? };
+        let user = if b.username_file.is_empty() {
+            b.username.clone()
+        } else {
+            read_secret_file(&b.username_file)?
+        };
         let pass = match (&b.password, b.password_file.is_empty()) {
             (Some(p), _) => Some(p.expose().to_string()),
             (None, false) => Some(read_secret_file(&b.password_file)?),
@@ -209,7 +285,9 @@ async fn fetch_http(ctx: &LoopCtx, client: &reqwest::Client) -> Result<(Vec<u8>,
         };
         req = req.basic_auth(user, pass);
     }
-    let bearer = |kind: &str, cred: String| format!("{} {}", if kind.is_empty() { "Bearer" } else { kind }, cred);
+    let bearer = |kind: &str, cred: String| {
+        format!("{} {}", if kind.is_empty() { "Bearer" } else { kind }, cred)
+    };
     if let Some(a) = &cfg.authorization {
         let cred = match &a.credentials {
             Some(c) => c.expose().to_string(),
@@ -220,14 +298,33 @@ async fn fetch_http(ctx: &LoopCtx, client: &reqwest::Client) -> Result<(Vec<u8>,
     } else if let Some(t) = &cfg.bearer_token {
         req = req.header("Authorization", bearer("", t.expose().to_string()));
     } else if !cfg.bearer_token_file.is_empty() {
-        req = req.header("Authorization", bearer("", read_secret_file(&cfg.bearer_token_file)?));
+        req = req.header(
+            "Authorization",
+            bearer("", read_secret_file(&cfg.bearer_token_file)?),
+        );
     }
-    let resp = req.send().await.map_err(|e| Fail::Fetch(format!("Get {:?}: {}", ctx.target.url, error_chain(&e))))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| Fail::Fetch(format!("Get {:?}: {}", ctx.target.url, error_chain(&e))))?;
     if resp.status() != reqwest::StatusCode::OK {
-        return Err(Fail::Fetch(format!("server returned HTTP status {}", resp.status())));
+        return Err(Fail::Fetch(format!(
+            "server returned HTTP status {}",
+            resp.status()
+        )));
     }
-    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let gz = resp.headers().get("content-encoding").and_then(|v| v.to_str().ok()).map(|v| v.eq_ignore_ascii_case("gzip")).unwrap_or(false);
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let gz = resp
+        .headers()
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.eq_ignore_ascii_case("gzip"))
+        .unwrap_or(false);
     let limit = cfg.body_size_limit.map(|b| b.0).unwrap_or(0);
     let mut raw = Vec::new();
     let mut stream = resp.bytes_stream();
@@ -245,7 +342,9 @@ async fn fetch_http(ctx: &LoopCtx, client: &reqwest::Client) -> Result<(Vec<u8>,
         let mut out = Vec::new();
         let dec = flate2::read::GzDecoder::new(&raw[..]);
         let cap = if limit > 0 { limit + 1 } else { u64::MAX };
-        dec.take(cap).read_to_end(&mut out).map_err(|e| Fail::Fetch(format!("decompressing body: {e}")))?;
+        dec.take(cap)
+            .read_to_end(&mut out)
+            .map_err(|e| Fail::Fetch(format!("decompressing body: {e}")))?;
         out
     } else {
         raw
@@ -289,7 +388,12 @@ struct Appended {
 }
 
 /// Merges target labels into a sample's, as Prometheus's `mutateSampleLabels`.
-fn sample_labels(target: &Labels, name: &str, labels: &[(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)], honor: bool) -> LabelsBuilder {
+fn sample_labels(
+    target: &Labels,
+    name: &str,
+    labels: &[(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)],
+    honor: bool,
+) -> LabelsBuilder {
     let mut lb = LabelsBuilder::default();
     lb.set(crate::model::METRIC_NAME.into(), name.to_string());
     for (n, v) in labels {
@@ -317,20 +421,36 @@ fn sample_labels(target: &Labels, name: &str, labels: &[(std::borrow::Cow<'_, st
     lb
 }
 
-fn append_body(ctx: &LoopCtx, app: &mut dyn Appender, body: &[u8], format: Format, t: i64) -> Result<Appended, Fail> {
+fn append_body(
+    ctx: &LoopCtx,
+    app: &mut dyn Appender,
+    body: &[u8],
+    format: Format,
+    t: i64,
+) -> Result<Appended, Fail> {
     let cfg = &ctx.job.config;
     let target = &ctx.target.labels;
     let sample_limit = cfg.sample_limit.unwrap_or(0);
     let label_limit = cfg.label_limit.unwrap_or(0);
     let name_len = cfg.label_name_length_limit.unwrap_or(0);
     let value_len = cfg.label_value_length_limit.unwrap_or(0);
-    let mut out = Appended { scraped: 0, post_relabel: 0, seen: HashSet::new(), metadata: Vec::new() };
+    let mut out = Appended {
+        scraped: 0,
+        post_relabel: 0,
+        seen: HashSet::new(),
+        metadata: Vec::new(),
+    };
     let mut meta: Vec<MetadataEntry> = Vec::new();
     let meta_for = |meta: &mut Vec<MetadataEntry>, name: &str| -> usize {
         match meta.iter().position(|m| m.metric == name) {
             Some(i) => i,
             None => {
-                meta.push(MetadataEntry { metric: name.to_string(), kind: "unknown".into(), help: String::new(), unit: String::new() });
+                meta.push(MetadataEntry {
+                    metric: name.to_string(),
+                    kind: "unknown".into(),
+                    help: String::new(),
+                    unit: String::new(),
+                });
                 meta.len() - 1
             }
         }
@@ -345,7 +465,11 @@ fn append_body(ctx: &LoopCtx, app: &mut dyn Appender, body: &[u8], format: Forma
             }
             Entry::Type { name, kind } => {
                 let i = meta_for(&mut meta, &name);
-                meta[i].kind = if kind == MetricType::Unknown { "unknown".into() } else { kind.as_str().into() };
+                meta[i].kind = if kind == MetricType::Unknown {
+                    "unknown".into()
+                } else {
+                    kind.as_str().into()
+                };
                 continue;
             }
             Entry::Unit { name, unit } => {
@@ -357,7 +481,9 @@ fn append_body(ctx: &LoopCtx, app: &mut dyn Appender, body: &[u8], format: Forma
         };
         out.scraped += 1;
         let mut lb = sample_labels(target, &s.name, &s.labels, cfg.honor_labels);
-        if !cfg.metric_relabel_configs.is_empty() && !relabel::process(&cfg.metric_relabel_configs, &mut lb) {
+        if !cfg.metric_relabel_configs.is_empty()
+            && !relabel::process(&cfg.metric_relabel_configs, &mut lb)
+        {
             continue;
         }
         let labels = lb.labels();
@@ -365,7 +491,11 @@ fn append_body(ctx: &LoopCtx, app: &mut dyn Appender, body: &[u8], format: Forma
             continue;
         }
         if label_limit > 0 && labels.len() as u64 > label_limit {
-            return Err(Fail::LabelLimit(format!("label_limit exceeded (metric: {}, number of labels: {}, limit: {label_limit})", labels.metric_name(), labels.len())));
+            return Err(Fail::LabelLimit(format!(
+                "label_limit exceeded (metric: {}, number of labels: {}, limit: {label_limit})",
+                labels.metric_name(),
+                labels.len()
+            )));
         }
         for l in labels.iter() {
             if name_len > 0 && l.name.len() as u64 > name_len {
@@ -386,7 +516,8 @@ fn append_body(ctx: &LoopCtx, app: &mut dyn Appender, body: &[u8], format: Forma
         if ts == t || cfg.track_timestamps_staleness {
             out.seen.insert(labels.clone());
         }
-        app.append(&labels, ts, s.value).map_err(|e| Fail::Parse(e.to_string()))?;
+        app.append(&labels, ts, s.value)
+            .map_err(|e| Fail::Parse(e.to_string()))?;
     }
     out.metadata = meta;
     Ok(out)
@@ -482,7 +613,8 @@ mod tests {
         assert!((0..15_000).contains(&a));
         // The phase is the same one interval later.
         assert_eq!(offset_ms(42, 7, 15_000, 1_000_000 + 15_000), a);
-        assert_eq!((1_000_000 + a) % 15_000, ((42u64 ^ 7) % 15_000) as i64);
+        let base = (42u64 ^ 7) as i64;
+        assert_eq!((1_000_000 + a) % 15_000, base % 15_000);
     }
 
     #[test]

@@ -153,7 +153,9 @@ pub fn build_target(job: &Job, addr: &str, group: &Labels) -> Result<Target, Lab
         return Err(discovered);
     }
     let all = lb.labels();
-    let Some(address) = all.get("__address__").map(str::to_string) else { return Err(discovered) };
+    let Some(address) = all.get("__address__").map(str::to_string) else {
+        return Err(discovered);
+    };
     if all.get("instance").is_none() {
         lb.set("instance".into(), address.clone());
     }
@@ -180,7 +182,13 @@ pub fn build_target(job: &Job, addr: &str, group: &Labels) -> Result<Target, Lab
     };
     if !query.is_empty() {
         url.push('?');
-        url.push_str(&query.iter().map(|(k, v)| format!("{}={}", url_escape(k), url_escape(v))).collect::<Vec<_>>().join("&"));
+        url.push_str(
+            &query
+                .iter()
+                .map(|(k, v)| format!("{}={}", url_escape(k), url_escape(v)))
+                .collect::<Vec<_>>()
+                .join("&"),
+        );
     }
     let mut pb = all.builder();
     pb.retain(|l| !l.name.starts_with("__"));
@@ -188,13 +196,38 @@ pub fn build_target(job: &Job, addr: &str, group: &Labels) -> Result<Target, Lab
     let mut h = crate::model::labels::Fnv64::default();
     h.write(labels.to_string().as_bytes());
     h.write(url.as_bytes());
-    Ok(Target { discovered, labels, url, hash: h.finish() })
+    Ok(Target {
+        discovered,
+        labels,
+        url,
+        hash: h.finish(),
+    })
 }
 
 impl PoolState {
     /// A pool that has not discovered anything yet.
-    pub fn new(job: Job, client: Option<reqwest::Client>, storage: Arc<dyn Appendable>, metrics: ScrapeMetrics, seed: u64) -> Self {
-        PoolState { job, client, storage, metrics, seed, running: Mutex::new(Vec::new()), dropped: Mutex::new(Vec::new()), inherited: Mutex::new(HashMap::new()) }
+    pub fn new(
+        job: Job,
+        client: Option<reqwest::Client>,
+        storage: Arc<dyn Appendable>,
+        metrics: ScrapeMetrics,
+        seed: u64,
+    ) -> Self {
+        PoolState {
+            job,
+            client,
+            storage,
+            metrics,
+            seed,
+            running: Mutex::new(Vec::new()),
+            dropped: Mutex::new(Vec::new()),
+            inherited: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pool's scrape metrics.
+    pub(super) fn metrics(&self) -> &ScrapeMetrics {
+        &self.metrics
     }
 
     /// Takes over the loop state (staleness tracking, health) of a previous pool of the same
@@ -220,7 +253,10 @@ impl PoolState {
                             wanted.push(t);
                         }
                     }
-                    Err(discovered) => dropped.push(DroppedTarget { discovered_labels: discovered, scrape_pool: self.job.config.job_name.clone() }),
+                    Err(discovered) => dropped.push(DroppedTarget {
+                        discovered_labels: discovered,
+                        scrape_pool: self.job.config.job_name.clone(),
+                    }),
                 }
             }
         }
@@ -261,7 +297,11 @@ impl PoolState {
                 seed: self.seed,
             };
             tokio::spawn(scrapeloop::run(ctx, rx));
-            running.push(Running { target, state, stop: tx });
+            running.push(Running {
+                target,
+                state,
+                stop: tx,
+            });
         }
         // Targets of the previous config that this one no longer has go stale now.
         for (_, state) in inherited {
@@ -312,6 +352,17 @@ impl PoolState {
 
     /// Metadata of every target.
     pub fn metadata(&self) -> Vec<(Labels, MetadataEntry)> {
-        self.running.lock().iter().flat_map(|r| r.state.lock().metadata.iter().map(|m| (r.target.labels.clone(), m.clone())).collect::<Vec<_>>()).collect()
+        self.running
+            .lock()
+            .iter()
+            .flat_map(|r| {
+                r.state
+                    .lock()
+                    .metadata
+                    .iter()
+                    .map(|m| (r.target.labels.clone(), m.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 }

@@ -116,7 +116,16 @@ impl Default for XorChunk {
     fn default() -> Self {
         let mut w = BitWriter::default();
         w.write_bits(0, 16);
-        XorChunk { w, num: 0, t: 0, t_delta: 0, v: 0, leading: 0xff, trailing: 0, min_t: 0 }
+        XorChunk {
+            w,
+            num: 0,
+            t: 0,
+            t_delta: 0,
+            v: 0,
+            leading: 0xff,
+            trailing: 0,
+            min_t: 0,
+        }
     }
 }
 
@@ -226,7 +235,19 @@ impl XorChunk {
 
     /// Decodes every sample.
     pub fn iter(&self) -> XorIter<'_> {
-        XorIter { r: BitReader { bytes: &self.w.bytes, pos: 16 }, left: self.num, n: 0, t: 0, t_delta: 0, v: 0, leading: 0, trailing: 0 }
+        XorIter {
+            r: BitReader {
+                bytes: &self.w.bytes,
+                pos: 16,
+            },
+            left: self.num,
+            n: 0,
+            t: 0,
+            t_delta: 0,
+            v: 0,
+            leading: 0,
+            trailing: 0,
+        }
     }
 }
 
@@ -326,7 +347,20 @@ mod tests {
         let mut c = XorChunk::default();
         let mut want = Vec::new();
         let mut t = 1_700_000_000_000i64;
-        let vals = [0.0, 1.5, 1.5, -3.25, f64::NAN, f64::INFINITY, 1e300, 5e-324, crate::model::stale_nan(), 42.0, 42.0, 7.0];
+        let vals = [
+            0.0,
+            1.5,
+            1.5,
+            -3.25,
+            f64::NAN,
+            f64::INFINITY,
+            1e300,
+            5e-324,
+            crate::model::stale_nan(),
+            42.0,
+            42.0,
+            7.0,
+        ];
         for i in 0..120 {
             t += [15_000, 15_001, 14_990, 1, 9_000_000, 70_000_000_000, 15_000][i % 7];
             let v = vals[i % vals.len()] + if i % 5 == 0 { i as f64 } else { 0.0 };

@@ -31,12 +31,18 @@ fn is_zero(b: &ByteSize) -> bool {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { path: "./data".into(), retention: RetentionConfig::default() }
+        StorageConfig {
+            path: "./data".into(),
+            retention: RetentionConfig::default(),
+        }
     }
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        RetentionConfig { time: Duration::from_secs(15 * 24 * 3600), size: ByteSize(0) }
+        RetentionConfig {
+            time: Duration::from_secs(15 * 24 * 3600),
+            size: ByteSize(0),
+        }
     }
 }

@@ -12,7 +12,7 @@ use prometheus_client::registry::Registry;
 
 use super::chunk::{XorChunk, SAMPLES_PER_CHUNK};
 use super::{Appendable, Appender, CommitStats, Querier, Series, StorageError, TsdbStats};
-use crate::model::{is_stale_nan, MatchOp, Labels, Matcher};
+use crate::model::{is_stale_nan, Labels, MatchOp, Matcher};
 
 /// Head settings.
 #[derive(Clone, Debug)]
@@ -23,7 +23,9 @@ pub struct HeadOptions {
 
 impl Default for HeadOptions {
     fn default() -> Self {
-        HeadOptions { retention_ms: 15 * 24 * 3600 * 1000 }
+        HeadOptions {
+            retention_ms: 15 * 24 * 3600 * 1000,
+        }
     }
 }
 
@@ -37,11 +39,24 @@ struct MemSeries {
 
 impl MemSeries {
     fn new(labels: Labels) -> Self {
-        MemSeries { labels, closed: Vec::new(), head: XorChunk::default(), last_t: i64::MIN, last_v: 0 }
+        MemSeries {
+            labels,
+            closed: Vec::new(),
+            head: XorChunk::default(),
+            last_t: i64::MIN,
+            last_v: 0,
+        }
     }
 
     fn min_t(&self) -> i64 {
-        self.closed.first().map(|c| c.min_t()).unwrap_or(if self.head.is_empty() { i64::MAX } else { self.head.min_t() })
+        self.closed
+            .first()
+            .map(|c| c.min_t())
+            .unwrap_or(if self.head.is_empty() {
+                i64::MAX
+            } else {
+                self.head.min_t()
+            })
     }
 
     fn samples(&self, mint: i64, maxt: i64) -> Vec<(i64, f64)> {
@@ -74,7 +89,12 @@ struct Inner {
 
 impl Inner {
     fn find(&self, hash: u64, labels: &Labels) -> Option<u32> {
-        self.by_hash.get(&hash)?.iter().copied().find(|id| self.series[*id as usize].as_ref().map(|s| &s.labels == labels).unwrap_or(false))
+        self.by_hash.get(&hash)?.iter().copied().find(|id| {
+            self.series[*id as usize]
+                .as_ref()
+                .map(|s| &s.labels == labels)
+                .unwrap_or(false)
+        })
     }
 
     fn create(&mut self, hash: u64, labels: Labels) -> u32 {
@@ -86,7 +106,12 @@ impl Inner {
             }
         };
         for l in labels.iter() {
-            self.postings.entry(l.name.clone()).or_default().entry(l.value.clone()).or_default().insert(id);
+            self.postings
+                .entry(l.name.clone())
+                .or_default()
+                .entry(l.value.clone())
+                .or_default()
+                .insert(id);
         }
         self.series[id as usize] = Some(MemSeries::new(labels));
         self.by_hash.entry(hash).or_default().push(id);
@@ -96,7 +121,9 @@ impl Inner {
     }
 
     fn remove(&mut self, id: u32) {
-        let Some(s) = self.series[id as usize].take() else { return };
+        let Some(s) = self.series[id as usize].take() else {
+            return;
+        };
         let hash = s.labels.stable_hash();
         if let Some(v) = self.by_hash.get_mut(&hash) {
             v.retain(|x| *x != id);
@@ -153,10 +180,18 @@ impl Inner {
         }
     }
 
-    fn matching<'a>(&'a self, matchers: &'a [Matcher], mint: i64, maxt: i64) -> impl Iterator<Item = &'a MemSeries> + 'a {
+    fn matching<'a>(
+        &'a self,
+        matchers: &'a [Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> impl Iterator<Item = &'a MemSeries> + 'a {
         self.candidates(matchers).into_iter().filter_map(move |id| {
             let s = self.series[id as usize].as_ref()?;
-            let ok = matchers.iter().all(|m| m.matches(s.labels.get(&m.name).unwrap_or(""))) && s.overlaps(mint, maxt);
+            let ok = matchers
+                .iter()
+                .all(|m| m.matches(s.labels.get(&m.name).unwrap_or("")))
+                && s.overlaps(mint, maxt);
             ok.then_some(s)
         })
     }
@@ -185,19 +220,52 @@ pub struct Head {
 impl Head {
     /// An empty head.
     pub fn new(opts: HeadOptions) -> Self {
-        let inner = Inner { min_t: i64::MAX, max_t: i64::MIN, ..Default::default() };
-        Head { inner: Arc::new(RwLock::new(inner)), opts, metrics: HeadMetrics::default(), commits: Arc::default() }
+        let inner = Inner {
+            min_t: i64::MAX,
+            max_t: i64::MIN,
+            ..Default::default()
+        };
+        Head {
+            inner: Arc::new(RwLock::new(inner)),
+            opts,
+            metrics: HeadMetrics::default(),
+            commits: Arc::default(),
+        }
     }
 
     /// Registers the head's metrics in `reg`.
     pub fn register_metrics(&self, reg: &mut Registry) {
         let m = &self.metrics;
-        reg.register("appliance_tsdb_head_series", "Total number of series in the head block.", m.series.clone());
-        reg.register("appliance_tsdb_head_chunks", "Total number of chunks in the head block.", m.chunks.clone());
-        reg.register("appliance_tsdb_head_samples_appended", "Total number of appended samples.", m.samples_appended.clone());
-        reg.register("appliance_tsdb_head_series_created", "Total number of series created in the head.", m.series_created.clone());
-        reg.register("appliance_tsdb_head_series_removed", "Total number of series removed from the head.", m.series_removed.clone());
-        reg.register("appliance_tsdb_out_of_order_samples", "Total number of out of order samples refused.", m.out_of_order.clone());
+        reg.register(
+            "appliance_tsdb_head_series",
+            "Total number of series in the head block.",
+            m.series.clone(),
+        );
+        reg.register(
+            "appliance_tsdb_head_chunks",
+            "Total number of chunks in the head block.",
+            m.chunks.clone(),
+        );
+        reg.register(
+            "appliance_tsdb_head_samples_appended",
+            "Total number of appended samples.",
+            m.samples_appended.clone(),
+        );
+        reg.register(
+            "appliance_tsdb_head_series_created",
+            "Total number of series created in the head.",
+            m.series_created.clone(),
+        );
+        reg.register(
+            "appliance_tsdb_head_series_removed",
+            "Total number of series removed from the head.",
+            m.series_removed.clone(),
+        );
+        reg.register(
+            "appliance_tsdb_out_of_order_samples",
+            "Total number of out of order samples refused.",
+            m.out_of_order.clone(),
+        );
     }
 
     /// Drops chunks entirely older than the retention window and series left empty. Returns
@@ -220,7 +288,13 @@ impl Head {
         for id in &removed {
             g.remove(*id);
         }
-        g.min_t = g.series.iter().flatten().map(|s| s.min_t()).min().unwrap_or(i64::MAX);
+        g.min_t = g
+            .series
+            .iter()
+            .flatten()
+            .map(|s| s.min_t())
+            .min()
+            .unwrap_or(i64::MAX);
         self.metrics.series.set(g.live as i64);
         self.metrics.chunks.set(g.chunks as i64);
         self.metrics.series_removed.inc_by(removed.len() as u64);
@@ -277,14 +351,18 @@ impl Head {
                     g.create(*hash, labels.clone())
                 }
             };
-            let Some(s) = g.series[id as usize].as_mut() else { continue };
+            let Some(s) = g.series[id as usize].as_mut() else {
+                continue;
+            };
             if *t < s.last_t {
                 st.out_of_order += 1;
                 continue;
             }
             if *t == s.last_t {
                 // Same timestamp and value is a harmless repeat; a different value is refused.
-                if v.to_bits() != s.last_v && !(is_stale_nan(*v) && is_stale_nan(f64::from_bits(s.last_v))) {
+                if v.to_bits() != s.last_v
+                    && !(is_stale_nan(*v) && is_stale_nan(f64::from_bits(s.last_v)))
+                {
                     st.duplicate += 1;
                 }
                 continue;
@@ -323,9 +401,12 @@ struct HeadAppender {
 impl Appender for HeadAppender {
     fn append(&mut self, labels: &Labels, t_ms: i64, v: f64) -> Result<(), StorageError> {
         if labels.metric_name().is_empty() {
-            return Err(StorageError::InvalidLabels(format!("{labels}: no metric name")));
+            return Err(StorageError::InvalidLabels(format!(
+                "{labels}: no metric name"
+            )));
         }
-        self.batch.push((labels.clone(), labels.stable_hash(), t_ms, v));
+        self.batch
+            .push((labels.clone(), labels.stable_hash(), t_ms, v));
         Ok(())
     }
 
@@ -338,7 +419,10 @@ impl Appender for HeadAppender {
 
 impl Appendable for Head {
     fn appender(&self) -> Box<dyn Appender> {
-        Box::new(HeadAppender { head: self.clone(), batch: Vec::new() })
+        Box::new(HeadAppender {
+            head: self.clone(),
+            batch: Vec::new(),
+        })
     }
 }
 
@@ -347,7 +431,10 @@ impl Querier for Head {
         let g = self.inner.read();
         let mut out: Vec<Series> = g
             .matching(matchers, mint, maxt)
-            .map(|s| Series { labels: s.labels.clone(), samples: s.samples(mint, maxt) })
+            .map(|s| Series {
+                labels: s.labels.clone(),
+                samples: s.samples(mint, maxt),
+            })
             .filter(|s| !s.samples.is_empty())
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -356,7 +443,10 @@ impl Querier for Head {
 
     fn series(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Labels> {
         let g = self.inner.read();
-        let mut out: Vec<Labels> = g.matching(matchers, mint, maxt).map(|s| s.labels.clone()).collect();
+        let mut out: Vec<Labels> = g
+            .matching(matchers, mint, maxt)
+            .map(|s| s.labels.clone())
+            .collect();
         out.sort();
         out
     }
@@ -400,19 +490,36 @@ mod tests {
         let h = Head::new(HeadOptions::default());
         let mut a = h.appender();
         for i in 0..300 {
-            a.append(&l(&[("__name__", "up"), ("job", "a")]), i * 1000, i as f64).unwrap();
-            a.append(&l(&[("__name__", "up"), ("job", "b")]), i * 1000, 1.0).unwrap();
+            a.append(&l(&[("__name__", "up"), ("job", "a")]), i * 1000, i as f64)
+                .unwrap();
+            a.append(&l(&[("__name__", "up"), ("job", "b")]), i * 1000, 1.0)
+                .unwrap();
         }
         let st = a.commit().unwrap();
         assert_eq!((st.appended, st.series_added), (600, 2));
-        let s = h.select(&[m(MatchOp::Equal, "__name__", "up"), m(MatchOp::Regex, "job", "a|c")], 10_000, 20_000);
+        let s = h.select(
+            &[
+                m(MatchOp::Equal, "__name__", "up"),
+                m(MatchOp::Regex, "job", "a|c"),
+            ],
+            10_000,
+            20_000,
+        );
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].samples.len(), 11);
         assert_eq!(s[0].samples[0], (10_000, 10.0));
-        assert_eq!(h.label_values("job", &[], i64::MIN, i64::MAX), vec!["a", "b"]);
-        assert_eq!(h.label_names(&[m(MatchOp::Equal, "job", "b")], i64::MIN, i64::MAX), vec!["__name__", "job"]);
+        assert_eq!(
+            h.label_values("job", &[], i64::MIN, i64::MAX),
+            vec!["a", "b"]
+        );
+        assert_eq!(
+            h.label_names(&[m(MatchOp::Equal, "job", "b")], i64::MIN, i64::MAX),
+            vec!["__name__", "job"]
+        );
         assert_eq!(h.series(&[m(MatchOp::NotEqual, "job", "a")], 0, 1).len(), 1);
-        assert!(h.select(&[m(MatchOp::Equal, "__name__", "up")], 400_000, 500_000).is_empty());
+        assert!(h
+            .select(&[m(MatchOp::Equal, "__name__", "up")], 400_000, 500_000)
+            .is_empty());
         assert_eq!(h.stats(10).num_series, 2);
     }
 
@@ -449,10 +556,16 @@ mod tests {
         a.append(&l(&[("__name__", "new")]), 5000, 1.0).unwrap();
         a.commit().unwrap();
         assert_eq!(h.truncate(5500), 1);
-        assert_eq!(h.label_values("__name__", &[], i64::MIN, i64::MAX), vec!["new"]);
+        assert_eq!(
+            h.label_values("__name__", &[], i64::MIN, i64::MAX),
+            vec!["new"]
+        );
         let mut a = h.appender();
         a.append(&l(&[("__name__", "again")]), 6000, 1.0).unwrap();
         a.commit().unwrap();
-        assert_eq!(h.label_values("__name__", &[], i64::MIN, i64::MAX), vec!["again", "new"]);
+        assert_eq!(
+            h.label_values("__name__", &[], i64::MIN, i64::MAX),
+            vec!["again", "new"]
+        );
     }
 }

@@ -9,7 +9,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Sends one HTTP/1.0 request; returns status and body (None if the connection failed).
@@ -68,7 +72,12 @@ impl Proc {
 /// Starts the appliance binary on `listen` with `config` (None = embedded default) in `dir`.
 pub fn appliance(dir: &Path, config: Option<&Path>, listen: &str) -> Proc {
     let mut c = Command::new(env!("CARGO_BIN_EXE_appliance"));
-    c.current_dir(dir).arg("run").arg("--listen").arg(listen).arg("--data-dir").arg(dir.join("data"));
+    c.current_dir(dir)
+        .arg("run")
+        .arg("--listen")
+        .arg(listen)
+        .arg("--data-dir")
+        .arg(dir.join("data"));
     if let Some(cfg) = config {
         c.arg("--config").arg(cfg);
     }
@@ -78,7 +87,9 @@ pub fn appliance(dir: &Path, config: Option<&Path>, listen: &str) -> Proc {
 }
 
 pub fn wait_ready(addr: &str) {
-    wait_for(30, "appliance /-/ready", || get(addr, "/-/ready").filter(|(s, _)| *s == 200));
+    wait_for(30, "appliance /-/ready", || {
+        get(addr, "/-/ready").filter(|(s, _)| *s == 200)
+    });
 }
 
 /// The Debian node_exporter binary, or None (skip) when it is not installed outside CI.
@@ -105,6 +116,8 @@ pub fn node_exporter(port: u16) -> Option<Proc> {
         .expect("start node_exporter");
     let p = Proc(child);
     let addr = format!("127.0.0.1:{port}");
-    wait_for(20, "node_exporter", || get(&addr, "/metrics").filter(|(s, _)| *s == 200));
+    wait_for(20, "node_exporter", || {
+        get(&addr, "/metrics").filter(|(s, _)| *s == 200)
+    });
     Some(p)
 }

@@ -27,7 +27,12 @@ impl Format {
     /// Picks the parser for a response `Content-Type` as Prometheus does; `None` when the
     /// type is empty or not one of the text formats (the caller then applies its fallback).
     pub fn from_content_type(ct: &str) -> Option<Format> {
-        let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let media = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match media.as_str() {
             "application/openmetrics-text" => Some(Format::OpenMetrics),
             "text/plain" => Some(Format::PrometheusText),
@@ -171,10 +176,18 @@ pub fn format_go_g(f: f64) -> String {
         return "NaN".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     if f == 0.0 {
-        return if f.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if f.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let sci = format!("{f:e}");
     let (mant, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));

@@ -36,7 +36,15 @@ struct Line<'a> {
 impl<'a> Parser<'a> {
     /// A parser for `buf` in `format`.
     pub fn new(buf: &'a [u8], format: Format, opts: ParserOptions) -> Self {
-        Parser { buf, pos: 0, line: 0, format, opts, done: false, family: None }
+        Parser {
+            buf,
+            pos: 0,
+            line: 0,
+            format,
+            opts,
+            done: false,
+            family: None,
+        }
     }
 
     /// The 1-based number of the line last read.
@@ -45,7 +53,10 @@ impl<'a> Parser<'a> {
     }
 
     fn err<T>(&self, msg: impl Into<String>) -> Result<T, ParseError> {
-        Err(ParseError { line: self.line, msg: msg.into() })
+        Err(ParseError {
+            line: self.line,
+            msg: msg.into(),
+        })
     }
 
     fn next_entry(&mut self) -> Result<Option<Entry<'a>>, ParseError> {
@@ -96,9 +107,13 @@ impl<'a> Parser<'a> {
             return false;
         }
         match &self.family {
-            Some((fam, MetricType::Counter | MetricType::Histogram | MetricType::Summary | MetricType::GaugeHistogram)) => {
-                s.name.strip_prefix(fam.as_str()) == Some("_created")
-            }
+            Some((
+                fam,
+                MetricType::Counter
+                | MetricType::Histogram
+                | MetricType::Summary
+                | MetricType::GaugeHistogram,
+            )) => s.name.strip_prefix(fam.as_str()) == Some("_created"),
             _ => false,
         }
     }
@@ -114,8 +129,10 @@ impl<'a> Parser<'a> {
         if l.peek() == Some(b'#') {
             l.i += 1;
             l.skip_ws();
-            let kw_help = l.rest().starts_with(b"HELP") && matches!(l.b.get(l.i + 4), Some(b' ' | b'\t'));
-            let kw_type = l.rest().starts_with(b"TYPE") && matches!(l.b.get(l.i + 4), Some(b' ' | b'\t'));
+            let kw_help =
+                l.rest().starts_with(b"HELP") && matches!(l.b.get(l.i + 4), Some(b' ' | b'\t'));
+            let kw_type =
+                l.rest().starts_with(b"TYPE") && matches!(l.b.get(l.i + 4), Some(b' ' | b'\t'));
             if !kw_help && !kw_type {
                 return Ok(None);
             }
@@ -124,13 +141,19 @@ impl<'a> Parser<'a> {
             let name = self.metadata_name(&mut l)?;
             if kw_help {
                 if l.at_end() {
-                    return Ok(Some(Entry::Help { name, text: Cow::Borrowed("") }));
+                    return Ok(Some(Entry::Help {
+                        name,
+                        text: Cow::Borrowed(""),
+                    }));
                 }
                 if !l.skip_ws() {
                     return self.err("invalid metric name in HELP");
                 }
                 let text = self.utf8(l.rest())?;
-                return Ok(Some(Entry::Help { name, text: unescape_help(text, false) }));
+                return Ok(Some(Entry::Help {
+                    name,
+                    text: unescape_help(text, false),
+                }));
             }
             if !l.skip_ws() {
                 return self.err("expected type in TYPE line");
@@ -147,7 +170,12 @@ impl<'a> Parser<'a> {
                 b"gaugehistogram" => MetricType::GaugeHistogram,
                 b"summary" => MetricType::Summary,
                 b"untyped" => MetricType::Unknown,
-                _ => return self.err(format!("invalid metric type {:?}", String::from_utf8_lossy(word))),
+                _ => {
+                    return self.err(format!(
+                        "invalid metric type {:?}",
+                        String::from_utf8_lossy(word)
+                    ))
+                }
             };
             return Ok(Some(Entry::Type { name, kind }));
         }
@@ -159,9 +187,15 @@ impl<'a> Parser<'a> {
             labels = self.labels(&mut l, &mut name, false)?;
             spaced = l.skip_ws();
         }
-        let Some(name) = name else { return self.err("metric name not set") };
+        let Some(name) = name else {
+            return self.err("metric name not set");
+        };
         if !spaced {
-            return self.err(if l.at_end() { "expected value after metric" } else { "invalid character after metric name or labels" });
+            return self.err(if l.at_end() {
+                "expected value after metric"
+            } else {
+                "invalid character after metric name or labels"
+            });
         }
         let vtok = l.take_while(|c| c != b' ' && c != b'\t');
         if vtok.is_empty() {
@@ -172,8 +206,15 @@ impl<'a> Parser<'a> {
         let mut timestamp_ms = None;
         if !l.at_end() {
             let ttok = l.take_while(|c| c != b' ' && c != b'\t');
-            let s = std::str::from_utf8(ttok).ok().and_then(|s| s.parse::<i64>().ok());
-            let Some(ts) = s else { return self.err(format!("invalid timestamp {:?}", String::from_utf8_lossy(ttok))) };
+            let s = std::str::from_utf8(ttok)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok());
+            let Some(ts) = s else {
+                return self.err(format!(
+                    "invalid timestamp {:?}",
+                    String::from_utf8_lossy(ttok)
+                ));
+            };
             timestamp_ms = Some(ts);
             l.skip_ws();
             if !l.at_end() {
@@ -181,7 +222,14 @@ impl<'a> Parser<'a> {
             }
         }
         self.normalize(&name, &mut labels);
-        Ok(Some(Entry::Sample(Sample { name, labels, value, timestamp_ms, timestamp_raw: timestamp_ms.map(|t| t as f64 / 1000.0), exemplar: None })))
+        Ok(Some(Entry::Sample(Sample {
+            name,
+            labels,
+            value,
+            timestamp_ms,
+            timestamp_raw: timestamp_ms.map(|t| t as f64 / 1000.0),
+            exemplar: None,
+        })))
     }
 
     // ---- OpenMetrics ----
@@ -200,7 +248,10 @@ impl<'a> Parser<'a> {
             } else if rest.starts_with(b"# UNIT ") {
                 "UNIT"
             } else {
-                return self.err(format!("invalid comment or metadata line {:?}", String::from_utf8_lossy(raw)));
+                return self.err(format!(
+                    "invalid comment or metadata line {:?}",
+                    String::from_utf8_lossy(raw)
+                ));
             };
             l.i += 7;
             let name = self.metadata_name(&mut l)?;
@@ -211,7 +262,10 @@ impl<'a> Parser<'a> {
             match kw {
                 "HELP" => {
                     let text = self.utf8(text)?;
-                    Ok(Some(Entry::Help { name, text: unescape_help(text, true) }))
+                    Ok(Some(Entry::Help {
+                        name,
+                        text: unescape_help(text, true),
+                    }))
                 }
                 "UNIT" => {
                     let unit = self.utf8(text)?;
@@ -221,7 +275,10 @@ impl<'a> Parser<'a> {
                     if !unit.is_empty() && !name.ends_with(&format!("_{unit}")) {
                         return self.err(format!("unit {unit:?} not a suffix of metric {name:?}"));
                     }
-                    Ok(Some(Entry::Unit { name, unit: Cow::Borrowed(unit) }))
+                    Ok(Some(Entry::Unit {
+                        name,
+                        unit: Cow::Borrowed(unit),
+                    }))
                 }
                 _ => {
                     let kind = match text {
@@ -233,7 +290,12 @@ impl<'a> Parser<'a> {
                         b"info" => MetricType::Info,
                         b"stateset" => MetricType::StateSet,
                         b"unknown" => MetricType::Unknown,
-                        _ => return self.err(format!("invalid metric type {:?}", String::from_utf8_lossy(text))),
+                        _ => {
+                            return self.err(format!(
+                                "invalid metric type {:?}",
+                                String::from_utf8_lossy(text)
+                            ))
+                        }
                     };
                     Ok(Some(Entry::Type { name, kind }))
                 }
@@ -245,9 +307,15 @@ impl<'a> Parser<'a> {
                 l.i += 1;
                 labels = self.labels(&mut l, &mut name, true)?;
             }
-            let Some(name) = name else { return self.err("metric name not set") };
+            let Some(name) = name else {
+                return self.err("metric name not set");
+            };
             if !l.eat(b' ') {
-                return self.err(if l.at_end() { "expected value after metric" } else { "invalid character after metric name or labels" });
+                return self.err(if l.at_end() {
+                    "expected value after metric"
+                } else {
+                    "invalid character after metric name or labels"
+                });
             }
             let vtok = l.take_while(|c| c != b' ');
             let value = self.float(vtok)?;
@@ -272,7 +340,14 @@ impl<'a> Parser<'a> {
                 }
             }
             self.normalize(&name, &mut labels);
-            Ok(Some(Entry::Sample(Sample { name, labels, value, timestamp_ms, timestamp_raw, exemplar })))
+            Ok(Some(Entry::Sample(Sample {
+                name,
+                labels,
+                value,
+                timestamp_ms,
+                timestamp_raw,
+                exemplar,
+            })))
         }
     }
 
@@ -301,13 +376,23 @@ impl<'a> Parser<'a> {
                 return self.err("invalid exemplar: junk after timestamp");
             }
         }
-        Ok(Exemplar { labels, value, timestamp_ms })
+        Ok(Exemplar {
+            labels,
+            value,
+            timestamp_ms,
+        })
     }
 
     fn om_timestamp(&self, tok: &[u8]) -> Result<(i64, f64), ParseError> {
-        let f = self.float(tok).map_err(|_| ParseError { line: self.line, msg: format!("invalid timestamp {:?}", String::from_utf8_lossy(tok)) })?;
+        let f = self.float(tok).map_err(|_| ParseError {
+            line: self.line,
+            msg: format!("invalid timestamp {:?}", String::from_utf8_lossy(tok)),
+        })?;
         if !f.is_finite() {
-            return self.err(format!("invalid timestamp {:?}", String::from_utf8_lossy(tok)));
+            return self.err(format!(
+                "invalid timestamp {:?}",
+                String::from_utf8_lossy(tok)
+            ));
         }
         Ok(((f * 1000.0).round() as i64, f))
     }
@@ -315,11 +400,17 @@ impl<'a> Parser<'a> {
     // ---- shared pieces ----
 
     fn utf8(&self, b: &'a [u8]) -> Result<&'a str, ParseError> {
-        std::str::from_utf8(b).map_err(|_| ParseError { line: self.line, msg: "invalid UTF-8".into() })
+        std::str::from_utf8(b).map_err(|_| ParseError {
+            line: self.line,
+            msg: "invalid UTF-8".into(),
+        })
     }
 
     fn float(&self, tok: &[u8]) -> Result<f64, ParseError> {
-        let bad = || ParseError { line: self.line, msg: format!("invalid value {:?}", String::from_utf8_lossy(tok)) };
+        let bad = || ParseError {
+            line: self.line,
+            msg: format!("invalid value {:?}", String::from_utf8_lossy(tok)),
+        };
         let s = std::str::from_utf8(tok).map_err(|_| bad())?;
         // Rust's float grammar is Go's minus hex and underscores, which Prometheus rejects too;
         // only the spelled-out infinities differ, and Go accepts those as well.
@@ -346,14 +437,22 @@ impl<'a> Parser<'a> {
         }
         let tok = l.take_while(is_metric_char);
         if tok.is_empty() || tok[0].is_ascii_digit() {
-            return self.err(format!("{:?} is not a valid start token", l.peek().map(char::from).unwrap_or(' ')));
+            return self.err(format!(
+                "{:?} is not a valid start token",
+                l.peek().map(char::from).unwrap_or(' ')
+            ));
         }
         Ok(Some(Cow::Borrowed(self.utf8(tok)?)))
     }
 
     /// Parses label pairs after `{` up to and including `}`. In strict (OpenMetrics) mode,
     /// exactly the grammar of the spec; otherwise Prometheus's lenient text grammar.
-    fn labels(&self, l: &mut Line<'a>, name: &mut Option<Cow<'a, str>>, strict: bool) -> Result<LabelPairs<'a>, ParseError> {
+    fn labels(
+        &self,
+        l: &mut Line<'a>,
+        name: &mut Option<Cow<'a, str>>,
+        strict: bool,
+    ) -> Result<LabelPairs<'a>, ParseError> {
         let mut out: LabelPairs<'a> = Vec::new();
         let mut first = true;
         loop {
@@ -369,7 +468,10 @@ impl<'a> Parser<'a> {
             } else {
                 let tok = l.take_while(|c| c.is_ascii_alphanumeric() || c == b'_');
                 if tok.is_empty() || tok[0].is_ascii_digit() {
-                    return self.err(format!("unexpected {:?} in label set, expected label name", l.peek().map(char::from).unwrap_or('\n')));
+                    return self.err(format!(
+                        "unexpected {:?} in label set, expected label name",
+                        l.peek().map(char::from).unwrap_or('\n')
+                    ));
                 }
                 Cow::Borrowed(self.utf8(tok)?)
             };
@@ -381,7 +483,10 @@ impl<'a> Parser<'a> {
                     l.skip_ws();
                 }
                 if l.peek() != Some(b'"') {
-                    return self.err(format!("expected label value for {lname:?}, got {:?}", l.peek().map(char::from).unwrap_or('\n')));
+                    return self.err(format!(
+                        "expected label value for {lname:?}, got {:?}",
+                        l.peek().map(char::from).unwrap_or('\n')
+                    ));
                 }
                 let v = self.quoted(l)?;
                 if lname.is_empty() {
@@ -411,7 +516,10 @@ impl<'a> Parser<'a> {
             if l.eat(b'}') {
                 break;
             }
-            return self.err(format!("unexpected {:?} in label set", l.peek().map(char::from).unwrap_or('\n')));
+            return self.err(format!(
+                "unexpected {:?} in label set",
+                l.peek().map(char::from).unwrap_or('\n')
+            ));
         }
         Ok(out)
     }
@@ -464,7 +572,9 @@ impl<'a> Parser<'a> {
     /// Rewrites `le` of histograms and `quantile` of summaries into canonical float form, as
     /// Prometheus's parsers do, so `le="1"` and `le="1.0"` are the same series.
     fn normalize(&self, name: &str, labels: &mut LabelPairs<'a>) {
-        let Some((fam, kind)) = &self.family else { return };
+        let Some((fam, kind)) = &self.family else {
+            return;
+        };
         if self.opts.keep_raw_label_values {
             return;
         }

@@ -1,12 +1,22 @@
 use super::*;
 use crate::testsupport::shared_testdata;
 
-fn samples(input: &str, f: Format) -> Vec<(String, Vec<(String, String)>, f64, Option<i64>)> {
+type Flat = (String, Vec<(String, String)>, f64, Option<i64>);
+
+fn samples(input: &str, f: Format) -> Vec<Flat> {
     parse_all(input.as_bytes(), f)
         .unwrap()
         .into_iter()
         .filter_map(|e| match e {
-            Entry::Sample(s) => Some((s.name.to_string(), s.labels.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(), s.value, s.timestamp_ms)),
+            Entry::Sample(s) => Some((
+                s.name.to_string(),
+                s.labels
+                    .iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect(),
+                s.value,
+                s.timestamp_ms,
+            )),
             _ => None,
         })
         .collect()
@@ -22,8 +32,14 @@ fn om_err(input: &str) -> bool {
 
 #[test]
 fn text_lenient_label_grammar() {
-    let s = samples("a { x = \"1\" , y=\"2\", } 1\nb{ a = \"1\" b = \"2\" } 2 123\nc\t3\n", Format::PrometheusText);
-    assert_eq!(s[0].1, vec![("x".into(), "1".into()), ("y".into(), "2".into())]);
+    let s = samples(
+        "a { x = \"1\" , y=\"2\", } 1\nb{ a = \"1\" b = \"2\" } 2 123\nc\t3\n",
+        Format::PrometheusText,
+    );
+    assert_eq!(
+        s[0].1,
+        vec![("x".into(), "1".into()), ("y".into(), "2".into())]
+    );
     assert_eq!(s[1].1.len(), 2);
     assert_eq!(s[1].3, Some(123));
     assert_eq!(s[2].2, 3.0);
@@ -31,14 +47,31 @@ fn text_lenient_label_grammar() {
 
 #[test]
 fn text_values_and_escapes() {
-    let s = samples("a NaN\nb +Inf\nc -Inf\nd Inf\ne{l=\"q\\\"\\\\\\n\\z\"} 1e3\n", Format::PrometheusText);
+    let s = samples(
+        "a NaN\nb +Inf\nc -Inf\nd Inf\ne{l=\"q\\\"\\\\\\n\\z\"} 1e3\n",
+        Format::PrometheusText,
+    );
     assert!(s[0].2.is_nan());
     assert_eq!(s[1].2, f64::INFINITY);
     assert_eq!(s[2].2, f64::NEG_INFINITY);
     assert_eq!(s[3].2, f64::INFINITY);
     assert_eq!(s[4].1[0].1, "q\"\\\n\\z");
     assert_eq!(s[4].2, 1000.0);
-    for bad in ["a true\n", "a 1_2\n", "a 0x1p-3\n", "a\n", "a{l='x'} 1\n", "{a=\"ok\"} 1\n", "a{A} 0\n", "a{=\"x\"} 1\n", "a 1 2 3\n", "a 1 1.5\n", "# TYPE #\n", "# TYPE a foo\n", "a{l=\"1\",l=\"2\"} 1\n"] {
+    for bad in [
+        "a true\n",
+        "a 1_2\n",
+        "a 0x1p-3\n",
+        "a\n",
+        "a{l='x'} 1\n",
+        "{a=\"ok\"} 1\n",
+        "a{A} 0\n",
+        "a{=\"x\"} 1\n",
+        "a 1 2 3\n",
+        "a 1 1.5\n",
+        "# TYPE #\n",
+        "# TYPE a foo\n",
+        "a{l=\"1\",l=\"2\"} 1\n",
+    ] {
         assert!(text_err(bad), "{bad:?} must fail");
     }
 }
@@ -46,9 +79,27 @@ fn text_values_and_escapes() {
 #[test]
 fn text_comments_and_metadata() {
     let es = parse_all(b"# Hrandom x\n#\n# \tTYPE x summary\n# HELP x\n# HELP y a\\\\b\\nc\\t\nx{quantile=\"0\"} 1\n\n", Format::PrometheusText).unwrap();
-    assert_eq!(es[0], Entry::Type { name: "x".into(), kind: MetricType::Summary });
-    assert_eq!(es[1], Entry::Help { name: "x".into(), text: "".into() });
-    assert_eq!(es[2], Entry::Help { name: "y".into(), text: "a\\b\nc\\t".into() });
+    assert_eq!(
+        es[0],
+        Entry::Type {
+            name: "x".into(),
+            kind: MetricType::Summary
+        }
+    );
+    assert_eq!(
+        es[1],
+        Entry::Help {
+            name: "x".into(),
+            text: "".into()
+        }
+    );
+    assert_eq!(
+        es[2],
+        Entry::Help {
+            name: "y".into(),
+            text: "a\\b\nc\\t".into()
+        }
+    );
     let Entry::Sample(s) = &es[3] else { panic!() };
     assert_eq!(s.labels[0].1, "0.0", "quantile is normalised in summaries");
 }
@@ -64,7 +115,10 @@ fn le_normalised_only_in_histograms() {
 
 #[test]
 fn quoted_utf8_names() {
-    let s = samples("{\"my.metric\", a=\"b\"} 1\n{\"name\", \"strange ©\"=\"6\"} 10\n", Format::PrometheusText);
+    let s = samples(
+        "{\"my.metric\", a=\"b\"} 1\n{\"name\", \"strange ©\"=\"6\"} 10\n",
+        Format::PrometheusText,
+    );
     assert_eq!(s[0].0, "my.metric");
     assert_eq!(s[1].1[0].0, "strange ©");
 }
@@ -89,7 +143,11 @@ fn openmetrics_framing() {
 
 #[test]
 fn openmetrics_exemplars() {
-    let es = parse_all(b"# TYPE a counter\na_total 1 # {id=\"x # y\"} 0.5 12.5\n# EOF\n", Format::OpenMetrics).unwrap();
+    let es = parse_all(
+        b"# TYPE a counter\na_total 1 # {id=\"x # y\"} 0.5 12.5\n# EOF\n",
+        Format::OpenMetrics,
+    )
+    .unwrap();
     let Entry::Sample(s) = &es[1] else { panic!() };
     let ex = s.exemplar.as_ref().unwrap();
     assert_eq!(ex.labels[0].1, "x # y");
@@ -104,8 +162,21 @@ fn openmetrics_exemplars() {
 fn created_series_kept_by_default_and_skippable() {
     let body = b"# TYPE a counter\na_total 1\na_created 10\n# TYPE fizz_created gauge\nfizz_created 1\n# EOF\n";
     assert_eq!(parse_all(body, Format::OpenMetrics).unwrap().len(), 5);
-    let skipped: Vec<_> = Parser::new(body, Format::OpenMetrics, ParserOptions { skip_created_series: true, ..Default::default() }).collect::<Result<_, _>>().unwrap();
-    assert_eq!(skipped.len(), 4, "only the counter's _created goes; the gauge named *_created stays");
+    let skipped: Vec<_> = Parser::new(
+        body,
+        Format::OpenMetrics,
+        ParserOptions {
+            skip_created_series: true,
+            ..Default::default()
+        },
+    )
+    .collect::<Result<_, _>>()
+    .unwrap();
+    assert_eq!(
+        skipped.len(),
+        4,
+        "only the counter's _created goes; the gauge named *_created stays"
+    );
 }
 
 #[test]
@@ -121,8 +192,14 @@ fn go_float_formatting() {
 
 #[test]
 fn content_type_negotiation() {
-    assert_eq!(Format::from_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8"), Some(Format::OpenMetrics));
-    assert_eq!(Format::from_content_type("text/plain; version=0.0.4"), Some(Format::PrometheusText));
+    assert_eq!(
+        Format::from_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        Some(Format::OpenMetrics)
+    );
+    assert_eq!(
+        Format::from_content_type("text/plain; version=0.0.4"),
+        Some(Format::PrometheusText)
+    );
     assert_eq!(Format::from_content_type(""), None);
     assert_eq!(Format::from_content_type("application/json"), None);
 }
@@ -136,33 +213,53 @@ struct Case {
 
 #[test]
 fn openmetrics_conformance_suite() {
-    let Some(dir) = shared_testdata("exposition/openmetrics-conformance") else { return };
+    let Some(dir) = shared_testdata("exposition/openmetrics-conformance") else {
+        return;
+    };
     let mut failures = Vec::new();
     let mut n = 0;
-    let mut entries = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect::<Vec<_>>();
+    let mut entries = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect::<Vec<_>>();
     entries.sort();
     for case in entries {
-        let meta: Case = serde_json::from_slice(&std::fs::read(case.join("test.json")).unwrap()).unwrap();
+        let meta: Case =
+            serde_json::from_slice(&std::fs::read(case.join("test.json")).unwrap()).unwrap();
         let body = std::fs::read(case.join(&meta.file)).unwrap();
         let result = validate_openmetrics(&body);
         n += 1;
         if result.is_ok() != meta.should_parse {
-            failures.push(format!("{}: should_parse={} got {:?}", case.file_name().unwrap().to_string_lossy(), meta.should_parse, result));
+            failures.push(format!(
+                "{}: should_parse={} got {:?}",
+                case.file_name().unwrap().to_string_lossy(),
+                meta.should_parse,
+                result
+            ));
         }
     }
     assert_eq!(n, 211);
-    assert!(failures.is_empty(), "{} of {n} conformance cases wrong:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {n} conformance cases wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn good_conformance_cases_also_pass_the_scrape_parser() {
-    let Some(dir) = shared_testdata("exposition/openmetrics-conformance") else { return };
+    let Some(dir) = shared_testdata("exposition/openmetrics-conformance") else {
+        return;
+    };
     for case in std::fs::read_dir(&dir).unwrap() {
         let case = case.unwrap().path();
-        let meta: Case = serde_json::from_slice(&std::fs::read(case.join("test.json")).unwrap()).unwrap();
+        let meta: Case =
+            serde_json::from_slice(&std::fs::read(case.join("test.json")).unwrap()).unwrap();
         if meta.should_parse {
             let body = std::fs::read(case.join(&meta.file)).unwrap();
-            parse_all(&body, Format::OpenMetrics).unwrap_or_else(|e| panic!("{}: {e}", case.display()));
+            parse_all(&body, Format::OpenMetrics)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.display()));
         }
     }
 }
@@ -174,12 +271,18 @@ fn count_samples(path: &std::path::Path, f: Format) -> usize {
 }
 
 fn non_comment_lines(path: &std::path::Path) -> usize {
-    std::fs::read_to_string(path).unwrap().lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).count()
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .count()
 }
 
 #[test]
 fn real_world_files_parse_fully() {
-    let Some(dir) = shared_testdata("exposition/prometheus-textparse") else { return };
+    let Some(dir) = shared_testdata("exposition/prometheus-textparse") else {
+        return;
+    };
     for (file, f) in [
         ("alltypes.237mfs.prom.txt", Format::PrometheusText),
         ("alltypes.237mfs.nometa.prom.txt", Format::PrometheusText),
@@ -188,24 +291,38 @@ fn real_world_files_parse_fully() {
         ("1histogram.om.txt", Format::OpenMetrics),
     ] {
         let p = dir.join(file);
-        assert_eq!(count_samples(&p, f), non_comment_lines(&p), "{file}: every sample line yields one sample");
+        assert_eq!(
+            count_samples(&p, f),
+            non_comment_lines(&p),
+            "{file}: every sample line yields one sample"
+        );
     }
     validate_openmetrics(&std::fs::read(dir.join("1histogram.om.txt")).unwrap()).unwrap();
 }
 
 #[test]
 fn exporter_captures_parse_fully() {
-    let Some(dir) = shared_testdata("exporters") else { return };
+    let Some(dir) = shared_testdata("exporters") else {
+        return;
+    };
     let tsv = std::fs::read_to_string(dir.join("metric_names.tsv")).unwrap();
     for exporter in ["node_exporter", "postgres_exporter", "redis_exporter"] {
         let p = dir.join(format!("{exporter}.txt"));
         let n = count_samples(&p, Format::PrometheusText);
         assert_eq!(n, non_comment_lines(&p), "{exporter}");
-        let want: usize = tsv.lines().filter(|l| l.starts_with(&format!("{exporter}\t"))).filter_map(|l| l.split('\t').nth(3)?.parse::<usize>().ok()).sum();
+        let want: usize = tsv
+            .lines()
+            .filter(|l| l.starts_with(&format!("{exporter}\t")))
+            .filter_map(|l| l.split('\t').nth(3)?.parse::<usize>().ok())
+            .sum();
         if want > 0 {
             assert_eq!(n, want, "{exporter}: sample count per metric_names.tsv");
         }
-        let families = parse_all(&std::fs::read(&p).unwrap(), Format::PrometheusText).unwrap().iter().filter(|e| matches!(e, Entry::Type { .. })).count();
+        let families = parse_all(&std::fs::read(&p).unwrap(), Format::PrometheusText)
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, Entry::Type { .. }))
+            .count();
         assert!(families > 10, "{exporter}: {families} families");
     }
 }

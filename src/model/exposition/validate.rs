@@ -12,7 +12,14 @@ use super::{Entry, Format, MetricType, ParseError, Parser, ParserOptions, Sample
 /// the line that broke a rule.
 pub fn validate_openmetrics(input: &[u8]) -> Result<(), ParseError> {
     let mut v = Validator::default();
-    let mut p = Parser::new(input, Format::OpenMetrics, ParserOptions { keep_raw_label_values: true, ..Default::default() });
+    let mut p = Parser::new(
+        input,
+        Format::OpenMetrics,
+        ParserOptions {
+            keep_raw_label_values: true,
+            ..Default::default()
+        },
+    );
     let mut line = 0;
     while let Some(e) = p.next() {
         line = p.line();
@@ -70,25 +77,38 @@ fn is_om_float(s: &str) -> bool {
         return true;
     }
     let b = s.strip_prefix(['+', '-']).unwrap_or(s).as_bytes();
-    !b.is_empty() && b.iter().all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-')) && s.parse::<f64>().is_ok()
+    !b.is_empty()
+        && b.iter()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-'))
+        && s.parse::<f64>().is_ok()
 }
 
 impl Validator {
     fn kind(&self) -> MetricType {
-        self.cur.as_ref().and_then(|f| f.kind).unwrap_or(MetricType::Unknown)
+        self.cur
+            .as_ref()
+            .and_then(|f| f.kind)
+            .unwrap_or(MetricType::Unknown)
     }
 
     fn start_family(&mut self, name: &str) -> Result<(), String> {
         self.finish_family()?;
         if !self.seen_families.insert(name.to_string()) {
-            return Err(format!("metric family {name:?} appears more than once (interleaved families)"));
+            return Err(format!(
+                "metric family {name:?} appears more than once (interleaved families)"
+            ));
         }
         if let Some(owner) = self.claimed_names.get(name) {
             if owner != name {
-                return Err(format!("metric family {name:?} clashes with a series name of family {owner:?}"));
+                return Err(format!(
+                    "metric family {name:?} clashes with a series name of family {owner:?}"
+                ));
             }
         }
-        self.cur = Some(Family { name: name.to_string(), ..Default::default() });
+        self.cur = Some(Family {
+            name: name.to_string(),
+            ..Default::default()
+        });
         Ok(())
     }
 
@@ -96,7 +116,9 @@ impl Validator {
         for suf in suffixes(kind) {
             let s = format!("{name}{suf}");
             if s != name && self.seen_families.contains(&s) {
-                return Err(format!("series name {s:?} of family {name:?} clashes with another family"));
+                return Err(format!(
+                    "series name {s:?} of family {name:?} clashes with another family"
+                ));
             }
             if let Some(owner) = self.claimed_names.get(&s) {
                 if owner != name {
@@ -111,7 +133,9 @@ impl Validator {
     fn entry(&mut self, e: Entry<'_>) -> Result<(), String> {
         let meta_name = match &e {
             Entry::Sample(_) => None,
-            Entry::Help { name, .. } | Entry::Type { name, .. } | Entry::Unit { name, .. } => Some(name.to_string()),
+            Entry::Help { name, .. } | Entry::Type { name, .. } | Entry::Unit { name, .. } => {
+                Some(name.to_string())
+            }
         };
         match (meta_name, e) {
             (None, Entry::Sample(s)) => self.sample(s),
@@ -126,7 +150,9 @@ impl Validator {
     }
 
     fn entry_meta(&mut self, e: Entry<'_>) -> Result<(), String> {
-        let Some(f) = self.cur.as_mut() else { return Err("metadata without family".into()) };
+        let Some(f) = self.cur.as_mut() else {
+            return Err("metadata without family".into());
+        };
         if f.has_samples {
             return Err(format!("metadata for {:?} after its samples", f.name));
         }
@@ -161,7 +187,9 @@ impl Validator {
 
     fn belongs(&self, name: &str) -> bool {
         let Some(f) = &self.cur else { return false };
-        let Some(rest) = name.strip_prefix(f.name.as_str()) else { return false };
+        let Some(rest) = name.strip_prefix(f.name.as_str()) else {
+            return false;
+        };
         suffixes(self.kind()).contains(&rest)
     }
 
@@ -171,19 +199,40 @@ impl Validator {
             self.claim(&s.name.clone(), MetricType::Unknown)?;
         }
         let kind = self.kind();
-        let Some(f) = self.cur.as_mut() else { return Err("sample without family".into()) };
+        let Some(f) = self.cur.as_mut() else {
+            return Err("sample without family".into());
+        };
         f.has_samples = true;
         let suffix = s.name[f.name.len()..].to_string();
-        let label = |n: &str| s.labels.iter().find(|(k, _)| k == n).map(|(_, v)| v.to_string());
+        let label = |n: &str| {
+            s.labels
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.to_string())
+        };
         let v = s.value;
-        let counter_like = |what: &str| if v.is_nan() || v < 0.0 { Err(format!("{what} value must not be negative or NaN")) } else { Ok(()) };
+        let counter_like = |what: &str| {
+            if v.is_nan() || v < 0.0 {
+                Err(format!("{what} value must not be negative or NaN"))
+            } else {
+                Ok(())
+            }
+        };
 
         if let Some(ex) = &s.exemplar {
-            let ok = (matches!(kind, MetricType::Histogram | MetricType::GaugeHistogram) && suffix == "_bucket") || (kind == MetricType::Counter && suffix == "_total");
+            let ok = (matches!(kind, MetricType::Histogram | MetricType::GaugeHistogram)
+                && suffix == "_bucket")
+                || (kind == MetricType::Counter && suffix == "_total");
             if !ok {
-                return Err("exemplars are only allowed on histogram buckets and counter totals".into());
+                return Err(
+                    "exemplars are only allowed on histogram buckets and counter totals".into(),
+                );
             }
-            let len: usize = ex.labels.iter().map(|(n, v)| n.chars().count() + v.chars().count()).sum();
+            let len: usize = ex
+                .labels
+                .iter()
+                .map(|(n, v)| n.chars().count() + v.chars().count())
+                .sum();
             if len > 128 {
                 return Err("exemplar labels exceed 128 UTF-8 code points".into());
             }
@@ -192,7 +241,8 @@ impl Validator {
         match (kind, suffix.as_str()) {
             (MetricType::Counter, "_total") => counter_like("counter")?,
             (MetricType::Summary, "") => {
-                let q = label("quantile").ok_or("summary quantile sample without quantile label")?;
+                let q =
+                    label("quantile").ok_or("summary quantile sample without quantile label")?;
                 let qf: f64 = q.parse().map_err(|_| format!("invalid quantile {q:?}"))?;
                 if !is_om_float(&q) || qf.is_nan() || !(0.0..=1.0).contains(&qf) {
                     return Err(format!("invalid quantile {q:?}"));
@@ -210,11 +260,7 @@ impl Validator {
                     return Err("stateset value must be 0 or 1".into());
                 }
             }
-            (MetricType::Info, _) => {
-                if v != 1.0 {
-                    return Err("info value must be 1".into());
-                }
-            }
+            (MetricType::Info, _) if v != 1.0 => return Err("info value must be 1".into()),
             _ => {}
         }
 
@@ -233,18 +279,38 @@ impl Validator {
             }
         }
 
-        let Some(f) = self.cur.as_mut() else { return Ok(()) };
-        if matches!(kind, MetricType::Histogram | MetricType::GaugeHistogram | MetricType::Summary) {
-            let skip = if kind == MetricType::Summary { "quantile" } else { "le" };
-            let mut g: Vec<String> = s.labels.iter().filter(|(n, _)| n != skip).map(|(n, v)| format!("{n}={v}")).collect();
+        let Some(f) = self.cur.as_mut() else {
+            return Ok(());
+        };
+        if matches!(
+            kind,
+            MetricType::Histogram | MetricType::GaugeHistogram | MetricType::Summary
+        ) {
+            let skip = if kind == MetricType::Summary {
+                "quantile"
+            } else {
+                "le"
+            };
+            let mut g: Vec<String> = s
+                .labels
+                .iter()
+                .filter(|(n, _)| n != skip)
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect();
             g.sort();
             let gkey = g.join("\u{0}");
-            let changed = f.group.as_ref().map(|(k, t)| k != &gkey || *t != s.timestamp_ms).unwrap_or(true);
+            let changed = f
+                .group
+                .as_ref()
+                .map(|(k, t)| k != &gkey || *t != s.timestamp_ms)
+                .unwrap_or(true);
             if changed {
                 if f.group.is_some() {
                     check_hist(kind, &std::mem::take(&mut f.hist))?;
                 }
-                if f.group.as_ref().map(|(k, _)| k != &gkey).unwrap_or(true) && !f.groups_seen.insert(gkey.clone()) {
+                if f.group.as_ref().map(|(k, _)| k != &gkey).unwrap_or(true)
+                    && !f.groups_seen.insert(gkey.clone())
+                {
                     return Err("samples of one group are not contiguous".into());
                 }
                 f.group = Some((gkey, s.timestamp_ms));
@@ -267,7 +333,13 @@ impl Validator {
     }
 }
 
-fn hist_sample(h: &mut HistState, kind: MetricType, suffix: &str, v: f64, le: Option<String>) -> Result<(), String> {
+fn hist_sample(
+    h: &mut HistState,
+    kind: MetricType,
+    suffix: &str,
+    v: f64,
+    le: Option<String>,
+) -> Result<(), String> {
     h.any = true;
     match suffix {
         "_bucket" => {

@@ -1,0 +1,294 @@
+//! The scrape manager against real HTTP servers: limits, malformed pages, staleness,
+//! relabelling, gzip, file discovery, and a real node_exporter going away.
+
+mod common;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use appliance::model::{is_stale_nan, MatchOp, Matcher};
+use appliance::scrape::{Job, JobKind, Manager, ScrapeConfig, ScrapeMetrics};
+use appliance::storage::{Head, HeadOptions, Querier};
+use parking_lot::Mutex;
+
+#[derive(Clone)]
+struct Page {
+    content_type: String,
+    body: Vec<u8>,
+    gzip: bool,
+}
+
+/// A test target whose page can be changed between scrapes.
+async fn serve(page: Arc<Mutex<Page>>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let p = page.lock().clone();
+            async move {
+                let mut headers = vec![(axum::http::header::CONTENT_TYPE, p.content_type.clone())];
+                let body = if p.gzip {
+                    headers.push((axum::http::header::CONTENT_ENCODING, "gzip".into()));
+                    let mut e =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                    e.write_all(&p.body).unwrap();
+                    e.finish().unwrap()
+                } else {
+                    p.body.clone()
+                };
+                let mut resp = axum::response::Response::new(axum::body::Body::from(body));
+                for (k, v) in headers {
+                    resp.headers_mut().insert(k, v.parse().unwrap());
+                }
+                resp
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+fn text(body: &str) -> Page {
+    Page {
+        content_type: "text/plain; version=0.0.4".into(),
+        body: body.as_bytes().to_vec(),
+        gzip: false,
+    }
+}
+
+fn job(yaml: &str) -> Job {
+    let mut c: ScrapeConfig = serde_saphyr::from_str(yaml).unwrap();
+    c.apply_defaults(&Default::default()).unwrap();
+    Job {
+        config: c,
+        kind: JobKind::Http,
+    }
+}
+
+fn m(name: &str, v: &str) -> Matcher {
+    Matcher::new(MatchOp::Equal, name, v).unwrap()
+}
+
+fn last(head: &Head, metric: &str) -> Option<f64> {
+    let s = head.select(&[m("__name__", metric)], i64::MIN, i64::MAX);
+    s.first()?.samples.last().map(|(_, v)| *v)
+}
+
+async fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn setup() -> (Head, Manager) {
+    let head = Head::new(HeadOptions::default());
+    let mgr = Manager::new(Arc::new(head.clone()), ScrapeMetrics::default(), 1);
+    (head, mgr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_bad_pages_give_up_zero_and_keep_stored_data() {
+    let page = Arc::new(Mutex::new(text(
+        "# TYPE a gauge\na 1\nb{x=\"1\"} 2\nb{x=\"2\"} 3\n",
+    )));
+    let addr = serve(page.clone()).await;
+    let (head, mgr) = setup();
+    mgr.apply(vec![job(&format!("job_name: t\nscrape_interval: 200ms\nsample_limit: 3\nbody_size_limit: 1KB\nstatic_configs:\n  - targets: ['{addr}']\n"))]).unwrap();
+    until(5, "first good scrape", || last(&head, "up") == Some(1.0)).await;
+    assert_eq!(last(&head, "scrape_samples_scraped"), Some(3.0));
+    let stored_before = head.select(&[m("__name__", "a")], i64::MIN, i64::MAX)[0]
+        .samples
+        .len();
+
+    let cases: Vec<(Page, &str)> = vec![
+        (text("a 1\nb 2\nc 3\nd 4\n"), "sample limit exceeded"),
+        (text(&"x 1\n".repeat(400)), "body size limit exceeded"),
+        (text("a 1\nthis is { not a metric\n"), "line 2"),
+        (
+            Page {
+                content_type: "".into(),
+                body: b"a 1\n".to_vec(),
+                gzip: false,
+            },
+            "blank Content-Type",
+        ),
+    ];
+    for (p, want) in cases {
+        *page.lock() = p;
+        until(5, want, || {
+            mgr.active_targets()[0].last_error.contains(want)
+        })
+        .await;
+        assert_eq!(last(&head, "up"), Some(0.0));
+        // The failed scrape marked the previous series stale but kept their history.
+        let a = head.select(&[m("__name__", "a")], i64::MIN, i64::MAX);
+        assert!(a[0].samples.len() >= stored_before);
+        assert!(is_stale_nan(a[0].samples.last().unwrap().1));
+        *page.lock() = text("# TYPE a gauge\na 1\nb{x=\"1\"} 2\nb{x=\"2\"} 3\n");
+        until(5, "recovery", || last(&head, "up") == Some(1.0)).await;
+    }
+    assert_eq!(mgr.active_targets()[0].health.as_str(), "up");
+    mgr.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_series_and_targets_get_stale_markers() {
+    let page = Arc::new(Mutex::new(text("keep 1\ngone 2\n")));
+    let addr = serve(page.clone()).await;
+    let (head, mgr) = setup();
+    let j = job(&format!(
+        "job_name: t\nscrape_interval: 200ms\nstatic_configs:\n  - targets: ['{addr}']\n"
+    ));
+    mgr.apply(vec![j.clone()]).unwrap();
+    until(5, "scrape", || last(&head, "gone") == Some(2.0)).await;
+    *page.lock() = text("keep 1\n");
+    until(5, "stale marker for gone", || {
+        last(&head, "gone").map(is_stale_nan).unwrap_or(false)
+    })
+    .await;
+    assert_eq!(last(&head, "keep"), Some(1.0));
+    // Removing the job marks everything of its target stale, report series included.
+    mgr.apply(vec![]).unwrap();
+    until(5, "stale markers on removal", || {
+        last(&head, "keep").map(is_stale_nan).unwrap_or(false)
+            && last(&head, "up").map(is_stale_nan).unwrap_or(false)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relabelling_honor_labels_gzip_and_openmetrics() {
+    let page = Arc::new(Mutex::new(Page {
+        content_type: "application/openmetrics-text; version=1.0.0".into(),
+        body: b"# TYPE c counter\nc_total{job=\"inner\"} 5\nc_created 1\n# TYPE drop_me gauge\ndrop_me 1\n# EOF\n".to_vec(),
+        gzip: true,
+    }));
+    let addr = serve(page.clone()).await;
+    let (head, mgr) = setup();
+    let yaml = format!(
+        "job_name: t\nscrape_interval: 200ms\nstatic_configs:\n  - targets: ['{addr}']\n    labels: {{env: prod}}\nrelabel_configs:\n  - source_labels: [__address__]\n    regex: '127\\.0\\.0\\.1:(\\d+)'\n    target_label: port\n    replacement: 'p$1'\nmetric_relabel_configs:\n  - source_labels: [__name__]\n    regex: drop_me\n    action: drop\n"
+    );
+    mgr.apply(vec![job(&yaml)]).unwrap();
+    until(5, "scrape", || last(&head, "c_total").is_some()).await;
+    let s = head.select(&[m("__name__", "c_total")], i64::MIN, i64::MAX);
+    let l = &s[0].labels;
+    assert_eq!(l.get("job"), Some("t"));
+    assert_eq!(l.get("exported_job"), Some("inner"));
+    assert_eq!(l.get("env"), Some("prod"));
+    assert!(l.get("port").unwrap().starts_with('p'));
+    assert!(last(&head, "drop_me").is_none());
+    assert_eq!(
+        last(&head, "c_created"),
+        Some(1.0),
+        "Prometheus ingests _created as a sample by default"
+    );
+    assert_eq!(
+        last(&head, "scrape_samples_post_metric_relabeling"),
+        Some(2.0)
+    );
+    let t = &mgr.active_targets()[0];
+    assert_eq!(t.discovered_labels.get("__address__"), Some(addr.as_str()));
+    assert_eq!(t.labels.get("instance"), Some(addr.as_str()));
+    mgr.stop();
+
+    let (head, mgr) = setup();
+    mgr.apply(vec![job(&format!("job_name: t\nhonor_labels: true\nscrape_interval: 200ms\nstatic_configs:\n  - targets: ['{addr}']\n"))]).unwrap();
+    until(5, "scrape", || last(&head, "c_total").is_some()).await;
+    assert_eq!(
+        head.select(&[m("__name__", "c_total")], i64::MIN, i64::MAX)[0]
+            .labels
+            .get("job"),
+        Some("inner")
+    );
+    mgr.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sd_follows_file_changes() {
+    let page = Arc::new(Mutex::new(text("x 1\n")));
+    let a1 = serve(page.clone()).await;
+    let a2 = serve(page.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("targets.json");
+    std::fs::write(
+        &f,
+        format!("[{{\"targets\": [\"{a1}\"], \"labels\": {{\"team\": \"a\"}}}}]"),
+    )
+    .unwrap();
+    let head = Head::new(HeadOptions::default());
+    let metrics = ScrapeMetrics::default();
+    let mgr = Manager::new(Arc::new(head.clone()), metrics.clone(), 1);
+    mgr.apply(vec![job(&format!(
+        "job_name: t\nscrape_interval: 200ms\nfile_sd_configs:\n  - files: ['{}/*.json']\n",
+        dir.path().display()
+    ))])
+    .unwrap();
+    until(5, "first target", || {
+        mgr.active_targets().iter().any(|t| {
+            t.labels.get("instance") == Some(a1.as_str()) && t.labels.get("team") == Some("a")
+        })
+    })
+    .await;
+    std::fs::write(&f, format!("[{{\"targets\": [\"{a2}\"]}}]")).unwrap();
+    until(5, "target switch", || {
+        let t = mgr.active_targets();
+        t.len() == 1 && t[0].labels.get("instance") == Some(a2.as_str())
+    })
+    .await;
+    // A broken file keeps the last good targets.
+    std::fs::write(&f, "[{not json").unwrap();
+    until(5, "the broken file to be read", || {
+        metrics.sd_file_errors() > 0
+    })
+    .await;
+    assert_eq!(mgr.active_targets().len(), 1);
+    assert_eq!(
+        mgr.active_targets()[0].labels.get("instance"),
+        Some(a2.as_str())
+    );
+    mgr.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_node_exporter_series_go_stale_when_it_stops() {
+    let port = common::free_port();
+    let Some(mut ne) = common::node_exporter(port) else {
+        return;
+    };
+    let (head, mgr) = setup();
+    mgr.apply(vec![job(&format!("job_name: node\nscrape_interval: 500ms\nscrape_timeout: 500ms\nstatic_configs:\n  - targets: ['127.0.0.1:{port}']\n"))]).unwrap();
+    until(10, "node scrape", || {
+        last(&head, "up") == Some(1.0) && last(&head, "node_cpu_seconds_total").is_some()
+    })
+    .await;
+    let before = head.select(
+        &[m("__name__", "node_cpu_seconds_total")],
+        i64::MIN,
+        i64::MAX,
+    );
+    assert!(before.iter().all(|s| s.labels.get("job") == Some("node")));
+    let _ = ne.0.kill();
+    let _ = ne.0.wait();
+    until(10, "up 0", || last(&head, "up") == Some(0.0)).await;
+    let after = head.select(
+        &[m("__name__", "node_cpu_seconds_total")],
+        i64::MIN,
+        i64::MAX,
+    );
+    assert_eq!(after.len(), before.len());
+    for s in &after {
+        assert!(
+            is_stale_nan(s.samples.last().unwrap().1),
+            "{} not stale",
+            s.labels
+        );
+        assert!(s.samples.len() >= 2, "history kept");
+    }
+    mgr.stop();
+}
