@@ -16,4 +16,4 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo build --benches --locked
-cargo test --locked
+cargo test --locked --lib --bins --tests
