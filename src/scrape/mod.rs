@@ -145,7 +145,10 @@ impl Manager {
                 },
             );
         }
-        *self.order.lock() = jobs.iter().map(|j| j.config.job_name.clone()).collect();
+        // Pools are listed by name, as Prometheus's targets API sorts them.
+        let mut order: Vec<String> = jobs.iter().map(|j| j.config.job_name.clone()).collect();
+        order.sort();
+        *self.order.lock() = order;
         Ok(())
     }
 
@@ -157,7 +160,7 @@ impl Manager {
         }
     }
 
-    /// Active targets in config order.
+    /// Active targets, pools sorted by name.
     pub fn active_targets(&self) -> Vec<TargetStatus> {
         let pools = self.pools.lock();
         self.order
@@ -168,7 +171,7 @@ impl Manager {
             .collect()
     }
 
-    /// Targets dropped by relabelling, in config order.
+    /// Targets dropped by relabelling, pools sorted by name.
     pub fn dropped_targets(&self) -> Vec<DroppedTarget> {
         let pools = self.pools.lock();
         self.order

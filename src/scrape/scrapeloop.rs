@@ -2,7 +2,7 @@
 //! staleness. A failed scrape is data: it writes `up 0` and marks the previous series stale,
 //! exactly like Prometheus's "a failed scrape is an empty scrape".
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,9 +17,9 @@ use tokio::sync::watch;
 use super::config::accept_header;
 use super::target::{Health, Target};
 use super::{Job, JobKind};
-use crate::model::exposition::{Entry, Format, MetricType, Parser, ParserOptions};
+use crate::model::exposition::{Entry, Format, Parser, ParserOptions};
 use crate::model::{relabel, stale_nan, Labels, LabelsBuilder};
-use crate::storage::{Appendable, Appender};
+use crate::storage::{Appendable, Appender, SeriesRef};
 
 /// Metadata a target reported for one metric family.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,16 +34,34 @@ pub struct MetadataEntry {
     pub unit: String,
 }
 
+/// What the loop remembers about one series as the target writes it (keyed by its raw text),
+/// so a repeated scrape skips label building, relabelling and the storage lookup, as
+/// Prometheus's scrape cache does.
+struct CacheEntry {
+    /// Final labels, or `None` when metric relabelling drops the series.
+    labels: Option<Labels>,
+    /// Storage handle once appended.
+    sref: Option<SeriesRef>,
+    /// Scrape number that last contained the series (committed or not).
+    pending: u64,
+    /// Scrape number of the last committed scrape that contained it (0 = none).
+    seen: u64,
+    /// Whether staleness applies (no explicit timestamp, or `track_timestamps_staleness`).
+    tracked: bool,
+}
+
 /// Per-target state that outlives a config reload.
 pub struct LoopState {
     pub(super) health: Health,
     pub(super) last_error: String,
     pub(super) last_scrape_ms: i64,
     pub(super) last_duration: f64,
-    /// Series written by the last scrape (without explicit timestamps), for staleness.
-    seen: HashSet<Labels>,
+    cache: HashMap<Vec<u8>, CacheEntry>,
+    iter: u64,
+    /// The scrape number whose series are live (candidates for stale markers).
+    live_iter: u64,
     /// Report series (`up`, `scrape_*`), stale-marked when the target goes away.
-    report_series: Vec<Labels>,
+    report_series: Vec<(Labels, Option<SeriesRef>)>,
     pub(super) metadata: Vec<MetadataEntry>,
 }
 
@@ -54,11 +72,53 @@ impl Default for LoopState {
             last_error: String::new(),
             last_scrape_ms: 0,
             last_duration: 0.0,
-            seen: HashSet::new(),
+            cache: HashMap::new(),
+            iter: 0,
+            live_iter: 0,
             report_series: Vec::new(),
             metadata: Vec::new(),
         }
     }
+}
+
+impl LoopState {
+    /// Appends stale markers at `t` for live series not written by scrape `now_iter` (all of
+    /// them when `now_iter` is 0), then makes `now_iter` the live scrape.
+    fn mark_vanished(&mut self, app: &mut dyn Appender, t: i64, now_iter: u64) {
+        let live = self.live_iter;
+        for e in self.cache.values_mut() {
+            if now_iter != 0 && e.pending == now_iter {
+                e.seen = now_iter;
+                continue;
+            }
+            if live != 0 && e.seen == live && e.tracked {
+                if let Some(l) = &e.labels {
+                    append_any(app, l, &mut e.sref, t, stale_nan());
+                }
+            }
+            e.seen = 0;
+        }
+        self.live_iter = now_iter;
+        // Bound the cache: forget series the target has not written for a while.
+        let keep_after = self.iter.saturating_sub(10);
+        self.cache.retain(|_, e| e.pending > keep_after);
+    }
+}
+
+/// Appends by ref when there is a valid one, else by labels (refreshing the ref).
+fn append_any(
+    app: &mut dyn Appender,
+    labels: &Labels,
+    sref: &mut Option<SeriesRef>,
+    t: i64,
+    v: f64,
+) {
+    if let Some(r) = *sref {
+        if app.append_ref(r, t, v).is_ok() {
+            return;
+        }
+    }
+    *sref = app.append(labels, t, v).ok();
 }
 
 /// Scrape counters, registered as `appliance_target_*`.
@@ -199,10 +259,11 @@ pub async fn run(ctx: LoopCtx, mut stop: watch::Receiver<Option<bool>>) {
 /// Writes stale markers at `t` for every series the loop last wrote, report series included.
 pub fn write_stale(storage: &dyn Appendable, state: &Mutex<LoopState>, t: i64) {
     let mut st = state.lock();
-    let st = &mut *st;
     let mut app = storage.appender();
-    for l in st.seen.drain().chain(st.report_series.drain(..)) {
-        let _ = app.append(&l, t, stale_nan());
+    st.mark_vanished(&mut *app, t, 0);
+    for (l, r) in std::mem::take(&mut st.report_series) {
+        let mut r = r;
+        append_any(&mut *app, &l, &mut r, t, stale_nan());
     }
     if let Err(e) = app.commit() {
         tracing::warn!(error = %e, "writing stale markers failed");
@@ -383,7 +444,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 struct Appended {
     scraped: u64,
     post_relabel: u64,
-    seen: HashSet<Labels>,
     metadata: Vec<MetadataEntry>,
 }
 
@@ -421,39 +481,89 @@ fn sample_labels(
     lb
 }
 
+/// Builds, relabels and checks the final labels of a series seen for the first time.
+fn new_entry(ctx: &LoopCtx, s: &crate::model::exposition::Sample<'_>) -> Result<CacheEntry, Fail> {
+    let cfg = &ctx.job.config;
+    let mut entry = CacheEntry {
+        labels: None,
+        sref: None,
+        pending: 0,
+        seen: 0,
+        tracked: false,
+    };
+    let mut lb = sample_labels(&ctx.target.labels, &s.name, &s.labels, cfg.honor_labels);
+    if !cfg.metric_relabel_configs.is_empty()
+        && !relabel::process(&cfg.metric_relabel_configs, &mut lb)
+    {
+        return Ok(entry);
+    }
+    let labels = lb.labels();
+    if labels.metric_name().is_empty() {
+        return Ok(entry);
+    }
+    let label_limit = cfg.label_limit.unwrap_or(0);
+    let name_len = cfg.label_name_length_limit.unwrap_or(0);
+    let value_len = cfg.label_value_length_limit.unwrap_or(0);
+    if label_limit > 0 && labels.len() as u64 > label_limit {
+        return Err(Fail::LabelLimit(format!(
+            "label_limit exceeded (metric: {}, number of labels: {}, limit: {label_limit})",
+            labels.metric_name(),
+            labels.len()
+        )));
+    }
+    for l in labels.iter() {
+        if name_len > 0 && l.name.len() as u64 > name_len {
+            return Err(Fail::LabelLimit(format!(
+                "label_name_length_limit exceeded (metric: {}, label name: {}, length: {}, limit: {name_len})",
+                labels.metric_name(),
+                l.name,
+                l.name.len()
+            )));
+        }
+        if value_len > 0 && l.value.len() as u64 > value_len {
+            return Err(Fail::LabelLimit(format!(
+                "label_value_length_limit exceeded (metric: {}, label name: {}, value: {:?}, length: {}, limit: {value_len})",
+                labels.metric_name(),
+                l.name,
+                l.value,
+                l.value.len()
+            )));
+        }
+    }
+    entry.labels = Some(labels);
+    Ok(entry)
+}
+
 fn append_body(
     ctx: &LoopCtx,
+    st: &mut LoopState,
     app: &mut dyn Appender,
     body: &[u8],
     format: Format,
     t: i64,
 ) -> Result<Appended, Fail> {
     let cfg = &ctx.job.config;
-    let target = &ctx.target.labels;
     let sample_limit = cfg.sample_limit.unwrap_or(0);
-    let label_limit = cfg.label_limit.unwrap_or(0);
-    let name_len = cfg.label_name_length_limit.unwrap_or(0);
-    let value_len = cfg.label_value_length_limit.unwrap_or(0);
+    let iter = st.iter;
     let mut out = Appended {
         scraped: 0,
         post_relabel: 0,
-        seen: HashSet::new(),
         metadata: Vec::new(),
     };
     let mut meta: Vec<MetadataEntry> = Vec::new();
-    let meta_for = |meta: &mut Vec<MetadataEntry>, name: &str| -> usize {
-        match meta.iter().position(|m| m.metric == name) {
-            Some(i) => i,
-            None => {
-                meta.push(MetadataEntry {
-                    metric: name.to_string(),
-                    kind: "unknown".into(),
-                    help: String::new(),
-                    unit: String::new(),
-                });
-                meta.len() - 1
-            }
+    let mut meta_index: HashMap<String, usize> = HashMap::new();
+    let mut meta_for = |meta: &mut Vec<MetadataEntry>, name: &str| -> usize {
+        if let Some(i) = meta_index.get(name) {
+            return *i;
         }
+        meta.push(MetadataEntry {
+            metric: name.to_string(),
+            kind: "unknown".into(),
+            help: String::new(),
+            unit: String::new(),
+        });
+        meta_index.insert(name.to_string(), meta.len() - 1);
+        meta.len() - 1
     };
     for e in Parser::new(body, format, ParserOptions::default()) {
         let e = e.map_err(|e| Fail::Parse(e.to_string()))?;
@@ -465,11 +575,7 @@ fn append_body(
             }
             Entry::Type { name, kind } => {
                 let i = meta_for(&mut meta, &name);
-                meta[i].kind = if kind == MetricType::Unknown {
-                    "unknown".into()
-                } else {
-                    kind.as_str().into()
-                };
+                meta[i].kind = kind.as_str().into();
                 continue;
             }
             Entry::Unit { name, unit } => {
@@ -480,31 +586,20 @@ fn append_body(
             Entry::Sample(s) => s,
         };
         out.scraped += 1;
-        let mut lb = sample_labels(target, &s.name, &s.labels, cfg.honor_labels);
-        if !cfg.metric_relabel_configs.is_empty()
-            && !relabel::process(&cfg.metric_relabel_configs, &mut lb)
-        {
+        if !st.cache.contains_key(s.series) {
+            let entry = new_entry(ctx, &s)?;
+            st.cache.insert(s.series.to_vec(), entry);
+        }
+        let Some(CacheEntry {
+            labels: Some(labels),
+            sref,
+            pending,
+            tracked,
+            ..
+        }) = st.cache.get_mut(s.series)
+        else {
             continue;
-        }
-        let labels = lb.labels();
-        if labels.metric_name().is_empty() {
-            continue;
-        }
-        if label_limit > 0 && labels.len() as u64 > label_limit {
-            return Err(Fail::LabelLimit(format!(
-                "label_limit exceeded (metric: {}, number of labels: {}, limit: {label_limit})",
-                labels.metric_name(),
-                labels.len()
-            )));
-        }
-        for l in labels.iter() {
-            if name_len > 0 && l.name.len() as u64 > name_len {
-                return Err(Fail::LabelLimit(format!("label_name_length_limit exceeded (metric: {}, label name: {}, length: {}, limit: {name_len})", labels.metric_name(), l.name, l.name.len())));
-            }
-            if value_len > 0 && l.value.len() as u64 > value_len {
-                return Err(Fail::LabelLimit(format!("label_value_length_limit exceeded (metric: {}, label name: {}, value: {:?}, length: {}, limit: {value_len})", labels.metric_name(), l.name, l.value, l.value.len())));
-            }
-        }
+        };
         out.post_relabel += 1;
         if sample_limit > 0 && out.post_relabel > sample_limit {
             return Err(Fail::SampleLimit);
@@ -513,11 +608,9 @@ fn append_body(
             Some(ts) if cfg.honor_timestamps => ts,
             _ => t,
         };
-        if ts == t || cfg.track_timestamps_staleness {
-            out.seen.insert(labels.clone());
-        }
-        app.append(&labels, ts, s.value)
-            .map_err(|e| Fail::Parse(e.to_string()))?;
+        *pending = iter;
+        *tracked = ts == t || cfg.track_timestamps_staleness;
+        append_any(app, labels, sref, ts, s.value);
     }
     out.metadata = meta;
     Ok(out)
@@ -527,13 +620,16 @@ async fn scrape_once(ctx: &LoopCtx) {
     let started = Instant::now();
     let t = now_ms();
     let fetched = fetch(ctx).await;
+    let mut st = ctx.state.lock();
+    st.iter += 1;
+    let iter = st.iter;
     let mut app = ctx.storage.appender();
     let result = match fetched {
-        Ok((body, format)) => append_body(ctx, &mut *app, &body, format, t),
+        Ok((body, format)) => append_body(ctx, &mut st, &mut *app, &body, format, t),
         Err(e) => Err(e),
     };
-    let (scraped, post, err, seen, metadata) = match result {
-        Ok(a) => (a.scraped, a.post_relabel, None, a.seen, Some(a.metadata)),
+    let (scraped, post, err, metadata) = match result {
+        Ok(a) => (a.scraped, a.post_relabel, None, Some(a.metadata)),
         Err(e) => {
             // Nothing of a failed scrape is kept; like Prometheus, it counts as an empty one
             // so every series of the previous scrape is marked stale.
@@ -544,14 +640,10 @@ async fn scrape_once(ctx: &LoopCtx) {
                 Fail::BodySize => ctx.metrics.body_limit.inc(),
                 _ => 0,
             };
-            (0, 0, Some(e.to_string()), HashSet::new(), None)
+            (0, 0, Some(e.to_string()), None)
         }
     };
-    let mut st = ctx.state.lock();
-    for gone in st.seen.difference(&seen) {
-        let _ = app.append(gone, t, stale_nan());
-    }
-    st.seen = seen;
+    st.mark_vanished(&mut *app, t, if err.is_none() { iter } else { 0 });
     let duration = started.elapsed().as_secs_f64();
     let up = if err.is_none() { 1.0 } else { 0.0 };
     // series_added is only known after commit; write the report in a second batch.
@@ -562,24 +654,23 @@ async fn scrape_once(ctx: &LoopCtx) {
         ctx.metrics.duplicate.inc_by(s.duplicate);
     }
     let mut rep = ctx.storage.appender();
-    let mut report = Vec::new();
-    for (name, v) in [
-        ("up", up),
-        ("scrape_duration_seconds", duration),
-        ("scrape_samples_scraped", scraped as f64),
-        ("scrape_samples_post_metric_relabeling", post as f64),
-        ("scrape_series_added", added as f64),
-    ] {
-        let mut lb = ctx.target.labels.builder();
-        lb.set(crate::model::METRIC_NAME.into(), name.into());
-        let l = lb.labels();
-        let _ = rep.append(&l, t, v);
-        report.push(l);
+    if st.report_series.is_empty() {
+        st.report_series = REPORT_NAMES
+            .iter()
+            .map(|name| {
+                let mut lb = ctx.target.labels.builder();
+                lb.set(crate::model::METRIC_NAME.into(), (*name).into());
+                (lb.labels(), None)
+            })
+            .collect();
+    }
+    let values = [up, duration, scraped as f64, post as f64, added as f64];
+    for ((l, r), v) in st.report_series.iter_mut().zip(values) {
+        append_any(&mut *rep, l, r, t, v);
     }
     if let Err(e) = rep.commit() {
         tracing::warn!(error = %e, "writing report series failed");
     }
-    st.report_series = report;
     st.last_scrape_ms = t;
     st.last_duration = duration;
     if let Some(m) = metadata {
@@ -602,6 +693,15 @@ async fn scrape_once(ctx: &LoopCtx) {
         }
     }
 }
+
+/// The synthetic series every scrape writes, in the order of their values.
+const REPORT_NAMES: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
 
 #[cfg(test)]
 mod tests {

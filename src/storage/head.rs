@@ -11,7 +11,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::chunk::{XorChunk, SAMPLES_PER_CHUNK};
-use super::{Appendable, Appender, CommitStats, Querier, Series, StorageError, TsdbStats};
+use super::{
+    Appendable, Appender, CommitStats, Querier, Series, SeriesRef, StorageError, TsdbStats,
+};
 use crate::model::{is_stale_nan, Labels, MatchOp, Matcher};
 
 /// Head settings.
@@ -35,11 +37,15 @@ struct MemSeries {
     head: XorChunk,
     last_t: i64,
     last_v: u64,
+    /// Truncation passes that found the series without samples; an appender may still hold
+    /// a ref to a series it just created, so an empty series survives one pass.
+    empty_passes: u8,
 }
 
 impl MemSeries {
     fn new(labels: Labels) -> Self {
         MemSeries {
+            empty_passes: 0,
             labels,
             closed: Vec::new(),
             head: XorChunk::default(),
@@ -78,6 +84,8 @@ impl MemSeries {
 #[derive(Default)]
 struct Inner {
     series: Vec<Option<MemSeries>>,
+    /// Bumped each time a slot is reused, so refs to a removed series are detected.
+    gens: Vec<u32>,
     by_hash: HashMap<u64, Vec<u32>>,
     postings: BTreeMap<String, BTreeMap<String, BTreeSet<u32>>>,
     free: Vec<u32>,
@@ -88,6 +96,22 @@ struct Inner {
 }
 
 impl Inner {
+    fn make_ref(&self, id: u32) -> SeriesRef {
+        SeriesRef((u64::from(self.gens[id as usize]) << 32) | u64::from(id))
+    }
+
+    /// The slot of a live ref.
+    fn resolve(&self, r: SeriesRef) -> Option<u32> {
+        let id = (r.0 & 0xffff_ffff) as u32;
+        let gen = (r.0 >> 32) as u32;
+        let live = self
+            .series
+            .get(id as usize)
+            .map(|s| s.is_some())
+            .unwrap_or(false);
+        (live && self.gens[id as usize] == gen).then_some(id)
+    }
+
     fn find(&self, hash: u64, labels: &Labels) -> Option<u32> {
         self.by_hash.get(&hash)?.iter().copied().find(|id| {
             self.series[*id as usize]
@@ -99,9 +123,13 @@ impl Inner {
 
     fn create(&mut self, hash: u64, labels: Labels) -> u32 {
         let id = match self.free.pop() {
-            Some(id) => id,
+            Some(id) => {
+                self.gens[id as usize] = self.gens[id as usize].wrapping_add(1);
+                id
+            }
             None => {
                 self.series.push(None);
+                self.gens.push(0);
                 (self.series.len() - 1) as u32
             }
         };
@@ -280,7 +308,12 @@ impl Head {
             let n = s.closed.len();
             s.closed.retain(|c| c.max_t() >= before);
             dropped_chunks += (n - s.closed.len()) as u64;
-            if s.closed.is_empty() && (s.head.is_empty() || s.head.max_t() < before) {
+            if s.closed.is_empty() && s.head.is_empty() {
+                s.empty_passes += 1;
+                if s.empty_passes >= 2 {
+                    removed.push(id as u32);
+                }
+            } else if s.closed.is_empty() && s.head.max_t() < before {
                 removed.push(id as u32);
             }
         }
@@ -340,16 +373,16 @@ impl Head {
         }
     }
 
-    fn commit_batch(&self, batch: &[(Labels, u64, i64, f64)]) -> CommitStats {
-        let mut st = CommitStats::default();
+    fn commit_batch(&self, batch: &[(SeriesRef, i64, f64)], series_added: u64) -> CommitStats {
+        let mut st = CommitStats {
+            series_added,
+            ..Default::default()
+        };
         let mut g = self.inner.write();
-        for (labels, hash, t, v) in batch {
-            let id = match g.find(*hash, labels) {
-                Some(id) => id,
-                None => {
-                    st.series_added += 1;
-                    g.create(*hash, labels.clone())
-                }
+        for (r, t, v) in batch {
+            let Some(id) = g.resolve(*r) else {
+                st.out_of_bounds += 1;
+                continue;
             };
             let Some(s) = g.series[id as usize].as_mut() else {
                 continue;
@@ -386,32 +419,60 @@ impl Head {
         self.metrics.series.set(g.live as i64);
         self.metrics.chunks.set(g.chunks as i64);
         self.metrics.samples_appended.inc_by(st.appended);
-        self.metrics.series_created.inc_by(st.series_added);
         self.metrics.out_of_order.inc_by(st.out_of_order);
         self.commits.fetch_add(1, Ordering::Relaxed);
         st
+    }
+
+    /// The ref of `labels`, creating the series when new (the bool says whether it was).
+    fn get_or_create(&self, labels: &Labels) -> (SeriesRef, bool) {
+        let hash = labels.stable_hash();
+        {
+            let g = self.inner.read();
+            if let Some(id) = g.find(hash, labels) {
+                return (g.make_ref(id), false);
+            }
+        }
+        let mut g = self.inner.write();
+        if let Some(id) = g.find(hash, labels) {
+            return (g.make_ref(id), false);
+        }
+        let id = g.create(hash, labels.clone());
+        self.metrics.series_created.inc();
+        self.metrics.series.set(g.live as i64);
+        (g.make_ref(id), true)
     }
 }
 
 struct HeadAppender {
     head: Head,
-    batch: Vec<(Labels, u64, i64, f64)>,
+    batch: Vec<(SeriesRef, i64, f64)>,
+    series_added: u64,
 }
 
 impl Appender for HeadAppender {
-    fn append(&mut self, labels: &Labels, t_ms: i64, v: f64) -> Result<(), StorageError> {
+    fn append(&mut self, labels: &Labels, t_ms: i64, v: f64) -> Result<SeriesRef, StorageError> {
         if labels.metric_name().is_empty() {
             return Err(StorageError::InvalidLabels(format!(
                 "{labels}: no metric name"
             )));
         }
-        self.batch
-            .push((labels.clone(), labels.stable_hash(), t_ms, v));
+        let (r, created) = self.head.get_or_create(labels);
+        self.series_added += u64::from(created);
+        self.batch.push((r, t_ms, v));
+        Ok(r)
+    }
+
+    fn append_ref(&mut self, r: SeriesRef, t_ms: i64, v: f64) -> Result<(), StorageError> {
+        if self.head.inner.read().resolve(r).is_none() {
+            return Err(StorageError::UnknownRef);
+        }
+        self.batch.push((r, t_ms, v));
         Ok(())
     }
 
     fn commit(self: Box<Self>) -> Result<CommitStats, StorageError> {
-        Ok(self.head.commit_batch(&self.batch))
+        Ok(self.head.commit_batch(&self.batch, self.series_added))
     }
 
     fn rollback(self: Box<Self>) {}
@@ -422,6 +483,7 @@ impl Appendable for Head {
         Box::new(HeadAppender {
             head: self.clone(),
             batch: Vec::new(),
+            series_added: 0,
         })
     }
 }
@@ -546,6 +608,23 @@ mod tests {
         a.append(&l(&[("__name__", "x")]), 1, 1.0).unwrap();
         a.rollback();
         assert!(h.series(&[], i64::MIN, i64::MAX).is_empty());
+        assert!(h
+            .select(&[m(MatchOp::Equal, "__name__", "x")], i64::MIN, i64::MAX)
+            .is_empty());
+    }
+
+    #[test]
+    fn refs_survive_until_the_series_is_removed() {
+        let h = Head::new(HeadOptions { retention_ms: 1000 });
+        let mut a = h.appender();
+        let r = a.append(&l(&[("__name__", "x")]), 0, 1.0).unwrap();
+        a.append_ref(r, 10, 2.0).unwrap();
+        a.commit().unwrap();
+        h.truncate(100_000);
+        let mut a = h.appender();
+        assert_eq!(a.append_ref(r, 20, 3.0), Err(StorageError::UnknownRef));
+        let r2 = a.append(&l(&[("__name__", "y")]), 100_000, 1.0).unwrap();
+        assert_ne!(r, r2, "a reused slot gets a new generation");
     }
 
     #[test]

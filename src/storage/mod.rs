@@ -28,7 +28,15 @@ pub enum StorageError {
     /// A label set without a metric name or with an empty name.
     #[error("invalid series labels: {0}")]
     InvalidLabels(String),
+    /// A series ref whose series no longer exists (removed by retention); append by labels.
+    #[error("unknown series reference")]
+    UnknownRef,
 }
+
+/// A handle to a stored series, returned by [`Appender::append`]; appending by ref skips the
+/// label lookup. It stays valid until retention removes the series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SeriesRef(pub u64);
 
 /// What a commit did, for the caller's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -47,8 +55,10 @@ pub struct CommitStats {
 
 /// A batch of samples that becomes visible all at once on `commit`, or not at all.
 pub trait Appender: Send {
-    /// Adds a sample to the batch.
-    fn append(&mut self, labels: &Labels, t_ms: i64, v: f64) -> Result<(), StorageError>;
+    /// Adds a sample to the batch, creating the series if needed; returns its ref.
+    fn append(&mut self, labels: &Labels, t_ms: i64, v: f64) -> Result<SeriesRef, StorageError>;
+    /// Adds a sample by a ref from an earlier `append`.
+    fn append_ref(&mut self, r: SeriesRef, t_ms: i64, v: f64) -> Result<(), StorageError>;
     /// Makes the batch visible; per-sample refusals are counted, not fatal.
     fn commit(self: Box<Self>) -> Result<CommitStats, StorageError>;
     /// Discards the batch.

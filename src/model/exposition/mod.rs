@@ -92,6 +92,8 @@ pub struct Exemplar<'a> {
 /// One sample line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample<'a> {
+    /// The series as written (name and label block), a cheap cache key for scrapers.
+    pub series: &'a [u8],
     /// Metric name (the series name, e.g. `x_bucket`).
     pub name: Cow<'a, str>,
     /// Labels in written order, without the name.

@@ -179,12 +179,15 @@ impl<'a> Parser<'a> {
             };
             return Ok(Some(Entry::Type { name, kind }));
         }
+        let series_start = l.i;
         let mut name = self.opt_metric_name(&mut l)?;
+        let mut series_end = l.i;
         let mut spaced = l.skip_ws();
         let mut labels = Vec::new();
         if l.peek() == Some(b'{') {
             l.i += 1;
             labels = self.labels(&mut l, &mut name, false)?;
+            series_end = l.i;
             spaced = l.skip_ws();
         }
         let Some(name) = name else {
@@ -223,6 +226,7 @@ impl<'a> Parser<'a> {
         }
         self.normalize(&name, &mut labels);
         Ok(Some(Entry::Sample(Sample {
+            series: &raw[series_start..series_end],
             name,
             labels,
             value,
@@ -307,6 +311,7 @@ impl<'a> Parser<'a> {
                 l.i += 1;
                 labels = self.labels(&mut l, &mut name, true)?;
             }
+            let series = &raw[..l.i];
             let Some(name) = name else {
                 return self.err("metric name not set");
             };
@@ -341,6 +346,7 @@ impl<'a> Parser<'a> {
             }
             self.normalize(&name, &mut labels);
             Ok(Some(Entry::Sample(Sample {
+                series,
                 name,
                 labels,
                 value,
