@@ -264,6 +264,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
     });
 
+    // Readiness waits (briefly) for the first scrape of the in-process collectors, so the
+    // appliance's own target already shows `up` when /-/ready first answers 200.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while tokio::time::Instant::now() < deadline
+        && manager.active_targets().iter().any(|t| {
+            t.scrape_url.starts_with("appliance://") && t.health == scrape::Health::Unknown
+        })
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     ready.store(true, Ordering::Release);
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())

@@ -227,8 +227,8 @@ async fn label_values(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let p = Params::new(q, &[]);
-    // Prometheus accepts `U__`-escaped UTF-8 names in the path; plain names pass through.
-    if name.is_empty() || name.chars().any(|c| c == '\u{0}') {
+    let name = unescape_name(&name);
+    if name.is_empty() {
         return Err(bad(format!("invalid label name: {name:?}")));
     }
     let sets = match_sets(&p)?;
@@ -246,6 +246,54 @@ async fn label_values(
     let mut warnings = Vec::new();
     truncate(&mut vals, limit, &mut warnings);
     Ok(ok(json!(vals), warnings))
+}
+
+/// Undoes Prometheus's `U__` value-encoding escaping of label names in URL paths
+/// (`U__http_2e_method` is `http.method`, `__` is `_`); anything malformed stays as written.
+fn unescape_name(name: &str) -> String {
+    let Some(esc) = name.strip_prefix("U__") else {
+        return name.to_string();
+    };
+    let b = esc.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'_' {
+            let ch = esc[i..].chars().next().unwrap_or('\u{fffd}');
+            out.push(ch);
+            i += ch.len_utf8();
+            continue;
+        }
+        i += 1;
+        match b.get(i) {
+            None => return name.to_string(),
+            Some(b'_') => {
+                out.push('_');
+                i += 1;
+            }
+            Some(_) => {
+                let mut v: u32 = 0;
+                let mut digits = 0;
+                loop {
+                    match b.get(i) {
+                        Some(b'_') => break,
+                        Some(c) if c.is_ascii_hexdigit() && digits < 6 => {
+                            v = v * 16 + (*c as char).to_digit(16).unwrap_or(0);
+                            digits += 1;
+                            i += 1;
+                        }
+                        _ => return name.to_string(),
+                    }
+                }
+                let Some(ch) = char::from_u32(v) else {
+                    return name.to_string();
+                };
+                out.push(ch);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 async fn targets(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
@@ -460,5 +508,14 @@ mod tests {
         assert!(parse_selector("rate(x[5m])").is_err());
         assert!(parse_selector("x{").is_err());
         assert_eq!(parse_selector_lenient("{job=\"node\"}").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn escaped_label_names() {
+        assert_eq!(unescape_name("job"), "job");
+        assert_eq!(unescape_name("U__http_2e_method"), "http.method");
+        assert_eq!(unescape_name("U__a__b"), "a_b");
+        assert_eq!(unescape_name("U__bad_zz_"), "U__bad_zz_");
+        assert_eq!(unescape_name("U__x_"), "U__x_");
     }
 }

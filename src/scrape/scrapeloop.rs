@@ -231,12 +231,17 @@ pub fn offset_ms(hash: u64, seed: u64, interval_ms: i64, now: i64) -> i64 {
 /// Runs until `stop` carries `Some(mark_stale)`.
 pub async fn run(ctx: LoopCtx, mut stop: watch::Receiver<Option<bool>>) {
     let interval = ctx.job.config.interval().std();
-    let wait = offset_ms(
-        ctx.target.hash,
-        ctx.seed,
-        interval.as_millis() as i64,
-        now_ms(),
-    );
+    // In-process collectors cost nothing to scrape and nobody else depends on their phase, so
+    // they start at once: the appliance's own target is up as soon as it is ready.
+    let wait = match ctx.job.kind {
+        JobKind::Collector { .. } => 0,
+        JobKind::Http => offset_ms(
+            ctx.target.hash,
+            ctx.seed,
+            interval.as_millis() as i64,
+            now_ms(),
+        ),
+    };
     let start = tokio::time::Instant::now() + Duration::from_millis(wait as u64);
     let mut ticker = tokio::time::interval_at(start, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
