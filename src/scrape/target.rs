@@ -81,6 +81,7 @@ pub struct DroppedTarget {
 }
 
 /// A target with everything its loop needs.
+#[derive(Debug)]
 pub struct Target {
     /// Labels before relabelling.
     pub discovered: Labels,
@@ -180,6 +181,8 @@ pub fn build_target(job: &Job, addr: &str, group: &Labels) -> Result<Target, Lab
         JobKind::Collector { collector, .. } => format!("appliance://{}", collector.name()),
         JobKind::Http => format!("{scheme}://{address}{path}"),
     };
+    // Go's url.Values.Encode sorts by key; values of one key keep their order.
+    query.sort_by(|a, b| a.0.cmp(&b.0));
     if !query.is_empty() {
         url.push('?');
         url.push_str(
@@ -364,5 +367,47 @@ impl PoolState {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scrape::config::{GlobalConfig, ScrapeConfig};
+
+    fn job(yaml: &str) -> Job {
+        let mut c: ScrapeConfig = serde_saphyr::from_str(yaml).unwrap();
+        c.apply_defaults(&GlobalConfig::default()).unwrap();
+        Job { config: c, kind: JobKind::Http }
+    }
+
+    #[test]
+    fn labels_url_and_instance_follow_prometheus() {
+        let j = job("job_name: node\nscrape_interval: 30s\nmetrics_path: /probe\nparams:\n  module: [http_2xx]\n  collect[]: [cpu, mem]\n");
+        let t = build_target(&j, "10.0.0.1:9100", &Labels::from_pairs([("env", "prod")])).unwrap();
+        assert_eq!(t.url, "http://10.0.0.1:9100/probe?collect%5B%5D=cpu&module=http_2xx");
+        assert_eq!(t.labels.to_string(), r#"{env="prod", instance="10.0.0.1:9100", job="node"}"#);
+        assert_eq!(t.discovered.get("__scrape_interval__"), Some("30s"));
+        assert_eq!(t.discovered.get("__param_module"), Some("http_2xx"));
+    }
+
+    #[test]
+    fn relabelling_moves_address_and_can_drop() {
+        let j = job(
+            "job_name: bb\nrelabel_configs:\n  - source_labels: [__address__]\n    target_label: __param_target\n  - source_labels: [__param_target]\n    target_label: instance\n  - target_label: __address__\n    replacement: 127.0.0.1:9115\n  - source_labels: [instance]\n    regex: 'skip.*'\n    action: drop\n",
+        );
+        let t = build_target(&j, "example.org", &Labels::default()).unwrap();
+        assert_eq!(t.url, "http://127.0.0.1:9115/metrics?target=example.org");
+        assert_eq!(t.labels.get("instance"), Some("example.org"));
+        let dropped = build_target(&j, "skip.me", &Labels::default()).unwrap_err();
+        assert_eq!(dropped.get("__address__"), Some("skip.me"));
+    }
+
+    #[test]
+    fn scheme_and_path_from_labels() {
+        let j = job("job_name: x\nscheme: https\n");
+        let g = Labels::from_pairs([("__metrics_path__", "/m")]);
+        let t = build_target(&j, "h:1", &g).unwrap();
+        assert_eq!(t.url, "https://h:1/m");
     }
 }
