@@ -198,27 +198,36 @@ async fn series(
     ))
 }
 
+/// Runs `lookup` for each `match[]` set (or once with no matchers), merges the sorted
+/// unique strings and applies `limit`: the shared shape of `labels` and `label/<n>/values`.
+fn string_union(
+    p: &Params,
+    lookup: impl Fn(&[Matcher], i64, i64) -> Vec<String>,
+) -> Result<Response, ApiError> {
+    let sets = match_sets(p)?;
+    let (start, end) = p.range()?;
+    let limit = p.limit()?;
+    let mut out: Vec<String> = if sets.is_empty() {
+        lookup(&[], start, end)
+    } else {
+        sets.iter().flat_map(|m| lookup(m, start, end)).collect()
+    };
+    out.sort();
+    out.dedup();
+    let mut warnings = Vec::new();
+    truncate(&mut out, limit, &mut warnings);
+    Ok(ok(json!(out), warnings))
+}
+
 async fn labels(
     State(st): State<AppState>,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let p = Params::new(q, &body);
-    let sets = match_sets(&p)?;
-    let (start, end) = p.range()?;
-    let limit = p.limit()?;
-    let mut names: Vec<String> = if sets.is_empty() {
-        st.deps.querier.label_names(&[], start, end)
-    } else {
-        sets.iter()
-            .flat_map(|m| st.deps.querier.label_names(m, start, end))
-            .collect()
-    };
-    names.sort();
-    names.dedup();
-    let mut warnings = Vec::new();
-    truncate(&mut names, limit, &mut warnings);
-    Ok(ok(json!(names), warnings))
+    string_union(&p, |m, start, end| {
+        st.deps.querier.label_names(m, start, end)
+    })
 }
 
 async fn label_values(
@@ -231,21 +240,9 @@ async fn label_values(
     if name.is_empty() {
         return Err(bad(format!("invalid label name: {name:?}")));
     }
-    let sets = match_sets(&p)?;
-    let (start, end) = p.range()?;
-    let limit = p.limit()?;
-    let mut vals: Vec<String> = if sets.is_empty() {
-        st.deps.querier.label_values(&name, &[], start, end)
-    } else {
-        sets.iter()
-            .flat_map(|m| st.deps.querier.label_values(&name, m, start, end))
-            .collect()
-    };
-    vals.sort();
-    vals.dedup();
-    let mut warnings = Vec::new();
-    truncate(&mut vals, limit, &mut warnings);
-    Ok(ok(json!(vals), warnings))
+    string_union(&p, |m, start, end| {
+        st.deps.querier.label_values(&name, m, start, end)
+    })
 }
 
 /// Undoes Prometheus's `U__` value-encoding escaping of label names in URL paths

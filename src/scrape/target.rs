@@ -378,15 +378,24 @@ mod tests {
     fn job(yaml: &str) -> Job {
         let mut c: ScrapeConfig = serde_saphyr::from_str(yaml).unwrap();
         c.apply_defaults(&GlobalConfig::default()).unwrap();
-        Job { config: c, kind: JobKind::Http }
+        Job {
+            config: c,
+            kind: JobKind::Http,
+        }
     }
 
     #[test]
     fn labels_url_and_instance_follow_prometheus() {
         let j = job("job_name: node\nscrape_interval: 30s\nmetrics_path: /probe\nparams:\n  module: [http_2xx]\n  collect[]: [cpu, mem]\n");
         let t = build_target(&j, "10.0.0.1:9100", &Labels::from_pairs([("env", "prod")])).unwrap();
-        assert_eq!(t.url, "http://10.0.0.1:9100/probe?collect%5B%5D=cpu&module=http_2xx");
-        assert_eq!(t.labels.to_string(), r#"{env="prod", instance="10.0.0.1:9100", job="node"}"#);
+        assert_eq!(
+            t.url,
+            "http://10.0.0.1:9100/probe?collect%5B%5D=cpu&module=http_2xx"
+        );
+        assert_eq!(
+            t.labels.to_string(),
+            r#"{env="prod", instance="10.0.0.1:9100", job="node"}"#
+        );
         assert_eq!(t.discovered.get("__scrape_interval__"), Some("30s"));
         assert_eq!(t.discovered.get("__param_module"), Some("http_2xx"));
     }

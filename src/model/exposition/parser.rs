@@ -152,7 +152,7 @@ impl<'a> Parser<'a> {
                 let text = self.utf8(l.rest())?;
                 return Ok(Some(Entry::Help {
                     name,
-                    text: unescape_help(text, false),
+                    text: unescape(text, false),
                 }));
             }
             if !l.skip_ws() {
@@ -268,7 +268,7 @@ impl<'a> Parser<'a> {
                     let text = self.utf8(text)?;
                     Ok(Some(Entry::Help {
                         name,
-                        text: unescape_help(text, true),
+                        text: unescape(text, true),
                     }))
                 }
                 "UNIT" => {
@@ -554,25 +554,7 @@ impl<'a> Parser<'a> {
         if !has_escape {
             return Ok(Cow::Borrowed(raw));
         }
-        let mut s = String::with_capacity(raw.len());
-        let mut it = raw.chars();
-        while let Some(c) = it.next() {
-            if c != '\\' {
-                s.push(c);
-                continue;
-            }
-            match it.next() {
-                Some('\\') => s.push('\\'),
-                Some('"') => s.push('"'),
-                Some('n') => s.push('\n'),
-                Some(o) => {
-                    s.push('\\');
-                    s.push(o);
-                }
-                None => s.push('\\'),
-            }
-        }
-        Ok(Cow::Owned(s))
+        Ok(unescape(raw, true))
     }
 
     /// Rewrites `le` of histograms and `quantile` of summaries into canonical float form, as
@@ -609,7 +591,9 @@ fn is_metric_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b':'
 }
 
-fn unescape_help(text: &str, openmetrics: bool) -> Cow<'_, str> {
+/// Undoes `\\`, `\n` and (when `quote`) `\"`; any other escape is kept as written, as
+/// Prometheus does for label values and HELP text.
+fn unescape(text: &str, quote: bool) -> Cow<'_, str> {
     if !text.contains('\\') {
         return Cow::Borrowed(text);
     }
@@ -623,7 +607,7 @@ fn unescape_help(text: &str, openmetrics: bool) -> Cow<'_, str> {
         match it.next() {
             Some('\\') => s.push('\\'),
             Some('n') => s.push('\n'),
-            Some('"') if openmetrics => s.push('"'),
+            Some('"') if quote => s.push('"'),
             Some(o) => {
                 s.push('\\');
                 s.push(o);
