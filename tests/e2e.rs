@@ -195,7 +195,7 @@ fn api_errors_match_prometheus() {
     assert_eq!(code, 400);
     assert!(
         body.contains(
-            "invalid parameter \\\"start\\\": cannot parse \\\"foo\\\" to a valid timestamp"
+            "invalid parameter \\\"start\\\": Invalid time value for 'start': cannot parse \\\"foo\\\" to a valid timestamp"
         ),
         "{body}"
     );

@@ -90,7 +90,11 @@ impl Params {
     fn time(&self, k: &str, default: i64) -> Result<i64, ApiError> {
         match self.get(k) {
             None => Ok(default),
-            Some(s) => parse_api_time(s).map_err(|e| bad(format!("invalid parameter {k:?}: {e}"))),
+            Some(s) => parse_api_time(s).map_err(|e| {
+                bad(format!(
+                    "invalid parameter {k:?}: Invalid time value for '{k}': {e}"
+                ))
+            }),
         }
     }
     fn range(&self) -> Result<(i64, i64), ApiError> {
