@@ -62,7 +62,34 @@ fn same_answers_as_prometheus_for_node_exporter() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let scrape = format!("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{ne_port}']\n        labels: {{env: test}}\n");
+    let pages = static_server(vec![
+        (
+            "/ok",
+            "text/plain; version=0.0.4",
+            "a 1\nb 2\nc 3\n".to_string(),
+        ),
+        ("/big", "text/plain; version=0.0.4", "x 1\n".repeat(1000)),
+        (
+            "/bad",
+            "text/plain; version=0.0.4",
+            "a 1\nb{ 2\n".to_string(),
+        ),
+        (
+            "/badvalue",
+            "text/plain; version=0.0.4",
+            "a one\n".to_string(),
+        ),
+    ]);
+    let mut scrape = format!("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{ne_port}']\n        labels: {{env: test}}\n");
+    for (job, path, extra) in [
+        ("limit", "/ok", "    sample_limit: 2\n"),
+        ("body", "/big", "    body_size_limit: 1KB\n"),
+        ("bad", "/bad", ""),
+        ("badvalue", "/badvalue", ""),
+        ("missing", "/nope", ""),
+    ] {
+        scrape.push_str(&format!("  - job_name: {job}\n    metrics_path: {path}\n{extra}    static_configs:\n      - targets: ['{pages}']\n"));
+    }
     std::fs::write(dir.path().join("prometheus.yml"), &scrape).unwrap();
     std::fs::write(
         dir.path().join("appliance.yml"),
@@ -93,9 +120,12 @@ fn same_answers_as_prometheus_for_node_exporter() {
         get(&paddr, "/-/ready").filter(|(s, _)| *s == 200)
     });
     for addr in [&paddr, &aaddr] {
-        wait_for(15, "two scrapes", || {
-            let v = get_json(addr, "/api/v1/series?match[]=scrape_samples_scraped");
-            v["data"].as_array().filter(|a| !a.is_empty()).map(|_| ())
+        wait_for(15, "every target scraped", || {
+            let v = get_json(addr, "/api/v1/targets");
+            v["data"]["activeTargets"]
+                .as_array()
+                .filter(|a| a.len() == 6 && a.iter().all(|t| t["health"] != "unknown"))
+                .map(|_| ())
         });
     }
 
@@ -126,19 +156,32 @@ fn same_answers_as_prometheus_for_node_exporter() {
         get_json(&paddr, path)["data"]
     );
 
-    let pt = get_json(&paddr, "/api/v1/targets")["data"]["activeTargets"][0].clone();
-    let at = get_json(&aaddr, "/api/v1/targets")["data"]["activeTargets"][0].clone();
-    for key in [
-        "labels",
-        "discoveredLabels",
-        "scrapePool",
-        "scrapeUrl",
-        "health",
-        "scrapeInterval",
-        "scrapeTimeout",
-        "lastError",
-    ] {
-        assert_eq!(at[key], pt[key], "targets: {key}");
+    let pts = get_json(&paddr, "/api/v1/targets")["data"]["activeTargets"].clone();
+    let ats = get_json(&aaddr, "/api/v1/targets")["data"]["activeTargets"].clone();
+    assert_eq!(pts.as_array().unwrap().len(), ats.as_array().unwrap().len());
+    for (pt, at) in pts.as_array().unwrap().iter().zip(ats.as_array().unwrap()) {
+        let pool = pt["scrapePool"].as_str().unwrap();
+        for key in [
+            "labels",
+            "discoveredLabels",
+            "scrapePool",
+            "scrapeUrl",
+            "health",
+            "scrapeInterval",
+            "scrapeTimeout",
+        ] {
+            assert_eq!(at[key], pt[key], "targets of {pool}: {key}");
+        }
+        // Parse errors name the problem in our own words (Prometheus's come from its lexer's
+        // token names); every other failure reads the same.
+        if pool.starts_with("bad") {
+            assert!(!at["lastError"].as_str().unwrap().is_empty(), "{pool}");
+        } else {
+            assert_eq!(
+                at["lastError"], pt["lastError"],
+                "targets of {pool}: lastError"
+            );
+        }
     }
     let pm = get_json(
         &paddr,

@@ -121,3 +121,34 @@ pub fn node_exporter(port: u16) -> Option<Proc> {
     });
     Some(p)
 }
+
+/// A static HTTP server on 127.0.0.1: each path maps to (content type, body). Runs until the
+/// process exits; returns its address.
+pub fn static_server(pages: Vec<(&'static str, &'static str, String)>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let page = pages.iter().find(|(p, _, _)| *p == path);
+            let resp = match page {
+                Some((_, ct, body)) => {
+                    let ct_line = if ct.is_empty() {
+                        String::new()
+                    } else {
+                        format!("Content-Type: {ct}\r\n")
+                    };
+                    format!("HTTP/1.1 200 OK\r\n{ct_line}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                }
+                None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string(),
+            };
+            let _ = s.write_all(resp.as_bytes());
+        }
+    });
+    addr
+}
