@@ -4,6 +4,8 @@
 //! direction of dependencies follow `DESIGN.md`: model <- collect, storage <- scrape <- http,
 //! with `app` the only place that wires them together.
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod collect;
 pub mod config;

@@ -292,3 +292,21 @@ async fn real_node_exporter_series_go_stale_when_it_stops() {
     }
     mgr.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_apply_changes_nothing() {
+    let (_head, mgr) = setup();
+    mgr.apply(vec![job("job_name: a\nstatic_configs:\n  - targets: ['127.0.0.1:1']\n")]).unwrap();
+    until(5, "pool a", || mgr.active_targets().len() == 1).await;
+    let err = mgr
+        .apply(vec![
+            job("job_name: b\nstatic_configs:\n  - targets: ['127.0.0.1:2']\n"),
+            job("job_name: c\ntls_config:\n  ca_file: /nonexistent/ca.pem\nstatic_configs:\n  - targets: ['127.0.0.1:3']\n"),
+        ])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("job \"c\"") && err.contains("/nonexistent/ca.pem"), "{err}");
+    let pools: Vec<String> = mgr.active_targets().into_iter().map(|t| t.scrape_pool).collect();
+    assert_eq!(pools, vec!["a"]);
+    mgr.stop();
+}

@@ -92,6 +92,30 @@ impl Manager {
     /// unchanged keeps running untouched; a changed one keeps its targets' staleness state.
     pub fn apply(&self, jobs: Vec<Job>) -> Result<(), ScrapeError> {
         let mut pools = self.pools.lock();
+        // Build every new client first: a bad TLS file must fail the whole apply before any
+        // running pool is touched, so a failed reload leaves the old config fully in place.
+        let mut changed = Vec::new();
+        for job in &jobs {
+            let name = &job.config.job_name;
+            if pools
+                .get(name)
+                .map(|p| p.config == job.config)
+                .unwrap_or(false)
+            {
+                continue;
+            }
+            let client =
+                match job.kind {
+                    JobKind::Http => Some(http_client::build(&job.config).map_err(|msg| {
+                        ScrapeError::Client {
+                            job: name.clone(),
+                            msg,
+                        }
+                    })?),
+                    JobKind::Collector { .. } => None,
+                };
+            changed.push((job, client));
+        }
         let wanted: HashMap<String, &Job> = jobs
             .iter()
             .map(|j| (j.config.job_name.clone(), j))
@@ -105,23 +129,8 @@ impl Manager {
                 }
             }
         }
-        for job in &jobs {
+        for (job, client) in changed {
             let name = &job.config.job_name;
-            if let Some(p) = pools.get(name) {
-                if p.config == job.config {
-                    continue;
-                }
-            }
-            let client =
-                match job.kind {
-                    JobKind::Http => Some(http_client::build(&job.config).map_err(|msg| {
-                        ScrapeError::Client {
-                            job: name.clone(),
-                            msg,
-                        }
-                    })?),
-                    JobKind::Collector { .. } => None,
-                };
             let previous = pools.remove(name);
             let state = Arc::new(target::PoolState::new(
                 job.clone(),
