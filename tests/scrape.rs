@@ -296,7 +296,10 @@ async fn real_node_exporter_series_go_stale_when_it_stops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_apply_changes_nothing() {
     let (_head, mgr) = setup();
-    mgr.apply(vec![job("job_name: a\nstatic_configs:\n  - targets: ['127.0.0.1:1']\n")]).unwrap();
+    mgr.apply(vec![job(
+        "job_name: a\nstatic_configs:\n  - targets: ['127.0.0.1:1']\n",
+    )])
+    .unwrap();
     until(5, "pool a", || mgr.active_targets().len() == 1).await;
     let err = mgr
         .apply(vec![
@@ -305,8 +308,174 @@ async fn a_failed_apply_changes_nothing() {
         ])
         .unwrap_err()
         .to_string();
-    assert!(err.contains("job \"c\"") && err.contains("/nonexistent/ca.pem"), "{err}");
-    let pools: Vec<String> = mgr.active_targets().into_iter().map(|t| t.scrape_pool).collect();
+    assert!(
+        err.contains("job \"c\"") && err.contains("/nonexistent/ca.pem"),
+        "{err}"
+    );
+    let pools: Vec<String> = mgr
+        .active_targets()
+        .into_iter()
+        .map(|t| t.scrape_pool)
+        .collect();
     assert_eq!(pools, vec!["a"]);
+    mgr.stop();
+}
+
+/// An HTTPS target needing auth, with a fresh self-signed certificate for 127.0.0.1.
+struct TlsTarget {
+    _proc: common::Proc,
+    addr: String,
+    ca: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+fn tls_target() -> Option<TlsTarget> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let (ca, ca_key, cert, key) = (p("ca.pem"), p("ca.key"), p("cert.pem"), p("key.pem"));
+    let (csr, ext) = (p("leaf.csr"), p("ext.cnf"));
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let steps: Vec<Vec<&str>> = vec![
+        vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test-ca",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+        ],
+        vec![
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ],
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+    ];
+    let ok = steps.iter().all(|args| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    });
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "openssl is needed for the TLS test"
+        );
+        eprintln!("skipping: openssl not available");
+        return None;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/testdata/tls_server.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&cert)
+        .arg(&key)
+        .args(["scraper", "s3cret", "tok3n"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", line.trim());
+    Some(TlsTarget {
+        _proc: common::Proc(child),
+        addr,
+        ca: ca.into(),
+        dir,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_targets_with_ca_insecure_and_auth_from_files() {
+    let Some(t) = tls_target() else { return };
+    let pass_file = t.dir.path().join("pass");
+    std::fs::write(&pass_file, "s3cret\n").unwrap();
+    let token_file = t.dir.path().join("token");
+    std::fs::write(&token_file, "tok3n").unwrap();
+    let (head, mgr) = setup();
+    let base = |name: &str, extra: &str| {
+        job(&format!("job_name: {name}\nscheme: https\nscrape_interval: 200ms\n{extra}static_configs:\n  - targets: ['{}']\n", t.addr))
+    };
+    mgr.apply(vec![
+        base("ca", &format!("tls_config:\n  ca_file: {}\nbasic_auth:\n  username: scraper\n  password_file: {}\n", t.ca.display(), pass_file.display())),
+        base("insecure", &format!("tls_config:\n  insecure_skip_verify: true\nauthorization:\n  credentials_file: {}\n", token_file.display())),
+        base("untrusted", "bearer_token: tok3n\n"),
+        base("wrongpass", &format!("tls_config:\n  ca_file: {}\nbasic_auth:\n  username: scraper\n  password: nope\n", t.ca.display())),
+    ])
+    .unwrap();
+    until(10, "all four scraped", || {
+        let t = mgr.active_targets();
+        t.len() == 4 && t.iter().all(|t| t.health.as_str() != "unknown")
+    })
+    .await;
+    let by_pool = |p: &str| {
+        mgr.active_targets()
+            .into_iter()
+            .find(|t| t.scrape_pool == p)
+            .unwrap()
+    };
+    assert_eq!(
+        by_pool("ca").health.as_str(),
+        "up",
+        "{}",
+        by_pool("ca").last_error
+    );
+    assert_eq!(
+        by_pool("insecure").health.as_str(),
+        "up",
+        "{}",
+        by_pool("insecure").last_error
+    );
+    let untrusted = by_pool("untrusted");
+    assert_eq!(untrusted.health.as_str(), "down");
+    assert!(
+        untrusted.last_error.to_lowercase().contains("certificate"),
+        "{}",
+        untrusted.last_error
+    );
+    let wrong = by_pool("wrongpass");
+    assert_eq!(
+        wrong.last_error,
+        "server returned HTTP status 401 Unauthorized"
+    );
+    let ok = head.select(&[m("__name__", "auth_ok")], i64::MIN, i64::MAX);
+    assert_eq!(ok.len(), 2);
     mgr.stop();
 }
