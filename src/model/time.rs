@@ -134,7 +134,7 @@ impl fmt::Display for Duration {
         for (i, (unit, mult_ns)) in UNITS.iter().enumerate() {
             let mult = mult_ns / MS;
             let exact_only = i < 2;
-            if exact_only && ms % mult != 0 {
+            if exact_only && !ms.is_multiple_of(mult) {
                 continue;
             }
             let v = ms / mult;
@@ -263,7 +263,7 @@ impl Serialize for ByteSize {
             (10, "KiB"),
         ];
         for (shift, u) in units {
-            if self.0 != 0 && self.0 % (1u64 << shift) == 0 {
+            if self.0 != 0 && self.0.is_multiple_of(1u64 << shift) {
                 return s.serialize_str(&format!("{}{u}", self.0 >> shift));
             }
         }
