@@ -135,6 +135,17 @@ async fn limits_and_bad_pages_give_up_zero_and_keep_stored_data() {
     }
     assert_eq!(mgr.active_targets()[0].health.as_str(), "up");
     mgr.stop();
+
+    // With a fallback protocol a target without Content-Type is parsed as that protocol.
+    *page.lock() = Page {
+        content_type: "".into(),
+        body: b"a 1\n".to_vec(),
+        gzip: false,
+    };
+    let (head, mgr) = setup();
+    mgr.apply(vec![job(&format!("job_name: t\nscrape_interval: 200ms\nfallback_scrape_protocol: PrometheusText0.0.4\nstatic_configs:\n  - targets: ['{addr}']\n"))]).unwrap();
+    until(5, "fallback scrape", || last(&head, "up") == Some(1.0)).await;
+    mgr.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -396,6 +396,24 @@ impl ScrapeConfig {
             .get_or_insert(g.label_name_length_limit);
         self.label_value_length_limit
             .get_or_insert(g.label_value_length_limit);
+        if let Some(ps) = &self.scrape_protocols {
+            if ps.is_empty() {
+                return Err(format!(
+                    "scrape_protocols cannot be empty for scrape config with job name {:?}",
+                    self.job_name
+                ));
+            }
+            for (i, p) in ps.iter().enumerate() {
+                if ps[..i].contains(p) {
+                    return Err(format!(
+                        "duplicated protocol in scrape_protocols, got {ps:?}"
+                    ));
+                }
+            }
+            if ps.iter().all(|p| p.header().is_none()) {
+                return Err(format!("scrape_protocols of job {:?} lists no text protocol; only the text formats are supported", self.job_name));
+            }
+        }
         if self.scrape_protocols.is_none() {
             self.scrape_protocols = Some(
                 g.scrape_protocols
@@ -499,6 +517,28 @@ scrape_timeout: 6s
             .apply_defaults(&GlobalConfig::default())
             .unwrap_err()
             .contains("scrape timeout greater than scrape interval"));
+    }
+
+    #[test]
+    fn scrape_protocols_are_checked() {
+        let check = |y: &str| {
+            let mut c: ScrapeConfig = serde_saphyr::from_str(y).unwrap();
+            c.apply_defaults(&GlobalConfig::default())
+        };
+        assert!(check("job_name: a\nscrape_protocols: []\n")
+            .unwrap_err()
+            .contains("cannot be empty"));
+        assert!(check(
+            "job_name: a\nscrape_protocols: [PrometheusText0.0.4, PrometheusText0.0.4]\n"
+        )
+        .unwrap_err()
+        .contains("duplicated"));
+        assert!(check("job_name: a\nscrape_protocols: [PrometheusProto]\n").is_err());
+        assert!(check("job_name: a\nscrape_protocols: [PrometheusProto, OpenMetricsText1.0.0]\nfallback_scrape_protocol: PrometheusText0.0.4\n").is_ok());
+        assert!(
+            serde_saphyr::from_str::<ScrapeConfig>("job_name: a\nscrape_protocols: [Nope]\n")
+                .is_err()
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use super::config::accept_header;
+use super::config::{accept_header, ScrapeProtocol};
 use super::target::{Health, Target};
 use super::{Job, JobKind};
 use crate::model::exposition::{Entry, Format, Parser, ParserOptions};
@@ -421,13 +421,13 @@ async fn fetch_http(ctx: &LoopCtx, client: &reqwest::Client) -> Result<(Vec<u8>,
     let format = match Format::from_content_type(&ct) {
         Some(f) => f,
         None => match cfg.fallback_scrape_protocol {
-            Some(p) => {
-                if p.header().map(|h| h.starts_with("application/openmetrics")).unwrap_or(false) {
-                    Format::OpenMetrics
-                } else {
-                    Format::PrometheusText
-                }
+            Some(ScrapeProtocol::PrometheusProto) => {
+                return Err(Fail::Fetch(format!(
+                    "received Content-Type {ct:?}; the protobuf fallback_scrape_protocol is not supported, use a text protocol"
+                )))
             }
+            Some(ScrapeProtocol::OpenMetricsText001 | ScrapeProtocol::OpenMetricsText100) => Format::OpenMetrics,
+            Some(ScrapeProtocol::PrometheusText004 | ScrapeProtocol::PrometheusText100) => Format::PrometheusText,
             None if ct.trim().is_empty() => return Err(Fail::Fetch("non-compliant scrape target sending blank Content-Type and no fallback_scrape_protocol specified for target".into())),
             None => return Err(Fail::Fetch(format!("received unsupported Content-Type {ct:?} and no fallback_scrape_protocol specified for target"))),
         },
