@@ -11,6 +11,7 @@ pub mod collect;
 pub mod config;
 pub mod http;
 pub mod model;
+pub mod promql;
 pub mod scrape;
 pub mod storage;
 #[doc(hidden)]

@@ -1,0 +1,319 @@
+//! Aggregation operators: `sum`, `avg`, `min`, `max`, `count`, `group`, `stddev`, `stdvar`,
+//! `topk`, `bottomk`, `quantile`, `count_values`, `limitk`, `limit_ratio`, with `by` /
+//! `without`, following Prometheus's numerics (Kahan sums, incremental mean on overflow).
+
+use std::collections::HashMap;
+
+use promql_parser::parser::{AggregateExpr, LabelModifier};
+
+use super::eval::{exec_err, Ev, R};
+use super::functions::{kahan_inc, quantile};
+use super::{Sample, Value};
+use crate::model::{Labels, METRIC_NAME};
+
+fn group_labels(m: &Labels, modifier: &Option<LabelModifier>) -> Labels {
+    match modifier {
+        Some(LabelModifier::Include(by)) => {
+            let mut b = m.builder();
+            b.retain(|p| by.labels.contains(&p.name));
+            b.labels()
+        }
+        Some(LabelModifier::Exclude(without)) => {
+            let mut b = m.builder();
+            b.retain(|p| p.name != METRIC_NAME && !without.labels.contains(&p.name));
+            b.labels()
+        }
+        None => Labels::default(),
+    }
+}
+
+#[derive(Default)]
+struct Acc {
+    count: f64,
+    value: f64,
+    kahan: f64,
+    mean: f64,
+    incremental: bool,
+    seen: bool,
+}
+
+pub(super) fn eval_aggregate(ev: &Ev<'_>, a: &AggregateExpr, ts: i64) -> R<Value> {
+    let op = a.op.to_string();
+    let param = match &a.param {
+        Some(p) => Some(ev.eval(p, ts)?),
+        None => None,
+    };
+    let input = ev.eval_vector(&a.expr, ts)?;
+    let m = &a.modifier;
+    match op.as_str() {
+        "topk" | "bottomk" | "limitk" => {
+            let Some(Value::Scalar(k)) = param else {
+                return exec_err(format!("{op}: expected scalar parameter"));
+            };
+            if k.is_nan() {
+                return exec_err(format!("Parameter value is NaN for {op}"));
+            }
+            if k >= 9.223_372_036_854_776e18 || k <= -9.223_372_036_854_776e18 {
+                return exec_err(format!("Scalar value {k} overflows int64"));
+            }
+            let k = k as i64;
+            if k < 1 {
+                return Ok(Value::Vector(Vec::new()));
+            }
+            Ok(Value::Vector(select_k(&op, input, k as usize, m)))
+        }
+        "limit_ratio" => {
+            let Some(Value::Scalar(r)) = param else {
+                return exec_err("limit_ratio: expected scalar parameter");
+            };
+            if r.is_nan() {
+                return exec_err("Ratio value is NaN");
+            }
+            let r = if !(-1.0..=1.0).contains(&r) {
+                ev.warn(format!(
+                    "ratio value should be between -1 and 1, got {r}, capping to {}",
+                    r.clamp(-1.0, 1.0)
+                ));
+                r.clamp(-1.0, 1.0)
+            } else {
+                r
+            };
+            Ok(Value::Vector(
+                input
+                    .into_iter()
+                    .filter(|s| ratio_keep(&s.metric, r))
+                    .collect(),
+            ))
+        }
+        "count_values" => {
+            let Some(Value::String(label)) = param else {
+                return exec_err("count_values: expected string parameter");
+            };
+            if label.is_empty() {
+                return exec_err(format!("invalid label name {label:?}"));
+            }
+            let mut groups: Vec<(Labels, f64)> = Vec::new();
+            let mut index: HashMap<Labels, usize> = HashMap::new();
+            for s in &input {
+                let mut b = group_labels(&s.metric, m).builder();
+                b.set(label.clone(), super::functions::go_f(s.f));
+                let l = b.labels();
+                match index.get(&l) {
+                    Some(i) => groups[*i].1 += 1.0,
+                    None => {
+                        index.insert(l.clone(), groups.len());
+                        groups.push((l, 1.0));
+                    }
+                }
+            }
+            Ok(Value::Vector(
+                groups
+                    .into_iter()
+                    .map(|(metric, f)| Sample {
+                        metric,
+                        f,
+                        t: ts,
+                        drop_name: false,
+                    })
+                    .collect(),
+            ))
+        }
+        "quantile" => {
+            let Some(Value::Scalar(q)) = param else {
+                return exec_err("quantile: expected scalar parameter");
+            };
+            if !(0.0..=1.0).contains(&q) {
+                ev.warn(format!(
+                    "quantile value should be between 0 and 1, got {}",
+                    super::functions::go_f(q)
+                ));
+            }
+            let mut groups: Vec<(Labels, Vec<f64>)> = Vec::new();
+            let mut index: HashMap<Labels, usize> = HashMap::new();
+            for s in input {
+                let g = group_labels(&s.metric, m);
+                match index.get(&g) {
+                    Some(i) => groups[*i].1.push(s.f),
+                    None => {
+                        index.insert(g.clone(), groups.len());
+                        groups.push((g, vec![s.f]));
+                    }
+                }
+            }
+            Ok(Value::Vector(
+                groups
+                    .into_iter()
+                    .map(|(metric, mut vals)| Sample {
+                        metric,
+                        f: quantile(q, &mut vals),
+                        t: ts,
+                        drop_name: false,
+                    })
+                    .collect(),
+            ))
+        }
+        _ => {
+            let mut groups: Vec<(Labels, Acc)> = Vec::new();
+            let mut index: HashMap<Labels, usize> = HashMap::new();
+            for s in input {
+                let g = group_labels(&s.metric, m);
+                let i = match index.get(&g) {
+                    Some(i) => *i,
+                    None => {
+                        index.insert(g.clone(), groups.len());
+                        groups.push((g, Acc::default()));
+                        groups.len() - 1
+                    }
+                };
+                accumulate(&op, &mut groups[i].1, s.f)?;
+            }
+            let out = groups
+                .into_iter()
+                .map(|(metric, acc)| Sample {
+                    metric,
+                    f: finish(&op, &acc),
+                    t: ts,
+                    drop_name: false,
+                })
+                .collect();
+            Ok(Value::Vector(out))
+        }
+    }
+}
+
+fn accumulate(op: &str, a: &mut Acc, f: f64) -> R<()> {
+    let first = !a.seen;
+    a.seen = true;
+    match op {
+        "sum" => {
+            let (v, c) = kahan_inc(f, a.value, a.kahan);
+            a.value = v;
+            a.kahan = c;
+        }
+        "avg" => {
+            a.count += 1.0;
+            if !a.incremental {
+                let (v, c) = kahan_inc(f, a.value, a.kahan);
+                if !v.is_infinite() {
+                    a.value = v;
+                    a.kahan = c;
+                    return Ok(());
+                }
+                // The sum would overflow: continue with an incremental mean.
+                a.incremental = true;
+                a.mean = a.value / (a.count - 1.0);
+                a.kahan /= a.count - 1.0;
+            }
+            if a.mean.is_infinite() {
+                if f.is_infinite() && (a.mean > 0.0) == (f > 0.0) {
+                    return Ok(());
+                }
+                if !f.is_infinite() && !f.is_nan() {
+                    return Ok(());
+                }
+            }
+            let current = a.mean + a.kahan;
+            let (v, c) = kahan_inc(f / a.count - current / a.count, a.mean, a.kahan);
+            a.mean = v;
+            a.kahan = c;
+        }
+        "min" => {
+            if first || a.value > f || a.value.is_nan() {
+                a.value = f;
+            }
+        }
+        "max" => {
+            if first || a.value < f || a.value.is_nan() {
+                a.value = f;
+            }
+        }
+        "count" => a.count += 1.0,
+        "group" => a.value = 1.0,
+        "stddev" | "stdvar" => {
+            a.count += 1.0;
+            let delta = f - a.mean;
+            a.mean += delta / a.count;
+            a.value += delta * (f - a.mean);
+        }
+        _ => return exec_err(format!("aggregation {op:?} is not supported")),
+    }
+    Ok(())
+}
+
+fn finish(op: &str, a: &Acc) -> f64 {
+    match op {
+        "sum" => a.value + a.kahan,
+        "avg" => {
+            if a.incremental {
+                a.mean + a.kahan
+            } else {
+                (a.value + a.kahan) / a.count
+            }
+        }
+        "count" => a.count,
+        "stdvar" => a.value / a.count,
+        "stddev" => (a.value / a.count).sqrt(),
+        _ => a.value,
+    }
+}
+
+/// `topk` / `bottomk` / `limitk`: per group, the first k by value (or input order for limitk).
+fn select_k(op: &str, input: Vec<Sample>, k: usize, m: &Option<LabelModifier>) -> Vec<Sample> {
+    let mut groups: Vec<Vec<Sample>> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    for s in input {
+        let g = group_labels(&s.metric, m);
+        match index.get(&g) {
+            Some(i) => groups[*i].push(s),
+            None => {
+                index.insert(g, groups.len());
+                groups.push(vec![s]);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for mut g in groups {
+        // NaN sorts last for both topk and bottomk.
+        match op {
+            "topk" => g.sort_by(|a, b| cmp_top(b.f, a.f)),
+            "bottomk" => g.sort_by(|a, b| cmp_bottom(a.f, b.f)),
+            _ => {}
+        }
+        g.truncate(k);
+        out.extend(g);
+    }
+    out
+}
+
+/// Descending order with NaN last (ascending `b` vs `a` with NaN as the smallest).
+fn cmp_top(a: f64, b: f64) -> std::cmp::Ordering {
+    use std::cmp::Ordering::*;
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Equal,
+        (true, false) => Less,
+        (false, true) => Greater,
+        _ => a.partial_cmp(&b).unwrap_or(Equal),
+    }
+}
+
+/// Ascending order with NaN last.
+fn cmp_bottom(a: f64, b: f64) -> std::cmp::Ordering {
+    use std::cmp::Ordering::*;
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Equal,
+        (true, false) => Greater,
+        (false, true) => Less,
+        _ => a.partial_cmp(&b).unwrap_or(Equal),
+    }
+}
+
+/// `limit_ratio`: keeps a series when its label hash falls in the ratio's share of the hash
+/// space (from the start for positive ratios, from the end for negative ones).
+fn ratio_keep(l: &Labels, r: f64) -> bool {
+    let offset = (l.stable_hash() as f64) / (u64::MAX as f64);
+    if r >= 0.0 {
+        offset < r
+    } else {
+        offset >= 1.0 + r
+    }
+}

@@ -1,0 +1,501 @@
+//! The evaluator: walks the AST once per evaluation step. Selector data is loaded from storage
+//! once per query (and widened on demand), then looked up per step by binary search.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use promql_parser::label::MatchOp as PMatchOp;
+use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
+
+use super::{EngineOptions, PromqlError, QueryResult, Sample, Series, Value};
+use crate::model::{is_stale_nan, Labels, MatchOp, Matcher, METRIC_NAME};
+use crate::storage::Querier;
+
+/// Parses a query; the error text is the parser's, as Prometheus returns it for `bad_data`.
+pub fn parse(q: &str) -> Result<Expr, PromqlError> {
+    promql_parser::parser::parse(q).map_err(PromqlError::Parse)
+}
+
+type Loaded = (i64, i64, Rc<Vec<crate::storage::Series>>);
+
+/// Per-query evaluation state.
+pub(super) struct Ev<'a> {
+    q: &'a dyn Querier,
+    pub(super) opts: &'a EngineOptions,
+    /// Query start and end, for `@ start()` / `@ end()`.
+    pub(super) start: i64,
+    pub(super) end: i64,
+    cache: RefCell<HashMap<String, Loaded>>,
+    deadline: Instant,
+    samples: Cell<usize>,
+    pub(super) warnings: RefCell<Vec<String>>,
+    pub(super) infos: RefCell<Vec<String>>,
+}
+
+pub(super) type R<T> = Result<T, PromqlError>;
+
+pub(super) fn exec_err<T>(msg: impl Into<String>) -> R<T> {
+    Err(PromqlError::Execution(msg.into()))
+}
+
+fn ms(d: &std::time::Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => ms(d),
+        Some(Offset::Neg(d)) => -ms(d),
+    }
+}
+
+fn system_time_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+/// Runs an instant (`step == 0`) or range query.
+pub(super) fn run(
+    q: &dyn Querier,
+    opts: &EngineOptions,
+    expr: &Expr,
+    start: i64,
+    end: i64,
+    step: i64,
+) -> R<QueryResult> {
+    let ev = Ev {
+        q,
+        opts,
+        start,
+        end,
+        cache: RefCell::new(HashMap::new()),
+        deadline: Instant::now() + opts.timeout,
+        samples: Cell::new(0),
+        warnings: RefCell::new(Vec::new()),
+        infos: RefCell::new(Vec::new()),
+    };
+    let value =
+        if step == 0 {
+            match ev.eval(expr, start)? {
+                Value::Vector(v) => Value::Vector(finish_vector(v)?),
+                Value::Matrix(m) => Value::Matrix(finish_matrix(m)?),
+                other => other,
+            }
+        } else {
+            let kind = super::functions::static_type(expr);
+            if kind == "matrix" || kind == "string" {
+                return exec_err(format!(
+                "invalid expression type {:?} for range query, must be Scalar or instant Vector",
+                if kind == "matrix" { "range vector" } else { "string" }
+            ));
+            }
+            let mut series: HashMap<Labels, Series> = HashMap::new();
+            let mut order: Vec<Labels> = Vec::new();
+            let mut t = start;
+            while t <= end {
+                ev.check_deadline()?;
+                match ev.eval(expr, t)? {
+                    Value::Scalar(f) => {
+                        push_point(&mut series, &mut order, Labels::default(), false, t, f)
+                    }
+                    Value::Vector(v) => {
+                        for s in v {
+                            let (metric, drop) = (s.metric, s.drop_name);
+                            push_point(&mut series, &mut order, metric, drop, t, s.f);
+                        }
+                    }
+                    other => {
+                        return exec_err(format!(
+                            "unexpected {} in range query step",
+                            other.type_name()
+                        ))
+                    }
+                }
+                t += step;
+            }
+            let m: Vec<Series> = order
+                .into_iter()
+                .filter_map(|k| series.remove(&k))
+                .collect();
+            let mut m = finish_matrix(m)?;
+            m.sort_by(|a, b| a.metric.cmp(&b.metric));
+            Value::Matrix(m)
+        };
+    Ok(QueryResult {
+        value,
+        warnings: ev.warnings.into_inner(),
+        infos: ev.infos.into_inner(),
+    })
+}
+
+fn push_point(
+    series: &mut HashMap<Labels, Series>,
+    order: &mut Vec<Labels>,
+    metric: Labels,
+    drop: bool,
+    t: i64,
+    f: f64,
+) {
+    // Series are keyed by labels with the name already dropped when it is to be dropped, so
+    // two inputs that collide after dropping are caught by `finish_matrix`'s duplicate check.
+    let key = if drop {
+        metric.without_name()
+    } else {
+        metric.clone()
+    };
+    match series.get_mut(&key) {
+        Some(s) => {
+            if s.points.last().map(|p| p.0) == Some(t) {
+                // Two samples with the same labels at one step: keep both so the check fails.
+                s.points.push((t, f));
+            } else {
+                s.points.push((t, f));
+            }
+        }
+        None => {
+            order.push(key.clone());
+            series.insert(
+                key.clone(),
+                Series {
+                    metric: key,
+                    points: vec![(t, f)],
+                    drop_name: false,
+                },
+            );
+        }
+    }
+}
+
+/// Applies delayed name removal to an instant vector and checks label-set uniqueness.
+pub(super) fn finish_vector(v: Vec<Sample>) -> R<Vec<Sample>> {
+    let mut out: Vec<Sample> = v
+        .into_iter()
+        .map(|mut s| {
+            if s.drop_name {
+                s.metric = drop_name_labels(&s.metric);
+                s.drop_name = false;
+            }
+            s
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for s in &out {
+        if !seen.insert(&s.metric) {
+            return exec_err("vector cannot contain metrics with the same labelset");
+        }
+    }
+    out.shrink_to_fit();
+    Ok(out)
+}
+
+fn finish_matrix(m: Vec<Series>) -> R<Vec<Series>> {
+    let mut out = Vec::with_capacity(m.len());
+    let mut seen = std::collections::HashSet::new();
+    for mut s in m {
+        if s.drop_name {
+            s.metric = drop_name_labels(&s.metric);
+            s.drop_name = false;
+        }
+        if s.points.windows(2).any(|w| w[0].0 == w[1].0) || !seen.insert(s.metric.clone()) {
+            return exec_err("vector cannot contain metrics with the same labelset");
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// Removes `__name__` (and the `__type__` / `__unit__` labels that describe it).
+pub(super) fn drop_name_labels(l: &Labels) -> Labels {
+    let mut b = l.builder();
+    b.del(METRIC_NAME).del("__type__").del("__unit__");
+    b.labels()
+}
+
+impl<'a> Ev<'a> {
+    pub(super) fn check_deadline(&self) -> R<()> {
+        if Instant::now() > self.deadline {
+            return Err(PromqlError::Timeout("query execution".into()));
+        }
+        Ok(())
+    }
+
+    pub(super) fn warn(&self, msg: String) {
+        let m = format!("PromQL warning: {msg}");
+        let mut w = self.warnings.borrow_mut();
+        if !w.contains(&m) {
+            w.push(m);
+        }
+    }
+
+    pub(super) fn info(&self, msg: String) {
+        let m = format!("PromQL info: {msg}");
+        let mut w = self.infos.borrow_mut();
+        if !w.contains(&m) {
+            w.push(m);
+        }
+    }
+
+    fn count_samples(&self, n: usize) -> R<()> {
+        let total = self.samples.get() + n;
+        self.samples.set(total);
+        if total > self.opts.max_samples {
+            return Err(PromqlError::TooManySamples("query execution".into()));
+        }
+        Ok(())
+    }
+
+    fn matchers(vs: &VectorSelector) -> R<Vec<Matcher>> {
+        let mut out = Vec::new();
+        if let Some(n) = &vs.name {
+            out.push(
+                Matcher::new(MatchOp::Equal, METRIC_NAME, n.clone())
+                    .map_err(|e| PromqlError::Execution(e.to_string()))?,
+            );
+        }
+        for m in &vs.matchers.matchers {
+            let op = match m.op {
+                PMatchOp::Equal => MatchOp::Equal,
+                PMatchOp::NotEqual => MatchOp::NotEqual,
+                PMatchOp::Re(_) => MatchOp::Regex,
+                PMatchOp::NotRe(_) => MatchOp::NotRegex,
+            };
+            out.push(
+                Matcher::new(op, m.name.clone(), m.value.clone())
+                    .map_err(|e| PromqlError::Execution(e.to_string()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Stored series matching `vs` with samples covering `(mint, maxt]`.
+    fn load(
+        &self,
+        vs: &VectorSelector,
+        mint: i64,
+        maxt: i64,
+    ) -> R<Rc<Vec<crate::storage::Series>>> {
+        let key = vs.to_string();
+        if let Some((lo, hi, data)) = self.cache.borrow().get(&key) {
+            if *lo <= mint && *hi >= maxt {
+                return Ok(data.clone());
+            }
+        }
+        let (lo, hi) = match self.cache.borrow().get(&key) {
+            Some((lo, hi, _)) => ((*lo).min(mint), (*hi).max(maxt)),
+            None => (mint, maxt.max(self.end)),
+        };
+        let matchers = Self::matchers(vs)?;
+        let data = self.q.select(&matchers, lo + 1, hi);
+        self.count_samples(data.iter().map(|s| s.samples.len()).sum())?;
+        let data = Rc::new(data);
+        self.cache.borrow_mut().insert(key, (lo, hi, data.clone()));
+        Ok(data)
+    }
+
+    /// The time a selector with `@`/`offset` reads at, for evaluation time `ts`.
+    pub(super) fn selector_time(
+        &self,
+        at: &Option<AtModifier>,
+        offset: &Option<Offset>,
+        ts: i64,
+    ) -> i64 {
+        let base = match at {
+            None => ts,
+            Some(AtModifier::Start) => self.start,
+            Some(AtModifier::End) => self.end,
+            Some(AtModifier::At(t)) => system_time_ms(t),
+        };
+        base - offset_ms(offset)
+    }
+
+    /// Instant vector selector at `ts`: the newest sample in `(t - lookback, t]` unless stale.
+    pub(super) fn eval_vector_selector(&self, vs: &VectorSelector, ts: i64) -> R<Vec<Sample>> {
+        let t = self.selector_time(&vs.at, &vs.offset, ts);
+        let lookback = self.opts.lookback_ms;
+        let data = self.load(vs, t - lookback, t)?;
+        let mut out = Vec::new();
+        for s in data.iter() {
+            let idx = s.samples.partition_point(|p| p.0 <= t);
+            if idx == 0 {
+                continue;
+            }
+            let (st, sv) = s.samples[idx - 1];
+            if st <= t - lookback || is_stale_nan(sv) {
+                continue;
+            }
+            out.push(Sample {
+                metric: s.labels.clone(),
+                f: sv,
+                t: st,
+                drop_name: false,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Range selector: samples in `(t - range, t]`, stale markers left out.
+    pub(super) fn eval_matrix_selector(
+        &self,
+        vs: &VectorSelector,
+        range: i64,
+        ts: i64,
+    ) -> R<Vec<Series>> {
+        let t = self.selector_time(&vs.at, &vs.offset, ts);
+        let data = self.load(vs, t - range, t)?;
+        let mut out = Vec::new();
+        for s in data.iter() {
+            let lo = s.samples.partition_point(|p| p.0 <= t - range);
+            let hi = s.samples.partition_point(|p| p.0 <= t);
+            let points: Vec<(i64, f64)> = s.samples[lo..hi]
+                .iter()
+                .copied()
+                .filter(|p| !is_stale_nan(p.1))
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            out.push(Series {
+                metric: s.labels.clone(),
+                points,
+                drop_name: false,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Evaluates a subquery at `ts` into a range vector.
+    fn eval_subquery(&self, sq: &promql_parser::parser::SubqueryExpr, ts: i64) -> R<Vec<Series>> {
+        let t = self.selector_time(&sq.at, &sq.offset, ts);
+        let range = ms(&sq.range);
+        let step = sq
+            .step
+            .as_ref()
+            .map(ms)
+            .filter(|s| *s > 0)
+            .unwrap_or(self.opts.default_subquery_step_ms);
+        // Steps are aligned to multiples of the step, as Prometheus does (Go's truncating
+        // division included), and cover (t - range, t].
+        let mut first = step * ((t - range) / step);
+        if first <= t - range {
+            first += step;
+        }
+        let mut series: HashMap<Labels, Series> = HashMap::new();
+        let mut order: Vec<Labels> = Vec::new();
+        let mut cur = first;
+        while cur <= t {
+            self.check_deadline()?;
+            match self.eval(&sq.expr, cur)? {
+                Value::Scalar(f) => {
+                    push_series_point(&mut series, &mut order, Labels::default(), false, cur, f)
+                }
+                Value::Vector(v) => {
+                    for s in v {
+                        push_series_point(&mut series, &mut order, s.metric, s.drop_name, cur, s.f);
+                    }
+                }
+                other => {
+                    return exec_err(format!(
+                        "subquery of {} is not supported",
+                        other.type_name()
+                    ))
+                }
+            }
+            cur += step;
+        }
+        let out: Vec<Series> = order
+            .into_iter()
+            .filter_map(|k| series.remove(&k))
+            .collect();
+        self.count_samples(out.iter().map(|s| s.points.len()).sum())?;
+        Ok(out)
+    }
+
+    /// Evaluates `e` at `ts`.
+    pub(super) fn eval(&self, e: &Expr, ts: i64) -> R<Value> {
+        match e {
+            Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, ts),
+            Expr::Unary(u) => match self.eval(&u.expr, ts)? {
+                Value::Scalar(f) => Ok(Value::Scalar(-f)),
+                Value::Vector(v) => Ok(Value::Vector(
+                    v.into_iter()
+                        .map(|s| Sample {
+                            f: -s.f,
+                            drop_name: true,
+                            ..s
+                        })
+                        .collect(),
+                )),
+                other => exec_err(format!("unary minus on {}", other.type_name())),
+            },
+            Expr::VectorSelector(vs) => Ok(Value::Vector(self.eval_vector_selector(vs, ts)?)),
+            Expr::MatrixSelector(m) => Ok(Value::Matrix(self.eval_matrix_selector(
+                &m.vs,
+                ms(&m.range),
+                ts,
+            )?)),
+            Expr::Subquery(sq) => Ok(Value::Matrix(self.eval_subquery(sq, ts)?)),
+            Expr::Binary(b) => super::binary::eval_binary(self, b, ts),
+            Expr::Aggregate(a) => super::aggregate::eval_aggregate(self, a, ts),
+            Expr::Call(c) => super::functions::eval_call(self, c, ts),
+            Expr::Extension(_) => exec_err("extension expressions are not supported"),
+        }
+    }
+
+    /// Evaluates `e` and requires a scalar.
+    pub(super) fn eval_scalar(&self, e: &Expr, ts: i64) -> R<f64> {
+        match self.eval(e, ts)? {
+            Value::Scalar(f) => Ok(f),
+            other => exec_err(format!("expected scalar, got {}", other.type_name())),
+        }
+    }
+
+    /// Evaluates `e` and requires an instant vector.
+    pub(super) fn eval_vector(&self, e: &Expr, ts: i64) -> R<Vec<Sample>> {
+        match self.eval(e, ts)? {
+            Value::Vector(v) => Ok(v),
+            other => exec_err(format!(
+                "expected instant vector, got {}",
+                other.type_name()
+            )),
+        }
+    }
+
+    /// Evaluates `e` and requires a range vector.
+    pub(super) fn eval_matrix(&self, e: &Expr, ts: i64) -> R<Vec<Series>> {
+        match self.eval(e, ts)? {
+            Value::Matrix(m) => Ok(m),
+            other => exec_err(format!("expected range vector, got {}", other.type_name())),
+        }
+    }
+}
+
+fn push_series_point(
+    series: &mut HashMap<Labels, Series>,
+    order: &mut Vec<Labels>,
+    metric: Labels,
+    drop: bool,
+    t: i64,
+    f: f64,
+) {
+    match series.get_mut(&metric) {
+        Some(s) => s.points.push((t, f)),
+        None => {
+            order.push(metric.clone());
+            series.insert(
+                metric.clone(),
+                Series {
+                    metric,
+                    points: vec![(t, f)],
+                    drop_name: drop,
+                },
+            );
+        }
+    }
+}

@@ -1,0 +1,821 @@
+//! PromQL functions on floats: rates and deltas with Prometheus's extrapolation, the
+//! `*_over_time` family, regression, classic `histogram_quantile`, label functions, date and
+//! math functions, sorting and the rest.
+
+use chrono::{Datelike, TimeZone, Timelike};
+use promql_parser::parser::{Call, Expr};
+
+use super::eval::{exec_err, Ev, R};
+use super::{Sample, Series, Value};
+use crate::model::{Labels, METRIC_NAME};
+
+/// Kahan-Neumaier summation step, as Prometheus's `kahanSumInc`.
+pub(super) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// Prometheus's `quantile` over raw values (NaN sorts first).
+pub(super) fn quantile(q: f64, vals: &mut [f64]) -> f64 {
+    if vals.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    vals.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal),
+    });
+    let n = vals.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    vals[lower as usize] * (1.0 - weight) + vals[upper as usize] * weight
+}
+
+/// Go's `strconv.FormatFloat(f, 'f', -1, 64)`, with Prometheus's spellings of the specials.
+pub(super) fn go_f(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f == f64::INFINITY {
+        "+Inf".into()
+    } else if f == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{f}")
+    }
+}
+
+/// The static type of an expression, as the parser would report it.
+pub(super) fn static_type(e: &Expr) -> &'static str {
+    match e {
+        Expr::NumberLiteral(_) => "scalar",
+        Expr::StringLiteral(_) => "string",
+        Expr::Paren(p) => static_type(&p.expr),
+        Expr::Unary(u) => static_type(&u.expr),
+        Expr::VectorSelector(_) | Expr::Aggregate(_) => "vector",
+        Expr::MatrixSelector(_) | Expr::Subquery(_) => "matrix",
+        Expr::Binary(b) => {
+            if static_type(&b.lhs) == "scalar" && static_type(&b.rhs) == "scalar" {
+                "scalar"
+            } else {
+                "vector"
+            }
+        }
+        Expr::Call(c) => match c.func.return_type {
+            promql_parser::parser::value::ValueType::Scalar => "scalar",
+            promql_parser::parser::value::ValueType::Matrix => "matrix",
+            promql_parser::parser::value::ValueType::String => "string",
+            promql_parser::parser::value::ValueType::Vector => "vector",
+        },
+        Expr::Extension(_) => "vector",
+    }
+}
+
+fn arg(c: &Call, i: usize) -> R<&Expr> {
+    match c.args.args.get(i) {
+        Some(a) => Ok(a),
+        None => exec_err(format!("{}: missing argument {}", c.func.name, i + 1)),
+    }
+}
+
+/// Maps a function over an instant vector's values, dropping the metric name.
+fn map_vector(ev: &Ev<'_>, c: &Call, ts: i64, f: impl Fn(f64) -> f64) -> R<Value> {
+    let v = ev.eval_vector(arg(c, 0)?, ts)?;
+    Ok(Value::Vector(
+        v.into_iter()
+            .map(|s| Sample {
+                f: f(s.f),
+                drop_name: true,
+                t: ts,
+                ..s
+            })
+            .collect(),
+    ))
+}
+
+fn date_fn(
+    ev: &Ev<'_>,
+    c: &Call,
+    ts: i64,
+    f: impl Fn(chrono::DateTime<chrono::Utc>) -> f64,
+) -> R<Value> {
+    let conv = |secs: f64| -> f64 {
+        if !secs.is_finite() {
+            return f64::NAN;
+        }
+        let ms = (secs * 1000.0) as i64;
+        match chrono::Utc.timestamp_millis_opt(ms).single() {
+            Some(t) => f(t),
+            None => f64::NAN,
+        }
+    };
+    if c.args.args.is_empty() {
+        return Ok(Value::Vector(vec![Sample {
+            metric: Labels::default(),
+            f: conv(ts as f64 / 1000.0),
+            t: ts,
+            drop_name: false,
+        }]));
+    }
+    let v = ev.eval_vector(arg(c, 0)?, ts)?;
+    Ok(Value::Vector(
+        v.into_iter()
+            .map(|s| Sample {
+                f: conv(s.f),
+                drop_name: true,
+                t: ts,
+                ..s
+            })
+            .collect(),
+    ))
+}
+
+fn days_in_month(t: chrono::DateTime<chrono::Utc>) -> f64 {
+    let (y, m) = (t.year(), t.month());
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    let first = chrono::NaiveDate::from_ymd_opt(y, m, 1);
+    let next = chrono::NaiveDate::from_ymd_opt(ny, nm, 1);
+    match (first, next) {
+        (Some(a), Some(b)) => (b - a).num_days() as f64,
+        _ => f64::NAN,
+    }
+}
+
+/// Prometheus's `extrapolatedRate` for `rate`, `increase` and `delta`.
+fn extrapolated_rate(
+    points: &[(i64, f64)],
+    range_start: i64,
+    range_end: i64,
+    range_ms: i64,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let n1 = (points.len() - 1) as f64;
+    let (first_t, first_v) = points[0];
+    let (last_t, last_v) = points[points.len() - 1];
+    let mut result = last_v - first_v;
+    if is_counter {
+        let mut prev = first_v;
+        for &(_, v) in &points[1..] {
+            if v < prev {
+                result += prev;
+            }
+            prev = v;
+        }
+    }
+    let mut to_start = (first_t - range_start) as f64 / 1000.0;
+    let mut to_end = (range_end - last_t) as f64 / 1000.0;
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let avg = sampled / n1;
+    let threshold = avg * 1.1;
+    if to_start >= threshold {
+        to_start = avg / 2.0;
+    }
+    if is_counter {
+        let mut to_zero = to_start;
+        if result > 0.0 && first_v >= 0.0 {
+            to_zero = sampled * (first_v / result);
+        }
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if is_rate {
+        factor /= range_ms as f64 / 1000.0;
+    }
+    Some(result * factor)
+}
+
+/// Prometheus's `linearRegression` with Kahan sums; returns (slope, intercept).
+fn linear_regression(points: &[(i64, f64)], intercept_time: i64) -> (f64, f64) {
+    let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) =
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    let init_y = points[0].1;
+    let mut const_y = true;
+    for (i, &(t, v)) in points.iter().enumerate() {
+        if const_y && i > 0 && v != init_y {
+            const_y = false;
+        }
+        n += 1.0;
+        let x = (t - intercept_time) as f64 / 1e3;
+        (sx, cx) = kahan_inc(x, sx, cx);
+        (sy, cy) = kahan_inc(v, sy, cy);
+        (sxy, cxy) = kahan_inc(x * v, sxy, cxy);
+        (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
+    }
+    if const_y {
+        if init_y.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init_y);
+    }
+    sx += cx;
+    sy += cy;
+    sxy += cxy;
+    sx2 += cx2;
+    let cov = sxy - sx * sy / n;
+    let var = sx2 - sx * sx / n;
+    let slope = cov / var;
+    (slope, sy / n - slope * sx / n)
+}
+
+/// Range of the matrix argument's selector (or subquery) and its evaluation end, for the
+/// extrapolating functions.
+fn range_bounds(ev: &Ev<'_>, e: &Expr, ts: i64) -> (i64, i64) {
+    match e {
+        Expr::MatrixSelector(m) => {
+            let end = ev.selector_time(&m.vs.at, &m.vs.offset, ts);
+            let r = m.range.as_millis() as i64;
+            (end - r, end)
+        }
+        Expr::Subquery(s) => {
+            let end = ev.selector_time(&s.at, &s.offset, ts);
+            let r = s.range.as_millis() as i64;
+            (end - r, end)
+        }
+        Expr::Paren(p) => range_bounds(ev, &p.expr, ts),
+        _ => (ts, ts),
+    }
+}
+
+fn over_time(
+    ev: &Ev<'_>,
+    c: &Call,
+    ts: i64,
+    idx: usize,
+    keep_name: bool,
+    f: impl Fn(&[(i64, f64)]) -> Option<f64>,
+) -> R<Value> {
+    let m = ev.eval_matrix(arg(c, idx)?, ts)?;
+    let mut out = Vec::with_capacity(m.len());
+    for s in m {
+        if let Some(v) = f(&s.points) {
+            out.push(Sample {
+                metric: s.metric,
+                f: v,
+                t: ts,
+                drop_name: !keep_name || s.drop_name,
+            });
+        }
+    }
+    Ok(Value::Vector(out))
+}
+
+fn scalar_arg(ev: &Ev<'_>, c: &Call, i: usize, ts: i64) -> R<f64> {
+    ev.eval_scalar(arg(c, i)?, ts)
+}
+
+fn string_arg(c: &Call, i: usize) -> R<String> {
+    match arg(c, i)? {
+        Expr::StringLiteral(s) => Ok(s.val.clone()),
+        Expr::Paren(p) => match &*p.expr {
+            Expr::StringLiteral(s) => Ok(s.val.clone()),
+            _ => exec_err("expected string literal"),
+        },
+        _ => exec_err(format!("{}: expected string literal", c.func.name)),
+    }
+}
+
+fn metric_name_of(s: &Series) -> String {
+    s.metric.metric_name().to_string()
+}
+
+pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
+    let name = c.func.name;
+    match name {
+        "time" => Ok(Value::Scalar(ts as f64 / 1000.0)),
+        "pi" => Ok(Value::Scalar(std::f64::consts::PI)),
+        "vector" => {
+            let f = scalar_arg(ev, c, 0, ts)?;
+            Ok(Value::Vector(vec![Sample {
+                metric: Labels::default(),
+                f,
+                t: ts,
+                drop_name: false,
+            }]))
+        }
+        "scalar" => {
+            let v = ev.eval_vector(arg(c, 0)?, ts)?;
+            Ok(Value::Scalar(if v.len() == 1 { v[0].f } else { f64::NAN }))
+        }
+        "abs" => map_vector(ev, c, ts, f64::abs),
+        "ceil" => map_vector(ev, c, ts, f64::ceil),
+        "floor" => map_vector(ev, c, ts, f64::floor),
+        "exp" => map_vector(ev, c, ts, f64::exp),
+        "ln" => map_vector(ev, c, ts, f64::ln),
+        "log2" => map_vector(ev, c, ts, f64::log2),
+        "log10" => map_vector(ev, c, ts, f64::log10),
+        "sqrt" => map_vector(ev, c, ts, f64::sqrt),
+        "sgn" => map_vector(ev, c, ts, |f| {
+            if f > 0.0 {
+                1.0
+            } else if f < 0.0 {
+                -1.0
+            } else {
+                f
+            }
+        }),
+        "acos" => map_vector(ev, c, ts, f64::acos),
+        "acosh" => map_vector(ev, c, ts, f64::acosh),
+        "asin" => map_vector(ev, c, ts, f64::asin),
+        "asinh" => map_vector(ev, c, ts, f64::asinh),
+        "atan" => map_vector(ev, c, ts, f64::atan),
+        "atanh" => map_vector(ev, c, ts, f64::atanh),
+        "cos" => map_vector(ev, c, ts, f64::cos),
+        "cosh" => map_vector(ev, c, ts, f64::cosh),
+        "sin" => map_vector(ev, c, ts, f64::sin),
+        "sinh" => map_vector(ev, c, ts, f64::sinh),
+        "tan" => map_vector(ev, c, ts, f64::tan),
+        "tanh" => map_vector(ev, c, ts, f64::tanh),
+        "deg" => map_vector(ev, c, ts, |f| f * 180.0 / std::f64::consts::PI),
+        "rad" => map_vector(ev, c, ts, |f| f * std::f64::consts::PI / 180.0),
+        "round" => {
+            let to = if c.args.args.len() > 1 {
+                scalar_arg(ev, c, 1, ts)?
+            } else {
+                1.0
+            };
+            let inv = 1.0 / to;
+            map_vector(ev, c, ts, move |f| (f * inv + 0.5).floor() / inv)
+        }
+        "clamp" => {
+            let (lo, hi) = (scalar_arg(ev, c, 1, ts)?, scalar_arg(ev, c, 2, ts)?);
+            if hi < lo {
+                return Ok(Value::Vector(Vec::new()));
+            }
+            map_vector(ev, c, ts, move |f| f.max(lo).min(hi))
+        }
+        "clamp_min" => {
+            let lo = scalar_arg(ev, c, 1, ts)?;
+            map_vector(ev, c, ts, move |f| f.max(lo))
+        }
+        "clamp_max" => {
+            let hi = scalar_arg(ev, c, 1, ts)?;
+            map_vector(ev, c, ts, move |f| f.min(hi))
+        }
+        "timestamp" => {
+            let v = ev.eval_vector(arg(c, 0)?, ts)?;
+            Ok(Value::Vector(
+                v.into_iter()
+                    .map(|s| Sample {
+                        f: s.t as f64 / 1000.0,
+                        t: ts,
+                        drop_name: true,
+                        ..s
+                    })
+                    .collect(),
+            ))
+        }
+        "day_of_month" => date_fn(ev, c, ts, |t| t.day() as f64),
+        "day_of_week" => date_fn(ev, c, ts, |t| t.weekday().num_days_from_sunday() as f64),
+        "day_of_year" => date_fn(ev, c, ts, |t| t.ordinal() as f64),
+        "days_in_month" => date_fn(ev, c, ts, days_in_month),
+        "hour" => date_fn(ev, c, ts, |t| t.hour() as f64),
+        "minute" => date_fn(ev, c, ts, |t| t.minute() as f64),
+        "month" => date_fn(ev, c, ts, |t| t.month() as f64),
+        "year" => date_fn(ev, c, ts, |t| t.year() as f64),
+        "rate" | "increase" | "delta" => {
+            let a = arg(c, 0)?;
+            let (start, end) = range_bounds(ev, a, ts);
+            let m = ev.eval_matrix(a, ts)?;
+            let is_counter = name != "delta";
+            let is_rate = name == "rate";
+            let mut out = Vec::new();
+            for s in m {
+                if is_counter {
+                    let n = metric_name_of(&s);
+                    if !n.is_empty()
+                        && !["_total", "_sum", "_count", "_bucket"]
+                            .iter()
+                            .any(|suf| n.ends_with(suf))
+                    {
+                        ev.info(format!("metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {n:?}"));
+                    }
+                }
+                if let Some(v) =
+                    extrapolated_rate(&s.points, start, end, end - start, is_counter, is_rate)
+                {
+                    out.push(Sample {
+                        metric: s.metric,
+                        f: v,
+                        t: ts,
+                        drop_name: true,
+                    });
+                }
+            }
+            Ok(Value::Vector(out))
+        }
+        "irate" | "idelta" => over_time(ev, c, ts, 0, false, |p| {
+            if p.len() < 2 {
+                return None;
+            }
+            let (t1, v1) = p[p.len() - 2];
+            let (t2, v2) = p[p.len() - 1];
+            let mut d = v2 - v1;
+            if name == "irate" {
+                if v2 < v1 {
+                    d = v2;
+                }
+                let dt = (t2 - t1) as f64 / 1000.0;
+                if dt == 0.0 {
+                    return None;
+                }
+                d /= dt;
+            }
+            Some(d)
+        }),
+        "deriv" => over_time(ev, c, ts, 0, false, |p| {
+            if p.len() < 2 {
+                return None;
+            }
+            Some(linear_regression(p, p[0].0).0)
+        }),
+        "predict_linear" => {
+            let dur = scalar_arg(ev, c, 1, ts)?;
+            let a = arg(c, 0)?;
+            let (_, end) = range_bounds(ev, a, ts);
+            over_time(ev, c, ts, 0, false, |p| {
+                if p.len() < 2 {
+                    return None;
+                }
+                let (slope, intercept) = linear_regression(p, end);
+                Some(slope * dur + intercept)
+            })
+        }
+        "avg_over_time" => over_time(ev, c, ts, 0, false, |p| {
+            let (mut sum, mut comp, mut mean, mut incremental) = (0.0, 0.0, 0.0, false);
+            let mut count = 0.0;
+            for &(_, f) in p {
+                count += 1.0;
+                if !incremental {
+                    let (s2, c2) = kahan_inc(f, sum, comp);
+                    if !s2.is_infinite() {
+                        sum = s2;
+                        comp = c2;
+                        continue;
+                    }
+                    incremental = true;
+                    mean = sum / (count - 1.0);
+                    comp /= count - 1.0;
+                }
+                if mean.is_infinite() {
+                    if f.is_infinite() && (mean > 0.0) == (f > 0.0) {
+                        continue;
+                    }
+                    if !f.is_infinite() && !f.is_nan() {
+                        continue;
+                    }
+                }
+                let current = mean + comp;
+                (mean, comp) = kahan_inc(f / count - current / count, mean, comp);
+            }
+            Some(if incremental {
+                mean + comp
+            } else {
+                (sum + comp) / count
+            })
+        }),
+        "sum_over_time" => over_time(ev, c, ts, 0, false, |p| {
+            let (mut s, mut k) = (0.0, 0.0);
+            for &(_, f) in p {
+                (s, k) = kahan_inc(f, s, k);
+            }
+            Some(if (s + k).is_infinite() { s } else { s + k })
+        }),
+        "count_over_time" => over_time(ev, c, ts, 0, false, |p| Some(p.len() as f64)),
+        "min_over_time" => over_time(ev, c, ts, 0, false, |p| {
+            let mut m = p[0].1;
+            for &(_, f) in p {
+                if f < m || m.is_nan() {
+                    m = f;
+                }
+            }
+            Some(m)
+        }),
+        "max_over_time" => over_time(ev, c, ts, 0, false, |p| {
+            let mut m = p[0].1;
+            for &(_, f) in p {
+                if f > m || m.is_nan() {
+                    m = f;
+                }
+            }
+            Some(m)
+        }),
+        "last_over_time" => over_time(ev, c, ts, 0, true, |p| p.last().map(|x| x.1)),
+        "first_over_time" => over_time(ev, c, ts, 0, true, |p| p.first().map(|x| x.1)),
+        "present_over_time" => over_time(ev, c, ts, 0, false, |_| Some(1.0)),
+        "ts_of_last_over_time" => over_time(ev, c, ts, 0, false, |p| {
+            p.last().map(|x| x.0 as f64 / 1000.0)
+        }),
+        "ts_of_first_over_time" => over_time(ev, c, ts, 0, false, |p| {
+            p.first().map(|x| x.0 as f64 / 1000.0)
+        }),
+        "ts_of_max_over_time" | "ts_of_min_over_time" => {
+            let max = name == "ts_of_max_over_time";
+            over_time(ev, c, ts, 0, false, move |p| {
+                let mut best = p[0];
+                for &x in p {
+                    let better = if max { x.1 >= best.1 } else { x.1 <= best.1 };
+                    if better || best.1.is_nan() {
+                        best = x;
+                    }
+                }
+                Some(best.0 as f64 / 1000.0)
+            })
+        }
+        "stddev_over_time" | "stdvar_over_time" => {
+            let dev = name == "stddev_over_time";
+            over_time(ev, c, ts, 0, false, move |p| {
+                let (mut count, mut mean, mut cmean, mut aux, mut caux) = (0.0, 0.0, 0.0, 0.0, 0.0);
+                for &(_, f) in p {
+                    count += 1.0;
+                    let delta = f - (mean + cmean);
+                    (mean, cmean) = kahan_inc(delta / count, mean, cmean);
+                    (aux, caux) = kahan_inc(delta * (f - (mean + cmean)), aux, caux);
+                }
+                let var = (aux + caux) / count;
+                Some(if dev { var.sqrt() } else { var })
+            })
+        }
+        "quantile_over_time" => {
+            let q = scalar_arg(ev, c, 0, ts)?;
+            if !(0.0..=1.0).contains(&q) {
+                ev.warn(format!(
+                    "quantile value should be between 0 and 1, got {}",
+                    go_f(q)
+                ));
+            }
+            over_time(ev, c, ts, 1, false, |p| {
+                let mut vals: Vec<f64> = p.iter().map(|x| x.1).collect();
+                Some(quantile(q, &mut vals))
+            })
+        }
+        "mad_over_time" => over_time(ev, c, ts, 0, false, |p| {
+            let mut vals: Vec<f64> = p.iter().map(|x| x.1).collect();
+            let median = quantile(0.5, &mut vals);
+            let mut dev: Vec<f64> = vals.iter().map(|v| (v - median).abs()).collect();
+            Some(quantile(0.5, &mut dev))
+        }),
+        "changes" => over_time(ev, c, ts, 0, false, |p| {
+            let mut n = 0.0;
+            for w in p.windows(2) {
+                if w[1].1 != w[0].1 && !(w[1].1.is_nan() && w[0].1.is_nan()) {
+                    n += 1.0;
+                }
+            }
+            Some(n)
+        }),
+        "resets" => over_time(ev, c, ts, 0, false, |p| {
+            Some(p.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64)
+        }),
+        "double_exponential_smoothing" | "holt_winters" => {
+            let sf = scalar_arg(ev, c, 1, ts)?;
+            let tf = scalar_arg(ev, c, 2, ts)?;
+            if !(sf > 0.0 && sf < 1.0) {
+                return exec_err(format!(
+                    "invalid smoothing factor. Expected: 0 < sf < 1, got: {}",
+                    go_f(sf)
+                ));
+            }
+            if !(tf > 0.0 && tf < 1.0) {
+                return exec_err(format!(
+                    "invalid trend factor. Expected: 0 < tf < 1, got: {}",
+                    go_f(tf)
+                ));
+            }
+            over_time(ev, c, ts, 0, false, |p| {
+                if p.len() < 2 {
+                    return None;
+                }
+                let (mut s0, mut s1) = (0.0, p[0].1);
+                let mut b = p[1].1 - p[0].1;
+                for (i, &(_, v)) in p.iter().enumerate().skip(1) {
+                    let x = sf * v;
+                    if i > 1 {
+                        b = tf * (s1 - s0) + (1.0 - tf) * b;
+                    }
+                    let y = (1.0 - sf) * (s1 + b);
+                    s0 = s1;
+                    s1 = x + y;
+                }
+                Some(s1)
+            })
+        }
+        "absent" => {
+            let v = ev.eval_vector(arg(c, 0)?, ts)?;
+            if !v.is_empty() {
+                return Ok(Value::Vector(Vec::new()));
+            }
+            Ok(Value::Vector(vec![Sample {
+                metric: absent_labels(arg(c, 0)?),
+                f: 1.0,
+                t: ts,
+                drop_name: false,
+            }]))
+        }
+        "absent_over_time" => {
+            let m = ev.eval_matrix(arg(c, 0)?, ts)?;
+            if !m.is_empty() {
+                return Ok(Value::Vector(Vec::new()));
+            }
+            Ok(Value::Vector(vec![Sample {
+                metric: absent_labels(arg(c, 0)?),
+                f: 1.0,
+                t: ts,
+                drop_name: false,
+            }]))
+        }
+        "sort" | "sort_desc" => {
+            let mut v = ev.eval_vector(arg(c, 0)?, ts)?;
+            let desc = name == "sort_desc";
+            v.sort_by(|a, b| {
+                use std::cmp::Ordering::*;
+                match (a.f.is_nan(), b.f.is_nan()) {
+                    (true, true) => Equal,
+                    (true, false) => Greater,
+                    (false, true) => Less,
+                    _ => {
+                        let o = a.f.partial_cmp(&b.f).unwrap_or(Equal);
+                        if desc {
+                            o.reverse()
+                        } else {
+                            o
+                        }
+                    }
+                }
+            });
+            Ok(Value::Vector(v))
+        }
+        "sort_by_label" | "sort_by_label_desc" => {
+            let mut v = ev.eval_vector(arg(c, 0)?, ts)?;
+            let labels: Vec<String> = (1..c.args.args.len())
+                .map(|i| string_arg(c, i))
+                .collect::<R<_>>()?;
+            let desc = name == "sort_by_label_desc";
+            v.sort_by(|a, b| {
+                for l in &labels {
+                    let o = natord(a.metric.get(l).unwrap_or(""), b.metric.get(l).unwrap_or(""));
+                    if o != std::cmp::Ordering::Equal {
+                        return if desc { o.reverse() } else { o };
+                    }
+                }
+                let o = a.metric.cmp(&b.metric);
+                if desc {
+                    o.reverse()
+                } else {
+                    o
+                }
+            });
+            Ok(Value::Vector(v))
+        }
+        "label_replace" => {
+            let v = ev.eval_vector(arg(c, 0)?, ts)?;
+            let (dst, repl, src, re) = (
+                string_arg(c, 1)?,
+                string_arg(c, 2)?,
+                string_arg(c, 3)?,
+                string_arg(c, 4)?,
+            );
+            let regex = crate::model::matcher::anchored_regex(&re).map_err(|_| {
+                super::PromqlError::Execution(format!(
+                    "invalid regular expression in label_replace(): {re}"
+                ))
+            })?;
+            if dst.is_empty() {
+                return exec_err(format!(
+                    "invalid destination label name in label_replace(): {dst}"
+                ));
+            }
+            let mut out = Vec::with_capacity(v.len());
+            for mut s in v {
+                let val = s.metric.get(&src).unwrap_or("").to_string();
+                if let Some(caps) = regex.captures(&val) {
+                    let mut res = String::new();
+                    caps.expand(&repl, &mut res);
+                    let mut b = s.metric.builder();
+                    b.set(dst.clone(), res);
+                    s.metric = b.labels();
+                    if dst == METRIC_NAME {
+                        s.drop_name = false;
+                    }
+                }
+                out.push(s);
+            }
+            Ok(Value::Vector(out))
+        }
+        "label_join" => {
+            let v = ev.eval_vector(arg(c, 0)?, ts)?;
+            let dst = string_arg(c, 1)?;
+            let sep = string_arg(c, 2)?;
+            let srcs: Vec<String> = (3..c.args.args.len())
+                .map(|i| string_arg(c, i))
+                .collect::<R<_>>()?;
+            let mut out = Vec::with_capacity(v.len());
+            for mut s in v {
+                let joined = srcs
+                    .iter()
+                    .map(|n| s.metric.get(n).unwrap_or(""))
+                    .collect::<Vec<_>>()
+                    .join(&sep);
+                let mut b = s.metric.builder();
+                b.set(dst.clone(), joined);
+                s.metric = b.labels();
+                if dst == METRIC_NAME {
+                    s.drop_name = false;
+                }
+                out.push(s);
+            }
+            Ok(Value::Vector(out))
+        }
+        "histogram_quantile" => {
+            let q = scalar_arg(ev, c, 0, ts)?;
+            let v = ev.eval_vector(arg(c, 1)?, ts)?;
+            Ok(Value::Vector(super::histogram::classic_quantile(
+                ev, q, v, ts,
+            )))
+        }
+        other => exec_err(format!("function {other:?} is not supported yet")),
+    }
+}
+
+/// The labels `absent` reports: the equality matchers of a plain selector.
+fn absent_labels(e: &Expr) -> Labels {
+    let vs = match e {
+        Expr::VectorSelector(vs) => vs,
+        Expr::MatrixSelector(m) => &m.vs,
+        _ => return Labels::default(),
+    };
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let mut dup = std::collections::HashSet::new();
+    for m in &vs.matchers.matchers {
+        if m.name == METRIC_NAME {
+            continue;
+        }
+        if let promql_parser::label::MatchOp::Equal = m.op {
+            if !dup.insert(m.name.clone()) {
+                pairs.retain(|(n, _)| n != &m.name);
+                continue;
+            }
+            pairs.push((m.name.clone(), m.value.clone()));
+        }
+    }
+    Labels::from_pairs(pairs)
+}
+
+/// Natural ordering of label values, as `sort_by_label` uses.
+fn natord(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut ai, mut bi) = (a.chars().peekable(), b.chars().peekable());
+    loop {
+        match (ai.peek().copied(), bi.peek().copied()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let mut na = String::new();
+                while let Some(c) = ai.peek().copied().filter(char::is_ascii_digit) {
+                    na.push(c);
+                    ai.next();
+                }
+                let mut nb = String::new();
+                while let Some(c) = bi.peek().copied().filter(char::is_ascii_digit) {
+                    nb.push(c);
+                    bi.next();
+                }
+                let (ta, tb) = (na.trim_start_matches('0'), nb.trim_start_matches('0'));
+                let o = ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb));
+                if o != std::cmp::Ordering::Equal {
+                    return o;
+                }
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(&y);
+                }
+                ai.next();
+                bi.next();
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! `histogram_quantile` over classic (`le`-labelled) bucket series, with Prometheus's bucket
+//! coalescing, monotonicity repair and annotations.
+
+use std::collections::HashMap;
+
+use super::eval::Ev;
+use super::functions::go_f;
+use super::Sample;
+use crate::model::Labels;
+
+const SMALL_DELTA: f64 = 1e-12;
+
+fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
+    if a == b {
+        return true;
+    }
+    let abs_sum = a.abs() + b.abs();
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || abs_sum < f64::MIN_POSITIVE {
+        return diff < eps * f64::MIN_POSITIVE;
+    }
+    diff / abs_sum.min(f64::MAX) < eps
+}
+
+/// Prometheus's `BucketQuantile`; returns (value, forced monotonic).
+pub(super) fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
+    if q.is_nan() {
+        return (f64::NAN, false);
+    }
+    if q < 0.0 {
+        return (f64::NEG_INFINITY, false);
+    }
+    if q > 1.0 {
+        return (f64::INFINITY, false);
+    }
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    if buckets.last().map(|b| b.0 != f64::INFINITY).unwrap_or(true) {
+        return (f64::NAN, false);
+    }
+    // Coalesce buckets with the same bound.
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for &(ub, c) in buckets.iter() {
+        match merged.last_mut() {
+            Some(last) if last.0 == ub => last.1 += c,
+            _ => merged.push((ub, c)),
+        }
+    }
+    let mut forced = false;
+    let mut prev = merged[0].1;
+    for b in merged.iter_mut().skip(1) {
+        let curr = b.1;
+        if curr == prev {
+            continue;
+        }
+        if almost_equal(prev, curr, SMALL_DELTA) {
+            b.1 = prev;
+            continue;
+        }
+        if curr < prev {
+            b.1 = prev;
+            forced = true;
+            continue;
+        }
+        prev = curr;
+    }
+    if merged.len() < 2 {
+        return (f64::NAN, forced);
+    }
+    let observations = merged[merged.len() - 1].1;
+    if observations == 0.0 {
+        return (f64::NAN, forced);
+    }
+    let mut rank = q * observations;
+    let n = merged.len() - 1;
+    let b = merged[..n].partition_point(|x| x.1 < rank);
+    if b == n {
+        return (merged[n - 1].0, forced);
+    }
+    if b == 0 && merged[0].0 <= 0.0 {
+        return (merged[0].0, forced);
+    }
+    let (mut start, end, mut count) = (0.0, merged[b].0, merged[b].1);
+    if b > 0 {
+        start = merged[b - 1].0;
+        count -= merged[b - 1].1;
+        rank -= merged[b - 1].1;
+    }
+    (start + (end - start) * (rank / count), forced)
+}
+
+/// Output labels, metric name (for annotations) and (upper bound, count) buckets.
+type Group = (Labels, String, Vec<(f64, f64)>);
+
+/// Evaluates `histogram_quantile(q, v)` for classic buckets.
+pub(super) fn classic_quantile(ev: &Ev<'_>, q: f64, v: Vec<Sample>, ts: i64) -> Vec<Sample> {
+    if !(0.0..=1.0).contains(&q) {
+        ev.warn(format!(
+            "quantile value should be between 0 and 1, got {}",
+            go_f(q)
+        ));
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    for s in v {
+        let le = s.metric.get("le").and_then(|l| l.parse::<f64>().ok());
+        let Some(ub) = le else {
+            ev.warn(format!(
+                "bucket label \"le\" is missing or has a malformed value of {:?} for metric name {:?}",
+                s.metric.get("le").unwrap_or(""),
+                s.metric.metric_name()
+            ));
+            continue;
+        };
+        let mut b = s.metric.builder();
+        b.del("le").del(crate::model::METRIC_NAME);
+        let key = b.labels();
+        match index.get(&key) {
+            Some(i) => groups[*i].2.push((ub, s.f)),
+            None => {
+                index.insert(key.clone(), groups.len());
+                groups.push((key, s.metric.metric_name().to_string(), vec![(ub, s.f)]));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (metric, name, mut buckets) in groups {
+        let (f, forced) = bucket_quantile(q, &mut buckets);
+        if forced {
+            ev.info(format!(
+                "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {name:?}"
+            ));
+        }
+        out.push(Sample {
+            metric,
+            f,
+            t: ts,
+            drop_name: false,
+        });
+    }
+    out
+}

@@ -1,0 +1,157 @@
+//! PromQL: evaluates expressions parsed by the `promql-parser` crate over `storage::Querier`,
+//! with Prometheus 3.x semantics (left-open windows, 5-minute lookback, staleness markers,
+//! delayed `__name__` removal, `@` and `offset`, subqueries).
+//!
+//! The engine knows storage only through `Querier`; it knows nothing of HTTP, rules or
+//! scraping. Results carry Prometheus's warning and info annotations.
+
+mod aggregate;
+mod binary;
+mod eval;
+mod functions;
+mod histogram;
+pub mod testlang;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::model::Labels;
+use crate::storage::Querier;
+
+pub use eval::parse;
+
+/// One sample of an instant vector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// Labels.
+    pub metric: Labels,
+    /// Value.
+    pub f: f64,
+    /// Timestamp of the stored sample (ms), for `timestamp()`; the evaluation time otherwise.
+    pub t: i64,
+    /// `__name__` is to be removed at the end of evaluation (delayed name removal).
+    pub drop_name: bool,
+}
+
+/// One series of a range vector or range-query result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    /// Labels.
+    pub metric: Labels,
+    /// Points in time order.
+    pub points: Vec<(i64, f64)>,
+    /// `__name__` is to be removed at the end of evaluation.
+    pub drop_name: bool,
+}
+
+/// A PromQL value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// A number.
+    Scalar(f64),
+    /// An instant vector.
+    Vector(Vec<Sample>),
+    /// A range vector (or a range query's result).
+    Matrix(Vec<Series>),
+    /// A string.
+    String(String),
+}
+
+impl Value {
+    /// The type name Prometheus uses (`scalar`, `vector`, `matrix`, `string`).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Scalar(_) => "scalar",
+            Value::Vector(_) => "vector",
+            Value::Matrix(_) => "matrix",
+            Value::String(_) => "string",
+        }
+    }
+}
+
+/// Why a query failed; each maps to one Prometheus `errorType`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PromqlError {
+    /// The query does not parse (`bad_data`).
+    #[error("{0}")]
+    Parse(String),
+    /// Evaluation failed (`execution`).
+    #[error("{0}")]
+    Execution(String),
+    /// The query ran past its deadline (`timeout`).
+    #[error("query timed out in {0}")]
+    Timeout(String),
+    /// The query loaded more samples than allowed (`execution`).
+    #[error("query processing would load too many samples into memory in {0}")]
+    TooManySamples(String),
+}
+
+/// Engine limits and defaults.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for a sample (default 5m).
+    pub lookback_ms: i64,
+    /// Samples a query may hold at once (default 50,000,000).
+    pub max_samples: usize,
+    /// Wall-clock limit per query (default 2m).
+    pub timeout: Duration,
+    /// Subquery step when `[range:]` omits it (default 1m).
+    pub default_subquery_step_ms: i64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_ms: 300_000,
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+            default_subquery_step_ms: 60_000,
+        }
+    }
+}
+
+/// A query's result with its annotations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueryResult {
+    /// The value (a matrix for range queries).
+    pub value: Value,
+    /// `PromQL warning: ...` texts.
+    pub warnings: Vec<String>,
+    /// `PromQL info: ...` texts.
+    pub infos: Vec<String>,
+}
+
+/// The PromQL engine.
+#[derive(Clone)]
+pub struct Engine {
+    querier: Arc<dyn Querier>,
+    opts: EngineOptions,
+}
+
+impl Engine {
+    /// An engine reading from `querier`.
+    pub fn new(querier: Arc<dyn Querier>, opts: EngineOptions) -> Self {
+        Engine { querier, opts }
+    }
+
+    /// Evaluates `query` at `t_ms`.
+    pub fn instant(&self, query: &str, t_ms: i64) -> Result<QueryResult, PromqlError> {
+        let expr = parse(query)?;
+        eval::run(&*self.querier, &self.opts, &expr, t_ms, t_ms, 0)
+    }
+
+    /// Evaluates `query` from `start` to `end` (inclusive) every `step` (all ms).
+    pub fn range(
+        &self,
+        query: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<QueryResult, PromqlError> {
+        let expr = parse(query)?;
+        eval::run(&*self.querier, &self.opts, &expr, start, end, step)
+    }
+}
+
+#[cfg(test)]
+mod tests;
