@@ -35,6 +35,7 @@ struct Acc {
     mean: f64,
     incremental: bool,
     seen: bool,
+    drop_name: bool,
 }
 
 pub(super) fn eval_aggregate(ev: &Ev<'_>, a: &AggregateExpr, ts: i64) -> R<Value> {
@@ -51,7 +52,7 @@ pub(super) fn eval_aggregate(ev: &Ev<'_>, a: &AggregateExpr, ts: i64) -> R<Value
                 return exec_err(format!("{op}: expected scalar parameter"));
             };
             if k.is_nan() {
-                return exec_err(format!("Parameter value is NaN for {op}"));
+                return exec_err("Parameter value is NaN");
             }
             if k >= 9.223_372_036_854_776e18 || k <= -9.223_372_036_854_776e18 {
                 return exec_err(format!("Scalar value {k} overflows int64"));
@@ -166,14 +167,20 @@ pub(super) fn eval_aggregate(ev: &Ev<'_>, a: &AggregateExpr, ts: i64) -> R<Value
                     }
                 };
                 accumulate(&op, &mut groups[i].1, s.f)?;
+                groups[i].1.drop_name |= s.drop_name;
             }
             let out = groups
                 .into_iter()
-                .map(|(metric, acc)| Sample {
-                    metric,
-                    f: finish(&op, &acc),
-                    t: ts,
-                    drop_name: false,
+                .map(|(metric, acc)| {
+                    // With delayed name removal, groups were formed with names still to be
+                    // dropped; they go now (Prometheus's documented side effect).
+                    let drop_name = acc.drop_name && metric.get(METRIC_NAME).is_some();
+                    Sample {
+                        metric,
+                        f: finish(&op, &acc),
+                        t: ts,
+                        drop_name,
+                    }
                 })
                 .collect();
             Ok(Value::Vector(out))
@@ -182,8 +189,26 @@ pub(super) fn eval_aggregate(ev: &Ev<'_>, a: &AggregateExpr, ts: i64) -> R<Value
 }
 
 fn accumulate(op: &str, a: &mut Acc, f: f64) -> R<()> {
-    let first = !a.seen;
-    a.seen = true;
+    if !a.seen {
+        // The first sample initialises the group, as in Prometheus's aggregation.
+        a.seen = true;
+        a.count = 1.0;
+        a.value = f;
+        a.mean = f;
+        match op {
+            "stddev" | "stdvar" => {
+                a.value = if f.is_nan() || f.is_infinite() {
+                    f64::NAN
+                } else {
+                    0.0
+                }
+            }
+            "group" => a.value = 1.0,
+            "sum" | "avg" | "min" | "max" | "count" => {}
+            _ => return exec_err(format!("aggregation {op:?} is not supported")),
+        }
+        return Ok(());
+    }
     match op {
         "sum" => {
             let (v, c) = kahan_inc(f, a.value, a.kahan);
@@ -218,17 +243,17 @@ fn accumulate(op: &str, a: &mut Acc, f: f64) -> R<()> {
             a.kahan = c;
         }
         "min" => {
-            if first || a.value > f || a.value.is_nan() {
+            if a.value > f || a.value.is_nan() {
                 a.value = f;
             }
         }
         "max" => {
-            if first || a.value < f || a.value.is_nan() {
+            if a.value < f || a.value.is_nan() {
                 a.value = f;
             }
         }
         "count" => a.count += 1.0,
-        "group" => a.value = 1.0,
+        "group" => {}
         "stddev" | "stdvar" => {
             a.count += 1.0;
             let delta = f - a.mean;
@@ -247,7 +272,7 @@ fn finish(op: &str, a: &Acc) -> f64 {
             if a.incremental {
                 a.mean + a.kahan
             } else {
-                (a.value + a.kahan) / a.count
+                a.value / a.count + a.kahan / a.count
             }
         }
         "count" => a.count,

@@ -189,11 +189,6 @@ fn vector_vector(
             (ms.f, os.f)
         };
         let (mut value, keep) = elem(op, l, r)?;
-        if return_bool {
-            value = if keep { 1.0 } else { 0.0 };
-        } else if !keep {
-            continue;
-        }
         // Result labels come from the "many" side (the left one for one-to-one).
         let mut b = ms.metric.builder();
         if matches!(card, VectorMatchCardinality::OneToOne) {
@@ -215,6 +210,8 @@ fn vector_vector(
         }
         let drop_name = !is_comparison(op) || return_bool || ms.drop_name;
         let metric = b.labels();
+        // Uniqueness is checked before filtering, so a comparison that filters all but one
+        // sample still reports ambiguous matching, as Prometheus does.
         let entry = matched.entry(sig).or_default();
         let key = if drop_name {
             metric.without_name()
@@ -231,6 +228,11 @@ fn vector_vector(
             );
         }
         entry.insert(key);
+        if return_bool {
+            value = if keep { 1.0 } else { 0.0 };
+        } else if !keep {
+            continue;
+        }
         out.push(Sample {
             metric,
             f: value,

@@ -27,6 +27,8 @@ pub(super) struct Ev<'a> {
     /// Query start and end, for `@ start()` / `@ end()`.
     pub(super) start: i64,
     pub(super) end: i64,
+    /// Whether this is a range query (some annotations only apply there).
+    is_range: bool,
     cache: RefCell<HashMap<String, Loaded>>,
     deadline: Instant,
     samples: Cell<usize>,
@@ -73,6 +75,7 @@ pub(super) fn run(
         opts,
         start,
         end,
+        is_range: step != 0,
         cache: RefCell::new(HashMap::new()),
         deadline: Instant::now() + opts.timeout,
         samples: Cell::new(0),
@@ -81,6 +84,7 @@ pub(super) fn run(
     };
     let value =
         if step == 0 {
+            ev.samples.set(0);
             match ev.eval(expr, start)? {
                 Value::Vector(v) => Value::Vector(finish_vector(v)?),
                 Value::Matrix(m) => Value::Matrix(finish_matrix(m)?),
@@ -99,6 +103,7 @@ pub(super) fn run(
             let mut t = start;
             while t <= end {
                 ev.check_deadline()?;
+                ev.samples.set(0);
                 match ev.eval(expr, t)? {
                     Value::Scalar(f) => {
                         push_point(&mut series, &mut order, Labels::default(), false, t, f)
@@ -224,6 +229,16 @@ impl<'a> Ev<'a> {
         Ok(())
     }
 
+    /// Sorting a range query's result is pointless; Prometheus says so.
+    pub(super) fn sort_in_range_query(&self) {
+        if self.is_range {
+            self.warn(
+                "sort is ineffective for range queries since results are always ordered by labels"
+                    .into(),
+            );
+        }
+    }
+
     pub(super) fn warn(&self, msg: String) {
         let m = format!("PromQL warning: {msg}");
         let mut w = self.warnings.borrow_mut();
@@ -285,13 +300,15 @@ impl<'a> Ev<'a> {
                 return Ok(data.clone());
             }
         }
+        // Steps move forward, so the first load reaches to the query's end; a selector pinned
+        // with `@` reads one window only.
         let (lo, hi) = match self.cache.borrow().get(&key) {
             Some((lo, hi, _)) => ((*lo).min(mint), (*hi).max(maxt)),
+            None if vs.at.is_some() => (mint, maxt),
             None => (mint, maxt.max(self.end)),
         };
         let matchers = Self::matchers(vs)?;
         let data = self.q.select(&matchers, lo + 1, hi);
-        self.count_samples(data.iter().map(|s| s.samples.len()).sum())?;
         let data = Rc::new(data);
         self.cache.borrow_mut().insert(key, (lo, hi, data.clone()));
         Ok(data)
@@ -335,6 +352,7 @@ impl<'a> Ev<'a> {
                 drop_name: false,
             });
         }
+        self.count_samples(out.len())?;
         Ok(out)
     }
 
@@ -365,6 +383,7 @@ impl<'a> Ev<'a> {
                 drop_name: false,
             });
         }
+        self.count_samples(out.iter().map(|s| s.points.len()).sum())?;
         Ok(out)
     }
 

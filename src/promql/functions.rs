@@ -288,12 +288,12 @@ fn scalar_arg(ev: &Ev<'_>, c: &Call, i: usize, ts: i64) -> R<f64> {
 }
 
 fn string_arg(c: &Call, i: usize) -> R<String> {
-    match arg(c, i)? {
+    let mut e = arg(c, i)?;
+    while let Expr::Paren(p) = e {
+        e = &p.expr;
+    }
+    match e {
         Expr::StringLiteral(s) => Ok(s.val.clone()),
-        Expr::Paren(p) => match &*p.expr {
-            Expr::StringLiteral(s) => Ok(s.val.clone()),
-            _ => exec_err("expected string literal"),
-        },
         _ => exec_err(format!("{}: expected string literal", c.func.name)),
     }
 }
@@ -306,6 +306,19 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
     let name = c.func.name;
     match name {
         "time" => Ok(Value::Scalar(ts as f64 / 1000.0)),
+        "min_of" | "max_of" => {
+            let mut acc: Option<f64> = None;
+            for i in 0..c.args.args.len() {
+                let v = scalar_arg(ev, c, i, ts)?;
+                acc = Some(match acc {
+                    None => v,
+                    Some(a) if a.is_nan() || v.is_nan() => f64::NAN,
+                    Some(a) if name == "min_of" => a.min(v),
+                    Some(a) => a.max(v),
+                });
+            }
+            Ok(Value::Scalar(acc.unwrap_or(f64::NAN)))
+        }
         "pi" => Ok(Value::Scalar(std::f64::consts::PI)),
         "vector" => {
             let f = scalar_arg(ev, c, 0, ts)?;
@@ -454,20 +467,18 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
         }),
         "predict_linear" => {
             let dur = scalar_arg(ev, c, 1, ts)?;
-            let a = arg(c, 0)?;
-            let (_, end) = range_bounds(ev, a, ts);
             over_time(ev, c, ts, 0, false, |p| {
                 if p.len() < 2 {
                     return None;
                 }
-                let (slope, intercept) = linear_regression(p, end);
+                let (slope, intercept) = linear_regression(p, ts);
                 Some(slope * dur + intercept)
             })
         }
         "avg_over_time" => over_time(ev, c, ts, 0, false, |p| {
-            let (mut sum, mut comp, mut mean, mut incremental) = (0.0, 0.0, 0.0, false);
-            let mut count = 0.0;
-            for &(_, f) in p {
+            let (mut sum, mut comp, mut mean, mut incremental) = (p[0].1, 0.0, 0.0, false);
+            let mut count = 1.0;
+            for &(_, f) in &p[1..] {
                 count += 1.0;
                 if !incremental {
                     let (s2, c2) = kahan_inc(f, sum, comp);
@@ -494,7 +505,7 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
             Some(if incremental {
                 mean + comp
             } else {
-                (sum + comp) / count
+                sum / count + comp / count
             })
         }),
         "sum_over_time" => over_time(ev, c, ts, 0, false, |p| {
@@ -573,6 +584,9 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
             })
         }
         "mad_over_time" => over_time(ev, c, ts, 0, false, |p| {
+            if p.iter().any(|x| x.1.is_nan()) {
+                return Some(f64::NAN);
+            }
             let mut vals: Vec<f64> = p.iter().map(|x| x.1).collect();
             let median = quantile(0.5, &mut vals);
             let mut dev: Vec<f64> = vals.iter().map(|v| (v - median).abs()).collect();
@@ -648,6 +662,7 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
             }]))
         }
         "sort" | "sort_desc" => {
+            ev.sort_in_range_query();
             let mut v = ev.eval_vector(arg(c, 0)?, ts)?;
             let desc = name == "sort_desc";
             v.sort_by(|a, b| {
@@ -669,6 +684,7 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
             Ok(Value::Vector(v))
         }
         "sort_by_label" | "sort_by_label_desc" => {
+            ev.sort_in_range_query();
             let mut v = ev.eval_vector(arg(c, 0)?, ts)?;
             let labels: Vec<String> = (1..c.args.args.len())
                 .map(|i| string_arg(c, i))
@@ -703,7 +719,7 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
                     "invalid regular expression in label_replace(): {re}"
                 ))
             })?;
-            if dst.is_empty() {
+            if dst.is_empty() || dst.contains('\u{fffd}') {
                 return exec_err(format!(
                     "invalid destination label name in label_replace(): {dst}"
                 ));
@@ -749,6 +765,37 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
             }
             Ok(Value::Vector(out))
         }
+        "histogram_fraction" => {
+            let lower = scalar_arg(ev, c, 0, ts)?;
+            let upper = scalar_arg(ev, c, 1, ts)?;
+            let v = ev.eval_vector(arg(c, 2)?, ts)?;
+            Ok(Value::Vector(super::histogram::classic_fraction(
+                ev, lower, upper, v, ts,
+            )))
+        }
+        "histogram_quantiles" => {
+            let v = ev.eval_vector(arg(c, 0)?, ts)?;
+            let label = string_arg(c, 1)?;
+            if v.iter().any(|s| s.metric.get(&label).is_some()) {
+                return exec_err(format!(
+                    "label {label:?} already exists in the input of histogram_quantiles"
+                ));
+            }
+            let mut out = Vec::new();
+            for i in 2..c.args.args.len() {
+                let q = scalar_arg(ev, c, i, ts)?;
+                for mut s in super::histogram::classic_quantile(ev, q, v.clone(), ts) {
+                    let mut b = s.metric.builder();
+                    b.set(
+                        label.clone(),
+                        crate::model::exposition::format_openmetrics_float(q),
+                    );
+                    s.metric = b.labels();
+                    out.push(s);
+                }
+            }
+            Ok(Value::Vector(out))
+        }
         "histogram_quantile" => {
             let q = scalar_arg(ev, c, 0, ts)?;
             let v = ev.eval_vector(arg(c, 1)?, ts)?;
@@ -767,19 +814,20 @@ fn absent_labels(e: &Expr) -> Labels {
         Expr::MatrixSelector(m) => &m.vs,
         _ => return Labels::default(),
     };
+    // A label with an equality matcher is reported, unless another matcher names it too.
     let mut pairs: Vec<(String, String)> = Vec::new();
-    let mut dup = std::collections::HashSet::new();
+    let mut seen = std::collections::HashSet::new();
     for m in &vs.matchers.matchers {
         if m.name == METRIC_NAME {
             continue;
         }
-        if let promql_parser::label::MatchOp::Equal = m.op {
-            if !dup.insert(m.name.clone()) {
-                pairs.retain(|(n, _)| n != &m.name);
-                continue;
-            }
+        let equal = matches!(m.op, promql_parser::label::MatchOp::Equal);
+        if equal && !seen.contains(&m.name) {
             pairs.push((m.name.clone(), m.value.clone()));
+        } else {
+            pairs.retain(|(n, _)| n != &m.name);
         }
+        seen.insert(m.name.clone());
     }
     Labels::from_pairs(pairs)
 }

@@ -88,17 +88,83 @@ pub(super) fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool)
     (start + (end - start) * (rank / count), forced)
 }
 
-/// Output labels, metric name (for annotations) and (upper bound, count) buckets.
-type Group = (Labels, String, Vec<(f64, f64)>);
-
-/// Evaluates `histogram_quantile(q, v)` for classic buckets.
-pub(super) fn classic_quantile(ev: &Ev<'_>, q: f64, v: Vec<Sample>, ts: i64) -> Vec<Sample> {
-    if !(0.0..=1.0).contains(&q) {
-        ev.warn(format!(
-            "quantile value should be between 0 and 1, got {}",
-            go_f(q)
-        ));
+/// Prometheus's `BucketFraction`: the share of observations between `lower` and `upper`,
+/// interpolating linearly inside buckets.
+pub(super) fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [(f64, f64)]) -> f64 {
+    if buckets.is_empty() {
+        return f64::NAN;
     }
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    if buckets[buckets.len() - 1].0 != f64::INFINITY {
+        return f64::NAN;
+    }
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for &(ub, c) in buckets.iter() {
+        match merged.last_mut() {
+            Some(last) if last.0 == ub => last.1 += c,
+            _ => merged.push((ub, c)),
+        }
+    }
+    let count = merged[merged.len() - 1].1;
+    if count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
+    let (mut lower_set, mut upper_set) = (false, false);
+    // Positive-only buckets start at 0; otherwise the first bucket reaches down to -Inf.
+    let mut lower_bound = if merged[0].0 <= 0.0 {
+        f64::NEG_INFINITY
+    } else {
+        0.0
+    };
+    for (i, &(upper_bound, bcount)) in merged.iter().enumerate() {
+        if i > 0 {
+            lower_bound = merged[i - 1].0;
+        }
+        let interpolate = |v: f64| {
+            if lower_bound == f64::NEG_INFINITY {
+                return bcount;
+            }
+            rank + (bcount - rank) * (v - lower_bound) / (upper_bound - lower_bound)
+        };
+        if !lower_set && lower_bound >= lower {
+            lower_rank = rank;
+            lower_set = true;
+        }
+        if !upper_set && lower_bound >= upper {
+            upper_rank = rank;
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        if !lower_set && lower_bound < lower && upper_bound > lower {
+            lower_rank = interpolate(lower);
+            lower_set = true;
+        }
+        if !upper_set && lower_bound < upper && upper_bound > upper {
+            upper_rank = interpolate(upper);
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        rank = bcount;
+    }
+    if !lower_set || lower_rank > count {
+        lower_rank = count;
+    }
+    if !upper_set || upper_rank > count {
+        upper_rank = count;
+    }
+    (upper_rank - lower_rank) / count
+}
+
+/// Groups bucket samples by their labels without `le` and `__name__`.
+fn group_buckets(ev: &Ev<'_>, v: Vec<Sample>) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     for s in v {
@@ -122,6 +188,40 @@ pub(super) fn classic_quantile(ev: &Ev<'_>, q: f64, v: Vec<Sample>, ts: i64) -> 
             }
         }
     }
+    groups
+}
+
+/// Evaluates `histogram_fraction(lower, upper, v)` for classic buckets.
+pub(super) fn classic_fraction(
+    ev: &Ev<'_>,
+    lower: f64,
+    upper: f64,
+    v: Vec<Sample>,
+    ts: i64,
+) -> Vec<Sample> {
+    group_buckets(ev, v)
+        .into_iter()
+        .map(|(metric, _, mut buckets)| Sample {
+            metric,
+            f: bucket_fraction(lower, upper, &mut buckets),
+            t: ts,
+            drop_name: false,
+        })
+        .collect()
+}
+
+/// Output labels, metric name (for annotations) and (upper bound, count) buckets.
+type Group = (Labels, String, Vec<(f64, f64)>);
+
+/// Evaluates `histogram_quantile(q, v)` for classic buckets.
+pub(super) fn classic_quantile(ev: &Ev<'_>, q: f64, v: Vec<Sample>, ts: i64) -> Vec<Sample> {
+    if !(0.0..=1.0).contains(&q) {
+        ev.warn(format!(
+            "quantile value should be between 0 and 1, got {}",
+            go_f(q)
+        ));
+    }
+    let groups = group_buckets(ev, v);
     let mut out = Vec::new();
     for (metric, name, mut buckets) in groups {
         let (f, forced) = bucket_quantile(q, &mut buckets);
