@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use appliance::model::Labels;
 use appliance::promql::testlang::{almost_equal, parse_script, Command, Eval, EvalKind, Expect};
+
 use appliance::promql::{Engine, EngineOptions, QueryResult, Value};
 use appliance::storage::{Appendable, Head, HeadOptions};
 
@@ -229,7 +230,112 @@ fn check_as_range(eng: &Engine, e: &Eval, t: i64) -> Result<(), String> {
     check_vector(&plain, &got).map_err(|err| format!("as range query: {err}"))
 }
 
+/// Adds `@ t` to every selector and subquery that has none (not inside one that has), as the
+/// upstream harness does for its @-invariance check.
+fn add_at(e: &mut promql_parser::parser::Expr, at: &promql_parser::parser::AtModifier) {
+    use promql_parser::parser::Expr as E;
+    match e {
+        E::VectorSelector(vs) => {
+            if vs.at.is_none() {
+                vs.at = Some(at.clone());
+            }
+        }
+        E::MatrixSelector(m) => {
+            if m.vs.at.is_none() {
+                m.vs.at = Some(at.clone());
+            }
+        }
+        E::Subquery(sq) => {
+            // Pre-order, as upstream: the subquery gets the @ and what is inside it is then
+            // "inside a subquery that already has @", so it is left alone.
+            if sq.at.is_none() {
+                sq.at = Some(at.clone());
+            }
+        }
+        E::Aggregate(a) => {
+            add_at(&mut a.expr, at);
+            if let Some(p) = a.param.as_mut() {
+                add_at(p, at);
+            }
+        }
+        E::Unary(u) => add_at(&mut u.expr, at),
+        E::Binary(b) => {
+            add_at(&mut b.lhs, at);
+            add_at(&mut b.rhs, at);
+        }
+        E::Paren(p) => add_at(&mut p.expr, at),
+        E::Call(c) => {
+            for a in c.args.args.iter_mut() {
+                add_at(a, at);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn at_modifier(ms: i64) -> promql_parser::parser::AtModifier {
+    let t = if ms >= 0 {
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64)
+    } else {
+        std::time::UNIX_EPOCH - std::time::Duration::from_millis((-ms) as u64)
+    };
+    promql_parser::parser::AtModifier::At(t)
+}
+
+/// Upstream's @-invariance check: with `@ t` on every selector, evaluating at other times
+/// must give the same result.
+fn check_at_invariance(eng: &Engine, e: &Eval, t: i64) -> Result<(), String> {
+    const TIME_FNS: [&str; 15] = [
+        "time(",
+        "timestamp(",
+        "day_of_month(",
+        "day_of_week(",
+        "day_of_year(",
+        "days_in_month(",
+        "hour(",
+        "minute(",
+        "month(",
+        "year(",
+        "predict_linear(",
+        "start(",
+        "end(",
+        "range(",
+        "step(",
+    ];
+    if TIME_FNS.iter().any(|f| e.expr.contains(f)) {
+        return Ok(());
+    }
+    let Ok(mut expr) = promql_parser::parser::parse(&e.expr) else {
+        return Ok(());
+    };
+    add_at(&mut expr, &at_modifier(t));
+    let text = expr.to_string();
+    let times: Vec<i64> = if t == 0 {
+        vec![-1000, 0, 1000]
+    } else {
+        vec![-10 * t, 0, t / 5, t, 10 * t]
+    };
+    for at in times {
+        let mut probe = e.clone();
+        probe.expr = text.clone();
+        probe.kind = Some(EvalKind::Instant(at));
+        run_eval_once(eng, &probe)
+            .map_err(|err| format!("with @ {t}ms, evaluated at {at}ms ({text}): {err}"))?;
+    }
+    Ok(())
+}
+
 fn run_eval(eng: &Engine, e: &Eval) -> Result<(), String> {
+    run_eval_once(eng, e)?;
+    if let (Some(EvalKind::Instant(t)), None) = (e.kind.clone(), &e.fail) {
+        if !e.ordered && e.range_vector.is_none() && e.string.is_none() {
+            check_at_invariance(eng, e, t)?;
+        }
+    }
+    Ok(())
+}
+
+fn run_eval_once(eng: &Engine, e: &Eval) -> Result<(), String> {
     let (res, range) = match e.kind {
         Some(EvalKind::Instant(t)) => {
             let t = e.range_vector.map(|(_, b, _)| b).unwrap_or(t);
