@@ -235,23 +235,11 @@ fn check_as_range(eng: &Engine, e: &Eval, t: i64) -> Result<(), String> {
 fn add_at(e: &mut promql_parser::parser::Expr, at: &promql_parser::parser::AtModifier) {
     use promql_parser::parser::Expr as E;
     match e {
-        E::VectorSelector(vs) => {
-            if vs.at.is_none() {
-                vs.at = Some(at.clone());
-            }
-        }
-        E::MatrixSelector(m) => {
-            if m.vs.at.is_none() {
-                m.vs.at = Some(at.clone());
-            }
-        }
-        E::Subquery(sq) => {
-            // Pre-order, as upstream: the subquery gets the @ and what is inside it is then
-            // "inside a subquery that already has @", so it is left alone.
-            if sq.at.is_none() {
-                sq.at = Some(at.clone());
-            }
-        }
+        E::VectorSelector(vs) if vs.at.is_none() => vs.at = Some(at.clone()),
+        E::MatrixSelector(m) if m.vs.at.is_none() => m.vs.at = Some(at.clone()),
+        // Pre-order, as upstream: the subquery gets the @ and what is inside it is then "inside a
+        // subquery that already has @", so it is left alone.
+        E::Subquery(sq) if sq.at.is_none() => sq.at = Some(at.clone()),
         E::Aggregate(a) => {
             add_at(&mut a.expr, at);
             if let Some(p) = a.param.as_mut() {
