@@ -230,6 +230,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let router = http::router(http::Deps {
         querier: Arc::new(head.clone()),
+        engine: Arc::new(crate::promql::Engine::new(
+            Arc::new(head.clone()),
+            crate::promql::EngineOptions::default(),
+        )),
         targets: rt.clone(),
         status: rt.clone(),
         reloader: rt.clone(),

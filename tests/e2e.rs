@@ -219,3 +219,55 @@ fn api_errors_match_prometheus() {
         assert!(v["warnings"].is_null() || v["warnings"][0] == "results truncated due to limit");
     }
 }
+
+#[test]
+fn query_api_answers_like_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _app = appliance(dir.path(), None, &addr);
+    wait_ready(&addr);
+    let v = get_json(&addr, "/api/v1/query?query=up");
+    assert_eq!(v["status"], "success", "{v}");
+    assert_eq!(v["data"]["resultType"], "vector");
+    assert_eq!(v["data"]["result"][0]["metric"]["job"], "appliance");
+    assert_eq!(v["data"]["result"][0]["value"][1], "1");
+    let v = get_json(&addr, "/api/v1/query?query=1%2B1&time=1700000000.5");
+    assert_eq!(v["data"]["resultType"], "scalar");
+    assert_eq!(v["data"]["result"][1], "2");
+    assert_eq!(v["data"]["result"][0].as_f64(), Some(1_700_000_000.5));
+    let now = chrono::Utc::now().timestamp();
+    let v = get_json(
+        &addr,
+        &format!(
+            "/api/v1/query_range?query=up&start={}&end={}&step=1",
+            now - 10,
+            now + 1
+        ),
+    );
+    assert_eq!(v["data"]["resultType"], "matrix", "{v}");
+    assert!(!v["data"]["result"][0]["values"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let (code, body) = get(&addr, "/api/v1/query?query=sum(").unwrap();
+    assert_eq!(code, 400, "{body}");
+    let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(e["errorType"], "bad_data");
+    let (code, body) = get(
+        &addr,
+        "/api/v1/query_range?query=up&start=0&end=100000&step=1",
+    )
+    .unwrap();
+    assert_eq!(code, 400);
+    assert!(
+        body.contains("exceeded maximum resolution of 11,000 points per timeseries"),
+        "{body}"
+    );
+    let (code, body) = request(&addr, "POST", "/api/v1/query", "query=rate(up%5B5m%5D)").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let v = get_json(
+        &addr,
+        "/api/v1/format_query?query=sum(rate(up%5B5m%5D))by(job)",
+    );
+    assert_eq!(v["data"], "sum by (job) (rate(up[5m]))");
+}

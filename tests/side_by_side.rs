@@ -197,6 +197,48 @@ fn same_answers_as_prometheus_for_node_exporter() {
         assert_eq!(am[key], pm[key], "metadata: {key}");
     }
 
+    // Instant queries whose answers do not depend on when each side scraped.
+    // A moment ahead, so both sides' latest scrapes are inside the lookback window.
+    let now = chrono::Utc::now().timestamp() + 2;
+    for q in [
+        "up",
+        "sum by (job) (up)",
+        "count by (mode) (node_cpu_seconds_total)",
+        "count by (__name__) ({job=\"node\", __name__=~\"node_cpu.*\"})",
+        "label_replace(up, \"port\", \"$1\", \"instance\", \".*:(.*)\")",
+        "up == 0",
+        "count(up) > bool 3",
+        "scrape_samples_scraped{job!=\"node\"}",
+        "scrape_samples_post_metric_relabeling{job!=\"node\"}",
+        "absent(nope{job=\"x\"})",
+        "vector(1) + on() group_left count(up)",
+    ] {
+        let enc: String = q
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let path = format!("/api/v1/query?time={now}&query={enc}");
+        let p = get_json(&paddr, &path);
+        let a = get_json(&aaddr, &path);
+        assert_eq!(a["status"], "success", "{q}: {a}");
+        assert_eq!(a["data"]["resultType"], p["data"]["resultType"], "{q}");
+        let norm = |v: &Value| -> BTreeSet<String> {
+            v["data"]["result"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| format!("{} {}", r["metric"], r["value"][1]))
+                .collect()
+        };
+        assert_eq!(norm(&a), norm(&p), "{q}");
+    }
+
     for path in [
         "/api/v1/series",
         "/api/v1/series?match[]=up&start=foo",

@@ -15,6 +15,9 @@ use crate::model::{Labels, MatchOp, Matcher};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
+        .route("/api/v1/query", get(query).post(query))
+        .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/api/v1/format_query", get(format_query).post(format_query))
         .route("/api/v1/series", get(series).post(series))
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
@@ -32,6 +35,8 @@ pub(super) fn routes() -> Router<AppState> {
 enum ErrorType {
     BadData,
     NotFound,
+    Execution,
+    Timeout,
 }
 
 struct ApiError(ErrorType, String);
@@ -41,6 +46,8 @@ impl IntoResponse for ApiError {
         let (code, kind) = match self.0 {
             ErrorType::BadData => (StatusCode::BAD_REQUEST, "bad_data"),
             ErrorType::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ErrorType::Execution => (StatusCode::UNPROCESSABLE_ENTITY, "execution"),
+            ErrorType::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
         };
         (
             code,
@@ -119,6 +126,164 @@ impl Params {
             },
         }
     }
+}
+
+/// Prometheus's limit on points per series in a range query.
+const MAX_POINTS: i64 = 11_000;
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Go's `FormatFloat(f, 'f', -1, 64)` with Prometheus's spellings for the specials.
+fn value_string(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f == f64::INFINITY {
+        "+Inf".into()
+    } else if f == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{f}")
+    }
+}
+
+/// A timestamp as Prometheus writes it in results: seconds, up to millisecond precision.
+fn time_json(ms: i64) -> Value {
+    let secs = ms as f64 / 1000.0;
+    serde_json::Number::from_f64(secs)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
+fn point(t: i64, f: f64) -> Value {
+    json!([time_json(t), value_string(f)])
+}
+
+fn promql_error(e: crate::promql::PromqlError) -> ApiError {
+    use crate::promql::PromqlError as E;
+    match e {
+        E::Parse(m) => bad(format!("invalid parameter \"query\": {m}")),
+        E::Timeout(_) => ApiError(ErrorType::Timeout, e.to_string()),
+        E::Execution(_) | E::TooManySamples(_) => ApiError(ErrorType::Execution, e.to_string()),
+    }
+}
+
+fn result_json(r: crate::promql::QueryResult, t: i64) -> Response {
+    use crate::promql::Value as V;
+    let data = match r.value {
+        V::Scalar(f) => json!({"resultType": "scalar", "result": point(t, f)}),
+        V::String(s) => json!({"resultType": "string", "result": [time_json(t), s]}),
+        V::Vector(v) => json!({
+            "resultType": "vector",
+            "result": v.iter().map(|s| json!({"metric": labels_json(&s.metric), "value": point(t, s.f)})).collect::<Vec<_>>(),
+        }),
+        V::Matrix(m) => json!({
+            "resultType": "matrix",
+            "result": m.iter().map(|s| json!({"metric": labels_json(&s.metric), "values": s.points.iter().map(|(t, f)| point(*t, *f)).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+        }),
+    };
+    let mut body = json!({"status": "success", "data": data});
+    if !r.warnings.is_empty() {
+        body["warnings"] = json!(r.warnings);
+    }
+    if !r.infos.is_empty() {
+        body["infos"] = json!(r.infos);
+    }
+    axum::Json(body).into_response()
+}
+
+/// Parses a step or timeout: float seconds or a Prometheus duration.
+fn parse_duration_param(name: &str, s: &str) -> Result<i64, ApiError> {
+    if let Ok(f) = s.parse::<f64>() {
+        let ms = f * 1000.0;
+        if ms.is_finite() && ms.abs() < i64::MAX as f64 {
+            return Ok(ms.round() as i64);
+        }
+        return Err(bad(format!("invalid parameter {name:?}: cannot parse {s:?} to a valid duration. It overflows int64")));
+    }
+    crate::model::time::Duration::parse(s)
+        .map(|d| d.as_millis())
+        .map_err(|_| {
+            bad(format!(
+                "invalid parameter {name:?}: cannot parse {s:?} to a valid duration"
+            ))
+        })
+}
+
+fn query_text(p: &Params) -> Result<String, ApiError> {
+    match p.get("query") {
+        Some(q) => Ok(q.to_string()),
+        None => Err(bad("invalid parameter \"query\": unknown position: parse error: no expression found in input")),
+    }
+}
+
+async fn query(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let p = Params::new(q, &body);
+    let t = p.time("time", now_ms())?;
+    let text = query_text(&p)?;
+    if let Some(to) = p.get("timeout") {
+        parse_duration_param("timeout", to)?;
+    }
+    let engine = st.deps.engine.clone();
+    let r = tokio::task::spawn_blocking(move || engine.instant(&text, t))
+        .await
+        .map_err(|e| ApiError(ErrorType::Execution, e.to_string()))?
+        .map_err(promql_error)?;
+    Ok(result_json(r, t))
+}
+
+async fn query_range(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let p = Params::new(q, &body);
+    let start = match p.get("start") {
+        Some(s) => parse_api_time(s).map_err(|e| bad(format!("invalid parameter \"start\": Invalid time value for 'start': {e}")))?,
+        None => return Err(bad("invalid parameter \"start\": Invalid time value for 'start': cannot parse \"\" to a valid timestamp")),
+    };
+    let end = match p.get("end") {
+        Some(s) => parse_api_time(s).map_err(|e| bad(format!("invalid parameter \"end\": Invalid time value for 'end': {e}")))?,
+        None => return Err(bad("invalid parameter \"end\": Invalid time value for 'end': cannot parse \"\" to a valid timestamp")),
+    };
+    if end < start {
+        return Err(bad(
+            "invalid parameter \"end\": end timestamp must not be before start time",
+        ));
+    }
+    let step = match p.get("step") {
+        Some(s) => parse_duration_param("step", s)?,
+        None => {
+            return Err(bad(
+                "invalid parameter \"step\": cannot parse \"\" to a valid duration",
+            ))
+        }
+    };
+    if step <= 0 {
+        return Err(bad("invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer"));
+    }
+    if (end - start) / step > MAX_POINTS {
+        return Err(bad("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"));
+    }
+    let text = query_text(&p)?;
+    let engine = st.deps.engine.clone();
+    let r = tokio::task::spawn_blocking(move || engine.range(&text, start, end, step))
+        .await
+        .map_err(|e| ApiError(ErrorType::Execution, e.to_string()))?
+        .map_err(promql_error)?;
+    Ok(result_json(r, start))
+}
+
+async fn format_query(RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+    let p = Params::new(q, &body);
+    let text = query_text(&p)?;
+    let expr = crate::promql::parse(&text).map_err(promql_error)?;
+    Ok(ok(json!(expr.prettify()), Vec::new()))
 }
 
 /// Parses a series selector with the PromQL parser into our matchers.

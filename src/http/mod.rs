@@ -90,11 +90,50 @@ pub trait Reloader: Send + Sync {
     fn reload(&self) -> Result<(), String>;
 }
 
+/// PromQL evaluation, as the query endpoints need it.
+pub trait QueryEngine: Send + Sync {
+    /// Instant query at `t_ms`.
+    fn instant(
+        &self,
+        q: &str,
+        t_ms: i64,
+    ) -> Result<crate::promql::QueryResult, crate::promql::PromqlError>;
+    /// Range query.
+    fn range(
+        &self,
+        q: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<crate::promql::QueryResult, crate::promql::PromqlError>;
+}
+
+impl QueryEngine for crate::promql::Engine {
+    fn instant(
+        &self,
+        q: &str,
+        t_ms: i64,
+    ) -> Result<crate::promql::QueryResult, crate::promql::PromqlError> {
+        crate::promql::Engine::instant(self, q, t_ms)
+    }
+    fn range(
+        &self,
+        q: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<crate::promql::QueryResult, crate::promql::PromqlError> {
+        crate::promql::Engine::range(self, q, start, end, step)
+    }
+}
+
 /// What the server needs.
 #[derive(Clone)]
 pub struct Deps {
     /// Stored series.
     pub querier: Arc<dyn Querier>,
+    /// PromQL.
+    pub engine: Arc<dyn QueryEngine>,
     /// Targets.
     pub targets: Arc<dyn TargetsSource>,
     /// Status facts.

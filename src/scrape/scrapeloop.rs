@@ -546,10 +546,11 @@ fn append_body(
     body: &[u8],
     format: Format,
     t: i64,
-) -> Result<Appended, Fail> {
+) -> (Appended, Option<Fail>) {
     let cfg = &ctx.job.config;
     let sample_limit = cfg.sample_limit.unwrap_or(0);
     let iter = st.iter;
+    let mut over_limit = false;
     let mut out = Appended {
         scraped: 0,
         post_relabel: 0,
@@ -571,7 +572,10 @@ fn append_body(
         meta.len() - 1
     };
     for e in Parser::new(body, format, ParserOptions::default()) {
-        let e = e.map_err(|e| Fail::Parse(e.to_string()))?;
+        let e = match e {
+            Ok(e) => e,
+            Err(e) => return (out, Some(Fail::Parse(e.to_string()))),
+        };
         let s = match e {
             Entry::Help { name, text } => {
                 let i = meta_for(&mut meta, &name);
@@ -592,7 +596,10 @@ fn append_body(
         };
         out.scraped += 1;
         if !st.cache.contains_key(s.series) {
-            let entry = new_entry(ctx, &s)?;
+            let entry = match new_entry(ctx, &s) {
+                Ok(e) => e,
+                Err(f) => return (out, Some(f)),
+            };
             st.cache.insert(s.series.to_vec(), entry);
         }
         let Some(CacheEntry {
@@ -606,8 +613,13 @@ fn append_body(
             continue;
         };
         out.post_relabel += 1;
+        // Like Prometheus, keep counting past the sample limit so the report shows how many
+        // samples the target really has; nothing of this scrape is stored.
         if sample_limit > 0 && out.post_relabel > sample_limit {
-            return Err(Fail::SampleLimit);
+            over_limit = true;
+        }
+        if over_limit {
+            continue;
         }
         let ts = match s.timestamp_ms {
             Some(ts) if cfg.honor_timestamps => ts,
@@ -618,7 +630,7 @@ fn append_body(
         append_any(app, labels, sref, ts, s.value);
     }
     out.metadata = meta;
-    Ok(out)
+    (out, over_limit.then_some(Fail::SampleLimit))
 }
 
 async fn scrape_once(ctx: &LoopCtx) {
@@ -629,12 +641,18 @@ async fn scrape_once(ctx: &LoopCtx) {
     st.iter += 1;
     let iter = st.iter;
     let mut app = ctx.storage.appender();
-    let result = match fetched {
-        Ok((body, format)) => append_body(ctx, &mut st, &mut *app, &body, format, t),
-        Err(e) => Err(e),
+    let (result, counts) = match fetched {
+        Ok((body, format)) => {
+            let (a, fail) = append_body(ctx, &mut st, &mut *app, &body, format, t);
+            let counts = (a.scraped, a.post_relabel);
+            (fail.map_or(Ok(a), Err), counts)
+        }
+        Err(e) => (Err(e), (0, 0)),
     };
-    let (scraped, post, err, metadata) = match result {
-        Ok(a) => (a.scraped, a.post_relabel, None, Some(a.metadata)),
+    // A failed scrape still reports how many samples it saw before failing, as Prometheus.
+    let (scraped, post) = counts;
+    let (err, metadata) = match result {
+        Ok(a) => (None, Some(a.metadata)),
         Err(e) => {
             // Nothing of a failed scrape is kept; like Prometheus, it counts as an empty one
             // so every series of the previous scrape is marked stale.
@@ -645,7 +663,7 @@ async fn scrape_once(ctx: &LoopCtx) {
                 Fail::BodySize => ctx.metrics.body_limit.inc(),
                 _ => 0,
             };
-            (0, 0, Some(e.to_string()), None)
+            (Some(e.to_string()), None)
         }
     };
     st.mark_vanished(&mut *app, t, if err.is_none() { iter } else { 0 });
