@@ -126,6 +126,14 @@ async fn limits_and_bad_pages_give_up_zero_and_keep_stored_data() {
         })
         .await;
         assert_eq!(last(&head, "up"), Some(0.0));
+        if want == "sample limit exceeded" {
+            // Prometheus reports what the target had even when the scrape is refused.
+            assert_eq!(last(&head, "scrape_samples_scraped"), Some(4.0));
+            assert_eq!(
+                last(&head, "scrape_samples_post_metric_relabeling"),
+                Some(4.0)
+            );
+        }
         // The failed scrape marked the previous series stale but kept their history.
         let a = head.select(&[m("__name__", "a")], i64::MIN, i64::MAX);
         assert!(a[0].samples.len() >= stored_before);
