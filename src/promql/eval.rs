@@ -265,26 +265,7 @@ impl<'a> Ev<'a> {
     }
 
     fn matchers(vs: &VectorSelector) -> R<Vec<Matcher>> {
-        let mut out = Vec::new();
-        if let Some(n) = &vs.name {
-            out.push(
-                Matcher::new(MatchOp::Equal, METRIC_NAME, n.clone())
-                    .map_err(|e| PromqlError::Execution(e.to_string()))?,
-            );
-        }
-        for m in &vs.matchers.matchers {
-            let op = match m.op {
-                PMatchOp::Equal => MatchOp::Equal,
-                PMatchOp::NotEqual => MatchOp::NotEqual,
-                PMatchOp::Re(_) => MatchOp::Regex,
-                PMatchOp::NotRe(_) => MatchOp::NotRegex,
-            };
-            out.push(
-                Matcher::new(op, m.name.clone(), m.value.clone())
-                    .map_err(|e| PromqlError::Execution(e.to_string()))?,
-            );
-        }
-        Ok(out)
+        selector_matchers(vs)
     }
 
     /// Stored series matching `vs` with samples covering `(mint, maxt]`.
@@ -517,4 +498,28 @@ fn push_series_point(
             );
         }
     }
+}
+
+/// The matchers of a selector (its name as a `__name__` equality matcher).
+pub(super) fn selector_matchers(vs: &VectorSelector) -> R<Vec<Matcher>> {
+    let mut out = Vec::new();
+    if let Some(n) = &vs.name {
+        out.push(
+            Matcher::new(MatchOp::Equal, METRIC_NAME, n.clone())
+                .map_err(|e| PromqlError::Execution(e.to_string()))?,
+        );
+    }
+    for m in &vs.matchers.matchers {
+        let op = match m.op {
+            PMatchOp::Equal => MatchOp::Equal,
+            PMatchOp::NotEqual => MatchOp::NotEqual,
+            PMatchOp::Re(_) => MatchOp::Regex,
+            PMatchOp::NotRe(_) => MatchOp::NotRegex,
+        };
+        out.push(
+            Matcher::new(op, m.name.clone(), m.value.clone())
+                .map_err(|e| PromqlError::Execution(e.to_string()))?,
+        );
+    }
+    Ok(out)
 }

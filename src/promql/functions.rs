@@ -765,6 +765,7 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
             }
             Ok(Value::Vector(out))
         }
+        "info" => info(ev, c, ts),
         "histogram_fraction" => {
             let lower = scalar_arg(ev, c, 0, ts)?;
             let upper = scalar_arg(ev, c, 1, ts)?;
@@ -805,6 +806,164 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
         }
         other => exec_err(format!("function {other:?} is not supported yet")),
     }
+}
+
+/// Labels that tie a series to its info series (`target_info` and friends).
+const IDENTIFYING: [&str; 2] = ["instance", "job"];
+
+fn quote_promql(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The experimental `info(v, [selector])`: adds data labels of matching info series.
+fn info(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
+    use crate::model::{MatchOp, Matcher};
+    let base = ev.eval_vector(arg(c, 0)?, ts)?;
+    let (mut name_ms, mut data_ms) = (Vec::new(), Vec::new());
+    if let Some(sel) = c.args.args.get(1) {
+        let Expr::VectorSelector(vs) = &**sel else {
+            return exec_err("info: expected a label selector as second argument");
+        };
+        for m in super::eval::selector_matchers(vs)? {
+            if m.name == METRIC_NAME {
+                name_ms.push(m);
+            } else {
+                data_ms.push(m);
+            }
+        }
+    }
+    let target_info = Matcher::new(MatchOp::Equal, METRIC_NAME, "target_info")
+        .map_err(|e| super::PromqlError::Execution(e.to_string()))?;
+    // Which series count as info series (returned as they are, never enriched): those
+    // matching every name matcher when at least one is positive; `target_info` when the
+    // selector names none. With only negative name matchers, info series are the `*_info`
+    // ones the negations leave.
+    let has_positive = name_ms
+        .iter()
+        .any(|m| matches!(m.op, MatchOp::Equal | MatchOp::Regex));
+    let ignore_ms: Vec<Matcher> = if name_ms.is_empty() {
+        vec![target_info.clone()]
+    } else if has_positive {
+        name_ms.clone()
+    } else {
+        Vec::new()
+    };
+    if name_ms.is_empty() {
+        name_ms.push(target_info);
+    } else if !has_positive {
+        name_ms.push(
+            Matcher::new(MatchOp::Regex, METRIC_NAME, ".+_info")
+                .map_err(|e| super::PromqlError::Execution(e.to_string()))?,
+        );
+    }
+    let is_info =
+        |l: &Labels| !ignore_ms.is_empty() && ignore_ms.iter().all(|m| m.matches(l.metric_name()));
+    let mut id_values: Vec<(&str, std::collections::BTreeSet<String>)> = IDENTIFYING
+        .iter()
+        .map(|n| (*n, Default::default()))
+        .collect();
+    for s in base.iter().filter(|s| !is_info(&s.metric)) {
+        for (n, set) in id_values.iter_mut() {
+            if let Some(v) = s.metric.get(n) {
+                set.insert(v.to_string());
+            }
+        }
+    }
+    let mut info_series: Vec<Sample> = Vec::new();
+    if id_values.iter().any(|(_, v)| !v.is_empty()) {
+        let mut parts: Vec<String> = Vec::new();
+        for (n, vals) in &id_values {
+            if !vals.is_empty() {
+                let re = vals
+                    .iter()
+                    .map(|v| regex::escape(v))
+                    .collect::<Vec<_>>()
+                    .join("|");
+                parts.push(format!("{n}=~{}", quote_promql(&re)));
+            }
+        }
+        for m in name_ms.iter().chain(&data_ms) {
+            let op = match m.op {
+                MatchOp::Equal => "=",
+                MatchOp::NotEqual => "!=",
+                MatchOp::Regex => "=~",
+                MatchOp::NotRegex => "!~",
+            };
+            parts.push(format!("{}{op}{}", m.name, quote_promql(&m.value)));
+        }
+        let sel = format!("{{{}}}", parts.join(","));
+        if let Ok(Expr::VectorSelector(vs)) = promql_parser::parser::parse(&sel) {
+            info_series = ev.eval_vector_selector(&vs, ts)?;
+        }
+    }
+    // Per (info metric name, identifying labels) keep the series with the newest sample.
+    let sig = |name: &str, l: &Labels| -> String {
+        let mut s = name.to_string();
+        for n in IDENTIFYING {
+            s.push('\u{0}');
+            s.push_str(l.get(n).unwrap_or(""));
+        }
+        s
+    };
+    let mut by_sig: std::collections::HashMap<String, &Sample> = std::collections::HashMap::new();
+    let mut names: Vec<String> = Vec::new();
+    for s in &info_series {
+        let name = s.metric.metric_name().to_string();
+        if !names.contains(&name) {
+            names.push(name.clone());
+        }
+        let k = sig(&name, &s.metric);
+        match by_sig.get(&k) {
+            Some(prev) if prev.t >= s.t => {}
+            _ => {
+                by_sig.insert(k, s);
+            }
+        }
+    }
+    names.sort();
+    let mut out = Vec::with_capacity(base.len());
+    for b in base {
+        if is_info(&b.metric) {
+            out.push(b);
+            continue;
+        }
+        let mut lb = b.metric.builder();
+        let mut added: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        let mut matched = false;
+        for name in &names {
+            let Some(is) = by_sig.get(&sig(name, &b.metric)) else {
+                continue;
+            };
+            matched = true;
+            for l in is.metric.iter() {
+                if l.name == METRIC_NAME || IDENTIFYING.contains(&l.name.as_str()) {
+                    continue;
+                }
+                if !data_ms.is_empty() && !data_ms.iter().any(|m| m.name == l.name) {
+                    continue;
+                }
+                if let Some(prev) = added.get(&l.name) {
+                    if prev != &l.value {
+                        return exec_err(format!("conflicting label: {}", l.name));
+                    }
+                    continue;
+                }
+                if b.metric.get(&l.name).is_some() {
+                    continue;
+                }
+                added.insert(l.name.clone(), l.value.clone());
+                lb.set(l.name.clone(), l.value.clone());
+            }
+        }
+        if !matched && data_ms.iter().any(|m| !m.matches_empty()) {
+            continue;
+        }
+        out.push(Sample {
+            metric: lb.labels(),
+            ..b
+        });
+    }
+    Ok(Value::Vector(out))
 }
 
 /// The labels `absent` reports: the equality matchers of a plain selector.
