@@ -232,7 +232,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         querier: Arc::new(head.clone()),
         engine: Arc::new(crate::promql::Engine::new(
             Arc::new(head.clone()),
-            crate::promql::EngineOptions::default(),
+            crate::promql::EngineOptions::from_config(&cfg.query),
         )),
         targets: rt.clone(),
         status: rt.clone(),

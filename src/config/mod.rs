@@ -55,6 +55,9 @@ pub struct Config {
     /// Built-in collectors.
     #[serde(default)]
     pub collectors: CollectorsConfig,
+    /// Query limits.
+    #[serde(default)]
+    pub query: crate::promql::QueryConfig,
     /// Scrape jobs, in Prometheus syntax.
     #[serde(default)]
     pub scrape_configs: Vec<ScrapeConfig>,

@@ -101,14 +101,22 @@ pub(super) fn run(
             let mut series: HashMap<Labels, Series> = HashMap::new();
             let mut order: Vec<Labels> = Vec::new();
             let mut t = start;
+            // The result itself counts against the sample limit, as in Prometheus: a range
+            // query over many series and steps must not grow without bound.
+            let mut result_points = 0usize;
             while t <= end {
                 ev.check_deadline()?;
-                ev.samples.set(0);
+                ev.samples.set(result_points);
                 match ev.eval(expr, t)? {
                     Value::Scalar(f) => {
+                        result_points += 1;
                         push_point(&mut series, &mut order, Labels::default(), false, t, f)
                     }
                     Value::Vector(v) => {
+                        result_points += v.len();
+                        if result_points > opts.max_samples {
+                            return Err(PromqlError::TooManySamples("query execution".into()));
+                        }
                         for s in v {
                             let (metric, drop) = (s.metric, s.drop_name);
                             push_point(&mut series, &mut order, metric, drop, t, s.f);

@@ -99,6 +99,40 @@ pub struct EngineOptions {
     pub default_subquery_step_ms: i64,
 }
 
+/// The `query` config section: limits every query obeys (Prometheus's `--query.*` flags).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Longest a query may run (default 2m).
+    pub timeout: crate::model::time::Duration,
+    /// Most samples a query may hold at once (default 50,000,000).
+    pub max_samples: usize,
+    /// How far back an instant selector looks (default 5m).
+    pub lookback_delta: crate::model::time::Duration,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            timeout: crate::model::time::Duration::from_secs(120),
+            max_samples: 50_000_000,
+            lookback_delta: crate::model::time::Duration::from_secs(300),
+        }
+    }
+}
+
+impl EngineOptions {
+    /// Options from the `query` section.
+    pub fn from_config(c: &QueryConfig) -> Self {
+        EngineOptions {
+            lookback_ms: c.lookback_delta.as_millis().max(1),
+            max_samples: c.max_samples,
+            timeout: c.timeout.std(),
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
