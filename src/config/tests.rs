@@ -125,3 +125,12 @@ scrape_configs:
     let c = parse(text, "p.yml").unwrap();
     assert_eq!(c.scrape_configs[0].body_size_limit.unwrap().0, 10 << 20);
 }
+
+#[test]
+fn readme_example_config_parses() {
+    let readme = include_str!("../../README.md");
+    let start = readme.find("```yaml\n").expect("README has a yaml example") + 8;
+    let end = start + readme[start..].find("```").unwrap();
+    let c = parse(&readme[start..end], "README.md").unwrap();
+    assert_eq!(c.scrape_configs[0].job_name, "node");
+}
