@@ -135,19 +135,6 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Go's `FormatFloat(f, 'f', -1, 64)` with Prometheus's spellings for the specials.
-fn value_string(f: f64) -> String {
-    if f.is_nan() {
-        "NaN".into()
-    } else if f == f64::INFINITY {
-        "+Inf".into()
-    } else if f == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{f}")
-    }
-}
-
 /// A timestamp as Prometheus writes it in results: seconds, up to millisecond precision.
 fn time_json(ms: i64) -> Value {
     let secs = ms as f64 / 1000.0;
@@ -157,7 +144,7 @@ fn time_json(ms: i64) -> Value {
 }
 
 fn point(t: i64, f: f64) -> Value {
-    json!([time_json(t), value_string(f)])
+    json!([time_json(t), crate::promql::format_value(f)])
 }
 
 fn promql_error(e: crate::promql::PromqlError) -> ApiError {

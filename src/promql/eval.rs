@@ -98,44 +98,20 @@ pub(super) fn run(
                 if kind == "matrix" { "range vector" } else { "string" }
             ));
             }
-            let mut series: HashMap<Labels, Series> = HashMap::new();
-            let mut order: Vec<Labels> = Vec::new();
+            let mut acc = StepSeries::new(true);
             let mut t = start;
-            // The result itself counts against the sample limit, as in Prometheus: a range
-            // query over many series and steps must not grow without bound.
-            let mut result_points = 0usize;
             while t <= end {
                 ev.check_deadline()?;
-                ev.samples.set(result_points);
-                match ev.eval(expr, t)? {
-                    Value::Scalar(f) => {
-                        result_points += 1;
-                        push_point(&mut series, &mut order, Labels::default(), false, t, f)
-                    }
-                    Value::Vector(v) => {
-                        result_points += v.len();
-                        if result_points > opts.max_samples {
-                            return Err(PromqlError::TooManySamples("query execution".into()));
-                        }
-                        for s in v {
-                            let (metric, drop) = (s.metric, s.drop_name);
-                            push_point(&mut series, &mut order, metric, drop, t, s.f);
-                        }
-                    }
-                    other => {
-                        return exec_err(format!(
-                            "unexpected {} in range query step",
-                            other.type_name()
-                        ))
-                    }
+                // The result itself counts against the sample limit, as in Prometheus: a
+                // range query over many series and steps must not grow without bound.
+                ev.samples.set(acc.points);
+                acc.add(ev.eval(expr, t)?, t)?;
+                if acc.points > opts.max_samples {
+                    return Err(PromqlError::TooManySamples("query execution".into()));
                 }
                 t += step;
             }
-            let m: Vec<Series> = order
-                .into_iter()
-                .filter_map(|k| series.remove(&k))
-                .collect();
-            let mut m = finish_matrix(m)?;
+            let mut m = finish_matrix(acc.finish())?;
             m.sort_by(|a, b| a.metric.cmp(&b.metric));
             Value::Matrix(m)
         };
@@ -146,41 +122,76 @@ pub(super) fn run(
     })
 }
 
-fn push_point(
-    series: &mut HashMap<Labels, Series>,
-    order: &mut Vec<Labels>,
-    metric: Labels,
-    drop: bool,
-    t: i64,
-    f: f64,
-) {
-    // Series are keyed by labels with the name already dropped when it is to be dropped, so
-    // two inputs that collide after dropping are caught by `finish_matrix`'s duplicate check.
-    let key = if drop {
-        metric.without_name()
-    } else {
-        metric.clone()
-    };
-    match series.get_mut(&key) {
-        Some(s) => {
-            if s.points.last().map(|p| p.0) == Some(t) {
-                // Two samples with the same labels at one step: keep both so the check fails.
-                s.points.push((t, f));
-            } else {
-                s.points.push((t, f));
+/// Collects per-step results into series, in order of first appearance.
+struct StepSeries {
+    series: HashMap<Labels, Series>,
+    order: Vec<Labels>,
+    /// Drop names now (final results) instead of carrying the flag (subquery results).
+    apply_drop: bool,
+    points: usize,
+}
+
+impl StepSeries {
+    fn new(apply_drop: bool) -> Self {
+        StepSeries {
+            series: HashMap::new(),
+            order: Vec::new(),
+            apply_drop,
+            points: 0,
+        }
+    }
+
+    fn push(&mut self, metric: Labels, drop: bool, t: i64, f: f64) {
+        self.points += 1;
+        // Final series are keyed by their labels after name removal, so two inputs that
+        // collide once their names go are caught by `finish_matrix`'s duplicate check.
+        let key = if drop && self.apply_drop {
+            metric.without_name()
+        } else {
+            metric
+        };
+        match self.series.get_mut(&key) {
+            Some(s) => s.points.push((t, f)),
+            None => {
+                self.order.push(key.clone());
+                let drop_name = drop && !self.apply_drop;
+                self.series.insert(
+                    key.clone(),
+                    Series {
+                        metric: key,
+                        points: vec![(t, f)],
+                        drop_name,
+                    },
+                );
             }
         }
-        None => {
-            order.push(key.clone());
-            series.insert(
-                key.clone(),
-                Series {
-                    metric: key,
-                    points: vec![(t, f)],
-                    drop_name: false,
-                },
-            );
+    }
+
+    /// Adds one step's value; only scalars and instant vectors make series.
+    fn add(&mut self, v: Value, t: i64) -> R<()> {
+        match v {
+            Value::Scalar(f) => self.push(Labels::default(), false, t, f),
+            Value::Vector(v) => {
+                for s in v {
+                    self.push(s.metric, s.drop_name, t, s.f);
+                }
+            }
+            other => {
+                return exec_err(format!(
+                    "unexpected {} in a range evaluation step",
+                    other.type_name()
+                ))
+            }
         }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Vec<Series> {
+        let order = std::mem::take(&mut self.order);
+        order
+            .into_iter()
+            .filter_map(|k| self.series.remove(&k))
+            .collect()
     }
 }
 
@@ -392,33 +403,14 @@ impl<'a> Ev<'a> {
         if first <= t - range {
             first += step;
         }
-        let mut series: HashMap<Labels, Series> = HashMap::new();
-        let mut order: Vec<Labels> = Vec::new();
+        let mut acc = StepSeries::new(false);
         let mut cur = first;
         while cur <= t {
             self.check_deadline()?;
-            match self.eval(&sq.expr, cur)? {
-                Value::Scalar(f) => {
-                    push_series_point(&mut series, &mut order, Labels::default(), false, cur, f)
-                }
-                Value::Vector(v) => {
-                    for s in v {
-                        push_series_point(&mut series, &mut order, s.metric, s.drop_name, cur, s.f);
-                    }
-                }
-                other => {
-                    return exec_err(format!(
-                        "subquery of {} is not supported",
-                        other.type_name()
-                    ))
-                }
-            }
+            acc.add(self.eval(&sq.expr, cur)?, cur)?;
             cur += step;
         }
-        let out: Vec<Series> = order
-            .into_iter()
-            .filter_map(|k| series.remove(&k))
-            .collect();
+        let out = acc.finish();
         self.count_samples(out.iter().map(|s| s.points.len()).sum())?;
         Ok(out)
     }
@@ -480,30 +472,6 @@ impl<'a> Ev<'a> {
         match self.eval(e, ts)? {
             Value::Matrix(m) => Ok(m),
             other => exec_err(format!("expected range vector, got {}", other.type_name())),
-        }
-    }
-}
-
-fn push_series_point(
-    series: &mut HashMap<Labels, Series>,
-    order: &mut Vec<Labels>,
-    metric: Labels,
-    drop: bool,
-    t: i64,
-    f: f64,
-) {
-    match series.get_mut(&metric) {
-        Some(s) => s.points.push((t, f)),
-        None => {
-            order.push(metric.clone());
-            series.insert(
-                metric.clone(),
-                Series {
-                    metric,
-                    points: vec![(t, f)],
-                    drop_name: drop,
-                },
-            );
         }
     }
 }

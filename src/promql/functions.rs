@@ -48,7 +48,7 @@ pub(super) fn quantile(q: f64, vals: &mut [f64]) -> f64 {
 }
 
 /// Go's `strconv.FormatFloat(f, 'f', -1, 64)`, with Prometheus's spellings of the specials.
-pub(super) fn go_f(f: f64) -> String {
+pub fn go_f(f: f64) -> String {
     if f.is_nan() {
         "NaN".into()
     } else if f == f64::INFINITY {
@@ -637,21 +637,13 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
                 Some(s1)
             })
         }
-        "absent" => {
-            let v = ev.eval_vector(arg(c, 0)?, ts)?;
-            if !v.is_empty() {
-                return Ok(Value::Vector(Vec::new()));
-            }
-            Ok(Value::Vector(vec![Sample {
-                metric: absent_labels(arg(c, 0)?),
-                f: 1.0,
-                t: ts,
-                drop_name: false,
-            }]))
-        }
-        "absent_over_time" => {
-            let m = ev.eval_matrix(arg(c, 0)?, ts)?;
-            if !m.is_empty() {
+        "absent" | "absent_over_time" => {
+            let present = match ev.eval(arg(c, 0)?, ts)? {
+                Value::Vector(v) => !v.is_empty(),
+                Value::Matrix(m) => !m.is_empty(),
+                other => return exec_err(format!("{name}: unexpected {}", other.type_name())),
+            };
+            if present {
                 return Ok(Value::Vector(Vec::new()));
             }
             Ok(Value::Vector(vec![Sample {

@@ -19,6 +19,7 @@ use crate::model::Labels;
 use crate::storage::Querier;
 
 pub use eval::parse;
+pub use functions::go_f as format_value;
 
 /// One sample of an instant vector.
 #[derive(Clone, Debug, PartialEq)]

@@ -55,18 +55,31 @@ fn limits_give_prometheus_errors() {
     let mut e = many_series(20);
     e.opts.max_samples = 10;
     let err = e.instant("m", 100_000).unwrap_err();
-    assert_eq!(err.to_string(), "query processing would load too many samples into memory in query execution");
+    assert_eq!(
+        err.to_string(),
+        "query processing would load too many samples into memory in query execution"
+    );
     e.opts.max_samples = 100;
     // Each step fits, but the range result (20 series x 11 steps) does not.
-    assert!(matches!(e.range("m", 0, 150_000, 15_000), Err(PromqlError::TooManySamples(_))));
+    assert!(matches!(
+        e.range("m", 0, 150_000, 15_000),
+        Err(PromqlError::TooManySamples(_))
+    ));
     e.opts.max_samples = 10_000;
     e.opts.timeout = std::time::Duration::ZERO;
-    assert!(matches!(e.range("m", 0, 150_000, 15_000), Err(PromqlError::Timeout(_))));
+    assert!(matches!(
+        e.range("m", 0, 150_000, 15_000),
+        Err(PromqlError::Timeout(_))
+    ));
 }
 
 #[test]
 fn range_query_of_a_matrix_is_refused() {
     let e = many_series(1);
     let err = e.range("m[1m]", 0, 60_000, 15_000).unwrap_err();
-    assert!(err.to_string().contains("invalid expression type \"range vector\" for range query"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("invalid expression type \"range vector\" for range query"),
+        "{err}"
+    );
 }
