@@ -172,7 +172,7 @@ fn queries() -> Vec<String> {
             }
         }
         q.push(format!("quantile_over_time(0.9, {c}[10m])"));
-        q.push(format!("{c}"));
+        q.push(c.to_string());
         q.push(format!("{c} offset 7m"));
         q.push(format!("timestamp({c})"));
     }
