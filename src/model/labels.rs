@@ -1,6 +1,7 @@
 //! Label sets: sorted, duplicate-free lists of name/value pairs, and a builder for editing them.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// One label pair.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -12,8 +13,17 @@ pub struct Label {
 }
 
 /// A label set, always sorted by name with no duplicate names and no empty values.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Labels(Vec<Label>);
+///
+/// Shared behind an `Arc`: label sets are cloned on every query step and every stored series
+/// refers to one, so a clone must not copy strings.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Labels(Arc<[Label]>);
+
+impl Default for Labels {
+    fn default() -> Self {
+        Labels(Arc::from(Vec::new()))
+    }
+}
 
 impl Labels {
     /// Builds a label set from pairs in any order; later duplicates win, empty values are dropped.
@@ -31,7 +41,7 @@ impl Labels {
     /// Callers that cannot promise that use [`Labels::from_pairs`].
     pub fn from_sorted_unchecked(v: Vec<Label>) -> Self {
         debug_assert!(v.windows(2).all(|w| w[0].name < w[1].name));
-        Labels(v)
+        Labels(Arc::from(v))
     }
 
     /// The value of `name`, if present.
@@ -71,7 +81,7 @@ impl Labels {
     /// seed scrape offsets.
     pub fn stable_hash(&self) -> u64 {
         let mut h = Fnv64::default();
-        for l in &self.0 {
+        for l in self.0.iter() {
             h.write(l.name.as_bytes());
             h.write(&[0xff]);
             h.write(l.value.as_bytes());
@@ -83,12 +93,15 @@ impl Labels {
     /// Starts an edit of this set.
     pub fn builder(&self) -> LabelsBuilder {
         LabelsBuilder {
-            items: self.0.clone(),
+            items: self.0.to_vec(),
         }
     }
 
     /// A copy without the metric name.
     pub fn without_name(&self) -> Labels {
+        if self.get(super::METRIC_NAME).is_none() {
+            return self.clone();
+        }
         Labels(
             self.0
                 .iter()
@@ -165,7 +178,7 @@ impl LabelsBuilder {
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v.dedup_by(|a, b| a.name == b.name);
-        Labels(v)
+        Labels(Arc::from(v))
     }
 }
 

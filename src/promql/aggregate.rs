@@ -13,16 +13,18 @@ use crate::model::{Labels, METRIC_NAME};
 
 fn group_labels(m: &Labels, modifier: &Option<LabelModifier>) -> Labels {
     match modifier {
-        Some(LabelModifier::Include(by)) => {
-            let mut b = m.builder();
-            b.retain(|p| by.labels.contains(&p.name));
-            b.labels()
-        }
-        Some(LabelModifier::Exclude(without)) => {
-            let mut b = m.builder();
-            b.retain(|p| p.name != METRIC_NAME && !without.labels.contains(&p.name));
-            b.labels()
-        }
+        Some(LabelModifier::Include(by)) => Labels::from_sorted_unchecked(
+            m.iter()
+                .filter(|p| by.labels.contains(&p.name))
+                .cloned()
+                .collect(),
+        ),
+        Some(LabelModifier::Exclude(without)) => Labels::from_sorted_unchecked(
+            m.iter()
+                .filter(|p| p.name != METRIC_NAME && !without.labels.contains(&p.name))
+                .cloned()
+                .collect(),
+        ),
         None => Labels::default(),
     }
 }

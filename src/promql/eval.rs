@@ -29,7 +29,12 @@ pub(super) struct Ev<'a> {
     pub(super) end: i64,
     /// Whether this is a range query (some annotations only apply there).
     is_range: bool,
-    cache: RefCell<HashMap<String, Loaded>>,
+    /// Loaded data per selector node (keyed by the node's address: one AST per query).
+    cache: RefCell<HashMap<usize, Loaded>>,
+    /// Per selector node, per series, where the last window started and ended: steps move
+    /// forward, so windows are found by walking on instead of a binary search (which misses
+    /// the cache on every probe once the data outgrows it).
+    cursors: RefCell<HashMap<usize, Cursors>>,
     deadline: Instant,
     samples: Cell<usize>,
     pub(super) warnings: RefCell<Vec<String>>,
@@ -77,6 +82,7 @@ pub(super) fn run(
         end,
         is_range: step != 0,
         cache: RefCell::new(HashMap::new()),
+        cursors: RefCell::new(HashMap::new()),
         deadline: Instant::now() + opts.timeout,
         samples: Cell::new(0),
         warnings: RefCell::new(Vec::new()),
@@ -120,6 +126,36 @@ pub(super) fn run(
         warnings: ev.warnings.into_inner(),
         infos: ev.infos.into_inner(),
     })
+}
+
+/// Walking positions of one selector's series (see `Ev::cursors`).
+pub(super) struct Cursors {
+    last_t: i64,
+    pos: Vec<[usize; 2]>,
+}
+
+impl Cursors {
+    /// The number of samples with timestamp `<= t` in series `i`, walking from the last
+    /// answer for slot `slot` (0: window start, 1: window end).
+    fn advance(&mut self, i: usize, samples: &[(i64, f64)], t: i64, slot: usize) -> usize {
+        let mut p = self.pos[i][slot].min(samples.len());
+        if p > 0 && samples[p - 1].0 > t {
+            p = samples.partition_point(|x| x.0 <= t);
+        } else {
+            let mut steps = 0;
+            while p < samples.len() && samples[p].0 <= t {
+                p += 1;
+                steps += 1;
+                if steps == 64 {
+                    // Far behind (a long first step): finish with a binary search.
+                    p += samples[p..].partition_point(|x| x.0 <= t);
+                    break;
+                }
+            }
+        }
+        self.pos[i][slot] = p;
+        p
+    }
 }
 
 /// Collects per-step results into series, in order of first appearance.
@@ -294,7 +330,7 @@ impl<'a> Ev<'a> {
         mint: i64,
         maxt: i64,
     ) -> R<Rc<Vec<crate::storage::Series>>> {
-        let key = vs.to_string();
+        let key = vs as *const VectorSelector as usize;
         if let Some((lo, hi, data)) = self.cache.borrow().get(&key) {
             if *lo <= mint && *hi >= maxt {
                 return Ok(data.clone());
@@ -330,14 +366,33 @@ impl<'a> Ev<'a> {
         base - offset_ms(offset)
     }
 
+    /// Per-series positions for `vs`, valid when `t` did not go back since the last use.
+    fn cursors(&self, vs: &VectorSelector, n: usize, t: i64) -> std::cell::RefMut<'_, Cursors> {
+        let key = vs as *const VectorSelector as usize;
+        let mut all = self.cursors.borrow_mut();
+        let c = all.entry(key).or_insert_with(|| Cursors {
+            last_t: i64::MIN,
+            pos: Vec::new(),
+        });
+        if t < c.last_t || c.pos.len() != n {
+            c.pos = vec![[0, 0]; n];
+        }
+        c.last_t = t;
+        drop(all);
+        std::cell::RefMut::map(self.cursors.borrow_mut(), |m| {
+            m.get_mut(&key).unwrap_or_else(|| unreachable!())
+        })
+    }
+
     /// Instant vector selector at `ts`: the newest sample in `(t - lookback, t]` unless stale.
     pub(super) fn eval_vector_selector(&self, vs: &VectorSelector, ts: i64) -> R<Vec<Sample>> {
         let t = self.selector_time(&vs.at, &vs.offset, ts);
         let lookback = self.opts.lookback_ms;
         let data = self.load(vs, t - lookback, t)?;
         let mut out = Vec::new();
-        for s in data.iter() {
-            let idx = s.samples.partition_point(|p| p.0 <= t);
+        let mut cursors = self.cursors(vs, data.len(), t);
+        for (i, s) in data.iter().enumerate() {
+            let idx = cursors.advance(i, &s.samples, t, 1);
             if idx == 0 {
                 continue;
             }
@@ -366,14 +421,20 @@ impl<'a> Ev<'a> {
         let t = self.selector_time(&vs.at, &vs.offset, ts);
         let data = self.load(vs, t - range, t)?;
         let mut out = Vec::new();
-        for s in data.iter() {
-            let lo = s.samples.partition_point(|p| p.0 <= t - range);
-            let hi = s.samples.partition_point(|p| p.0 <= t);
-            let points: Vec<(i64, f64)> = s.samples[lo..hi]
-                .iter()
-                .copied()
-                .filter(|p| !is_stale_nan(p.1))
-                .collect();
+        let mut cursors = self.cursors(vs, data.len(), t);
+        for (i, s) in data.iter().enumerate() {
+            let lo = cursors.advance(i, &s.samples, t - range, 0);
+            let hi = cursors.advance(i, &s.samples, t, 1);
+            let window = &s.samples[lo..hi];
+            let points: Vec<(i64, f64)> = if window.iter().any(|p| is_stale_nan(p.1)) {
+                window
+                    .iter()
+                    .copied()
+                    .filter(|p| !is_stale_nan(p.1))
+                    .collect()
+            } else {
+                window.to_vec()
+            };
             if points.is_empty() {
                 continue;
             }
@@ -385,6 +446,49 @@ impl<'a> Ev<'a> {
         }
         self.count_samples(out.iter().map(|s| s.points.len()).sum())?;
         Ok(out)
+    }
+
+    /// Calls `f(labels, drop_name, points)` for each series of the range vector `e` at `ts`.
+    /// A plain range selector is served straight from the loaded data, without copying, since
+    /// this is the inner loop of `rate` and the `*_over_time` functions.
+    pub(super) fn for_each_window(
+        &self,
+        e: &Expr,
+        ts: i64,
+        mut f: impl FnMut(&Labels, bool, &[(i64, f64)]),
+    ) -> R<()> {
+        let Expr::MatrixSelector(m) = e else {
+            for s in self.eval_matrix(e, ts)? {
+                f(&s.metric, s.drop_name, &s.points);
+            }
+            return Ok(());
+        };
+        let range = ms(&m.range);
+        let t = self.selector_time(&m.vs.at, &m.vs.offset, ts);
+        let data = self.load(&m.vs, t - range, t)?;
+        let mut cursors = self.cursors(&m.vs, data.len(), t);
+        let mut n = 0;
+        for (i, s) in data.iter().enumerate() {
+            let lo = cursors.advance(i, &s.samples, t - range, 0);
+            let hi = cursors.advance(i, &s.samples, t, 1);
+            let window = &s.samples[lo..hi];
+            if window.iter().any(|p| is_stale_nan(p.1)) {
+                let kept: Vec<(i64, f64)> = window
+                    .iter()
+                    .copied()
+                    .filter(|p| !is_stale_nan(p.1))
+                    .collect();
+                if !kept.is_empty() {
+                    n += kept.len();
+                    f(&s.labels, false, &kept);
+                }
+            } else if !window.is_empty() {
+                n += window.len();
+                f(&s.labels, false, window);
+            }
+        }
+        drop(cursors);
+        self.count_samples(n)
     }
 
     /// Evaluates a subquery at `ts` into a range vector.

@@ -6,7 +6,7 @@ use chrono::{Datelike, TimeZone, Timelike};
 use promql_parser::parser::{Call, Expr};
 
 use super::eval::{exec_err, Ev, R};
-use super::{Sample, Series, Value};
+use super::{Sample, Value};
 use crate::model::{Labels, METRIC_NAME};
 
 /// Kahan-Neumaier summation step, as Prometheus's `kahanSumInc`.
@@ -268,18 +268,17 @@ fn over_time(
     keep_name: bool,
     f: impl Fn(&[(i64, f64)]) -> Option<f64>,
 ) -> R<Value> {
-    let m = ev.eval_matrix(arg(c, idx)?, ts)?;
-    let mut out = Vec::with_capacity(m.len());
-    for s in m {
-        if let Some(v) = f(&s.points) {
+    let mut out = Vec::new();
+    ev.for_each_window(arg(c, idx)?, ts, |metric, drop, points| {
+        if let Some(v) = f(points) {
             out.push(Sample {
-                metric: s.metric,
+                metric: metric.clone(),
                 f: v,
                 t: ts,
-                drop_name: !keep_name || s.drop_name,
+                drop_name: !keep_name || drop,
             });
         }
-    }
+    })?;
     Ok(Value::Vector(out))
 }
 
@@ -296,10 +295,6 @@ fn string_arg(c: &Call, i: usize) -> R<String> {
         Expr::StringLiteral(s) => Ok(s.val.clone()),
         _ => exec_err(format!("{}: expected string literal", c.func.name)),
     }
-}
-
-fn metric_name_of(s: &Series) -> String {
-    s.metric.metric_name().to_string()
 }
 
 pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
@@ -412,32 +407,20 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
         "rate" | "increase" | "delta" => {
             let a = arg(c, 0)?;
             let (start, end) = range_bounds(ev, a, ts);
-            let m = ev.eval_matrix(a, ts)?;
             let is_counter = name != "delta";
             let is_rate = name == "rate";
             let mut out = Vec::new();
-            for s in m {
+            ev.for_each_window(a, ts, |metric, _, points| {
                 if is_counter {
-                    let n = metric_name_of(&s);
-                    if !n.is_empty()
-                        && !["_total", "_sum", "_count", "_bucket"]
-                            .iter()
-                            .any(|suf| n.ends_with(suf))
-                    {
+                    let n = metric.metric_name();
+                    if !n.is_empty() && !["_total", "_sum", "_count", "_bucket"].iter().any(|suf| n.ends_with(suf)) {
                         ev.info(format!("metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {n:?}"));
                     }
                 }
-                if let Some(v) =
-                    extrapolated_rate(&s.points, start, end, end - start, is_counter, is_rate)
-                {
-                    out.push(Sample {
-                        metric: s.metric,
-                        f: v,
-                        t: ts,
-                        drop_name: true,
-                    });
+                if let Some(v) = extrapolated_rate(points, start, end, end - start, is_counter, is_rate) {
+                    out.push(Sample { metric: metric.clone(), f: v, t: ts, drop_name: true });
                 }
-            }
+            })?;
             Ok(Value::Vector(out))
         }
         "irate" | "idelta" => over_time(ev, c, ts, 0, false, |p| {

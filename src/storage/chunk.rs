@@ -72,9 +72,22 @@ impl BitReader<'_> {
     }
 
     fn read_bits(&mut self, n: u8) -> Option<u64> {
+        let n = n as usize;
+        if self.pos + n > self.bytes.len() * 8 {
+            return None;
+        }
+        // A byte at a time rather than a bit at a time: decoding is the hot loop of every
+        // query that reads stored data.
         let mut v = 0u64;
-        for _ in 0..n {
-            v = (v << 1) | u64::from(self.read_bit()?);
+        let mut left = n;
+        while left > 0 {
+            let byte = self.bytes[self.pos / 8];
+            let avail = 8 - self.pos % 8;
+            let take = avail.min(left);
+            let bits = (u16::from(byte) >> (avail - take)) & ((1u16 << take) - 1);
+            v = (v << take) | u64::from(bits);
+            self.pos += take;
+            left -= take;
         }
         Some(v)
     }
