@@ -18,6 +18,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/format_query", get(format_query).post(format_query))
+        .route("/api/v1/parse_query", get(parse_query).post(parse_query))
         .route("/api/v1/series", get(series).post(series))
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
@@ -271,6 +272,16 @@ async fn format_query(RawQuery(q): RawQuery, body: Bytes) -> Result<Response, Ap
     let text = query_text(&p)?;
     let expr = crate::promql::parse(&text).map_err(promql_error)?;
     Ok(ok(json!(expr.prettify()), Vec::new()))
+}
+
+async fn parse_query(RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+    let p = Params::new(q, &body);
+    let text = query_text(&p)?;
+    let expr = crate::promql::parse(&text).map_err(promql_error)?;
+    // The parser crate serialises its AST in the JSON shape of Prometheus's parse_query.
+    let ast =
+        serde_json::to_value(&expr).map_err(|e| ApiError(ErrorType::Execution, e.to_string()))?;
+    Ok(ok(ast, Vec::new()))
 }
 
 /// Parses a series selector with the PromQL parser into our matchers.
