@@ -15,7 +15,98 @@ use crate::storage::Querier;
 
 /// Parses a query; the error text is the parser's, as Prometheus returns it for `bad_data`.
 pub fn parse(q: &str) -> Result<Expr, PromqlError> {
-    promql_parser::parser::parse(q).map_err(PromqlError::Parse)
+    match promql_parser::parser::parse(q) {
+        Ok(e) => Ok(e),
+        Err(err) => {
+            // The parser crate refuses label selectors whose matchers all match the empty
+            // string, even where Prometheus allows them: as `info()`'s second argument. Mark
+            // such selectors with a sentinel matcher that `info()` ignores, and try again.
+            if err.contains("at least one non-empty matcher") {
+                if let Some(rewritten) = mark_info_selectors(q) {
+                    if let Ok(e) = promql_parser::parser::parse(&rewritten) {
+                        return Ok(e);
+                    }
+                }
+            }
+            Err(PromqlError::Parse(err))
+        }
+    }
+}
+
+/// A matcher added to `info()` selectors so they parse; never used for selection.
+pub(super) const INFO_SENTINEL: &str = "__appliance_info_selector__";
+
+/// Inserts the sentinel matcher into the `{...}` second argument of every `info(` call.
+fn mark_info_selectors(q: &str) -> Option<String> {
+    let b = q.as_bytes();
+    let mut out = String::with_capacity(q.len() + 64);
+    let mut i = 0;
+    let mut changed = false;
+    let mut in_str: Option<u8> = None;
+    while i < b.len() {
+        let c = b[i];
+        if let Some(qc) = in_str {
+            if c == b'\\' && i + 1 < b.len() && q.is_char_boundary(i + 2) {
+                out.push_str(&q[i..i + 2]);
+                i += 2;
+                continue;
+            }
+            if c == qc {
+                in_str = None;
+            }
+        } else if c == b'"' || c == b'\'' || c == b'`' {
+            in_str = Some(c);
+        } else if q[i..].starts_with("info(")
+            && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'))
+        {
+            // Find the top-level comma of this call, then a `{` after it.
+            let mut inserted = false;
+            let mut depth = 0;
+            let mut j = i + 4;
+            let mut quote: Option<u8> = None;
+            while j < b.len() {
+                let d = b[j];
+                if let Some(qc) = quote {
+                    if d == b'\\' {
+                        j += 2;
+                        continue;
+                    }
+                    if d == qc {
+                        quote = None;
+                    }
+                } else if d == b'"' || d == b'\'' || d == b'`' {
+                    quote = Some(d);
+                } else if d == b'(' || d == b'{' || d == b'[' {
+                    depth += 1;
+                } else if d == b')' || d == b'}' || d == b']' {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                } else if d == b',' && depth == 1 {
+                    let rest = &q[j + 1..];
+                    let trimmed = rest.trim_start();
+                    if trimmed.starts_with('{') {
+                        let brace = j + 1 + (rest.len() - trimmed.len());
+                        out.push_str(&q[i..=brace]);
+                        out.push_str(&format!("{INFO_SENTINEL}=\"1\","));
+                        i = brace + 1;
+                        changed = true;
+                        inserted = true;
+                    }
+                    break;
+                }
+                j += 1;
+            }
+            if inserted {
+                continue;
+            }
+        }
+        let ch = q[i..].chars().next().unwrap_or('\u{fffd}');
+        out.push(ch);
+        i += ch.len_utf8().max(1);
+    }
+    changed.then_some(out)
 }
 
 type Loaded = (i64, i64, Rc<Vec<crate::storage::Series>>);

@@ -800,6 +800,9 @@ fn info(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
             return exec_err("info: expected a label selector as second argument");
         };
         for m in super::eval::selector_matchers(vs)? {
+            if m.name == super::eval::INFO_SENTINEL {
+                continue;
+            }
             if m.name == METRIC_NAME {
                 name_ms.push(m);
             } else {

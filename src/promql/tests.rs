@@ -83,3 +83,14 @@ fn range_query_of_a_matrix_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn info_selectors_with_only_empty_matchers_parse() {
+    assert!(parse("info(m, {data=~\".*\"})").is_ok());
+    assert!(parse("sum(info(rate(m[5m]), {a=~\".*\", b!=\"x\"})) by (a)").is_ok());
+    // Elsewhere such selectors stay errors, as in Prometheus.
+    assert!(parse("{a=~\".*\"}").is_err());
+    assert!(parse("rate({a=\"\"}[5m])").is_err());
+    // Strings mentioning info( are left alone.
+    assert!(parse("label_replace(m, \"x\", \"info(y, {a=~\\\".*\\\"})\", \"y\", \"é\")").is_ok());
+}
