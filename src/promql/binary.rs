@@ -86,6 +86,15 @@ pub(super) fn eval_binary(ev: &Ev<'_>, b: &BinaryExpr, ts: i64) -> R<Value> {
                     let card = modifier
                         .map(|m| m.card.clone())
                         .unwrap_or(VectorMatchCardinality::OneToOne);
+                    let mut fill = modifier
+                        .map(|m| (m.fill_values.lhs, m.fill_values.rhs))
+                        .unwrap_or((None, None));
+                    // With group_right the operands trade roles, and the fill values follow them
+                    // (as Prometheus's tests expect).
+                    if matches!(card, VectorMatchCardinality::OneToMany(_)) {
+                        fill = (fill.1, fill.0);
+                    }
+                    let (l, r) = apply_fill(l, r, &matching, fill);
                     vector_vector(&op, l, r, &matching, &card, return_bool).map(Value::Vector)
                 }
             }
@@ -151,6 +160,53 @@ fn or(l: Vec<Sample>, r: Vec<Sample>, matching: &Option<LabelModifier>) -> Vec<S
     out
 }
 
+/// Binary-operator fill modifiers (`fill`, `fill_left`, `fill_right`, experimental in
+/// Prometheus): a sample with no match on the other side meets a synthetic one carrying the
+/// fill value and its own matching labels.
+fn apply_fill(
+    mut l: Vec<Sample>,
+    mut r: Vec<Sample>,
+    matching: &Option<LabelModifier>,
+    (fill_left, fill_right): (Option<f64>, Option<f64>),
+) -> (Vec<Sample>, Vec<Sample>) {
+    if fill_left.is_none() && fill_right.is_none() {
+        return (l, r);
+    }
+    let lsigs: HashSet<Vec<(String, String)>> =
+        l.iter().map(|s| signature(&s.metric, matching)).collect();
+    let rsigs: HashSet<Vec<(String, String)>> =
+        r.iter().map(|s| signature(&s.metric, matching)).collect();
+    let mut extra_r = Vec::new();
+    if let Some(v) = fill_right {
+        for s in &l {
+            if !rsigs.contains(&signature(&s.metric, matching)) {
+                extra_r.push(Sample {
+                    metric: sig_labels(&signature(&s.metric, matching)),
+                    f: v,
+                    t: s.t,
+                    drop_name: false,
+                });
+            }
+        }
+    }
+    let mut extra_l = Vec::new();
+    if let Some(v) = fill_left {
+        for s in &r {
+            if !lsigs.contains(&signature(&s.metric, matching)) {
+                extra_l.push(Sample {
+                    metric: sig_labels(&signature(&s.metric, matching)),
+                    f: v,
+                    t: s.t,
+                    drop_name: false,
+                });
+            }
+        }
+    }
+    l.extend(extra_l);
+    r.extend(extra_r);
+    (l, r)
+}
+
 fn vector_vector(
     op: &str,
     lhs: Vec<Sample>,
@@ -214,7 +270,7 @@ fn vector_vector(
         // sample still reports ambiguous matching, as Prometheus does.
         let entry = matched.entry(sig).or_default();
         let key = if drop_name {
-            metric.without_name()
+            super::eval::drop_name_labels(&metric)
         } else {
             metric.clone()
         };

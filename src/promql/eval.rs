@@ -120,6 +120,8 @@ pub(super) struct Ev<'a> {
     pub(super) end: i64,
     /// Whether this is a range query (some annotations only apply there).
     is_range: bool,
+    /// The query's step in ms (0 for instant queries), for `step()`.
+    pub(super) step: i64,
     /// Loaded data per selector node (keyed by the node's address: one AST per query).
     cache: RefCell<HashMap<usize, Loaded>>,
     /// Per selector node, per series, where the last window started and ended: steps move
@@ -172,6 +174,7 @@ pub(super) fn run(
         start,
         end,
         is_range: step != 0,
+        step,
         cache: RefCell::new(HashMap::new()),
         cursors: RefCell::new(HashMap::new()),
         deadline: Instant::now() + opts.timeout,
@@ -273,7 +276,7 @@ impl StepSeries {
         // Final series are keyed by their labels after name removal, so two inputs that
         // collide once their names go are caught by `finish_matrix`'s duplicate check.
         let key = if drop && self.apply_drop {
-            metric.without_name()
+            drop_name_labels(&metric)
         } else {
             metric
         };

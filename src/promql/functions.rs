@@ -301,6 +301,11 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
     let name = c.func.name;
     match name {
         "time" => Ok(Value::Scalar(ts as f64 / 1000.0)),
+        // Query-context functions (Prometheus's experimental duration expressions).
+        "start" => Ok(Value::Scalar(ev.start as f64 / 1000.0)),
+        "end" => Ok(Value::Scalar(ev.end as f64 / 1000.0)),
+        "step" => Ok(Value::Scalar(ev.step as f64 / 1000.0)),
+        "range" => Ok(Value::Scalar((ev.end - ev.start) as f64 / 1000.0)),
         "min_of" | "max_of" => {
             let mut acc: Option<f64> = None;
             for i in 0..c.args.args.len() {
