@@ -84,6 +84,14 @@ fn node_exporter_is_scraped_and_goes_stale_when_stopped() {
         t["lastError"].as_str().unwrap().contains("127.0.0.1"),
         "{t}"
     );
+    // Through PromQL: `up` is 0 and the node series are stale, so an instant query finds none.
+    let v = wait_for(10, "up 0 through the query API", || {
+        let v = get_json(&addr, "/api/v1/query?query=up%7Bjob%3D%22node%22%7D");
+        (v["data"]["result"][0]["value"][1] == "0").then_some(v)
+    });
+    assert_eq!(v["data"]["result"].as_array().unwrap().len(), 1);
+    let v = get_json(&addr, "/api/v1/query?query=node_cpu_seconds_total");
+    assert_eq!(v["data"]["result"].as_array().unwrap().len(), 0, "stale series must not answer: {v}");
     // Stored series are kept (the samples before the stop are not lost).
     let v = get_json(&addr, "/api/v1/series?match[]=node_cpu_seconds_total");
     assert_eq!(v["data"].as_array().unwrap().len(), series.len());
