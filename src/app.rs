@@ -176,9 +176,22 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
 
     let registry = Arc::new(Mutex::new(Registry::default()));
-    let head = Head::new(HeadOptions {
-        retention_ms: cfg.storage.retention.time.as_millis(),
-    });
+    let replay_start = std::time::Instant::now();
+    let (head, corruption) = Head::open(
+        &data_dir.join("wal"),
+        HeadOptions {
+            retention_ms: cfg.storage.retention.time.as_millis(),
+        },
+    )
+    .with_context(|| format!("opening the write-ahead log in {}", data_dir.display()))?;
+    if let Some(c) = corruption {
+        tracing::error!(problem = %c, "write-ahead log was damaged; replayed up to the damage and cut the rest off");
+    }
+    tracing::info!(
+        series = head.stats(1).num_series,
+        elapsed_ms = replay_start.elapsed().as_millis() as u64,
+        "write-ahead log replayed"
+    );
     let scrape_metrics = ScrapeMetrics::default();
     let reload_ok = Gauge::default();
     let reload_ts = Gauge::default();
@@ -259,6 +272,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             let _ = tokio::task::spawn_blocking(move || r.reload()).await;
         }
     });
+    // At most one second of acknowledged samples is at risk on a crash.
+    let head_sync = head.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let h = head_sync.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || h.sync()).await {
+                tracing::error!(error = %e, "syncing the write-ahead log failed");
+            }
+        }
+    });
     let head_gc = head.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -285,6 +310,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .context("HTTP server")?;
     tracing::info!("shutting down: marking targets stale");
     manager.stop();
+    // Stale markers are written by the stopping loops; give them a moment, then sync.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    head.sync().context("syncing the write-ahead log")?;
     Ok(())
 }
 

@@ -91,7 +91,11 @@ fn node_exporter_is_scraped_and_goes_stale_when_stopped() {
     });
     assert_eq!(v["data"]["result"].as_array().unwrap().len(), 1);
     let v = get_json(&addr, "/api/v1/query?query=node_cpu_seconds_total");
-    assert_eq!(v["data"]["result"].as_array().unwrap().len(), 0, "stale series must not answer: {v}");
+    assert_eq!(
+        v["data"]["result"].as_array().unwrap().len(),
+        0,
+        "stale series must not answer: {v}"
+    );
     // Stored series are kept (the samples before the stop are not lost).
     let v = get_json(&addr, "/api/v1/series?match[]=node_cpu_seconds_total");
     assert_eq!(v["data"].as_array().unwrap().len(), series.len());
@@ -278,4 +282,45 @@ fn query_api_answers_like_prometheus() {
         "/api/v1/format_query?query=sum(rate(up%5B5m%5D))by(job)",
     );
     assert_eq!(v["data"], "sum by (job) (rate(up[5m]))");
+}
+
+#[test]
+fn samples_survive_kill_minus_nine() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "appliance.yml",
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n",
+    );
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut app = appliance(dir.path(), Some(&cfg), &addr);
+    wait_ready(&addr);
+    wait_for(15, "several scrapes", || {
+        let v = get_json(&addr, "/api/v1/query?query=count_over_time(up%5B1m%5D)");
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|n| *n >= 4.0)
+    });
+    // Two seconds back is outside the 1 s sync window: all of it must survive.
+    let t = chrono::Utc::now().timestamp_millis() - 2000;
+    let q = format!(
+        "/api/v1/query?query=count_over_time(up%5B1m%5D)&time={}.{:03}",
+        t / 1000,
+        t % 1000
+    );
+    let before = get_json(&addr, &q)["data"]["result"][0]["value"][1].clone();
+    std::process::Command::new("kill")
+        .args(["-9", &app.pid().to_string()])
+        .status()
+        .unwrap();
+    let _ = app.0.wait();
+    let _app2 = appliance(dir.path(), Some(&cfg), &addr);
+    wait_ready(&addr);
+    let after = get_json(&addr, &q)["data"]["result"][0]["value"][1].clone();
+    assert_eq!(
+        after, before,
+        "samples older than the sync window were lost"
+    );
+    assert!(dir.path().join("data/wal").is_dir());
 }

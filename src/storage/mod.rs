@@ -7,6 +7,7 @@
 pub mod chunk;
 pub mod config;
 pub mod head;
+pub mod wal;
 
 pub use config::StorageConfig;
 pub use head::{Head, HeadOptions};
@@ -28,6 +29,9 @@ pub enum StorageError {
     /// A label set without a metric name or with an empty name.
     #[error("invalid series labels: {0}")]
     InvalidLabels(String),
+    /// The write-ahead log could not be read or written.
+    #[error("wal: {0}")]
+    Wal(String),
     /// A series ref whose series no longer exists (removed by retention); append by labels.
     #[error("unknown series reference")]
     UnknownRef,
