@@ -271,6 +271,8 @@ struct HeadMetrics {
     series_created: Counter,
     series_removed: Counter,
     out_of_order: Counter,
+    wal_size: Gauge,
+    wal_corruptions: Counter,
 }
 
 /// The in-memory head block.
@@ -333,6 +335,9 @@ impl Head {
         head.metrics.series.set(g.live as i64);
         head.metrics.chunks.set(g.chunks as i64);
         drop(g);
+        if replay.corruption.is_some() {
+            head.metrics.wal_corruptions.inc();
+        }
         Ok((head, replay.corruption))
     }
 
@@ -384,6 +389,16 @@ impl Head {
             "appliance_tsdb_out_of_order_samples",
             "Total number of out of order samples refused.",
             m.out_of_order.clone(),
+        );
+        reg.register(
+            "appliance_tsdb_wal_storage_size_bytes",
+            "Size of the write-ahead log on disk.",
+            m.wal_size.clone(),
+        );
+        reg.register(
+            "appliance_tsdb_wal_corruptions",
+            "Write-ahead log corruptions found (and cut off) at replay.",
+            m.wal_corruptions.clone(),
         );
     }
 
