@@ -330,3 +330,73 @@ async fn shutdown_signal() {
         _ = term => {}
     }
 }
+
+/// `appliance tsdb import openmetrics FILE`: backfills timestamped OpenMetrics samples into the
+/// data directory's store, which `run` then serves. Run it while the appliance is stopped.
+pub fn import_openmetrics(
+    file: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<u64> {
+    use crate::model::exposition::{Entry, Format, Parser, ParserOptions};
+    use crate::storage::{Appendable, SeriesRef};
+    let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let (head, corruption) = Head::open(
+        &data_dir.join("wal"),
+        HeadOptions {
+            retention_ms: i64::MAX / 4,
+        },
+    )
+    .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    if let Some(c) = corruption {
+        tracing::warn!(problem = %c, "write-ahead log was damaged; continuing after the damage");
+    }
+    let mut refs: std::collections::HashMap<Vec<u8>, SeriesRef> = std::collections::HashMap::new();
+    let mut app = head.appender();
+    let (mut n, mut in_batch) = (0u64, 0usize);
+    let mut parser = Parser::new(&body, Format::OpenMetrics, ParserOptions::default());
+    while let Some(e) = parser.next() {
+        let e = e.with_context(|| format!("{}", file.display()))?;
+        let Entry::Sample(s) = e else { continue };
+        let Some(t) = s.timestamp_ms else {
+            anyhow::bail!(
+                "{}:{}: sample {} has no timestamp; imports need them",
+                file.display(),
+                parser.line(),
+                s.name
+            );
+        };
+        let r = match refs.get(s.series) {
+            Some(r) => *r,
+            None => {
+                let mut pairs: Vec<(String, String)> = s
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                pairs.push((crate::model::METRIC_NAME.into(), s.name.to_string()));
+                let r = app.append(&Labels::from_pairs(pairs), t, s.value)?;
+                refs.insert(s.series.to_vec(), r);
+                n += 1;
+                in_batch += 1;
+                continue;
+            }
+        };
+        app.append_ref(r, t, s.value)?;
+        n += 1;
+        in_batch += 1;
+        if in_batch >= 100_000 {
+            app.commit()?;
+            app = head.appender();
+            in_batch = 0;
+        }
+    }
+    let st = app.commit()?;
+    if st.out_of_order > 0 {
+        tracing::warn!(
+            count = st.out_of_order,
+            "samples out of order within their series were skipped"
+        );
+    }
+    head.sync()?;
+    Ok(n)
+}

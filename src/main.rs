@@ -48,8 +48,34 @@ enum Cmd {
         #[command(subcommand)]
         what: CheckCmd,
     },
+    /// Store maintenance.
+    Tsdb {
+        #[command(subcommand)]
+        what: TsdbCmd,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum TsdbCmd {
+    /// Import samples from a file into the store (run it while the appliance is stopped).
+    Import {
+        #[command(subcommand)]
+        format: ImportFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportFormat {
+    /// OpenMetrics text with a timestamp on every sample (as `promtool tsdb create-blocks-from openmetrics` takes).
+    Openmetrics {
+        /// The file.
+        file: PathBuf,
+        /// Data directory (default ./data).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -76,6 +102,24 @@ fn init_logs(level: &str, format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Tsdb {
+            what:
+                TsdbCmd::Import {
+                    format: ImportFormat::Openmetrics { file, data_dir },
+                },
+        } => {
+            init_logs("info", LogFormat::Text);
+            match appliance::app::import_openmetrics(&file, &data_dir) {
+                Ok(n) => {
+                    println!("imported {n} samples into {}", data_dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Version => {
             println!("appliance {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

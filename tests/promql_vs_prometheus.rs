@@ -1,6 +1,7 @@
 //! Differential test: the same data in Debian's Prometheus (blocks built by `promtool tsdb
-//! create-blocks-from openmetrics`) and in the appliance's engine, then a few hundred queries
-//! over the functions and operators compared value by value (1e-9 relative).
+//! create-blocks-from openmetrics`) and in the appliance (`appliance tsdb import openmetrics`),
+//! then a few hundred queries over the functions and operators compared through both HTTP
+//! APIs, value by value (1e-9 relative).
 //!
 //! Debian ships Prometheus 2.42; where 2.x and 3.x differ (closed vs left-open range
 //! boundaries), sample times are kept off the evaluation boundaries so both agree.
@@ -9,12 +10,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 
-use appliance::model::exposition::{Entry, Format, Parser, ParserOptions};
-use appliance::model::Labels;
-use appliance::promql::{Engine, EngineOptions, Value as PValue};
-use appliance::storage::{Appendable, Head, HeadOptions};
 use common::*;
 use serde_json::Value;
 
@@ -264,27 +260,6 @@ fn prometheus_bin() -> Option<&'static str> {
     Some("/usr/bin/prometheus")
 }
 
-fn load_into_head(om: &str) -> Head {
-    let head = Head::new(HeadOptions {
-        retention_ms: i64::MAX / 4,
-    });
-    let mut a = head.appender();
-    for e in Parser::new(om.as_bytes(), Format::OpenMetrics, ParserOptions::default()) {
-        if let Entry::Sample(s) = e.unwrap() {
-            let mut pairs: Vec<(String, String)> = s
-                .labels
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect();
-            pairs.push(("__name__".into(), s.name.to_string()));
-            a.append(&Labels::from_pairs(pairs), s.timestamp_ms.unwrap(), s.value)
-                .unwrap();
-        }
-    }
-    a.commit().unwrap();
-    head
-}
-
 fn close(a: f64, b: f64) -> bool {
     if a.is_nan() && b.is_nan() {
         return true;
@@ -314,14 +289,6 @@ fn enc(q: &str) -> String {
 
 fn labels_of(m: &Value) -> String {
     m.to_string()
-}
-
-fn ours_labels(l: &Labels) -> String {
-    let mut m = serde_json::Map::new();
-    for p in l.iter() {
-        m.insert(p.name.clone(), Value::String(p.value.clone()));
-    }
-    Value::Object(m).to_string()
 }
 
 #[test]
@@ -355,7 +322,27 @@ fn queries_match_prometheus_on_the_same_data() {
             .spawn()
             .unwrap(),
     );
-    let engine = Engine::new(Arc::new(load_into_head(&om)), EngineOptions::default());
+    let out = Command::new(env!("CARGO_BIN_EXE_appliance"))
+        .args(["tsdb", "import", "openmetrics"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = dir.path().join("appliance.yml");
+    std::fs::write(
+        &cfg,
+        "storage:\n  retention:\n    time: 100y\ncollectors:\n  appliance:\n    enabled: false\n",
+    )
+    .unwrap();
+    let aaddr = format!("127.0.0.1:{}", free_port());
+    let _a = appliance(dir.path(), Some(&cfg), &aaddr);
+    wait_ready(&aaddr);
     wait_for(30, "prometheus ready", || {
         get(&paddr, "/-/ready").filter(|(s, _)| *s == 200)
     });
@@ -385,38 +372,42 @@ fn queries_match_prometheus_on_the_same_data() {
                 &paddr,
                 &format!("/api/v1/query?query={}&time={}", enc(q), t / 1000),
             );
-            let ours = engine.instant(q, t);
+            let av = get_json(
+                &aaddr,
+                &format!("/api/v1/query?query={}&time={}", enc(q), t / 1000),
+            );
             compared += 1;
-            let (Ok(r), "success") = (&ours, pv["status"].as_str().unwrap_or("")) else {
-                if ours.is_ok() != (pv["status"] == "success") {
-                    failures.push(format!(
-                        "{q} @ {t}: ours {:?}, prometheus {}",
-                        ours.as_ref().err(),
-                        pv["error"]
-                    ));
-                }
+            if av["status"] != pv["status"] {
+                failures.push(format!(
+                    "{q} @ {t}: appliance {} {}, prometheus {} {}",
+                    av["status"], av["error"], pv["status"], pv["error"]
+                ));
                 continue;
-            };
-            let mut want: BTreeMap<String, f64> = BTreeMap::new();
-            let mut got: BTreeMap<String, f64> = BTreeMap::new();
-            match (&r.value, pv["data"]["resultType"].as_str().unwrap()) {
-                (PValue::Scalar(f), "scalar") => {
-                    want.insert("{}".into(), parse_value(&pv["data"]["result"][1]));
-                    got.insert("{}".into(), *f);
-                }
-                (PValue::Vector(v), "vector") => {
-                    for s in pv["data"]["result"].as_array().unwrap() {
-                        want.insert(labels_of(&s["metric"]), parse_value(&s["value"][1]));
-                    }
-                    for s in v {
-                        got.insert(ours_labels(&s.metric), s.f);
-                    }
-                }
-                (other, kind) => {
-                    failures.push(format!("{q} @ {t}: type {} vs {kind}", other.type_name()));
-                    continue;
-                }
             }
+            if pv["status"] != "success" {
+                continue;
+            }
+            if av["data"]["resultType"] != pv["data"]["resultType"] {
+                failures.push(format!(
+                    "{q} @ {t}: type {} vs {}",
+                    av["data"]["resultType"], pv["data"]["resultType"]
+                ));
+                continue;
+            }
+            let collect = |v: &Value| -> BTreeMap<String, f64> {
+                match v["data"]["resultType"].as_str().unwrap() {
+                    "scalar" => [("{}".to_string(), parse_value(&v["data"]["result"][1]))]
+                        .into_iter()
+                        .collect(),
+                    _ => v["data"]["result"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|s| (labels_of(&s["metric"]), parse_value(&s["value"][1])))
+                        .collect(),
+                }
+            };
+            let (want, got) = (collect(&pv), collect(&av));
             if !want.is_empty() {
                 non_empty += 1;
             }
@@ -436,38 +427,51 @@ fn queries_match_prometheus_on_the_same_data() {
                 rstep / 1000
             ),
         );
-        let Ok(r) = engine.range(q, rstart, rend, rstep) else {
-            if pv["status"] == "success" {
-                failures.push(format!("{q} range: we failed, prometheus did not"));
-            }
-            continue;
-        };
+        let av = get_json(
+            &aaddr,
+            &format!(
+                "/api/v1/query_range?query={}&start={}&end={}&step={}",
+                enc(q),
+                rstart / 1000,
+                rend / 1000,
+                rstep / 1000
+            ),
+        );
         compared += 1;
-        let PValue::Matrix(m) = &r.value else {
-            panic!()
-        };
-        let mut want: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
-        for s in pv["data"]["result"].as_array().unwrap() {
-            let pts = s["values"]
+        if av["status"] != pv["status"] {
+            failures.push(format!(
+                "{q} range: appliance {} {}, prometheus {}",
+                av["status"], av["error"], pv["status"]
+            ));
+            continue;
+        }
+        let points = |v: &Value| -> BTreeMap<String, Vec<(i64, f64)>> {
+            v["data"]["result"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|p| {
+                .map(|s| {
                     (
-                        (p[0].as_f64().unwrap() * 1000.0).round() as i64,
-                        parse_value(&p[1]),
+                        labels_of(&s["metric"]),
+                        s["values"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|p| {
+                                (
+                                    (p[0].as_f64().unwrap() * 1000.0).round() as i64,
+                                    parse_value(&p[1]),
+                                )
+                            })
+                            .collect(),
                     )
                 })
-                .collect();
-            want.insert(labels_of(&s["metric"]), pts);
-        }
+                .collect()
+        };
+        let (want, got) = (points(&pv), points(&av));
         if !want.is_empty() {
             non_empty += 1;
         }
-        let got: BTreeMap<String, Vec<(i64, f64)>> = m
-            .iter()
-            .map(|s| (ours_labels(&s.metric), s.points.clone()))
-            .collect();
         let same = want.len() == got.len()
             && want.iter().all(|(k, w)| {
                 got.get(k)
