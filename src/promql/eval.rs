@@ -15,6 +15,8 @@ use crate::storage::Querier;
 
 /// Parses a query; the error text is the parser's, as Prometheus returns it for `bad_data`.
 pub fn parse(q: &str) -> Result<Expr, PromqlError> {
+    let fixed = go_byte_escapes(q);
+    let q = fixed.as_deref().unwrap_or(q);
     match promql_parser::parser::parse(q) {
         Ok(e) => Ok(e),
         Err(err) => {
@@ -31,6 +33,74 @@ pub fn parse(q: &str) -> Result<Expr, PromqlError> {
             Err(PromqlError::Parse(err))
         }
     }
+}
+
+/// Go reads `\xHH` escapes in string literals as bytes, the parser crate as characters. Runs
+/// of such escapes are rewritten to what Go makes of them: the UTF-8 text they spell, or U+FFFD
+/// when they are not valid UTF-8 (which then fails where Go fails, e.g. as a label name).
+fn go_byte_escapes(q: &str) -> Option<String> {
+    if !q.contains("\\x") {
+        return None;
+    }
+    let b = q.as_bytes();
+    let mut out = String::with_capacity(q.len());
+    let mut i = 0;
+    let mut quote: Option<u8> = None;
+    let mut changed = false;
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            None => {
+                if c == b'"' || c == b'\'' {
+                    quote = Some(c);
+                }
+            }
+            Some(qc) => {
+                if c == b'\\' && b.get(i + 1) == Some(&b'x') {
+                    let mut bytes = Vec::new();
+                    let mut j = i;
+                    while j + 3 < b.len() + 0 && b[j] == b'\\' && b[j + 1] == b'x' {
+                        let Some(v) = q
+                            .get(j + 2..j + 4)
+                            .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        else {
+                            break;
+                        };
+                        bytes.push(v);
+                        j += 4;
+                    }
+                    if !bytes.is_empty() && bytes.iter().any(|x| *x >= 0x80) {
+                        match std::str::from_utf8(&bytes) {
+                            Ok(text)
+                                if text.chars().all(|ch| {
+                                    !ch.is_control() && ch != '"' && ch != '\'' && ch != '\\'
+                                }) =>
+                            {
+                                out.push_str(text)
+                            }
+                            Ok(_) => out.push_str(&q[i..j]),
+                            Err(_) => out.push_str("\\uFFFD"),
+                        }
+                        changed = true;
+                        i = j;
+                        continue;
+                    }
+                } else if c == b'\\' && i + 1 < b.len() {
+                    out.push('\\');
+                    let ch = q[i + 1..].chars().next().unwrap_or('\\');
+                    out.push(ch);
+                    i += 1 + ch.len_utf8();
+                    continue;
+                } else if c == qc {
+                    quote = None;
+                }
+            }
+        }
+        let ch = q[i..].chars().next().unwrap_or('\u{fffd}');
+        out.push(ch);
+        i += ch.len_utf8().max(1);
+    }
+    changed.then_some(out)
 }
 
 /// A matcher added to `info()` selectors so they parse; never used for selection.

@@ -94,3 +94,21 @@ fn info_selectors_with_only_empty_matchers_parse() {
     // Strings mentioning info( are left alone.
     assert!(parse("label_replace(m, \"x\", \"info(y, {a=~\\\".*\\\"})\", \"y\", \"é\")").is_ok());
 }
+
+#[test]
+fn byte_escapes_follow_go() {
+    // Go reads "\xff" as the byte 0xff (invalid UTF-8, so no valid label name) and
+    // "\xc3\xa9" as "é"; the parser crate reads each escape as a character.
+    let err = many_series(1)
+        .instant(r#"label_replace(m, "\xff", "", "i", "(.*)")"#, 100_000)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("invalid destination label name"),
+        "{err}"
+    );
+    let r = many_series(1)
+        .instant(r#"label_replace(m, "x", "\xc3\xa9", "i", "(.*)")"#, 100_000)
+        .unwrap();
+    let Value::Vector(v) = r.value else { panic!() };
+    assert_eq!(v[0].metric.get("x"), Some("é"));
+}
