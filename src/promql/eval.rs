@@ -59,7 +59,7 @@ fn go_byte_escapes(q: &str) -> Option<String> {
                 if c == b'\\' && b.get(i + 1) == Some(&b'x') {
                     let mut bytes = Vec::new();
                     let mut j = i;
-                    while j + 3 < b.len() + 0 && b[j] == b'\\' && b[j + 1] == b'x' {
+                    while j + 3 < b.len() && b[j] == b'\\' && b[j + 1] == b'x' {
                         let Some(v) = q
                             .get(j + 2..j + 4)
                             .and_then(|h| u8::from_str_radix(h, 16).ok())
