@@ -746,6 +746,12 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
             Ok(Value::Vector(out))
         }
         "info" => info(ev, c, ts),
+        // Native-histogram functions: float samples carry no histogram, so nothing comes out
+        // (as in Prometheus, which ignores float samples here).
+        "histogram_avg" | "histogram_count" | "histogram_sum" | "histogram_stddev" | "histogram_stdvar" => {
+            ev.eval_vector(arg(c, 0)?, ts)?;
+            Ok(Value::Vector(Vec::new()))
+        }
         "histogram_fraction" => {
             let lower = scalar_arg(ev, c, 0, ts)?;
             let upper = scalar_arg(ev, c, 1, ts)?;
