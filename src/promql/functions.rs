@@ -748,7 +748,8 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
         "info" => info(ev, c, ts),
         // Native-histogram functions: float samples carry no histogram, so nothing comes out
         // (as in Prometheus, which ignores float samples here).
-        "histogram_avg" | "histogram_count" | "histogram_sum" | "histogram_stddev" | "histogram_stdvar" => {
+        "histogram_avg" | "histogram_count" | "histogram_sum" | "histogram_stddev"
+        | "histogram_stdvar" => {
             ev.eval_vector(arg(c, 0)?, ts)?;
             Ok(Value::Vector(Vec::new()))
         }
