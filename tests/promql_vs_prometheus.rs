@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -246,20 +246,6 @@ fn queries() -> Vec<String> {
     q
 }
 
-fn prometheus_bin() -> Option<&'static str> {
-    for p in ["/usr/bin/prometheus", "/usr/bin/promtool"] {
-        if !std::path::Path::new(p).exists() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{p} missing under CI; the test command installs prometheus"
-            );
-            eprintln!("skipping: {p} not installed");
-            return None;
-        }
-    }
-    Some("/usr/bin/prometheus")
-}
-
 fn close(a: f64, b: f64) -> bool {
     if a.is_nan() && b.is_nan() {
         return true;
@@ -293,7 +279,9 @@ fn labels_of(m: &Value) -> String {
 
 #[test]
 fn queries_match_prometheus_on_the_same_data() {
-    let Some(prom) = prometheus_bin() else { return };
+    if !prometheus_installed() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let om = openmetrics();
     let file = dir.path().join("data.om");
@@ -308,20 +296,7 @@ fn queries_match_prometheus_on_the_same_data() {
     assert!(st.success(), "promtool failed");
     std::fs::write(dir.path().join("prometheus.yml"), "global: {}\n").unwrap();
     let paddr = format!("127.0.0.1:{}", free_port());
-    let _p = Proc(
-        Command::new(prom)
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!("--storage.tsdb.path={}", blocks.display()))
-            .arg(format!("--web.listen-address={paddr}"))
-            .arg("--storage.tsdb.retention.time=100y")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _p = prometheus(&dir.path().join("prometheus.yml"), &blocks, &paddr);
     let out = Command::new(env!("CARGO_BIN_EXE_appliance"))
         .args(["tsdb", "import", "openmetrics"])
         .arg(&file)

@@ -6,19 +6,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
-
-fn prometheus_bin() -> Option<&'static str> {
-    let p = "/usr/bin/prometheus";
-    if std::path::Path::new(p).exists() {
-        return Some(p);
-    }
-    if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
-        panic!("{p} missing under CI; the test command installs prometheus");
-    }
-    eprintln!("skipping: {p} not installed");
-    None
-}
 
 /// Prometheus 2.x keeps `quantile="0"` as written where 3.x (and we) write `0.0`; compare in
 /// the 3.x form.
@@ -56,7 +43,9 @@ fn normalize(series: &Value) -> BTreeSet<String> {
 
 #[test]
 fn same_answers_as_prometheus_for_node_exporter() {
-    let Some(prom) = prometheus_bin() else { return };
+    if !prometheus_installed() {
+        return;
+    }
     let ne_port = free_port();
     let Some(_ne) = node_exporter(ne_port) else {
         return;
@@ -97,21 +86,10 @@ fn same_answers_as_prometheus_for_node_exporter() {
     )
     .unwrap();
     let paddr = format!("127.0.0.1:{}", free_port());
-    let _p = Proc(
-        Command::new(prom)
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom").display()
-            ))
-            .arg(format!("--web.listen-address={paddr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _p = prometheus(
+        &dir.path().join("prometheus.yml"),
+        &dir.path().join("prom"),
+        &paddr,
     );
     let aaddr = format!("127.0.0.1:{}", free_port());
     let _a = appliance(dir.path(), Some(&dir.path().join("appliance.yml")), &aaddr);

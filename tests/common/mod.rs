@@ -152,3 +152,32 @@ pub fn static_server(pages: Vec<(&'static str, &'static str, String)>) -> String
     });
     addr
 }
+
+/// Debian's Prometheus (with promtool), or None (skip) when missing outside CI.
+pub fn prometheus_installed() -> bool {
+    for p in ["/usr/bin/prometheus", "/usr/bin/promtool"] {
+        if !Path::new(p).exists() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{p} missing under CI; the test command installs prometheus"
+            );
+            eprintln!("skipping: {p} not installed");
+            return false;
+        }
+    }
+    true
+}
+
+/// Starts Debian's Prometheus with `config` and `storage` on `addr`, killed when dropped.
+pub fn prometheus(config: &Path, storage: &Path, addr: &str) -> Proc {
+    let child = Command::new("/usr/bin/prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", storage.display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg("--storage.tsdb.retention.time=100y")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    Proc(child)
+}
