@@ -400,3 +400,62 @@ pub fn import_openmetrics(
     head.sync()?;
     Ok(n)
 }
+
+/// `appliance tsdb analyze`: the store's cardinality as text, in the spirit of
+/// `promtool tsdb analyze`. Reads the data directory; run it while the appliance is stopped.
+pub fn analyze(data_dir: &std::path::Path, limit: usize) -> anyhow::Result<String> {
+    use std::fmt::Write;
+    let (head, corruption) = Head::open(
+        &data_dir.join("wal"),
+        HeadOptions {
+            retention_ms: i64::MAX / 4,
+        },
+    )
+    .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let s = head.stats(limit);
+    let mut out = String::new();
+    if let Some(c) = corruption {
+        writeln!(
+            out,
+            "warning: write-ahead log damaged ({c}); figures cover what precedes the damage"
+        )?;
+    }
+    let span = if s.num_series == 0 {
+        "empty".to_string()
+    } else {
+        format!(
+            "{} .. {}",
+            crate::model::time::format_rfc3339(s.min_time),
+            crate::model::time::format_rfc3339(s.max_time)
+        )
+    };
+    writeln!(out, "Time range: {span}")?;
+    writeln!(out, "Series: {}", s.num_series)?;
+    writeln!(out, "Label pairs: {}", s.num_label_pairs)?;
+    writeln!(out, "Chunks: {}", s.chunk_count)?;
+    let lists = [
+        (
+            "Highest cardinality metric names",
+            &s.series_count_by_metric_name,
+        ),
+        (
+            "Highest cardinality labels (distinct values)",
+            &s.label_value_count_by_label_name,
+        ),
+        (
+            "Most common label pairs (series)",
+            &s.series_count_by_label_value_pair,
+        ),
+        (
+            "Label names with highest cumulative value length (bytes)",
+            &s.memory_in_bytes_by_label_name,
+        ),
+    ];
+    for (title, list) in lists {
+        writeln!(out, "\n{title}:")?;
+        for (name, n) in list.iter() {
+            writeln!(out, "{n:>10} {name}")?;
+        }
+    }
+    Ok(out)
+}

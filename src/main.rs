@@ -64,6 +64,15 @@ enum TsdbCmd {
         #[command(subcommand)]
         format: ImportFormat,
     },
+    /// Print the store's cardinality: series, label pairs, the biggest metrics and labels.
+    Analyze {
+        /// Data directory (default ./data).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Entries per list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -120,6 +129,18 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Tsdb {
+            what: TsdbCmd::Analyze { data_dir, limit },
+        } => match appliance::app::analyze(&data_dir, limit) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Version => {
             println!("appliance {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

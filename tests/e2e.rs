@@ -324,3 +324,49 @@ fn samples_survive_kill_minus_nine() {
     );
     assert!(dir.path().join("data/wal").is_dir());
 }
+
+#[test]
+fn tsdb_import_and_analyze() {
+    let dir = tempfile::tempdir().unwrap();
+    let om = "# TYPE m counter\nm_total{a=\"1\"} 1 100\nm_total{a=\"1\"} 2 115\nm_total{a=\"2\"} 5 100\n# TYPE g gauge\ng 7 100\n# EOF\n";
+    let f = write(dir.path(), "in.om", om);
+    let bin = env!("CARGO_BIN_EXE_appliance");
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(bin)
+        .args(["tsdb", "import", "openmetrics"])
+        .arg(&f)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 4 samples"));
+    let out = std::process::Command::new(bin)
+        .args(["tsdb", "analyze", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("Series: 3"), "{text}");
+    assert!(text.contains("2 m_total"), "{text}");
+    // A sample without a timestamp is refused with its line.
+    let bad = write(dir.path(), "bad.om", "m 1\n# EOF\n");
+    let out = std::process::Command::new(bin)
+        .args(["tsdb", "import", "openmetrics"])
+        .arg(&bad)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad.om:1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
