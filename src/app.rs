@@ -309,9 +309,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .await
         .context("HTTP server")?;
     tracing::info!("shutting down: marking targets stale");
-    manager.stop();
-    // Stale markers are written by the stopping loops; give them a moment, then sync.
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // The loops write their stale markers as they stop; wait for them (bounded), then sync.
+    let loops = futures_util::future::join_all(manager.stop());
+    if tokio::time::timeout(std::time::Duration::from_secs(5), loops)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some scrape loops did not stop within 5 s");
+    }
     head.sync().context("syncing the write-ahead log")?;
     Ok(())
 }

@@ -370,3 +370,40 @@ fn tsdb_import_and_analyze() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn graceful_stop_persists_stale_markers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "appliance.yml",
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n",
+    );
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut app = appliance(dir.path(), Some(&cfg), &addr);
+    wait_ready(&addr);
+    wait_for(10, "a scrape", || {
+        get_json(&addr, "/api/v1/query?query=up")["data"]["result"]
+            .as_array()
+            .filter(|a| !a.is_empty())
+            .map(|_| ())
+    });
+    std::process::Command::new("kill")
+        .args(["-TERM", &app.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(app.0.wait().unwrap().success());
+    let stopped = chrono::Utc::now().timestamp_millis();
+    let _app2 = appliance(dir.path(), Some(&cfg), &addr);
+    wait_ready(&addr);
+    // Right after the stop the self target's series are stale, so `up` has no value there.
+    let v = get_json(
+        &addr,
+        &format!(
+            "/api/v1/query?query=up&time={}.{:03}",
+            stopped / 1000,
+            stopped % 1000
+        ),
+    );
+    assert_eq!(v["data"]["result"].as_array().unwrap().len(), 0, "{v}");
+}

@@ -162,11 +162,14 @@ impl Manager {
     }
 
     /// Stops everything, writing stale markers for every target.
-    pub fn stop(&self) {
+    /// Returns the loops' tasks, which end once their stale markers are written.
+    pub fn stop(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
         for (_, p) in self.pools.lock().drain() {
-            p.state.stop_all(true);
+            tasks.extend(p.state.stop_all(true));
             let _ = p.stop.send(true);
         }
+        tasks
     }
 
     /// Active targets, pools sorted by name.

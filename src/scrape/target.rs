@@ -97,6 +97,7 @@ struct Running {
     target: Arc<Target>,
     state: Arc<Mutex<LoopState>>,
     stop: watch::Sender<Option<bool>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// Everything one pool owns at run time.
@@ -299,10 +300,11 @@ impl PoolState {
                 state: state.clone(),
                 seed: self.seed,
             };
-            tokio::spawn(scrapeloop::run(ctx, rx));
+            let task = tokio::spawn(scrapeloop::run(ctx, rx));
             running.push(Running {
                 target,
                 state,
+                task,
                 stop: tx,
             });
         }
@@ -313,10 +315,15 @@ impl PoolState {
     }
 
     /// Stops every loop; `mark_stale` writes stale markers for their series.
-    pub fn stop_all(&self, mark_stale: bool) {
-        for r in self.running.lock().drain(..) {
-            let _ = r.stop.send(Some(mark_stale));
-        }
+    pub fn stop_all(&self, mark_stale: bool) -> Vec<tokio::task::JoinHandle<()>> {
+        self.running
+            .lock()
+            .drain(..)
+            .map(|r| {
+                let _ = r.stop.send(Some(mark_stale));
+                r.task
+            })
+            .collect()
     }
 
     /// Active targets.
