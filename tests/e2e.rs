@@ -284,8 +284,8 @@ fn query_api_answers_like_prometheus() {
     assert_eq!(v["data"], "sum by (job) (rate(up[5m]))");
 }
 
-#[test]
-fn samples_survive_kill_minus_nine() {
+/// An appliance on its own metrics only, scraped every second, ready.
+fn self_scraping_every_second() -> (tempfile::TempDir, std::path::PathBuf, String, Proc) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write(
         dir.path(),
@@ -293,8 +293,14 @@ fn samples_survive_kill_minus_nine() {
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n",
     );
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut app = appliance(dir.path(), Some(&cfg), &addr);
+    let app = appliance(dir.path(), Some(&cfg), &addr);
     wait_ready(&addr);
+    (dir, cfg, addr, app)
+}
+
+#[test]
+fn samples_survive_kill_minus_nine() {
+    let (dir, cfg, addr, mut app) = self_scraping_every_second();
     wait_for(15, "several scrapes", || {
         let v = get_json(&addr, "/api/v1/query?query=count_over_time(up%5B1m%5D)");
         v["data"]["result"][0]["value"][1]
@@ -373,15 +379,7 @@ fn tsdb_import_and_analyze() {
 
 #[test]
 fn graceful_stop_persists_stale_markers() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write(
-        dir.path(),
-        "appliance.yml",
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n",
-    );
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut app = appliance(dir.path(), Some(&cfg), &addr);
-    wait_ready(&addr);
+    let (dir, cfg, addr, mut app) = self_scraping_every_second();
     wait_for(10, "a scrape", || {
         get_json(&addr, "/api/v1/query?query=up")["data"]["result"]
             .as_array()

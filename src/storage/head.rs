@@ -110,7 +110,12 @@ impl Inner {
             self.remove(id);
             self.free.retain(|f| *f != id);
         }
-        let hash = labels.stable_hash();
+        self.gens[idx] = gen;
+        self.insert_at(id, labels.stable_hash(), labels);
+    }
+
+    /// Puts a new series into slot `id` and indexes it.
+    fn insert_at(&mut self, id: u32, hash: u64, labels: Labels) {
         for l in labels.iter() {
             self.postings
                 .entry(l.name.clone())
@@ -119,8 +124,7 @@ impl Inner {
                 .or_default()
                 .insert(id);
         }
-        self.gens[idx] = gen;
-        self.series[idx] = Some(MemSeries::new(labels));
+        self.series[id as usize] = Some(MemSeries::new(labels));
         self.by_hash.entry(hash).or_default().push(id);
         self.live += 1;
         self.chunks += 1;
@@ -170,18 +174,7 @@ impl Inner {
                 (self.series.len() - 1) as u32
             }
         };
-        for l in labels.iter() {
-            self.postings
-                .entry(l.name.clone())
-                .or_default()
-                .entry(l.value.clone())
-                .or_default()
-                .insert(id);
-        }
-        self.series[id as usize] = Some(MemSeries::new(labels));
-        self.by_hash.entry(hash).or_default().push(id);
-        self.live += 1;
-        self.chunks += 1;
+        self.insert_at(id, hash, labels);
         id
     }
 
