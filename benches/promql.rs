@@ -16,9 +16,7 @@ pub const STEP_MS: i64 = 15_000;
 
 /// 1,000 series: 100 cpu x 10 modes of a counter, plus 10 jobs x 10 `le` buckets.
 fn head() -> Head {
-    let head = Head::new(HeadOptions {
-        retention_ms: i64::MAX / 4,
-    });
+    let head = Head::new(HeadOptions::default());
     let modes = [
         "idle",
         "user",
@@ -83,9 +81,7 @@ fn head() -> Head {
 fn head_from_file(path: &str) -> Head {
     use appliance::model::exposition::{Entry, Format, Parser, ParserOptions};
     let body = std::fs::read(path).expect("PROMQL_BENCH_OM file");
-    let head = Head::new(HeadOptions {
-        retention_ms: i64::MAX / 4,
-    });
+    let head = Head::new(HeadOptions::default());
     let mut a = head.appender();
     let mut refs: std::collections::HashMap<Vec<u8>, appliance::storage::SeriesRef> =
         std::collections::HashMap::new();

@@ -19,7 +19,7 @@ use crate::scrape::{
     self, DroppedTarget, Job, JobKind, Manager, MetadataEntry, ScrapeConfig, ScrapeMetrics,
     TargetStatus,
 };
-use crate::storage::{Head, HeadOptions, TsdbStats};
+use crate::storage::{Db, DbOptions, TsdbStats};
 
 /// Options of `appliance run`.
 #[derive(Clone, Debug, Default)]
@@ -82,7 +82,7 @@ struct Runtime {
     source: Source,
     config: Mutex<Config>,
     manager: Arc<Manager>,
-    head: Head,
+    db: Db,
     collect_deps: collect::Deps,
     host: String,
     reload_ok: Gauge,
@@ -144,6 +144,36 @@ impl TargetsSource for Runtime {
     }
 }
 
+impl http::TsdbAdmin for Runtime {
+    fn admin_enabled(&self) -> bool {
+        self.config.lock().web.enable_admin_api
+    }
+    fn delete_series(
+        &self,
+        sets: &[Vec<crate::model::Matcher>],
+        start: i64,
+        end: i64,
+    ) -> Result<(), String> {
+        for m in sets {
+            let n = self
+                .db
+                .delete_series(m, start, end)
+                .map_err(|e| e.to_string())?;
+            tracing::info!(series = n, start, end, "admin: series deleted");
+        }
+        Ok(())
+    }
+    fn clean_tombstones(&self) -> Result<(), String> {
+        self.db
+            .clean_tombstones()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    fn snapshot(&self, skip_head: bool) -> Result<String, String> {
+        self.db.snapshot(skip_head).map_err(|e| e.to_string())
+    }
+}
+
 impl StatusSource for Runtime {
     fn config_yaml(&self) -> String {
         self.config.lock().to_redacted_yaml()
@@ -158,7 +188,7 @@ impl StatusSource for Runtime {
         self.config.lock().storage.retention.time.to_string()
     }
     fn tsdb(&self, limit: usize) -> TsdbStats {
-        self.head.stats(limit)
+        self.db.stats(limit)
     }
 }
 
@@ -177,27 +207,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let registry = Arc::new(Mutex::new(Registry::default()));
     let replay_start = std::time::Instant::now();
-    let (head, corruption) = Head::open(
-        &data_dir.join("wal"),
-        HeadOptions {
-            retention_ms: cfg.storage.retention.time.as_millis(),
-        },
-    )
-    .with_context(|| format!("opening the write-ahead log in {}", data_dir.display()))?;
-    if let Some(c) = corruption {
-        tracing::error!(problem = %c, "write-ahead log was damaged; replayed up to the damage and cut the rest off");
-    }
+    let db = open_db(&data_dir, &cfg)?;
     tracing::info!(
-        series = head.stats(1).num_series,
+        series = db.head().stats(1).num_series,
+        blocks = db.blocks().len(),
         elapsed_ms = replay_start.elapsed().as_millis() as u64,
-        "write-ahead log replayed"
+        "storage opened: blocks loaded, write-ahead log replayed"
     );
+    let head = db.head().clone();
     let scrape_metrics = ScrapeMetrics::default();
     let reload_ok = Gauge::default();
     let reload_ts = Gauge::default();
     {
         let mut reg = registry.lock();
-        head.register_metrics(&mut reg);
+        db.register_metrics(&mut reg);
         scrape_metrics.register(&mut reg);
         reg.register(
             "appliance_config_last_reload_successful",
@@ -212,7 +235,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     let host = hostname();
     let manager = Arc::new(Manager::new(
-        Arc::new(head.clone()),
+        Arc::new(db.clone()),
         scrape_metrics,
         scrape::jitter_seed(&host),
     ));
@@ -228,7 +251,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         source,
         config: Mutex::new(cfg.clone()),
         manager: manager.clone(),
-        head: head.clone(),
+        db: db.clone(),
         collect_deps,
         host,
         reload_ok: reload_ok.clone(),
@@ -242,9 +265,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let ready = Arc::new(AtomicBool::new(false));
     let router = http::router(http::Deps {
-        querier: Arc::new(head.clone()),
+        querier: Arc::new(db.clone()),
+        admin: rt.clone(),
         engine: Arc::new(crate::promql::Engine::new(
-            Arc::new(head.clone()),
+            Arc::new(db.clone()),
             crate::promql::EngineOptions::from_config(&cfg.query),
         )),
         targets: rt.clone(),
@@ -284,12 +308,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
         }
     });
-    let head_gc = head.clone();
+    // Cut blocks from the head, compact, apply retention: once at start, then every minute.
+    let db_gc = db.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             tick.tick().await;
-            head_gc.truncate(chrono::Utc::now().timestamp_millis());
+            let d = db_gc.clone();
+            let _ = tokio::task::spawn_blocking(move || d.maintain()).await;
         }
     });
 
@@ -336,28 +362,44 @@ async fn shutdown_signal() {
     }
 }
 
-/// `appliance tsdb import openmetrics FILE`: backfills timestamped OpenMetrics samples into the
-/// data directory's store, which `run` then serves. Run it while the appliance is stopped.
+fn db_options(cfg: &Config) -> DbOptions {
+    DbOptions {
+        retention_ms: cfg.storage.retention.time.as_millis(),
+        retention_bytes: cfg.storage.retention.size.0,
+        ..DbOptions::default()
+    }
+}
+
+/// Opens the store, logging what opening found damaged.
+fn open_db(data_dir: &std::path::Path, cfg: &Config) -> anyhow::Result<Db> {
+    let (db, report) = Db::open(data_dir, db_options(cfg))
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    if let Some(c) = report.wal_corruption {
+        tracing::error!(problem = %c, "write-ahead log was damaged; replayed up to the damage and cut the rest off");
+    }
+    for q in report.quarantined {
+        tracing::error!(ulid = %q.ulid, reason = %q.reason, path = %q.path, "block quarantined");
+    }
+    Ok(db)
+}
+
+/// `appliance tsdb import openmetrics FILE`: backfills timestamped OpenMetrics samples as
+/// persisted blocks (one per 2 h range, then compacted) in the data directory, which `run`
+/// then serves. Run it while the appliance is stopped. Returns the samples imported.
 pub fn import_openmetrics(
     file: &std::path::Path,
     data_dir: &std::path::Path,
+    cfg: &Config,
 ) -> anyhow::Result<u64> {
     use crate::model::exposition::{Entry, Format, Parser, ParserOptions};
-    use crate::storage::{Appendable, SeriesRef};
+    use crate::storage::{Appendable, Head, HeadOptions, SeriesRef};
     let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let (head, corruption) = Head::open(
-        &data_dir.join("wal"),
-        HeadOptions {
-            retention_ms: i64::MAX / 4,
-        },
-    )
-    .with_context(|| format!("opening the store in {}", data_dir.display()))?;
-    if let Some(c) = corruption {
-        tracing::warn!(problem = %c, "write-ahead log was damaged; continuing after the damage");
-    }
+    // The samples are gathered compressed in an in-memory head, then written out per range.
+    let head = Head::new(HeadOptions::default());
     let mut refs: std::collections::HashMap<Vec<u8>, SeriesRef> = std::collections::HashMap::new();
     let mut app = head.appender();
     let (mut n, mut in_batch) = (0u64, 0usize);
+    let mut out_of_order = 0;
     let mut parser = Parser::new(&body, Format::OpenMetrics, ParserOptions::default());
     while let Some(e) = parser.next() {
         let e = e.with_context(|| format!("{}", file.display()))?;
@@ -370,8 +412,8 @@ pub fn import_openmetrics(
                 s.name
             );
         };
-        let r = match refs.get(s.series) {
-            Some(r) => *r,
+        match refs.get(s.series) {
+            Some(r) => app.append_ref(*r, t, s.value)?,
             None => {
                 let mut pairs: Vec<(String, String)> = s
                     .labels
@@ -381,43 +423,53 @@ pub fn import_openmetrics(
                 pairs.push((crate::model::METRIC_NAME.into(), s.name.to_string()));
                 let r = app.append(&Labels::from_pairs(pairs), t, s.value)?;
                 refs.insert(s.series.to_vec(), r);
-                n += 1;
-                in_batch += 1;
-                continue;
             }
-        };
-        app.append_ref(r, t, s.value)?;
+        }
         n += 1;
         in_batch += 1;
         if in_batch >= 100_000 {
-            app.commit()?;
+            out_of_order += app.commit()?.out_of_order;
             app = head.appender();
             in_batch = 0;
         }
     }
-    let st = app.commit()?;
-    if st.out_of_order > 0 {
+    out_of_order += app.commit()?.out_of_order;
+    if out_of_order > 0 {
         tracing::warn!(
-            count = st.out_of_order,
+            count = out_of_order,
             "samples out of order within their series were skipped"
         );
     }
-    head.sync()?;
-    Ok(n)
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let range = DbOptions::default().block_range_ms;
+    let (min, max) = head.time_range();
+    if min <= max {
+        let mut a = min.div_euclid(range) * range;
+        while a <= max {
+            let series = head.chunks_in(a, a + range);
+            if !series.is_empty() {
+                crate::storage::db::write_block_from_chunks(data_dir, a, a + range, series)
+                    .with_context(|| format!("writing a block into {}", data_dir.display()))?;
+            }
+            a += range;
+        }
+    }
+    drop(head);
+    let db = open_db(data_dir, cfg)?;
+    db.compact_now();
+    Ok(n - out_of_order)
 }
 
 /// `appliance tsdb analyze`: the store's cardinality as text, in the spirit of
 /// `promtool tsdb analyze`. Reads the data directory; run it while the appliance is stopped.
-pub fn analyze(data_dir: &std::path::Path, limit: usize) -> anyhow::Result<String> {
+pub fn analyze(data_dir: &std::path::Path, limit: usize, cfg: &Config) -> anyhow::Result<String> {
     use std::fmt::Write;
-    let (head, corruption) = Head::open(
-        &data_dir.join("wal"),
-        HeadOptions {
-            retention_ms: i64::MAX / 4,
-        },
-    )
-    .with_context(|| format!("opening the store in {}", data_dir.display()))?;
-    let s = head.stats(limit);
+    let (db, report) = Db::open(data_dir, db_options(cfg))
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let corruption = report.wal_corruption;
+    let s = db.stats(limit);
+    let st = &s.store;
     let mut out = String::new();
     if let Some(c) = corruption {
         writeln!(
@@ -425,19 +477,34 @@ pub fn analyze(data_dir: &std::path::Path, limit: usize) -> anyhow::Result<Strin
             "warning: write-ahead log damaged ({c}); figures cover what precedes the damage"
         )?;
     }
-    let span = if s.num_series == 0 {
+    let span = if st.min_time > st.max_time {
         "empty".to_string()
     } else {
         format!(
             "{} .. {}",
-            crate::model::time::format_rfc3339(s.min_time),
-            crate::model::time::format_rfc3339(s.max_time)
+            crate::model::time::format_rfc3339(st.min_time),
+            crate::model::time::format_rfc3339(st.max_time)
         )
     };
     writeln!(out, "Time range: {span}")?;
-    writeln!(out, "Series: {}", s.num_series)?;
-    writeln!(out, "Label pairs: {}", s.num_label_pairs)?;
-    writeln!(out, "Chunks: {}", s.chunk_count)?;
+    writeln!(out, "Series: {}", st.num_series)?;
+    writeln!(out, "Samples: {}", st.num_samples)?;
+    writeln!(
+        out,
+        "Blocks: {} ({} bytes); write-ahead log: {} bytes",
+        st.blocks.len(),
+        st.blocks_bytes,
+        st.wal_bytes
+    )?;
+    for q in &st.quarantined {
+        writeln!(out, "Quarantined block {}: {}", q.ulid, q.reason)?;
+    }
+    writeln!(
+        out,
+        "Head: {} series, {} label pairs, {} chunks",
+        s.num_series, s.num_label_pairs, s.chunk_count
+    )?;
+    let churn = db.churn(limit);
     let lists = [
         (
             "Highest cardinality metric names",
@@ -454,6 +521,10 @@ pub fn analyze(data_dir: &std::path::Path, limit: usize) -> anyhow::Result<Strin
         (
             "Label names with highest cumulative value length (bytes)",
             &s.memory_in_bytes_by_label_name,
+        ),
+        (
+            "Label pairs most involved in churning (series starting or ending inside a block)",
+            &churn,
         ),
     ];
     for (title, list) in lists {

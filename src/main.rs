@@ -118,7 +118,11 @@ fn main() -> ExitCode {
                 },
         } => {
             init_logs("info", LogFormat::Text);
-            match appliance::app::import_openmetrics(&file, &data_dir) {
+            match appliance::app::import_openmetrics(
+                &file,
+                &data_dir,
+                &appliance::config::Config::default(),
+            ) {
                 Ok(n) => {
                     println!("imported {n} samples into {}", data_dir.display());
                     ExitCode::SUCCESS
@@ -131,7 +135,8 @@ fn main() -> ExitCode {
         }
         Cmd::Tsdb {
             what: TsdbCmd::Analyze { data_dir, limit },
-        } => match appliance::app::analyze(&data_dir, limit) {
+        } => match appliance::app::analyze(&data_dir, limit, &appliance::config::Config::default())
+        {
             Ok(report) => {
                 print!("{report}");
                 ExitCode::SUCCESS

@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Map, Value};
 
@@ -29,6 +29,15 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/api/v1/status/flags", get(flags))
         .route("/api/v1/status/config", get(config))
         .route("/api/v1/status/tsdb", get(tsdb))
+        .route(
+            "/api/v1/admin/tsdb/delete_series",
+            post(delete_series).put(delete_series),
+        )
+        .route(
+            "/api/v1/admin/tsdb/clean_tombstones",
+            post(clean_tombstones).put(clean_tombstones),
+        )
+        .route("/api/v1/admin/tsdb/snapshot", post(snapshot).put(snapshot))
 }
 
 /// Prometheus's API error kinds.
@@ -38,6 +47,8 @@ enum ErrorType {
     NotFound,
     Execution,
     Timeout,
+    Unavailable,
+    Internal,
 }
 
 struct ApiError(ErrorType, String);
@@ -49,6 +60,8 @@ impl IntoResponse for ApiError {
             ErrorType::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ErrorType::Execution => (StatusCode::UNPROCESSABLE_ENTITY, "execution"),
             ErrorType::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+            ErrorType::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ErrorType::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         (
             code,
@@ -651,6 +664,7 @@ async fn tsdb(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Respo
     Ok(ok(
         json!({
             "headStats": {"numSeries": s.num_series, "numLabelPairs": s.num_label_pairs, "chunkCount": s.chunk_count, "minTime": min, "maxTime": max},
+            "storageStats": s.store,
             "seriesCountByMetricName": list(&s.series_count_by_metric_name),
             "labelValueCountByLabelName": list(&s.label_value_count_by_label_name),
             "memoryInBytesByLabelName": list(&s.memory_in_bytes_by_label_name),
@@ -658,6 +672,76 @@ async fn tsdb(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Respo
         }),
         Vec::new(),
     ))
+}
+
+fn admin_enabled(st: &AppState) -> Result<(), ApiError> {
+    if st.deps.admin.admin_enabled() {
+        Ok(())
+    } else {
+        Err(ApiError(
+            ErrorType::Unavailable,
+            "admin APIs disabled".into(),
+        ))
+    }
+}
+
+/// Runs blocking admin work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(x)) => Ok(x),
+        Ok(Err(e)) => Err(ApiError(ErrorType::Internal, e)),
+        Err(e) => Err(ApiError(ErrorType::Internal, e.to_string())),
+    }
+}
+
+async fn delete_series(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    admin_enabled(&st)?;
+    let p = Params::new(q, &body);
+    let sets = match_sets(&p)?;
+    if sets.is_empty() {
+        return Err(bad("no match[] parameter provided"));
+    }
+    let (start, end) = p.range()?;
+    let admin = st.deps.admin.clone();
+    blocking(move || admin.delete_series(&sets, start, end)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn clean_tombstones(State(st): State<AppState>) -> Result<Response, ApiError> {
+    admin_enabled(&st)?;
+    let admin = st.deps.admin.clone();
+    blocking(move || admin.clean_tombstones()).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn snapshot(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    admin_enabled(&st)?;
+    let p = Params::new(q, &body);
+    let skip_head = match p.get("skip_head") {
+        None | Some("") => false,
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "1" | "t" | "true" => true,
+            "0" | "f" | "false" => false,
+            _ => {
+                return Err(bad(format!(
+                    "unable to parse boolean 'skip_head' argument: strconv.ParseBool: parsing {v:?}: invalid syntax"
+                )))
+            }
+        },
+    };
+    let admin = st.deps.admin.clone();
+    let name = blocking(move || admin.snapshot(skip_head)).await?;
+    Ok(ok(json!({"name": name}), Vec::new()))
 }
 
 #[cfg(test)]

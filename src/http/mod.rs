@@ -38,6 +38,9 @@ pub struct WebConfig {
     /// The URL users reach the appliance at, when behind a proxy.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub external_url: String,
+    /// Serve `/api/v1/admin/tsdb/*` (delete_series, clean_tombstones, snapshot). On by
+    /// default; set `false` to refuse them as Prometheus does without `--web.enable-admin-api`.
+    pub enable_admin_api: bool,
 }
 
 impl Default for WebConfig {
@@ -45,6 +48,7 @@ impl Default for WebConfig {
         WebConfig {
             listen_address: ":8080".into(),
             external_url: String::new(),
+            enable_admin_api: true,
         }
     }
 }
@@ -82,6 +86,24 @@ pub trait StatusSource: Send + Sync {
     fn storage_retention(&self) -> String;
     /// Head cardinality.
     fn tsdb(&self, limit: usize) -> TsdbStats;
+}
+
+/// The TSDB admin operations behind `/api/v1/admin/tsdb/*`. They block on disk work; the
+/// server calls them off the async threads.
+pub trait TsdbAdmin: Send + Sync {
+    /// Whether the admin API is enabled (`web.enable_admin_api`).
+    fn admin_enabled(&self) -> bool;
+    /// Deletes samples of series matching any of `sets` in `[start, end]`.
+    fn delete_series(
+        &self,
+        sets: &[Vec<crate::model::Matcher>],
+        start: i64,
+        end: i64,
+    ) -> Result<(), String>;
+    /// Rewrites blocks without their deleted data.
+    fn clean_tombstones(&self) -> Result<(), String>;
+    /// Writes a snapshot and returns its name.
+    fn snapshot(&self, skip_head: bool) -> Result<String, String>;
 }
 
 /// Applies the config file again.
@@ -140,6 +162,8 @@ pub struct Deps {
     pub status: Arc<dyn StatusSource>,
     /// Reload hook.
     pub reloader: Arc<dyn Reloader>,
+    /// TSDB admin operations.
+    pub admin: Arc<dyn TsdbAdmin>,
     /// The appliance's own metrics.
     pub registry: Arc<Mutex<Registry>>,
     /// Built-in collectors, served at `/metrics/<name>`.

@@ -276,7 +276,26 @@ pub struct XorIter<'a> {
     trailing: u8,
 }
 
-impl XorIter<'_> {
+impl<'a> XorIter<'a> {
+    /// A decoder over encoded chunk bytes as [`XorChunk::bytes`] returns them (sample count
+    /// in the first two bytes). Damaged bytes end the iteration early; they never panic.
+    pub fn over(bytes: &'a [u8]) -> Self {
+        let left = match bytes {
+            [a, b, ..] => u16::from_be_bytes([*a, *b]),
+            _ => 0,
+        };
+        XorIter {
+            r: BitReader { bytes, pos: 16 },
+            left,
+            n: 0,
+            t: 0,
+            t_delta: 0,
+            v: 0,
+            leading: 0,
+            trailing: 0,
+        }
+    }
+
     fn read_value(&mut self) -> Option<()> {
         if !self.r.read_bit()? {
             return Some(());

@@ -19,14 +19,22 @@ use crate::model::{is_stale_nan, Labels, MatchOp, Matcher};
 /// Head settings.
 #[derive(Clone, Debug)]
 pub struct HeadOptions {
-    /// Samples older than `newest - retention_ms` are dropped by [`Head::truncate`].
-    pub retention_ms: i64,
+    /// Chunks are cut where time crosses a multiple of this range (the block range), so a
+    /// block cut from the head takes whole chunks and leaves whole chunks behind.
+    pub chunk_range_ms: i64,
+    /// Samples older than this are refused (they belong to persisted blocks) and skipped at
+    /// WAL replay.
+    pub min_valid_ms: i64,
 }
+
+/// Prometheus's default block range: two hours.
+pub const DEFAULT_BLOCK_RANGE_MS: i64 = 2 * 3600 * 1000;
 
 impl Default for HeadOptions {
     fn default() -> Self {
         HeadOptions {
-            retention_ms: 15 * 24 * 3600 * 1000,
+            chunk_range_ms: DEFAULT_BLOCK_RANGE_MS,
+            min_valid_ms: i64::MIN,
         }
     }
 }
@@ -93,6 +101,8 @@ struct Inner {
     chunks: u64,
     min_t: i64,
     max_t: i64,
+    /// Appends older than this are out of bounds (their range is persisted in blocks).
+    min_valid: i64,
 }
 
 impl Inner {
@@ -207,6 +217,36 @@ impl Inner {
         self.free.push(id);
     }
 
+    /// Rewrites series `id`'s chunks without samples in `[mint, maxt]`.
+    fn delete_range(&mut self, id: u32, mint: i64, maxt: i64, range: i64) {
+        let Some(s) = self.series[id as usize].as_mut() else {
+            return;
+        };
+        let before = s.closed.len() as u64 + 1;
+        let kept: Vec<(i64, f64)> = s
+            .closed
+            .iter()
+            .chain(std::iter::once(&s.head))
+            .flat_map(|c| c.iter())
+            .filter(|(t, _)| *t < mint || *t > maxt)
+            .collect();
+        let mut chunks: Vec<XorChunk> = Vec::new();
+        let mut cur = XorChunk::default();
+        for (t, v) in kept {
+            if !cur.is_empty()
+                && (cur.len() >= SAMPLES_PER_CHUNK
+                    || t.div_euclid(range.max(1)) != cur.min_t().div_euclid(range.max(1)))
+            {
+                chunks.push(std::mem::take(&mut cur));
+            }
+            cur.append(t, v);
+        }
+        s.closed = chunks;
+        s.head = cur;
+        let after = s.closed.len() as u64 + 1;
+        self.chunks = self.chunks + after - before;
+    }
+
     /// Series ids that may match: postings of the most selective positive matcher, or all.
     fn candidates(&self, matchers: &[Matcher]) -> Vec<u32> {
         let mut best: Option<BTreeSet<u32>> = None;
@@ -266,6 +306,8 @@ struct HeadMetrics {
     out_of_order: Counter,
     wal_size: Gauge,
     wal_corruptions: Counter,
+    truncations: Counter,
+    out_of_bounds: Counter,
 }
 
 /// The in-memory head block.
@@ -286,6 +328,7 @@ impl Head {
         let inner = Inner {
             min_t: i64::MAX,
             max_t: i64::MIN,
+            min_valid: opts.min_valid_ms,
             ..Default::default()
         };
         Head {
@@ -314,8 +357,21 @@ impl Head {
                     super::wal::Record::Series { sref, labels } => {
                         g.restore(SeriesRef(sref), labels)
                     }
-                    super::wal::Record::Samples(s) => {
-                        batch.extend(s.into_iter().map(|(r, t, v)| (SeriesRef(r), t, v)))
+                    super::wal::Record::Samples(s) => batch.extend(
+                        s.into_iter()
+                            // Older samples are already in blocks.
+                            .filter(|(_, t, _)| *t >= head.opts.min_valid_ms)
+                            .map(|(r, t, v)| (SeriesRef(r), t, v)),
+                    ),
+                    super::wal::Record::Delete(d) => {
+                        g.rebuild_free_list();
+                        head.commit_locked(&mut g, &batch, 0);
+                        batch.clear();
+                        for (r, a, b) in d {
+                            if let Some(id) = g.resolve(SeriesRef(r)) {
+                                g.delete_range(id, a, b, head.opts.chunk_range_ms);
+                            }
+                        }
                     }
                 }
             }
@@ -389,17 +445,29 @@ impl Head {
             m.wal_size.clone(),
         );
         reg.register(
+            "appliance_tsdb_head_truncations",
+            "Total number of head truncations (after a block was cut).",
+            m.truncations.clone(),
+        );
+        reg.register(
+            "appliance_tsdb_out_of_bounds_samples",
+            "Total number of samples refused as older than the head's range.",
+            m.out_of_bounds.clone(),
+        );
+        reg.register(
             "appliance_tsdb_wal_corruptions",
             "Write-ahead log corruptions found (and cut off) at replay.",
             m.wal_corruptions.clone(),
         );
     }
 
-    /// Drops chunks entirely older than the retention window and series left empty. Returns
-    /// the number of series removed.
-    pub fn truncate(&self, now_ms: i64) -> usize {
-        let before = now_ms - self.opts.retention_ms;
+    /// Drops chunks entirely older than `before` and series left without samples, refuses
+    /// appends older than `before` from now on, and drops the write-ahead log's segments that
+    /// only hold older samples. Called once a block holds everything before `before`.
+    /// Returns the number of series removed.
+    pub fn truncate_before(&self, before: i64) -> usize {
         let mut g = self.inner.write();
+        g.min_valid = g.min_valid.max(before);
         let mut removed = Vec::new();
         let mut dropped_chunks = 0u64;
         for (id, s) in g.series.iter_mut().enumerate() {
@@ -407,13 +475,13 @@ impl Head {
             let n = s.closed.len();
             s.closed.retain(|c| c.max_t() >= before);
             dropped_chunks += (n - s.closed.len()) as u64;
-            if s.closed.is_empty() && s.head.is_empty() {
+            if !s.head.is_empty() && s.head.max_t() < before && s.closed.is_empty() {
+                removed.push(id as u32);
+            } else if s.closed.is_empty() && s.head.is_empty() {
                 s.empty_passes += 1;
                 if s.empty_passes >= 2 {
                     removed.push(id as u32);
                 }
-            } else if s.closed.is_empty() && s.head.max_t() < before {
-                removed.push(id as u32);
             }
         }
         g.chunks -= dropped_chunks;
@@ -427,10 +495,121 @@ impl Head {
             .map(|s| s.min_t())
             .min()
             .unwrap_or(i64::MAX);
+        if g.live == 0 {
+            g.max_t = i64::MIN;
+        }
         self.metrics.series.set(g.live as i64);
         self.metrics.chunks.set(g.chunks as i64);
         self.metrics.series_removed.inc_by(removed.len() as u64);
+        self.metrics.truncations.inc();
+        if let Some(w) = &self.wal {
+            let live: Vec<(u64, Labels)> = g
+                .series
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    s.as_ref()
+                        .map(|s| (g.make_ref(i as u32).0, s.labels.clone()))
+                })
+                .collect();
+            let mut w = w.lock();
+            let r = w.cut().and_then(|_| w.truncate(&live, before));
+            if let Err(e) = r {
+                tracing::error!(error = %e, "truncating the write-ahead log failed; it is kept");
+            }
+            self.metrics.wal_size.set(w.size() as i64);
+        }
         removed.len()
+    }
+
+    /// Deletes samples in `[mint, maxt]` of matching series (logged, so replay repeats it).
+    /// Returns the number of series touched.
+    pub fn delete(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<u64, StorageError> {
+        let mut g = self.inner.write();
+        let ids: Vec<u32> = g
+            .candidates(matchers)
+            .into_iter()
+            .filter(|id| {
+                g.series[*id as usize].as_ref().is_some_and(|s| {
+                    matchers
+                        .iter()
+                        .all(|m| m.matches(s.labels.get(&m.name).unwrap_or("")))
+                        && s.overlaps(mint, maxt)
+                })
+            })
+            .collect();
+        let recs: Vec<(u64, i64, i64)> = ids
+            .iter()
+            .map(|id| (g.make_ref(*id).0, mint, maxt))
+            .collect();
+        if let Some(w) = &self.wal {
+            w.lock()
+                .log_delete(&recs)
+                .map_err(|e| StorageError::Wal(e.to_string()))?;
+        }
+        for id in &ids {
+            g.delete_range(*id, mint, maxt, self.opts.chunk_range_ms);
+        }
+        self.metrics.chunks.set(g.chunks as i64);
+        Ok(ids.len() as u64)
+    }
+
+    /// Samples held in the head.
+    pub fn num_samples(&self) -> u64 {
+        let g = self.inner.read();
+        g.series
+            .iter()
+            .flatten()
+            .map(|s| {
+                s.closed.iter().map(|c| u64::from(c.len())).sum::<u64>() + u64::from(s.head.len())
+            })
+            .sum()
+    }
+
+    /// Oldest and newest sample timestamps in the head (`i64::MAX`, `i64::MIN` when empty).
+    pub fn time_range(&self) -> (i64, i64) {
+        let g = self.inner.read();
+        (g.min_t, g.max_t)
+    }
+
+    /// Appends older than this are refused.
+    pub fn min_valid(&self) -> i64 {
+        self.inner.read().min_valid
+    }
+
+    /// Copies of the chunks holding samples in `[mint, maxt)`, per series, in label order.
+    /// Chunks are cut at block-range boundaries, so for an aligned range they hold no samples
+    /// outside it; samples outside are filtered anyway.
+    pub fn chunks_in(&self, mint: i64, maxt: i64) -> Vec<(Labels, Vec<XorChunk>)> {
+        let g = self.inner.read();
+        let mut out: Vec<(Labels, Vec<XorChunk>)> = g
+            .series
+            .iter()
+            .flatten()
+            .filter_map(|s| {
+                let cs: Vec<XorChunk> = s
+                    .closed
+                    .iter()
+                    .chain(std::iter::once(&s.head))
+                    .filter(|c| !c.is_empty() && c.max_t() >= mint && c.min_t() < maxt)
+                    .cloned()
+                    .collect();
+                (!cs.is_empty()).then(|| (s.labels.clone(), cs))
+            })
+            .collect();
+        drop(g);
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Approximate bytes of chunk data held (for size retention's head share).
+    pub fn chunk_bytes(&self) -> u64 {
+        let g = self.inner.read();
+        g.series
+            .iter()
+            .flatten()
+            .map(|s| s.closed.iter().map(|c| c.size() as u64).sum::<u64>() + s.head.size() as u64)
+            .sum()
     }
 
     /// Cardinality statistics, top `limit` entries per list.
@@ -469,6 +648,7 @@ impl Head {
             label_value_count_by_label_name: top(value_counts),
             memory_in_bytes_by_label_name: top(mem),
             series_count_by_label_value_pair: top(by_pair),
+            store: Default::default(),
         }
     }
 
@@ -498,11 +678,16 @@ impl Head {
             series_added,
             ..Default::default()
         };
+        let range = self.opts.chunk_range_ms.max(1);
         for (r, t, v) in batch {
             let Some(id) = g.resolve(*r) else {
                 st.out_of_bounds += 1;
                 continue;
             };
+            if *t < g.min_valid {
+                st.out_of_bounds += 1;
+                continue;
+            }
             let Some(s) = g.series[id as usize].as_mut() else {
                 continue;
             };
@@ -520,7 +705,9 @@ impl Head {
                 continue;
             }
             let mut new_chunk = false;
-            if s.head.len() >= SAMPLES_PER_CHUNK {
+            let crosses =
+                !s.head.is_empty() && t.div_euclid(range) != s.head.min_t().div_euclid(range);
+            if s.head.len() >= SAMPLES_PER_CHUNK || crosses {
                 let full = std::mem::take(&mut s.head);
                 s.closed.push(full);
                 new_chunk = true;
@@ -539,6 +726,7 @@ impl Head {
         self.metrics.chunks.set(g.chunks as i64);
         self.metrics.samples_appended.inc_by(st.appended);
         self.metrics.out_of_order.inc_by(st.out_of_order);
+        self.metrics.out_of_bounds.inc_by(st.out_of_bounds);
         self.commits.fetch_add(1, Ordering::Relaxed);
         st
     }
@@ -739,12 +927,12 @@ mod tests {
 
     #[test]
     fn refs_survive_until_the_series_is_removed() {
-        let h = Head::new(HeadOptions { retention_ms: 1000 });
+        let h = Head::new(HeadOptions::default());
         let mut a = h.appender();
         let r = a.append(&l(&[("__name__", "x")]), 0, 1.0).unwrap();
         a.append_ref(r, 10, 2.0).unwrap();
         a.commit().unwrap();
-        h.truncate(100_000);
+        h.truncate_before(99_000);
         let mut a = h.appender();
         assert_eq!(a.append_ref(r, 20, 3.0), Err(StorageError::UnknownRef));
         let r2 = a.append(&l(&[("__name__", "y")]), 100_000, 1.0).unwrap();
@@ -753,12 +941,12 @@ mod tests {
 
     #[test]
     fn truncate_drops_old_series_and_postings() {
-        let h = Head::new(HeadOptions { retention_ms: 1000 });
+        let h = Head::new(HeadOptions::default());
         let mut a = h.appender();
         a.append(&l(&[("__name__", "old")]), 0, 1.0).unwrap();
         a.append(&l(&[("__name__", "new")]), 5000, 1.0).unwrap();
         a.commit().unwrap();
-        assert_eq!(h.truncate(5500), 1);
+        assert_eq!(h.truncate_before(4500), 1);
         assert_eq!(
             h.label_values("__name__", &[], i64::MIN, i64::MAX),
             vec!["new"]

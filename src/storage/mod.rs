@@ -1,15 +1,18 @@
-//! Local storage: the `Appender` / `Querier` seams every writer and reader uses, and the
-//! in-memory head that implements them with XOR chunks and an inverted index.
+//! Local storage: the `Appender` / `Querier` seams every writer and reader uses; the in-memory
+//! head (XOR chunks, inverted index, write-ahead log); persisted blocks; and the `Db` that
+//! merges them and manages their life (cut, compaction, retention, quarantine).
 //!
-//! Storage knows nothing of scraping, PromQL or HTTP. The WAL and persisted blocks will sit
-//! behind the same traits, so callers never change when durability arrives.
+//! Storage knows nothing of scraping, PromQL or HTTP.
 
+pub mod block;
 pub mod chunk;
 pub mod config;
+pub mod db;
 pub mod head;
 pub mod wal;
 
 pub use config::StorageConfig;
+pub use db::{BlockInfo, Db, DbOptions, QuarantinedBlock, StoreStats};
 pub use head::{Head, HeadOptions};
 
 use crate::model::{Labels, Matcher};
@@ -117,4 +120,7 @@ pub struct TsdbStats {
     pub memory_in_bytes_by_label_name: Vec<(String, u64)>,
     /// Top label pairs by series count.
     pub series_count_by_label_value_pair: Vec<(String, u64)>,
+    /// Figures of the whole store (blocks and head); the fields above describe the head,
+    /// except the top lists, which cover the whole store once blocks exist.
+    pub store: StoreStats,
 }

@@ -16,6 +16,7 @@ use crate::model::{Label, Labels};
 const SEGMENT_BYTES: u64 = 64 << 20;
 const REC_SERIES: u8 = 1;
 const REC_SAMPLES: u8 = 2;
+const REC_DELETE: u8 = 3;
 
 /// WAL failures.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,8 @@ pub enum Record {
     },
     /// Samples as (ref, t, v).
     Samples(Vec<(u64, i64, f64)>),
+    /// Deleted ranges as (ref, mint, maxt), inclusive.
+    Delete(Vec<(u64, i64, i64)>),
 }
 
 /// What replay found.
@@ -199,6 +202,14 @@ fn decode(kind: u8, payload: &[u8]) -> Option<Record> {
             }
             Some(Record::Samples(v))
         }
+        REC_DELETE => {
+            let n = c.u32()? as usize;
+            let mut v = Vec::with_capacity(n.min(payload.len() / 24));
+            for _ in 0..n {
+                v.push((c.u64()?, c.u64()? as i64, c.u64()? as i64));
+            }
+            Some(Record::Delete(v))
+        }
         _ => None,
     }
 }
@@ -323,6 +334,22 @@ impl Wal {
             buf.extend_from_slice(&v.to_bits().to_le_bytes());
         }
         self.write_record(REC_SAMPLES, &buf)
+    }
+
+    /// Logs deleted ranges, so replay deletes them again.
+    pub fn log_delete(&mut self, ranges: &[(u64, i64, i64)]) -> Result<(), WalError> {
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(4 + ranges.len() * 24);
+        buf.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
+        for (r, a, b) in ranges {
+            buf.extend_from_slice(&r.to_le_bytes());
+            buf.extend_from_slice(&a.to_le_bytes());
+            buf.extend_from_slice(&b.to_le_bytes());
+        }
+        self.write_record(REC_DELETE, &buf)?;
+        self.sync()
     }
 
     /// Flushes buffered records and fsyncs the segment (called on the sync interval).

@@ -1,0 +1,1574 @@
+//! The durable store: the head (with its write-ahead log) plus the persisted blocks of one data
+//! directory. It owns the blocks' life: cutting the head into blocks, compacting them,
+//! retention, quarantining damaged blocks, tombstones and snapshots, and it answers queries by
+//! merging blocks and head.
+//!
+//! It knows nothing of scraping, PromQL or HTTP; callers see the `Appendable`/`Querier` seams
+//! and a few operations (`maintain`, `delete_series`, `snapshot`, `stats`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+use super::block::{self, Block, BlockCompaction, BlockError, BlockWriter};
+use super::chunk::XorIter;
+use super::head::DEFAULT_BLOCK_RANGE_MS;
+use super::{Appendable, Appender, Head, HeadOptions, Querier, Series, StorageError, TsdbStats};
+use crate::model::{Labels, Matcher};
+
+const HEAD_MIN_VALID_FILE: &str = "head_min_valid";
+const QUARANTINE_DIR: &str = "quarantine";
+const SNAPSHOT_DIR: &str = "snapshots";
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// A block could not be written or read.
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    /// The head or its log refused.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// File-system failure outside a block.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DbError + '_ {
+    move |source| DbError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Store settings.
+#[derive(Clone, Debug)]
+pub struct DbOptions {
+    /// Range of a block cut from the head (2 h, as Prometheus).
+    pub block_range_ms: i64,
+    /// Delete blocks whose end is older than this behind the newest block (0 = keep).
+    pub retention_ms: i64,
+    /// Delete the oldest blocks while WAL + blocks exceed this many bytes (0 = no limit).
+    pub retention_bytes: u64,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions {
+            block_range_ms: DEFAULT_BLOCK_RANGE_MS,
+            retention_ms: 15 * 24 * 3600 * 1000,
+            retention_bytes: 0,
+        }
+    }
+}
+
+impl DbOptions {
+    /// Compaction ranges: the block range times powers of 3, up to a tenth of the retention
+    /// time and at most 31 days (Prometheus's rule).
+    pub fn ranges(&self) -> Vec<i64> {
+        let month = 31 * 24 * 3600 * 1000;
+        let max = if self.retention_ms > 0 {
+            (self.retention_ms / 10).min(month)
+        } else {
+            month
+        };
+        let mut out = vec![self.block_range_ms];
+        let mut r = self.block_range_ms;
+        for _ in 0..9 {
+            r *= 3;
+            if r > max {
+                break;
+            }
+            out.push(r);
+        }
+        out
+    }
+}
+
+/// One persisted block, for `/api/v1/status/tsdb` and the UI.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockInfo {
+    /// Its id.
+    pub ulid: String,
+    /// First timestamp covered (ms).
+    pub min_time: i64,
+    /// End of its range (ms, exclusive).
+    pub max_time: i64,
+    /// Series.
+    pub num_series: u64,
+    /// Samples.
+    pub num_samples: u64,
+    /// Chunks.
+    pub num_chunks: u64,
+    /// Tombstoned intervals.
+    pub num_tombstones: u64,
+    /// Compaction level.
+    pub level: u32,
+    /// Bytes on disk.
+    pub bytes: u64,
+}
+
+/// A block moved aside because it failed a check.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuarantinedBlock {
+    /// Its id (directory name).
+    pub ulid: String,
+    /// What was wrong.
+    pub reason: String,
+    /// Where it now lies.
+    pub path: String,
+    /// When it was moved (ms).
+    pub time: i64,
+}
+
+/// Whole-store figures beside the head's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreStats {
+    /// Distinct series over blocks and head.
+    pub num_series: u64,
+    /// Samples in blocks plus head.
+    pub num_samples: u64,
+    /// Oldest sample (ms), `i64::MAX` when empty.
+    pub min_time: i64,
+    /// Newest sample (ms), `i64::MIN` when empty.
+    pub max_time: i64,
+    /// Bytes of blocks on disk.
+    pub blocks_bytes: u64,
+    /// Bytes of write-ahead log on disk.
+    pub wal_bytes: u64,
+    /// Persisted blocks, oldest first.
+    pub blocks: Vec<BlockInfo>,
+    /// Blocks moved aside since start (and found in the quarantine folder).
+    pub quarantined: Vec<QuarantinedBlock>,
+}
+
+#[derive(Clone)]
+struct DbMetrics {
+    blocks_loaded: Gauge,
+    compactions: Counter,
+    compactions_failed: Counter,
+    compaction_duration: Histogram,
+    time_retentions: Counter,
+    size_retentions: Counter,
+    blocks_bytes: Gauge,
+    storage_bytes: Gauge,
+    retention_limit_bytes: Gauge,
+    lowest_timestamp: Gauge,
+    head_min_time: Gauge,
+    head_max_time: Gauge,
+    quarantined: Counter,
+    checksum_failures: Counter,
+    head_cuts: Counter,
+    head_cuts_failed: Counter,
+    tombstone_cleanups: Counter,
+}
+
+impl Default for DbMetrics {
+    fn default() -> Self {
+        DbMetrics {
+            blocks_loaded: Gauge::default(),
+            compactions: Counter::default(),
+            compactions_failed: Counter::default(),
+            compaction_duration: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 14),
+            ),
+            time_retentions: Counter::default(),
+            size_retentions: Counter::default(),
+            blocks_bytes: Gauge::default(),
+            storage_bytes: Gauge::default(),
+            retention_limit_bytes: Gauge::default(),
+            lowest_timestamp: Gauge::default(),
+            head_min_time: Gauge::default(),
+            head_max_time: Gauge::default(),
+            quarantined: Counter::default(),
+            checksum_failures: Counter::default(),
+            head_cuts: Counter::default(),
+            head_cuts_failed: Counter::default(),
+            tombstone_cleanups: Counter::default(),
+        }
+    }
+}
+
+struct Inner {
+    dir: PathBuf,
+    head: Head,
+    /// Sorted by `min_time`, then ULID.
+    blocks: RwLock<Vec<Arc<Block>>>,
+    opts: DbOptions,
+    metrics: DbMetrics,
+    quarantined: Mutex<Vec<QuarantinedBlock>>,
+    /// One maintenance (cut, compaction, retention, deletion, snapshot) at a time.
+    maintain: Mutex<()>,
+}
+
+/// The durable store of one data directory.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+/// What `Db::open` found worth reporting.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    /// A torn or corrupt WAL tail that replay cut off.
+    pub wal_corruption: Option<String>,
+    /// Blocks quarantined at open.
+    pub quarantined: Vec<QuarantinedBlock>,
+    /// Blocks loaded.
+    pub blocks: usize,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Merges per-source sample lists of one series: time order, one sample per timestamp (the
+/// first source's wins, so overlapping blocks never double-count).
+fn merge_samples(mut parts: Vec<Vec<(i64, f64)>>) -> Vec<(i64, f64)> {
+    if parts.len() == 1 {
+        return parts.pop().unwrap_or_default();
+    }
+    let sorted_concat = parts.windows(2).all(|w| match (w[0].last(), w[1].first()) {
+        (Some(a), Some(b)) => a.0 < b.0,
+        _ => true,
+    });
+    let mut out: Vec<(i64, f64)> = parts.into_iter().flatten().collect();
+    if !sorted_concat {
+        out.sort_by_key(|s| s.0);
+        out.dedup_by_key(|s| s.0);
+    }
+    out
+}
+
+impl Db {
+    /// Opens the store in `dir`: loads and checks blocks (quarantining damaged ones), removes
+    /// leftovers of interrupted writes and compactions, and replays the WAL into the head.
+    pub fn open(dir: &Path, opts: DbOptions) -> Result<(Db, OpenReport), DbError> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut report = OpenReport::default();
+        let metrics = DbMetrics::default();
+        let mut blocks: Vec<Block> = Vec::new();
+        let rd = fs::read_dir(dir).map_err(io(dir))?;
+        let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        let mut quarantined = Vec::new();
+        // Damaged blocks quarantined in earlier runs stay visible.
+        let mut all_q = earlier_quarantine(dir);
+        for p in entries {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.ends_with(".tmp-for-creation") || name.ends_with(".tmp-for-deletion") {
+                let _ = fs::remove_dir_all(&p);
+                continue;
+            }
+            if !p.is_dir() || !p.join("meta.json").exists() {
+                continue;
+            }
+            let opened = Block::open(&p).and_then(|b| b.verify_chunks().map(|_| b));
+            match opened {
+                Ok(b) => blocks.push(b),
+                Err(e) => {
+                    metrics.checksum_failures.inc();
+                    quarantined.push(quarantine_dir(dir, &p, &name, &e.to_string(), &metrics));
+                }
+            }
+        }
+        // A crash between writing a compacted block and deleting its parents leaves both.
+        let parents: HashSet<String> = blocks
+            .iter()
+            .flat_map(|b| b.meta().compaction.parents.clone())
+            .collect();
+        blocks.retain(|b| {
+            if parents.contains(&b.meta().ulid) {
+                let _ = fs::remove_dir_all(b.dir());
+                false
+            } else {
+                true
+            }
+        });
+        blocks.sort_by(|a, b| {
+            (a.meta().min_time, &a.meta().ulid).cmp(&(b.meta().min_time, &b.meta().ulid))
+        });
+        let min_valid = fs::read_to_string(dir.join(HEAD_MIN_VALID_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .unwrap_or(i64::MIN);
+        let (head, wal_corruption) = Head::open(
+            &dir.join("wal"),
+            HeadOptions {
+                chunk_range_ms: opts.block_range_ms,
+                min_valid_ms: min_valid,
+            },
+        )?;
+        report.wal_corruption = wal_corruption;
+        report.blocks = blocks.len();
+        all_q.extend(quarantined.iter().cloned());
+        report.quarantined = quarantined;
+        let db = Db {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                head,
+                blocks: RwLock::new(blocks.into_iter().map(Arc::new).collect()),
+                opts,
+                metrics,
+                quarantined: Mutex::new(all_q),
+                maintain: Mutex::new(()),
+            }),
+        };
+        db.update_gauges();
+        Ok((db, report))
+    }
+
+    /// The head (for its WAL sync and metrics).
+    pub fn head(&self) -> &Head {
+        &self.inner.head
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The open blocks, oldest first.
+    pub fn blocks(&self) -> Vec<BlockInfo> {
+        self.inner.blocks.read().iter().map(|b| info(b)).collect()
+    }
+
+    /// Registers the store's and the head's metrics.
+    pub fn register_metrics(&self, reg: &mut Registry) {
+        self.inner.head.register_metrics(reg);
+        let m = &self.inner.metrics;
+        let g = |reg: &mut Registry, n: &str, h: &str, x: &Gauge| reg.register(n, h, x.clone());
+        let c = |reg: &mut Registry, n: &str, h: &str, x: &Counter| reg.register(n, h, x.clone());
+        g(
+            reg,
+            "appliance_tsdb_blocks_loaded",
+            "Number of currently loaded data blocks.",
+            &m.blocks_loaded,
+        );
+        c(
+            reg,
+            "appliance_tsdb_compactions",
+            "Total number of compactions that were executed.",
+            &m.compactions,
+        );
+        c(
+            reg,
+            "appliance_tsdb_compactions_failed",
+            "Total number of compactions that failed.",
+            &m.compactions_failed,
+        );
+        reg.register(
+            "appliance_tsdb_compaction_duration_seconds",
+            "Duration of compaction runs.",
+            m.compaction_duration.clone(),
+        );
+        c(
+            reg,
+            "appliance_tsdb_time_retentions",
+            "Number of times that blocks were deleted because the maximum time limit was exceeded.",
+            &m.time_retentions,
+        );
+        c(reg, "appliance_tsdb_size_retentions", "Number of times that blocks were deleted because the maximum number of bytes was exceeded.", &m.size_retentions);
+        g(
+            reg,
+            "appliance_tsdb_storage_blocks_bytes",
+            "The number of bytes that are currently used for local storage by all blocks.",
+            &m.blocks_bytes,
+        );
+        g(
+            reg,
+            "appliance_tsdb_storage_bytes",
+            "Bytes of blocks plus write-ahead log, the figure size retention compares.",
+            &m.storage_bytes,
+        );
+        g(
+            reg,
+            "appliance_tsdb_retention_limit_bytes",
+            "Max number of bytes to be retained in the tsdb blocks, configured 0 means disabled.",
+            &m.retention_limit_bytes,
+        );
+        g(
+            reg,
+            "appliance_tsdb_lowest_timestamp_seconds",
+            "Lowest timestamp value stored in the database.",
+            &m.lowest_timestamp,
+        );
+        g(
+            reg,
+            "appliance_tsdb_head_min_time",
+            "Minimum time bound of the head block (ms).",
+            &m.head_min_time,
+        );
+        g(
+            reg,
+            "appliance_tsdb_head_max_time",
+            "Maximum timestamp of the head block (ms).",
+            &m.head_max_time,
+        );
+        c(
+            reg,
+            "appliance_tsdb_blocks_quarantined",
+            "Blocks moved aside because a check failed.",
+            &m.quarantined,
+        );
+        c(
+            reg,
+            "appliance_tsdb_checksum_failures",
+            "Checksum or structure failures found in blocks.",
+            &m.checksum_failures,
+        );
+        c(
+            reg,
+            "appliance_tsdb_head_compactions",
+            "Blocks cut from the head.",
+            &m.head_cuts,
+        );
+        c(
+            reg,
+            "appliance_tsdb_head_compactions_failed",
+            "Failed attempts to cut a block from the head.",
+            &m.head_cuts_failed,
+        );
+        c(
+            reg,
+            "appliance_tsdb_tombstone_cleanups",
+            "Blocks rewritten without their tombstones.",
+            &m.tombstone_cleanups,
+        );
+    }
+
+    fn update_gauges(&self) {
+        let m = &self.inner.metrics;
+        let blocks = self.inner.blocks.read();
+        let bytes: u64 = blocks.iter().map(|b| b.size()).sum();
+        m.blocks_loaded.set(blocks.len() as i64);
+        m.blocks_bytes.set(bytes as i64);
+        let wal = self.inner.head.wal_size();
+        m.storage_bytes.set((bytes + wal) as i64);
+        m.retention_limit_bytes
+            .set(self.inner.opts.retention_bytes as i64);
+        let (hmin, hmax) = self.inner.head.time_range();
+        let lowest = blocks
+            .first()
+            .map(|b| b.meta().min_time)
+            .unwrap_or(hmin)
+            .min(hmin);
+        if lowest != i64::MAX {
+            m.lowest_timestamp.set(lowest.div_euclid(1000));
+        }
+        if hmin != i64::MAX {
+            m.head_min_time.set(hmin);
+            m.head_max_time.set(hmax);
+        }
+    }
+
+    /// Moves a damaged block out of service and out of the data directory's block list.
+    fn quarantine(&self, b: &Arc<Block>, err: &BlockError) {
+        self.inner.metrics.checksum_failures.inc();
+        let mut list = self.inner.blocks.write();
+        let before = list.len();
+        list.retain(|x| !Arc::ptr_eq(x, b));
+        if list.len() == before {
+            return; // another reader got there first
+        }
+        drop(list);
+        let q = quarantine_dir(
+            &self.inner.dir,
+            b.dir(),
+            &b.meta().ulid,
+            &err.to_string(),
+            &self.inner.metrics,
+        );
+        self.inner.quarantined.lock().push(q);
+        self.update_gauges();
+    }
+
+    /// Cuts blocks from the head while it spans more than 1.5 block ranges, compacts, and
+    /// applies retention. Called every minute; errors are counted and logged, and the next
+    /// call retries.
+    pub fn maintain(&self) {
+        let _g = self.inner.maintain.lock();
+        let range = self.inner.opts.block_range_ms;
+        loop {
+            let (hmin, hmax) = self.inner.head.time_range();
+            if hmin == i64::MAX || hmax - hmin <= range / 2 * 3 {
+                break;
+            }
+            let a = hmin.div_euclid(range) * range;
+            if let Err(e) = self.cut_head(a, a + range) {
+                self.inner.metrics.head_cuts_failed.inc();
+                tracing::error!(error = %e, "persisting a block from the head failed; will retry");
+                break;
+            }
+        }
+        self.compact_all();
+        self.apply_retention();
+        self.update_gauges();
+    }
+
+    /// Persists the head's samples in `[a, b)` as a block, then drops them from the head and
+    /// the WAL.
+    fn cut_head(&self, a: i64, b: i64) -> Result<(), DbError> {
+        let series = self.inner.head.chunks_in(a, b);
+        if !series.is_empty() {
+            let block = write_block_from_chunks(&self.inner.dir, a, b, series)?;
+            let opened = Block::open(&self.inner.dir.join(&block.ulid))?;
+            tracing::info!(ulid = %block.ulid, series = block.stats.num_series, samples = block.stats.num_samples, "block persisted from the head");
+            self.add_block(opened);
+            self.inner.metrics.head_cuts.inc();
+        }
+        let path = self.inner.dir.join(HEAD_MIN_VALID_FILE);
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, b.to_string()).map_err(io(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        self.inner.head.truncate_before(b);
+        Ok(())
+    }
+
+    fn add_block(&self, b: Block) {
+        let mut list = self.inner.blocks.write();
+        list.push(Arc::new(b));
+        list.sort_by(|a, b| {
+            (a.meta().min_time, &a.meta().ulid).cmp(&(b.meta().min_time, &b.meta().ulid))
+        });
+    }
+
+    /// Runs compaction plans until none is left.
+    fn compact_all(&self) {
+        for _ in 0..64 {
+            let Some(group) = self.plan() else { return };
+            let started = std::time::Instant::now();
+            match self.compact(&group) {
+                Ok(meta) => {
+                    self.inner.metrics.compactions.inc();
+                    self.inner
+                        .metrics
+                        .compaction_duration
+                        .observe(started.elapsed().as_secs_f64());
+                    tracing::info!(ulid = %meta.ulid, sources = group.len(), min_time = meta.min_time, max_time = meta.max_time, "blocks compacted");
+                }
+                Err(e) => {
+                    self.inner.metrics.compactions_failed.inc();
+                    tracing::error!(error = %e, "compaction failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Which blocks to merge next: overlapping blocks first, then, per compaction range,
+    /// aligned groups that fill the range or lie before the newest block (Prometheus's plan).
+    fn plan(&self) -> Option<Vec<Arc<Block>>> {
+        let blocks = self.inner.blocks.read().clone();
+        // Overlaps (backfill over existing data, or a crash that re-cut the head).
+        let mut group: Vec<Arc<Block>> = Vec::new();
+        let mut group_max = i64::MIN;
+        for b in &blocks {
+            if !group.is_empty() && b.meta().min_time < group_max {
+                group.push(b.clone());
+                group_max = group_max.max(b.meta().max_time);
+                continue;
+            }
+            if group.len() > 1 {
+                return Some(group);
+            }
+            group = vec![b.clone()];
+            group_max = b.meta().max_time;
+        }
+        if group.len() > 1 {
+            return Some(group);
+        }
+        if blocks.len() < 2 {
+            return None;
+        }
+        // The newest block is left alone, giving backups a window (as Prometheus does).
+        let cands = &blocks[..blocks.len() - 1];
+        let high = cands.last().map(|b| b.meta().min_time).unwrap_or(i64::MIN);
+        for r in self.inner.opts.ranges().into_iter().skip(1) {
+            let mut windows: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();
+            for b in cands {
+                let w = b.meta().min_time.div_euclid(r) * r;
+                if b.meta().max_time <= w + r {
+                    windows.entry(w).or_default().push(b.clone());
+                }
+            }
+            for (_, p) in windows {
+                let mint = p[0].meta().min_time;
+                let maxt = p.iter().map(|b| b.meta().max_time).max().unwrap_or(mint);
+                if p.len() > 1 && (maxt - mint == r || maxt <= high) {
+                    return Some(p);
+                }
+            }
+        }
+        None
+    }
+
+    /// Merges `group` into one block, series by series (memory bounded by one series' samples
+    /// plus the new index), then swaps it in and deletes the parents.
+    fn compact(&self, group: &[Arc<Block>]) -> Result<block::BlockMeta, DbError> {
+        let mint = group.iter().map(|b| b.meta().min_time).min().unwrap_or(0);
+        let maxt = group.iter().map(|b| b.meta().max_time).max().unwrap_or(0);
+        let mut symbols = BTreeSet::new();
+        for b in group {
+            symbols.extend(b.symbols().map(str::to_string));
+        }
+        let ulid = block::new_ulid();
+        let mut w = BlockWriter::create(&self.inner.dir, &ulid, mint, maxt, symbols)?;
+        let mut cursors = Vec::with_capacity(group.len());
+        for b in group {
+            cursors.push(SeriesCursor::new(b)?);
+        }
+        let result = (|| -> Result<(), (usize, BlockError)> {
+            loop {
+                let mut next: Option<Labels> = None;
+                for c in &cursors {
+                    if let Some(s) = &c.cur {
+                        if next.as_ref().is_none_or(|n| s.labels < *n) {
+                            next = Some(s.labels.clone());
+                        }
+                    }
+                }
+                let Some(labels) = next else { return Ok(()) };
+                let holders: Vec<usize> = (0..cursors.len())
+                    .filter(|i| cursors[*i].cur.as_ref().is_some_and(|s| s.labels == labels))
+                    .collect();
+                let single = holders.len() == 1 && {
+                    let c = &cursors[holders[0]];
+                    let id = c.cur.as_ref().map(|s| s.id).unwrap_or(0);
+                    !c.block.tombstones().intervals.iter().any(|t| t.0 == id)
+                };
+                if single {
+                    let c = &cursors[holders[0]];
+                    let Some(s) = c.cur.as_ref() else {
+                        return Ok(());
+                    };
+                    let mut chunks = Vec::with_capacity(s.chunks.len());
+                    for m in &s.chunks {
+                        let data = c.block.chunk_bytes(m.offset).map_err(|e| (holders[0], e))?;
+                        let n = u64::from(u16::from_be_bytes([data[0], data[1]]));
+                        chunks.push((m.min_t, m.max_t, data.to_vec(), n));
+                    }
+                    w.add_series(&labels, &chunks)
+                        .map_err(|e| (usize::MAX, e))?;
+                } else {
+                    let mut parts = Vec::with_capacity(holders.len());
+                    for i in &holders {
+                        let c = &cursors[*i];
+                        if let Some(s) = c.cur.as_ref() {
+                            parts.push(
+                                c.block
+                                    .samples(s, i64::MIN, i64::MAX)
+                                    .map_err(|e| (*i, e))?,
+                            );
+                        }
+                    }
+                    let samples = merge_samples(parts);
+                    if !samples.is_empty() {
+                        w.add_samples(&labels, &samples)
+                            .map_err(|e| (usize::MAX, e))?;
+                    }
+                }
+                for i in holders {
+                    cursors[i].advance().map_err(|e| (i, e))?;
+                }
+            }
+        })();
+        if let Err((i, e)) = result {
+            let _ = fs::remove_dir_all(self.inner.dir.join(format!("{ulid}.tmp-for-creation")));
+            if let Some(b) = group.get(i) {
+                tracing::error!(ulid = %b.meta().ulid, error = %e, "block damaged; quarantining it");
+                self.quarantine(b, &e);
+            }
+            return Err(e.into());
+        }
+        let level = group
+            .iter()
+            .map(|b| b.meta().compaction.level)
+            .max()
+            .unwrap_or(1)
+            + 1;
+        let mut sources: Vec<String> = group
+            .iter()
+            .flat_map(|b| b.meta().compaction.sources.clone())
+            .collect();
+        sources.sort();
+        sources.dedup();
+        let meta = w.finish(BlockCompaction {
+            level,
+            sources,
+            parents: group.iter().map(|b| b.meta().ulid.clone()).collect(),
+        })?;
+        let opened = Block::open(&self.inner.dir.join(&meta.ulid))?;
+        {
+            let mut list = self.inner.blocks.write();
+            list.retain(|x| !group.iter().any(|g| Arc::ptr_eq(g, x)));
+            list.push(Arc::new(opened));
+            list.sort_by(|a, b| {
+                (a.meta().min_time, &a.meta().ulid).cmp(&(b.meta().min_time, &b.meta().ulid))
+            });
+        }
+        for b in group {
+            delete_block_dir(b.dir());
+        }
+        Ok(meta)
+    }
+
+    /// Deletes whole blocks beyond the time or size limit, oldest first, as Prometheus does:
+    /// by time, blocks ending more than the retention before the newest block's end; by size,
+    /// counting the WAL first and then blocks newest to oldest, every block from the one that
+    /// crosses the limit on.
+    fn apply_retention(&self) {
+        let opts = &self.inner.opts;
+        let blocks = self.inner.blocks.read().clone();
+        let mut doomed: Vec<(Arc<Block>, &str)> = Vec::new();
+        let newest_first: Vec<&Arc<Block>> = blocks.iter().rev().collect();
+        if opts.retention_ms > 0 {
+            if let Some(newest) = newest_first.first() {
+                let top = newest.meta().max_time;
+                for b in newest_first.iter().skip(1) {
+                    if top - b.meta().max_time > opts.retention_ms {
+                        doomed.push(((*b).clone(), "time"));
+                    }
+                }
+            }
+        }
+        if opts.retention_bytes > 0 {
+            let mut size = self.inner.head.wal_size();
+            let mut over = false;
+            for b in &newest_first {
+                size += b.size();
+                over |= size > opts.retention_bytes;
+                if over && !doomed.iter().any(|(d, _)| Arc::ptr_eq(d, b)) {
+                    doomed.push(((*b).clone(), "size"));
+                }
+            }
+        }
+        if doomed.is_empty() {
+            return;
+        }
+        if doomed.iter().any(|(_, why)| *why == "time") {
+            self.inner.metrics.time_retentions.inc();
+        }
+        if doomed.iter().any(|(_, why)| *why == "size") {
+            self.inner.metrics.size_retentions.inc();
+        }
+        self.inner
+            .blocks
+            .write()
+            .retain(|x| !doomed.iter().any(|(d, _)| Arc::ptr_eq(d, x)));
+        for (b, why) in doomed {
+            tracing::info!(ulid = %b.meta().ulid, min_time = b.meta().min_time, max_time = b.meta().max_time, reason = why, "retention deleted a block");
+            delete_block_dir(b.dir());
+        }
+    }
+
+    /// Persists every sample in the head as blocks (used by import and snapshots).
+    pub fn flush_head(&self) -> Result<(), DbError> {
+        let _g = self.inner.maintain.lock();
+        let range = self.inner.opts.block_range_ms;
+        loop {
+            let (hmin, _) = self.inner.head.time_range();
+            if hmin == i64::MAX {
+                return Ok(());
+            }
+            let a = hmin.div_euclid(range) * range;
+            self.cut_head(a, a + range)?;
+        }
+    }
+
+    /// Runs compaction now (after an import).
+    pub fn compact_now(&self) {
+        let _g = self.inner.maintain.lock();
+        self.compact_all();
+        self.update_gauges();
+    }
+
+    /// Hides samples of matching series in `[mint, maxt]`: rewritten in the head, tombstoned
+    /// in blocks. Returns the number of series touched.
+    pub fn delete_series(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<u64, DbError> {
+        let _g = self.inner.maintain.lock();
+        let mut touched = self.inner.head.delete(matchers, mint, maxt)?;
+        let blocks = self.inner.blocks.read().clone();
+        for b in blocks {
+            if b.meta().max_time <= mint || b.meta().min_time > maxt {
+                continue;
+            }
+            let series = match b.matching_series(matchers) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.quarantine(&b, &e);
+                    continue;
+                }
+            };
+            let stones: Vec<(u32, i64, i64)> = series
+                .iter()
+                .filter(|s| s.chunks.iter().any(|c| c.max_t >= mint && c.min_t <= maxt))
+                .map(|s| (s.id, mint, maxt))
+                .collect();
+            if stones.is_empty() {
+                continue;
+            }
+            touched += stones.len() as u64;
+            let mut nb = Block::open(b.dir())?;
+            nb.add_tombstones(&stones)?;
+            let mut list = self.inner.blocks.write();
+            for x in list.iter_mut() {
+                if Arc::ptr_eq(x, &b) {
+                    *x = Arc::new(nb);
+                    break;
+                }
+            }
+        }
+        Ok(touched)
+    }
+
+    /// Rewrites every block that has tombstones without the deleted data.
+    pub fn clean_tombstones(&self) -> Result<usize, DbError> {
+        let _g = self.inner.maintain.lock();
+        let blocks = self.inner.blocks.read().clone();
+        let mut n = 0;
+        for b in blocks {
+            if b.tombstones().intervals.is_empty() {
+                continue;
+            }
+            // Compacting a group of one writes the block anew with tombstones applied.
+            let meta = self.compact(std::slice::from_ref(&b))?;
+            tracing::info!(old = %b.meta().ulid, new = %meta.ulid, "block rewritten without tombstones");
+            self.inner.metrics.tombstone_cleanups.inc();
+            n += 1;
+        }
+        self.update_gauges();
+        Ok(n)
+    }
+
+    /// Writes a snapshot under `<data>/snapshots/<name>`: hard links of every block and,
+    /// unless `skip_head`, the head's samples as a block of their own. Returns the name.
+    pub fn snapshot(&self, skip_head: bool) -> Result<String, DbError> {
+        let _g = self.inner.maintain.lock();
+        let name = format!(
+            "{}-{:016x}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+            rand_u64()
+        );
+        let root = self.inner.dir.join(SNAPSHOT_DIR).join(&name);
+        fs::create_dir_all(&root).map_err(io(&root))?;
+        for b in self.inner.blocks.read().iter() {
+            let dst = root.join(&b.meta().ulid);
+            fs::create_dir_all(&dst).map_err(io(&dst))?;
+            for f in ["meta.json", "index", "chunks", "tombstones"] {
+                let src = b.dir().join(f);
+                if !src.exists() {
+                    continue;
+                }
+                let to = dst.join(f);
+                if fs::hard_link(&src, &to).is_err() {
+                    fs::copy(&src, &to).map_err(io(&to))?;
+                }
+            }
+        }
+        if !skip_head {
+            let (hmin, hmax) = self.inner.head.time_range();
+            if hmin != i64::MAX {
+                let series = self.inner.head.chunks_in(hmin, hmax + 1);
+                if !series.is_empty() {
+                    write_block_from_chunks(&root, hmin, hmax + 1, series)?;
+                }
+            }
+        }
+        block::sync_dir(&root);
+        Ok(name)
+    }
+
+    /// Head figures (Prometheus's `headStats`), cardinality lists over blocks and head
+    /// together, and the whole store's figures.
+    pub fn stats(&self, limit: usize) -> TsdbStats {
+        let mut st = self.inner.head.stats(limit);
+        let blocks = self.inner.blocks.read().clone();
+        let mut store = StoreStats {
+            min_time: i64::MAX,
+            max_time: i64::MIN,
+            wal_bytes: self.inner.head.wal_size(),
+            quarantined: self.inner.quarantined.lock().clone(),
+            ..Default::default()
+        };
+        let (hmin, hmax) = self.inner.head.time_range();
+        store.min_time = hmin;
+        store.max_time = hmax;
+        if !blocks.is_empty() {
+            // Count each distinct series once, whichever blocks (and the head) hold it.
+            let mut seen: HashSet<u64> = HashSet::new();
+            let mut by_metric: HashMap<String, u64> = HashMap::new();
+            let mut by_pair: HashMap<(String, String), u64> = HashMap::new();
+            let mut values: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            let mut add = |labels: &Labels| {
+                if !seen.insert(labels.stable_hash()) {
+                    return;
+                }
+                *by_metric
+                    .entry(labels.metric_name().to_string())
+                    .or_default() += 1;
+                for l in labels.iter() {
+                    *by_pair
+                        .entry((l.name.clone(), l.value.clone()))
+                        .or_default() += 1;
+                    values
+                        .entry(l.name.clone())
+                        .or_default()
+                        .insert(l.value.clone());
+                }
+            };
+            for s in self.inner.head.series(&[], i64::MIN, i64::MAX) {
+                add(&s);
+            }
+            for b in &blocks {
+                store.blocks.push(info(b));
+                store.blocks_bytes += b.size();
+                store.num_samples += b.meta().stats.num_samples;
+                store.min_time = store.min_time.min(b.meta().min_time);
+                match b.all_series() {
+                    Ok(all) => {
+                        if let (Some(first), Some(last)) = (
+                            all.iter()
+                                .filter_map(|s| s.chunks.first())
+                                .map(|c| c.min_t)
+                                .min(),
+                            all.iter()
+                                .filter_map(|s| s.chunks.last())
+                                .map(|c| c.max_t)
+                                .max(),
+                        ) {
+                            store.min_time = store.min_time.min(first);
+                            store.max_time = store.max_time.max(last);
+                        }
+                        for s in &all {
+                            add(&s.labels);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(ulid = %b.meta().ulid, error = %e, "block index unreadable")
+                    }
+                }
+            }
+            store.num_series = seen.len() as u64;
+            let top = |mut v: Vec<(String, u64)>| {
+                v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                v.truncate(limit);
+                v
+            };
+            st.series_count_by_metric_name = top(by_metric.into_iter().collect());
+            st.series_count_by_label_value_pair = top(by_pair
+                .iter()
+                .map(|((n, v), c)| (format!("{n}={v}"), *c))
+                .collect());
+            st.label_value_count_by_label_name = top(values
+                .iter()
+                .map(|(n, v)| (n.clone(), v.len() as u64))
+                .collect());
+            st.memory_in_bytes_by_label_name = top(values
+                .keys()
+                .map(|n| {
+                    let bytes = by_pair
+                        .iter()
+                        .filter(|((k, _), _)| k == n)
+                        .map(|((_, v), c)| v.len() as u64 * c)
+                        .sum();
+                    (n.clone(), bytes)
+                })
+                .collect());
+        } else {
+            store.num_series = st.num_series;
+        }
+        store.num_samples += self.inner.head.num_samples();
+        if store.min_time > store.max_time {
+            store.min_time = i64::MAX;
+            store.max_time = i64::MIN;
+        }
+        st.store = store;
+        st
+    }
+
+    /// Label pairs of series that start or end inside a block's range (more than five minutes
+    /// from its edges): the series that come and go, which is what drives cardinality up.
+    pub fn churn(&self, limit: usize) -> Vec<(String, u64)> {
+        let slack = 5 * 60 * 1000;
+        let mut by_pair: HashMap<String, u64> = HashMap::new();
+        for b in self.inner.blocks.read().iter() {
+            let Ok(all) = b.all_series() else { continue };
+            for s in all {
+                let (Some(first), Some(last)) = (s.chunks.first(), s.chunks.last()) else {
+                    continue;
+                };
+                if first.min_t > b.meta().min_time + slack || last.max_t < b.meta().max_time - slack
+                {
+                    for l in s.labels.iter() {
+                        *by_pair
+                            .entry(format!("{}={}", l.name, l.value))
+                            .or_default() += 1;
+                    }
+                }
+            }
+        }
+        let mut v: Vec<(String, u64)> = by_pair.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.truncate(limit);
+        v
+    }
+
+    fn query_blocks<T>(
+        &self,
+        mint: i64,
+        maxt: i64,
+        mut f: impl FnMut(&Block) -> Result<T, BlockError>,
+    ) -> Vec<T> {
+        let blocks = self.inner.blocks.read().clone();
+        let mut out = Vec::new();
+        for b in blocks {
+            if b.meta().max_time <= mint || b.meta().min_time > maxt {
+                continue;
+            }
+            match f(&b) {
+                Ok(x) => out.push(x),
+                Err(e) => {
+                    tracing::error!(ulid = %b.meta().ulid, error = %e, "block damaged; quarantining it and answering from the rest");
+                    self.quarantine(&b, &e);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn info(b: &Block) -> BlockInfo {
+    let m = b.meta();
+    BlockInfo {
+        ulid: m.ulid.clone(),
+        min_time: m.min_time,
+        max_time: m.max_time,
+        num_series: m.stats.num_series,
+        num_samples: m.stats.num_samples,
+        num_chunks: m.stats.num_chunks,
+        num_tombstones: m.stats.num_tombstones,
+        level: m.compaction.level,
+        bytes: b.size(),
+    }
+}
+
+fn rand_u64() -> u64 {
+    ulid::Ulid::new().random() as u64
+}
+
+fn delete_block_dir(dir: &Path) {
+    let tmp = dir.with_extension("tmp-for-deletion");
+    let target = if fs::rename(dir, &tmp).is_ok() {
+        tmp
+    } else {
+        dir.to_path_buf()
+    };
+    if let Err(e) = fs::remove_dir_all(&target) {
+        tracing::error!(path = %target.display(), error = %e, "deleting a block failed");
+    }
+}
+
+fn quarantine_dir(
+    data: &Path,
+    dir: &Path,
+    ulid: &str,
+    reason: &str,
+    metrics: &DbMetrics,
+) -> QuarantinedBlock {
+    let qdir = data.join(QUARANTINE_DIR);
+    let _ = fs::create_dir_all(&qdir);
+    let dst = qdir.join(ulid);
+    let moved = fs::rename(dir, &dst);
+    metrics.quarantined.inc();
+    tracing::error!(ulid, reason, to = %dst.display(), moved = moved.is_ok(), "block failed its checks and was moved aside");
+    let _ = fs::write(dst.join("QUARANTINE_REASON"), reason);
+    QuarantinedBlock {
+        ulid: ulid.to_string(),
+        reason: reason.to_string(),
+        path: dst.display().to_string(),
+        time: now_ms(),
+    }
+}
+
+/// Blocks quarantined by earlier runs (the reason file tells why).
+fn earlier_quarantine(data: &Path) -> Vec<QuarantinedBlock> {
+    let Ok(rd) = fs::read_dir(data.join(QUARANTINE_DIR)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<QuarantinedBlock> = rd
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            QuarantinedBlock {
+                ulid: e.file_name().to_string_lossy().into_owned(),
+                reason: fs::read_to_string(p.join("QUARANTINE_REASON")).unwrap_or_default(),
+                path: p.display().to_string(),
+                time: e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.ulid.cmp(&b.ulid));
+    out
+}
+
+/// Writes head chunks (whole chunks inside `[a, b)` as they are, others re-encoded from their
+/// samples in range) as a new level-1 block under `parent`.
+pub fn write_block_from_chunks(
+    parent: &Path,
+    a: i64,
+    b: i64,
+    series: Vec<(Labels, Vec<super::chunk::XorChunk>)>,
+) -> Result<block::BlockMeta, DbError> {
+    let mut symbols = BTreeSet::new();
+    for (l, _) in &series {
+        for x in l.iter() {
+            symbols.insert(x.name.clone());
+            symbols.insert(x.value.clone());
+        }
+    }
+    let ulid = block::new_ulid();
+    let mut w = BlockWriter::create(parent, &ulid, a, b, symbols)?;
+    for (labels, chunks) in series {
+        if chunks.iter().all(|c| c.min_t() >= a && c.max_t() < b) {
+            let enc: Vec<(i64, i64, Vec<u8>, u64)> = chunks
+                .iter()
+                .map(|c| (c.min_t(), c.max_t(), c.bytes(), u64::from(c.len())))
+                .collect();
+            w.add_series(&labels, &enc)?;
+        } else {
+            let samples: Vec<(i64, f64)> = chunks
+                .iter()
+                .flat_map(|c| {
+                    let bytes = c.bytes();
+                    XorIter::over(&bytes).collect::<Vec<_>>()
+                })
+                .filter(|(t, _)| *t >= a && *t < b)
+                .collect();
+            if !samples.is_empty() {
+                w.add_samples(&labels, &samples)?;
+            }
+        }
+    }
+    Ok(w.finish(BlockCompaction {
+        level: 1,
+        sources: vec![ulid],
+        parents: Vec::new(),
+    })?)
+}
+
+/// Walks a block's series in label order, one decoded entry at a time.
+struct SeriesCursor<'a> {
+    block: &'a Block,
+    ids: Vec<u32>,
+    pos: usize,
+    cur: Option<block::BlockSeries>,
+}
+
+impl<'a> SeriesCursor<'a> {
+    fn new(block: &'a Arc<Block>) -> Result<Self, BlockError> {
+        let ids = block.all_ids()?;
+        let mut c = SeriesCursor {
+            block,
+            ids,
+            pos: 0,
+            cur: None,
+        };
+        c.advance()?;
+        Ok(c)
+    }
+
+    fn advance(&mut self) -> Result<(), BlockError> {
+        self.cur = match self.ids.get(self.pos) {
+            Some(id) => Some(self.block.series(*id)?),
+            None => None,
+        };
+        self.pos += 1;
+        Ok(())
+    }
+}
+
+impl Appendable for Db {
+    fn appender(&self) -> Box<dyn Appender> {
+        self.inner.head.appender()
+    }
+}
+
+impl Querier for Db {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Series> {
+        let per_block = self.query_blocks(mint, maxt, |b| {
+            let mut out = Vec::new();
+            for s in b.matching_series(matchers)? {
+                if !s.chunks.iter().any(|c| c.max_t >= mint && c.min_t <= maxt) {
+                    continue;
+                }
+                let samples = b.samples(&s, mint, maxt)?;
+                if !samples.is_empty() {
+                    out.push((s.labels, samples));
+                }
+            }
+            Ok(out)
+        });
+        if per_block.is_empty() {
+            return self.inner.head.select(matchers, mint, maxt);
+        }
+        let mut acc: BTreeMap<Labels, Vec<Vec<(i64, f64)>>> = BTreeMap::new();
+        for (labels, samples) in per_block.into_iter().flatten() {
+            acc.entry(labels).or_default().push(samples);
+        }
+        for s in self.inner.head.select(matchers, mint, maxt) {
+            acc.entry(s.labels).or_default().push(s.samples);
+        }
+        acc.into_iter()
+            .map(|(labels, parts)| Series {
+                labels,
+                samples: merge_samples(parts),
+            })
+            .collect()
+    }
+
+    fn series(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Labels> {
+        let mut set: BTreeSet<Labels> = self
+            .query_blocks(mint, maxt, |b| {
+                Ok(b.matching_series(matchers)?
+                    .into_iter()
+                    .filter(|s| s.chunks.iter().any(|c| c.max_t >= mint && c.min_t <= maxt))
+                    .map(|s| s.labels)
+                    .collect::<Vec<_>>())
+            })
+            .into_iter()
+            .flatten()
+            .collect();
+        set.extend(self.inner.head.series(matchers, mint, maxt));
+        set.into_iter().collect()
+    }
+
+    fn label_names(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<String> {
+        let mut set: BTreeSet<String> = self
+            .query_blocks(mint, maxt, |b| b.label_names(matchers))
+            .into_iter()
+            .flatten()
+            .collect();
+        set.extend(self.inner.head.label_names(matchers, mint, maxt));
+        set.into_iter().collect()
+    }
+
+    fn label_values(&self, name: &str, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<String> {
+        let mut set: BTreeSet<String> = self
+            .query_blocks(mint, maxt, |b| b.label_values(name, matchers))
+            .into_iter()
+            .flatten()
+            .collect();
+        set.extend(self.inner.head.label_values(name, matchers, mint, maxt));
+        set.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::MatchOp;
+
+    const H: i64 = 3600 * 1000;
+
+    fn l(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied())
+    }
+
+    fn m(op: MatchOp, n: &str, v: &str) -> Matcher {
+        Matcher::new(op, n, v).unwrap()
+    }
+
+    fn value(t: i64, k: usize) -> f64 {
+        (t / 15_000) as f64 * 0.5 + k as f64
+    }
+
+    /// Appends every 15 s sample in `[from, to)` for `n` series.
+    fn fill(db: &Db, from: i64, to: i64, n: usize) {
+        let mut a = db.appender();
+        let mut t = from;
+        while t < to {
+            for k in 0..n {
+                let name = format!("s{k}");
+                a.append(&l(&[("__name__", "m"), ("k", &name)]), t, value(t, k))
+                    .unwrap();
+            }
+            t += 15_000;
+        }
+        a.commit().unwrap();
+    }
+
+    fn all(db: &Db, mint: i64, maxt: i64) -> Vec<Series> {
+        db.select(&[m(MatchOp::Equal, "__name__", "m")], mint, maxt)
+    }
+
+    fn check_complete(db: &Db, from: i64, to: i64, n: usize) {
+        let got = all(db, from, to - 1);
+        assert_eq!(got.len(), n);
+        for (k, s) in got.iter().enumerate() {
+            let want: Vec<(i64, f64)> = (0..)
+                .map(|i| from + i * 15_000)
+                .take_while(|t| *t < to)
+                .map(|t| (t, value(t, k)))
+                .collect();
+            assert_eq!(s.samples.len(), want.len(), "series {k}");
+            assert_eq!(s.samples, want, "series {k}");
+        }
+    }
+
+    #[test]
+    fn head_is_cut_into_blocks_and_queries_merge_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Db::open(dir.path(), DbOptions::default()).unwrap();
+        fill(&db, 0, 7 * H, 3);
+        db.maintain();
+        let blocks = db.blocks();
+        assert_eq!(blocks.len(), 2, "{blocks:?}");
+        assert_eq!((blocks[0].min_time, blocks[0].max_time), (0, 2 * H));
+        assert_eq!((blocks[1].min_time, blocks[1].max_time), (2 * H, 4 * H));
+        assert_eq!(db.head().time_range().0, 4 * H);
+        check_complete(&db, 0, 7 * H, 3);
+        // Older samples than the head's range are refused now.
+        let mut a = db.appender();
+        a.append(&l(&[("__name__", "m"), ("k", "s0")]), H, 1.0)
+            .unwrap();
+        assert_eq!(a.commit().unwrap().out_of_bounds, 1);
+        db.head().sync().unwrap();
+        drop(db);
+        // A restart replays only what the blocks do not hold.
+        let (db, report) = Db::open(dir.path(), DbOptions::default()).unwrap();
+        assert_eq!(report.blocks, 2);
+        assert_eq!(db.head().time_range().0, 4 * H);
+        check_complete(&db, 0, 7 * H, 3);
+        let st = db.stats(10);
+        assert_eq!(st.store.num_series, 3);
+        assert_eq!(st.store.min_time, 0);
+        assert_eq!(st.store.max_time, 7 * H - 15_000);
+        assert_eq!(st.series_count_by_metric_name, vec![("m".to_string(), 3)]);
+    }
+
+    #[test]
+    fn blocks_compact_into_larger_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Db::open(dir.path(), DbOptions::default()).unwrap();
+        fill(&db, 0, 12 * H, 2);
+        db.maintain();
+        let blocks = db.blocks();
+        // 0-6h compacted (complete range); 6-8h and 8-10h are blocks; 10-12h in the head.
+        assert_eq!(
+            blocks
+                .iter()
+                .map(|b| (b.min_time / H, b.max_time / H, b.level))
+                .collect::<Vec<_>>(),
+            vec![(0, 6, 2), (6, 8, 1), (8, 10, 1)]
+        );
+        check_complete(&db, 0, 12 * H, 2);
+        let entries: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.len() == 26)
+            .collect();
+        assert_eq!(entries.len(), 3, "parents deleted: {entries:?}");
+    }
+
+    #[test]
+    fn overlapping_blocks_merge_without_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let labels = l(&[("__name__", "m"), ("k", "s0")]);
+        let s1: Vec<(i64, f64)> = (0..100)
+            .map(|i| (i * 15_000, value(i * 15_000, 0)))
+            .collect();
+        let s2: Vec<(i64, f64)> = (50..200)
+            .map(|i| (i * 15_000, value(i * 15_000, 0)))
+            .collect();
+        for s in [&s1, &s2] {
+            let mut c = XorChunkSet::new();
+            c.extend(s);
+            write_block_from_chunks(dir.path(), 0, 2 * H, vec![(labels.clone(), c.0)]).unwrap();
+        }
+        let (db, _) = Db::open(dir.path(), DbOptions::default()).unwrap();
+        assert_eq!(all(&db, 0, 2 * H)[0].samples.len(), 200);
+        db.compact_now();
+        assert_eq!(db.blocks().len(), 1);
+        check_complete(&db, 0, 200 * 15_000, 1);
+    }
+
+    struct XorChunkSet(Vec<crate::storage::chunk::XorChunk>);
+    impl XorChunkSet {
+        fn new() -> Self {
+            XorChunkSet(Vec::new())
+        }
+        fn extend(&mut self, s: &[(i64, f64)]) {
+            self.0.extend(block::encode_chunks(s));
+        }
+    }
+
+    fn blocks_of(db: &Db) -> Vec<(i64, i64)> {
+        db.blocks()
+            .iter()
+            .map(|b| (b.min_time / H, b.max_time / H))
+            .collect()
+    }
+
+    #[test]
+    fn time_retention_deletes_the_oldest_blocks_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = DbOptions {
+            retention_ms: 5 * H,
+            ..DbOptions::default()
+        };
+        // Small retention → compaction range capped below 6 h, so blocks stay 2 h.
+        assert_eq!(opts.ranges(), vec![2 * H]);
+        let (db, _) = Db::open(dir.path(), opts).unwrap();
+        fill(&db, 0, 13 * H, 1);
+        db.maintain();
+        // Blocks 0-2 .. 8-10 were cut; newest ends at 10 h; those ending before 5 h go.
+        assert_eq!(blocks_of(&db), vec![(4, 6), (6, 8), (8, 10)]);
+        check_complete(&db, 4 * H, 13 * H, 1);
+        assert!(all(&db, 0, 4 * H - 1).is_empty());
+    }
+
+    #[test]
+    fn size_retention_counts_wal_and_blocks_and_deletes_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Db::open(
+            dir.path(),
+            DbOptions {
+                retention_ms: 5 * H,
+                ..DbOptions::default()
+            },
+        )
+        .unwrap();
+        fill(&db, 0, 13 * H, 20);
+        db.maintain();
+        let before = db.blocks();
+        assert_eq!(before.len(), 3);
+        let wal = db.head().wal_size();
+        let newest_two: u64 = before[1..].iter().map(|b| b.bytes).sum();
+        drop(db);
+        let (db, _) = Db::open(
+            dir.path(),
+            DbOptions {
+                retention_ms: 5 * H,
+                retention_bytes: wal + newest_two + before[0].bytes / 2,
+                ..DbOptions::default()
+            },
+        )
+        .unwrap();
+        db.maintain();
+        assert_eq!(blocks_of(&db), vec![(6, 8), (8, 10)]);
+    }
+
+    #[test]
+    fn damaged_block_is_quarantined_and_the_rest_keeps_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Db::open(dir.path(), DbOptions::default()).unwrap();
+        fill(&db, 0, 7 * H, 2);
+        db.maintain();
+        let victim = db.blocks()[0].ulid.clone();
+        db.head().sync().unwrap();
+        drop(db);
+        let chunks = dir.path().join(&victim).join("chunks");
+        let mut c = fs::read(&chunks).unwrap();
+        let n = c.len();
+        c[n / 2] ^= 0x55;
+        fs::write(&chunks, &c).unwrap();
+        let (db, report) = Db::open(dir.path(), DbOptions::default()).unwrap();
+        assert_eq!(report.quarantined.len(), 1);
+        assert!(
+            report.quarantined[0].reason.contains("checksum"),
+            "{:?}",
+            report.quarantined
+        );
+        assert!(dir
+            .path()
+            .join("quarantine")
+            .join(&victim)
+            .join("chunks")
+            .exists());
+        check_complete(&db, 2 * H, 7 * H, 2);
+        let st = db.stats(5);
+        assert_eq!(st.store.quarantined.len(), 1);
+        assert_eq!(st.store.quarantined[0].ulid, victim);
+        drop(db);
+        // Still reported after another restart.
+        let (db, _) = Db::open(dir.path(), DbOptions::default()).unwrap();
+        assert_eq!(db.stats(5).store.quarantined.len(), 1);
+    }
+
+    #[test]
+    fn delete_series_then_clean_tombstones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Db::open(dir.path(), DbOptions::default()).unwrap();
+        fill(&db, 0, 7 * H, 2);
+        db.maintain();
+        let sel = [m(MatchOp::Equal, "k", "s1")];
+        let n = db.delete_series(&sel, H, 5 * H).unwrap();
+        assert_eq!(n, 3, "two blocks and the head");
+        let check = |db: &Db| {
+            let got = all(db, 0, 7 * H);
+            assert_eq!(got[0].samples.len(), 7 * 240);
+            assert!(got[1].samples.iter().all(|(t, _)| *t < H || *t > 5 * H));
+            assert_eq!(got[1].samples.len(), 7 * 240 - 4 * 240 - 1);
+        };
+        check(&db);
+        db.head().sync().unwrap();
+        drop(db);
+        let (db, _) = Db::open(dir.path(), DbOptions::default()).unwrap();
+        check(&db);
+        assert_eq!(db.clean_tombstones().unwrap(), 2);
+        assert!(db.blocks().iter().all(|b| b.num_tombstones == 0));
+        check(&db);
+    }
+
+    #[test]
+    fn snapshot_holds_blocks_and_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Db::open(dir.path(), DbOptions::default()).unwrap();
+        fill(&db, 0, 5 * H, 1);
+        db.maintain();
+        let name = db.snapshot(false).unwrap();
+        let snap = dir.path().join("snapshots").join(&name);
+        let (copy, _) = Db::open(&snap, DbOptions::default()).unwrap();
+        assert_eq!(copy.blocks().len(), 2);
+        check_complete(&copy, 0, 5 * H, 1);
+        let name = db.snapshot(true).unwrap();
+        let (copy, _) = Db::open(
+            &dir.path().join("snapshots").join(name),
+            DbOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(copy.blocks().len(), 1);
+    }
+}
