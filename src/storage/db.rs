@@ -948,7 +948,6 @@ impl Db {
                 store.blocks.push(info(b));
                 store.blocks_bytes += b.size();
                 store.num_samples += b.meta().stats.num_samples;
-                store.min_time = store.min_time.min(b.meta().min_time);
                 match b.all_series() {
                     Ok(all) => {
                         if let (Some(first), Some(last)) = (
