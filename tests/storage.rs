@@ -453,3 +453,90 @@ fn size_retention_deletes_the_oldest_blocks_and_nothing_newer() {
     let on_disk: Vec<String> = blocks_on_disk(&data).into_iter().map(|b| b.0).collect();
     assert_eq!(on_disk, keep);
 }
+
+fn count_x(addr: &str, at: i64) -> f64 {
+    let v = get_json(
+        addr,
+        &format!(
+            "/api/v1/query?query=count_over_time(x%5B2d%5D)&time={}",
+            secs(at)
+        ),
+    );
+    v["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn admin_api_deletes_series_cleans_tombstones_and_snapshots() {
+    let (dir, blocks) = store_with_days(1);
+    let (_app, addr) = run_with_storage(dir.path(), "  retention: {time: 15d}\n");
+    let end = blocks.iter().map(|b| b.2).max().unwrap();
+    let total = count_x(&addr, end);
+    assert_eq!(total, 24.0 * 60.0);
+    // Deleting needs a selector.
+    let (code, body) = request(&addr, "POST", "/api/v1/admin/tsdb/delete_series", "").unwrap();
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("no match[] parameter provided"), "{body}");
+    // Ten minutes spanning a block boundary, inclusive at both ends.
+    let boundary = blocks[1].1;
+    let (a, b) = (boundary - 5 * 60_000, boundary + 4 * 60_000);
+    let form = format!(
+        "match[]=x%7Bjob%3D%22j%22%7D&start={}&end={}",
+        secs(a),
+        secs(b)
+    );
+    let (code, body) = request(&addr, "POST", "/api/v1/admin/tsdb/delete_series", &form).unwrap();
+    assert_eq!(code, 204, "{body}");
+    assert_eq!(count_x(&addr, end), total - 10.0);
+    let with_stones: Vec<String> = get_json(&addr, "/api/v1/status/tsdb")["data"]["storageStats"]
+        ["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["numTombstones"].as_u64() > Some(0))
+        .map(|b| b["ulid"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(with_stones.len(), 2, "the range spans two blocks");
+    let (code, body) = request(&addr, "PUT", "/api/v1/admin/tsdb/clean_tombstones", "").unwrap();
+    assert_eq!(code, 204, "{body}");
+    let served = blocks_served(&addr);
+    assert!(with_stones.iter().all(|u| !served.contains(u)), "rewritten");
+    assert_eq!(served.len(), blocks.len());
+    assert_eq!(count_x(&addr, end), total - 10.0);
+    // A snapshot holds every block, and opens as a store of its own.
+    let (code, body) = request(&addr, "POST", "/api/v1/admin/tsdb/snapshot", "").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let name = v["data"]["name"].as_str().unwrap();
+    let snap = dir.path().join("data/snapshots").join(name);
+    assert_eq!(blocks_on_disk(&snap).len(), served.len());
+    let (code, body) = request(
+        &addr,
+        "POST",
+        "/api/v1/admin/tsdb/snapshot?skip_head=maybe",
+        "",
+    )
+    .unwrap();
+    assert_eq!(code, 400, "{body}");
+}
+
+#[test]
+fn admin_api_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "appliance.yml",
+        "web: {enable_admin_api: false}\n",
+    );
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _app = appliance(dir.path(), Some(&cfg), &addr);
+    wait_ready(&addr);
+    for p in ["delete_series?match[]=up", "clean_tombstones", "snapshot"] {
+        let (code, body) = request(&addr, "POST", &format!("/api/v1/admin/tsdb/{p}"), "").unwrap();
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("admin APIs disabled"), "{body}");
+    }
+}
