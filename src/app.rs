@@ -96,6 +96,8 @@ impl Runtime {
         let collectors = collect::builtin(&cfg.collectors, &self.collect_deps);
         let jobs = jobs(cfg, &collectors, &self.host)?;
         self.manager.apply(jobs)?;
+        let o = db_options(cfg);
+        self.db.set_retention(o.retention_ms, o.retention_bytes);
         Ok(())
     }
 }
@@ -296,10 +298,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             let _ = tokio::task::spawn_blocking(move || r.reload()).await;
         }
     });
-    // At most one second of acknowledged samples is at risk on a crash.
+    // At most `storage.wal.sync_interval` of acknowledged samples is at risk on a crash.
     let head_sync = head.clone();
+    let sync_ms = cfg.storage.wal.sync_interval.as_millis();
+    // With 0s every commit syncs; the ticker then only flushes what the log buffered.
+    let sync_every =
+        std::time::Duration::from_millis(if sync_ms > 0 { sync_ms as u64 } else { 1000 });
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut tick = tokio::time::interval(sync_every);
         loop {
             tick.tick().await;
             let h = head_sync.clone();
@@ -366,6 +372,7 @@ fn db_options(cfg: &Config) -> DbOptions {
     DbOptions {
         retention_ms: cfg.storage.retention.time.as_millis(),
         retention_bytes: cfg.storage.retention.size.0,
+        wal_sync_every_commit: cfg.storage.wal.sync_interval.as_millis() == 0,
         ..DbOptions::default()
     }
 }
@@ -447,11 +454,8 @@ pub fn import_openmetrics(
     if min <= max {
         let mut a = min.div_euclid(range) * range;
         while a <= max {
-            let series = head.chunks_in(a, a + range);
-            if !series.is_empty() {
-                crate::storage::db::write_block_from_chunks(data_dir, a, a + range, series)
-                    .with_context(|| format!("writing a block into {}", data_dir.display()))?;
-            }
+            crate::storage::db::write_block_from_head(data_dir, &head, a, a + range)
+                .with_context(|| format!("writing a block into {}", data_dir.display()))?;
             a += range;
         }
     }

@@ -12,15 +12,34 @@ pub struct StorageConfig {
     pub path: String,
     /// Retention limits.
     pub retention: RetentionConfig,
+    /// Write-ahead log settings.
+    pub wal: WalConfig,
+}
+
+/// `storage.wal`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    /// How often the log is fsynced: the most acknowledged samples a crash can lose (default
+    /// 1s). `0s` fsyncs every commit (every scrape), at a cost in disk writes.
+    pub sync_interval: Duration,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            sync_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 /// `storage.retention`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
-    /// Keep samples this long (default 15d).
+    /// Keep blocks ending within this span of the newest block's end (default 15d).
     pub time: Duration,
-    /// Keep at most this many bytes (0 = no limit); enforced once blocks are persisted.
+    /// Keep at most this many bytes of WAL and blocks (0 = no limit); whole blocks are deleted.
     #[serde(skip_serializing_if = "is_zero")]
     pub size: ByteSize,
 }
@@ -34,6 +53,7 @@ impl Default for StorageConfig {
         StorageConfig {
             path: "./data".into(),
             retention: RetentionConfig::default(),
+            wal: WalConfig::default(),
         }
     }
 }

@@ -19,7 +19,6 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use super::block::{self, Block, BlockCompaction, BlockError, BlockWriter};
-use super::chunk::XorIter;
 use super::head::DEFAULT_BLOCK_RANGE_MS;
 use super::{Appendable, Appender, Head, HeadOptions, Querier, Series, StorageError, TsdbStats};
 use crate::model::{Labels, Matcher};
@@ -63,6 +62,8 @@ pub struct DbOptions {
     pub retention_ms: i64,
     /// Delete the oldest blocks while WAL + blocks exceed this many bytes (0 = no limit).
     pub retention_bytes: u64,
+    /// Fsync the WAL on every commit (`storage.wal.sync_interval: 0s`).
+    pub wal_sync_every_commit: bool,
 }
 
 impl Default for DbOptions {
@@ -71,6 +72,7 @@ impl Default for DbOptions {
             block_range_ms: DEFAULT_BLOCK_RANGE_MS,
             retention_ms: 15 * 24 * 3600 * 1000,
             retention_bytes: 0,
+            wal_sync_every_commit: false,
         }
     }
 }
@@ -210,7 +212,8 @@ struct Inner {
     head: Head,
     /// Sorted by `min_time`, then ULID.
     blocks: RwLock<Vec<Arc<Block>>>,
-    opts: DbOptions,
+    /// Retention can change on reload; the block range cannot.
+    opts: RwLock<DbOptions>,
     metrics: DbMetrics,
     quarantined: Mutex<Vec<QuarantinedBlock>>,
     /// One maintenance (cut, compaction, retention, deletion, snapshot) at a time.
@@ -316,6 +319,7 @@ impl Db {
             HeadOptions {
                 chunk_range_ms: opts.block_range_ms,
                 min_valid_ms: min_valid,
+                sync_every_commit: opts.wal_sync_every_commit,
             },
         )?;
         report.wal_corruption = wal_corruption;
@@ -327,7 +331,7 @@ impl Db {
                 dir: dir.to_path_buf(),
                 head,
                 blocks: RwLock::new(blocks.into_iter().map(Arc::new).collect()),
-                opts,
+                opts: RwLock::new(opts),
                 metrics,
                 quarantined: Mutex::new(all_q),
                 maintain: Mutex::new(()),
@@ -335,6 +339,13 @@ impl Db {
         };
         db.update_gauges();
         Ok((db, report))
+    }
+
+    /// Changes the retention limits (a config reload); the next maintenance applies them.
+    pub fn set_retention(&self, retention_ms: i64, retention_bytes: u64) {
+        let mut o = self.inner.opts.write();
+        o.retention_ms = retention_ms;
+        o.retention_bytes = retention_bytes;
     }
 
     /// The head (for its WAL sync and metrics).
@@ -465,7 +476,7 @@ impl Db {
         let wal = self.inner.head.wal_size();
         m.storage_bytes.set((bytes + wal) as i64);
         m.retention_limit_bytes
-            .set(self.inner.opts.retention_bytes as i64);
+            .set(self.inner.opts.read().retention_bytes as i64);
         let (hmin, hmax) = self.inner.head.time_range();
         let lowest = blocks
             .first()
@@ -507,7 +518,7 @@ impl Db {
     /// call retries.
     pub fn maintain(&self) {
         let _g = self.inner.maintain.lock();
-        let range = self.inner.opts.block_range_ms;
+        let range = self.inner.opts.read().block_range_ms;
         loop {
             let (hmin, hmax) = self.inner.head.time_range();
             if hmin == i64::MAX || hmax - hmin <= range / 2 * 3 {
@@ -528,9 +539,7 @@ impl Db {
     /// Persists the head's samples in `[a, b)` as a block, then drops them from the head and
     /// the WAL.
     fn cut_head(&self, a: i64, b: i64) -> Result<(), DbError> {
-        let series = self.inner.head.chunks_in(a, b);
-        if !series.is_empty() {
-            let block = write_block_from_chunks(&self.inner.dir, a, b, series)?;
+        if let Some(block) = write_block_from_head(&self.inner.dir, &self.inner.head, a, b)? {
             let opened = Block::open(&self.inner.dir.join(&block.ulid))?;
             tracing::info!(ulid = %block.ulid, series = block.stats.num_series, samples = block.stats.num_samples, "block persisted from the head");
             self.add_block(opened);
@@ -603,7 +612,7 @@ impl Db {
         // The newest block is left alone, giving backups a window (as Prometheus does).
         let cands = &blocks[..blocks.len() - 1];
         let high = cands.last().map(|b| b.meta().min_time).unwrap_or(i64::MIN);
-        for r in self.inner.opts.ranges().into_iter().skip(1) {
+        for r in self.inner.opts.read().ranges().into_iter().skip(1) {
             let mut windows: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();
             for b in cands {
                 let w = b.meta().min_time.div_euclid(r) * r;
@@ -737,7 +746,7 @@ impl Db {
     /// counting the WAL first and then blocks newest to oldest, every block from the one that
     /// crosses the limit on.
     fn apply_retention(&self) {
-        let opts = &self.inner.opts;
+        let opts = self.inner.opts.read().clone();
         let blocks = self.inner.blocks.read().clone();
         let mut doomed: Vec<(Arc<Block>, &str)> = Vec::new();
         let newest_first: Vec<&Arc<Block>> = blocks.iter().rev().collect();
@@ -784,7 +793,7 @@ impl Db {
     /// Persists every sample in the head as blocks (used by import and snapshots).
     pub fn flush_head(&self) -> Result<(), DbError> {
         let _g = self.inner.maintain.lock();
-        let range = self.inner.opts.block_range_ms;
+        let range = self.inner.opts.read().block_range_ms;
         loop {
             let (hmin, _) = self.inner.head.time_range();
             if hmin == i64::MAX {
@@ -893,10 +902,7 @@ impl Db {
         if !skip_head {
             let (hmin, hmax) = self.inner.head.time_range();
             if hmin != i64::MAX {
-                let series = self.inner.head.chunks_in(hmin, hmax + 1);
-                if !series.is_empty() {
-                    write_block_from_chunks(&root, hmin, hmax + 1, series)?;
-                }
+                write_block_from_head(&root, &self.inner.head, hmin, hmax + 1)?;
             }
         }
         block::sync_dir(&root);
@@ -1149,13 +1155,55 @@ pub fn write_block_from_chunks(
     b: i64,
     series: Vec<(Labels, Vec<super::chunk::XorChunk>)>,
 ) -> Result<block::BlockMeta, DbError> {
+    let symbols = symbols_of(series.iter().map(|(l, _)| l));
+    write_series_block(parent, a, b, symbols, series.into_iter())
+}
+
+/// Series per batch when a block is cut from the head: only one batch of chunk copies is
+/// held at a time, so cutting a large head does not double its memory.
+const CUT_BATCH: usize = 10_000;
+
+/// Writes the head's samples in `[a, b)` as a new level-1 block under `parent`; `None` when
+/// the head has none there.
+pub fn write_block_from_head(
+    parent: &Path,
+    head: &Head,
+    a: i64,
+    b: i64,
+) -> Result<Option<block::BlockMeta>, DbError> {
+    let list = head.series_in(a, b);
+    if list.is_empty() {
+        return Ok(None);
+    }
+    let symbols = symbols_of(list.iter().map(|(l, _)| l));
+    let batches = list
+        .chunks(CUT_BATCH)
+        .flat_map(|batch| head.chunks_of(batch, a, b));
+    write_series_block(parent, a, b, symbols, batches).map(Some)
+}
+
+fn symbols_of<'a>(labels: impl Iterator<Item = &'a Labels>) -> BTreeSet<String> {
     let mut symbols = BTreeSet::new();
-    for (l, _) in &series {
+    for l in labels {
         for x in l.iter() {
-            symbols.insert(x.name.clone());
-            symbols.insert(x.value.clone());
+            if !symbols.contains(&x.name) {
+                symbols.insert(x.name.clone());
+            }
+            if !symbols.contains(&x.value) {
+                symbols.insert(x.value.clone());
+            }
         }
     }
+    symbols
+}
+
+fn write_series_block(
+    parent: &Path,
+    a: i64,
+    b: i64,
+    symbols: BTreeSet<String>,
+    series: impl Iterator<Item = (Labels, Vec<super::chunk::XorChunk>)>,
+) -> Result<block::BlockMeta, DbError> {
     let ulid = block::new_ulid();
     let mut w = BlockWriter::create(parent, &ulid, a, b, symbols)?;
     for (labels, chunks) in series {
@@ -1168,10 +1216,7 @@ pub fn write_block_from_chunks(
         } else {
             let samples: Vec<(i64, f64)> = chunks
                 .iter()
-                .flat_map(|c| {
-                    let bytes = c.bytes();
-                    XorIter::over(&bytes).collect::<Vec<_>>()
-                })
+                .flat_map(|c| c.iter().collect::<Vec<_>>())
                 .filter(|(t, _)| *t >= a && *t < b)
                 .collect();
             if !samples.is_empty() {
@@ -1524,6 +1569,50 @@ mod tests {
         // Still reported after another restart.
         let (db, _) = Db::open(dir.path(), DbOptions::default()).unwrap();
         assert_eq!(db.stats(5).store.quarantined.len(), 1);
+    }
+
+    #[test]
+    fn block_damaged_while_serving_is_quarantined_at_read() {
+        use std::io::{Seek, SeekFrom, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Db::open(dir.path(), DbOptions::default()).unwrap();
+        fill(&db, 0, 7 * H, 2);
+        db.maintain();
+        let victim = db.blocks()[0].ulid.clone();
+        // In place (no truncation: the block is mapped).
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(&victim).join("chunks"))
+            .unwrap();
+        f.seek(SeekFrom::Start(40)).unwrap();
+        f.write_all(&[0xde, 0xad, 0xbe, 0xef]).unwrap();
+        drop(f);
+        let got = all(&db, 0, 7 * H);
+        assert_eq!(got.len(), 2);
+        assert!(
+            got.iter().all(|s| s.samples[0].0 == 2 * H),
+            "the rest still answers"
+        );
+        assert!(db.blocks().iter().all(|b| b.ulid != victim));
+        let q = db.stats(1).store.quarantined;
+        assert_eq!(q.len(), 1);
+        assert!(q[0].reason.contains("checksum mismatch"), "{q:?}");
+        assert!(dir.path().join("quarantine").join(&victim).is_dir());
+    }
+
+    #[test]
+    fn sync_every_commit_survives_without_a_sync_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = DbOptions {
+            wal_sync_every_commit: true,
+            ..DbOptions::default()
+        };
+        let (db, _) = Db::open(dir.path(), opts.clone()).unwrap();
+        fill(&db, 0, H, 1);
+        // A crash: nothing flushed or synced on the way out.
+        std::mem::forget(db);
+        let (db, _) = Db::open(dir.path(), opts).unwrap();
+        check_complete(&db, 0, H, 1);
     }
 
     #[test]

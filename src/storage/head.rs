@@ -25,6 +25,8 @@ pub struct HeadOptions {
     /// Samples older than this are refused (they belong to persisted blocks) and skipped at
     /// WAL replay.
     pub min_valid_ms: i64,
+    /// Fsync the write-ahead log on every commit instead of on the caller's interval.
+    pub sync_every_commit: bool,
 }
 
 /// Prometheus's default block range: two hours.
@@ -35,6 +37,7 @@ impl Default for HeadOptions {
         HeadOptions {
             chunk_range_ms: DEFAULT_BLOCK_RANGE_MS,
             min_valid_ms: i64::MIN,
+            sync_every_commit: false,
         }
     }
 }
@@ -401,9 +404,11 @@ impl Head {
         }
     }
 
-    /// Bytes of write-ahead log on disk.
+    /// Bytes of write-ahead log on disk (also refreshes its gauge).
     pub fn wal_size(&self) -> u64 {
-        self.wal.as_ref().map(|w| w.lock().size()).unwrap_or(0)
+        let n = self.wal.as_ref().map(|w| w.lock().size()).unwrap_or(0);
+        self.metrics.wal_size.set(n as i64);
+        n
     }
 
     /// Registers the head's metrics in `reg`.
@@ -502,22 +507,12 @@ impl Head {
         self.metrics.chunks.set(g.chunks as i64);
         self.metrics.series_removed.inc_by(removed.len() as u64);
         self.metrics.truncations.inc();
+        drop(g);
         if let Some(w) = &self.wal {
-            let live: Vec<(u64, Labels)> = g
-                .series
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| {
-                    s.as_ref()
-                        .map(|s| (g.make_ref(i as u32).0, s.labels.clone()))
-                })
-                .collect();
-            let mut w = w.lock();
-            let r = w.cut().and_then(|_| w.truncate(&live, before));
-            if let Err(e) = r {
+            if let Err(e) = self.truncate_wal(w, before) {
                 tracing::error!(error = %e, "truncating the write-ahead log failed; it is kept");
             }
-            self.metrics.wal_size.set(w.size() as i64);
+            self.metrics.wal_size.set(w.lock().size() as i64);
         }
         removed.len()
     }
@@ -566,6 +561,36 @@ impl Head {
             .sum()
     }
 
+    /// Checkpoints the live series and drops segments older than `before`, holding the log's
+    /// lock only to cut and to delete, so appends continue while the checkpoint is written.
+    fn truncate_wal(
+        &self,
+        w: &parking_lot::Mutex<super::wal::Wal>,
+        before: i64,
+    ) -> Result<(), super::wal::WalError> {
+        let (doomed, dir) = {
+            let mut w = w.lock();
+            (w.truncation_plan(before)?, w.dir().to_path_buf())
+        };
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let live: Vec<(u64, Labels)> = {
+            let g = self.inner.read();
+            g.series
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    s.as_ref()
+                        .map(|s| (g.make_ref(i as u32).0, s.labels.clone()))
+                })
+                .collect()
+        };
+        super::wal::Wal::write_checkpoint(&dir, &live)?;
+        w.lock().remove_segments(&doomed)?;
+        Ok(())
+    }
+
     /// Oldest and newest sample timestamps in the head (`i64::MAX`, `i64::MIN` when empty).
     pub fn time_range(&self) -> (i64, i64) {
         let g = self.inner.read();
@@ -577,16 +602,37 @@ impl Head {
         self.inner.read().min_valid
     }
 
-    /// Copies of the chunks holding samples in `[mint, maxt)`, per series, in label order.
-    /// Chunks are cut at block-range boundaries, so for an aligned range they hold no samples
-    /// outside it; samples outside are filtered anyway.
-    pub fn chunks_in(&self, mint: i64, maxt: i64) -> Vec<(Labels, Vec<XorChunk>)> {
+    /// Series with samples in `[mint, maxt)`, in label order, with their refs.
+    pub fn series_in(&self, mint: i64, maxt: i64) -> Vec<(Labels, SeriesRef)> {
         let g = self.inner.read();
-        let mut out: Vec<(Labels, Vec<XorChunk>)> = g
+        let mut out: Vec<(Labels, SeriesRef)> = g
             .series
             .iter()
-            .flatten()
-            .filter_map(|s| {
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let s = s.as_ref()?;
+                s.overlaps(mint, maxt - 1)
+                    .then(|| (s.labels.clone(), g.make_ref(i as u32)))
+            })
+            .collect();
+        drop(g);
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Copies of the chunks of `series` holding samples in `[mint, maxt)`. Chunks are cut at
+    /// block-range boundaries, so for an aligned range they hold no samples outside it.
+    pub fn chunks_of(
+        &self,
+        series: &[(Labels, SeriesRef)],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<(Labels, Vec<XorChunk>)> {
+        let g = self.inner.read();
+        series
+            .iter()
+            .filter_map(|(labels, r)| {
+                let s = g.series[g.resolve(*r)? as usize].as_ref()?;
                 let cs: Vec<XorChunk> = s
                     .closed
                     .iter()
@@ -594,12 +640,9 @@ impl Head {
                     .filter(|c| !c.is_empty() && c.max_t() >= mint && c.min_t() < maxt)
                     .cloned()
                     .collect();
-                (!cs.is_empty()).then(|| (s.labels.clone(), cs))
+                (!cs.is_empty()).then(|| (labels.clone(), cs))
             })
-            .collect();
-        drop(g);
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+            .collect()
     }
 
     /// Approximate bytes of chunk data held (for size retention's head share).
@@ -661,7 +704,15 @@ impl Head {
         let mut g = self.inner.write();
         if let Some(w) = &self.wal {
             let recs: Vec<(u64, i64, f64)> = batch.iter().map(|(r, t, v)| (r.0, *t, *v)).collect();
-            if let Err(e) = w.lock().log_samples(&recs) {
+            let mut w = w.lock();
+            let r = w.log_samples(&recs).and_then(|_| {
+                if self.opts.sync_every_commit {
+                    w.sync()
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = r {
                 tracing::error!(error = %e, "writing the WAL failed; samples are kept in memory only");
             }
         }

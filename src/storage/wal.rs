@@ -259,18 +259,39 @@ impl Wal {
     /// checkpoint of the live series (so later segments can still be replayed). Returns the
     /// number of segments deleted.
     pub fn truncate(&mut self, live: &[(u64, Labels)], cutoff: i64) -> Result<usize, WalError> {
-        let doomed: Vec<u64> = self
+        let doomed = self.truncation_plan(cutoff)?;
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        Wal::write_checkpoint(&self.dir, live)?;
+        self.remove_segments(&doomed)
+    }
+
+    /// Starts a new segment and names the older segments whose samples all lie before
+    /// `cutoff`. The caller then writes a checkpoint ([`Wal::write_checkpoint`], without
+    /// holding the log, so appends go on) and removes them ([`Wal::remove_segments`]).
+    pub fn truncation_plan(&mut self, cutoff: i64) -> Result<Vec<u64>, WalError> {
+        self.cut()?;
+        Ok(self
             .max_t
             .iter()
             .take_while(|(n, t)| **n < self.seg_no && **t < cutoff)
             .map(|(n, _)| *n)
-            .collect();
-        if doomed.is_empty() {
-            return Ok(0);
-        }
-        let tmp = self.dir.join("checkpoint.tmp");
+            .collect())
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes the checkpoint of `live` series into `dir` (atomically replacing the old one).
+    /// Series created meanwhile are logged in the segment `truncation_plan` started, which is
+    /// kept, so nothing is lost.
+    pub fn write_checkpoint(dir: &Path, live: &[(u64, Labels)]) -> Result<(), WalError> {
+        let tmp = dir.join("checkpoint.tmp");
         {
-            let mut f = BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
+            let mut f = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io(&tmp))?);
             let mut buf = Vec::new();
             for (r, labels) in live {
                 buf.clear();
@@ -285,11 +306,19 @@ impl Wal {
             f.flush().map_err(io(&tmp))?;
             f.get_ref().sync_all().map_err(io(&tmp))?;
         }
-        let cp = self.dir.join(CHECKPOINT);
-        fs::rename(&tmp, &cp).map_err(io(&cp))?;
-        for n in &doomed {
+        let cp = dir.join(CHECKPOINT);
+        fs::rename(&tmp, &cp).map_err(io(&cp))
+    }
+
+    /// Deletes the segments a plan named. Returns how many.
+    pub fn remove_segments(&mut self, doomed: &[u64]) -> Result<usize, WalError> {
+        for n in doomed {
             let p = self.dir.join(segment_name(*n));
-            fs::remove_file(&p).map_err(io(&p))?;
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&p)(e)),
+            }
             self.max_t.remove(n);
         }
         Ok(doomed.len())
@@ -381,13 +410,16 @@ impl Wal {
 
     /// Total bytes of the log on disk.
     pub fn size(&self) -> u64 {
-        segments(&self.dir)
+        let segs: u64 = segments(&self.dir)
             .map(|s| {
                 s.iter()
                     .filter_map(|(_, p)| fs::metadata(p).ok())
                     .map(|m| m.len())
                     .sum()
             })
+            .unwrap_or(0);
+        segs + fs::metadata(self.dir.join(CHECKPOINT))
+            .map(|m| m.len())
             .unwrap_or(0)
     }
 }
