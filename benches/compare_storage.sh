@@ -75,8 +75,15 @@ prometheus --config.file="$work/prom.yml" --storage.tsdb.path="$work/prom1" --st
   --web.listen-address=127.0.0.1:19092 >/dev/null 2>&1 &
 ppid=$!
 wait_ready 19092
-# Prometheus compacts backfilled blocks on its minute tick; wait until the block count settles.
-prev=-1; for _ in $(seq 1 60); do n=$(nblocks "$work/prom1"); [ "$n" = "$prev" ] && [ "$n" -le 4 ] && break; prev=$n; sleep 5; done
+# Prometheus compacts backfilled blocks on its minute tick; wait for a compaction, then until
+# the block count settles.
+prev=-1
+for _ in $(seq 1 60); do
+  c=$(curl -s 127.0.0.1:19092/metrics | awk '/^prometheus_tsdb_compactions_total /{print $2}')
+  n=$(nblocks "$work/prom1")
+  [ "${c:-0}" != 0 ] && [ "$n" = "$prev" ] && break
+  prev=$n; sleep 5
+done
 kill $ppid; wait $ppid 2>/dev/null || true
 pb=$(blocks_bytes_prom "$work/prom1"); ab=$(blocks_bytes "$work/app1")
 printf 'samples %d; prometheus %d blocks %d bytes (%.3f B/sample); appliance %d blocks %d bytes (%.3f B/sample); ratio %.2f\n' \

@@ -336,6 +336,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     ready.store(true, Ordering::Release);
+    // Every block's chunks are checked once in the background; reads check them anyway.
+    let db_scrub = db.clone();
+    tokio::task::spawn_blocking(move || db_scrub.scrub());
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await

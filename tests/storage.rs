@@ -319,8 +319,12 @@ fn damaged_wal_tail_and_damaged_block() {
         .parse()
         .unwrap();
     assert_eq!(after, before);
-    // The damaged block is out of service, reported, counted and set aside.
-    let st = get_json(&addr, "/api/v1/status/tsdb")["data"].clone();
+    // The damaged block is out of service, reported, counted and set aside (by the background
+    // check that follows start, or by the first read that touches it).
+    let st = wait_for(20, "the damaged block to be quarantined", || {
+        let st = get_json(&addr, "/api/v1/status/tsdb")["data"].clone();
+        (!st["storageStats"]["quarantined"].as_array()?.is_empty()).then_some(st)
+    });
     let q = st["storageStats"]["quarantined"].as_array().unwrap();
     assert_eq!(q.len(), 1, "{st}");
     assert_eq!(q[0]["ulid"], victim.0.as_str());

@@ -836,8 +836,8 @@ impl Block {
 
     /// Checks every chunk's checksum (the index was checked at open).
     pub fn verify_chunks(&self) -> Result<(), BlockError> {
-        for s in self.all_series()? {
-            for c in &s.chunks {
+        for id in self.all_ids()? {
+            for c in &self.series_at(id)?.chunks {
                 self.chunk_bytes(c.offset)?;
             }
         }

@@ -285,8 +285,9 @@ impl Db {
             if !p.is_dir() || !p.join("meta.json").exists() {
                 continue;
             }
-            let opened = Block::open(&p).and_then(|b| b.verify_chunks().map(|_| b));
-            match opened {
+            // The index is checked here; chunks are checked on every read and by `scrub`, so
+            // a large store does not read all its data before it is ready.
+            match Block::open(&p) {
                 Ok(b) => blocks.push(b),
                 Err(e) => {
                     metrics.checksum_failures.inc();
@@ -346,6 +347,21 @@ impl Db {
         let mut o = self.inner.opts.write();
         o.retention_ms = retention_ms;
         o.retention_bytes = retention_bytes;
+    }
+
+    /// Reads every chunk of every block and quarantines blocks whose checksums fail; run in
+    /// the background after start. Returns the number of blocks quarantined.
+    pub fn scrub(&self) -> usize {
+        let blocks = self.inner.blocks.read().clone();
+        let mut n = 0;
+        for b in blocks {
+            if let Err(e) = b.verify_chunks() {
+                tracing::error!(ulid = %b.meta().ulid, error = %e, "block failed its chunk checksums");
+                self.quarantine(&b, &e);
+                n += 1;
+            }
+        }
+        n
     }
 
     /// The head (for its WAL sync and metrics).
@@ -1549,12 +1565,11 @@ mod tests {
         c[n / 2] ^= 0x55;
         fs::write(&chunks, &c).unwrap();
         let (db, report) = Db::open(dir.path(), DbOptions::default()).unwrap();
-        assert_eq!(report.quarantined.len(), 1);
         assert!(
-            report.quarantined[0].reason.contains("checksum"),
-            "{:?}",
-            report.quarantined
+            report.quarantined.is_empty(),
+            "only the index is checked at open"
         );
+        assert_eq!(db.scrub(), 1);
         assert!(dir
             .path()
             .join("quarantine")
@@ -1565,10 +1580,37 @@ mod tests {
         let st = db.stats(5);
         assert_eq!(st.store.quarantined.len(), 1);
         assert_eq!(st.store.quarantined[0].ulid, victim);
+        assert!(
+            st.store.quarantined[0].reason.contains("checksum"),
+            "{st:?}"
+        );
         drop(db);
         // Still reported after another restart.
         let (db, _) = Db::open(dir.path(), DbOptions::default()).unwrap();
         assert_eq!(db.stats(5).store.quarantined.len(), 1);
+    }
+
+    #[test]
+    fn block_with_a_damaged_index_is_quarantined_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Db::open(dir.path(), DbOptions::default()).unwrap();
+        fill(&db, 0, 7 * H, 2);
+        db.maintain();
+        let victim = db.blocks()[1].ulid.clone();
+        db.head().sync().unwrap();
+        drop(db);
+        let index = dir.path().join(&victim).join("index");
+        let mut c = fs::read(&index).unwrap();
+        c[10] ^= 0x01;
+        fs::write(&index, &c).unwrap();
+        let (db, report) = Db::open(dir.path(), DbOptions::default()).unwrap();
+        assert_eq!(report.quarantined.len(), 1);
+        assert!(report.quarantined[0]
+            .reason
+            .contains("index: checksum mismatch"));
+        assert_eq!(db.blocks().len(), 1);
+        check_complete(&db, 0, 2 * H, 2);
+        check_complete(&db, 4 * H, 7 * H, 2);
     }
 
     #[test]
