@@ -116,21 +116,24 @@ scrape_configs:
     static_configs: [{targets: ['127.0.0.1:19102']}]
 YML
 scraped() { curl -s "127.0.0.1:$1/api/v1/query?query=count(count_over_time(up%5B10m%5D)%3E%3D3)" | grep -q '"value":\[[0-9.]*,"1"\]'; }
-start_prom() { prometheus --config.file="$work/p2.yml" --storage.tsdb.path="$work/prom2" --storage.tsdb.retention.time=100y --web.listen-address=127.0.0.1:19093 >/dev/null 2>&1 & echo $!; }
-start_app() { $app run --config "$work/a2.yml" --data-dir "$work/app2" --listen 127.0.0.1:19083 >/dev/null 2>&1 & echo $!; }
+start_prom() { prometheus --config.file="$work/p2.yml" --storage.tsdb.path="$work/prom2" --storage.tsdb.retention.time=100y --web.listen-address=127.0.0.1:19093 >>"$work/prom2.log" 2>&1 & echo $!; }
+start_app() { $app run --config "$work/a2.yml" --data-dir "$work/app2" --listen 127.0.0.1:19083 >>"$work/app2.log" 2>&1 & echo $!; }
 for who in prom app; do
   if [ $who = prom ]; then pid=$(start_prom); port=19093; else pid=$(start_app); port=19083; fi
-  wait_ready $port
+  wait_ready $port || { echo "$who did not get ready:"; tail -5 "$work/${who}2.log"; exit 1; }
   for _ in $(seq 1 120); do scraped $port && break; sleep 1; done
+  scraped $port || { echo "$who: no three scrapes in time"; exit 1; }
   rss=$(awk '/VmRSS/{print $2}' /proc/$pid/status)
-  kill -9 $pid; wait $pid 2>/dev/null || true
+  kill -9 $pid
+  while kill -0 $pid 2>/dev/null; do sleep 0.05; done
   s=$(date +%s%N)
   if [ $who = prom ]; then pid=$(start_prom); else pid=$(start_app); fi
-  wait_ready $port
+  wait_ready $port || { echo "$who did not get ready:"; tail -5 "$work/${who}2.log"; exit 1; }
   e=$(date +%s%N)
   ready_ms=$(( (e - s) / 1000000 ))
   rss2=$(awk '/VmRSS/{print $2}' /proc/$pid/status)
-  kill $pid; wait $pid 2>/dev/null || true
+  kill $pid
+  while kill -0 $pid 2>/dev/null; do sleep 0.05; done
   printf '%-10s RSS after 3 scrapes %8d KiB (%.0f B/series); restart to ready %6d ms (RSS then %d KiB)\n' \
     $who "$rss" "$(echo "$rss*1024/$series" | bc -l)" "$ready_ms" "$rss2"
   eval "${who}_rss=$rss ${who}_ready=$ready_ms"

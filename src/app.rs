@@ -395,7 +395,7 @@ fn open_db(data_dir: &std::path::Path, cfg: &Config) -> anyhow::Result<Db> {
 
 /// `appliance tsdb import openmetrics FILE`: backfills timestamped OpenMetrics samples as
 /// persisted blocks (one per 2 h range, then compacted) in the data directory, which `run`
-/// then serves. Run it while the appliance is stopped. Returns the samples imported.
+/// serves (a running appliance loads them within a minute). Returns the samples imported.
 pub fn import_openmetrics(
     file: &std::path::Path,
     data_dir: &std::path::Path,
@@ -463,8 +463,15 @@ pub fn import_openmetrics(
         }
     }
     drop(head);
-    let db = open_db(data_dir, cfg)?;
-    db.compact_now();
+    // Compact now, or, when the appliance is running on this directory, leave the blocks to
+    // it: it picks them up and compacts them within a minute.
+    match Db::open(data_dir, db_options(cfg)) {
+        Ok((db, _)) => db.compact_now(),
+        Err(crate::storage::db::DbError::Locked(_)) => tracing::info!(
+            "the appliance is running on this data directory; it will load the new blocks within a minute"
+        ),
+        Err(e) => return Err(e).context("opening the store to compact the new blocks"),
+    }
     Ok(n - out_of_order)
 }
 

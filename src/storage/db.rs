@@ -44,6 +44,9 @@ pub enum DbError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Another process (a running appliance) holds the data directory.
+    #[error("{0}: the data directory is in use by another process (is the appliance running?)")]
+    Locked(PathBuf),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DbError + '_ {
@@ -218,6 +221,8 @@ struct Inner {
     quarantined: Mutex<Vec<QuarantinedBlock>>,
     /// One maintenance (cut, compaction, retention, deletion, snapshot) at a time.
     maintain: Mutex<()>,
+    /// Held (locked) while the store is open, so two processes never share a WAL.
+    _lock: fs::File,
 }
 
 /// The durable store of one data directory.
@@ -264,6 +269,18 @@ impl Db {
     /// leftovers of interrupted writes and compactions, and replays the WAL into the head.
     pub fn open(dir: &Path, opts: DbOptions) -> Result<(Db, OpenReport), DbError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock_path = dir.join("lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(DbError::Locked(dir.to_path_buf())),
+            Err(fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        }
         let mut report = OpenReport::default();
         let metrics = DbMetrics::default();
         let mut blocks: Vec<Block> = Vec::new();
@@ -336,6 +353,7 @@ impl Db {
                 metrics,
                 quarantined: Mutex::new(all_q),
                 maintain: Mutex::new(()),
+                _lock: lock,
             }),
         };
         db.update_gauges();
@@ -529,14 +547,61 @@ impl Db {
         self.update_gauges();
     }
 
+    /// Opens block directories that appeared since the last look (an import while running,
+    /// a block copied in by hand), as Prometheus's block reload does.
+    fn load_new_blocks(&self) {
+        let Ok(rd) = fs::read_dir(&self.inner.dir) else {
+            return;
+        };
+        let known: HashSet<String> = self
+            .inner
+            .blocks
+            .read()
+            .iter()
+            .map(|b| b.meta().ulid.clone())
+            .collect();
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let p = e.path();
+            if known.contains(&name)
+                || name.contains('.')
+                || !p.is_dir()
+                || !p.join("meta.json").exists()
+            {
+                continue;
+            }
+            match Block::open(&p) {
+                Ok(b) => {
+                    tracing::info!(ulid = %name, "new block found in the data directory");
+                    self.add_block(b);
+                }
+                Err(e) => {
+                    self.inner.metrics.checksum_failures.inc();
+                    let q = quarantine_dir(
+                        &self.inner.dir,
+                        &p,
+                        &name,
+                        &e.to_string(),
+                        &self.inner.metrics,
+                    );
+                    self.inner.quarantined.lock().push(q);
+                }
+            }
+        }
+    }
+
     /// Cuts blocks from the head while it spans more than 1.5 block ranges, compacts, and
     /// applies retention. Called every minute; errors are counted and logged, and the next
     /// call retries.
     pub fn maintain(&self) {
         let _g = self.inner.maintain.lock();
+        self.load_new_blocks();
         let range = self.inner.opts.read().block_range_ms;
         loop {
             let (hmin, hmax) = self.inner.head.time_range();
+            // A sample stamped far in the future (a target's clock, `honor_timestamps`) must
+            // not push current data out of the head: the wall clock caps the head's end.
+            let hmax = hmax.min(now_ms());
             if hmin == i64::MAX || hmax - hmin <= range / 2 * 3 {
                 break;
             }
@@ -1438,6 +1503,54 @@ mod tests {
     }
 
     #[test]
+    fn a_sample_from_the_future_does_not_flush_current_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let now = now_ms() / 15_000 * 15_000;
+        fill(&db, now - 2 * H, now, 1);
+        let mut a = db.appender();
+        a.append(&l(&[("__name__", "future")]), now + 365 * 24 * H, 1.0)
+            .unwrap();
+        a.commit().unwrap();
+        db.maintain();
+        assert!(db.blocks().is_empty());
+        let mut a = db.appender();
+        a.append(&l(&[("__name__", "m"), ("k", "s0")]), now + 15_000, 1.0)
+            .unwrap();
+        assert_eq!(a.commit().unwrap().appended, 1);
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let err = Db::open(dir.path(), DbOptions::default()).err().unwrap();
+        assert!(matches!(err, DbError::Locked(_)), "{err}");
+        drop(db);
+        Db::open(dir.path(), DbOptions::default()).unwrap();
+    }
+
+    #[test]
+    fn blocks_written_by_another_process_are_picked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let labels = l(&[("__name__", "m"), ("k", "s0")]);
+        let s: Vec<(i64, f64)> = (0..100)
+            .map(|i| (i * 15_000, value(i * 15_000, 0)))
+            .collect();
+        write_block_from_chunks(
+            dir.path(),
+            0,
+            2 * H,
+            vec![(labels, block::encode_chunks(&s))],
+        )
+        .unwrap();
+        assert!(all(&db, 0, 2 * H).is_empty());
+        db.maintain();
+        check_complete(&db, 0, 100 * 15_000, 1);
+    }
+
+    #[test]
     fn blocks_compact_into_larger_ranges() {
         let dir = tempfile::tempdir().unwrap();
         let (db, _) = Db::open(dir.path(), DbOptions::default()).unwrap();
@@ -1651,8 +1764,11 @@ mod tests {
         };
         let (db, _) = Db::open(dir.path(), opts.clone()).unwrap();
         fill(&db, 0, H, 1);
-        // A crash: nothing flushed or synced on the way out.
-        std::mem::forget(db);
+        // A crash: nothing flushed or synced on the way out (the lock goes with the store,
+        // the log's buffered writer is leaked unflushed).
+        let head = db.head().clone();
+        drop(db);
+        std::mem::forget(head);
         let (db, _) = Db::open(dir.path(), opts).unwrap();
         check_complete(&db, 0, H, 1);
     }
