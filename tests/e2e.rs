@@ -287,14 +287,11 @@ fn query_api_answers_like_prometheus() {
 /// An appliance on its own metrics only, scraped every second, ready.
 fn self_scraping_every_second() -> (tempfile::TempDir, std::path::PathBuf, String, Proc) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(
+    let (app, addr) = appliance_with_config(
         dir.path(),
-        "appliance.yml",
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n",
     );
-    let addr = format!("127.0.0.1:{}", free_port());
-    let app = appliance(dir.path(), Some(&cfg), &addr);
-    wait_ready(&addr);
+    let cfg = dir.path().join("appliance.yml");
     (dir, cfg, addr, app)
 }
 

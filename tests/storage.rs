@@ -171,16 +171,12 @@ fn a_simulated_day_is_answered_from_blocks_and_head_together() {
     let om = write(dir.path(), "day.om", &node_day(start, end_import, &target));
     import(dir.path(), &om);
     assert!(!blocks_on_disk(&dir.path().join("data")).is_empty());
-    let cfg = write(
+    let (_app, addr) = appliance_with_config(
         dir.path(),
-        "appliance.yml",
         &format!(
             "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\ncollectors: {{appliance: {{enabled: false}}}}\nscrape_configs:\n  - job_name: node\n    static_configs: [{{targets: ['{target}']}}]\n"
         ),
     );
-    let addr = format!("127.0.0.1:{}", free_port());
-    let _app = appliance(dir.path(), Some(&cfg), &addr);
-    wait_ready(&addr);
     wait_for(15, "a scrape of the live target", || {
         let v = get_json(&addr, "/api/v1/query?query=node_load1");
         (v["data"]["result"][0]["value"][1].as_str()
@@ -255,14 +251,11 @@ fn damaged_wal_tail_and_damaged_block() {
     import(dir.path(), &om);
     let blocks = blocks_on_disk(&data);
     assert!(blocks.len() >= 2, "{blocks:?}");
-    let cfg = write(
+    let (mut app, addr) = appliance_with_config(
         dir.path(),
-        "appliance.yml",
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n",
     );
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut app = appliance(dir.path(), Some(&cfg), &addr);
-    wait_ready(&addr);
+    let cfg = dir.path().join("appliance.yml");
     wait_for(15, "several scrapes", || {
         let v = get_json(&addr, "/api/v1/query?query=count_over_time(up%5B1m%5D)");
         v["data"]["result"][0]["value"][1]
@@ -386,15 +379,10 @@ fn store_with_days(days: i64) -> (tempfile::TempDir, Vec<(String, i64, i64)>) {
 }
 
 fn run_with_storage(dir: &Path, storage: &str) -> (Proc, String) {
-    let cfg = write(
+    appliance_with_config(
         dir,
-        "appliance.yml",
         &format!("collectors: {{appliance: {{enabled: false}}}}\nstorage:\n{storage}"),
-    );
-    let addr = format!("127.0.0.1:{}", free_port());
-    let app = appliance(dir, Some(&cfg), &addr);
-    wait_ready(&addr);
-    (app, addr)
+    )
 }
 
 #[test]
@@ -530,14 +518,7 @@ fn admin_api_deletes_series_cleans_tombstones_and_snapshots() {
 #[test]
 fn admin_api_can_be_turned_off() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(
-        dir.path(),
-        "appliance.yml",
-        "web: {enable_admin_api: false}\n",
-    );
-    let addr = format!("127.0.0.1:{}", free_port());
-    let _app = appliance(dir.path(), Some(&cfg), &addr);
-    wait_ready(&addr);
+    let (_app, addr) = appliance_with_config(dir.path(), "web: {enable_admin_api: false}\n");
     for p in ["delete_series?match[]=up", "clean_tombstones", "snapshot"] {
         let (code, body) = request(&addr, "POST", &format!("/api/v1/admin/tsdb/{p}"), "").unwrap();
         assert_eq!(code, 503, "{body}");

@@ -248,19 +248,7 @@ impl XorChunk {
 
     /// Decodes every sample.
     pub fn iter(&self) -> XorIter<'_> {
-        XorIter {
-            r: BitReader {
-                bytes: &self.w.bytes,
-                pos: 16,
-            },
-            left: self.num,
-            n: 0,
-            t: 0,
-            t_delta: 0,
-            v: 0,
-            leading: 0,
-            trailing: 0,
-        }
+        XorIter::with_count(&self.w.bytes, self.num)
     }
 }
 
@@ -284,6 +272,11 @@ impl<'a> XorIter<'a> {
             [a, b, ..] => u16::from_be_bytes([*a, *b]),
             _ => 0,
         };
+        XorIter::with_count(bytes, left)
+    }
+
+    /// A decoder over `left` samples of encoded bytes (the count field is skipped).
+    fn with_count(bytes: &'a [u8], left: u16) -> Self {
         XorIter {
             r: BitReader { bytes, pos: 16 },
             left,

@@ -86,6 +86,17 @@ pub fn appliance(dir: &Path, config: Option<&Path>, listen: &str) -> Proc {
     Proc(c.spawn().expect("start appliance"))
 }
 
+/// Writes `yaml` as `dir/appliance.yml`, starts the appliance on it on a free port and waits
+/// until it is ready; returns the process and its address.
+pub fn appliance_with_config(dir: &Path, yaml: &str) -> (Proc, String) {
+    let cfg = dir.join("appliance.yml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let app = appliance(dir, Some(&cfg), &addr);
+    wait_ready(&addr);
+    (app, addr)
+}
+
 pub fn wait_ready(addr: &str) {
     wait_for(30, "appliance /-/ready", || {
         get(addr, "/-/ready").filter(|(s, _)| *s == 200)
