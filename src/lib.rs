@@ -12,6 +12,7 @@ pub mod config;
 pub mod http;
 pub mod model;
 pub mod promql;
+pub mod rules;
 pub mod scrape;
 pub mod storage;
 #[doc(hidden)]

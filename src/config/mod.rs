@@ -160,12 +160,12 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
     let expanded = expand_env(text, path)?;
     let mut cfg: Config = serde_saphyr::from_str(&expanded).map_err(|e| {
         let msg = e.to_string();
-        let line = saphyr_line(&msg).unwrap_or(0);
+        let line = error_line(&msg).unwrap_or(0);
         let key = key_path(&expanded, line);
         let msg = if key.is_empty() {
-            one_line(&msg)
+            first_line(&msg)
         } else {
-            format!("{key}: {}", one_line(&msg))
+            format!("{key}: {}", first_line(&msg))
         };
         ConfigError::Invalid {
             path: path.into(),
@@ -261,13 +261,15 @@ fn key_path(text: &str, line: usize) -> String {
     parts.join(".")
 }
 
-fn saphyr_line(msg: &str) -> Option<usize> {
+/// The line number in a serde-saphyr error message.
+pub(crate) fn error_line(msg: &str) -> Option<usize> {
     // serde-saphyr reports "line N column M"; take the first such number.
     let re = regex::Regex::new(r"line (\d+)").ok()?;
     re.captures(msg)?.get(1)?.as_str().parse().ok()
 }
 
-fn one_line(msg: &str) -> String {
+/// The message of a serde-saphyr error without its source snippet.
+pub(crate) fn first_line(msg: &str) -> String {
     // serde-saphyr appends a source snippet after the first line; the caller prints the
     // file and line itself, so keep the message and drop the snippet.
     let first = msg
