@@ -549,3 +549,97 @@ pub fn analyze(data_dir: &std::path::Path, limit: usize, cfg: &Config) -> anyhow
     }
     Ok(out)
 }
+
+/// PromQL for rules: instant queries whose result is a vector or a scalar.
+struct RulesEngine(crate::promql::Engine);
+
+impl crate::rules::group::RuleEngine for RulesEngine {
+    fn query(&self, expr: &str, t_ms: i64) -> Result<Vec<(Labels, f64)>, String> {
+        use crate::promql::Value;
+        match self.0.instant(expr, t_ms).map_err(|e| e.to_string())?.value {
+            Value::Vector(v) => Ok(v.into_iter().map(|s| (s.metric, s.f)).collect()),
+            Value::Scalar(f) => Ok(vec![(Labels::default(), f)]),
+            other => Err(format!(
+                "rule result is not a vector or scalar: {}",
+                other.type_name()
+            )),
+        }
+    }
+}
+
+/// `appliance check rules FILE...`, as `promtool check rules`: 0 when every file is valid, 1
+/// when one is not, 3 when only lint problems were found and `lint_fatal` is set.
+pub fn check_rules(
+    files: &[PathBuf],
+    opts: crate::rules::file::ParseOptions,
+    lint_fatal: bool,
+) -> i32 {
+    let mut failed = false;
+    let mut lint = false;
+    for f in files {
+        println!("Checking {}", f.display());
+        match crate::rules::file::load(f, opts) {
+            Ok(groups) => {
+                let n: usize = groups.groups.iter().map(|g| g.rules.len()).sum();
+                let dups = crate::rules::file::duplicate_rules(&groups);
+                if !dups.is_empty() {
+                    lint = true;
+                    println!("{} duplicate rule(s) found.", dups.len());
+                    for (name, labels) in &dups {
+                        println!("Metric: {name}\nLabel(s):");
+                        for (k, v) in labels {
+                            println!("\t{k}: {v}");
+                        }
+                    }
+                    println!("Might cause inconsistency while recording expressions.");
+                }
+                println!("  SUCCESS: {n} rules found\n");
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("  FAILED:");
+                for line in &e.0 {
+                    eprintln!("{line}");
+                }
+                eprintln!();
+            }
+        }
+    }
+    if failed {
+        1
+    } else if lint && lint_fatal {
+        3
+    } else {
+        0
+    }
+}
+
+/// `appliance test rules FILE...`, as `promtool test rules`; returns whether all passed.
+pub fn test_rules(files: &[PathBuf], opts: &crate::rules::unittest::TestOptions) -> bool {
+    use crate::rules::unittest::TestEnv;
+    use crate::storage::{Head, HeadOptions};
+    let make = |subquery_step_ms: i64| {
+        let head = Head::new(HeadOptions::default());
+        let engine = crate::promql::Engine::new(
+            Arc::new(head.clone()),
+            crate::promql::EngineOptions {
+                lookback_ms: 5 * 60 * 1000,
+                max_samples: 50_000_000,
+                timeout: std::time::Duration::from_secs(120),
+                default_subquery_step_ms: subquery_step_ms,
+            },
+        );
+        TestEnv {
+            storage: Arc::new(head.clone()),
+            querier: Arc::new(head),
+            engine: Arc::new(RulesEngine(engine)),
+        }
+    };
+    crate::rules::unittest::run_files(
+        files,
+        opts,
+        &make,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    )
+}

@@ -1,4 +1,4 @@
-//! The `appliance` command line: `run`, `check config`, `version`.
+//! The `appliance` command line: `run`, `check config|rules`, `test rules`, `tsdb`, `version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +48,11 @@ enum Cmd {
         #[command(subcommand)]
         what: CheckCmd,
     },
+    /// Run rule unit tests.
+    Test {
+        #[command(subcommand)]
+        what: TestCmd,
+    },
     /// Store maintenance.
     Tsdb {
         #[command(subcommand)]
@@ -93,6 +98,37 @@ enum CheckCmd {
     Config {
         /// The file.
         file: PathBuf,
+    },
+    /// Check rule files, as `promtool check rules` (exit 1 if invalid, 3 on lint with --lint-fatal).
+    Rules {
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Exit 3 when lint problems (duplicate rules) are found.
+        #[arg(long)]
+        lint_fatal: bool,
+        /// Skip unknown keys instead of refusing them.
+        #[arg(long)]
+        ignore_unknown_fields: bool,
+        /// Name validation: utf8 (Prometheus 3's default) or legacy.
+        #[arg(long, default_value = "utf8")]
+        name_validation: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TestCmd {
+    /// Run rule unit-test files, as `promtool test rules`.
+    Rules {
+        /// The test files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Only test groups whose name matches (repeatable; unanchored regex).
+        #[arg(long)]
+        run: Vec<String>,
+        /// Skip unknown keys in rule files.
+        #[arg(long)]
+        ignore_unknown_fields: bool,
     },
 }
 
@@ -149,6 +185,48 @@ fn main() -> ExitCode {
         Cmd::Version => {
             println!("appliance {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
+        }
+        Cmd::Check {
+            what:
+                CheckCmd::Rules {
+                    files,
+                    lint_fatal,
+                    ignore_unknown_fields,
+                    name_validation,
+                },
+        } => {
+            use appliance::rules::file::{NameValidation, ParseOptions};
+            let names = match name_validation.as_str() {
+                "legacy" => NameValidation::Legacy,
+                "utf8" | "utf-8" => NameValidation::Utf8,
+                other => {
+                    eprintln!("error: --name-validation must be utf8 or legacy, not {other:?}");
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = ParseOptions {
+                ignore_unknown_fields,
+                names,
+            };
+            ExitCode::from(appliance::app::check_rules(&files, opts, lint_fatal) as u8)
+        }
+        Cmd::Test {
+            what:
+                TestCmd::Rules {
+                    files,
+                    run,
+                    ignore_unknown_fields,
+                },
+        } => {
+            let opts = appliance::rules::unittest::TestOptions {
+                run,
+                ignore_unknown_fields,
+            };
+            if appliance::app::test_rules(&files, &opts) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Cmd::Check {
             what: CheckCmd::Config { file },

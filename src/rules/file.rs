@@ -167,6 +167,27 @@ pub fn parse(text: &str, name: &str, opts: ParseOptions) -> Result<RuleGroups, R
     }
 }
 
+/// Rules (recording or alerting) with the same name and labels (group labels included),
+/// once per duplicated pair: what `promtool check rules` reports as duplicates.
+pub fn duplicate_rules(file: &RuleGroups) -> Vec<(String, BTreeMap<String, String>)> {
+    let mut all: Vec<(String, BTreeMap<String, String>)> = Vec::new();
+    for g in &file.groups {
+        for r in &g.rules {
+            let mut labels = g.labels.clone();
+            labels.extend(r.labels.clone());
+            all.push((r.name().to_string(), labels));
+        }
+    }
+    all.sort();
+    let mut dups: Vec<(String, BTreeMap<String, String>)> = Vec::new();
+    for w in all.windows(2) {
+        if w[0] == w[1] && dups.last() != Some(&w[1]) {
+            dups.push(w[1].clone());
+        }
+    }
+    dups
+}
+
 /// `unknown field `x`, expected ...` → the key, for Prometheus's wording.
 fn unknown_field(msg: &str) -> Option<String> {
     let rest = msg.split("unknown field `").nth(1)?;
@@ -321,13 +342,9 @@ fn validate_rule(r: &Rule, names: NameValidation) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn dir() -> std::path::PathBuf {
-        crate::testsupport::shared_testdata("rules/rulefmt")
-    }
-
-    fn check(file: &str, names: NameValidation) -> Result<RuleGroups, String> {
+    fn check(dir: &Path, file: &str, names: NameValidation) -> Result<RuleGroups, String> {
         load(
-            &dir().join(file),
+            &dir.join(file),
             ParseOptions {
                 ignore_unknown_fields: false,
                 names,
@@ -338,10 +355,10 @@ mod tests {
 
     #[test]
     fn prometheus_rulefmt_fixtures() {
-        if !dir().exists() {
-            eprintln!("skipping: shared testdata missing");
+        let Some(dir) = crate::testsupport::shared_testdata("rules/rulefmt") else {
             return;
-        }
+        };
+        let check = |f: &str, n: NameValidation| check(&dir, f, n);
         for good in [
             "test.yaml",
             "test_aliases.yaml",

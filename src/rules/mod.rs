@@ -5,4 +5,6 @@
 //! alerts leave through one `AlertSink`. This module never touches HTTP or scraping.
 
 pub mod file;
+pub mod group;
 pub mod template;
+pub mod unittest;

@@ -30,13 +30,73 @@ pub struct TemplateData {
 
 const DEFS: &str = "{{$labels := .Labels}}{{$externalLabels := .ExternalLabels}}{{$externalURL := .ExternalURL}}{{$value := .Value}}";
 
-/// Checks that `text` parses as an alert template.
+/// Checks that `text` parses as an alert template, as Go's parser does (which also refuses
+/// variables that are never declared).
 pub fn check(text: &str) -> Result<(), String> {
     let src = format!("{DEFS}{}", add_go_print(text));
     with_funcs(Template::new("__alert"), None, "", 0)
         .parse(&src)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    undeclared_variable(text).map_or(Ok(()), |v| Err(format!("undefined variable \"${v}\"")))
+}
+
+/// The first `$name` used in an action but declared nowhere (scopes are not tracked: a
+/// declaration anywhere counts, which errs on the side of accepting).
+fn undeclared_variable(text: &str) -> Option<String> {
+    let mut bodies = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("{{") {
+        let after = &rest[i + 2..];
+        let end = action_end(after)?;
+        bodies.push(strip_strings(&after[..end]));
+        rest = &after[end + 2..];
+    }
+    let decl = regex::Regex::new(r"\$(\w+)\s*(?:,\s*\$(\w+)\s*)?:=").ok()?;
+    let uses = regex::Regex::new(r"\$(\w+)").ok()?;
+    let mut known: std::collections::HashSet<String> =
+        ["labels", "externalLabels", "externalURL", "value"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    for b in &bodies {
+        for c in decl.captures_iter(b) {
+            for g in [c.get(1), c.get(2)].into_iter().flatten() {
+                known.insert(g.as_str().to_string());
+            }
+        }
+    }
+    for b in &bodies {
+        for c in uses.captures_iter(b) {
+            let v = &c[1];
+            if !known.contains(v) {
+                return Some(v.to_string());
+            }
+        }
+    }
+    None
+}
+
+/// An action body with its quoted strings blanked out.
+fn strip_strings(body: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in body.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q != '`' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '"' || c == '`' || c == '\'' => quote = Some(c),
+            None => out.push(c),
+        }
+    }
+    out
 }
 
 /// Expands `text` for an alert named `name` at `t_ms` (for `now`-style functions).
@@ -460,9 +520,14 @@ fn humanize_timestamp(v: f64) -> String {
     if v.is_nan() || v.is_infinite() {
         return go_g(v, Some(4));
     }
-    let secs = v.floor();
-    let nanos = ((v - secs) * 1e9).round() as u32;
-    let Some(t) = chrono::DateTime::from_timestamp(secs as i64, nanos.min(999_999_999)) else {
+    // Prometheus goes through model.Time: nanoseconds truncated to milliseconds.
+    let ns = v * 1e9;
+    if ns >= i64::MAX as f64 || ns <= i64::MIN as f64 {
+        return go_g(v, Some(4));
+    }
+    let ms = (ns as i64) / 1_000_000;
+    let nanos = (ms.rem_euclid(1000) * 1_000_000) as u32;
+    let Some(t) = chrono::DateTime::from_timestamp(ms.div_euclid(1000), nanos) else {
         return go_g(v, Some(4));
     };
     let mut frac = if nanos == 0 {
@@ -615,7 +680,7 @@ mod tests {
             "web:9100 in prod"
         );
         assert_eq!(x("{{ $x := 2.5 }}{{ $x }}", 1.0), "2.5");
-        assert_eq!(x("{{/* c }} */}}a{{- \" b\" -}} c", 1.0), "a b c");
+        assert_eq!(x("{{/* c }} */}}a{{- \" b\" -}} c", 1.0), "a bc");
         assert_eq!(
             x("{{ range $i, $v := args 1 2 }}{{ $v }}{{ end }}", 1.0),
             "12"
@@ -656,6 +721,17 @@ mod tests {
         );
         assert_eq!(x("{{ stripPort $labels.instance }}", 1.0), "web");
         assert_eq!(x("{{ $externalURL }}", 1.0), "http://am.example:9090/prom");
+    }
+
+    #[test]
+    fn undeclared_variables_are_refused_at_check() {
+        assert!(check("{{ $labels.instance }} {{ $value }}").is_ok());
+        assert!(
+            check("{{ $x := 1 }}{{ $x }}{{ range $i, $v := args 1 }}{{ $i }}{{ end }}").is_ok()
+        );
+        assert!(check("{{ \"$nope\" }}").is_ok());
+        let e = check("Instance {{ $label.foo }} down").unwrap_err();
+        assert!(e.contains("undefined variable \"$label\""), "{e}");
     }
 
     #[test]
