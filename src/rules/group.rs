@@ -616,3 +616,163 @@ impl AlertSink for LogSink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Head, HeadOptions};
+    use parking_lot::Mutex;
+
+    struct Fake(Mutex<Vec<(Labels, f64)>>);
+    impl RuleEngine for Fake {
+        fn query(&self, _: &str, _: i64) -> Result<Vec<(Labels, f64)>, String> {
+            Ok(self.0.lock().clone())
+        }
+    }
+    #[derive(Default)]
+    struct Sink(Mutex<Vec<(AlertState, i64)>>);
+    impl AlertSink for Sink {
+        fn send(&self, _: &str, alerts: &[Alert]) {
+            for a in alerts {
+                self.0.lock().push((a.state, a.last_sent_at));
+            }
+        }
+    }
+
+    const M: i64 = 60_000;
+
+    fn setup(rule: &str) -> (Group, EvalContext, Arc<Fake>, Arc<Sink>, Head) {
+        let text = format!("groups:\n  - name: g\n    rules:\n{rule}");
+        let f = super::super::file::parse(&text, "t.yml", Default::default()).unwrap();
+        let head = Head::new(HeadOptions::default());
+        let fake = Arc::new(Fake(Mutex::new(Vec::new())));
+        let sink = Arc::new(Sink::default());
+        let ctx = EvalContext {
+            engine: fake.clone(),
+            storage: Arc::new(head.clone()),
+            querier: Arc::new(head.clone()),
+            sink: sink.clone(),
+            external_labels: BTreeMap::new(),
+            external_url: String::new(),
+            resend_delay_ms: M,
+            outage_tolerance_ms: 60 * M,
+            for_grace_period_ms: 10 * M,
+        };
+        (Group::new(&f.groups[0], "t.yml", M), ctx, fake, sink, head)
+    }
+
+    fn down(fake: &Fake, is_down: bool) {
+        *fake.0.lock() = if is_down {
+            vec![(
+                Labels::from_pairs([("__name__", "up"), ("job", "api")]),
+                0.0,
+            )]
+        } else {
+            Vec::new()
+        };
+    }
+
+    fn alerts_series(head: &Head, t: i64) -> Vec<String> {
+        use crate::storage::Querier;
+        let m = [Matcher::new(MatchOp::Equal, METRIC_NAME, "ALERTS").unwrap()];
+        head.select(&m, t, t)
+            .into_iter()
+            .filter(|s| {
+                s.samples
+                    .iter()
+                    .any(|(_, v)| !crate::model::is_stale_nan(*v))
+            })
+            .map(|s| s.labels.get("alertstate").unwrap_or("").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn pending_firing_resolved() {
+        let (mut g, ctx, fake, sink, head) = setup(
+            "      - alert: Down\n        expr: up == 0\n        for: 2m\n        labels: {severity: page}\n        annotations: {summary: '{{ $labels.job }} is down ({{ $value }})'}\n",
+        );
+        g.mark_restored();
+        down(&fake, true);
+        g.eval(0, &ctx);
+        assert_eq!(g.rules[0].alerts()[0].state, AlertState::Pending);
+        assert_eq!(alerts_series(&head, 0), vec!["pending"]);
+        g.eval(M, &ctx);
+        assert_eq!(g.rules[0].alerts()[0].state, AlertState::Pending);
+        g.eval(2 * M, &ctx);
+        let a = &g.rules[0].alerts()[0];
+        assert_eq!(a.state, AlertState::Firing);
+        assert_eq!(
+            a.labels.to_string(),
+            "{alertname=\"Down\", job=\"api\", severity=\"page\"}"
+        );
+        assert_eq!(a.annotations["summary"], "api is down (0)");
+        assert_eq!(alerts_series(&head, 2 * M), vec!["firing"]);
+        assert_eq!(sink.0.lock().clone(), vec![(AlertState::Firing, 2 * M)]);
+        down(&fake, false);
+        g.eval(3 * M, &ctx);
+        assert!(g.rules[0].alerts().is_empty());
+        assert!(
+            alerts_series(&head, 3 * M).is_empty(),
+            "stale once resolved"
+        );
+        assert_eq!(sink.0.lock().last(), Some(&(AlertState::Inactive, 3 * M)));
+    }
+
+    #[test]
+    fn keep_firing_for_holds_the_alert() {
+        let (mut g, ctx, fake, _, _) =
+            setup("      - alert: Down\n        expr: up == 0\n        keep_firing_for: 2m\n");
+        g.mark_restored();
+        down(&fake, true);
+        g.eval(0, &ctx);
+        assert_eq!(g.rules[0].alerts()[0].state, AlertState::Firing);
+        down(&fake, false);
+        g.eval(M, &ctx);
+        assert_eq!(g.rules[0].alerts()[0].state, AlertState::Firing);
+        g.eval(3 * M, &ctx);
+        assert!(g.rules[0].alerts().is_empty());
+    }
+
+    #[test]
+    fn restart_keeps_the_pending_time() {
+        let rule = "      - alert: Down\n        expr: up == 0\n        for: 20m\n";
+        let (mut g, ctx, fake, _, head) = setup(rule);
+        g.mark_restored();
+        down(&fake, true);
+        g.eval(0, &ctx);
+        g.eval(M, &ctx);
+        g.eval(2 * M, &ctx);
+        // Down from 2m to 5m; a new group (a restarted appliance) on the same store.
+        let (mut g2, mut ctx2, _, _, _) = setup(rule);
+        ctx2.storage = Arc::new(head.clone());
+        ctx2.querier = Arc::new(head.clone());
+        ctx2.engine = fake.clone();
+        g2.eval(5 * M, &ctx2);
+        g2.restore_for_state(5 * M, &ctx2);
+        // 2 minutes were spent pending before the outage; the outage does not count.
+        assert_eq!(g2.rules[0].alerts()[0].active_at, 3 * M);
+        g2.eval(22 * M, &ctx2);
+        assert_eq!(g2.rules[0].alerts()[0].state, AlertState::Pending);
+        g2.eval(23 * M, &ctx2);
+        assert_eq!(g2.rules[0].alerts()[0].state, AlertState::Firing);
+    }
+
+    #[test]
+    fn recording_rules_write_and_mark_vanished_series_stale() {
+        let (mut g, ctx, fake, _, head) =
+            setup("      - record: job:up:sum\n        expr: up\n        labels: {team: a}\n");
+        down(&fake, true);
+        g.eval(0, &ctx);
+        use crate::storage::Querier;
+        let m = [Matcher::new(MatchOp::Equal, METRIC_NAME, "job:up:sum").unwrap()];
+        let s = head.select(&m, 0, 0);
+        assert_eq!(
+            s[0].labels.to_string(),
+            "{__name__=\"job:up:sum\", job=\"api\", team=\"a\"}"
+        );
+        down(&fake, false);
+        g.eval(M, &ctx);
+        let s = head.select(&m, M, M);
+        assert!(crate::model::is_stale_nan(s[0].samples[0].1));
+    }
+}
