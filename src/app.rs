@@ -80,6 +80,8 @@ fn jobs(
 
 struct Runtime {
     source: Source,
+    rules: Arc<crate::rules::manager::Manager>,
+    external_url: String,
     config: Mutex<Config>,
     manager: Arc<Manager>,
     db: Db,
@@ -98,6 +100,16 @@ impl Runtime {
         self.manager.apply(jobs)?;
         let o = db_options(cfg);
         self.db.set_retention(o.retention_ms, o.retention_bytes);
+        let files = crate::rules::manager::resolve_files(&cfg.rule_files, &self.source.base_dir());
+        self.rules
+            .apply(
+                &files,
+                cfg.global.evaluation_interval.as_millis(),
+                cfg.global.external_labels.clone(),
+                self.external_url.clone(),
+                &cfg.rules,
+            )
+            .map_err(|e| anyhow::anyhow!("rule_files: {e}"))?;
         Ok(())
     }
 }
@@ -176,6 +188,12 @@ impl http::TsdbAdmin for Runtime {
     }
 }
 
+impl http::RulesSource for Runtime {
+    fn rule_groups(&self) -> Vec<crate::rules::manager::GroupSnapshot> {
+        self.rules.snapshot()
+    }
+}
+
 impl StatusSource for Runtime {
     fn config_yaml(&self) -> String {
         self.config.lock().to_redacted_yaml()
@@ -249,8 +267,38 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             .into_iter()
             .map(|(c, _)| c)
             .collect();
+    let engine = crate::promql::Engine::new(
+        Arc::new(db.clone()),
+        crate::promql::EngineOptions::from_config(&cfg.query),
+    );
+    let listen_addr = opts
+        .listen
+        .clone()
+        .unwrap_or_else(|| cfg.web.listen_address.clone());
+    let external_url = if cfg.web.external_url.is_empty() {
+        format!(
+            "http://{host}:{}",
+            listen_addr.rsplit(':').next().unwrap_or("8080")
+        )
+    } else {
+        cfg.web.external_url.clone()
+    };
+    let rules = crate::rules::manager::Manager::new(crate::rules::group::EvalContext {
+        engine: Arc::new(RulesEngine(engine.clone())),
+        storage: Arc::new(db.clone()),
+        querier: Arc::new(db.clone()),
+        sink: Arc::new(crate::rules::group::LogSink),
+        external_labels: Default::default(),
+        external_url: external_url.clone(),
+        resend_delay_ms: 60_000,
+        outage_tolerance_ms: 3_600_000,
+        for_grace_period_ms: 600_000,
+    });
+    rules.register_metrics(&mut registry.lock());
     let rt = Arc::new(Runtime {
         source,
+        rules: rules.clone(),
+        external_url,
         config: Mutex::new(cfg.clone()),
         manager: manager.clone(),
         db: db.clone(),
@@ -269,10 +317,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let router = http::router(http::Deps {
         querier: Arc::new(db.clone()),
         admin: rt.clone(),
-        engine: Arc::new(crate::promql::Engine::new(
-            Arc::new(db.clone()),
-            crate::promql::EngineOptions::from_config(&cfg.query),
-        )),
+        engine: Arc::new(engine),
+        rules: rt.clone(),
         targets: rt.clone(),
         status: rt.clone(),
         reloader: rt.clone(),
@@ -344,6 +390,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .await
         .context("HTTP server")?;
     tracing::info!("shutting down: marking targets stale");
+    rules.stop();
     // The loops write their stale markers as they stop; wait for them (bounded), then sync.
     let loops = futures_util::future::join_all(manager.stop());
     if tokio::time::timeout(std::time::Duration::from_secs(5), loops)

@@ -145,3 +145,155 @@ fn failures_print_an_exp_got_diff() {
         "{out}"
     );
 }
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+fn alerts_with(addr: &str, state: &str) -> Vec<serde_json::Value> {
+    let v = common::get_json(addr, "/api/v1/alerts");
+    v["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["state"] == state)
+        .cloned()
+        .collect()
+}
+
+fn firing_series(addr: &str) -> usize {
+    let v = common::get_json(
+        addr,
+        "/api/v1/query?query=ALERTS%7Balertstate%3D%22firing%22%2Calertname%3D%22TargetDown%22%7D",
+    );
+    v["data"]["result"].as_array().unwrap().len()
+}
+
+fn rfc3339_ms(s: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap()
+        .timestamp_millis()
+}
+
+const RULES: &str = r#"groups:
+  - name: availability
+    rules:
+      - alert: TargetDown
+        expr: up{job="node"} == 0
+        for: 4s
+        labels:
+          severity: critical
+        annotations:
+          summary: "{{ $labels.instance }} of job {{ $labels.job }} is down"
+          description: "up is {{ $value }}; external URL {{ $externalURL }}"
+"#;
+
+#[test]
+fn target_down_alert_fires_after_for_and_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let Some(node) = common::node_exporter(port) else {
+        return;
+    };
+    write(dir.path(), "alerts.yml", RULES);
+    let (_app, addr) = common::appliance_with_config(
+        dir.path(),
+        &format!(
+            "global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}\nweb: {{external_url: 'http://mon.example/'}}\nrule_files: [alerts.yml]\nscrape_configs:\n  - job_name: node\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+        ),
+    );
+    common::wait_for(20, "node up and the rule evaluated", || {
+        let v = common::get_json(&addr, "/api/v1/rules");
+        let r = &v["data"]["groups"][0]["rules"][0];
+        (r["health"] == "ok" && r["state"] == "inactive").then_some(())
+    });
+    drop(node);
+    let pending = common::wait_for(20, "a pending alert", || {
+        alerts_with(&addr, "pending").into_iter().next()
+    });
+    let active_at = rfc3339_ms(pending["activeAt"].as_str().unwrap());
+    assert_eq!(firing_series(&addr), 0);
+    let firing = common::wait_for(20, "the alert to fire", || {
+        alerts_with(&addr, "firing").into_iter().next()
+    });
+    let seen = chrono::Utc::now().timestamp_millis();
+    assert!(
+        seen - active_at >= 4000,
+        "fired {} ms after becoming active",
+        seen - active_at
+    );
+    assert_eq!(
+        firing["annotations"]["summary"],
+        format!("127.0.0.1:{port} of job node is down")
+    );
+    assert_eq!(
+        firing["annotations"]["description"],
+        "up is 0; external URL http://mon.example/"
+    );
+    assert_eq!(firing["labels"]["severity"], "critical");
+    assert_eq!(firing["value"], "0e+00");
+    common::wait_for(10, "ALERTS firing series", || {
+        (firing_series(&addr) == 1).then_some(())
+    });
+    let v = common::get_json(&addr, "/api/v1/rules?type=alert");
+    assert_eq!(v["data"]["groups"][0]["rules"][0]["state"], "firing", "{v}");
+    let v = common::get_json(&addr, "/api/v1/rules?type=record");
+    assert_eq!(v["data"]["groups"].as_array().unwrap().len(), 0, "{v}");
+    // The target comes back: the alert resolves and its series goes away.
+    let _node = common::node_exporter(port).unwrap();
+    common::wait_for(20, "the alert to resolve", || {
+        (firing_series(&addr) == 0 && alerts_with(&addr, "firing").is_empty()).then_some(())
+    });
+    let m = common::get(&addr, "/metrics").unwrap().1;
+    assert!(
+        m.contains("appliance_rule_group_last_duration_seconds{rule_group="),
+        "{m}"
+    );
+}
+
+#[test]
+fn restart_keeps_the_pending_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    write(
+        dir.path(),
+        "alerts.yml",
+        &RULES.replace("for: 4s", "for: 1h"),
+    );
+    // Nothing listens on `port`: the target is down from the start.
+    let cfg = format!(
+        "global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}\nrules: {{for_grace_period: 1s}}\nrule_files: [alerts.yml]\nscrape_configs:\n  - job_name: node\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+    );
+    let (mut app, addr) = common::appliance_with_config(dir.path(), &cfg);
+    let first = common::wait_for(20, "a pending alert", || {
+        alerts_with(&addr, "pending").into_iter().next()
+    });
+    let active_at = rfc3339_ms(first["activeAt"].as_str().unwrap());
+    // Pending for a while before the restart.
+    common::wait_for(20, "five seconds of pending", || {
+        (chrono::Utc::now().timestamp_millis() - active_at > 5000).then_some(())
+    });
+    let stopped = chrono::Utc::now().timestamp_millis();
+    Command::new("kill")
+        .args(["-TERM", &app.pid().to_string()])
+        .status()
+        .unwrap();
+    let _ = app.0.wait();
+    let (_app2, addr) = common::appliance_with_config(dir.path(), &cfg);
+    let restarted = chrono::Utc::now().timestamp_millis();
+    let again = common::wait_for(20, "the alert pending again", || {
+        alerts_with(&addr, "pending").into_iter().next()
+    });
+    let restored = rfc3339_ms(again["activeAt"].as_str().unwrap());
+    // Prometheus's rule: the time spent down does not count, the time pending before does.
+    let down = restarted - stopped;
+    assert!(restored >= active_at, "{restored} < {active_at}");
+    assert!(
+        restored <= active_at + down + 3000,
+        "pending time lost: active at {active_at}, now {restored}, down for {down} ms"
+    );
+    assert!(
+        restored < restarted - 3000,
+        "restarted from scratch: {restored} vs {restarted}"
+    );
+}

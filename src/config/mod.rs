@@ -61,6 +61,12 @@ pub struct Config {
     /// Scrape jobs, in Prometheus syntax.
     #[serde(default)]
     pub scrape_configs: Vec<ScrapeConfig>,
+    /// Rule files (globs in the file name), relative to the config file's directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rule_files: Vec<String>,
+    /// Rule evaluation settings (Prometheus's `--rules.*` flags).
+    #[serde(default)]
+    pub rules: crate::rules::manager::RulesConfig,
 }
 
 impl Config {
@@ -99,6 +105,18 @@ impl Source {
         match self {
             Source::File(p) => p.display().to_string(),
             Source::Embedded => "<embedded default>".into(),
+        }
+    }
+
+    /// The directory relative paths in the config are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        match self {
+            Source::File(p) => p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
+            Source::Embedded => PathBuf::from("."),
         }
     }
 

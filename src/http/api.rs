@@ -29,6 +29,8 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/api/v1/status/flags", get(flags))
         .route("/api/v1/status/config", get(config))
         .route("/api/v1/status/tsdb", get(tsdb))
+        .route("/api/v1/rules", get(rules))
+        .route("/api/v1/alerts", get(alerts))
         .route(
             "/api/v1/admin/tsdb/delete_series",
             post(delete_series).put(delete_series),
@@ -672,6 +674,127 @@ async fn tsdb(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Respo
         }),
         Vec::new(),
     ))
+}
+
+fn alert_json(a: &crate::rules::group::Alert) -> Value {
+    let mut v = json!({
+        "labels": labels_json(&a.labels),
+        "annotations": a.annotations,
+        "state": a.state.as_str(),
+        "activeAt": format_rfc3339(a.active_at),
+        "value": crate::rules::template::go_e(a.value),
+    });
+    if a.keep_firing_since != 0 {
+        v["keepFiringSince"] = json!(format_rfc3339(a.keep_firing_since));
+    }
+    v
+}
+
+fn eval_time(ms: i64) -> String {
+    if ms == 0 {
+        "0001-01-01T00:00:00Z".into()
+    } else {
+        format_rfc3339(ms)
+    }
+}
+
+async fn rules(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let p = Params::new(q, &[]);
+    let kind = p.get("type").map(|t| t.to_ascii_lowercase());
+    let (want_alerts, want_records) = match kind.as_deref() {
+        None => (true, true),
+        Some("alert") => (true, false),
+        Some("record") => (false, true),
+        Some(other) => return Err(bad(format!("invalid query parameter type='{other}'"))),
+    };
+    let names = p.all("rule_name[]");
+    let mut group_names = p.all("rule_group[]");
+    group_names.extend(p.all("group_name[]"));
+    let files = p.all("file[]");
+    let exclude_alerts = matches!(p.get("exclude_alerts"), Some("true" | "1"));
+    let mut groups = Vec::new();
+    for g in st.deps.rules.rule_groups() {
+        if !group_names.is_empty() && !group_names.contains(&g.name.as_str()) {
+            continue;
+        }
+        if !files.is_empty() && !files.contains(&g.file.as_str()) {
+            continue;
+        }
+        let mut rules = Vec::new();
+        for r in &g.rules {
+            if (r.alerting && !want_alerts) || (!r.alerting && !want_records) {
+                continue;
+            }
+            if !names.is_empty() && !names.contains(&r.name.as_str()) {
+                continue;
+            }
+            let common = |v: &mut Value| {
+                v["health"] = json!(r.health.health);
+                v["evaluationTime"] = json!(r.health.eval_seconds);
+                v["lastEvaluation"] = json!(eval_time(r.health.last_eval_ms));
+                if !r.health.last_error.is_empty() {
+                    v["lastError"] = json!(r.health.last_error);
+                }
+            };
+            let mut v = if r.alerting {
+                let state = r
+                    .alerts
+                    .iter()
+                    .map(|a| a.state)
+                    .max_by_key(|s| match s {
+                        crate::rules::group::AlertState::Firing => 2,
+                        crate::rules::group::AlertState::Pending => 1,
+                        crate::rules::group::AlertState::Inactive => 0,
+                    })
+                    .map(|s| s.as_str())
+                    .unwrap_or("inactive");
+                let mut v = json!({
+                    "state": state,
+                    "name": r.name,
+                    "query": r.query,
+                    "duration": r.for_s,
+                    "keepFiringFor": r.keep_firing_for_s,
+                    "labels": r.labels,
+                    "annotations": r.annotations,
+                    "type": "alerting",
+                });
+                if !exclude_alerts {
+                    v["alerts"] = Value::Array(r.alerts.iter().map(alert_json).collect());
+                }
+                v
+            } else {
+                json!({"name": r.name, "query": r.query, "labels": r.labels, "type": "recording"})
+            };
+            common(&mut v);
+            rules.push(v);
+        }
+        if rules.is_empty() && (!names.is_empty() || kind.is_some()) {
+            continue;
+        }
+        groups.push(json!({
+            "name": g.name,
+            "file": g.file,
+            "rules": rules,
+            "interval": g.interval_s,
+            "limit": g.limit,
+            "evaluationTime": g.eval_seconds,
+            "lastEvaluation": eval_time(g.last_eval_ms),
+        }));
+    }
+    Ok(ok(json!({"groups": groups}), Vec::new()))
+}
+
+async fn alerts(State(st): State<AppState>) -> Response {
+    let all: Vec<Value> = st
+        .deps
+        .rules
+        .rule_groups()
+        .iter()
+        .flat_map(|g| g.rules.iter())
+        .flat_map(|r| r.alerts.iter())
+        .map(alert_json)
+        .collect();
+    ok(json!({"alerts": all}), Vec::new())
 }
 
 fn admin_enabled(st: &AppState) -> Result<(), ApiError> {

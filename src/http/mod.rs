@@ -106,6 +106,12 @@ pub trait TsdbAdmin: Send + Sync {
     fn snapshot(&self, skip_head: bool) -> Result<String, String>;
 }
 
+/// Rule groups and their alerts, for `/api/v1/rules` and `/api/v1/alerts`.
+pub trait RulesSource: Send + Sync {
+    /// Every group's state.
+    fn rule_groups(&self) -> Vec<crate::rules::manager::GroupSnapshot>;
+}
+
 /// Applies the config file again.
 pub trait Reloader: Send + Sync {
     /// Reloads; the error text is shown to the caller.
@@ -164,6 +170,8 @@ pub struct Deps {
     pub reloader: Arc<dyn Reloader>,
     /// TSDB admin operations.
     pub admin: Arc<dyn TsdbAdmin>,
+    /// Rules and alerts.
+    pub rules: Arc<dyn RulesSource>,
     /// The appliance's own metrics.
     pub registry: Arc<Mutex<Registry>>,
     /// Built-in collectors, served at `/metrics/<name>`.

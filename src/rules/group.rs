@@ -100,6 +100,12 @@ pub struct AlertingState {
     pub active: HashMap<u64, Alert>,
     /// `for` state was restored (or needs none); `ALERTS` is written from then on.
     pub restored: bool,
+    /// `ALERTS_FOR_STATE` found at restore, by alert label hash: (last sample time, active
+    /// since), both ms. Alerts that only reappear in the first evaluations after a start
+    /// (their target not yet scraped again) are restored from here too.
+    to_restore: HashMap<u64, (i64, i64)>,
+    /// Until when `to_restore` is consulted (ms).
+    restore_until: i64,
 }
 
 /// A loaded rule with its evaluation state.
@@ -324,10 +330,13 @@ impl Group {
     }
 
     /// Restores `for` state of alerting rules from `ALERTS_FOR_STATE` after a restart, as
-    /// Prometheus does; call after the first evaluation.
+    /// Prometheus does; call after the first evaluation. Alerts that become active again in
+    /// the next few evaluations (the first scrape after a start may come after the first
+    /// evaluation) are restored when they appear.
     pub fn restore_for_state(&mut self, ts: i64, ctx: &EvalContext) {
         let maxt = ts - self.query_offset_ms;
         let mint = maxt - ctx.outage_tolerance_ms;
+        let window = (3 * self.interval_ms).max(120_000);
         for rule in &mut self.rules {
             let for_ms = rule.def.for_.map(|d| d.as_millis()).unwrap_or(0);
             let RuleKind::Alerting(state) = &mut rule.kind else {
@@ -341,17 +350,14 @@ impl Group {
                 // Short `for`: waiting it out again is no worse than a grace period.
                 continue;
             }
-            for a in state.active.values_mut() {
-                // Equality matchers never fail to build (only regexes can).
-                let matchers: Vec<Matcher> = std::iter::once((METRIC_NAME, "ALERTS_FOR_STATE"))
-                    .chain(a.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
-                    .filter_map(|(n, v)| Matcher::new(MatchOp::Equal, n, v).ok())
-                    .collect();
-                let found = ctx.querier.select(&matchers, mint, maxt);
-                let Some(series) = found.iter().find(|s| s.labels.len() == a.labels.len() + 1)
-                else {
-                    continue;
-                };
+            let matchers: Vec<Matcher> = [
+                (METRIC_NAME, "ALERTS_FOR_STATE"),
+                ("alertname", rule.def.alert.as_str()),
+            ]
+            .into_iter()
+            .filter_map(|(n, v)| Matcher::new(MatchOp::Equal, n, v).ok())
+            .collect();
+            for series in ctx.querier.select(&matchers, mint, maxt) {
                 let Some((t, v)) = series
                     .samples
                     .iter()
@@ -361,18 +367,16 @@ impl Group {
                 else {
                     continue;
                 };
-                let down_at = t / 1000 * 1000;
-                let mut restored = (v as i64) * 1000;
-                let remaining = for_ms - (down_at - restored);
-                if remaining <= 0 {
-                    // It was firing; the next evaluation sets that again if still true.
-                } else if remaining < ctx.for_grace_period_ms {
-                    restored = ts - for_ms + ctx.for_grace_period_ms;
-                } else {
-                    restored += ts - down_at;
-                }
-                a.active_at = restored;
-                tracing::info!(alert = %a.labels, active_at = restored, "restored the pending time of an alert");
+                let mut b = series.labels.builder();
+                b.del(METRIC_NAME);
+                state
+                    .to_restore
+                    .insert(alert_key(&b.labels()), (t / 1000 * 1000, (v as i64) * 1000));
+            }
+            state.restore_until = ts + window;
+            let keys: Vec<u64> = state.active.keys().copied().collect();
+            for k in keys {
+                restore_one(state, k, ts, for_ms, ctx.for_grace_period_ms);
             }
         }
     }
@@ -385,6 +389,27 @@ impl Group {
             }
         }
     }
+}
+
+/// Prometheus's restore rule for one alert: time spent down does not count towards `for`,
+/// time spent pending before does; at least the grace period is left.
+fn restore_one(state: &mut AlertingState, key: u64, ts: i64, for_ms: i64, grace_ms: i64) {
+    let Some((down_at, mut restored)) = state.to_restore.remove(&key) else {
+        return;
+    };
+    let Some(a) = state.active.get_mut(&key) else {
+        return;
+    };
+    let remaining = for_ms - (down_at - restored);
+    if remaining <= 0 {
+        // It was firing; the next evaluation sets that again if still true.
+    } else if remaining < grace_ms {
+        restored = ts - for_ms + grace_ms;
+    } else {
+        restored += ts - down_at;
+    }
+    a.active_at = restored;
+    tracing::info!(alert = %a.labels, active_at = restored, "restored the pending time of an alert");
 }
 
 fn eval_recording(
@@ -516,8 +541,15 @@ fn eval_alerting(
             }
             _ => {
                 state.active.insert(h, a);
+                if ts <= state.restore_until {
+                    let for_ms = def.for_.map(|d| d.as_millis()).unwrap_or(0);
+                    restore_one(state, h, ts, for_ms, ctx.for_grace_period_ms);
+                }
             }
         }
+    }
+    if ts > state.restore_until && !state.to_restore.is_empty() {
+        state.to_restore.clear();
     }
     let for_ms = def.for_.map(|d| d.as_millis()).unwrap_or(0);
     let keep_ms = def.keep_firing_for.map(|d| d.as_millis()).unwrap_or(0);
@@ -755,6 +787,32 @@ mod tests {
         assert_eq!(g2.rules[0].alerts()[0].state, AlertState::Pending);
         g2.eval(23 * M, &ctx2);
         assert_eq!(g2.rules[0].alerts()[0].state, AlertState::Firing);
+    }
+
+    #[test]
+    fn an_alert_that_reappears_just_after_a_restart_is_restored_too() {
+        let rule = "      - alert: Down\n        expr: up == 0\n        for: 20m\n";
+        let (mut g, ctx, fake, _, head) = setup(rule);
+        g.mark_restored();
+        down(&fake, true);
+        g.eval(0, &ctx);
+        g.eval(2 * M, &ctx);
+        let (mut g2, mut ctx2, fake2, _, _) = setup(rule);
+        ctx2.storage = Arc::new(head.clone());
+        ctx2.querier = Arc::new(head.clone());
+        // The first evaluation after the restart sees nothing (no scrape yet).
+        g2.eval(5 * M, &ctx2);
+        g2.restore_for_state(5 * M, &ctx2);
+        assert!(g2.rules[0].alerts().is_empty());
+        down(&fake2, true);
+        g2.eval(6 * M, &ctx2);
+        assert_eq!(g2.rules[0].alerts()[0].active_at, 4 * M);
+        // Long after the restart, a new occurrence starts from scratch.
+        down(&fake2, false);
+        g2.eval(7 * M, &ctx2);
+        down(&fake2, true);
+        g2.eval(30 * M, &ctx2);
+        assert_eq!(g2.rules[0].alerts()[0].active_at, 30 * M);
     }
 
     #[test]

@@ -6,5 +6,6 @@
 
 pub mod file;
 pub mod group;
+pub mod manager;
 pub mod template;
 pub mod unittest;

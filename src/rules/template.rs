@@ -441,6 +441,25 @@ pub fn go_g(v: f64, prec: Option<usize>) -> String {
     out
 }
 
+/// Go's `strconv.FormatFloat(v, 'e', -1, 64)` (`1e+00`, `1.234567891e+06`), as the rules
+/// and alerts APIs print alert values.
+pub fn go_e(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    let e = format!("{v:e}");
+    let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    format!("{mant}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+}
+
 fn humanize(mut v: f64) -> String {
     if v == 0.0 || v.is_nan() || v.is_infinite() {
         return go_g(v, Some(4));
@@ -633,8 +652,8 @@ fn prints(body: &str) -> bool {
     ) {
         return false;
     }
-    if t.starts_with('$') {
-        let after_var = t[1..].trim_start_matches(|c: char| c.is_alphanumeric() || c == '_');
+    if let Some(var) = t.strip_prefix('$') {
+        let after_var = var.trim_start_matches(|c: char| c.is_alphanumeric() || c == '_');
         let a = after_var.trim_start();
         if a.starts_with(":=") || (a.starts_with('=') && !a.starts_with("==")) {
             return false;
@@ -670,7 +689,7 @@ mod tests {
         assert_eq!(x("{{ .Value }}", 123456.0), "123456");
         assert_eq!(x("{{$value}}", f64::INFINITY), "+Inf");
         assert_eq!(x("{{ $value }}", 0.00001), "1e-05");
-        assert_eq!(x("{{ $value | printf \"%.2f\" }}", 3.14159), "3.14");
+        assert_eq!(x("{{ $value | printf \"%.2f\" }}", 1.23456), "1.23");
         assert_eq!(
             x("{{ if gt $value 80.0 }}high{{ else }}ok{{ end }}", 90.0),
             "high"
