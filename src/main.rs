@@ -232,10 +232,24 @@ fn main() -> ExitCode {
             what: CheckCmd::Config { file },
         } => match appliance::config::Source::File(file.clone()).load() {
             Ok(cfg) => {
+                let source = appliance::config::Source::File(file.clone());
+                let rule_files =
+                    appliance::rules::manager::resolve_files(&cfg.rule_files, &source.base_dir());
+                let mut bad = false;
+                for f in &rule_files {
+                    if let Err(e) = appliance::rules::file::load(f, Default::default()) {
+                        eprintln!("FAILED: {e}");
+                        bad = true;
+                    }
+                }
+                if bad {
+                    return ExitCode::FAILURE;
+                }
                 println!(
-                    "SUCCESS: {} is valid ({} scrape configs)",
+                    "SUCCESS: {} is valid ({} scrape configs, {} rule files)",
                     file.display(),
-                    cfg.scrape_configs.len()
+                    cfg.scrape_configs.len(),
+                    rule_files.len()
                 );
                 ExitCode::SUCCESS
             }

@@ -297,3 +297,89 @@ fn restart_keeps_the_pending_time() {
         "restarted from scratch: {restored} vs {restarted}"
     );
 }
+
+fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn yaml(path: &Path) -> serde_json::Value {
+    serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+const DEFAULT_RULE_FILES: &[&str] = &["services", "resources", "database", "celery"];
+
+#[test]
+fn default_rules_are_valid_and_documented() {
+    let mut alerts = 0;
+    for f in DEFAULT_RULE_FILES {
+        let path = repo().join(format!("rules/{f}.yml"));
+        let (code, out) = run(&repo(), &["check", "rules", path.to_str().unwrap()]);
+        assert_eq!(code, 0, "{out}");
+        let v = yaml(&path);
+        let tests = yaml(&repo().join(format!("rules/tests/{f}_test.yml")));
+        let cases: Vec<serde_json::Value> = tests["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t["alert_rule_test"].as_array().cloned().unwrap_or_default())
+            .collect();
+        for g in v["groups"].as_array().unwrap() {
+            for r in g["rules"].as_array().unwrap() {
+                let Some(name) = r["alert"].as_str() else {
+                    continue;
+                };
+                alerts += 1;
+                assert!(r["labels"]["severity"].is_string(), "{name}: severity");
+                for a in ["summary", "description"] {
+                    assert!(r["annotations"][a].is_string(), "{name}: {a}");
+                }
+                let mine: Vec<_> = cases.iter().filter(|c| c["alertname"] == name).collect();
+                let empty = |c: &&serde_json::Value| {
+                    c["exp_alerts"]
+                        .as_array()
+                        .map(|a| a.is_empty())
+                        .unwrap_or(true)
+                };
+                assert!(mine.iter().any(empty), "{f}: {name} has no not-firing case");
+                assert!(!mine.iter().all(empty), "{f}: {name} has no firing case");
+            }
+        }
+    }
+    assert!(alerts >= 16, "{alerts} alerts");
+}
+
+#[test]
+fn default_rule_tests_pass_here_and_under_promtool() {
+    for f in DEFAULT_RULE_FILES {
+        let t = repo().join(format!("rules/tests/{f}_test.yml"));
+        let (code, out) = run(&repo(), &["test", "rules", t.to_str().unwrap()]);
+        assert_eq!(code, 0, "{out}");
+    }
+    if !common::prometheus_installed() {
+        return;
+    }
+    for f in DEFAULT_RULE_FILES {
+        let t = repo().join(format!("rules/tests/{f}_test.yml"));
+        let out = Command::new("/usr/bin/promtool")
+            .args(["test", "rules"])
+            .arg(&t)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("/usr/bin/promtool")
+            .args(["check", "rules"])
+            .arg(repo().join(format!("rules/{f}.yml")))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
