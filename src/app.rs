@@ -95,21 +95,24 @@ struct Runtime {
 
 impl Runtime {
     fn apply(&self, cfg: &Config) -> anyhow::Result<()> {
+        // Everything that can fail is checked before anything running changes.
+        let files = crate::rules::manager::resolve_files(&cfg.rule_files, &self.source.base_dir());
+        let groups = crate::rules::manager::Manager::load(
+            &files,
+            cfg.global.evaluation_interval.as_millis(),
+        )
+        .map_err(|e| anyhow::anyhow!("rule_files: {e}"))?;
         let collectors = collect::builtin(&cfg.collectors, &self.collect_deps);
         let jobs = jobs(cfg, &collectors, &self.host)?;
         self.manager.apply(jobs)?;
         let o = db_options(cfg);
         self.db.set_retention(o.retention_ms, o.retention_bytes);
-        let files = crate::rules::manager::resolve_files(&cfg.rule_files, &self.source.base_dir());
-        self.rules
-            .apply(
-                &files,
-                cfg.global.evaluation_interval.as_millis(),
-                cfg.global.external_labels.clone(),
-                self.external_url.clone(),
-                &cfg.rules,
-            )
-            .map_err(|e| anyhow::anyhow!("rule_files: {e}"))?;
+        self.rules.install(
+            groups,
+            cfg.global.external_labels.clone(),
+            self.external_url.clone(),
+            &cfg.rules,
+        );
         Ok(())
     }
 }

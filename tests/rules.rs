@@ -383,3 +383,59 @@ fn default_rule_tests_pass_here_and_under_promtool() {
         );
     }
 }
+
+#[test]
+fn reload_keeps_unchanged_rules_and_refuses_bad_rule_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let other = "      - alert: Always\n        expr: vector(1)\n        for: 1h\n";
+    write(
+        dir.path(),
+        "alerts.yml",
+        &(RULES.replace("for: 4s", "for: 1h") + other),
+    );
+    let (_app, addr) = common::appliance_with_config(
+        dir.path(),
+        &format!(
+            "global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}\nrule_files: [alerts.yml]\nscrape_configs:\n  - job_name: node\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+        ),
+    );
+    let first = common::wait_for(20, "a pending TargetDown", || {
+        alerts_with(&addr, "pending")
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "TargetDown")
+    });
+    write(
+        dir.path(),
+        "alerts.yml",
+        &(RULES.replace("for: 4s", "for: 1h") + &other.replace("vector(1)", "vector(2)")),
+    );
+    let (code, body) = common::request(&addr, "POST", "/-/reload", "").unwrap();
+    assert_eq!(code, 200, "{body}");
+    common::wait_for(10, "the changed rule", || {
+        let v = common::get_json(&addr, "/api/v1/rules");
+        (v["data"]["groups"][0]["rules"][1]["query"] == "vector(2)").then_some(())
+    });
+    let again = alerts_with(&addr, "pending")
+        .into_iter()
+        .find(|a| a["labels"]["alertname"] == "TargetDown")
+        .unwrap();
+    assert_eq!(
+        again["activeAt"], first["activeAt"],
+        "an unchanged rule keeps its state"
+    );
+    // A broken rule file: the reload fails, names it, and the running rules stay.
+    write(
+        dir.path(),
+        "alerts.yml",
+        "groups:\n  - name: x\n    rules:\n      - alert: A\n        expr: rate(up)\n",
+    );
+    let (code, body) = common::request(&addr, "POST", "/-/reload", "").unwrap();
+    assert_eq!(code, 500, "{body}");
+    assert!(
+        body.contains("alerts.yml") && body.contains("parse error"),
+        "{body}"
+    );
+    let v = common::get_json(&addr, "/api/v1/rules");
+    assert_eq!(v["data"]["groups"][0]["rules"][1]["query"], "vector(2)");
+}

@@ -816,6 +816,54 @@ mod tests {
     }
 
     #[test]
+    fn limit_and_query_offset() {
+        let text = "groups:\n  - name: g\n    limit: 1\n    query_offset: 1m\n    rules:\n      - record: r\n        expr: up\n      - alert: A\n        expr: up == 0\n";
+        let f = super::super::file::parse(text, "t.yml", Default::default()).unwrap();
+        let (_, ctx, fake, _, head) = setup("      - record: unused\n        expr: up\n");
+        let mut g = Group::new(&f.groups[0], "t.yml", M);
+        g.mark_restored();
+        down(&fake, true);
+        assert!(g.eval(10 * M, &ctx).is_empty());
+        use crate::storage::Querier;
+        let m = [Matcher::new(MatchOp::Equal, METRIC_NAME, "r").unwrap()];
+        // Written at the evaluation time minus the offset.
+        assert_eq!(head.select(&m, 0, 20 * M)[0].samples[0].0, 9 * M);
+        fake.0
+            .lock()
+            .push((Labels::from_pairs([("__name__", "up"), ("job", "b")]), 0.0));
+        let errs = g.eval(11 * M, &ctx);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs[0].contains("exceeded limit of 1 with 2 series"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].contains("exceeded limit of 1 with 2 alerts"),
+            "{errs:?}"
+        );
+        assert_eq!(g.rules[0].health.health, "err");
+        assert!(g.rules[1].alerts().is_empty());
+    }
+
+    #[test]
+    fn reload_adopts_the_state_of_unchanged_rules() {
+        let rule = "      - alert: Down\n        expr: up == 0\n        for: 20m\n";
+        let (mut g, ctx, fake, _, _) = setup(rule);
+        g.mark_restored();
+        down(&fake, true);
+        g.eval(0, &ctx);
+        let (mut same, ..) = setup(rule);
+        same.adopt_state(&mut g);
+        same.eval(M, &ctx);
+        assert_eq!(same.rules[0].alerts()[0].active_at, 0);
+        let (mut changed, ..) = setup(&rule.replace("20m", "30m"));
+        changed.adopt_state(&mut same);
+        changed.mark_restored();
+        changed.eval(2 * M, &ctx);
+        assert_eq!(changed.rules[0].alerts()[0].active_at, 2 * M);
+    }
+
+    #[test]
     fn recording_rules_write_and_mark_vanished_series_stale() {
         let (mut g, ctx, fake, _, head) =
             setup("      - record: job:up:sum\n        expr: up\n        labels: {team: a}\n");

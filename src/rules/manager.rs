@@ -182,23 +182,27 @@ impl Manager {
         );
     }
 
-    /// Loads `files` and (re)starts the groups. A file that does not load changes nothing
-    /// and the error names it. Unchanged rules keep their state (pending times, alerts).
-    pub fn apply(
-        self: &Arc<Self>,
-        files: &[PathBuf],
-        default_interval_ms: i64,
-        external_labels: BTreeMap<String, String>,
-        external_url: String,
-        cfg: &RulesConfig,
-    ) -> Result<(), String> {
-        let mut new_groups = Vec::new();
+    /// Loads and validates `files` into groups, without touching the running ones.
+    pub fn load(files: &[PathBuf], default_interval_ms: i64) -> Result<Vec<Group>, String> {
+        let mut groups = Vec::new();
         for f in files {
             let parsed = file::load(f, ParseOptions::default()).map_err(|e| e.to_string())?;
             for g in &parsed.groups {
-                new_groups.push(Group::new(g, &f.display().to_string(), default_interval_ms));
+                groups.push(Group::new(g, &f.display().to_string(), default_interval_ms));
             }
         }
+        Ok(groups)
+    }
+
+    /// Replaces the running groups with `new_groups` (from [`Manager::load`]). Unchanged
+    /// rules keep their state (pending times, alerts); removed groups' alerts go stale.
+    pub fn install(
+        self: &Arc<Self>,
+        new_groups: Vec<Group>,
+        external_labels: BTreeMap<String, String>,
+        external_url: String,
+        cfg: &RulesConfig,
+    ) {
         {
             let mut ctx = self.ctx.lock();
             ctx.external_labels = external_labels;
@@ -265,7 +269,6 @@ impl Manager {
             let _ = app.commit();
             g.rules.clear();
         }
-        Ok(())
     }
 
     async fn run_group(
