@@ -122,15 +122,10 @@ fn check_config_names_the_line() {
         assert!(err.contains(key), "{name}: {err}");
     }
     let good = write(dir.path(), "good.yml", "scrape_configs:\n  - job_name: a\n    static_configs:\n      - targets: ['localhost:9100']\n");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_appliance"))
-        .args(["check", "config"])
-        .arg(&good)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_appliance"))
+            .args(["check", "config"])
+            .arg(&good),
     );
 }
 

@@ -360,26 +360,15 @@ fn default_rule_tests_pass_here_and_under_promtool() {
     }
     for f in DEFAULT_RULE_FILES {
         let t = repo().join(format!("rules/tests/{f}_test.yml"));
-        let out = Command::new("/usr/bin/promtool")
-            .args(["test", "rules"])
-            .arg(&t)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "promtool: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        common::run_ok(
+            Command::new("/usr/bin/promtool")
+                .args(["test", "rules"])
+                .arg(&t),
         );
-        let out = Command::new("/usr/bin/promtool")
-            .args(["check", "rules"])
-            .arg(repo().join(format!("rules/{f}.yml")))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        common::run_ok(
+            Command::new("/usr/bin/promtool")
+                .args(["check", "rules"])
+                .arg(repo().join(format!("rules/{f}.yml"))),
         );
     }
 }

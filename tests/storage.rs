@@ -95,17 +95,12 @@ fn node_day(from: i64, to: i64, instance: &str) -> String {
 }
 
 fn import(dir: &Path, file: &Path) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_appliance"))
-        .args(["tsdb", "import", "openmetrics"])
-        .arg(file)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_appliance"))
+            .args(["tsdb", "import", "openmetrics"])
+            .arg(file)
+            .arg("--data-dir")
+            .arg(dir.join("data")),
     );
 }
 

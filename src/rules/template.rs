@@ -474,15 +474,22 @@ fn humanize(mut v: f64) -> String {
             v /= 1000.0;
         }
     } else {
-        for p in ["m", "u", "n", "p", "f", "a", "z", "y"] {
-            if v.abs() >= 1.0 {
-                break;
-            }
-            prefix = p;
-            v *= 1000.0;
-        }
+        (v, prefix) = small_prefix(v);
     }
     format!("{}{prefix}", go_g(v, Some(4)))
+}
+
+/// Scales a magnitude below 1 up by thousands: (value, SI prefix), as Prometheus does.
+fn small_prefix(mut v: f64) -> (f64, &'static str) {
+    let mut prefix = "";
+    for p in ["m", "u", "n", "p", "f", "a", "z", "y"] {
+        if v.abs() >= 1.0 {
+            break;
+        }
+        prefix = p;
+        v *= 1000.0;
+    }
+    (v, prefix)
 }
 
 fn humanize1024(mut v: f64) -> String {
@@ -523,14 +530,7 @@ fn humanize_duration(mut v: f64) -> String {
         }
         return format!("{sign}{}s", go_g(v, Some(4)));
     }
-    let mut prefix = "";
-    for p in ["m", "u", "n", "p", "f", "a", "z", "y"] {
-        if v.abs() >= 1.0 {
-            break;
-        }
-        prefix = p;
-        v *= 1000.0;
-    }
+    let (v, prefix) = small_prefix(v);
     format!("{}{prefix}s", go_g(v, Some(4)))
 }
 

@@ -192,3 +192,16 @@ pub fn prometheus(config: &Path, storage: &Path, addr: &str) -> Proc {
         .expect("start prometheus");
     Proc(child)
 }
+
+/// Runs `cmd` and fails the test, showing its output, unless it succeeds.
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().expect("start command");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
