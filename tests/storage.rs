@@ -214,7 +214,14 @@ fn a_simulated_day_is_answered_from_blocks_and_head_together() {
     assert!(store["maxTime"].as_i64().unwrap() >= end_import, "{st}");
     assert!(!store["blocks"].as_array().unwrap().is_empty(), "{st}");
     assert!(
-        st["headStats"]["numSeries"].as_u64().unwrap() >= series.len() as u64,
+        store["head"]["numSeries"].as_u64().unwrap() >= series.len() as u64,
+        "{st}"
+    );
+    // headStats describes everything stored, so the imported day shows there too.
+    assert_eq!(st["headStats"]["minTime"].as_i64(), Some(start), "{st}");
+    assert_eq!(st["headStats"]["numSeries"], store["numSeries"], "{st}");
+    assert!(
+        st["headStats"]["chunkCount"].as_u64().unwrap() > 24 * 22,
         "{st}"
     );
     // Imported and scraped series are the same series: counted once.

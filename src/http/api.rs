@@ -658,14 +658,18 @@ async fn tsdb(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Respo
                 .collect(),
         )
     };
-    let (min, max) = if s.num_series == 0 {
+    // The appliance's "head" is an implementation detail: headStats describes everything
+    // stored (blocks and head), so an imported store reports its data; storageStats.head has
+    // the in-memory head alone.
+    let st = &s.store;
+    let (min, max) = if st.num_series == 0 {
         (i64::MAX, i64::MIN)
     } else {
-        (s.min_time, s.max_time)
+        (st.min_time, st.max_time)
     };
     Ok(ok(
         json!({
-            "headStats": {"numSeries": s.num_series, "numLabelPairs": s.num_label_pairs, "chunkCount": s.chunk_count, "minTime": min, "maxTime": max},
+            "headStats": {"numSeries": st.num_series, "numLabelPairs": st.num_label_pairs, "chunkCount": st.chunk_count, "minTime": min, "maxTime": max},
             "storageStats": s.store,
             "seriesCountByMetricName": list(&s.series_count_by_metric_name),
             "labelValueCountByLabelName": list(&s.label_value_count_by_label_name),

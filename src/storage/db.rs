@@ -141,12 +141,32 @@ pub struct QuarantinedBlock {
     pub time: i64,
 }
 
+/// Figures of the in-memory head alone.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeadFigures {
+    /// Series in the head.
+    pub num_series: u64,
+    /// Label pairs in the head.
+    pub num_label_pairs: u64,
+    /// Chunks in the head.
+    pub chunk_count: u64,
+    /// Oldest sample in the head (ms), `i64::MAX` when empty.
+    pub min_time: i64,
+    /// Newest sample in the head (ms), `i64::MIN` when empty.
+    pub max_time: i64,
+}
+
 /// Whole-store figures beside the head's.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoreStats {
     /// Distinct series over blocks and head.
     pub num_series: u64,
+    /// Distinct label pairs over blocks and head.
+    pub num_label_pairs: u64,
+    /// Chunks in blocks and head.
+    pub chunk_count: u64,
     /// Samples in blocks plus head.
     pub num_samples: u64,
     /// Oldest sample (ms), `i64::MAX` when empty.
@@ -161,6 +181,8 @@ pub struct StoreStats {
     pub blocks: Vec<BlockInfo>,
     /// Blocks moved aside since start (and found in the quarantine folder).
     pub quarantined: Vec<QuarantinedBlock>,
+    /// The in-memory head alone.
+    pub head: HeadFigures,
 }
 
 #[derive(Clone)]
@@ -990,8 +1012,7 @@ impl Db {
         Ok(name)
     }
 
-    /// Head figures (Prometheus's `headStats`), cardinality lists over blocks and head
-    /// together, and the whole store's figures.
+    /// Cardinality of the whole store (blocks and head together) and of the head alone.
     pub fn stats(&self, limit: usize) -> TsdbStats {
         let mut st = self.inner.head.stats(limit);
         let blocks = self.inner.blocks.read().clone();
@@ -1005,6 +1026,15 @@ impl Db {
         let (hmin, hmax) = self.inner.head.time_range();
         store.min_time = hmin;
         store.max_time = hmax;
+        store.head = HeadFigures {
+            num_series: st.num_series,
+            num_label_pairs: st.num_label_pairs,
+            chunk_count: st.chunk_count,
+            min_time: if st.num_series == 0 { i64::MAX } else { hmin },
+            max_time: if st.num_series == 0 { i64::MIN } else { hmax },
+        };
+        store.chunk_count = st.chunk_count;
+        store.num_label_pairs = st.num_label_pairs;
         if !blocks.is_empty() {
             // Count each distinct series once, whichever blocks (and the head) hold it.
             let mut seen: HashSet<u64> = HashSet::new();
@@ -1035,6 +1065,7 @@ impl Db {
                 store.blocks.push(info(b));
                 store.blocks_bytes += b.size();
                 store.num_samples += b.meta().stats.num_samples;
+                store.chunk_count += b.meta().stats.num_chunks;
                 match b.all_series() {
                     Ok(all) => {
                         if let (Some(first), Some(last)) = (
@@ -1060,6 +1091,7 @@ impl Db {
                 }
             }
             store.num_series = seen.len() as u64;
+            store.num_label_pairs = by_pair.len() as u64;
             let top = |mut v: Vec<(String, u64)>| {
                 v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
                 v.truncate(limit);

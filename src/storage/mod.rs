@@ -12,7 +12,7 @@ pub mod head;
 pub mod wal;
 
 pub use config::StorageConfig;
-pub use db::{BlockInfo, Db, DbOptions, QuarantinedBlock, StoreStats};
+pub use db::{BlockInfo, Db, DbOptions, HeadFigures, QuarantinedBlock, StoreStats};
 pub use head::{Head, HeadOptions};
 
 use crate::model::{Labels, Matcher};
@@ -120,7 +120,7 @@ pub struct TsdbStats {
     pub memory_in_bytes_by_label_name: Vec<(String, u64)>,
     /// Top label pairs by series count.
     pub series_count_by_label_value_pair: Vec<(String, u64)>,
-    /// Figures of the whole store (blocks and head); the fields above describe the head,
-    /// except the top lists, which cover the whole store once blocks exist.
+    /// Figures of the whole store (blocks and head) and of the head alone; the fields above
+    /// describe the head, except the top lists, which cover the whole store once blocks exist.
     pub store: StoreStats,
 }
