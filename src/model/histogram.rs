@@ -1,0 +1,323 @@
+//! Native (float) histograms: the data model, the `{{...}}` notation of Prometheus's PromQL
+//! test scripts and rule unit tests (parse and canonical rendering), and bucket-wise
+//! arithmetic for the notation's `+`/`-` expansions.
+//!
+//! Buckets are kept as absolute counts by bucket index per side (a `BTreeMap`), which makes
+//! arithmetic and compaction simple; spans are derived when rendering. Nothing here touches
+//! storage or PromQL evaluation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// What a histogram sample says about counter resets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CounterResetHint {
+    /// Not known.
+    #[default]
+    Unknown,
+    /// A counter reset happened before this sample.
+    Reset,
+    /// No counter reset since the previous sample.
+    NotReset,
+    /// A gauge histogram (resets do not apply).
+    Gauge,
+}
+
+impl CounterResetHint {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "unknown" => Self::Unknown,
+            "reset" => Self::Reset,
+            "not_reset" => Self::NotReset,
+            "gauge" => Self::Gauge,
+            _ => return None,
+        })
+    }
+
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Reset => "reset",
+            Self::NotReset => "not_reset",
+            Self::Gauge => "gauge",
+        }
+    }
+}
+
+/// Schema number of histograms with custom bucket bounds.
+pub const CUSTOM_BUCKETS_SCHEMA: i32 = -53;
+
+/// A float histogram.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FloatHistogram {
+    /// Resolution (-4..8) or [`CUSTOM_BUCKETS_SCHEMA`].
+    pub schema: i32,
+    /// Observations, including the zero bucket and NaNs.
+    pub count: f64,
+    /// Sum of observations.
+    pub sum: f64,
+    /// Observations in the zero bucket.
+    pub zero_count: f64,
+    /// Width of the zero bucket.
+    pub zero_threshold: f64,
+    /// Upper bounds of custom buckets (schema -53).
+    pub custom_values: Vec<f64>,
+    /// Positive buckets: index → absolute count.
+    pub positive: BTreeMap<i32, f64>,
+    /// Negative buckets: index → absolute count.
+    pub negative: BTreeMap<i32, f64>,
+    /// Counter-reset hint.
+    pub hint: CounterResetHint,
+}
+
+/// Why a `{{...}}` notation could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("histogram {text:?}: {what}")]
+pub struct NotationError {
+    /// The notation.
+    pub text: String,
+    /// What is wrong.
+    pub what: String,
+}
+
+fn num(s: &str) -> Option<f64> {
+    match s.to_ascii_lowercase().trim_start_matches('+') {
+        "inf" => Some(f64::INFINITY),
+        "-inf" => Some(f64::NEG_INFINITY),
+        "nan" => Some(f64::NAN),
+        _ => s.parse().ok(),
+    }
+}
+
+impl FloatHistogram {
+    /// Parses `{{schema:0 sum:5 count:4 buckets:[1 2 1] ...}}` (the braces are optional).
+    pub fn parse(text: &str) -> Result<FloatHistogram, NotationError> {
+        let err = |what: String| NotationError {
+            text: text.to_string(),
+            what,
+        };
+        let inner = text
+            .trim()
+            .strip_prefix("{{")
+            .and_then(|t| t.strip_suffix("}}"))
+            .unwrap_or(text.trim());
+        // Tokens: `key:value` or `key:[v v v]`.
+        let mut h = FloatHistogram::default();
+        let (mut buckets, mut n_buckets) = (Vec::new(), Vec::new());
+        let (mut offset, mut n_offset) = (0i32, 0i32);
+        let mut rest = inner.trim();
+        while !rest.is_empty() {
+            let (key, after) = rest
+                .split_once(':')
+                .ok_or_else(|| err(format!("expected key:value at {rest:?}")))?;
+            let key = key.trim();
+            let after = after.trim_start();
+            let (value, next) = if let Some(list) = after.strip_prefix('[') {
+                let end = list.find(']').ok_or_else(|| err("unclosed [".into()))?;
+                (&list[..end], list[end + 1..].trim_start())
+            } else {
+                match after.find(char::is_whitespace) {
+                    Some(i) => (&after[..i], after[i..].trim_start()),
+                    None => (after, ""),
+                }
+            };
+            let list = || -> Result<Vec<f64>, NotationError> {
+                value
+                    .split_whitespace()
+                    .map(|v| num(v).ok_or_else(|| err(format!("bad number {v:?} in {key}"))))
+                    .collect()
+            };
+            let float = || num(value).ok_or_else(|| err(format!("bad number {value:?} for {key}")));
+            let int = || {
+                value
+                    .parse::<i32>()
+                    .map_err(|_| err(format!("bad integer {value:?} for {key}")))
+            };
+            match key {
+                "schema" => h.schema = int()?,
+                "sum" => h.sum = float()?,
+                "count" => h.count = float()?,
+                "z_bucket" => h.zero_count = float()?,
+                "z_bucket_w" => h.zero_threshold = float()?,
+                "buckets" => buckets = list()?,
+                "n_buckets" => n_buckets = list()?,
+                "offset" => offset = int()?,
+                "n_offset" => n_offset = int()?,
+                "custom_values" => h.custom_values = list()?,
+                "counter_reset_hint" => {
+                    h.hint = CounterResetHint::parse(value)
+                        .ok_or_else(|| err(format!("bad counter_reset_hint {value:?}")))?
+                }
+                other => return Err(err(format!("unknown key {other:?}"))),
+            }
+            rest = next;
+        }
+        for (i, c) in buckets.into_iter().enumerate() {
+            h.positive.insert(offset + i as i32, c);
+        }
+        for (i, c) in n_buckets.into_iter().enumerate() {
+            h.negative.insert(n_offset + i as i32, c);
+        }
+        Ok(h)
+    }
+
+    /// Applies `f` to every count-like field of `self` and `o` (bucket-wise by index).
+    fn combine(&self, o: &FloatHistogram, f: impl Fn(f64, f64) -> f64) -> FloatHistogram {
+        let side = |a: &BTreeMap<i32, f64>, b: &BTreeMap<i32, f64>| {
+            let mut out = a.clone();
+            for (i, v) in b {
+                let e = out.entry(*i).or_insert(0.0);
+                *e = f(*e, *v);
+            }
+            for (i, v) in out.iter_mut() {
+                if !b.contains_key(i) {
+                    *v = f(*v, 0.0);
+                }
+            }
+            out
+        };
+        FloatHistogram {
+            schema: self.schema,
+            count: f(self.count, o.count),
+            sum: f(self.sum, o.sum),
+            zero_count: f(self.zero_count, o.zero_count),
+            zero_threshold: self.zero_threshold.max(o.zero_threshold),
+            custom_values: self.custom_values.clone(),
+            positive: side(&self.positive, &o.positive),
+            negative: side(&self.negative, &o.negative),
+            hint: self.hint,
+        }
+    }
+
+    /// `self + o`, bucket by bucket (the notation's `+` expansion).
+    pub fn add(&self, o: &FloatHistogram) -> FloatHistogram {
+        self.combine(o, |a, b| a + b)
+    }
+
+    /// `self - o`, bucket by bucket.
+    pub fn sub(&self, o: &FloatHistogram) -> FloatHistogram {
+        self.combine(o, |a, b| a - b)
+    }
+
+    /// One contiguous run of buckets per side, empty buckets at either end dropped: (offset,
+    /// counts).
+    fn run(side: &BTreeMap<i32, f64>) -> (i32, Vec<f64>) {
+        let used: Vec<(&i32, &f64)> = side.iter().filter(|(_, v)| **v != 0.0).collect();
+        let (Some(first), Some(last)) = (used.first(), used.last()) else {
+            return (0, Vec::new());
+        };
+        let (a, b) = (*first.0, *last.0);
+        (
+            a,
+            (a..=b)
+                .map(|i| side.get(&i).copied().unwrap_or(0.0))
+                .collect(),
+        )
+    }
+
+    /// Whether two histograms are the same after compaction (floats compared with `eq`).
+    pub fn equals(&self, o: &FloatHistogram, eq: impl Fn(f64, f64) -> bool) -> bool {
+        let (pa, pb) = (Self::run(&self.positive), Self::run(&o.positive));
+        let (na, nb) = (Self::run(&self.negative), Self::run(&o.negative));
+        let lists =
+            |x: &[f64], y: &[f64]| x.len() == y.len() && x.iter().zip(y).all(|(a, b)| eq(*a, *b));
+        self.schema == o.schema
+            && eq(self.count, o.count)
+            && eq(self.sum, o.sum)
+            && eq(self.zero_count, o.zero_count)
+            && self.zero_threshold == o.zero_threshold
+            && self.custom_values == o.custom_values
+            && pa.0 == pb.0
+            && lists(&pa.1, &pb.1)
+            && na.0 == nb.0
+            && lists(&na.1, &nb.1)
+    }
+}
+
+fn g(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+impl fmt::Display for FloatHistogram {
+    /// The canonical notation promtool compares: keys in a fixed order, one run of buckets
+    /// per side, zero fields and an `unknown` hint left out.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        if self.schema != 0 {
+            parts.push(format!("schema:{}", self.schema));
+        }
+        if self.count != 0.0 {
+            parts.push(format!("count:{}", g(self.count)));
+        }
+        if self.sum != 0.0 {
+            parts.push(format!("sum:{}", g(self.sum)));
+        }
+        if self.zero_count != 0.0 {
+            parts.push(format!("z_bucket:{}", g(self.zero_count)));
+        }
+        if self.zero_threshold != 0.0 {
+            parts.push(format!("z_bucket_w:{}", g(self.zero_threshold)));
+        }
+        let list = |v: &[f64]| v.iter().map(|x| g(*x)).collect::<Vec<_>>().join(" ");
+        if !self.custom_values.is_empty() {
+            parts.push(format!("custom_values:[{}]", list(&self.custom_values)));
+        }
+        if self.hint != CounterResetHint::Unknown {
+            parts.push(format!("counter_reset_hint:{}", self.hint.as_str()));
+        }
+        let (po, pb) = Self::run(&self.positive);
+        if !pb.is_empty() {
+            if po != 0 {
+                parts.push(format!("offset:{po}"));
+            }
+            parts.push(format!("buckets:[{}]", list(&pb)));
+        }
+        let (no, nb) = Self::run(&self.negative);
+        if !nb.is_empty() {
+            if no != 0 {
+                parts.push(format!("n_offset:{no}"));
+            }
+            parts.push(format!("n_buckets:[{}]", list(&nb)));
+        }
+        write!(f, "{{{{{}}}}}", parts.join(" "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notation_round_trips_canonically() {
+        let h = FloatHistogram::parse("{{schema:1 sum:-0.3 count:32.1 z_bucket:7.1 z_bucket_w:0.05 buckets:[5.1 10 7] offset:-3 n_buckets:[4.1 5] n_offset:-5}}").unwrap();
+        assert_eq!(
+            h.to_string(),
+            "{{schema:1 count:32.1 sum:-0.3 z_bucket:7.1 z_bucket_w:0.05 offset:-3 buckets:[5.1 10 7] n_offset:-5 n_buckets:[4.1 5]}}"
+        );
+        assert_eq!(FloatHistogram::parse(&h.to_string()).unwrap(), h);
+        assert_eq!(FloatHistogram::parse("{{}}").unwrap().to_string(), "{{}}");
+        let c = FloatHistogram::parse("{{schema:-53 sum:1 count:1 custom_values:[5 10] buckets:[1] counter_reset_hint:gauge}}").unwrap();
+        assert_eq!(c.to_string(), "{{schema:-53 count:1 sum:1 custom_values:[5 10] counter_reset_hint:gauge buckets:[1]}}");
+        assert!(FloatHistogram::parse("{{sum:x}}").is_err());
+        assert!(FloatHistogram::parse("{{bogus:1}}").is_err());
+    }
+
+    #[test]
+    fn arithmetic_and_compaction() {
+        let a = FloatHistogram::parse("{{sum:3 count:2 buckets:[2]}}").unwrap();
+        let b = FloatHistogram::parse("{{sum:1.3 count:1 buckets:[1] offset:1}}").unwrap();
+        let c = a.add(&b).add(&b);
+        assert_eq!(c.to_string(), "{{count:4 sum:5.6 buckets:[2 2]}}");
+        assert!(c.sub(&b).sub(&b).equals(&a, |x, y| x == y));
+        // Empty edge buckets do not change equality.
+        let d = FloatHistogram::parse("{{sum:3 count:2 buckets:[0 2 0] offset:-1}}").unwrap();
+        assert!(a.equals(&d, |x, y| x == y));
+        assert!(!a.equals(&b, |x, y| x == y));
+    }
+}
