@@ -129,6 +129,9 @@ enum TestCmd {
         /// Skip unknown keys in rule files.
         #[arg(long)]
         ignore_unknown_fields: bool,
+        /// Also write a JUnit XML report to this file.
+        #[arg(long)]
+        junit: Option<PathBuf>,
     },
 }
 
@@ -216,11 +219,13 @@ fn main() -> ExitCode {
                     files,
                     run,
                     ignore_unknown_fields,
+                    junit,
                 },
         } => {
             let opts = appliance::rules::unittest::TestOptions {
                 run,
                 ignore_unknown_fields,
+                junit,
             };
             if appliance::app::test_rules(&files, &opts) {
                 ExitCode::SUCCESS

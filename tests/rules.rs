@@ -428,3 +428,36 @@ fn reload_keeps_unchanged_rules_and_refuses_bad_rule_files() {
     let v = common::get_json(&addr, "/api/v1/rules");
     assert_eq!(v["data"]["groups"][0]["rules"][1]["query"], "vector(2)");
 }
+
+#[test]
+fn junit_report_has_a_case_per_test_group() {
+    let Some(dir) = appliance::testsupport::shared_testdata("rules/promtool") else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let report = out.path().join("junit.xml");
+    let (code, _) = run(
+        &dir,
+        &[
+            "test",
+            "rules",
+            "--junit",
+            report.to_str().unwrap(),
+            "rules_run.yml",
+        ],
+    );
+    assert_eq!(code, 1);
+    let x = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        x.contains("<testsuite name=\"rules_run.yml\" tests=\"2\" failures=\"1\""),
+        "{x}"
+    );
+    assert!(
+        x.contains("<testcase name=\"correct test\"></testcase>"),
+        "{x}"
+    );
+    assert!(
+        x.contains("<testcase name=\"wrong test\"><failure message="),
+        "{x}"
+    );
+}

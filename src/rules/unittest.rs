@@ -35,6 +35,77 @@ pub struct TestOptions {
     pub run: Vec<String>,
     /// `--ignore-unknown-fields` for the rule files.
     pub ignore_unknown_fields: bool,
+    /// `--junit FILE`: also write a JUnit XML report (a suite per file, a case per group).
+    pub junit: Option<PathBuf>,
+}
+
+/// What one file's run found: per test group, its name and failures; or a file-level error.
+struct FileReport {
+    cases: Vec<(String, Vec<String>)>,
+    error: Option<Vec<String>>,
+    seconds: f64,
+}
+
+impl FileReport {
+    fn failures(&self) -> Vec<String> {
+        if let Some(e) = &self.error {
+            return e.clone();
+        }
+        let mut out = Vec::new();
+        for (name, errs) in &self.cases {
+            if !errs.is_empty() {
+                out.push(format!("    name: {name},"));
+                out.extend(errs.iter().cloned());
+            }
+        }
+        out
+    }
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+fn junit(files: &[PathBuf], reports: &[FileReport]) -> String {
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n");
+    for (f, r) in files.iter().zip(reports) {
+        let failures =
+            r.cases.iter().filter(|c| !c.1.is_empty()).count() + usize::from(r.error.is_some());
+        x.push_str(&format!(
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\" time=\"{:.3}\">\n",
+            xml(&f.display().to_string()),
+            r.cases.len().max(usize::from(r.error.is_some())),
+            r.seconds
+        ));
+        if let Some(e) = &r.error {
+            x.push_str(&format!(
+                "    <testcase name=\"{}\"><failure message=\"{}\"></failure></testcase>\n",
+                xml(&f.display().to_string()),
+                xml(e.join("\n").trim())
+            ));
+        }
+        for (name, errs) in &r.cases {
+            if errs.is_empty() {
+                x.push_str(&format!(
+                    "    <testcase name=\"{}\"></testcase>\n",
+                    xml(name)
+                ));
+            } else {
+                x.push_str(&format!(
+                    "    <testcase name=\"{}\"><failure message=\"{}\"></failure></testcase>\n",
+                    xml(name),
+                    xml(errs.join("\n").trim())
+                ));
+            }
+        }
+        x.push_str("  </testsuite>\n");
+    }
+    x.push_str("</testsuites>\n");
+    x
 }
 
 #[derive(Deserialize)]
@@ -143,26 +214,56 @@ pub fn run_files(
     err: &mut dyn std::io::Write,
 ) -> bool {
     let mut ok = true;
+    let mut reports = Vec::new();
     for f in files {
         let _ = writeln!(out, "Unit Testing:  {}", f.display());
-        match run_file(f, opts, make_env) {
-            Ok(()) => {
-                let _ = writeln!(out, "  SUCCESS\n");
+        let started = std::time::Instant::now();
+        let mut r = run_file(f, opts, make_env);
+        r.seconds = started.elapsed().as_secs_f64();
+        let errs = r.failures();
+        if errs.is_empty() {
+            let _ = writeln!(out, "  SUCCESS\n");
+        } else {
+            ok = false;
+            let _ = writeln!(err, "  FAILED:");
+            for e in errs {
+                let _ = writeln!(err, "{e}");
             }
-            Err(errs) => {
-                ok = false;
-                let _ = writeln!(err, "  FAILED:");
-                for e in errs {
-                    let _ = writeln!(err, "{e}");
-                }
-                let _ = writeln!(err);
-            }
+            let _ = writeln!(err);
+        }
+        reports.push(r);
+    }
+    if let Some(path) = &opts.junit {
+        if let Err(e) = std::fs::write(path, junit(files, &reports)) {
+            let _ = writeln!(err, "writing the JUnit report {}: {e}", path.display());
+            ok = false;
         }
     }
     ok
 }
 
-fn run_file(path: &Path, opts: &TestOptions, make_env: MakeEnv) -> Result<(), Vec<String>> {
+fn run_file(path: &Path, opts: &TestOptions, make_env: MakeEnv) -> FileReport {
+    let mut cases = Vec::new();
+    match run_file_cases(path, opts, make_env, &mut cases) {
+        Ok(()) => FileReport {
+            cases,
+            error: None,
+            seconds: 0.0,
+        },
+        Err(e) => FileReport {
+            cases,
+            error: Some(e),
+            seconds: 0.0,
+        },
+    }
+}
+
+fn run_file_cases(
+    path: &Path,
+    opts: &TestOptions,
+    make_env: MakeEnv,
+    cases: &mut Vec<(String, Vec<String>)>,
+) -> Result<(), Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| vec![format!("    {e}")])?;
     let tf: TestFile = serde_saphyr::from_str(&text)
         .map_err(|e| vec![format!("    {}", crate::config::first_line(&e.to_string()))])?;
@@ -194,7 +295,6 @@ fn run_file(path: &Path, opts: &TestOptions, make_env: MakeEnv) -> Result<(), Ve
     } else {
         Some(regex::Regex::new(&opts.run.join("|")).map_err(|e| vec![format!("    --run: {e}")])?)
     };
-    let mut errs = Vec::new();
     for (i, tg) in tf.tests.iter().enumerate() {
         if let Some(re) = &run_re {
             if !re.is_match(&tg.name) {
@@ -206,16 +306,10 @@ fn run_file(path: &Path, opts: &TestOptions, make_env: MakeEnv) -> Result<(), Ve
         } else {
             tg.name.clone()
         };
-        if let Err(e) = run_group(tg, &tf, eval_ms, &rule_files, opts, make_env) {
-            errs.push(format!("    name: {name},"));
-            errs.extend(e);
-        }
+        let errs = run_group(tg, &tf, eval_ms, &rule_files, opts, make_env).err();
+        cases.push((name, errs.unwrap_or_default()));
     }
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(errs)
-    }
+    Ok(())
 }
 
 /// Files matching a path that may hold `*`, `?` or `[...]` in its last component.
