@@ -15,9 +15,13 @@ use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
 use super::chunk::{XorChunk, XorIter, SAMPLES_PER_CHUNK};
+use super::wal::HistogramRef;
+use crate::model::histogram::FloatHistogram;
 use crate::model::{Label, Labels, MatchOp, Matcher};
 
-const INDEX_MAGIC: &[u8; 8] = b"APIDX\x00\x00\x01";
+/// Index format 2 adds per-series histogram chunks; format 1 (floats only) is still read.
+const INDEX_MAGIC: &[u8; 8] = b"APIDX\x00\x00\x02";
+const INDEX_MAGIC_V1: &[u8; 8] = b"APIDX\x00\x00\x01";
 const CHUNKS_MAGIC: &[u8; 8] = b"APCHK\x00\x00\x01";
 /// Series entries start on 16-byte boundaries so a posting can be `offset / 16` in a `u32`.
 const SERIES_ALIGN: usize = 16;
@@ -183,6 +187,46 @@ pub struct ChunkMeta {
     pub offset: u64,
 }
 
+fn read_metas(d: &mut Dec<'_>) -> Option<Vec<ChunkMeta>> {
+    let n = d.uvarint()? as usize;
+    let mut out = Vec::with_capacity(n.min(4096));
+    let (mut prev_t, mut prev_off) = (0i64, 0u64);
+    for i in 0..n {
+        let min_t = if i == 0 {
+            d.varint()?
+        } else {
+            prev_t + d.varint()?
+        };
+        let max_t = min_t + d.uvarint()? as i64;
+        let offset = prev_off + d.uvarint()?;
+        out.push(ChunkMeta {
+            min_t,
+            max_t,
+            offset,
+        });
+        prev_t = max_t;
+        prev_off = offset;
+    }
+    Some(out)
+}
+
+fn put_metas(buf: &mut Vec<u8>, metas: &[ChunkMeta]) {
+    put_uvarint(buf, metas.len() as u64);
+    let (mut prev_t, mut prev_off) = (0i64, 0u64);
+    for (i, m) in metas.iter().enumerate() {
+        if i == 0 {
+            put_varint(buf, m.min_t);
+        } else {
+            put_varint(buf, m.min_t - prev_t);
+        }
+        put_uvarint(buf, (m.max_t - m.min_t) as u64);
+        // Offsets only grow within a list; the first is absolute.
+        put_uvarint(buf, m.offset - if i == 0 { 0 } else { prev_off });
+        prev_t = m.max_t;
+        prev_off = m.offset;
+    }
+}
+
 /// Samples grouped into XOR chunks of at most [`SAMPLES_PER_CHUNK`] samples.
 pub fn encode_chunks(samples: &[(i64, f64)]) -> Vec<XorChunk> {
     samples
@@ -195,6 +239,49 @@ pub fn encode_chunks(samples: &[(i64, f64)]) -> Vec<XorChunk> {
             c
         })
         .collect()
+}
+
+/// Histogram samples grouped into chunks of at most [`SAMPLES_PER_CHUNK`]: (min t, max t,
+/// bytes, samples). A histogram chunk is a sample count, then per sample the time (first
+/// absolute, then the delta) and the histogram in its canonical notation.
+pub fn encode_hist_chunks(samples: &[(i64, HistogramRef)]) -> Vec<(i64, i64, Vec<u8>, u64)> {
+    samples
+        .chunks(SAMPLES_PER_CHUNK as usize)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let mut b = Vec::new();
+            put_uvarint(&mut b, part.len() as u64);
+            let mut prev = 0i64;
+            for (i, (t, h)) in part.iter().enumerate() {
+                put_varint(&mut b, if i == 0 { *t } else { t - prev });
+                prev = *t;
+                let text = h.to_string();
+                put_uvarint(&mut b, text.len() as u64);
+                b.extend_from_slice(text.as_bytes());
+            }
+            (part[0].0, part[part.len() - 1].0, b, part.len() as u64)
+        })
+        .collect()
+}
+
+/// Samples in an encoded histogram chunk.
+pub fn hist_chunk_len(data: &[u8]) -> u64 {
+    Dec::new(data, 0).uvarint().unwrap_or(0)
+}
+
+fn decode_hist_chunk(data: &[u8]) -> Option<Vec<(i64, HistogramRef)>> {
+    let mut d = Dec::new(data, 0);
+    let n = d.uvarint()? as usize;
+    let mut out = Vec::with_capacity(n.min(1024));
+    let mut t = 0i64;
+    for i in 0..n {
+        let v = d.varint()?;
+        t = if i == 0 { v } else { t + v };
+        let len = d.uvarint()? as usize;
+        let text = std::str::from_utf8(d.bytes(len)?).ok()?;
+        out.push((t, std::sync::Arc::new(FloatHistogram::parse(text).ok()?)));
+    }
+    Some(out)
 }
 
 /// Writes one block into a temporary directory and renames it into place on `finish`, so a
@@ -279,13 +366,15 @@ impl BlockWriter {
         Ok(off)
     }
 
-    /// Adds a series with its encoded chunks `(min_t, max_t, bytes, samples)`, in label order.
+    /// Adds a series with its encoded float and histogram chunks `(min_t, max_t, bytes,
+    /// samples)`, in label order.
     pub fn add_series(
         &mut self,
         labels: &Labels,
         chunks: &[(i64, i64, Vec<u8>, u64)],
+        hchunks: &[(i64, i64, Vec<u8>, u64)],
     ) -> Result<(), BlockError> {
-        if chunks.is_empty() {
+        if chunks.is_empty() && hchunks.is_empty() {
             return Ok(());
         }
         if let Some(prev) = &self.last_labels {
@@ -300,6 +389,17 @@ impl BlockWriter {
         for (mint, maxt, data, n) in chunks {
             let off = self.write_chunk(data)?;
             metas.push(ChunkMeta {
+                min_t: *mint,
+                max_t: *maxt,
+                offset: off,
+            });
+            self.stats.num_samples += n;
+            self.stats.num_chunks += 1;
+        }
+        let mut hmetas = Vec::with_capacity(hchunks.len());
+        for (mint, maxt, data, n) in hchunks {
+            let off = self.write_chunk(data)?;
+            hmetas.push(ChunkMeta {
                 min_t: *mint,
                 max_t: *maxt,
                 offset: off,
@@ -323,19 +423,8 @@ impl BlockWriter {
             put_uvarint(&mut self.index, u64::from(*v));
             self.postings.entry((*n, *v)).or_default().push(id);
         }
-        put_uvarint(&mut self.index, metas.len() as u64);
-        let (mut prev_t, mut prev_off) = (0i64, 0u64);
-        for (i, m) in metas.iter().enumerate() {
-            if i == 0 {
-                put_varint(&mut self.index, m.min_t);
-            } else {
-                put_varint(&mut self.index, m.min_t - prev_t);
-            }
-            put_uvarint(&mut self.index, (m.max_t - m.min_t) as u64);
-            put_uvarint(&mut self.index, m.offset - prev_off);
-            prev_t = m.max_t;
-            prev_off = m.offset;
-        }
+        put_metas(&mut self.index, &metas);
+        put_metas(&mut self.index, &hmetas);
         self.all.push(id);
         self.stats.num_series += 1;
         self.last_labels = Some(labels.clone());
@@ -347,12 +436,13 @@ impl BlockWriter {
         &mut self,
         labels: &Labels,
         samples: &[(i64, f64)],
+        hists: &[(i64, HistogramRef)],
     ) -> Result<(), BlockError> {
         let chunks: Vec<(i64, i64, Vec<u8>, u64)> = encode_chunks(samples)
             .into_iter()
             .map(|c| (c.min_t(), c.max_t(), c.bytes(), u64::from(c.len())))
             .collect();
-        self.add_series(labels, &chunks)
+        self.add_series(labels, &chunks, &encode_hist_chunks(hists))
     }
 
     /// Writes postings, the table of contents, `meta.json`; syncs and renames into place.
@@ -463,8 +553,10 @@ pub struct BlockSeries {
     pub id: u32,
     /// Labels.
     pub labels: Labels,
-    /// Chunk metas in time order.
+    /// Float chunk metas in time order.
     pub chunks: Vec<ChunkMeta>,
+    /// Histogram chunk metas in time order.
+    pub hchunks: Vec<ChunkMeta>,
 }
 
 /// An open, memory-mapped block.
@@ -481,6 +573,8 @@ pub struct Block {
     all_postings: u64,
     tombstones: Tombstones,
     size: u64,
+    /// Index format 2: series entries list histogram chunks too.
+    with_histograms: bool,
 }
 
 fn map(path: &Path) -> Result<Mmap, BlockError> {
@@ -501,9 +595,13 @@ impl Block {
         if chunks.len() < CHUNKS_MAGIC.len() || &chunks[..CHUNKS_MAGIC.len()] != CHUNKS_MAGIC {
             return Err(corrupt(&cpath, "bad magic"));
         }
-        if index.len() < INDEX_MAGIC.len() + TOC_LEN || &index[..INDEX_MAGIC.len()] != INDEX_MAGIC {
+        if index.len() < INDEX_MAGIC.len() + TOC_LEN
+            || (&index[..INDEX_MAGIC.len()] != INDEX_MAGIC
+                && &index[..INDEX_MAGIC.len()] != INDEX_MAGIC_V1)
+        {
             return Err(corrupt(&ipath, "bad magic or too short"));
         }
+        let with_histograms = &index[..INDEX_MAGIC.len()] == INDEX_MAGIC;
         let body = index.len() - 4;
         let mut d = Dec::new(&index, body);
         let want = d.u32().ok_or_else(|| corrupt(&ipath, "no checksum"))?;
@@ -563,6 +661,7 @@ impl Block {
             all_postings,
             tombstones,
             size,
+            with_histograms,
         })
     }
 
@@ -677,29 +776,17 @@ impl Block {
                 value: self.symbol(value).to_string(),
             });
         }
-        let nc = d.uvarint().ok_or_else(bad)? as usize;
-        let mut chunks = Vec::with_capacity(nc.min(4096));
-        let (mut prev_t, mut prev_off) = (0i64, 0u64);
-        for i in 0..nc {
-            let min_t = if i == 0 {
-                d.varint().ok_or_else(bad)?
-            } else {
-                prev_t + d.varint().ok_or_else(bad)?
-            };
-            let max_t = min_t + d.uvarint().ok_or_else(bad)? as i64;
-            let offset = prev_off + d.uvarint().ok_or_else(bad)?;
-            chunks.push(ChunkMeta {
-                min_t,
-                max_t,
-                offset,
-            });
-            prev_t = max_t;
-            prev_off = offset;
-        }
+        let chunks = read_metas(&mut d).ok_or_else(bad)?;
+        let hchunks = if self.with_histograms {
+            read_metas(&mut d).ok_or_else(bad)?
+        } else {
+            Vec::new()
+        };
         Ok(BlockSeries {
             id,
             labels: Labels::from_sorted_unchecked(labels),
             chunks,
+            hchunks,
         })
     }
 
@@ -783,6 +870,34 @@ impl Block {
         Ok(out)
     }
 
+    /// Histogram samples of `s` in `[mint, maxt]`, tombstones applied.
+    pub fn histograms(
+        &self,
+        s: &BlockSeries,
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<(i64, HistogramRef)>, BlockError> {
+        let mut out = Vec::new();
+        for c in &s.hchunks {
+            if c.max_t < mint || c.min_t > maxt {
+                continue;
+            }
+            let data = self.chunk_bytes(c.offset)?;
+            let all = decode_hist_chunk(data).ok_or_else(|| {
+                corrupt(
+                    &self.dir.join("chunks"),
+                    format!("histogram chunk at {}: undecodable", c.offset),
+                )
+            })?;
+            out.extend(all.into_iter().filter(|(t, _)| *t >= mint && *t <= maxt));
+        }
+        let dead: Vec<(i64, i64)> = self.tombstones.for_series(s.id).collect();
+        if !dead.is_empty() {
+            out.retain(|(t, _)| !dead.iter().any(|(a, b)| t >= a && t <= b));
+        }
+        Ok(out)
+    }
+
     /// Sorted label names over series matching `matchers`.
     pub fn label_names(&self, matchers: &[Matcher]) -> Result<Vec<String>, BlockError> {
         if matchers.is_empty() {
@@ -837,7 +952,8 @@ impl Block {
     /// Checks every chunk's checksum (the index was checked at open).
     pub fn verify_chunks(&self) -> Result<(), BlockError> {
         for id in self.all_ids()? {
-            for c in &self.series_at(id)?.chunks {
+            let s = self.series_at(id)?;
+            for c in s.chunks.iter().chain(&s.hchunks) {
                 self.chunk_bytes(c.offset)?;
             }
         }
@@ -914,7 +1030,7 @@ mod tests {
             let samples: Vec<(i64, f64)> = (0..300)
                 .map(|k| (k * 1000, (k + i as i64) as f64))
                 .collect();
-            w.add_samples(s, &samples).unwrap();
+            w.add_samples(s, &samples, &[]).unwrap();
         }
         w.finish(BlockCompaction {
             level: 1,

@@ -19,7 +19,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use super::block::{self, Block, BlockCompaction, BlockError, BlockWriter};
-use super::head::DEFAULT_BLOCK_RANGE_MS;
+use super::head::{HeadSlice, DEFAULT_BLOCK_RANGE_MS};
 use super::{Appendable, Appender, Head, HeadOptions, Querier, Series, StorageError, TsdbStats};
 use crate::model::{Labels, Matcher};
 
@@ -270,7 +270,7 @@ fn now_ms() -> i64 {
 
 /// Merges per-source sample lists of one series: time order, one sample per timestamp (the
 /// first source's wins, so overlapping blocks never double-count).
-fn merge_samples(mut parts: Vec<Vec<(i64, f64)>>) -> Vec<(i64, f64)> {
+fn merge_samples<T>(mut parts: Vec<Vec<(i64, T)>>) -> Vec<(i64, T)> {
     if parts.len() == 1 {
         return parts.pop().unwrap_or_default();
     }
@@ -278,7 +278,7 @@ fn merge_samples(mut parts: Vec<Vec<(i64, f64)>>) -> Vec<(i64, f64)> {
         (Some(a), Some(b)) => a.0 < b.0,
         _ => true,
     });
-    let mut out: Vec<(i64, f64)> = parts.into_iter().flatten().collect();
+    let mut out: Vec<(i64, T)> = parts.into_iter().flatten().collect();
     if !sorted_concat {
         out.sort_by_key(|s| s.0);
         out.dedup_by_key(|s| s.0);
@@ -779,10 +779,21 @@ impl Db {
                         let n = u64::from(u16::from_be_bytes([data[0], data[1]]));
                         chunks.push((m.min_t, m.max_t, data.to_vec(), n));
                     }
-                    w.add_series(&labels, &chunks)
+                    let mut hchunks = Vec::with_capacity(s.hchunks.len());
+                    for m in &s.hchunks {
+                        let data = c.block.chunk_bytes(m.offset).map_err(|e| (holders[0], e))?;
+                        hchunks.push((
+                            m.min_t,
+                            m.max_t,
+                            data.to_vec(),
+                            block::hist_chunk_len(data),
+                        ));
+                    }
+                    w.add_series(&labels, &chunks, &hchunks)
                         .map_err(|e| (usize::MAX, e))?;
                 } else {
                     let mut parts = Vec::with_capacity(holders.len());
+                    let mut hparts = Vec::with_capacity(holders.len());
                     for i in &holders {
                         let c = &cursors[*i];
                         if let Some(s) = c.cur.as_ref() {
@@ -791,11 +802,17 @@ impl Db {
                                     .samples(s, i64::MIN, i64::MAX)
                                     .map_err(|e| (*i, e))?,
                             );
+                            hparts.push(
+                                c.block
+                                    .histograms(s, i64::MIN, i64::MAX)
+                                    .map_err(|e| (*i, e))?,
+                            );
                         }
                     }
                     let samples = merge_samples(parts);
-                    if !samples.is_empty() {
-                        w.add_samples(&labels, &samples)
+                    let hists = merge_samples(hparts);
+                    if !samples.is_empty() || !hists.is_empty() {
+                        w.add_samples(&labels, &samples, &hists)
                             .map_err(|e| (usize::MAX, e))?;
                     }
                 }
@@ -938,7 +955,12 @@ impl Db {
             };
             let stones: Vec<(u32, i64, i64)> = series
                 .iter()
-                .filter(|s| s.chunks.iter().any(|c| c.max_t >= mint && c.min_t <= maxt))
+                .filter(|s| {
+                    s.chunks
+                        .iter()
+                        .chain(&s.hchunks)
+                        .any(|c| c.max_t >= mint && c.min_t <= maxt)
+                })
                 .map(|s| (s.id, mint, maxt))
                 .collect();
             if stones.is_empty() {
@@ -1269,7 +1291,12 @@ pub fn write_block_from_chunks(
     series: Vec<(Labels, Vec<super::chunk::XorChunk>)>,
 ) -> Result<block::BlockMeta, DbError> {
     let symbols = symbols_of(series.iter().map(|(l, _)| l));
-    write_series_block(parent, a, b, symbols, series.into_iter())
+    let slices = series.into_iter().map(|(labels, chunks)| HeadSlice {
+        labels,
+        chunks,
+        histograms: Vec::new(),
+    });
+    write_series_block(parent, a, b, symbols, slices)
 }
 
 /// Series per batch when a block is cut from the head: only one batch of chunk copies is
@@ -1315,25 +1342,34 @@ fn write_series_block(
     a: i64,
     b: i64,
     symbols: BTreeSet<String>,
-    series: impl Iterator<Item = (Labels, Vec<super::chunk::XorChunk>)>,
+    series: impl Iterator<Item = HeadSlice>,
 ) -> Result<block::BlockMeta, DbError> {
     let ulid = block::new_ulid();
     let mut w = BlockWriter::create(parent, &ulid, a, b, symbols)?;
-    for (labels, chunks) in series {
+    for HeadSlice {
+        labels,
+        chunks,
+        histograms,
+    } in series
+    {
+        let hists: Vec<_> = histograms
+            .into_iter()
+            .filter(|(t, _)| *t >= a && *t < b)
+            .collect();
         if chunks.iter().all(|c| c.min_t() >= a && c.max_t() < b) {
             let enc: Vec<(i64, i64, Vec<u8>, u64)> = chunks
                 .iter()
                 .map(|c| (c.min_t(), c.max_t(), c.bytes(), u64::from(c.len())))
                 .collect();
-            w.add_series(&labels, &enc)?;
+            w.add_series(&labels, &enc, &block::encode_hist_chunks(&hists))?;
         } else {
             let samples: Vec<(i64, f64)> = chunks
                 .iter()
                 .flat_map(|c| c.iter().collect::<Vec<_>>())
                 .filter(|(t, _)| *t >= a && *t < b)
                 .collect();
-            if !samples.is_empty() {
-                w.add_samples(&labels, &samples)?;
+            if !samples.is_empty() || !hists.is_empty() {
+                w.add_samples(&labels, &samples, &hists)?;
             }
         }
     }
@@ -1386,12 +1422,18 @@ impl Querier for Db {
         let per_block = self.query_blocks(mint, maxt, |b| {
             let mut out = Vec::new();
             for s in b.matching_series(matchers)? {
-                if !s.chunks.iter().any(|c| c.max_t >= mint && c.min_t <= maxt) {
+                if !s
+                    .chunks
+                    .iter()
+                    .chain(&s.hchunks)
+                    .any(|c| c.max_t >= mint && c.min_t <= maxt)
+                {
                     continue;
                 }
                 let samples = b.samples(&s, mint, maxt)?;
-                if !samples.is_empty() {
-                    out.push((s.labels, samples));
+                let hists = b.histograms(&s, mint, maxt)?;
+                if !samples.is_empty() || !hists.is_empty() {
+                    out.push((s.labels, samples, hists));
                 }
             }
             Ok(out)
@@ -1399,17 +1441,26 @@ impl Querier for Db {
         if per_block.is_empty() {
             return self.inner.head.select(matchers, mint, maxt);
         }
-        let mut acc: BTreeMap<Labels, Vec<Vec<(i64, f64)>>> = BTreeMap::new();
-        for (labels, samples) in per_block.into_iter().flatten() {
-            acc.entry(labels).or_default().push(samples);
+        type Parts = (
+            Vec<Vec<(i64, f64)>>,
+            Vec<Vec<(i64, super::wal::HistogramRef)>>,
+        );
+        let mut acc: BTreeMap<Labels, Parts> = BTreeMap::new();
+        for (labels, samples, hists) in per_block.into_iter().flatten() {
+            let e = acc.entry(labels).or_default();
+            e.0.push(samples);
+            e.1.push(hists);
         }
         for s in self.inner.head.select(matchers, mint, maxt) {
-            acc.entry(s.labels).or_default().push(s.samples);
+            let e = acc.entry(s.labels).or_default();
+            e.0.push(s.samples);
+            e.1.push(s.histograms);
         }
         acc.into_iter()
-            .map(|(labels, parts)| Series {
+            .map(|(labels, (parts, hparts))| Series {
                 labels,
                 samples: merge_samples(parts),
+                histograms: merge_samples(hparts),
             })
             .collect()
     }
@@ -1419,7 +1470,12 @@ impl Querier for Db {
             .query_blocks(mint, maxt, |b| {
                 Ok(b.matching_series(matchers)?
                     .into_iter()
-                    .filter(|s| s.chunks.iter().any(|c| c.max_t >= mint && c.min_t <= maxt))
+                    .filter(|s| {
+                        s.chunks
+                            .iter()
+                            .chain(&s.hchunks)
+                            .any(|c| c.max_t >= mint && c.min_t <= maxt)
+                    })
                     .map(|s| s.labels)
                     .collect::<Vec<_>>())
             })
@@ -1532,6 +1588,62 @@ mod tests {
         assert_eq!(st.store.min_time, 0);
         assert_eq!(st.store.max_time, 7 * H - 15_000);
         assert_eq!(st.series_count_by_metric_name, vec![("m".to_string(), 3)]);
+    }
+
+    #[test]
+    fn native_histograms_persist_through_wal_blocks_and_compaction() {
+        use crate::model::histogram::FloatHistogram;
+        let dir = tempfile::tempdir().unwrap();
+        let lh = l(&[("__name__", "req_seconds"), ("job", "api")]);
+        let h = |i: i64| {
+            let mut x = FloatHistogram::parse("{{schema:1 count:2 sum:3 buckets:[1 1]}}").unwrap();
+            x.count += i as f64;
+            x.sum += i as f64 * 0.5;
+            if let Some(b) = x.positive.get_mut(&0) {
+                *b += i as f64;
+            }
+            std::sync::Arc::new(x)
+        };
+        let want: Vec<(i64, String)> = (0..(12 * 240))
+            .map(|i| (i * 15_000, h(i).to_string()))
+            .collect();
+        let (db, _) = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let mut a = db.appender();
+        for i in 0..(12 * 240) {
+            a.append_histogram(&lh, i * 15_000, h(i)).unwrap();
+            a.append(
+                &l(&[("__name__", "m"), ("k", "s0")]),
+                i * 15_000,
+                value(i * 15_000, 0),
+            )
+            .unwrap();
+        }
+        assert_eq!(a.commit().unwrap().appended, 2 * 12 * 240);
+        let got = |db: &Db| -> Vec<(i64, String)> {
+            let s = db.select(&[m(MatchOp::Equal, "__name__", "req_seconds")], 0, 12 * H);
+            assert_eq!(s.len(), 1);
+            assert!(s[0].samples.is_empty());
+            s[0].histograms
+                .iter()
+                .map(|(t, h)| (*t, h.to_string()))
+                .collect()
+        };
+        assert_eq!(got(&db), want);
+        db.maintain();
+        assert!(!db.blocks().is_empty());
+        assert!(db.blocks().iter().any(|b| b.level > 1), "compacted");
+        assert_eq!(got(&db), want, "blocks and head together");
+        db.head().sync().unwrap();
+        drop(db);
+        let (db, _) = Db::open(dir.path(), DbOptions::default()).unwrap();
+        assert_eq!(got(&db), want, "after WAL replay");
+        assert_eq!(db.scrub(), 0);
+        let n = db
+            .delete_series(&[m(MatchOp::Equal, "job", "api")], 0, 60_000)
+            .unwrap();
+        assert!(n >= 1);
+        assert_eq!(got(&db).len(), want.len() - 5);
+        check_complete(&db, 0, 12 * H, 1);
     }
 
     #[test]

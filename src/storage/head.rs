@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::chunk::{XorChunk, SAMPLES_PER_CHUNK};
+use super::wal::HistogramRef;
 use super::{
     Appendable, Appender, CommitStats, Querier, Series, SeriesRef, StorageError, TsdbStats,
 };
@@ -42,12 +43,24 @@ impl Default for HeadOptions {
     }
 }
 
+/// One series' data in a time range, copied out of the head for a block.
+pub struct HeadSlice {
+    /// The series.
+    pub labels: Labels,
+    /// Float chunks.
+    pub chunks: Vec<XorChunk>,
+    /// Histogram samples.
+    pub histograms: Vec<(i64, HistogramRef)>,
+}
+
 struct MemSeries {
     labels: Labels,
     closed: Vec<XorChunk>,
     head: XorChunk,
     last_t: i64,
     last_v: u64,
+    /// Native histogram samples, in time order (kept uncompressed: they are rare here).
+    hists: Vec<(i64, HistogramRef)>,
     /// Truncation passes that found the series without samples; an appender may still hold
     /// a ref to a series it just created, so an empty series survives one pass.
     empty_passes: u8,
@@ -62,18 +75,33 @@ impl MemSeries {
             head: XorChunk::default(),
             last_t: i64::MIN,
             last_v: 0,
+            hists: Vec::new(),
         }
     }
 
     fn min_t(&self) -> i64 {
-        self.closed
+        let floats = self
+            .closed
             .first()
             .map(|c| c.min_t())
             .unwrap_or(if self.head.is_empty() {
                 i64::MAX
             } else {
                 self.head.min_t()
-            })
+            });
+        floats.min(self.hists.first().map(|h| h.0).unwrap_or(i64::MAX))
+    }
+
+    fn histograms(&self, mint: i64, maxt: i64) -> Vec<(i64, HistogramRef)> {
+        self.hists
+            .iter()
+            .filter(|(t, _)| *t >= mint && *t <= maxt)
+            .cloned()
+            .collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.closed.is_empty() && self.head.is_empty() && self.hists.is_empty()
     }
 
     fn samples(&self, mint: i64, maxt: i64) -> Vec<(i64, f64)> {
@@ -246,6 +274,7 @@ impl Inner {
         }
         s.closed = chunks;
         s.head = cur;
+        s.hists.retain(|(t, _)| *t < mint || *t > maxt);
         let after = s.closed.len() as u64 + 1;
         self.chunks = self.chunks + after - before;
     }
@@ -366,6 +395,17 @@ impl Head {
                             .filter(|(_, t, _)| *t >= head.opts.min_valid_ms)
                             .map(|(r, t, v)| (SeriesRef(r), t, v)),
                     ),
+                    super::wal::Record::Histograms(hs) => {
+                        g.rebuild_free_list();
+                        head.commit_locked(&mut g, &batch, 0);
+                        batch.clear();
+                        let hs: Vec<(SeriesRef, i64, HistogramRef)> = hs
+                            .into_iter()
+                            .filter(|(_, t, _)| *t >= head.opts.min_valid_ms)
+                            .map(|(r, t, h)| (SeriesRef(r), t, h))
+                            .collect();
+                        head.commit_histograms_locked(&mut g, &hs);
+                    }
                     super::wal::Record::Delete(d) => {
                         g.rebuild_free_list();
                         head.commit_locked(&mut g, &batch, 0);
@@ -480,9 +520,14 @@ impl Head {
             let n = s.closed.len();
             s.closed.retain(|c| c.max_t() >= before);
             dropped_chunks += (n - s.closed.len()) as u64;
-            if !s.head.is_empty() && s.head.max_t() < before && s.closed.is_empty() {
+            s.hists.retain(|(t, _)| *t >= before);
+            if !s.head.is_empty()
+                && s.head.max_t() < before
+                && s.closed.is_empty()
+                && s.hists.is_empty()
+            {
                 removed.push(id as u32);
-            } else if s.closed.is_empty() && s.head.is_empty() {
+            } else if s.is_empty() {
                 s.empty_passes += 1;
                 if s.empty_passes >= 2 {
                     removed.push(id as u32);
@@ -556,7 +601,9 @@ impl Head {
             .iter()
             .flatten()
             .map(|s| {
-                s.closed.iter().map(|c| u64::from(c.len())).sum::<u64>() + u64::from(s.head.len())
+                s.closed.iter().map(|c| u64::from(c.len())).sum::<u64>()
+                    + u64::from(s.head.len())
+                    + s.hists.len() as u64
             })
             .sum()
     }
@@ -627,7 +674,7 @@ impl Head {
         series: &[(Labels, SeriesRef)],
         mint: i64,
         maxt: i64,
-    ) -> Vec<(Labels, Vec<XorChunk>)> {
+    ) -> Vec<HeadSlice> {
         let g = self.inner.read();
         series
             .iter()
@@ -640,7 +687,12 @@ impl Head {
                     .filter(|c| !c.is_empty() && c.max_t() >= mint && c.min_t() < maxt)
                     .cloned()
                     .collect();
-                (!cs.is_empty()).then(|| (labels.clone(), cs))
+                let hs = s.histograms(mint, maxt - 1);
+                (!cs.is_empty() || !hs.is_empty()).then(|| HeadSlice {
+                    labels: labels.clone(),
+                    chunks: cs,
+                    histograms: hs,
+                })
             })
             .collect()
     }
@@ -700,23 +752,43 @@ impl Head {
         self.commit_locked(&mut self.inner.write(), batch, 0);
     }
 
-    fn commit_batch(&self, batch: &[(SeriesRef, i64, f64)], series_added: u64) -> CommitStats {
+    fn commit_batch(
+        &self,
+        batch: &[(SeriesRef, i64, f64)],
+        hbatch: &[(SeriesRef, i64, HistogramRef)],
+        series_added: u64,
+    ) -> CommitStats {
         let mut g = self.inner.write();
         if let Some(w) = &self.wal {
             let recs: Vec<(u64, i64, f64)> = batch.iter().map(|(r, t, v)| (r.0, *t, *v)).collect();
+            let hrecs: Vec<(u64, i64, HistogramRef)> = hbatch
+                .iter()
+                .map(|(r, t, h)| (r.0, *t, h.clone()))
+                .collect();
             let mut w = w.lock();
-            let r = w.log_samples(&recs).and_then(|_| {
-                if self.opts.sync_every_commit {
-                    w.sync()
-                } else {
-                    Ok(())
-                }
-            });
+            let r = w
+                .log_samples(&recs)
+                .and_then(|_| w.log_histograms(&hrecs))
+                .and_then(|_| {
+                    if self.opts.sync_every_commit {
+                        w.sync()
+                    } else {
+                        Ok(())
+                    }
+                });
             if let Err(e) = r {
                 tracing::error!(error = %e, "writing the WAL failed; samples are kept in memory only");
             }
         }
-        self.commit_locked(&mut g, batch, series_added)
+        let mut st = self.commit_locked(&mut g, batch, series_added);
+        if !hbatch.is_empty() {
+            let h = self.commit_histograms_locked(&mut g, hbatch);
+            st.appended += h.appended;
+            st.out_of_order += h.out_of_order;
+            st.out_of_bounds += h.out_of_bounds;
+            st.duplicate += h.duplicate;
+        }
+        st
     }
 
     fn commit_locked(
@@ -782,6 +854,49 @@ impl Head {
         st
     }
 
+    fn commit_histograms_locked(
+        &self,
+        g: &mut Inner,
+        batch: &[(SeriesRef, i64, HistogramRef)],
+    ) -> CommitStats {
+        let mut st = CommitStats::default();
+        for (r, t, h) in batch {
+            let Some(id) = g.resolve(*r) else {
+                st.out_of_bounds += 1;
+                continue;
+            };
+            if *t < g.min_valid {
+                st.out_of_bounds += 1;
+                continue;
+            }
+            let Some(s) = g.series[id as usize].as_mut() else {
+                continue;
+            };
+            if *t < s.last_t {
+                st.out_of_order += 1;
+                continue;
+            }
+            if *t == s.last_t {
+                if s.hists
+                    .last()
+                    .is_none_or(|(lt, lh)| *lt != *t || **lh != **h)
+                {
+                    st.duplicate += 1;
+                }
+                continue;
+            }
+            s.hists.push((*t, h.clone()));
+            s.last_t = *t;
+            st.appended += 1;
+            g.min_t = g.min_t.min(*t);
+            g.max_t = g.max_t.max(*t);
+        }
+        self.metrics.samples_appended.inc_by(st.appended);
+        self.metrics.out_of_order.inc_by(st.out_of_order);
+        self.metrics.out_of_bounds.inc_by(st.out_of_bounds);
+        st
+    }
+
     /// The ref of `labels`, creating the series when new (the bool says whether it was).
     fn get_or_create(&self, labels: &Labels) -> (SeriesRef, bool) {
         let hash = labels.stable_hash();
@@ -810,6 +925,7 @@ impl Head {
 struct HeadAppender {
     head: Head,
     batch: Vec<(SeriesRef, i64, f64)>,
+    hbatch: Vec<(SeriesRef, i64, HistogramRef)>,
     series_added: u64,
 }
 
@@ -834,8 +950,27 @@ impl Appender for HeadAppender {
         Ok(())
     }
 
+    fn append_histogram(
+        &mut self,
+        labels: &Labels,
+        t_ms: i64,
+        h: HistogramRef,
+    ) -> Result<SeriesRef, StorageError> {
+        if labels.metric_name().is_empty() {
+            return Err(StorageError::InvalidLabels(format!(
+                "{labels}: no metric name"
+            )));
+        }
+        let (r, created) = self.head.get_or_create(labels);
+        self.series_added += u64::from(created);
+        self.hbatch.push((r, t_ms, h));
+        Ok(r)
+    }
+
     fn commit(self: Box<Self>) -> Result<CommitStats, StorageError> {
-        Ok(self.head.commit_batch(&self.batch, self.series_added))
+        Ok(self
+            .head
+            .commit_batch(&self.batch, &self.hbatch, self.series_added))
     }
 
     fn rollback(self: Box<Self>) {}
@@ -846,6 +981,7 @@ impl Appendable for Head {
         Box::new(HeadAppender {
             head: self.clone(),
             batch: Vec::new(),
+            hbatch: Vec::new(),
             series_added: 0,
         })
     }
@@ -859,8 +995,9 @@ impl Querier for Head {
             .map(|s| Series {
                 labels: s.labels.clone(),
                 samples: s.samples(mint, maxt),
+                histograms: s.histograms(mint, maxt),
             })
-            .filter(|s| !s.samples.is_empty())
+            .filter(|s| !s.samples.is_empty() || !s.histograms.is_empty())
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         out

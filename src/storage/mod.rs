@@ -64,6 +64,13 @@ pub struct CommitStats {
 pub trait Appender: Send {
     /// Adds a sample to the batch, creating the series if needed; returns its ref.
     fn append(&mut self, labels: &Labels, t_ms: i64, v: f64) -> Result<SeriesRef, StorageError>;
+    /// Adds a native histogram sample, creating the series if needed; returns its ref.
+    fn append_histogram(
+        &mut self,
+        labels: &Labels,
+        t_ms: i64,
+        h: std::sync::Arc<crate::model::histogram::FloatHistogram>,
+    ) -> Result<SeriesRef, StorageError>;
     /// Adds a sample by a ref from an earlier `append`.
     fn append_ref(&mut self, r: SeriesRef, t_ms: i64, v: f64) -> Result<(), StorageError>;
     /// Makes the batch visible; per-sample refusals are counted, not fatal.
@@ -83,8 +90,10 @@ pub trait Appendable: Send + Sync {
 pub struct Series {
     /// The series' labels.
     pub labels: Labels,
-    /// Samples in time order.
+    /// Float samples in time order.
     pub samples: Vec<(i64, f64)>,
+    /// Native histogram samples in time order.
+    pub histograms: Vec<(i64, std::sync::Arc<crate::model::histogram::FloatHistogram>)>,
 }
 
 /// Read access to stored series.

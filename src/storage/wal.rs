@@ -6,6 +6,10 @@
 //! segment is truncated to the last good record and later segments are moved aside, so a torn
 //! write after a crash never becomes a crash loop. The WAL knows nothing of queries.
 
+use crate::model::histogram::FloatHistogram;
+
+/// A shared, immutable histogram sample.
+pub type HistogramRef = std::sync::Arc<FloatHistogram>;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -17,6 +21,7 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 const REC_SERIES: u8 = 1;
 const REC_SAMPLES: u8 = 2;
 const REC_DELETE: u8 = 3;
+const REC_HISTOGRAMS: u8 = 4;
 
 /// WAL failures.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +57,8 @@ pub enum Record {
     Samples(Vec<(u64, i64, f64)>),
     /// Deleted ranges as (ref, mint, maxt), inclusive.
     Delete(Vec<(u64, i64, i64)>),
+    /// Native histogram samples as (ref, t, histogram).
+    Histograms(Vec<(u64, i64, HistogramRef)>),
 }
 
 /// What replay found.
@@ -105,6 +112,9 @@ fn replay_file(path: &Path, name: &str, replay: &mut Replay) -> Result<i64, WalE
         match decode(kind, payload) {
             Some(r) => {
                 if let Record::Samples(s) = &r {
+                    max_t = s.iter().map(|x| x.1).fold(max_t, i64::max);
+                }
+                if let Record::Histograms(s) = &r {
                     max_t = s.iter().map(|x| x.1).fold(max_t, i64::max);
                 }
                 replay.records.push(r);
@@ -201,6 +211,17 @@ fn decode(kind: u8, payload: &[u8]) -> Option<Record> {
                 v.push((c.u64()?, c.u64()? as i64, f64::from_bits(c.u64()?)));
             }
             Some(Record::Samples(v))
+        }
+        REC_HISTOGRAMS => {
+            let n = c.u32()? as usize;
+            let mut v = Vec::with_capacity(n.min(payload.len() / 20));
+            for _ in 0..n {
+                let r = c.u64()?;
+                let t = c.u64()? as i64;
+                let h = FloatHistogram::parse(&c.string()?).ok()?;
+                v.push((r, t, std::sync::Arc::new(h)));
+            }
+            Some(Record::Histograms(v))
         }
         REC_DELETE => {
             let n = c.u32()? as usize;
@@ -363,6 +384,27 @@ impl Wal {
             buf.extend_from_slice(&v.to_bits().to_le_bytes());
         }
         self.write_record(REC_SAMPLES, &buf)
+    }
+
+    /// Logs a batch of native histogram samples (in the canonical notation, which
+    /// round-trips every field exactly).
+    pub fn log_histograms(&mut self, samples: &[(u64, i64, HistogramRef)]) -> Result<(), WalError> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(4 + samples.len() * 64);
+        buf.extend_from_slice(&(samples.len() as u32).to_le_bytes());
+        let newest = samples.iter().map(|x| x.1).max().unwrap_or(i64::MIN);
+        let e = self.max_t.entry(self.seg_no).or_insert(i64::MIN);
+        *e = (*e).max(newest);
+        for (r, t, h) in samples {
+            buf.extend_from_slice(&r.to_le_bytes());
+            buf.extend_from_slice(&t.to_le_bytes());
+            let text = h.to_string();
+            buf.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            buf.extend_from_slice(text.as_bytes());
+        }
+        self.write_record(REC_HISTOGRAMS, &buf)
     }
 
     /// Logs deleted ranges, so replay deletes them again.
