@@ -604,11 +604,11 @@ pub fn analyze(data_dir: &std::path::Path, limit: usize, cfg: &Config) -> anyhow
 struct RulesEngine(crate::promql::Engine);
 
 impl crate::rules::group::RuleEngine for RulesEngine {
-    fn query(&self, expr: &str, t_ms: i64) -> Result<Vec<(Labels, f64)>, String> {
+    fn query(&self, expr: &str, t_ms: i64) -> Result<Vec<crate::rules::group::RuleSample>, String> {
         use crate::promql::Value;
         match self.0.instant(expr, t_ms).map_err(|e| e.to_string())?.value {
-            Value::Vector(v) => Ok(v.into_iter().map(|s| (s.metric, s.f)).collect()),
-            Value::Scalar(f) => Ok(vec![(Labels::default(), f)]),
+            Value::Vector(v) => Ok(v.into_iter().map(|s| (s.metric, s.f, s.h)).collect()),
+            Value::Scalar(f) => Ok(vec![(Labels::default(), f, None)]),
             other => Err(format!(
                 "rule result is not a vector or scalar: {}",
                 other.type_name()

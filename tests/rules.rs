@@ -24,10 +24,7 @@ fn run(dir: &Path, args: &[&str]) -> (i32, String) {
 
 /// Cases whose expected outcome needs what the appliance does not have yet; each with its
 /// reason. A listed case that starts passing fails the test until it is taken off.
-const KNOWN_GAPS: &[(&str, &str)] = &[(
-    "test rules unittest.yml",
-    "native histograms (input series and histogram: expectations) are not supported yet",
-)];
+const KNOWN_GAPS: &[(&str, &str)] = &[];
 
 #[test]
 fn promtool_fixtures_give_the_listed_outcomes() {

@@ -163,6 +163,16 @@ fn point(t: i64, f: f64) -> Value {
     json!([time_json(t), crate::promql::format_value(f)])
 }
 
+/// A native histogram as Prometheus's API renders it.
+fn histogram_json(h: &crate::model::histogram::FloatHistogram) -> Value {
+    let f = crate::promql::format_value;
+    json!({
+        "count": f(h.count),
+        "sum": f(h.sum),
+        "buckets": h.api_buckets().into_iter().map(|(rule, lo, hi, c)| json!([rule, f(lo), f(hi), f(c)])).collect::<Vec<_>>(),
+    })
+}
+
 fn promql_error(e: crate::promql::PromqlError) -> ApiError {
     use crate::promql::PromqlError as E;
     match e {
@@ -179,7 +189,10 @@ fn result_json(r: crate::promql::QueryResult, t: i64) -> Response {
         V::String(s) => json!({"resultType": "string", "result": [time_json(t), s]}),
         V::Vector(v) => json!({
             "resultType": "vector",
-            "result": v.iter().map(|s| json!({"metric": labels_json(&s.metric), "value": point(t, s.f)})).collect::<Vec<_>>(),
+            "result": v.iter().map(|s| match &s.h {
+                Some(h) => json!({"metric": labels_json(&s.metric), "histogram": [time_json(t), histogram_json(h)]}),
+                None => json!({"metric": labels_json(&s.metric), "value": point(t, s.f)}),
+            }).collect::<Vec<_>>(),
         }),
         V::Matrix(m) => json!({
             "resultType": "matrix",
@@ -883,6 +896,18 @@ mod tests {
         assert!(parse_selector("rate(x[5m])").is_err());
         assert!(parse_selector("x{").is_err());
         assert_eq!(parse_selector_lenient("{job=\"node\"}").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn histograms_render_as_prometheus_does() {
+        let h = crate::model::histogram::FloatHistogram::parse(
+            "{{schema:0 count:3 sum:4.5 z_bucket:1 buckets:[2] offset:1}}",
+        )
+        .unwrap();
+        assert_eq!(
+            histogram_json(&h),
+            json!({"count": "3", "sum": "4.5", "buckets": [[3, "-0", "0", "1"], [0, "1", "2", "2"]]})
+        );
     }
 
     #[test]

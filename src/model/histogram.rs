@@ -234,6 +234,118 @@ impl FloatHistogram {
     }
 }
 
+impl FloatHistogram {
+    /// Upper bound of bucket `i` of an exponential schema.
+    fn bound(&self, i: i32) -> f64 {
+        (f64::from(i) * (-f64::from(self.schema)).exp2()).exp2()
+    }
+
+    /// Non-empty buckets as Prometheus's API lists them: (boundary rule, lower, upper,
+    /// count), negative buckets first, then the zero bucket, then positive buckets. Rules:
+    /// 0 = (lower, upper], 1 = [lower, upper), 3 = [lower, upper].
+    pub fn api_buckets(&self) -> Vec<(u8, f64, f64, f64)> {
+        let mut out = Vec::new();
+        if self.schema == CUSTOM_BUCKETS_SCHEMA {
+            for (i, c) in &self.positive {
+                if *c == 0.0 || *i < 0 {
+                    continue;
+                }
+                let i = *i as usize;
+                let lower = if i == 0 {
+                    f64::NEG_INFINITY
+                } else {
+                    self.custom_values
+                        .get(i - 1)
+                        .copied()
+                        .unwrap_or(f64::INFINITY)
+                };
+                let upper = self.custom_values.get(i).copied().unwrap_or(f64::INFINITY);
+                out.push((0, lower, upper, *c));
+            }
+            return out;
+        }
+        for (i, c) in self.negative.iter().rev() {
+            if *c != 0.0 {
+                out.push((1, -self.bound(*i), -self.bound(*i - 1), *c));
+            }
+        }
+        if self.zero_count != 0.0 {
+            out.push((
+                3,
+                -self.zero_threshold,
+                self.zero_threshold,
+                self.zero_count,
+            ));
+        }
+        for (i, c) in &self.positive {
+            if *c != 0.0 {
+                out.push((0, self.bound(*i - 1), self.bound(*i), *c));
+            }
+        }
+        out
+    }
+}
+
+/// Expands a value sequence of histograms as the test notations write it: `{{A}}`,
+/// `{{A}}xN` (N+1 copies), `{{A}}+{{B}}xN` / `{{A}}-{{B}}xN` (A, A±B, A±2B, …), `_` and `_xN`
+/// (gaps). Samples made by an expansion after its first carry the `not_reset` hint, as
+/// Prometheus's loader sets it.
+pub fn expand_sequence(text: &str) -> Result<Vec<Option<FloatHistogram>>, NotationError> {
+    let err = |what: String| NotationError {
+        text: text.to_string(),
+        what,
+    };
+    let mut out = Vec::new();
+    let mut rest = text.trim_start();
+    let literal = |r: &str| -> Result<(FloatHistogram, usize), NotationError> {
+        let end = r.find("}}").ok_or_else(|| err("unclosed {{".into()))?;
+        Ok((FloatHistogram::parse(&r[..end + 2])?, end + 2))
+    };
+    let count = |r: &str| -> (Option<usize>, usize) {
+        let Some(d) = r.strip_prefix('x') else {
+            return (None, 0);
+        };
+        let n: String = d.chars().take_while(|c| c.is_ascii_digit()).collect();
+        (n.parse().ok(), 1 + n.len())
+    };
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('_') {
+            let (n, used) = count(r);
+            out.extend(std::iter::repeat_n(None, n.unwrap_or(1)));
+            rest = r[used..].trim_start();
+            continue;
+        }
+        if !rest.starts_with("{{") {
+            return Err(err(format!("expected {{{{...}}}} or _ at {rest:?}")));
+        }
+        let (a, used) = literal(rest)?;
+        let r = &rest[used..];
+        if let (Some(n), used) = count(r) {
+            out.push(Some(a.clone()));
+            let mut b = a;
+            b.hint = CounterResetHint::NotReset;
+            out.extend(std::iter::repeat_n(Some(b), n));
+            rest = r[used..].trim_start();
+        } else if let Some(op) = r.chars().next().filter(|c| *c == '+' || *c == '-') {
+            let (d, used2) = literal(&r[1..])?;
+            let (n, used3) = count(&r[1 + used2..]);
+            let n = n.ok_or_else(|| err("an expansion needs xN".into()))?;
+            let mut cur = a;
+            out.push(Some(cur.clone()));
+            for _ in 0..n {
+                cur = if op == '+' { cur.add(&d) } else { cur.sub(&d) };
+                cur.hint = CounterResetHint::NotReset;
+                out.push(Some(cur.clone()));
+            }
+            rest = r[1 + used2 + used3..].trim_start();
+        } else {
+            out.push(Some(a));
+            rest = r.trim_start();
+        }
+    }
+    Ok(out)
+}
+
 fn g(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
@@ -306,6 +418,54 @@ mod tests {
         assert_eq!(c.to_string(), "{{schema:-53 count:1 sum:1 custom_values:[5 10] counter_reset_hint:gauge buckets:[1]}}");
         assert!(FloatHistogram::parse("{{sum:x}}").is_err());
         assert!(FloatHistogram::parse("{{bogus:1}}").is_err());
+    }
+
+    #[test]
+    fn api_buckets_have_prometheus_boundaries() {
+        let h = FloatHistogram::parse("{{schema:0 count:6 sum:10 z_bucket:1 z_bucket_w:0.001 buckets:[1 2] n_buckets:[2] offset:0 n_offset:1}}").unwrap();
+        assert_eq!(
+            h.api_buckets(),
+            vec![
+                (1, -2.0, -1.0, 2.0),
+                (3, -0.001, 0.001, 1.0),
+                (0, 0.5, 1.0, 1.0),
+                (0, 1.0, 2.0, 2.0)
+            ]
+        );
+        let c =
+            FloatHistogram::parse("{{schema:-53 count:3 custom_values:[5 10] buckets:[1 0 2]}}")
+                .unwrap();
+        assert_eq!(
+            c.api_buckets(),
+            vec![
+                (0, f64::NEG_INFINITY, 5.0, 1.0),
+                (0, 10.0, f64::INFINITY, 2.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn sequences_expand_as_promqltest_does() {
+        let v = expand_sequence("{{sum:3 count:2 buckets:[2]}}+{{sum:1.3 count:1 buckets:[1]}}x2")
+            .unwrap();
+        let t: Vec<String> = v.iter().map(|h| h.as_ref().unwrap().to_string()).collect();
+        assert_eq!(
+            t,
+            vec![
+                "{{count:2 sum:3 buckets:[2]}}",
+                "{{count:3 sum:4.3 counter_reset_hint:not_reset buckets:[3]}}",
+                "{{count:4 sum:5.6 counter_reset_hint:not_reset buckets:[4]}}",
+            ]
+        );
+        let v = expand_sequence("{{sum:3 count:2 buckets:[2]}}x2 _ _x2 {{}}").unwrap();
+        assert_eq!(v.len(), 7);
+        assert!(v[3].is_none() && v[5].is_none());
+        assert_eq!(
+            v[2].as_ref().unwrap().to_string(),
+            "{{count:2 sum:3 counter_reset_hint:not_reset buckets:[2]}}"
+        );
+        assert!(expand_sequence("{{sum:1}}+{{sum:1}}").is_err());
+        assert!(expand_sequence("1 2").is_err());
     }
 
     #[test]

@@ -113,6 +113,7 @@ pub(super) fn eval_aggregate(ev: &Ev<'_>, a: &AggregateExpr, ts: i64) -> R<Value
                 groups
                     .into_iter()
                     .map(|(metric, f)| Sample {
+                        h: None,
                         metric,
                         f,
                         t: ts,
@@ -147,6 +148,7 @@ pub(super) fn eval_aggregate(ev: &Ev<'_>, a: &AggregateExpr, ts: i64) -> R<Value
                 groups
                     .into_iter()
                     .map(|(metric, mut vals)| Sample {
+                        h: None,
                         metric,
                         f: quantile(q, &mut vals),
                         t: ts,
@@ -178,6 +180,7 @@ pub(super) fn eval_aggregate(ev: &Ev<'_>, a: &AggregateExpr, ts: i64) -> R<Value
                     // dropped; they go now (Prometheus's documented side effect).
                     let drop_name = acc.drop_name && metric.get(METRIC_NAME).is_some();
                     Sample {
+                        h: None,
                         metric,
                         f: finish(&op, &acc),
                         t: ts,

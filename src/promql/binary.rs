@@ -181,6 +181,7 @@ fn apply_fill(
         for s in &l {
             if !rsigs.contains(&signature(&s.metric, matching)) {
                 extra_r.push(Sample {
+                    h: None,
                     metric: sig_labels(&signature(&s.metric, matching)),
                     f: v,
                     t: s.t,
@@ -194,6 +195,7 @@ fn apply_fill(
         for s in &r {
             if !lsigs.contains(&signature(&s.metric, matching)) {
                 extra_l.push(Sample {
+                    h: None,
                     metric: sig_labels(&signature(&s.metric, matching)),
                     f: v,
                     t: s.t,
@@ -290,6 +292,7 @@ fn vector_vector(
             continue;
         }
         out.push(Sample {
+            h: None,
             metric,
             f: value,
             t: ms.t,

@@ -126,6 +126,7 @@ fn date_fn(
     };
     if c.args.args.is_empty() {
         return Ok(Value::Vector(vec![Sample {
+            h: None,
             metric: Labels::default(),
             f: conv(ts as f64 / 1000.0),
             t: ts,
@@ -272,6 +273,7 @@ fn over_time(
     ev.for_each_window(arg(c, idx)?, ts, |metric, drop, points| {
         if let Some(v) = f(points) {
             out.push(Sample {
+                h: None,
                 metric: metric.clone(),
                 f: v,
                 t: ts,
@@ -323,6 +325,7 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
         "vector" => {
             let f = scalar_arg(ev, c, 0, ts)?;
             Ok(Value::Vector(vec![Sample {
+                h: None,
                 metric: Labels::default(),
                 f,
                 t: ts,
@@ -423,7 +426,7 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
                     }
                 }
                 if let Some(v) = extrapolated_rate(points, start, end, end - start, is_counter, is_rate) {
-                    out.push(Sample { metric: metric.clone(), f: v, t: ts, drop_name: true });
+                    out.push(Sample { h: None, metric: metric.clone(), f: v, t: ts, drop_name: true });
                 }
             })?;
             Ok(Value::Vector(out))
@@ -635,6 +638,7 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
                 return Ok(Value::Vector(Vec::new()));
             }
             Ok(Value::Vector(vec![Sample {
+                h: None,
                 metric: absent_labels(arg(c, 0)?),
                 f: 1.0,
                 t: ts,

@@ -202,6 +202,7 @@ pub(super) fn classic_fraction(
     group_buckets(ev, v)
         .into_iter()
         .map(|(metric, _, mut buckets)| Sample {
+            h: None,
             metric,
             f: bucket_fraction(lower, upper, &mut buckets),
             t: ts,
@@ -231,6 +232,7 @@ pub(super) fn classic_quantile(ev: &Ev<'_>, q: f64, v: Vec<Sample>, ts: i64) -> 
             ));
         }
         out.push(Sample {
+            h: None,
             metric,
             f,
             t: ts,

@@ -32,6 +32,8 @@ pub struct Sample {
     pub t: i64,
     /// `__name__` is to be removed at the end of evaluation (delayed name removal).
     pub drop_name: bool,
+    /// A native histogram sample (then `f` is 0). Only plain selectors return them yet.
+    pub h: Option<std::sync::Arc<crate::model::histogram::FloatHistogram>>,
 }
 
 /// One series of a range vector or range-query result.

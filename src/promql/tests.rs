@@ -112,3 +112,42 @@ fn byte_escapes_follow_go() {
     let Value::Vector(v) = r.value else { panic!() };
     assert_eq!(v[0].metric.get("x"), Some("é"));
 }
+
+#[test]
+fn plain_selectors_return_native_histograms_and_expressions_say_they_left_them_out() {
+    use crate::model::histogram::FloatHistogram;
+    let head = Head::new(HeadOptions::default());
+    let mut a = head.appender();
+    let l = Labels::from_pairs([("__name__", "req"), ("job", "a")]);
+    let h = std::sync::Arc::new(FloatHistogram::parse("{{count:2 sum:3 buckets:[2]}}").unwrap());
+    a.append_histogram(&l, 10_000, h.clone()).unwrap();
+    a.append(
+        &Labels::from_pairs([("__name__", "req"), ("job", "b")]),
+        10_000,
+        7.0,
+    )
+    .unwrap();
+    a.commit().unwrap();
+    let e = Engine::new(std::sync::Arc::new(head), EngineOptions::default());
+    let r = e.instant("(req)", 20_000).unwrap();
+    let Value::Vector(v) = r.value else { panic!() };
+    assert_eq!(v.len(), 2);
+    assert_eq!(
+        v[0].h.as_deref().map(|h| h.to_string()),
+        Some(h.to_string())
+    );
+    assert_eq!((v[1].f, v[1].h.is_none()), (7.0, true));
+    // Later than the lookback: gone.
+    let Value::Vector(v) = e.instant("req", 400_000).unwrap().value else {
+        panic!()
+    };
+    assert!(v.is_empty());
+    let r = e.instant("sum(req)", 20_000).unwrap();
+    let Value::Vector(v) = r.value else { panic!() };
+    assert_eq!(v[0].f, 7.0, "floats still add up");
+    assert!(
+        r.infos.iter().any(|i| i.contains("native histogram")),
+        "{:?}",
+        r.infos
+    );
+}

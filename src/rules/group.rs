@@ -9,13 +9,18 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::template::{self, QueryFn, TemplateData};
+use crate::model::histogram::FloatHistogram;
 use crate::model::{stale_nan, Labels, MatchOp, Matcher, METRIC_NAME};
 use crate::storage::{Appendable, Querier};
+
+/// One sample of a rule's result: labels, float value, and the histogram when it is a
+/// native histogram sample (the float is then 0).
+pub type RuleSample = (Labels, f64, Option<Arc<FloatHistogram>>);
 
 /// Instant-query evaluation, as rules need it.
 pub trait RuleEngine: Send + Sync {
     /// Evaluates `expr` at `t_ms`: a vector (a scalar becomes one sample without labels).
-    fn query(&self, expr: &str, t_ms: i64) -> Result<Vec<(Labels, f64)>, String>;
+    fn query(&self, expr: &str, t_ms: i64) -> Result<Vec<RuleSample>, String>;
 }
 
 /// Where alerts that need sending go (the notifier, or a log until it exists).
@@ -303,8 +308,12 @@ impl Group {
             };
             let mut app = ctx.storage.appender();
             let mut now_series = HashSet::with_capacity(series.len());
-            for (l, v) in &series {
-                if let Err(e) = app.append(l, at, *v) {
+            for (l, v, h) in &series {
+                let r = match h {
+                    Some(h) => app.append_histogram(l, at, h.clone()),
+                    None => app.append(l, at, *v),
+                };
+                if let Err(e) = r {
                     tracing::warn!(rule = rule.def.name(), error = %e, "rule result not stored");
                 }
                 now_series.insert(l.clone());
@@ -418,11 +427,11 @@ fn eval_recording(
     at: i64,
     limit: usize,
     ctx: &EvalContext,
-) -> Result<Vec<(Labels, f64)>, String> {
+) -> Result<Vec<RuleSample>, String> {
     let res = ctx.engine.query(&def.expr, at)?;
     let mut out = Vec::with_capacity(res.len());
     let mut seen = HashSet::with_capacity(res.len());
-    for (l, v) in res {
+    for (l, v, h) in res {
         let mut b = l.builder();
         b.set(METRIC_NAME.into(), def.record.clone());
         for (k, val) in labels {
@@ -438,7 +447,7 @@ fn eval_recording(
                 "vector contains metrics with the same labelset after applying rule labels".into(),
             );
         }
-        out.push((l, v));
+        out.push((l, v, h));
     }
     if limit > 0 && out.len() > limit {
         return Err(format!(
@@ -464,16 +473,16 @@ fn eval_alerting(
     at: i64,
     limit: usize,
     ctx: &EvalContext,
-) -> Result<Vec<(Labels, f64)>, String> {
+) -> Result<Vec<RuleSample>, String> {
     let res = ctx.engine.query(&def.expr, at)?;
     let engine = ctx.engine.clone();
     let query: QueryFn = Arc::new(move |q: &str| {
         engine
             .query(q, at)
-            .map(|v| v.into_iter().map(|(l, f)| (labels_map(&l), f)).collect())
+            .map(|v| v.into_iter().map(|(l, f, _)| (labels_map(&l), f)).collect())
     });
     let mut fresh: HashMap<u64, Alert> = HashMap::with_capacity(res.len());
-    for (l, v) in res {
+    for (l, v, _) in res {
         let data = TemplateData {
             labels: labels_map(&l),
             external_labels: ctx.external_labels.clone(),
@@ -591,10 +600,10 @@ fn eval_alerting(
             let mut b = a.labels.builder();
             b.set(METRIC_NAME.into(), "ALERTS".into());
             b.set("alertstate".into(), a.state.as_str().into());
-            out.push((b.labels(), 1.0));
+            out.push((b.labels(), 1.0, None));
             let mut b = a.labels.builder();
             b.set(METRIC_NAME.into(), "ALERTS_FOR_STATE".into());
-            out.push((b.labels(), (a.active_at / 1000) as f64));
+            out.push((b.labels(), (a.active_at / 1000) as f64, None));
         }
     }
     for h in doomed {
@@ -657,8 +666,13 @@ mod tests {
 
     struct Fake(Mutex<Vec<(Labels, f64)>>);
     impl RuleEngine for Fake {
-        fn query(&self, _: &str, _: i64) -> Result<Vec<(Labels, f64)>, String> {
-            Ok(self.0.lock().clone())
+        fn query(&self, _: &str, _: i64) -> Result<Vec<RuleSample>, String> {
+            Ok(self
+                .0
+                .lock()
+                .iter()
+                .map(|(l, f)| (l.clone(), *f, None))
+                .collect())
         }
     }
     #[derive(Default)]

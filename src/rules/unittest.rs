@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::file::{self, ParseOptions};
 use super::group::{AlertSink, AlertState, EvalContext, Group, RuleEngine};
+use crate::model::histogram::FloatHistogram;
 use crate::model::time::Duration;
 use crate::model::Labels;
 use crate::storage::{Appendable, Querier};
@@ -390,7 +391,7 @@ fn run_group(
         .filter(|d| *d > 0)
         .unwrap_or(eval_ms);
     // Inputs, in time order, loaded as evaluation reaches them.
-    let mut inputs: Vec<(i64, Labels, f64)> = Vec::new();
+    let mut inputs: Vec<(i64, Labels, Input)> = Vec::new();
     for s in &tg.input_series {
         let labels = crate::promql::testlang::parse_series_id(s.series.trim()).map_err(|e| {
             vec![format!(
@@ -398,17 +399,25 @@ fn run_group(
                 s.series
             )]
         })?;
-        let (vals, native) = crate::promql::testlang::expand_values(&s.values)
-            .map_err(|e| vec![format!("    could not parse values of {:?}: {e}", s.series)])?;
-        if native {
-            return Err(vec![format!(
-                "    input series {:?}: native histograms are not supported yet",
-                s.series
-            )]);
+        if s.values.contains("{{") {
+            let hs = crate::model::histogram::expand_sequence(&s.values)
+                .map_err(|e| vec![format!("    could not parse values of {:?}: {e}", s.series)])?;
+            for (k, h) in hs.into_iter().enumerate() {
+                if let Some(h) = h {
+                    inputs.push((
+                        start + k as i64 * interval,
+                        labels.clone(),
+                        Input::H(Arc::new(h)),
+                    ));
+                }
+            }
+            continue;
         }
+        let (vals, _) = crate::promql::testlang::expand_values(&s.values)
+            .map_err(|e| vec![format!("    could not parse values of {:?}: {e}", s.series)])?;
         for (k, v) in vals.into_iter().enumerate() {
             if let Some(v) = v {
-                inputs.push((start + k as i64 * interval, labels.clone(), v));
+                inputs.push((start + k as i64 * interval, labels.clone(), Input::F(v)));
             }
         }
     }
@@ -465,7 +474,7 @@ fn run_group(
         let mut app = env.storage.appender();
         while next_input < inputs.len() && inputs[next_input].0 <= ts {
             let (t, l, v) = &inputs[next_input];
-            let _ = app.append(l, *t, *v);
+            append_input(app.as_mut(), l, *t, v);
             next_input += 1;
         }
         if let Err(e) = app.commit() {
@@ -507,7 +516,7 @@ fn run_group(
     // Everything left is loaded before the PromQL checks.
     let mut app = env.storage.appender();
     for (t, l, v) in inputs.iter().skip(next_input) {
-        let _ = app.append(l, *t, *v);
+        append_input(app.as_mut(), l, *t, v);
     }
     let _ = app.commit();
     for pt in &tg.promql_expr_test {
@@ -520,6 +529,19 @@ fn run_group(
     } else {
         Err(errs)
     }
+}
+
+/// An input sample: a float or a native histogram.
+enum Input {
+    F(f64),
+    H(Arc<FloatHistogram>),
+}
+
+fn append_input(app: &mut dyn crate::storage::Appender, l: &Labels, t: i64, v: &Input) {
+    let _ = match v {
+        Input::F(f) => app.append(l, t, *f).map(|_| ()),
+        Input::H(h) => app.append_histogram(l, t, h.clone()).map(|_| ()),
+    };
 }
 
 fn fmt_dur(ms: i64) -> String {
@@ -630,13 +652,8 @@ fn check_promql(
         )
     };
     let mut got = engine.query(&pt.expr, t).map_err(fail)?;
-    let mut exp = Vec::new();
+    let mut exp: Vec<super::group::RuleSample> = Vec::new();
     for s in &pt.exp_samples {
-        if !s.histogram.is_empty() {
-            return Err(fail(
-                "native histogram expectations are not supported yet".into(),
-            ));
-        }
         let labels = if s.labels.trim().is_empty() {
             Labels::default()
         } else {
@@ -647,22 +664,38 @@ fn check_promql(
                 ))
             })?
         };
-        exp.push((labels, s.value.unwrap_or(0.0)));
+        if s.histogram.is_empty() {
+            exp.push((labels, s.value.unwrap_or(0.0), None));
+        } else {
+            let h = FloatHistogram::parse(&s.histogram).map_err(|e| fail(e.to_string()))?;
+            exp.push((labels, 0.0, Some(Arc::new(h))));
+        }
     }
     got.sort_by(|a, b| a.0.cmp(&b.0));
     exp.sort_by(|a, b| a.0.cmp(&b.0));
+    // Histograms compare through their canonical rendering (the counter-reset hint included),
+    // as promtool compares them.
+    let same_value = |g: &super::group::RuleSample, e: &super::group::RuleSample| match (&g.2, &e.2)
+    {
+        (None, None) => float_eq(g.1, e.1, fuzzy),
+        (Some(a), Some(b)) => a.to_string() == b.to_string(),
+        _ => false,
+    };
     let same = got.len() == exp.len()
         && got
             .iter()
             .zip(&exp)
-            .all(|(g, e)| g.0 == e.0 && float_eq(g.1, e.1, fuzzy));
+            .all(|(g, e)| g.0 == e.0 && same_value(g, e));
     if same {
         return Ok(());
     }
-    let show = |v: &[(Labels, f64)]| {
+    let show = |v: &[super::group::RuleSample]| {
         let items: Vec<String> = v
             .iter()
-            .map(|(l, f)| format!("{{Labels:{l} Value:{}}}", super::template::go_g(*f, None)))
+            .map(|(l, f, h)| match h {
+                Some(h) => format!("{{Labels:{l} Histogram:{h}}}"),
+                None => format!("{{Labels:{l} Value:{}}}", super::template::go_g(*f, None)),
+            })
             .collect();
         format!("[{}]", items.join(" "))
     };
