@@ -248,6 +248,26 @@ impl Inner {
         self.free.push(id);
     }
 
+    /// Where a sample at `t` for `r` may go: its series' slot and whether `t` repeats the
+    /// newest timestamp; None (counted in `st`) for an unknown ref, a time before the head's
+    /// range, or a time before the series' newest sample.
+    fn admit(&self, r: SeriesRef, t: i64, st: &mut CommitStats) -> Option<(u32, bool)> {
+        let Some(id) = self.resolve(r) else {
+            st.out_of_bounds += 1;
+            return None;
+        };
+        if t < self.min_valid {
+            st.out_of_bounds += 1;
+            return None;
+        }
+        let s = self.series[id as usize].as_ref()?;
+        if t < s.last_t {
+            st.out_of_order += 1;
+            return None;
+        }
+        Some((id, t == s.last_t))
+    }
+
     /// Rewrites series `id`'s chunks without samples in `[mint, maxt]`.
     fn delete_range(&mut self, id: u32, mint: i64, maxt: i64, range: i64) {
         let Some(s) = self.series[id as usize].as_mut() else {
@@ -803,22 +823,13 @@ impl Head {
         };
         let range = self.opts.chunk_range_ms.max(1);
         for (r, t, v) in batch {
-            let Some(id) = g.resolve(*r) else {
-                st.out_of_bounds += 1;
+            let Some((id, repeat)) = g.admit(*r, *t, &mut st) else {
                 continue;
             };
-            if *t < g.min_valid {
-                st.out_of_bounds += 1;
-                continue;
-            }
             let Some(s) = g.series[id as usize].as_mut() else {
                 continue;
             };
-            if *t < s.last_t {
-                st.out_of_order += 1;
-                continue;
-            }
-            if *t == s.last_t {
+            if repeat {
                 // Same timestamp and value is a harmless repeat; a different value is refused.
                 if v.to_bits() != s.last_v
                     && !(is_stale_nan(*v) && is_stale_nan(f64::from_bits(s.last_v)))
@@ -861,22 +872,13 @@ impl Head {
     ) -> CommitStats {
         let mut st = CommitStats::default();
         for (r, t, h) in batch {
-            let Some(id) = g.resolve(*r) else {
-                st.out_of_bounds += 1;
+            let Some((id, repeat)) = g.admit(*r, *t, &mut st) else {
                 continue;
             };
-            if *t < g.min_valid {
-                st.out_of_bounds += 1;
-                continue;
-            }
             let Some(s) = g.series[id as usize].as_mut() else {
                 continue;
             };
-            if *t < s.last_t {
-                st.out_of_order += 1;
-                continue;
-            }
-            if *t == s.last_t {
+            if repeat {
                 if s.hists
                     .last()
                     .is_none_or(|(lt, lh)| *lt != *t || **lh != **h)
