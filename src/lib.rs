@@ -11,6 +11,7 @@ pub mod collect;
 pub mod config;
 pub mod http;
 pub mod model;
+pub mod notify;
 pub mod promql;
 pub mod rules;
 pub mod scrape;

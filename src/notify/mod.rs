@@ -1,0 +1,6 @@
+//! Notifications, Alertmanager-compatible: the routing tree (this step), and — as the
+//! notifications issue proceeds — grouping, inhibition, silences, the notification log and
+//! the receivers. It takes alerts through the rules module's sink and never touches storage,
+//! scraping or PromQL.
+
+pub mod route;
