@@ -67,6 +67,13 @@ pub struct Config {
     /// Rule evaluation settings (Prometheus's `--rules.*` flags).
     #[serde(default)]
     pub rules: crate::rules::manager::RulesConfig,
+    /// Notifications: an Alertmanager configuration inline, or `{config_file: path}`.
+    #[serde(default, skip_serializing_if = "notify_unset")]
+    pub notify: crate::notify::config::NotifySection,
+}
+
+fn notify_unset(n: &crate::notify::config::NotifySection) -> bool {
+    n.0.is_null()
 }
 
 impl Config {
@@ -214,6 +221,17 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
                 line,
                 msg: format!("scrape_configs[{i}]: {msg}"),
             })?;
+    }
+    let base = Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Err(e) = cfg.notify.load(base) {
+        return Err(ConfigError::Invalid {
+            path: path.into(),
+            line: find_line(&expanded, "notify:"),
+            msg: e.to_string(),
+        });
     }
     Ok(cfg)
 }

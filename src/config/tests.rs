@@ -134,3 +134,34 @@ fn readme_example_config_parses() {
     let c = parse(&readme[start..end], "README.md").unwrap();
     assert_eq!(c.scrape_configs[0].job_name, "node");
 }
+
+#[test]
+fn notify_section_is_checked_and_redacted() {
+    let good = "notify:\n  route: {receiver: slack}\n  receivers:\n    - name: slack\n      slack_configs:\n        - api_url: https://hooks.slack.com/services/SECRET\n";
+    let c = parse(good, "a.yml").unwrap();
+    let y = c.to_redacted_yaml();
+    assert!(!y.contains("SECRET") && y.contains("<secret>"), "{y}");
+    let bad = "scrape_configs: []\nnotify:\n  route: {receiver: nobody}\n  receivers: []\n";
+    let e = parse(bad, "b.yml").unwrap_err().to_string();
+    assert!(
+        e.contains("b.yml:2") && e.contains("undefined receiver \"nobody\" used in route"),
+        "{e}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("am.yml"),
+        "route: {receiver: x}\nreceivers: [{name: x}]\n",
+    )
+    .unwrap();
+    let p = dir.path().join("c.yml");
+    std::fs::write(&p, "notify: {config_file: am.yml}\n").unwrap();
+    parse(&std::fs::read_to_string(&p).unwrap(), p.to_str().unwrap()).unwrap();
+    std::fs::write(dir.path().join("am.yml"), "route: {}\n").unwrap();
+    let e = parse(&std::fs::read_to_string(&p).unwrap(), p.to_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("am.yml") && e.contains("root route must specify a default receiver"),
+        "{e}"
+    );
+}

@@ -3,4 +3,5 @@
 //! the receivers. It takes alerts through the rules module's sink and never touches storage,
 //! scraping or PromQL.
 
+pub mod config;
 pub mod route;

@@ -1,0 +1,930 @@
+//! The `notify:` section: an Alertmanager configuration (`global`, `route`, `receivers`,
+//! `inhibit_rules`, `time_intervals`, `mute_time_intervals`, `templates`), read as
+//! Alertmanager reads it and refused for the same reasons with the same words.
+//!
+//! Receiver integrations are kept as their YAML values (checked against each integration's
+//! known keys and rules); the receivers module turns the ones it implements into senders.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde_json::Value;
+
+use super::route::{matchers_of, Route};
+use crate::model::Matcher;
+
+/// Why a notify configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotifyConfigError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, NotifyConfigError> {
+    Err(NotifyConfigError(msg.into()))
+}
+
+/// One integration of a receiver (`slack_configs` entry, …).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Integration {
+    /// Kind: `slack`, `email`, `webhook`, `pagerduty`, …
+    pub kind: String,
+    /// Its settings as written (global defaults not yet applied).
+    pub settings: Value,
+}
+
+/// A named receiver with its integrations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Receiver {
+    /// Name, unique.
+    pub name: String,
+    /// Integrations in file order.
+    pub integrations: Vec<Integration>,
+}
+
+/// An inhibition rule.
+#[derive(Clone, Debug)]
+pub struct InhibitRule {
+    /// Alerts matching these mute…
+    pub source: Vec<Matcher>,
+    /// …alerts matching these…
+    pub target: Vec<Matcher>,
+    /// …when these labels are equal on both.
+    pub equal: Vec<String>,
+}
+
+/// A parsed, checked Alertmanager configuration.
+#[derive(Clone, Debug)]
+pub struct NotifyConfig {
+    /// `global` as written.
+    pub global: BTreeMap<String, Value>,
+    /// The routing tree.
+    pub route: Route,
+    /// Receivers.
+    pub receivers: Vec<Receiver>,
+    /// Inhibition rules.
+    pub inhibit_rules: Vec<InhibitRule>,
+    /// Named time intervals (`time_intervals` and the older `mute_time_intervals`).
+    pub time_intervals: BTreeMap<String, Value>,
+    /// Template file globs.
+    pub templates: Vec<String>,
+}
+
+const TOP_KEYS: &[&str] = &[
+    "global",
+    "route",
+    "receivers",
+    "inhibit_rules",
+    "time_intervals",
+    "mute_time_intervals",
+    "templates",
+    "tracing",
+];
+
+const GLOBAL_KEYS: &[&str] = &[
+    "resolve_timeout",
+    "http_config",
+    "smtp_from",
+    "smtp_hello",
+    "smtp_smarthost",
+    "smtp_auth_username",
+    "smtp_auth_password",
+    "smtp_auth_password_file",
+    "smtp_auth_secret",
+    "smtp_auth_secret_file",
+    "smtp_auth_identity",
+    "smtp_require_tls",
+    "smtp_tls_config",
+    "smtp_force_implicit_tls",
+    "slack_api_url",
+    "slack_api_url_file",
+    "slack_app_token",
+    "slack_app_token_file",
+    "slack_app_url",
+    "victorops_api_key",
+    "victorops_api_key_file",
+    "victorops_api_url",
+    "pagerduty_url",
+    "opsgenie_api_key",
+    "opsgenie_api_key_file",
+    "opsgenie_api_url",
+    "wechat_api_url",
+    "wechat_api_secret",
+    "wechat_api_secret_file",
+    "wechat_api_corp_id",
+    "telegram_api_url",
+    "telegram_bot_token",
+    "telegram_bot_token_file",
+    "webex_api_url",
+    "rocketchat_api_url",
+    "rocketchat_token",
+    "rocketchat_token_file",
+    "rocketchat_token_id",
+    "rocketchat_token_id_file",
+    "mattermost_webhook_url",
+    "mattermost_webhook_url_file",
+    "jira_api_url",
+];
+
+const COMMON: &[&str] = &["send_resolved", "http_config"];
+
+/// Slack's Web API endpoint for bot tokens (Alertmanager's default `slack_app_url`).
+const SLACK_APP_URL: &str = "https://slack.com/api/chat.postMessage";
+
+/// Known keys per integration kind (Alertmanager 0.34).
+fn integration_keys(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "email" => &[
+            "to",
+            "from",
+            "hello",
+            "smarthost",
+            "auth_username",
+            "auth_password",
+            "auth_password_file",
+            "auth_secret",
+            "auth_secret_file",
+            "auth_identity",
+            "headers",
+            "html",
+            "text",
+            "require_tls",
+            "tls_config",
+            "threading",
+            "force_implicit_tls",
+        ],
+        "pagerduty" => &[
+            "service_key",
+            "service_key_file",
+            "routing_key",
+            "routing_key_file",
+            "url",
+            "client",
+            "client_url",
+            "description",
+            "details",
+            "images",
+            "links",
+            "source",
+            "severity",
+            "class",
+            "component",
+            "group",
+            "timeout",
+        ],
+        "slack" => &[
+            "api_url",
+            "api_url_file",
+            "app_token",
+            "app_token_file",
+            "app_url",
+            "channel",
+            "username",
+            "color",
+            "title",
+            "title_link",
+            "pretext",
+            "text",
+            "fields",
+            "short_fields",
+            "footer",
+            "fallback",
+            "callback_id",
+            "icon_emoji",
+            "icon_url",
+            "image_url",
+            "thumb_url",
+            "link_names",
+            "mrkdwn_in",
+            "actions",
+            "update_message",
+            "message_text",
+            "timeout",
+        ],
+        "webhook" => &["url", "url_file", "max_alerts", "timeout"],
+        "wechat" => &[
+            "api_secret",
+            "api_secret_file",
+            "corp_id",
+            "message",
+            "api_url",
+            "to_user",
+            "to_party",
+            "to_tag",
+            "agent_id",
+            "message_type",
+        ],
+        "opsgenie" => &[
+            "api_key",
+            "api_key_file",
+            "api_url",
+            "message",
+            "description",
+            "source",
+            "details",
+            "entity",
+            "responders",
+            "actions",
+            "tags",
+            "note",
+            "priority",
+            "update_alerts",
+        ],
+        "victorops" => &[
+            "api_key",
+            "api_key_file",
+            "api_url",
+            "routing_key",
+            "message_type",
+            "state_message",
+            "entity_display_name",
+            "monitoring_tool",
+            "custom_fields",
+        ],
+        "pushover" => &[
+            "user_key",
+            "user_key_file",
+            "token",
+            "token_file",
+            "title",
+            "message",
+            "url",
+            "url_title",
+            "device",
+            "sound",
+            "priority",
+            "retry",
+            "expire",
+            "ttl",
+            "html",
+            "monospace",
+        ],
+        "sns" => &[
+            "api_url",
+            "sigv4",
+            "topic_arn",
+            "phone_number",
+            "target_arn",
+            "subject",
+            "message",
+            "attributes",
+        ],
+        "telegram" => &[
+            "api_url",
+            "bot_token",
+            "bot_token_file",
+            "chat_id",
+            "chat_id_file",
+            "message_thread_id",
+            "message",
+            "disable_notifications",
+            "parse_mode",
+        ],
+        "webex" => &["api_url", "message", "room_id"],
+        "discord" => &[
+            "webhook_url",
+            "webhook_url_file",
+            "content",
+            "title",
+            "message",
+            "username",
+            "avatar_url",
+        ],
+        "msteams" => &[
+            "webhook_url",
+            "webhook_url_file",
+            "title",
+            "summary",
+            "text",
+        ],
+        "msteamsv2" => &["webhook_url", "webhook_url_file", "title", "text"],
+        "jira" => &[
+            "api_url",
+            "api_type",
+            "project",
+            "summary",
+            "description",
+            "labels",
+            "priority",
+            "issue_type",
+            "reopen_transition",
+            "resolve_transition",
+            "wont_fix_resolution",
+            "reopen_duration",
+            "fields",
+        ],
+        "rocketchat" => &[
+            "api_url",
+            "token_id",
+            "token_id_file",
+            "token",
+            "token_file",
+            "channel",
+            "color",
+            "title",
+            "title_link",
+            "text",
+            "fields",
+            "short_fields",
+            "emoji",
+            "icon_url",
+            "image_url",
+            "thumb_url",
+            "link_names",
+            "actions",
+        ],
+        "mattermost" => &[
+            "webhook_url",
+            "webhook_url_file",
+            "channel",
+            "username",
+            "text",
+            "icon_url",
+            "icon_emoji",
+            "attachments",
+            "props",
+            "priority",
+        ],
+        "incidentio" => &[
+            "url",
+            "url_file",
+            "alert_source_token",
+            "alert_source_token_file",
+            "max_alerts",
+            "timeout",
+        ],
+        _ => return None,
+    })
+}
+
+fn set(v: &Value, key: &str) -> bool {
+    match v.get(key) {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(_) => true,
+    }
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The `notify:` section of the appliance config: an Alertmanager configuration inline, or
+/// `{config_file: path}` naming an `alertmanager.yml`. Serializes with every secret replaced
+/// by `<secret>`, so `/api/v1/status/config` never shows one.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct NotifySection(pub Value);
+
+impl serde::Serialize for NotifySection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        redacted(&self.0).serialize(s)
+    }
+}
+
+/// Whether a key holds a secret in Alertmanager's config (its `Secret`/`SecretURL` fields).
+fn secret_key(k: &str) -> bool {
+    k.ends_with("password")
+        || k.ends_with("secret")
+        || k.contains("token")
+        || k.ends_with("api_key")
+        || k.ends_with("service_key")
+        || k.ends_with("routing_key")
+        || k.ends_with("user_key")
+        || k.ends_with("webhook_url")
+        || k == "slack_api_url"
+        || k == "api_url"
+        || k == "url"
+        || k == "credentials"
+        || k == "key"
+}
+
+/// A copy of `v` with secret values replaced by `<secret>` (file paths are kept).
+pub fn redacted(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| {
+                    let hidden = secret_key(k) && !k.ends_with("_file") && !x.is_null();
+                    let x = if hidden && !x.is_object() && !x.is_array() {
+                        Value::String("<secret>".into())
+                    } else {
+                        redacted(x)
+                    };
+                    (k.clone(), x)
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(redacted).collect()),
+        other => other.clone(),
+    }
+}
+
+impl NotifySection {
+    /// The Alertmanager configuration it names: inline, or read from `config_file`
+    /// (relative to `base`).
+    pub fn load(&self, base: &std::path::Path) -> Result<Option<NotifyConfig>, NotifyConfigError> {
+        match &self.0 {
+            Value::Null => Ok(None),
+            Value::Object(m) if m.len() == 1 && m.contains_key("config_file") => {
+                let Some(f) = m.get("config_file").and_then(Value::as_str) else {
+                    return err("notify.config_file must be a path");
+                };
+                let path = base.join(f);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| NotifyConfigError(format!("{}: {e}", path.display())))?;
+                parse(&text)
+                    .map(Some)
+                    .map_err(|e| NotifyConfigError(format!("{}: {e}", path.display())))
+            }
+            v => from_value(v)
+                .map(Some)
+                .map_err(|e| NotifyConfigError(format!("notify: {e}"))),
+        }
+    }
+}
+
+/// Parses Alertmanager configuration YAML text.
+pub fn parse(text: &str) -> Result<NotifyConfig, NotifyConfigError> {
+    let v: Value = serde_saphyr::from_str(text)
+        .map_err(|e| NotifyConfigError(crate::config::first_line(&e.to_string())))?;
+    from_value(&v)
+}
+
+/// Checks and converts an Alertmanager configuration already read as a value.
+pub fn from_value(v: &Value) -> Result<NotifyConfig, NotifyConfigError> {
+    let Value::Object(top) = v else {
+        return err("configuration must be a mapping");
+    };
+    for k in top.keys() {
+        if !TOP_KEYS.contains(&k.as_str()) {
+            return err(format!("field {k} not found in type config.plain"));
+        }
+    }
+    let global: BTreeMap<String, Value> = match v.get("global") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(Value::Object(m)) => m.clone().into_iter().collect(),
+        Some(_) => return err("global must be a mapping"),
+    };
+    for k in global.keys() {
+        if !GLOBAL_KEYS.contains(&k.as_str()) {
+            return err(format!("field {k} not found in type config.plain"));
+        }
+    }
+    check_global(v.get("global").unwrap_or(&Value::Null))?;
+    let Some(route_v) = v.get("route").filter(|r| !r.is_null()) else {
+        return err("no route provided in config");
+    };
+    let route = Route::parse_root(route_v).map_err(|e| NotifyConfigError(e.0))?;
+    let mut receivers = Vec::new();
+    let mut names = HashSet::new();
+    for r in v
+        .get("receivers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let rec = receiver(r, v.get("global").unwrap_or(&Value::Null))?;
+        if !names.insert(rec.name.clone()) {
+            return err(format!(
+                "notification config name {:?} is not unique",
+                rec.name
+            ));
+        }
+        receivers.push(rec);
+    }
+    for name in route.receivers() {
+        if !names.contains(name) {
+            return err(format!("undefined receiver {name:?} used in route"));
+        }
+    }
+    let mut time_intervals = BTreeMap::new();
+    for key in ["time_intervals", "mute_time_intervals"] {
+        for ti in v.get(key).and_then(Value::as_array).into_iter().flatten() {
+            let Some(name) = ti.get("name").and_then(Value::as_str) else {
+                return err(format!("missing name in {key}"));
+            };
+            if time_intervals
+                .insert(name.to_string(), ti.clone())
+                .is_some()
+            {
+                return err(format!("time interval {name:?} is not unique"));
+            }
+        }
+    }
+    for name in route.time_intervals() {
+        if !time_intervals.contains_key(name) {
+            return err(format!("undefined time interval {name:?} used in route"));
+        }
+    }
+    let mut inhibit_rules = Vec::new();
+    for r in v
+        .get("inhibit_rules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        inhibit_rules.push(InhibitRule {
+            source: matchers_of(r, "source_").map_err(|e| NotifyConfigError(e.0))?,
+            target: matchers_of(r, "target_").map_err(|e| NotifyConfigError(e.0))?,
+            equal: strings(r.get("equal")),
+        });
+    }
+    Ok(NotifyConfig {
+        global,
+        route,
+        receivers,
+        inhibit_rules,
+        time_intervals,
+        templates: strings(v.get("templates")),
+    })
+}
+
+/// Alertmanager's checks of `global`: a secret and its `_file` form are exclusive.
+fn check_global(g: &Value) -> Result<(), NotifyConfigError> {
+    for key in [
+        "smtp_auth_password",
+        "slack_api_url",
+        "slack_app_token",
+        "opsgenie_api_key",
+        "wechat_api_secret",
+        "victorops_api_key",
+        "telegram_bot_token",
+        "rocketchat_token",
+        "rocketchat_token_id",
+        "mattermost_webhook_url",
+    ] {
+        if set(g, key) && set(g, &format!("{key}_file")) {
+            return err(format!(
+                "at most one of {key} & {key}_file must be configured"
+            ));
+        }
+    }
+    // Pointing `slack_api_url` at chat.postMessage was the way to use a bot token before
+    // `slack_app_token` existed; Alertmanager still accepts that pair.
+    let webhook_url = g
+        .get("slack_api_url")
+        .and_then(Value::as_str)
+        .is_some_and(|u| !u.is_empty() && u.trim_end_matches('/') != SLACK_APP_URL);
+    if (set(g, "slack_app_token") || set(g, "slack_app_token_file"))
+        && (webhook_url || set(g, "slack_api_url_file"))
+    {
+        return err("at most one of slack_app_token/slack_app_token_file & slack_api_url/slack_api_url_file must be configured");
+    }
+    Ok(())
+}
+
+fn receiver(r: &Value, g: &Value) -> Result<Receiver, NotifyConfigError> {
+    let Value::Object(map) = r else {
+        return err("receiver must be a mapping");
+    };
+    let Some(name) = r
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    else {
+        return err("missing name in receiver");
+    };
+    let mut integrations = Vec::new();
+    for (k, list) in map {
+        if k == "name" {
+            continue;
+        }
+        let Some(kind) = k.strip_suffix("_configs") else {
+            return err(format!("field {k} not found in type config.plain"));
+        };
+        let Some(keys) = integration_keys(kind) else {
+            return err(format!("field {k} not found in type config.plain"));
+        };
+        for c in list.as_array().into_iter().flatten() {
+            if let Value::Object(cm) = c {
+                for ck in cm.keys() {
+                    if !keys.contains(&ck.as_str()) && !COMMON.contains(&ck.as_str()) {
+                        return err(format!(
+                            "yaml: unmarshal errors: field {ck} not found in type config.plain ({kind}_configs of receiver {name:?})"
+                        ));
+                    }
+                }
+            }
+            check_integration(kind, c, g)?;
+            integrations.push(Integration {
+                kind: kind.to_string(),
+                settings: c.clone(),
+            });
+        }
+    }
+    Ok(Receiver {
+        name: name.to_string(),
+        integrations,
+    })
+}
+
+/// Alertmanager's per-integration checks, with the global defaults taken into account.
+fn check_integration(kind: &str, c: &Value, g: &Value) -> Result<(), NotifyConfigError> {
+    let both = |a: &str| set(c, a) && set(c, &format!("{a}_file"));
+    let either = |a: &str| set(c, a) || set(c, &format!("{a}_file"));
+    match kind {
+        "email" => {
+            if !set(c, "to") {
+                return err("missing to address in email config");
+            }
+            if !set(c, "smarthost") && !set(g, "smtp_smarthost") {
+                return err("no global SMTP smarthost set");
+            }
+            if !set(c, "from") && !set(g, "smtp_from") {
+                return err("no global SMTP from set");
+            }
+            if both("auth_password") {
+                return err("at most one of auth_password & auth_password_file must be configured");
+            }
+        }
+        "slack" => {
+            if both("api_url") {
+                return err("at most one of api_url & api_url_file must be configured");
+            }
+            if both("app_token") {
+                return err("at most one of app_token & app_token_file must be configured");
+            }
+            let url = either("api_url");
+            let token = either("app_token");
+            if url && token {
+                return err("at most one of app_token/app_token_file & api_url/api_url_file must be configured");
+            }
+            let g_url = set(g, "slack_api_url") || set(g, "slack_api_url_file");
+            let g_token = set(g, "slack_app_token") || set(g, "slack_app_token_file");
+            if !url && !token && !g_url && !g_token {
+                return err("no Slack API URL nor App token set either inline or in a file");
+            }
+            let uses_token = token || (!url && g_token);
+            if c.get("update_message").and_then(Value::as_bool) == Some(true) && !uses_token {
+                return err("update_message can only be used with bot tokens. app_token or app_token_file must be set");
+            }
+        }
+        "webhook" => {
+            if !either("url") {
+                return err("one of url or url_file must be configured");
+            }
+            if both("url") {
+                return err("at most one of url & url_file must be configured");
+            }
+        }
+        "pagerduty" => {
+            if !either("routing_key") && !either("service_key") {
+                return err("missing service or routing key in PagerDuty config");
+            }
+            if both("routing_key") {
+                return err("at most one of routing_key & routing_key_file must be configured");
+            }
+            if both("service_key") {
+                return err("at most one of service_key & service_key_file must be configured");
+            }
+        }
+        "opsgenie" => {
+            if both("api_key") {
+                return err("at most one of api_key & api_key_file must be configured");
+            }
+            if !either("api_key") && !set(g, "opsgenie_api_key") && !set(g, "opsgenie_api_key_file")
+            {
+                return err("no global OpsGenie API Key set either inline or in a file");
+            }
+            for r in c
+                .get("responders")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Value::Object(m) = r {
+                    for k in m.keys() {
+                        if !["id", "name", "username", "type"].contains(&k.as_str()) {
+                            return err(format!(
+                                "field {k} not found in type config.OpsGenieConfigResponder"
+                            ));
+                        }
+                    }
+                }
+                if !set(r, "id") && !set(r, "username") && !set(r, "name") {
+                    return err("opsGenieConfig responder has to have at least one of id, username or name specified");
+                }
+            }
+        }
+        "wechat" => {
+            if both("api_secret") {
+                return err("at most one of api_secret & api_secret_file must be configured");
+            }
+            if !either("api_secret")
+                && !set(g, "wechat_api_secret")
+                && !set(g, "wechat_api_secret_file")
+            {
+                return err("no global Wechat Api Secret set either inline or in a file");
+            }
+        }
+        "victorops" => {
+            if both("api_key") {
+                return err("at most one of api_key & api_key_file must be configured");
+            }
+            if !either("api_key")
+                && !set(g, "victorops_api_key")
+                && !set(g, "victorops_api_key_file")
+            {
+                return err("no global VictorOps API Key set");
+            }
+            if !set(c, "routing_key") {
+                return err("missing Routing key in VictorOps config");
+            }
+        }
+        "telegram" => {
+            if both("bot_token") {
+                return err("at most one of bot_token & bot_token_file must be configured");
+            }
+            if !either("bot_token")
+                && !set(g, "telegram_bot_token")
+                && !set(g, "telegram_bot_token_file")
+            {
+                return err("missing bot_token or bot_token_file on telegram_config");
+            }
+            if !either("chat_id") {
+                return err("missing chat_id on telegram_config");
+            }
+        }
+        "rocketchat" => {
+            if both("token") {
+                return err("at most one of token & token_file must be configured");
+            }
+            if both("token_id") {
+                return err("at most one of token_id & token_id_file must be configured");
+            }
+            if !either("token") && !set(g, "rocketchat_token") && !set(g, "rocketchat_token_file") {
+                return err("no global Rocketchat Token set either inline or in a file");
+            }
+            if !either("token_id")
+                && !set(g, "rocketchat_token_id")
+                && !set(g, "rocketchat_token_id_file")
+            {
+                return err("no global Rocketchat TokenID set either inline or in a file");
+            }
+        }
+        "mattermost" => {
+            if both("webhook_url") {
+                return err("at most one of webhook_url & webhook_url_file must be configured");
+            }
+            if !either("webhook_url")
+                && !set(g, "mattermost_webhook_url")
+                && !set(g, "mattermost_webhook_url_file")
+            {
+                return err("missing webhook_url or webhook_url_file on mattermost_config");
+            }
+        }
+        "sns" => {
+            let n = ["target_arn", "topic_arn", "phone_number"]
+                .iter()
+                .filter(|k| set(c, k))
+                .count();
+            if n != 1 {
+                return err(
+                    "must provide either a Target ARN, Topic ARN, or Phone Number for SNS config",
+                );
+            }
+        }
+        "pushover" => {
+            if !either("user_key") {
+                return err("one of user_key or user_key_file must be configured");
+            }
+            if !either("token") {
+                return err("one of token or token_file must be configured");
+            }
+        }
+        "discord" | "msteams" | "msteamsv2" => {
+            if !either("webhook_url") {
+                return err("one of webhook_url or webhook_url_file must be configured");
+            }
+            if both("webhook_url") {
+                return err("at most one of webhook_url & webhook_url_file must be configured");
+            }
+        }
+        "webex" => {
+            if !set(c, "room_id") {
+                return err("missing room_id on webex_config");
+            }
+        }
+        "jira" => {
+            if !set(c, "project") {
+                return err("missing project in jira_config");
+            }
+            if !set(c, "issue_type") {
+                return err("missing issue_type in jira_config");
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alertmanager_config_fixtures() {
+        let Some(dir) = crate::testsupport::shared_testdata("alertmanager/config-testdata") else {
+            return;
+        };
+        let good = [
+            "conf.good.yml",
+            "conf.empty-fields.yml",
+            "conf.group-by-all.yml",
+            "conf.http-config.good.yml",
+            "conf.mattermost-default-webhook-url.yml",
+            "conf.mattermost-default-webhook-url-file.yml",
+            "conf.opsgenie-default-apikey.yml",
+            "conf.opsgenie-default-apikey-file.yml",
+            "conf.rocketchat-default-token.yml",
+            "conf.rocketchat-default-token-file.yml",
+            "conf.slack-default-api-url-file.yml",
+            "conf.slack-default-app-token.yml",
+            "conf.smtp-no-username-or-password.yml",
+            "conf.smtp-password-global-and-local.yml",
+            "conf.sns-topic-arn.yml",
+            "conf.telegram-default-bot-token.yml",
+            "conf.telegram-default-bot-token-file.yml",
+            "conf.victorops-default-apikey.yml",
+            "conf.victorops-default-apikey-file.yml",
+            "conf.wechat-default-api-secret-file.yml",
+        ];
+        let load = |f: &str| parse(&std::fs::read_to_string(dir.join(f)).unwrap());
+        for f in good {
+            if let Err(e) = load(f) {
+                panic!("{f}: {e}");
+            }
+        }
+        let mattermost = "at most one of mattermost_webhook_url & mattermost_webhook_url_file must be configured";
+        let telegram =
+            "at most one of telegram_bot_token & telegram_bot_token_file must be configured";
+        let bad = [
+            ("conf.mattermost-both-webhook-url-and-file.yml", mattermost),
+            ("conf.mattermost-valid-receiver-both-webhook-url-and-file.yml", mattermost),
+            ("conf.mattermost-no-webhook-url.yml", "missing webhook_url or webhook_url_file on mattermost_config"),
+            ("conf.opsgenie-both-file-and-apikey.yml", "at most one of opsgenie_api_key & opsgenie_api_key_file must be configured"),
+            ("conf.opsgenie-no-apikey.yml", "no global OpsGenie API Key set either inline or in a file"),
+            ("conf.opsgenie-default-apikey-old-team.yml", "teams"),
+            ("conf.rocketchat-both-token-and-tokenfile.yml", "at most one of rocketchat_token & rocketchat_token_file must be configured"),
+            ("conf.rocketchat-both-tokenid-and-tokenidfile.yml", "at most one of rocketchat_token_id & rocketchat_token_id_file must be configured"),
+            ("conf.rocketchat-no-token.yml", "no global Rocketchat Token set either inline or in a file"),
+            ("conf.slack-both-file-and-token.yml", "at most one of slack_app_token & slack_app_token_file must be configured"),
+            ("conf.slack-both-file-and-url.yml", "at most one of slack_api_url & slack_api_url_file must be configured"),
+            ("conf.slack-both-url-and-token.yml", "at most one of slack_app_token/slack_app_token_file & slack_api_url/slack_api_url_file must be configured"),
+            ("conf.slack-no-api-url-or-token.yml", "no Slack API URL nor App token set either inline or in a file"),
+            ("conf.slack-update-message-and-webhook.yml", "update_message can only be used with bot tokens"),
+            ("conf.smtp-both-password-and-file.yml", "at most one of smtp_auth_password & smtp_auth_password_file must be configured"),
+            ("conf.sns-invalid.yml", "must provide either a Target ARN, Topic ARN, or Phone Number for SNS config"),
+            ("conf.telegram-both-bot-token-and-file.yml", telegram),
+            ("conf.telegram-valid-receiver-both-bot-token-and-file.yml", telegram),
+            ("conf.telegram-no-bot-token.yml", "missing bot_token or bot_token_file on telegram_config"),
+            ("conf.victorops-both-file-and-apikey.yml", "at most one of victorops_api_key & victorops_api_key_file must be configured"),
+            ("conf.victorops-no-apikey.yml", "no global VictorOps API Key set"),
+            ("conf.wechat-both-file-and-secret.yml", "at most one of wechat_api_secret & wechat_api_secret_file must be configured"),
+            ("conf.wechat-no-api-secret.yml", "no global Wechat Api Secret set either inline or in a file"),
+            ("conf.nil-match_re-route.yml", "invalid_label"),
+            ("conf.nil-source_match_re-inhibition.yml", "invalid_source_label"),
+            ("conf.nil-target_match_re-inhibition.yml", "invalid_target_label"),
+        ];
+        for (f, want) in bad {
+            match load(f) {
+                Ok(_) => panic!("{f}: accepted"),
+                Err(e) => assert!(e.0.contains(want), "{f}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let v: Value = serde_saphyr::from_str("global:\n  slack_api_url: https://hooks.slack.com/services/T/B/X\n  smtp_auth_password: hunter2\n  smtp_auth_password_file: /run/pw\nreceivers:\n  - name: a\n    webhook_configs:\n      - url: http://hook/secret\n    pagerduty_configs:\n      - routing_key: abc\n").unwrap();
+        let y = serde_saphyr::to_string(&NotifySection(v)).unwrap();
+        for leak in ["hooks.slack.com", "hunter2", "hook/secret", "abc"] {
+            assert!(!y.contains(leak), "{leak} in {y}");
+        }
+        assert!(y.contains("/run/pw") && y.contains("<secret>"), "{y}");
+    }
+
+    #[test]
+    fn amtool_check_config_fixtures() {
+        let Some(dir) = crate::testsupport::shared_testdata("alertmanager") else {
+            return;
+        };
+        for f in [
+            "cli-testdata/conf.good.yml",
+            "doc-examples/simple.yml",
+            "examples-ha/alertmanager.yml",
+        ] {
+            if let Err(e) = parse(&std::fs::read_to_string(dir.join(f)).unwrap()) {
+                panic!("{f}: {e}");
+            }
+        }
+        assert!(
+            parse(&std::fs::read_to_string(dir.join("cli-testdata/conf.bad.yml")).unwrap())
+                .is_err()
+        );
+    }
+}
