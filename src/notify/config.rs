@@ -804,10 +804,8 @@ fn check_integration(kind: &str, c: &Value, g: &Value) -> Result<(), NotifyConfi
                 return err("at most one of webhook_url & webhook_url_file must be configured");
             }
         }
-        "webex" => {
-            if !set(c, "room_id") {
-                return err("missing room_id on webex_config");
-            }
+        "webex" if !set(c, "room_id") => {
+            return err("missing room_id on webex_config");
         }
         "jira" => {
             if !set(c, "project") {
