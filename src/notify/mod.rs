@@ -4,4 +4,5 @@
 //! scraping or PromQL.
 
 pub mod config;
+pub mod dispatch;
 pub mod route;
