@@ -78,8 +78,62 @@ fn jobs(
     Ok(out)
 }
 
+/// Hands alerts from the rules to the notifier, as Prometheus hands them to Alertmanager
+/// (external labels added, `generatorURL` to the expression); logs them when no `notify`
+/// section is configured.
+struct NotifySink {
+    notifier: Arc<crate::notify::notifier::Notifier>,
+    external_labels: Mutex<std::collections::BTreeMap<String, String>>,
+    external_url: String,
+}
+
+impl crate::rules::group::AlertSink for NotifySink {
+    fn send(&self, expr: &str, alerts: &[crate::rules::group::Alert]) {
+        if !self.notifier.enabled() {
+            crate::rules::group::LogSink.send(expr, alerts);
+            return;
+        }
+        let ext = self.external_labels.lock().clone();
+        let link = format!(
+            "{}/graph?g0.expr={}&g0.tab=1",
+            self.external_url.trim_end_matches('/'),
+            form_urlencoded::byte_serialize(expr.as_bytes()).collect::<String>()
+        );
+        let out = alerts
+            .iter()
+            .map(|a| {
+                let mut b = a.labels.builder();
+                for (k, v) in &ext {
+                    if a.labels.get(k).is_none() {
+                        b.set(k.clone(), v.clone());
+                    }
+                }
+                crate::notify::dispatch::Alert {
+                    labels: b.labels(),
+                    annotations: a.annotations.clone(),
+                    starts_at: if a.fired_at != 0 {
+                        a.fired_at
+                    } else {
+                        a.active_at
+                    },
+                    ends_at: if a.resolved_at != 0 {
+                        a.resolved_at
+                    } else {
+                        a.valid_until
+                    },
+                    generator_url: link.clone(),
+                }
+            })
+            .collect();
+        self.notifier
+            .push(out, chrono::Utc::now().timestamp_millis());
+    }
+}
+
 struct Runtime {
     source: Source,
+    notifier: Arc<crate::notify::notifier::Notifier>,
+    sink: Arc<NotifySink>,
     rules: Arc<crate::rules::manager::Manager>,
     external_url: String,
     config: Mutex<Config>,
@@ -107,12 +161,18 @@ impl Runtime {
         self.manager.apply(jobs)?;
         let o = db_options(cfg);
         self.db.set_retention(o.retention_ms, o.retention_bytes);
+        let notify = cfg
+            .notify
+            .load(&self.source.base_dir())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         self.rules.install(
             groups,
             cfg.global.external_labels.clone(),
             self.external_url.clone(),
             &cfg.rules,
         );
+        *self.sink.external_labels.lock() = cfg.global.external_labels.clone();
+        self.notifier.apply(notify);
         Ok(())
     }
 }
@@ -194,6 +254,9 @@ impl http::TsdbAdmin for Runtime {
 impl http::RulesSource for Runtime {
     fn rule_groups(&self) -> Vec<crate::rules::manager::GroupSnapshot> {
         self.rules.snapshot()
+    }
+    fn notifications(&self) -> Vec<crate::notify::notifier::HistoryEntry> {
+        self.notifier.history()
     }
 }
 
@@ -286,11 +349,29 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     } else {
         cfg.web.external_url.clone()
     };
+    let notify_http = {
+        let sc: ScrapeConfig =
+            serde_saphyr::from_str("job_name: notify\n").context("notifier HTTP client")?;
+        crate::scrape::http_client::build(&sc)
+            .map_err(|e| anyhow::anyhow!("notifier HTTP client: {e}"))?
+    };
+    let notifier =
+        crate::notify::notifier::Notifier::new(crate::notify::notifier::DeliveryContext {
+            http: notify_http,
+            external_url: external_url.clone(),
+        });
+    notifier.register_metrics(&mut registry.lock());
+    tokio::spawn(notifier.clone().run());
+    let sink = Arc::new(NotifySink {
+        notifier: notifier.clone(),
+        external_labels: Mutex::new(cfg.global.external_labels.clone()),
+        external_url: external_url.clone(),
+    });
     let rules = crate::rules::manager::Manager::new(crate::rules::group::EvalContext {
         engine: Arc::new(RulesEngine(engine.clone())),
         storage: Arc::new(db.clone()),
         querier: Arc::new(db.clone()),
-        sink: Arc::new(crate::rules::group::LogSink),
+        sink: sink.clone(),
         external_labels: Default::default(),
         external_url: external_url.clone(),
         resend_delay_ms: 60_000,
@@ -300,6 +381,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     rules.register_metrics(&mut registry.lock());
     let rt = Arc::new(Runtime {
         source,
+        notifier: notifier.clone(),
+        sink: sink.clone(),
         rules: rules.clone(),
         external_url,
         config: Mutex::new(cfg.clone()),

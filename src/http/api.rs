@@ -31,6 +31,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/api/v1/status/tsdb", get(tsdb))
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/notifications", get(notifications))
         .route(
             "/api/v1/admin/tsdb/delete_series",
             post(delete_series).put(delete_series),
@@ -799,6 +800,10 @@ async fn rules(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Resp
         }));
     }
     Ok(ok(json!({"groups": groups}), Vec::new()))
+}
+
+async fn notifications(State(st): State<AppState>) -> Response {
+    ok(json!(st.deps.rules.notifications()), Vec::new())
 }
 
 async fn alerts(State(st): State<AppState>) -> Response {

@@ -110,6 +110,8 @@ pub trait TsdbAdmin: Send + Sync {
 pub trait RulesSource: Send + Sync {
     /// Every group's state.
     fn rule_groups(&self) -> Vec<crate::rules::manager::GroupSnapshot>;
+    /// The notification history, newest first.
+    fn notifications(&self) -> Vec<crate::notify::notifier::HistoryEntry>;
 }
 
 /// Applies the config file again.

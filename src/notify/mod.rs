@@ -5,4 +5,5 @@
 
 pub mod config;
 pub mod dispatch;
+pub mod notifier;
 pub mod route;

@@ -7,7 +7,7 @@
 
 pub mod config;
 mod discovery;
-mod http_client;
+pub mod http_client;
 mod scrapeloop;
 mod target;
 

@@ -205,3 +205,54 @@ pub fn run_ok(cmd: &mut Command) -> std::process::Output {
     );
     out
 }
+
+/// What a recording HTTP server has received: (path, body) per request.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// An HTTP server on 127.0.0.1 that records every request's path and body and answers
+/// `status` (standing in for Slack, a webhook, PagerDuty…). Returns its address.
+pub fn recorder(status: u16) -> (String, Received) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let got: Received = Default::default();
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            let (head_end, len) = loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break (None, 0);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    break (Some(i + 4), len);
+                }
+            };
+            let Some(start) = head_end else { continue };
+            while buf.len() < start + len {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let head = String::from_utf8_lossy(&buf[..start]).to_string();
+            let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let body = String::from_utf8_lossy(&buf[start..]).to_string();
+            g.lock().unwrap().push((path, body));
+            let resp =
+                format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            let _ = s.write_all(resp.as_bytes());
+        }
+    });
+    (addr, got)
+}

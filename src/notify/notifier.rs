@@ -1,0 +1,575 @@
+//! The notifier at run time: takes alerts from the rules (through the `AlertSink` app.rs
+//! plugs in), runs the dispatcher on a timer, and delivers each notification to every
+//! integration of its receiver through the one [`Receiver`] trait, with retries and
+//! exponential backoff. Every delivery's outcome is kept in a bounded history (served by the
+//! API) and counted in `appliance_notifications_*`. A failing integration never delays the
+//! others: each delivery runs in its own task.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::config::NotifyConfig;
+use super::dispatch::{Alert, Dispatcher, Notification};
+
+/// Why a delivery failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DeliveryError(pub String);
+
+/// What every delivery needs besides the notification.
+#[derive(Clone)]
+pub struct DeliveryContext {
+    /// HTTP client (rustls), built by app.rs.
+    pub http: reqwest::Client,
+    /// The appliance's external URL.
+    pub external_url: String,
+}
+
+/// One way of delivering a notification (webhook, Slack, …).
+pub trait Receiver: Send + Sync {
+    /// Kind, for metrics and history (`webhook`, `slack`).
+    fn kind(&self) -> &'static str;
+    /// Whether resolved alerts are sent.
+    fn send_resolved(&self) -> bool;
+    /// Delivers once.
+    fn deliver<'a>(
+        &'a self,
+        n: &'a Notification,
+        ctx: &'a DeliveryContext,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>>;
+}
+
+fn rfc3339(ms: i64) -> String {
+    if ms == 0 {
+        "0001-01-01T00:00:00Z".into()
+    } else {
+        crate::model::time::format_rfc3339(ms)
+    }
+}
+
+fn labels_obj(l: &crate::model::Labels) -> BTreeMap<String, String> {
+    l.iter()
+        .map(|x| (x.name.clone(), x.value.clone()))
+        .collect()
+}
+
+/// Labels (or annotations) every alert of the notification shares.
+fn common<'a>(
+    maps: impl Iterator<Item = BTreeMap<String, String>> + 'a,
+) -> BTreeMap<String, String> {
+    let mut it = maps;
+    let Some(mut acc) = it.next() else {
+        return BTreeMap::new();
+    };
+    for m in it {
+        acc.retain(|k, v| m.get(k) == Some(v));
+    }
+    acc
+}
+
+/// Alertmanager's webhook payload, version 4.
+pub fn webhook_payload(n: &Notification, now: i64, external_url: &str) -> Value {
+    let alerts: Vec<Value> = n
+        .alerts
+        .iter()
+        .map(|a| {
+            json!({
+                "status": if a.resolved(now) { "resolved" } else { "firing" },
+                "labels": labels_obj(&a.labels),
+                "annotations": a.annotations,
+                "startsAt": rfc3339(a.starts_at),
+                "endsAt": rfc3339(a.ends_at),
+                "generatorURL": a.generator_url,
+                "fingerprint": format!("{:016x}", a.fingerprint()),
+            })
+        })
+        .collect();
+    json!({
+        "version": "4",
+        "groupKey": n.group_key,
+        "truncatedAlerts": 0,
+        "status": n.status,
+        "receiver": n.receiver,
+        "groupLabels": n.group_labels,
+        "commonLabels": common(n.alerts.iter().map(|a| labels_obj(&a.labels))),
+        "commonAnnotations": common(n.alerts.iter().map(|a| a.annotations.clone())),
+        "externalURL": external_url,
+        "alerts": alerts,
+    })
+}
+
+/// A generic webhook (`webhook_configs`).
+pub struct Webhook {
+    url: String,
+    send_resolved: bool,
+}
+
+impl Receiver for Webhook {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+    fn send_resolved(&self) -> bool {
+        self.send_resolved
+    }
+    fn deliver<'a>(
+        &'a self,
+        n: &'a Notification,
+        ctx: &'a DeliveryContext,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let now = chrono::Utc::now().timestamp_millis();
+            post_json(
+                &ctx.http,
+                &self.url,
+                &webhook_payload(n, now, &ctx.external_url),
+            )
+            .await
+        })
+    }
+}
+
+/// Slack's incoming-webhook message for a notification: one attachment with a title like
+/// Alertmanager's, each alert's summary/description and labels, and a colour by status.
+pub fn slack_payload(n: &Notification, now: i64, channel: &str, external_url: &str) -> Value {
+    let firing = n.alerts.iter().filter(|a| !a.resolved(now)).count();
+    let group: Vec<&str> = n.group_labels.values().map(String::as_str).collect();
+    let common_labels = common(n.alerts.iter().map(|a| labels_obj(&a.labels)));
+    let mut title = format!(
+        "[{}{}] {}",
+        n.status.to_uppercase(),
+        if n.status == "firing" {
+            format!(":{firing}")
+        } else {
+            String::new()
+        },
+        if group.is_empty() {
+            common_labels.get("alertname").cloned().unwrap_or_default()
+        } else {
+            group.join(" ")
+        }
+    );
+    let extra: Vec<&str> = common_labels
+        .iter()
+        .filter(|(k, _)| !n.group_labels.contains_key(*k))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if !extra.is_empty() {
+        title.push_str(&format!(" ({})", extra.join(" ")));
+    }
+    let mut text = String::new();
+    for a in &n.alerts {
+        let state = if a.resolved(now) {
+            "RESOLVED"
+        } else {
+            "FIRING"
+        };
+        let summary = a
+            .annotations
+            .get("summary")
+            .cloned()
+            .unwrap_or_else(|| a.labels.get("alertname").unwrap_or("").to_string());
+        text.push_str(&format!("*{state}* {summary}\n"));
+        if let Some(d) = a.annotations.get("description") {
+            text.push_str(&format!("{d}\n"));
+        }
+        let labels: Vec<String> = a
+            .labels
+            .iter()
+            .map(|l| format!("`{}={}`", l.name, l.value))
+            .collect();
+        text.push_str(&labels.join(" "));
+        text.push('\n');
+    }
+    let mut msg = json!({
+        "attachments": [{
+            "title": title,
+            "title_link": external_url,
+            "text": text.trim_end(),
+            "fallback": title,
+            "color": if n.status == "firing" { "danger" } else { "good" },
+            "mrkdwn_in": ["fallback", "pretext", "text"],
+        }],
+    });
+    if !channel.is_empty() {
+        msg["channel"] = json!(channel);
+    }
+    msg
+}
+
+/// A Slack incoming webhook (`slack_configs` with `api_url`).
+pub struct Slack {
+    url: String,
+    channel: String,
+    send_resolved: bool,
+}
+
+impl Receiver for Slack {
+    fn kind(&self) -> &'static str {
+        "slack"
+    }
+    fn send_resolved(&self) -> bool {
+        self.send_resolved
+    }
+    fn deliver<'a>(
+        &'a self,
+        n: &'a Notification,
+        ctx: &'a DeliveryContext,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let now = chrono::Utc::now().timestamp_millis();
+            let body = slack_payload(n, now, &self.channel, &ctx.external_url);
+            post_json(&ctx.http, &self.url, &body).await
+        })
+    }
+}
+
+async fn post_json(http: &reqwest::Client, url: &str, body: &Value) -> Result<(), DeliveryError> {
+    let resp = http
+        .post(url)
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .timeout(StdDuration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| DeliveryError(format!("request failed: {}", e.without_url())))?;
+    let status = resp.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(DeliveryError(format!(
+            "unexpected status code {}",
+            status.as_u16()
+        )))
+    }
+}
+
+/// A secret given inline or as `<key>_file` (read now), else the global default.
+fn secret(c: &Value, key: &str, global: &BTreeMap<String, Value>, gkey: &str) -> Option<String> {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    c.get(key)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| {
+            c.get(format!("{key}_file"))
+                .and_then(Value::as_str)
+                .and_then(read)
+        })
+        .or_else(|| global.get(gkey).and_then(Value::as_str).map(str::to_string))
+        .or_else(|| {
+            global
+                .get(&format!("{gkey}_file"))
+                .and_then(Value::as_str)
+                .and_then(read)
+        })
+        .filter(|s| !s.is_empty())
+}
+
+/// Deliverable integrations by receiver name.
+pub type ReceiverMap = HashMap<String, Vec<Arc<dyn Receiver>>>;
+
+/// The receivers the notifier can deliver to, by receiver name; the integrations it cannot
+/// deliver yet are returned by name so they can be reported.
+pub fn build_receivers(cfg: &NotifyConfig) -> (ReceiverMap, Vec<String>) {
+    let mut out: HashMap<String, Vec<Arc<dyn Receiver>>> = HashMap::new();
+    let mut unsupported = Vec::new();
+    for r in &cfg.receivers {
+        let list = out.entry(r.name.clone()).or_default();
+        for i in &r.integrations {
+            let c = &i.settings;
+            let resolved = |default: bool| {
+                c.get("send_resolved")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(default)
+            };
+            match i.kind.as_str() {
+                "webhook" => match secret(c, "url", &BTreeMap::new(), "") {
+                    Some(url) => list.push(Arc::new(Webhook {
+                        url,
+                        send_resolved: resolved(true),
+                    })),
+                    None => unsupported.push(format!("{}: webhook without a readable url", r.name)),
+                },
+                "slack" => match secret(c, "api_url", &cfg.global, "slack_api_url") {
+                    Some(url) => list.push(Arc::new(Slack {
+                        url,
+                        channel: c
+                            .get("channel")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        send_resolved: resolved(false),
+                    })),
+                    None => unsupported.push(format!(
+                        "{}: slack without a webhook URL (bot tokens are not supported yet)",
+                        r.name
+                    )),
+                },
+                other => unsupported.push(format!("{}: {other}", r.name)),
+            }
+        }
+    }
+    (out, unsupported)
+}
+
+/// One delivery, as the history shows it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// When it finished (RFC 3339).
+    pub time: String,
+    /// Receiver name.
+    pub receiver: String,
+    /// Integration kind.
+    pub integration: String,
+    /// Group key.
+    pub group_key: String,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// Alert names and counts.
+    pub alerts: Vec<String>,
+    /// Whether it was delivered.
+    pub success: bool,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error, if any.
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IntegrationLabel {
+    integration: String,
+}
+
+#[derive(Clone, Default)]
+struct Metrics {
+    sent: Family<IntegrationLabel, Counter>,
+    failed: Family<IntegrationLabel, Counter>,
+    requests: Family<IntegrationLabel, Counter>,
+    requests_failed: Family<IntegrationLabel, Counter>,
+}
+
+struct State {
+    dispatcher: Dispatcher,
+    config: Option<NotifyConfig>,
+    receivers: ReceiverMap,
+}
+
+const HISTORY: usize = 1000;
+const ATTEMPTS: u32 = 5;
+
+/// The running notifier.
+pub struct Notifier {
+    state: Mutex<State>,
+    history: Mutex<VecDeque<HistoryEntry>>,
+    metrics: Metrics,
+    ctx: DeliveryContext,
+    wake: tokio::sync::Notify,
+    /// First retry delay; doubles each attempt.
+    backoff: StdDuration,
+}
+
+impl Notifier {
+    /// A notifier delivering through `ctx`.
+    pub fn new(ctx: DeliveryContext) -> Arc<Notifier> {
+        Arc::new(Notifier {
+            state: Mutex::new(State {
+                dispatcher: Dispatcher::default(),
+                config: None,
+                receivers: HashMap::new(),
+            }),
+            history: Mutex::new(VecDeque::new()),
+            metrics: Metrics::default(),
+            ctx,
+            wake: tokio::sync::Notify::new(),
+            backoff: StdDuration::from_millis(500),
+        })
+    }
+
+    /// Registers `appliance_notifications_*`.
+    pub fn register_metrics(&self, reg: &mut Registry) {
+        let m = &self.metrics;
+        reg.register(
+            "appliance_notifications",
+            "The total number of attempted notifications.",
+            m.sent.clone(),
+        );
+        reg.register(
+            "appliance_notifications_failed",
+            "The total number of failed notifications (after all retries).",
+            m.failed.clone(),
+        );
+        reg.register(
+            "appliance_notification_requests",
+            "The total number of attempted notification requests.",
+            m.requests.clone(),
+        );
+        reg.register(
+            "appliance_notification_requests_failed",
+            "The total number of failed notification requests.",
+            m.requests_failed.clone(),
+        );
+    }
+
+    /// Installs a configuration (None: notifications off, alerts only logged).
+    pub fn apply(&self, cfg: Option<NotifyConfig>) {
+        let mut st = self.state.lock();
+        let (receivers, unsupported) = cfg.as_ref().map(build_receivers).unwrap_or_default();
+        for u in unsupported {
+            tracing::warn!(integration = %u, "this integration is not delivered yet");
+        }
+        st.receivers = receivers;
+        st.config = cfg;
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Whether a configuration is installed.
+    pub fn enabled(&self) -> bool {
+        self.state.lock().config.is_some()
+    }
+
+    /// Takes in alerts (firing or resolved) at `now`.
+    pub fn push(&self, alerts: Vec<Alert>, now: i64) {
+        let mut st = self.state.lock();
+        let Some(cfg) = st.config.clone() else {
+            return;
+        };
+        for a in alerts {
+            st.dispatcher.insert(&cfg.route, a, now);
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// The delivery history, newest first.
+    pub fn history(&self) -> Vec<HistoryEntry> {
+        self.history.lock().iter().rev().cloned().collect()
+    }
+
+    /// Runs the dispatch loop until the task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let now = chrono::Utc::now().timestamp_millis();
+            let due = self.state.lock().dispatcher.next_due();
+            let wait = match due {
+                Some(t) if t <= now => StdDuration::ZERO,
+                Some(t) => StdDuration::from_millis((t - now) as u64),
+                None => StdDuration::from_secs(3600),
+            };
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.wake.notified() => continue,
+                }
+            }
+            let now = chrono::Utc::now().timestamp_millis();
+            let jobs = self.flush(now);
+            for (n, r) in jobs {
+                let me = self.clone();
+                tokio::spawn(async move { me.deliver(n, r).await });
+            }
+        }
+    }
+
+    fn flush(&self, now: i64) -> Vec<(Notification, Arc<dyn Receiver>)> {
+        let mut st = self.state.lock();
+        let Some(cfg) = st.config.clone() else {
+            return Vec::new();
+        };
+        let receivers = st.receivers.clone();
+        let wants_resolved = |name: &str| {
+            receivers
+                .get(name)
+                .is_some_and(|v| v.iter().any(|r| r.send_resolved()))
+        };
+        let snapshot = st.dispatcher.alerts();
+        let muted =
+            |a: &Alert| super::dispatch::inhibited(&cfg.inhibit_rules, snapshot.iter(), a, now);
+        let notes = st.dispatcher.flush(now, &wants_resolved, &muted);
+        drop(st);
+        let mut out = Vec::new();
+        for n in notes {
+            for r in receivers.get(&n.receiver).into_iter().flatten() {
+                let mut n2 = n.clone();
+                if !r.send_resolved() {
+                    n2.alerts.retain(|a| !a.resolved(now));
+                    if n2.alerts.is_empty() {
+                        continue;
+                    }
+                }
+                out.push((n2, r.clone()));
+            }
+        }
+        out
+    }
+
+    async fn deliver(&self, n: Notification, r: Arc<dyn Receiver>) {
+        let label = IntegrationLabel {
+            integration: r.kind().to_string(),
+        };
+        self.metrics.sent.get_or_create(&label).inc();
+        let mut delay = self.backoff;
+        let mut last_err = String::new();
+        let mut attempts = 0;
+        let mut ok = false;
+        while attempts < ATTEMPTS {
+            attempts += 1;
+            self.metrics.requests.get_or_create(&label).inc();
+            match r.deliver(&n, &self.ctx).await {
+                Ok(()) => {
+                    ok = true;
+                    break;
+                }
+                Err(e) => {
+                    self.metrics.requests_failed.get_or_create(&label).inc();
+                    tracing::warn!(receiver = %n.receiver, integration = r.kind(), attempt = attempts, error = %e, "notification failed; retrying");
+                    last_err = e.0;
+                    if attempts < ATTEMPTS {
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                }
+            }
+        }
+        if !ok {
+            self.metrics.failed.get_or_create(&label).inc();
+            tracing::error!(receiver = %n.receiver, integration = r.kind(), error = %last_err, "notification failed after all retries");
+        }
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
+        for a in &n.alerts {
+            *names
+                .entry(a.labels.get("alertname").unwrap_or("").to_string())
+                .or_default() += 1;
+        }
+        let entry = HistoryEntry {
+            time: crate::model::time::format_rfc3339(chrono::Utc::now().timestamp_millis()),
+            receiver: n.receiver.clone(),
+            integration: r.kind().to_string(),
+            group_key: n.group_key.clone(),
+            status: n.status.to_string(),
+            alerts: names.into_iter().map(|(k, c)| format!("{k}×{c}")).collect(),
+            success: ok,
+            attempts,
+            error: if ok { String::new() } else { last_err },
+        };
+        let mut h = self.history.lock();
+        if h.len() >= HISTORY {
+            h.pop_front();
+        }
+        h.push_back(entry);
+    }
+}

@@ -1,0 +1,140 @@
+//! Notifications end to end: a scraped target goes down, the alert fires, and the webhook and
+//! Slack stand-ins receive Alertmanager-shaped payloads; a failing receiver is retried without
+//! delaying the others; resolution is announced.
+
+mod common;
+
+use common::*;
+
+fn json_bodies(r: &Received, path: &str) -> Vec<serde_json::Value> {
+    r.lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p == path)
+        .map(|(_, b)| serde_json::from_str(b).unwrap())
+        .collect()
+}
+
+#[test]
+fn target_down_reaches_webhook_and_slack_and_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let target = format!("127.0.0.1:{port}");
+    let (ok_addr, ok) = recorder(200);
+    let (bad_addr, bad) = recorder(500);
+    std::fs::write(
+        dir.path().join("alerts.yml"),
+        "groups:\n  - name: a\n    rules:\n      - alert: TargetDown\n        expr: up{job=\"web\"} == 0\n        for: 2s\n        labels: {severity: critical}\n        annotations:\n          summary: '{{ $labels.instance }} is down'\n",
+    )
+    .unwrap();
+    let cfg = format!(
+        "global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}
+rule_files: [alerts.yml]
+scrape_configs:
+  - job_name: web
+    static_configs: [{{targets: ['{target}']}}]
+notify:
+  route:
+    receiver: team
+    group_by: [alertname]
+    group_wait: 1s
+    group_interval: 2s
+    repeat_interval: 1h
+  receivers:
+    - name: team
+      webhook_configs:
+        - url: http://{ok_addr}/hook
+        - url: http://{bad_addr}/broken
+      slack_configs:
+        - api_url: http://{ok_addr}/slack
+          channel: '#ops'
+          send_resolved: true
+"
+    );
+    let (_app, addr) = appliance_with_config(dir.path(), &cfg);
+    let hook = wait_for(30, "the webhook notification", || {
+        json_bodies(&ok, "/hook").into_iter().next()
+    });
+    assert_eq!(hook["version"], "4");
+    assert_eq!(hook["status"], "firing");
+    assert_eq!(hook["receiver"], "team");
+    assert_eq!(hook["groupLabels"]["alertname"], "TargetDown");
+    let a = &hook["alerts"][0];
+    assert_eq!(a["labels"]["instance"], target.as_str());
+    assert_eq!(a["labels"]["severity"], "critical");
+    assert_eq!(a["annotations"]["summary"], format!("{target} is down"));
+    assert!(a["generatorURL"]
+        .as_str()
+        .unwrap()
+        .contains("/graph?g0.expr="));
+    let slack = wait_for(10, "the Slack notification", || {
+        json_bodies(&ok, "/slack").into_iter().next()
+    });
+    assert_eq!(slack["channel"], "#ops");
+    let att = &slack["attachments"][0];
+    assert!(
+        att["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("[FIRING:1] TargetDown"),
+        "{slack}"
+    );
+    assert!(
+        att["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{target} is down")),
+        "{slack}"
+    );
+    assert_eq!(att["color"], "danger");
+    // The broken receiver is retried with backoff; its failure is recorded and counted, and
+    // it did not hold back the others (they were delivered first).
+    let failed = wait_for(30, "the failure in the history", || {
+        let v = get_json(&addr, "/api/v1/notifications");
+        v["data"]
+            .as_array()?
+            .iter()
+            .find(|e| e["success"] == false)
+            .cloned()
+    });
+    assert_eq!(failed["attempts"], 5, "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("500"),
+        "{failed}"
+    );
+    assert!(bad.lock().unwrap().len() >= 5);
+    let m = get(&addr, "/metrics").unwrap().1;
+    assert!(
+        m.contains("appliance_notifications_failed_total{integration=\"webhook\"} 1"),
+        "{m}"
+    );
+    // The target comes back: resolved notifications arrive.
+    let listener = std::net::TcpListener::bind(&target).unwrap();
+    let _server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut b = [0u8; 2048];
+            let _ = s.read(&mut b);
+            let body = "up_probe 1\n";
+            let _ = s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes());
+        }
+    });
+    wait_for(40, "the resolved webhook notification", || {
+        json_bodies(&ok, "/hook")
+            .into_iter()
+            .find(|h| h["status"] == "resolved")
+    });
+    let resolved = wait_for(10, "the resolved Slack notification", || {
+        json_bodies(&ok, "/slack")
+            .into_iter()
+            .find(|s| s["attachments"][0]["color"] == "good")
+    });
+    assert!(
+        resolved["attachments"][0]["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("[RESOLVED] TargetDown"),
+        "{resolved}"
+    );
+}
