@@ -355,11 +355,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         crate::scrape::http_client::build(&sc)
             .map_err(|e| anyhow::anyhow!("notifier HTTP client: {e}"))?
     };
-    let notifier =
-        crate::notify::notifier::Notifier::new(crate::notify::notifier::DeliveryContext {
+    let notifier = crate::notify::notifier::Notifier::new(
+        crate::notify::notifier::DeliveryContext {
             http: notify_http,
             external_url: external_url.clone(),
-        });
+        },
+        Some(&data_dir.join("notify")),
+    );
     notifier.register_metrics(&mut registry.lock());
     tokio::spawn(notifier.clone().run());
     let sink = Arc::new(NotifySink {

@@ -138,3 +138,54 @@ notify:
         "{resolved}"
     );
 }
+
+#[test]
+fn a_restart_while_an_alert_fires_sends_no_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (ok_addr, ok) = recorder(200);
+    std::fs::write(
+        dir.path().join("alerts.yml"),
+        "groups:\n  - name: a\n    rules:\n      - alert: TargetDown\n        expr: up{job=\"web\"} == 0\n        for: 1s\n",
+    )
+    .unwrap();
+    let cfg = format!(
+        "global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}
+rule_files: [alerts.yml]
+scrape_configs:
+  - job_name: web
+    static_configs: [{{targets: ['127.0.0.1:{port}']}}]
+notify:
+  route: {{receiver: team, group_by: [alertname], group_wait: 1s, group_interval: 1s, repeat_interval: 1h}}
+  receivers:
+    - name: team
+      webhook_configs: [{{url: 'http://{ok_addr}/hook'}}]
+"
+    );
+    let (mut app, addr) = appliance_with_config(dir.path(), &cfg);
+    wait_for(30, "the first notification", || {
+        (!json_bodies(&ok, "/hook").is_empty()).then_some(())
+    });
+    std::process::Command::new("kill")
+        .args(["-TERM", &app.pid().to_string()])
+        .status()
+        .unwrap();
+    let _ = app.0.wait();
+    let (_app2, addr2) = appliance_with_config(dir.path(), &cfg.clone());
+    let _ = addr;
+    // The alert fires again after the restart (its pending time is restored or re-run)…
+    wait_for(30, "the alert firing again", || {
+        let v = get_json(&addr2, "/api/v1/alerts");
+        v["data"]["alerts"]
+            .as_array()?
+            .iter()
+            .any(|a| a["state"] == "firing")
+            .then_some(())
+    });
+    // …and several group intervals later still nothing new was sent.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    wait_for(10, "five quiet seconds", || {
+        assert_eq!(json_bodies(&ok, "/hook").len(), 1, "a duplicate was sent");
+        (std::time::Instant::now() > until).then_some(())
+    });
+}

@@ -53,7 +53,7 @@ pub struct Notification {
 }
 
 /// What was last sent for a group (the notification log's entry).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LogEntry {
     /// Fingerprints of the firing alerts sent.
     pub firing: BTreeSet<u64>,

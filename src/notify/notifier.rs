@@ -380,14 +380,33 @@ pub struct Notifier {
     wake: tokio::sync::Notify,
     /// First retry delay; doubles each attempt.
     backoff: StdDuration,
+    /// Where the notification log is kept, so a restart neither re-sends nor forgets.
+    log_file: Option<std::path::PathBuf>,
 }
 
 impl Notifier {
-    /// A notifier delivering through `ctx`.
-    pub fn new(ctx: DeliveryContext) -> Arc<Notifier> {
+    /// A notifier delivering through `ctx`, keeping its notification log in `state_dir`.
+    pub fn new(ctx: DeliveryContext, state_dir: Option<&std::path::Path>) -> Arc<Notifier> {
+        let log_file = state_dir.map(|d| d.join("nflog.json"));
+        let mut dispatcher = Dispatcher::default();
+        if let Some(f) = &log_file {
+            match std::fs::read(f) {
+                Ok(b) => match serde_json::from_slice(&b) {
+                    Ok(log) => dispatcher.log = log,
+                    Err(e) => {
+                        tracing::warn!(file = %f.display(), error = %e, "notification log unreadable; starting empty")
+                    }
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(file = %f.display(), error = %e, "notification log unreadable; starting empty")
+                }
+            }
+        }
         Arc::new(Notifier {
+            log_file,
             state: Mutex::new(State {
-                dispatcher: Dispatcher::default(),
+                dispatcher,
                 config: None,
                 receivers: HashMap::new(),
             }),
@@ -499,7 +518,11 @@ impl Notifier {
         let snapshot = st.dispatcher.alerts();
         let muted =
             |a: &Alert| super::dispatch::inhibited(&cfg.inhibit_rules, snapshot.iter(), a, now);
+        let before = st.dispatcher.log.clone();
         let notes = st.dispatcher.flush(now, &wants_resolved, &muted);
+        if st.dispatcher.log != before {
+            self.save_log(&st.dispatcher.log);
+        }
         drop(st);
         let mut out = Vec::new();
         for n in notes {
@@ -515,6 +538,21 @@ impl Notifier {
             }
         }
         out
+    }
+
+    fn save_log(&self, log: &HashMap<String, super::dispatch::LogEntry>) {
+        let Some(f) = &self.log_file else { return };
+        let write = || -> std::io::Result<()> {
+            if let Some(d) = f.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            let tmp = f.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec(log).unwrap_or_default())?;
+            std::fs::rename(&tmp, f)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(file = %f.display(), error = %e, "saving the notification log failed");
+        }
     }
 
     async fn deliver(&self, n: Notification, r: Arc<dyn Receiver>) {
