@@ -251,6 +251,43 @@ impl http::TsdbAdmin for Runtime {
     }
 }
 
+impl http::AlertmanagerApi for Runtime {
+    fn status(&self) -> serde_json::Value {
+        self.notifier.api_status()
+    }
+    fn receivers(&self) -> serde_json::Value {
+        self.notifier.api_receivers()
+    }
+    fn alerts(&self, params: &[(String, String)]) -> Result<serde_json::Value, String> {
+        self.notifier.api_alerts(params)
+    }
+    fn groups(&self) -> serde_json::Value {
+        self.notifier.api_groups()
+    }
+    fn post_alerts(&self, body: &serde_json::Value) -> Result<(), String> {
+        self.notifier.api_post_alerts(body)
+    }
+    fn silences(&self, params: &[(String, String)]) -> Result<serde_json::Value, String> {
+        self.notifier.api_silences(params)
+    }
+    fn silence(&self, id: &str) -> Option<serde_json::Value> {
+        self.notifier.api_silence(id)
+    }
+    fn post_silence(&self, body: &serde_json::Value) -> Result<String, (u16, String)> {
+        self.notifier.api_post_silence(body).map_err(silence_error)
+    }
+    fn expire_silence(&self, id: &str) -> Result<(), (u16, String)> {
+        self.notifier.api_expire_silence(id).map_err(silence_error)
+    }
+}
+
+fn silence_error(e: crate::notify::silence::SilenceError) -> (u16, String) {
+    match e {
+        crate::notify::silence::SilenceError::NotFound(_) => (404, e.to_string()),
+        crate::notify::silence::SilenceError::Invalid(_) => (400, e.to_string()),
+    }
+}
+
 impl http::RulesSource for Runtime {
     fn rule_groups(&self) -> Vec<crate::rules::manager::GroupSnapshot> {
         self.rules.snapshot()
@@ -407,6 +444,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         admin: rt.clone(),
         engine: Arc::new(engine),
         rules: rt.clone(),
+        alertmanager: rt.clone(),
         targets: rt.clone(),
         status: rt.clone(),
         reloader: rt.clone(),

@@ -189,3 +189,113 @@ notify:
         (std::time::Instant::now() > until).then_some(())
     });
 }
+
+fn amtool(addr: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("/usr/bin/amtool")
+        .arg(format!("--alertmanager.url=http://{addr}"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn amtool_installed() -> bool {
+    if std::path::Path::new("/usr/bin/amtool").exists() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "amtool missing under CI; the test command installs prometheus-alertmanager"
+    );
+    eprintln!("skipping: amtool not installed");
+    false
+}
+
+#[test]
+fn amtool_silences_an_alert_and_expires_the_silence() {
+    if !amtool_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ok_addr, ok) = recorder(200);
+    std::fs::write(
+        dir.path().join("alerts.yml"),
+        "groups:\n  - name: a\n    rules:\n      - alert: AlwaysOn\n        expr: vector(1)\n        labels: {team: ops}\n",
+    )
+    .unwrap();
+    let cfg = format!(
+        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+collectors: {{appliance: {{enabled: false}}}}
+rule_files: [alerts.yml]
+notify:
+  route: {{receiver: team, group_by: [alertname], group_wait: 1s, group_interval: 1s, repeat_interval: 2s}}
+  receivers:
+    - name: team
+      webhook_configs: [{{url: 'http://{ok_addr}/hook'}}]
+"
+    );
+    let (_app, addr) = appliance_with_config(dir.path(), &cfg);
+    wait_for(30, "the first notification", || {
+        (!json_bodies(&ok, "/hook").is_empty()).then_some(())
+    });
+    let (good, out) = amtool(&addr, &["alert", "query"]);
+    assert!(good && out.contains("AlwaysOn"), "{out}");
+    let (good, out) = amtool(&addr, &["config", "routes", "test", "alertname=AlwaysOn"]);
+    assert!(good && out.contains("team"), "{out}");
+    let (good, id) = amtool(
+        &addr,
+        &[
+            "silence",
+            "add",
+            "alertname=AlwaysOn",
+            "--comment=maintenance",
+            "--duration=1h",
+        ],
+    );
+    assert!(good, "{id}");
+    // stdout has the id; stderr may add amtool's version warning.
+    let id = id
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 36 && l.matches('-').count() == 4)
+        .unwrap_or_else(|| panic!("no silence id in {id:?}"))
+        .to_string();
+    assert_eq!(id.len(), 36, "{id}");
+    let (good, out) = amtool(&addr, &["silence", "query"]);
+    assert!(
+        good && out.contains(&id) && out.contains("maintenance"),
+        "{out}"
+    );
+    // With repeat_interval 2s the alert would be re-sent twice in five seconds; silenced, it
+    // is not sent at all.
+    let n = json_bodies(&ok, "/hook").len();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    wait_for(10, "five silent seconds", || {
+        assert_eq!(
+            json_bodies(&ok, "/hook").len(),
+            n,
+            "delivered while silenced"
+        );
+        (std::time::Instant::now() > until).then_some(())
+    });
+    let v = get_json(&addr, "/api/v2/alerts");
+    assert_eq!(v[0]["status"]["state"], "suppressed", "{v}");
+    assert_eq!(v[0]["status"]["silencedBy"][0], id.as_str(), "{v}");
+    let (good, out) = amtool(&addr, &["silence", "expire", &id]);
+    assert!(good, "{out}");
+    wait_for(15, "notifications after the silence expired", || {
+        (json_bodies(&ok, "/hook").len() > n).then_some(())
+    });
+    let (_, out) = amtool(&addr, &["silence", "query"]);
+    assert!(
+        !out.contains(&id),
+        "expired silences are not listed by default: {out}"
+    );
+}

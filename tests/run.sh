@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need=()
 [ -x /usr/bin/prometheus-node-exporter ] || need+=(prometheus-node-exporter)
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
+[ -x /usr/bin/amtool ] || need+=(prometheus-alertmanager)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -5,6 +5,7 @@
 //! This module declares the narrow read traits it needs; `app.rs` implements them. It never
 //! reaches into another module's internals.
 
+mod alertmanager;
 mod api;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,6 +115,29 @@ pub trait RulesSource: Send + Sync {
     fn notifications(&self) -> Vec<crate::notify::notifier::HistoryEntry>;
 }
 
+/// Alertmanager's API v2 (served under `/api/v2`), backed by the notifier. Bodies are the
+/// API's JSON; errors carry the HTTP status to answer with.
+pub trait AlertmanagerApi: Send + Sync {
+    /// `GET /status`.
+    fn status(&self) -> serde_json::Value;
+    /// `GET /receivers`.
+    fn receivers(&self) -> serde_json::Value;
+    /// `GET /alerts` with its query parameters.
+    fn alerts(&self, params: &[(String, String)]) -> Result<serde_json::Value, String>;
+    /// `GET /alerts/groups`.
+    fn groups(&self) -> serde_json::Value;
+    /// `POST /alerts`.
+    fn post_alerts(&self, body: &serde_json::Value) -> Result<(), String>;
+    /// `GET /silences`.
+    fn silences(&self, params: &[(String, String)]) -> Result<serde_json::Value, String>;
+    /// `GET /silence/{id}`.
+    fn silence(&self, id: &str) -> Option<serde_json::Value>;
+    /// `POST /silences`: the new id, or (status, message).
+    fn post_silence(&self, body: &serde_json::Value) -> Result<String, (u16, String)>;
+    /// `DELETE /silence/{id}`.
+    fn expire_silence(&self, id: &str) -> Result<(), (u16, String)>;
+}
+
 /// Applies the config file again.
 pub trait Reloader: Send + Sync {
     /// Reloads; the error text is shown to the caller.
@@ -174,6 +198,8 @@ pub struct Deps {
     pub admin: Arc<dyn TsdbAdmin>,
     /// Rules and alerts.
     pub rules: Arc<dyn RulesSource>,
+    /// Alertmanager API v2.
+    pub alertmanager: Arc<dyn AlertmanagerApi>,
     /// The appliance's own metrics.
     pub registry: Arc<Mutex<Registry>>,
     /// Built-in collectors, served at `/metrics/<name>`.
@@ -213,6 +239,7 @@ pub fn router(deps: Deps) -> Router {
         .route("/metrics", get(own_metrics))
         .route("/metrics/{name}", get(collector_metrics))
         .merge(api::routes())
+        .merge(alertmanager::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

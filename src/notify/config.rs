@@ -65,6 +65,8 @@ pub struct NotifyConfig {
     pub time_intervals: BTreeMap<String, Value>,
     /// Template file globs.
     pub templates: Vec<String>,
+    /// The configuration as read (for the status API, redacted there).
+    pub raw: Value,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -402,6 +404,20 @@ fn secret_key(k: &str) -> bool {
         || k == "key"
 }
 
+/// `<secret>`, or for a URL its scheme and host with the rest hidden: tools that read the
+/// configuration back (amtool 0.25 checks webhook URLs) still find a valid URL, and tokens
+/// in paths and queries stay hidden.
+fn mask(v: &str) -> String {
+    match v.split_once("://") {
+        Some((scheme, rest)) if !scheme.is_empty() => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host = host.rsplit('@').next().unwrap_or(host);
+            format!("{scheme}://{host}/<secret>")
+        }
+        _ => "<secret>".into(),
+    }
+}
+
 /// A copy of `v` with secret values replaced by `<secret>` (file paths are kept).
 pub fn redacted(v: &Value) -> Value {
     match v {
@@ -410,7 +426,7 @@ pub fn redacted(v: &Value) -> Value {
                 .map(|(k, x)| {
                     let hidden = secret_key(k) && !k.ends_with("_file") && !x.is_null();
                     let x = if hidden && !x.is_object() && !x.is_array() {
-                        Value::String("<secret>".into())
+                        Value::String(mask(x.as_str().unwrap_or("")))
                     } else {
                         redacted(x)
                     };
@@ -540,6 +556,7 @@ pub fn from_value(v: &Value) -> Result<NotifyConfig, NotifyConfigError> {
         inhibit_rules,
         time_intervals,
         templates: strings(v.get("templates")),
+        raw: v.clone(),
     })
 }
 
@@ -900,7 +917,7 @@ mod tests {
     fn secrets_are_redacted() {
         let v: Value = serde_saphyr::from_str("global:\n  slack_api_url: https://hooks.slack.com/services/T/B/X\n  smtp_auth_password: hunter2\n  smtp_auth_password_file: /run/pw\nreceivers:\n  - name: a\n    webhook_configs:\n      - url: http://hook/secret\n    pagerduty_configs:\n      - routing_key: abc\n").unwrap();
         let y = serde_saphyr::to_string(&NotifySection(v)).unwrap();
-        for leak in ["hooks.slack.com", "hunter2", "hook/secret", "abc"] {
+        for leak in ["services/T/B/X", "hunter2", "hook/secret", "abc"] {
             assert!(!y.contains(leak), "{leak} in {y}");
         }
         assert!(y.contains("/run/pw") && y.contains("<secret>"), "{y}");

@@ -7,3 +7,4 @@ pub mod config;
 pub mod dispatch;
 pub mod notifier;
 pub mod route;
+pub mod silence;

@@ -366,6 +366,8 @@ struct State {
     dispatcher: Dispatcher,
     config: Option<NotifyConfig>,
     receivers: ReceiverMap,
+    /// The configuration as YAML with secrets hidden, for `/api/v2/status`.
+    original: String,
 }
 
 const HISTORY: usize = 1000;
@@ -382,6 +384,10 @@ pub struct Notifier {
     backoff: StdDuration,
     /// Where the notification log is kept, so a restart neither re-sends nor forgets.
     log_file: Option<std::path::PathBuf>,
+    /// Silences.
+    silences: Mutex<super::silence::Silences>,
+    /// Start time (ms), for the status API.
+    started: i64,
 }
 
 impl Notifier {
@@ -405,10 +411,15 @@ impl Notifier {
         }
         Arc::new(Notifier {
             log_file,
+            silences: Mutex::new(super::silence::Silences::open(
+                state_dir.map(|d| d.join("silences.json")),
+            )),
+            started: chrono::Utc::now().timestamp_millis(),
             state: Mutex::new(State {
                 dispatcher,
                 config: None,
                 receivers: HashMap::new(),
+                original: String::new(),
             }),
             history: Mutex::new(VecDeque::new()),
             metrics: Metrics::default(),
@@ -446,6 +457,10 @@ impl Notifier {
     /// Installs a configuration (None: notifications off, alerts only logged).
     pub fn apply(&self, cfg: Option<NotifyConfig>) {
         let mut st = self.state.lock();
+        st.original = cfg
+            .as_ref()
+            .map(|c| serde_saphyr::to_string(&super::config::redacted(&c.raw)).unwrap_or_default())
+            .unwrap_or_default();
         let (receivers, unsupported) = cfg.as_ref().map(build_receivers).unwrap_or_default();
         for u in unsupported {
             tracing::warn!(integration = %u, "this integration is not delivered yet");
@@ -516,13 +531,17 @@ impl Notifier {
                 .is_some_and(|v| v.iter().any(|r| r.send_resolved()))
         };
         let snapshot = st.dispatcher.alerts();
-        let muted =
-            |a: &Alert| super::dispatch::inhibited(&cfg.inhibit_rules, snapshot.iter(), a, now);
+        let silences = self.silences.lock();
+        let muted = |a: &Alert| {
+            !silences.muting(&a.labels, now).is_empty()
+                || super::dispatch::inhibited(&cfg.inhibit_rules, snapshot.iter(), a, now)
+        };
         let before = st.dispatcher.log.clone();
         let notes = st.dispatcher.flush(now, &wants_resolved, &muted);
         if st.dispatcher.log != before {
             self.save_log(&st.dispatcher.log);
         }
+        drop(silences);
         drop(st);
         let mut out = Vec::new();
         for n in notes {
@@ -609,5 +628,320 @@ impl Notifier {
             h.pop_front();
         }
         h.push_back(entry);
+    }
+}
+
+/// Alertmanager's API v2, as far as the notifier serves it (`amtool` and Grafana use it).
+impl Notifier {
+    fn alert_json(&self, a: &Alert, cfg: &NotifyConfig, all: &[Alert], now: i64) -> Value {
+        let silenced = self.silences.lock().muting(&a.labels, now);
+        let inhibited = super::dispatch::inhibited(&cfg.inhibit_rules, all.iter(), a, now);
+        let receivers: Vec<Value> = cfg
+            .route
+            .matching(&a.labels)
+            .iter()
+            .map(|r| json!({"name": r.receiver}))
+            .collect();
+        let state = if silenced.is_empty() && !inhibited {
+            "active"
+        } else {
+            "suppressed"
+        };
+        json!({
+            "labels": labels_obj(&a.labels),
+            "annotations": a.annotations,
+            "startsAt": rfc3339(a.starts_at),
+            "endsAt": rfc3339(a.ends_at),
+            "updatedAt": rfc3339(now),
+            "generatorURL": a.generator_url,
+            "fingerprint": format!("{:016x}", a.fingerprint()),
+            "receivers": receivers,
+            "status": {"state": state, "silencedBy": silenced, "inhibitedBy": [], "mutedBy": []},
+        })
+    }
+
+    /// `GET /api/v2/status`.
+    pub fn api_status(&self) -> Value {
+        json!({
+            "cluster": {"status": "disabled", "peers": [], "name": ""},
+            "versionInfo": {
+                "version": env!("CARGO_PKG_VERSION"), "revision": "", "branch": "",
+                "buildUser": "", "buildDate": "", "goVersion": "",
+            },
+            "config": {"original": self.state.lock().original},
+            "uptime": rfc3339(self.started),
+        })
+    }
+
+    /// `GET /api/v2/receivers`.
+    pub fn api_receivers(&self) -> Value {
+        let st = self.state.lock();
+        let names: Vec<Value> = st
+            .config
+            .iter()
+            .flat_map(|c| c.receivers.iter().map(|r| json!({"name": r.name})))
+            .collect();
+        Value::Array(names)
+    }
+
+    /// `GET /api/v2/alerts` with Alertmanager's query parameters (`filter` matchers, `active`,
+    /// `silenced`, `inhibited`, `receiver` regex).
+    pub fn api_alerts(&self, params: &[(String, String)]) -> Result<Value, String> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let st = self.state.lock();
+        let Some(cfg) = st.config.clone() else {
+            return Ok(json!([]));
+        };
+        let all = st.dispatcher.alerts();
+        drop(st);
+        let flag = |k: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v != "false")
+                .unwrap_or(true)
+        };
+        let mut filters = Vec::new();
+        for (k, v) in params {
+            if k == "filter" {
+                filters.push(super::route::parse_matcher(v).map_err(|e| e.0)?);
+            }
+        }
+        let receiver = params
+            .iter()
+            .find(|(k, _)| k == "receiver")
+            .map(|(_, v)| regex::Regex::new(&format!("^(?:{v})$")).map_err(|e| e.to_string()))
+            .transpose()?;
+        let mut out = Vec::new();
+        for a in all.iter().filter(|a| !a.resolved(now)) {
+            if !filters
+                .iter()
+                .all(|m| m.matches(a.labels.get(&m.name).unwrap_or("")))
+            {
+                continue;
+            }
+            let j = self.alert_json(a, &cfg, &all, now);
+            let silenced = !j["status"]["silencedBy"]
+                .as_array()
+                .is_none_or(|x| x.is_empty());
+            let suppressed = j["status"]["state"] == "suppressed";
+            let inhibited = suppressed && !silenced;
+            if (!silenced || flag("silenced"))
+                && (!inhibited || flag("inhibited"))
+                && (suppressed || flag("active"))
+                && receiver.as_ref().is_none_or(|re| {
+                    j["receivers"].as_array().is_some_and(|rs| {
+                        rs.iter()
+                            .any(|r| re.is_match(r["name"].as_str().unwrap_or("")))
+                    })
+                })
+            {
+                out.push(j);
+            }
+        }
+        Ok(Value::Array(out))
+    }
+
+    /// `GET /api/v2/alerts/groups`.
+    pub fn api_groups(&self) -> Value {
+        let now = chrono::Utc::now().timestamp_millis();
+        let st = self.state.lock();
+        let Some(cfg) = st.config.clone() else {
+            return json!([]);
+        };
+        let all = st.dispatcher.alerts();
+        drop(st);
+        let mut groups: BTreeMap<(String, String), (Value, Vec<Value>)> = BTreeMap::new();
+        for a in all.iter().filter(|a| !a.resolved(now)) {
+            for r in cfg.route.matching(&a.labels) {
+                let gl = super::route::group_labels(r, &a.labels);
+                let key = (r.receiver.clone(), format!("{}{gl:?}", r.key));
+                let e = groups.entry(key).or_insert_with(|| {
+                    (
+                        json!({"labels": gl, "receiver": {"name": r.receiver}, "routeLabels": {}}),
+                        Vec::new(),
+                    )
+                });
+                e.1.push(self.alert_json(a, &cfg, &all, now));
+            }
+        }
+        Value::Array(
+            groups
+                .into_values()
+                .map(|(mut g, alerts)| {
+                    g["alerts"] = Value::Array(alerts);
+                    g
+                })
+                .collect(),
+        )
+    }
+
+    /// `POST /api/v2/alerts`: alerts from other tools (startsAt defaults to now, endsAt to
+    /// `resolve_timeout` from now, as Alertmanager does).
+    pub fn api_post_alerts(&self, body: &Value) -> Result<(), String> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let Some(list) = body.as_array() else {
+            return Err("body must be a JSON array of alerts".into());
+        };
+        let resolve_ms = self
+            .state
+            .lock()
+            .config
+            .as_ref()
+            .and_then(|c| {
+                c.global
+                    .get("resolve_timeout")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .and_then(|s| crate::model::time::Duration::parse(&s).ok())
+            .map(|d| d.as_millis())
+            .unwrap_or(5 * 60 * 1000);
+        let time = |v: Option<&Value>| -> Result<Option<i64>, String> {
+            match v.and_then(Value::as_str).filter(|s| !s.is_empty()) {
+                None => Ok(None),
+                Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+                    .map(|d| Some(d.timestamp_millis()))
+                    .map_err(|e| format!("bad time {s:?}: {e}")),
+            }
+        };
+        let mut out = Vec::new();
+        for a in list {
+            let Some(Value::Object(l)) = a.get("labels") else {
+                return Err("labels are required".into());
+            };
+            let labels = crate::model::Labels::from_pairs(
+                l.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())),
+            );
+            if labels.is_empty() {
+                return Err("at least one label pair required".into());
+            }
+            let annotations: BTreeMap<String, String> = match a.get("annotations") {
+                Some(Value::Object(m)) => m
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                    .collect(),
+                _ => BTreeMap::new(),
+            };
+            let starts_at = time(a.get("startsAt"))?.unwrap_or(now);
+            let ends_at = time(a.get("endsAt"))?.unwrap_or(now + resolve_ms);
+            if ends_at < starts_at {
+                return Err("start time must be before end time".into());
+            }
+            out.push(Alert {
+                labels,
+                annotations,
+                starts_at,
+                ends_at,
+                generator_url: a
+                    .get("generatorURL")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            });
+        }
+        self.push(out, now);
+        Ok(())
+    }
+
+    fn silence_json(s: &super::silence::Silence, now: i64) -> Value {
+        json!({
+            "id": s.id,
+            "status": {"state": s.state(now)},
+            "updatedAt": rfc3339(s.updated_at),
+            "matchers": s.matchers,
+            "startsAt": rfc3339(s.starts_at),
+            "endsAt": rfc3339(s.ends_at),
+            "createdBy": s.created_by,
+            "comment": s.comment,
+            "annotations": {},
+        })
+    }
+
+    /// `GET /api/v2/silences` (`filter` matchers select silences whose matchers include them).
+    pub fn api_silences(&self, params: &[(String, String)]) -> Result<Value, String> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut wanted = Vec::new();
+        for (k, v) in params {
+            if k == "filter" {
+                wanted.push(super::route::parse_matcher(v).map_err(|e| e.0)?);
+            }
+        }
+        let list: Vec<Value> = self
+            .silences
+            .lock()
+            .all()
+            .iter()
+            .filter(|s| {
+                wanted.iter().all(|w| {
+                    s.matchers
+                        .iter()
+                        .any(|m| m.name == w.name && w.matches(&m.value))
+                })
+            })
+            .map(|s| Self::silence_json(s, now))
+            .collect();
+        Ok(Value::Array(list))
+    }
+
+    /// `GET /api/v2/silence/{id}`.
+    pub fn api_silence(&self, id: &str) -> Option<Value> {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.silences
+            .lock()
+            .get(id)
+            .map(|s| Self::silence_json(s, now))
+    }
+
+    /// `POST /api/v2/silences`: creates (or, with an `id`, replaces) a silence.
+    pub fn api_post_silence(&self, body: &Value) -> Result<String, super::silence::SilenceError> {
+        use super::silence::{Silence, SilenceError};
+        let now = chrono::Utc::now().timestamp_millis();
+        let bad = |m: String| SilenceError::Invalid(m);
+        let time = |k: &str| -> Result<i64, SilenceError> {
+            let s = body
+                .get(k)
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(format!("{k} in body is required")))?;
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|d| d.timestamp_millis())
+                .map_err(|e| bad(format!("{k}: {e}")))
+        };
+        let matchers = serde_json::from_value(body.get("matchers").cloned().unwrap_or(Value::Null))
+            .map_err(|e| bad(format!("matchers: {e}")))?;
+        let s = Silence {
+            id: body
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            matchers,
+            // A silence cannot start in the past (Alertmanager moves it to now).
+            starts_at: time("startsAt")?.max(now),
+            ends_at: time("endsAt")?,
+            updated_at: now,
+            created_by: body
+                .get("createdBy")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            comment: body
+                .get("comment")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        };
+        let id = self.silences.lock().upsert(s, now)?;
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    /// `DELETE /api/v2/silence/{id}`.
+    pub fn api_expire_silence(&self, id: &str) -> Result<(), super::silence::SilenceError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.silences.lock().expire(id, now)?;
+        self.wake.notify_one();
+        Ok(())
     }
 }
