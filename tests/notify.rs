@@ -299,3 +299,36 @@ notify:
         "expired silences are not listed by default: {out}"
     );
 }
+
+#[test]
+fn email_reaches_an_smtp_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (smtp, mails) = smtp_server();
+    std::fs::write(
+        dir.path().join("alerts.yml"),
+        "groups:\n  - name: a\n    rules:\n      - alert: DiskFull\n        expr: vector(1)\n        labels: {instance: db1}\n        annotations: {summary: 'disk of db1 is full', description: 'only 2% left'}\n",
+    )
+    .unwrap();
+    let cfg = format!(
+        "global: {{evaluation_interval: 1s}}
+collectors: {{appliance: {{enabled: false}}}}
+rule_files: [alerts.yml]
+notify:
+  global: {{smtp_smarthost: '{smtp}', smtp_from: 'appliance@example.org', smtp_require_tls: false}}
+  route: {{receiver: mail, group_wait: 1s}}
+  receivers:
+    - name: mail
+      email_configs: [{{to: '${{ALERT_EMAIL:-ops@example.org}}, oncall@example.org'}}]
+"
+    );
+    let (_app, _addr) = appliance_with_config(dir.path(), &cfg);
+    let (from, to, data) = wait_for(30, "an e-mail", || mails.lock().unwrap().first().cloned());
+    assert_eq!(from, "appliance@example.org");
+    assert_eq!(to, vec!["ops@example.org", "oncall@example.org"]);
+    assert!(data.contains("Subject: [FIRING:1] DiskFull"), "{data}");
+    assert!(
+        data.contains("disk of db1 is full") && data.contains("only 2% left"),
+        "{data}"
+    );
+    assert!(data.contains("text/html"), "{data}");
+}

@@ -233,6 +233,108 @@ impl Receiver for Slack {
     }
 }
 
+/// E-mail through SMTP (`email_configs`), STARTTLS or implicit TLS, with optional auth.
+pub struct Email {
+    to: Vec<String>,
+    from: String,
+    smarthost: String,
+    hello: String,
+    auth: Option<(String, String)>,
+    require_tls: bool,
+    implicit_tls: bool,
+    send_resolved: bool,
+}
+
+/// Subject and plain-text body of a notification (shared by e-mail and chat messages).
+pub fn subject_and_text(n: &Notification, now: i64) -> (String, String) {
+    let v = slack_payload(n, now, "", "");
+    let a = &v["attachments"][0];
+    (
+        a["title"].as_str().unwrap_or("").to_string(),
+        a["text"].as_str().unwrap_or("").replace(['*', '`'], ""),
+    )
+}
+
+fn html_body(text: &str, external_url: &str) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let lines: Vec<String> = text.lines().map(|l| format!("<p>{}</p>", esc(l))).collect();
+    format!(
+        "<html><body>{}<p><a href=\"{}\">{}</a></p></body></html>",
+        lines.join(""),
+        esc(external_url),
+        esc(external_url)
+    )
+}
+
+impl Receiver for Email {
+    fn kind(&self) -> &'static str {
+        "email"
+    }
+    fn send_resolved(&self) -> bool {
+        self.send_resolved
+    }
+    fn deliver<'a>(
+        &'a self,
+        n: &'a Notification,
+        ctx: &'a DeliveryContext,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        use lettre::message::{Mailbox, MultiPart};
+        use lettre::transport::smtp::authentication::Credentials;
+        use lettre::transport::smtp::extension::ClientId;
+        use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+        Box::pin(async move {
+            let e = |what: &str, x: &dyn std::fmt::Display| DeliveryError(format!("{what}: {x}"));
+            let now = chrono::Utc::now().timestamp_millis();
+            let (subject, text) = subject_and_text(n, now);
+            let mut b = Message::builder()
+                .from(self.from.parse::<Mailbox>().map_err(|x| e("from", &x))?)
+                .subject(subject);
+            for t in &self.to {
+                b = b.to(t.parse::<Mailbox>().map_err(|x| e("to", &x))?);
+            }
+            let msg = b
+                .multipart(MultiPart::alternative_plain_html(
+                    text.clone(),
+                    html_body(&text, &ctx.external_url),
+                ))
+                .map_err(|x| e("building the message", &x))?;
+            let (host, port) = match self.smarthost.rsplit_once(':') {
+                Some((h, p)) => (
+                    h.to_string(),
+                    p.parse::<u16>().map_err(|x| e("smarthost port", &x))?,
+                ),
+                None => (self.smarthost.clone(), 25),
+            };
+            let mut t = if self.implicit_tls || port == 465 {
+                AsyncSmtpTransport::<Tokio1Executor>::relay(&host)
+                    .map_err(|x| e("smarthost", &x))?
+            } else if self.require_tls {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host)
+                    .map_err(|x| e("smarthost", &x))?
+            } else {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
+            }
+            .port(port)
+            .timeout(Some(StdDuration::from_secs(10)));
+            if !self.hello.is_empty() {
+                t = t.hello_name(ClientId::Domain(self.hello.clone()));
+            }
+            if let Some((u, p)) = &self.auth {
+                t = t.credentials(Credentials::new(u.clone(), p.clone()));
+            }
+            t.build()
+                .send(msg)
+                .await
+                .map(|_| ())
+                .map_err(|x| e("sending mail", &x))
+        })
+    }
+}
+
 async fn post_json(http: &reqwest::Client, url: &str, body: &Value) -> Result<(), DeliveryError> {
     let resp = http
         .post(url)
@@ -318,6 +420,50 @@ pub fn build_receivers(cfg: &NotifyConfig) -> (ReceiverMap, Vec<String>) {
                         r.name
                     )),
                 },
+                "email" => {
+                    let g = |k: &str| {
+                        cfg.global
+                            .get(k)
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    let pick = |k: &str, gk: &str| {
+                        c.get(k)
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                            .unwrap_or_else(|| g(gk))
+                    };
+                    let user = pick("auth_username", "smtp_auth_username");
+                    let password = secret(c, "auth_password", &cfg.global, "smtp_auth_password");
+                    let bool_of = |k: &str, gk: &str, default: bool| {
+                        c.get(k)
+                            .and_then(Value::as_bool)
+                            .or_else(|| cfg.global.get(gk).and_then(Value::as_bool))
+                            .unwrap_or(default)
+                    };
+                    list.push(Arc::new(Email {
+                        to: c
+                            .get("to")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .split(',')
+                            .map(|s| s.trim().to_string())
+                            .filter(|s| !s.is_empty())
+                            .collect(),
+                        from: pick("from", "smtp_from"),
+                        smarthost: pick("smarthost", "smtp_smarthost"),
+                        hello: pick("hello", "smtp_hello"),
+                        auth: (!user.is_empty()).then(|| (user, password.unwrap_or_default())),
+                        require_tls: bool_of("require_tls", "smtp_require_tls", true),
+                        implicit_tls: bool_of(
+                            "force_implicit_tls",
+                            "smtp_force_implicit_tls",
+                            false,
+                        ),
+                        send_resolved: resolved(false),
+                    }));
+                }
                 other => unsupported.push(format!("{}: {other}", r.name)),
             }
         }

@@ -256,3 +256,67 @@ pub fn recorder(status: u16) -> (String, Received) {
     });
     (addr, got)
 }
+
+/// A minimal SMTP server on 127.0.0.1 (no TLS, no auth) that records each message as
+/// (envelope from, envelope recipients, data). Returns its address.
+pub fn smtp_server() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<String>, String)>>>,
+) {
+    use std::io::BufRead;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let got: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<String>, String)>>> =
+        Default::default();
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut w) = stream else { continue };
+            let g = g.clone();
+            std::thread::spawn(move || {
+                let Ok(r) = w.try_clone() else { return };
+                let mut r = std::io::BufReader::new(r);
+                let _ = w.write_all(b"220 localhost ESMTP test\r\n");
+                let (mut from, mut to, mut line) = (String::new(), Vec::new(), String::new());
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let cmd = line.trim_end().to_string();
+                    let upper = cmd.to_uppercase();
+                    let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                        b"250 localhost\r\n"
+                    } else if upper.starts_with("MAIL FROM:") {
+                        from = cmd[10..].trim().trim_matches(['<', '>']).to_string();
+                        b"250 ok\r\n"
+                    } else if upper.starts_with("RCPT TO:") {
+                        to.push(cmd[8..].trim().trim_matches(['<', '>']).to_string());
+                        b"250 ok\r\n"
+                    } else if upper == "DATA" {
+                        let _ = w.write_all(b"354 go ahead\r\n");
+                        let mut data = String::new();
+                        loop {
+                            line.clear();
+                            if r.read_line(&mut line).unwrap_or(0) == 0 || line == ".\r\n" {
+                                break;
+                            }
+                            data.push_str(&line);
+                        }
+                        g.lock()
+                            .unwrap()
+                            .push((from.clone(), std::mem::take(&mut to), data));
+                        b"250 queued\r\n"
+                    } else if upper == "QUIT" {
+                        let _ = w.write_all(b"221 bye\r\n");
+                        return;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    let _ = w.write_all(reply);
+                }
+            });
+        }
+    });
+    (addr, got)
+}
