@@ -257,17 +257,16 @@ pub fn recorder(status: u16) -> (String, Received) {
     (addr, got)
 }
 
+/// Messages an SMTP stand-in received: (envelope from, recipients, data).
+pub type Mails = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<String>, String)>>>;
+
 /// A minimal SMTP server on 127.0.0.1 (no TLS, no auth) that records each message as
 /// (envelope from, envelope recipients, data). Returns its address.
-pub fn smtp_server() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<String>, String)>>>,
-) {
+pub fn smtp_server() -> (String, Mails) {
     use std::io::BufRead;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let got: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<String>, String)>>> =
-        Default::default();
+    let got: Mails = Default::default();
     let g = got.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
