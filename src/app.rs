@@ -78,18 +78,23 @@ fn jobs(
     Ok(out)
 }
 
-/// Hands alerts from the rules to the notifier, as Prometheus hands them to Alertmanager
-/// (external labels added, `generatorURL` to the expression); logs them when no `notify`
-/// section is configured.
+/// Hands alerts from the rules to the built-in notifier and to external Alertmanagers, as
+/// Prometheus hands them to Alertmanager (external labels added, `alert_relabel_configs`
+/// applied for external ones, `generatorURL` to the expression); logs them when neither is
+/// configured.
 struct NotifySink {
     notifier: Arc<crate::notify::notifier::Notifier>,
+    external: Arc<crate::notify::external::ExternalSender>,
     external_labels: Mutex<std::collections::BTreeMap<String, String>>,
+    alert_relabel: Mutex<Vec<crate::model::relabel::RelabelConfig>>,
     external_url: String,
 }
 
 impl crate::rules::group::AlertSink for NotifySink {
     fn send(&self, expr: &str, alerts: &[crate::rules::group::Alert]) {
-        if !self.notifier.enabled() {
+        let internal = self.notifier.enabled();
+        let external = self.external.enabled();
+        if !internal && !external {
             crate::rules::group::LogSink.send(expr, alerts);
             return;
         }
@@ -99,7 +104,7 @@ impl crate::rules::group::AlertSink for NotifySink {
             self.external_url.trim_end_matches('/'),
             form_urlencoded::byte_serialize(expr.as_bytes()).collect::<String>()
         );
-        let out = alerts
+        let out: Vec<crate::notify::dispatch::Alert> = alerts
             .iter()
             .map(|a| {
                 let mut b = a.labels.builder();
@@ -125,8 +130,25 @@ impl crate::rules::group::AlertSink for NotifySink {
                 }
             })
             .collect();
-        self.notifier
-            .push(out, chrono::Utc::now().timestamp_millis());
+        if external {
+            let rules = self.alert_relabel.lock().clone();
+            let relabelled: Vec<crate::notify::dispatch::Alert> = out
+                .iter()
+                .filter_map(|a| {
+                    let mut b = a.labels.builder();
+                    crate::model::relabel::process(&rules, &mut b).then(|| {
+                        let mut x = a.clone();
+                        x.labels = b.labels();
+                        x
+                    })
+                })
+                .collect();
+            self.external.send(relabelled);
+        }
+        if internal {
+            self.notifier
+                .push(out, chrono::Utc::now().timestamp_millis());
+        }
     }
 }
 
@@ -172,6 +194,8 @@ impl Runtime {
             &cfg.rules,
         );
         *self.sink.external_labels.lock() = cfg.global.external_labels.clone();
+        *self.sink.alert_relabel.lock() = cfg.alerting.alert_relabel_configs.clone();
+        self.sink.external.apply(&cfg.alerting);
         self.notifier.apply(notify);
         Ok(())
     }
@@ -394,15 +418,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
     let notifier = crate::notify::notifier::Notifier::new(
         crate::notify::notifier::DeliveryContext {
-            http: notify_http,
+            http: notify_http.clone(),
             external_url: external_url.clone(),
         },
         Some(&data_dir.join("notify")),
     );
     notifier.register_metrics(&mut registry.lock());
     tokio::spawn(notifier.clone().run());
+    let external = crate::notify::external::ExternalSender::new(notify_http.clone());
+    external.register_metrics(&mut registry.lock());
     let sink = Arc::new(NotifySink {
         notifier: notifier.clone(),
+        external: external.clone(),
+        alert_relabel: Mutex::new(Vec::new()),
         external_labels: Mutex::new(cfg.global.external_labels.clone()),
         external_url: external_url.clone(),
     });

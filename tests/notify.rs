@@ -332,3 +332,73 @@ notify:
     );
     assert!(data.contains("text/html"), "{data}");
 }
+
+#[test]
+fn alerts_reach_an_external_alertmanager() {
+    if !amtool_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let am_port = free_port();
+    std::fs::write(
+        dir.path().join("am.yml"),
+        "route: {receiver: 'null'}\nreceivers: [{name: 'null'}]\n",
+    )
+    .unwrap();
+    let _am = Proc(
+        std::process::Command::new("/usr/bin/prometheus-alertmanager")
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("am.yml").display()
+            ))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("am-data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let am = format!("127.0.0.1:{am_port}");
+    wait_for(30, "Alertmanager ready", || {
+        get(&am, "/-/ready").filter(|(s, _)| *s == 200)
+    });
+    std::fs::write(
+        dir.path().join("alerts.yml"),
+        "groups:\n  - name: a\n    rules:\n      - alert: ExternalCheck\n        expr: vector(1)\n        labels: {team: ops, drop_me: x}\n        annotations: {summary: sent out}\n",
+    )
+    .unwrap();
+    let cfg = format!(
+        "global: {{evaluation_interval: 1s, external_labels: {{site: lab}}}}
+collectors: {{appliance: {{enabled: false}}}}
+rule_files: [alerts.yml]
+alerting:
+  alert_relabel_configs: [{{action: labeldrop, regex: drop_me}}]
+  alertmanagers:
+    - static_configs: [{{targets: ['{am}']}}]
+"
+    );
+    let (_app, addr) = appliance_with_config(dir.path(), &cfg);
+    let out = wait_for(30, "the alert in the external Alertmanager", || {
+        let o = std::process::Command::new("/usr/bin/amtool")
+            .arg(format!("--alertmanager.url=http://{am}"))
+            .args(["alert", "query", "-o", "extended"])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        text.contains("ExternalCheck").then_some(text)
+    });
+    assert!(out.contains("site=\"lab\""), "external labels added: {out}");
+    assert!(
+        !out.contains("drop_me"),
+        "alert_relabel_configs applied: {out}"
+    );
+    let m = get(&addr, "/metrics").unwrap().1;
+    assert!(
+        m.contains("appliance_notifications_sent_total{alertmanager="),
+        "{m}"
+    );
+}

@@ -67,9 +67,16 @@ pub struct Config {
     /// Rule evaluation settings (Prometheus's `--rules.*` flags).
     #[serde(default)]
     pub rules: crate::rules::manager::RulesConfig,
+    /// External Alertmanagers, in Prometheus's syntax.
+    #[serde(default, skip_serializing_if = "alerting_unset")]
+    pub alerting: crate::notify::external::AlertingConfig,
     /// Notifications: an Alertmanager configuration inline, or `{config_file: path}`.
     #[serde(default, skip_serializing_if = "notify_unset")]
     pub notify: crate::notify::config::NotifySection,
+}
+
+fn alerting_unset(a: &crate::notify::external::AlertingConfig) -> bool {
+    a.alertmanagers.is_empty() && a.alert_relabel_configs.is_empty()
 }
 
 fn notify_unset(n: &crate::notify::config::NotifySection) -> bool {
@@ -226,6 +233,13 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    if let Err(msg) = cfg.alerting.validate() {
+        return Err(ConfigError::Invalid {
+            path: path.into(),
+            line: find_line(&expanded, "alerting:"),
+            msg,
+        });
+    }
     if let Err(e) = cfg.notify.load(base) {
         return Err(ConfigError::Invalid {
             path: path.into(),

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod dispatch;
+pub mod external;
 pub mod notifier;
 pub mod route;
 pub mod silence;

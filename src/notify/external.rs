@@ -1,0 +1,224 @@
+//! External mode: alerts sent to external Alertmanagers, as Prometheus's notifier sends them
+//! (`alerting: {alertmanagers: [...]}`): `POST …/api/v2/alerts` with the alerts' labels
+//! (external labels added, `alert_relabel_configs` applied by the caller), annotations,
+//! `startsAt`, `endsAt` and `generatorURL`. A failed send is logged and counted; the rules
+//! re-send firing alerts on their own schedule, as with Prometheus.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::dispatch::Alert;
+use crate::model::relabel::RelabelConfig;
+use crate::model::time::Duration;
+
+/// `alerting:` in Prometheus's syntax.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertingConfig {
+    /// Relabelling of alerts before they are sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alert_relabel_configs: Vec<RelabelConfig>,
+    /// External Alertmanagers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alertmanagers: Vec<AlertmanagerConfig>,
+}
+
+/// One `alertmanagers` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// Targets.
+    #[serde(default)]
+    pub static_configs: Vec<StaticConfig>,
+    /// `http` or `https`.
+    #[serde(default = "http")]
+    pub scheme: String,
+    /// Prefix of the API path.
+    #[serde(default)]
+    pub path_prefix: String,
+    /// Per-request timeout (default 10s).
+    #[serde(default = "ten_seconds")]
+    pub timeout: Duration,
+    /// Only `v2` exists since Prometheus 3.
+    #[serde(default = "v2")]
+    pub api_version: String,
+}
+
+/// `static_configs` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticConfig {
+    /// `host:port` targets.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Labels (not used for sending).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+fn http() -> String {
+    "http".into()
+}
+fn v2() -> String {
+    "v2".into()
+}
+fn ten_seconds() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl AlertingConfig {
+    /// Checks what Prometheus checks.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, am) in self.alertmanagers.iter().enumerate() {
+            if am.api_version != "v2" {
+                return Err(format!(
+                    "alerting.alertmanagers[{i}]: expected Alertmanager API version to be one of [v2] but got {}",
+                    am.api_version
+                ));
+            }
+            if am.scheme != "http" && am.scheme != "https" {
+                return Err(format!(
+                    "alerting.alertmanagers[{i}]: unsupported scheme {:?}",
+                    am.scheme
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `…/api/v2/alerts` URLs to post to, with their timeouts.
+    pub fn urls(&self) -> Vec<(String, StdDuration)> {
+        let mut out = Vec::new();
+        for am in &self.alertmanagers {
+            let prefix = am.path_prefix.trim_end_matches('/');
+            for sc in &am.static_configs {
+                for t in &sc.targets {
+                    out.push((
+                        format!("{}://{t}{prefix}/api/v2/alerts", am.scheme),
+                        StdDuration::from_millis(am.timeout.as_millis().max(1) as u64),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AmLabel {
+    alertmanager: String,
+}
+
+/// Sends alerts to the configured external Alertmanagers.
+pub struct ExternalSender {
+    http: reqwest::Client,
+    targets: parking_lot::Mutex<Vec<(String, StdDuration)>>,
+    sent: Family<AmLabel, Counter>,
+    errors: Family<AmLabel, Counter>,
+}
+
+fn rfc3339(ms: i64) -> String {
+    crate::model::time::format_rfc3339(ms)
+}
+
+/// The API v2 body for `alerts`.
+pub fn postable(alerts: &[Alert]) -> Value {
+    Value::Array(
+        alerts
+            .iter()
+            .map(|a| {
+                let labels: std::collections::BTreeMap<&str, &str> = a
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.as_str(), l.value.as_str()))
+                    .collect();
+                json!({
+                    "labels": labels,
+                    "annotations": a.annotations,
+                    "startsAt": rfc3339(a.starts_at),
+                    "endsAt": rfc3339(a.ends_at),
+                    "generatorURL": a.generator_url,
+                })
+            })
+            .collect(),
+    )
+}
+
+impl ExternalSender {
+    /// A sender using `http`.
+    pub fn new(http: reqwest::Client) -> Arc<ExternalSender> {
+        Arc::new(ExternalSender {
+            http,
+            targets: parking_lot::Mutex::new(Vec::new()),
+            sent: Family::default(),
+            errors: Family::default(),
+        })
+    }
+
+    /// Registers `appliance_notifications_{sent,errors}_total{alertmanager}`.
+    pub fn register_metrics(&self, reg: &mut Registry) {
+        reg.register(
+            "appliance_notifications_sent",
+            "Total number of alerts sent to external Alertmanagers.",
+            self.sent.clone(),
+        );
+        reg.register(
+            "appliance_notifications_errors",
+            "Total number of sent alerts affected by errors, per external Alertmanager.",
+            self.errors.clone(),
+        );
+    }
+
+    /// Installs the targets of `cfg`.
+    pub fn apply(&self, cfg: &AlertingConfig) {
+        *self.targets.lock() = cfg.urls();
+    }
+
+    /// Whether any external Alertmanager is configured.
+    pub fn enabled(&self) -> bool {
+        !self.targets.lock().is_empty()
+    }
+
+    /// Posts `alerts` to every Alertmanager, each in its own task.
+    pub fn send(self: &Arc<Self>, alerts: Vec<Alert>) {
+        if alerts.is_empty() {
+            return;
+        }
+        let body = postable(&alerts).to_string();
+        for (url, timeout) in self.targets.lock().clone() {
+            let me = self.clone();
+            let body = body.clone();
+            let n = alerts.len() as u64;
+            tokio::spawn(async move {
+                let label = AmLabel {
+                    alertmanager: url.clone(),
+                };
+                let r = me
+                    .http
+                    .post(&url)
+                    .header("Content-Type", "application/json")
+                    .body(body)
+                    .timeout(timeout)
+                    .send()
+                    .await;
+                let err = match r {
+                    Ok(resp) if resp.status().is_success() => None,
+                    Ok(resp) => Some(format!("bad response status {}", resp.status())),
+                    Err(e) => Some(e.without_url().to_string()),
+                };
+                me.sent.get_or_create(&label).inc_by(n);
+                if let Some(e) = err {
+                    me.errors.get_or_create(&label).inc_by(n);
+                    tracing::error!(alertmanager = %url, count = n, error = %e, "error sending alerts");
+                }
+            });
+        }
+    }
+}
