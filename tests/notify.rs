@@ -402,3 +402,54 @@ alerting:
         "{m}"
     );
 }
+
+#[test]
+fn pagerduty_events_v2_trigger() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rec, got) = recorder(202);
+    std::fs::write(
+        dir.path().join("alerts.yml"),
+        "groups:\n  - name: a\n    rules:\n      - alert: PagerCheck\n        expr: vector(1)\n        annotations: {summary: wake up}\n",
+    )
+    .unwrap();
+    let cfg = format!(
+        "global: {{evaluation_interval: 1s}}
+collectors: {{appliance: {{enabled: false}}}}
+rule_files: [alerts.yml]
+notify:
+  route: {{receiver: pager, group_by: [alertname], group_wait: 1s}}
+  receivers:
+    - name: pager
+      pagerduty_configs: [{{routing_key: R0UT1NG, url: 'http://{rec}/v2/enqueue', severity: critical}}]
+"
+    );
+    let (_app, addr) = appliance_with_config(dir.path(), &cfg);
+    let ev = wait_for(30, "a PagerDuty event", || {
+        json_bodies(&got, "/v2/enqueue").into_iter().next()
+    });
+    assert_eq!(ev["routing_key"], "R0UT1NG");
+    assert_eq!(ev["event_action"], "trigger");
+    assert_eq!(ev["payload"]["severity"], "critical");
+    assert!(
+        ev["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("PagerCheck"),
+        "{ev}"
+    );
+    assert_eq!(ev["dedup_key"].as_str().unwrap().len(), 32);
+    // The routing key is a secret: not in the status API.
+    let v = get_json(&addr, "/api/v1/status/config");
+    assert!(
+        !v["data"]["yaml"].as_str().unwrap().contains("R0UT1NG"),
+        "{v}"
+    );
+    let s = get_json(&addr, "/api/v2/status");
+    assert!(
+        !s["config"]["original"]
+            .as_str()
+            .unwrap()
+            .contains("R0UT1NG"),
+        "{s}"
+    );
+}

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use futures_util::future::BoxFuture;
+use md5::Digest;
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -335,6 +336,65 @@ impl Receiver for Email {
     }
 }
 
+/// PagerDuty Events API v2 (`pagerduty_configs` with `routing_key`): one event per group,
+/// `trigger` while firing and `resolve` once resolved, deduplicated by the group key.
+pub struct PagerDuty {
+    url: String,
+    routing_key: String,
+    severity: String,
+    send_resolved: bool,
+}
+
+/// The Events v2 body for a notification.
+pub fn pagerduty_payload(
+    n: &Notification,
+    now: i64,
+    routing_key: &str,
+    severity: &str,
+    external_url: &str,
+) -> Value {
+    let (summary, text) = subject_and_text(n, now);
+    let resolved = n.status == "resolved";
+    json!({
+        "routing_key": routing_key,
+        "event_action": if resolved { "resolve" } else { "trigger" },
+        "dedup_key": format!("{:x}", md5::Md5::digest(n.group_key.as_bytes())),
+        "payload": {
+            "summary": summary.chars().take(1024).collect::<String>(),
+            "source": external_url,
+            "severity": if severity.is_empty() { "error" } else { severity },
+            "custom_details": {
+                "firing": text,
+                "num_firing": n.alerts.iter().filter(|a| !a.resolved(now)).count(),
+                "num_resolved": n.alerts.iter().filter(|a| a.resolved(now)).count(),
+            },
+        },
+        "client": "appliance",
+        "client_url": external_url,
+    })
+}
+
+impl Receiver for PagerDuty {
+    fn kind(&self) -> &'static str {
+        "pagerduty"
+    }
+    fn send_resolved(&self) -> bool {
+        self.send_resolved
+    }
+    fn deliver<'a>(
+        &'a self,
+        n: &'a Notification,
+        ctx: &'a DeliveryContext,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let now = chrono::Utc::now().timestamp_millis();
+            let body =
+                pagerduty_payload(n, now, &self.routing_key, &self.severity, &ctx.external_url);
+            post_json(&ctx.http, &self.url, &body).await
+        })
+    }
+}
+
 async fn post_json(http: &reqwest::Client, url: &str, body: &Value) -> Result<(), DeliveryError> {
     let resp = http
         .post(url)
@@ -464,6 +524,32 @@ pub fn build_receivers(cfg: &NotifyConfig) -> (ReceiverMap, Vec<String>) {
                         send_resolved: resolved(false),
                     }));
                 }
+                "pagerduty" => match secret(c, "routing_key", &BTreeMap::new(), "") {
+                    Some(routing_key) => list.push(Arc::new(PagerDuty {
+                        url: c
+                            .get("url")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                            .or_else(|| {
+                                cfg.global
+                                    .get("pagerduty_url")
+                                    .and_then(Value::as_str)
+                                    .map(str::to_string)
+                            })
+                            .unwrap_or_else(|| "https://events.pagerduty.com/v2/enqueue".into()),
+                        routing_key,
+                        severity: c
+                            .get("severity")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        send_resolved: resolved(true),
+                    })),
+                    None => unsupported.push(format!(
+                        "{}: pagerduty with service_key (Events API v1) is not supported yet",
+                        r.name
+                    )),
+                },
                 other => unsupported.push(format!("{}: {other}", r.name)),
             }
         }
