@@ -62,7 +62,7 @@ pub struct NotifyConfig {
     /// Inhibition rules.
     pub inhibit_rules: Vec<InhibitRule>,
     /// Named time intervals (`time_intervals` and the older `mute_time_intervals`).
-    pub time_intervals: BTreeMap<String, Value>,
+    pub time_intervals: BTreeMap<String, Vec<super::timeinterval::TimeInterval>>,
     /// Template file globs.
     pub templates: Vec<String>,
     /// The configuration as read (for the status API, redacted there).
@@ -523,10 +523,9 @@ pub fn from_value(v: &Value) -> Result<NotifyConfig, NotifyConfigError> {
             let Some(name) = ti.get("name").and_then(Value::as_str) else {
                 return err(format!("missing name in {key}"));
             };
-            if time_intervals
-                .insert(name.to_string(), ti.clone())
-                .is_some()
-            {
+            let parsed = super::timeinterval::parse_named(ti)
+                .map_err(|e| NotifyConfigError(format!("{key} {name:?}: {e}")))?;
+            if time_intervals.insert(name.to_string(), parsed).is_some() {
                 return err(format!("time interval {name:?} is not unique"));
             }
         }

@@ -65,6 +65,8 @@ pub struct LogEntry {
 
 struct Group {
     receiver: String,
+    mute_time_intervals: Vec<String>,
+    active_time_intervals: Vec<String>,
     labels: BTreeMap<String, String>,
     alerts: BTreeSet<u64>,
     next_flush: i64,
@@ -127,6 +129,8 @@ impl Dispatcher {
             let key = group_key(r, &labels);
             let g = self.groups.entry(key).or_insert_with(|| Group {
                 receiver: r.receiver.clone(),
+                mute_time_intervals: r.mute_time_intervals.clone(),
+                active_time_intervals: r.active_time_intervals.clone(),
                 labels,
                 alerts: BTreeSet::new(),
                 next_flush: now + r.group_wait.as_millis(),
@@ -151,12 +155,14 @@ impl Dispatcher {
 
     /// Flushes every group due at `now`; returns the notifications to send. `send_resolved`
     /// says, per receiver, whether it wants resolved alerts; `muted` filters alerts
-    /// (silences, inhibition) before a notification is built.
+    /// (silences, inhibition) before a notification is built; `in_interval` says whether a
+    /// named time interval contains `now` (routes' mute and active time intervals).
     pub fn flush(
         &mut self,
         now: i64,
         send_resolved: &dyn Fn(&str) -> bool,
         muted: &dyn Fn(&Alert) -> bool,
+        in_interval: &dyn Fn(&str) -> bool,
     ) -> Vec<Notification> {
         let mut out = Vec::new();
         let mut empty = Vec::new();
@@ -166,6 +172,14 @@ impl Dispatcher {
             }
             g.next_flush = now + g.group_interval;
             g.flushed_once = true;
+            // Outside the route's active times, or inside a mute time, nothing is sent and
+            // nothing is logged: the group tries again at its next interval.
+            let muted_now = g.mute_time_intervals.iter().any(|n| in_interval(n))
+                || (!g.active_time_intervals.is_empty()
+                    && !g.active_time_intervals.iter().any(|n| in_interval(n)));
+            if muted_now {
+                continue;
+            }
             let mut firing = Vec::new();
             let mut resolved = Vec::new();
             for fp in &g.alerts {
@@ -268,6 +282,10 @@ mod tests {
 
     const S: i64 = 1000;
 
+    fn never(_: &str) -> bool {
+        false
+    }
+
     fn route(yaml: &str) -> Route {
         Route::parse_root(&serde_saphyr::from_str(yaml).unwrap()).unwrap()
     }
@@ -299,7 +317,10 @@ mod tests {
             alert(&[("alertname", "Down"), ("instance", "a")], 0, 4 * 60 * S),
             0,
         );
-        assert!(d.flush(29 * S, &yes, &no_mute).is_empty(), "group_wait");
+        assert!(
+            d.flush(29 * S, &yes, &no_mute, &never).is_empty(),
+            "group_wait"
+        );
         d.insert(
             &r,
             alert(
@@ -309,7 +330,7 @@ mod tests {
             ),
             10 * S,
         );
-        let n = d.flush(30 * S, &yes, &no_mute);
+        let n = d.flush(30 * S, &yes, &no_mute, &never);
         assert_eq!(names(&n), vec![("team".to_string(), "firing", 2)]);
         assert_eq!(n[0].group_labels["alertname"], "Down");
         // Same alerts again at the group interval: no change, no repeat yet.
@@ -327,14 +348,14 @@ mod tests {
             ),
             60 * S,
         );
-        assert!(d.flush(330 * S, &yes, &no_mute).is_empty());
+        assert!(d.flush(330 * S, &yes, &no_mute, &never).is_empty());
         // b resolves: the next flush tells.
         d.insert(
             &r,
             alert(&[("alertname", "Down"), ("instance", "b")], 10 * S, 400 * S),
             400 * S,
         );
-        let n = d.flush(630 * S, &yes, &no_mute);
+        let n = d.flush(630 * S, &yes, &no_mute, &never);
         assert_eq!(names(&n), vec![("team".to_string(), "firing", 2)]);
         assert!(n[0].alerts[1].resolved(630 * S));
         // a keeps firing: repeated after repeat_interval only.
@@ -343,8 +364,8 @@ mod tests {
             alert(&[("alertname", "Down"), ("instance", "a")], 0, 3 * 3600 * S),
             700 * S,
         );
-        assert!(d.flush(930 * S, &yes, &no_mute).is_empty());
-        let n = d.flush(630 * S + 3600 * S, &yes, &no_mute);
+        assert!(d.flush(930 * S, &yes, &no_mute, &never).is_empty());
+        let n = d.flush(630 * S + 3600 * S, &yes, &no_mute, &never);
         assert_eq!(names(&n), vec![("team".to_string(), "firing", 1)]);
     }
 
@@ -355,13 +376,30 @@ mod tests {
         let no = |_: &str| false;
         let no_mute = |_: &Alert| false;
         d.insert(&r, alert(&[("alertname", "X")], 0, 10 * S), 0);
-        assert_eq!(d.flush(0, &no, &no_mute).len(), 1);
+        assert_eq!(d.flush(0, &no, &no_mute, &never).len(), 1);
         assert!(
-            d.flush(60 * S, &no, &no_mute).is_empty(),
+            d.flush(60 * S, &no, &no_mute, &never).is_empty(),
             "resolved, not wanted"
         );
         d.insert(&r, alert(&[("alertname", "X")], 100 * S, 500 * S), 100 * S);
-        assert_eq!(d.flush(100 * S, &no, &no_mute).len(), 1, "new occurrence");
+        assert_eq!(
+            d.flush(100 * S, &no, &no_mute, &never).len(),
+            1,
+            "new occurrence"
+        );
+    }
+
+    #[test]
+    fn mute_and_active_time_intervals() {
+        let r = route("receiver: team\ngroup_wait: 0s\ngroup_interval: 1m\nroutes:\n  - matchers: ['team=\"a\"']\n    mute_time_intervals: [night]\n  - matchers: ['team=\"b\"']\n    active_time_intervals: [day]\n");
+        let mut d = Dispatcher::default();
+        d.insert(&r, alert(&[("alertname", "X"), ("team", "a")], 0, 0), 0);
+        d.insert(&r, alert(&[("alertname", "Y"), ("team", "b")], 0, 0), 0);
+        let night = |n: &str| n == "night";
+        let n = d.flush(0, &|_| true, &|_| false, &night);
+        assert!(n.is_empty(), "a muted at night; b only by day: {n:?}");
+        let day = |n: &str| n == "day";
+        assert_eq!(d.flush(60 * S, &|_| true, &|_| false, &day).len(), 2);
     }
 
     #[test]
@@ -408,7 +446,7 @@ mod tests {
         let rules = cfg.inhibit_rules.clone();
         let snapshot: Vec<Alert> = d.alerts();
         let muted = |a: &Alert| inhibited(&rules, snapshot.iter(), a, 0);
-        let mut n = names(&d.flush(0, &|_| true, &muted));
+        let mut n = names(&d.flush(0, &|_| true, &muted, &never));
         n.sort();
         assert_eq!(
             n,

@@ -9,3 +9,4 @@ pub mod external;
 pub mod notifier;
 pub mod route;
 pub mod silence;
+pub mod timeinterval;

@@ -769,7 +769,14 @@ impl Notifier {
                 || super::dispatch::inhibited(&cfg.inhibit_rules, snapshot.iter(), a, now)
         };
         let before = st.dispatcher.log.clone();
-        let notes = st.dispatcher.flush(now, &wants_resolved, &muted);
+        let in_interval = |name: &str| {
+            cfg.time_intervals
+                .get(name)
+                .is_some_and(|t| super::timeinterval::any_contains(t, now))
+        };
+        let notes = st
+            .dispatcher
+            .flush(now, &wants_resolved, &muted, &in_interval);
         if st.dispatcher.log != before {
             self.save_log(&st.dispatcher.log);
         }
