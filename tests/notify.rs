@@ -453,3 +453,53 @@ notify:
         "{s}"
     );
 }
+
+#[test]
+fn receiver_fields_use_alertmanager_templates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rec, got) = recorder(200);
+    let (smtp, mails) = smtp_server();
+    std::fs::write(
+        dir.path().join("alerts.yml"),
+        "groups:\n  - name: a\n    rules:\n      - alert: QueueBacklog\n        expr: vector(1)\n        labels: {queue: emails}\n        annotations: {summary: 'emails is backing up'}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("custom.tmpl"),
+        "{{ define \"custom.subject\" }}[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }}/{{ .CommonLabels.queue }}{{ end }}",
+    )
+    .unwrap();
+    let cfg = format!(
+        "global: {{evaluation_interval: 1s}}
+collectors: {{appliance: {{enabled: false}}}}
+rule_files: [alerts.yml]
+notify:
+  global: {{smtp_smarthost: '{smtp}', smtp_from: 'a@example.org', smtp_require_tls: false}}
+  templates: ['*.tmpl']
+  route: {{receiver: team, group_wait: 1s}}
+  receivers:
+    - name: team
+      slack_configs:
+        - api_url: http://{rec}/slack
+          title: '{{{{ template \"custom.subject\" . }}}}'
+          text: '{{{{ range .Alerts.Firing }}}}* {{{{ .Annotations.summary }}}}{{{{ end }}}}'
+          fields: [{{title: Queue, value: '{{{{ .CommonLabels.queue }}}}', short: true}}]
+      email_configs:
+        - to: ops@example.org
+          headers: {{Subject: '{{{{ template \"custom.subject\" . }}}}'}}
+"
+    );
+    let (_app, _addr) = appliance_with_config(dir.path(), &cfg);
+    let slack = wait_for(30, "the Slack message", || {
+        json_bodies(&got, "/slack").into_iter().next()
+    });
+    let att = &slack["attachments"][0];
+    assert_eq!(att["title"], "[FIRING] QueueBacklog/emails", "{slack}");
+    assert_eq!(att["text"], "* emails is backing up", "{slack}");
+    assert_eq!(att["fields"][0]["value"], "emails", "{slack}");
+    let (_, _, data) = wait_for(30, "the e-mail", || mails.lock().unwrap().first().cloned());
+    assert!(
+        data.contains("Subject: [FIRING] QueueBacklog/emails"),
+        "{data}"
+    );
+}

@@ -67,6 +67,8 @@ pub struct NotifyConfig {
     pub templates: Vec<String>,
     /// The configuration as read (for the status API, redacted there).
     pub raw: Value,
+    /// Built-in templates plus the `templates:` files.
+    pub template_set: super::template::Templates,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -452,13 +454,19 @@ impl NotifySection {
                 let path = base.join(f);
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| NotifyConfigError(format!("{}: {e}", path.display())))?;
-                parse(&text)
-                    .map(Some)
-                    .map_err(|e| NotifyConfigError(format!("{}: {e}", path.display())))
+                let mut c = parse(&text)
+                    .map_err(|e| NotifyConfigError(format!("{}: {e}", path.display())))?;
+                let dir = path.parent().unwrap_or(base);
+                c.template_set = super::template::Templates::load(&c.templates, dir)
+                    .map_err(|e| NotifyConfigError(format!("{}: {e}", path.display())))?;
+                Ok(Some(c))
             }
-            v => from_value(v)
-                .map(Some)
-                .map_err(|e| NotifyConfigError(format!("notify: {e}"))),
+            v => {
+                let mut c = from_value(v).map_err(|e| NotifyConfigError(format!("notify: {e}")))?;
+                c.template_set = super::template::Templates::load(&c.templates, base)
+                    .map_err(|e| NotifyConfigError(format!("notify: {e}")))?;
+                Ok(Some(c))
+            }
         }
     }
 }
@@ -556,6 +564,7 @@ pub fn from_value(v: &Value) -> Result<NotifyConfig, NotifyConfigError> {
         time_intervals,
         templates: strings(v.get("templates")),
         raw: v.clone(),
+        template_set: Default::default(),
     })
 }
 

@@ -9,4 +9,5 @@ pub mod external;
 pub mod notifier;
 pub mod route;
 pub mod silence;
+pub mod template;
 pub mod timeinterval;

@@ -207,11 +207,14 @@ pub fn slack_payload(n: &Notification, now: i64, channel: &str, external_url: &s
     msg
 }
 
-/// A Slack incoming webhook (`slack_configs` with `api_url`).
+/// A Slack incoming webhook (`slack_configs` with `api_url`); configured message fields are
+/// Alertmanager templates that replace the default message's.
 pub struct Slack {
     url: String,
     channel: String,
     send_resolved: bool,
+    settings: Value,
+    templates: super::template::Templates,
 }
 
 impl Receiver for Slack {
@@ -228,7 +231,43 @@ impl Receiver for Slack {
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
             let now = chrono::Utc::now().timestamp_millis();
-            let body = slack_payload(n, now, &self.channel, &ctx.external_url);
+            let mut body = slack_payload(n, now, &self.channel, &ctx.external_url);
+            let x = |t: &str| {
+                self.templates
+                    .expand(t, n, now, &ctx.external_url)
+                    .map_err(|e| DeliveryError(e.to_string()))
+            };
+            for key in [
+                "title",
+                "title_link",
+                "text",
+                "pretext",
+                "color",
+                "fallback",
+                "footer",
+                "image_url",
+                "thumb_url",
+            ] {
+                if let Some(t) = self.settings.get(key).and_then(Value::as_str) {
+                    body["attachments"][0][key] = json!(x(t)?);
+                }
+            }
+            for key in ["channel", "username", "icon_emoji", "icon_url"] {
+                if let Some(t) = self.settings.get(key).and_then(Value::as_str) {
+                    body[key] = json!(x(t)?);
+                }
+            }
+            if let Some(fields) = self.settings.get("fields").and_then(Value::as_array) {
+                let mut out = Vec::new();
+                for f in fields {
+                    out.push(json!({
+                        "title": x(f.get("title").and_then(Value::as_str).unwrap_or(""))?,
+                        "value": x(f.get("value").and_then(Value::as_str).unwrap_or(""))?,
+                        "short": f.get("short").and_then(Value::as_bool).unwrap_or(false),
+                    }));
+                }
+                body["attachments"][0]["fields"] = Value::Array(out);
+            }
             post_json(&ctx.http, &self.url, &body).await
         })
     }
@@ -244,6 +283,8 @@ pub struct Email {
     require_tls: bool,
     implicit_tls: bool,
     send_resolved: bool,
+    settings: Value,
+    templates: super::template::Templates,
 }
 
 /// Subject and plain-text body of a notification (shared by e-mail and chat messages).
@@ -290,7 +331,26 @@ impl Receiver for Email {
         Box::pin(async move {
             let e = |what: &str, x: &dyn std::fmt::Display| DeliveryError(format!("{what}: {x}"));
             let now = chrono::Utc::now().timestamp_millis();
-            let (subject, text) = subject_and_text(n, now);
+            let (mut subject, mut text) = subject_and_text(n, now);
+            let mut html = html_body(&text, &ctx.external_url);
+            let x = |t: &str| {
+                self.templates
+                    .expand(t, n, now, &ctx.external_url)
+                    .map_err(|e| DeliveryError(e.to_string()))
+            };
+            let headers = self.settings.get("headers");
+            if let Some(t) = headers
+                .and_then(|h| h.get("Subject").or_else(|| h.get("subject")))
+                .and_then(Value::as_str)
+            {
+                subject = x(t)?;
+            }
+            if let Some(t) = self.settings.get("text").and_then(Value::as_str) {
+                text = x(t)?;
+            }
+            if let Some(t) = self.settings.get("html").and_then(Value::as_str) {
+                html = x(t)?;
+            }
             let mut b = Message::builder()
                 .from(self.from.parse::<Mailbox>().map_err(|x| e("from", &x))?)
                 .subject(subject);
@@ -298,10 +358,7 @@ impl Receiver for Email {
                 b = b.to(t.parse::<Mailbox>().map_err(|x| e("to", &x))?);
             }
             let msg = b
-                .multipart(MultiPart::alternative_plain_html(
-                    text.clone(),
-                    html_body(&text, &ctx.external_url),
-                ))
+                .multipart(MultiPart::alternative_plain_html(text, html))
                 .map_err(|x| e("building the message", &x))?;
             let (host, port) = match self.smarthost.rsplit_once(':') {
                 Some((h, p)) => (
@@ -474,6 +531,8 @@ pub fn build_receivers(cfg: &NotifyConfig) -> (ReceiverMap, Vec<String>) {
                             .unwrap_or("")
                             .to_string(),
                         send_resolved: resolved(false),
+                        settings: c.clone(),
+                        templates: cfg.template_set.clone(),
                     })),
                     None => unsupported.push(format!(
                         "{}: slack without a webhook URL (bot tokens are not supported yet)",
@@ -522,6 +581,8 @@ pub fn build_receivers(cfg: &NotifyConfig) -> (ReceiverMap, Vec<String>) {
                             false,
                         ),
                         send_resolved: resolved(false),
+                        settings: c.clone(),
+                        templates: cfg.template_set.clone(),
                     }));
                 }
                 "pagerduty" => match secret(c, "routing_key", &BTreeMap::new(), "") {

@@ -1,0 +1,468 @@
+//! Alertmanager notification templates: receiver fields (Slack `title`, `text`, …, e-mail
+//! `subject`/`html`/`text`) and `templates:` files in Go `text/template` syntax over
+//! Alertmanager's data (`.Status`, `.Receiver`, `.Alerts`, `.GroupLabels`, `.CommonLabels`,
+//! `.CommonAnnotations`, `.ExternalURL`) through gotmpl.
+//!
+//! Go's data has methods (`.Alerts.Firing`, `.CommonLabels.SortedPairs`, `.Names`, `.Values`,
+//! `.Remove`); gotmpl's values do not, so such calls are rewritten into helper functions
+//! before parsing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use gotmpl::{Template, Value as T};
+
+use super::dispatch::Notification;
+
+const METHODS: &[&str] = &[
+    "Firing",
+    "Resolved",
+    "SortedPairs",
+    "Names",
+    "Values",
+    "Remove",
+];
+
+/// Rewrites method calls on dotted paths (`.Alerts.Firing`) into helper calls
+/// (`(__Firing .Alerts)`), inside actions only.
+fn rewrite(src: &str) -> String {
+    let re = match regex::Regex::new(r"\$?(?:\.[A-Za-z_][A-Za-z0-9_]*)+") {
+        Ok(r) => r,
+        Err(_) => return src.to_string(),
+    };
+    let mut out = String::with_capacity(src.len());
+    let mut rest = src;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        let end = after.find("}}").map(|e| e + 2).unwrap_or(after.len());
+        let action = &after[..end];
+        let replaced = re.replace_all(action, |c: &regex::Captures| {
+            let path = &c[0];
+            let (base, segs): (String, Vec<&str>) = if let Some(p) = path.strip_prefix('$') {
+                ("$".into(), p.split('.').filter(|s| !s.is_empty()).collect())
+            } else {
+                (
+                    String::new(),
+                    path.split('.').filter(|s| !s.is_empty()).collect(),
+                )
+            };
+            if !segs.iter().any(|s| METHODS.contains(s)) {
+                return path.to_string();
+            }
+            let mut expr = base;
+            for s in segs {
+                if s == "Remove" {
+                    let e = if expr.is_empty() {
+                        ".".to_string()
+                    } else {
+                        expr.clone()
+                    };
+                    expr = format!("__Remove {e}");
+                } else if METHODS.contains(&s) {
+                    let e = if expr.is_empty() {
+                        ".".to_string()
+                    } else {
+                        expr.clone()
+                    };
+                    expr = format!("(__{s} {e})");
+                } else {
+                    expr = format!("{expr}.{s}");
+                }
+            }
+            expr
+        });
+        out.push_str(&replaced);
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn s(v: &str) -> T {
+    T::String(Arc::from(v))
+}
+
+fn kv(m: &BTreeMap<String, String>) -> T {
+    T::Map(Arc::new(
+        m.iter()
+            .map(|(k, v)| (Arc::from(k.as_str()), s(v)))
+            .collect(),
+    ))
+}
+
+fn map_of(v: &T) -> Vec<(String, T)> {
+    match v {
+        T::Map(m) => m.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn list_of(v: &T) -> Vec<T> {
+    match v {
+        T::List(l) => l.to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+fn with_funcs(t: Template) -> Template {
+    let by_status = |want: &'static str| {
+        move |a: &[T]| {
+            Ok(T::List(Arc::from(
+                a.first()
+                    .map(list_of)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|x| x.field("Status").map(|s| s.to_string()) == Some(want.into()))
+                    .collect::<Vec<_>>(),
+            )))
+        }
+    };
+    t.func("__Firing", by_status("firing"))
+        .func("__Resolved", by_status("resolved"))
+        .func("__SortedPairs", |a: &[T]| {
+            Ok(T::List(Arc::from(
+                a.first()
+                    .map(map_of)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| {
+                        T::Map(Arc::new(
+                            [(Arc::from("Name"), s(&k)), (Arc::from("Value"), v)]
+                                .into_iter()
+                                .collect(),
+                        ))
+                    })
+                    .collect::<Vec<_>>(),
+            )))
+        })
+        .func("__Names", |a: &[T]| {
+            Ok(T::List(Arc::from(
+                a.first()
+                    .map(map_of)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, _)| s(&k))
+                    .collect::<Vec<_>>(),
+            )))
+        })
+        .func("__Values", |a: &[T]| {
+            let v = a.first().cloned().unwrap_or(T::Nil);
+            let vals: Vec<T> = match &v {
+                T::Map(_) => map_of(&v).into_iter().map(|(_, x)| x).collect(),
+                // `.SortedPairs.Values`: the values of name/value pairs.
+                T::List(l) => l.iter().filter_map(|p| p.field("Value").cloned()).collect(),
+                _ => Vec::new(),
+            };
+            Ok(T::List(Arc::from(vals)))
+        })
+        .func("__Remove", |a: &[T]| {
+            let drop: Vec<String> = a
+                .get(1)
+                .map(list_of)
+                .unwrap_or_default()
+                .iter()
+                .map(|x| x.to_string())
+                .collect();
+            Ok(T::Map(Arc::new(
+                a.first()
+                    .map(map_of)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(k, _)| !drop.contains(k))
+                    .map(|(k, v)| (Arc::from(k.as_str()), v))
+                    .collect(),
+            )))
+        })
+        .func("toUpper", |a: &[T]| {
+            Ok(s(&a
+                .first()
+                .map(|x| x.to_string())
+                .unwrap_or_default()
+                .to_uppercase()))
+        })
+        .func("toLower", |a: &[T]| {
+            Ok(s(&a
+                .first()
+                .map(|x| x.to_string())
+                .unwrap_or_default()
+                .to_lowercase()))
+        })
+        .func("trimSpace", |a: &[T]| {
+            Ok(s(a
+                .first()
+                .map(|x| x.to_string())
+                .unwrap_or_default()
+                .trim()))
+        })
+        .func("title", |a: &[T]| {
+            let x = a.first().map(|x| x.to_string()).unwrap_or_default();
+            let mut out = String::new();
+            let mut up = true;
+            for c in x.chars() {
+                if up {
+                    out.extend(c.to_uppercase());
+                } else {
+                    out.push(c);
+                }
+                up = !c.is_alphanumeric();
+            }
+            Ok(s(&out))
+        })
+        .func("join", |a: &[T]| {
+            let sep = a.first().map(|x| x.to_string()).unwrap_or_default();
+            let items: Vec<String> = a
+                .get(1)
+                .map(list_of)
+                .unwrap_or_default()
+                .iter()
+                .map(|x| x.to_string())
+                .collect();
+            Ok(s(&items.join(&sep)))
+        })
+        .func("safeHtml", |a: &[T]| {
+            Ok(a.first().cloned().unwrap_or(T::Nil))
+        })
+        .func("match", |a: &[T]| {
+            let re = regex::Regex::new(&a.first().map(|x| x.to_string()).unwrap_or_default())
+                .map_err(|e| gotmpl::TemplateError::Exec(e.to_string()))?;
+            Ok(T::Bool(re.is_match(
+                &a.get(1).map(|x| x.to_string()).unwrap_or_default(),
+            )))
+        })
+        .func("reReplaceAll", |a: &[T]| {
+            let re = regex::Regex::new(&a.first().map(|x| x.to_string()).unwrap_or_default())
+                .map_err(|e| gotmpl::TemplateError::Exec(e.to_string()))?;
+            let repl = a.get(1).map(|x| x.to_string()).unwrap_or_default();
+            Ok(s(&re.replace_all(
+                &a.get(2).map(|x| x.to_string()).unwrap_or_default(),
+                repl.as_str(),
+            )))
+        })
+        .func("stringSlice", |a: &[T]| Ok(T::List(Arc::from(a.to_vec()))))
+}
+
+/// Built-in named templates, after Alertmanager's `default.tmpl` (the parts people call).
+const DEFAULTS: &str = r#"{{ define "__subject" }}[{{ .Status | toUpper }}{{ if eq .Status "firing" }}:{{ .Alerts.Firing | len }}{{ end }}] {{ .GroupLabels.SortedPairs.Values | join " " }} {{ if gt (len .CommonLabels) (len .GroupLabels) }}({{ with .CommonLabels.Remove .GroupLabels.Names }}{{ .Values | join " " }}{{ end }}){{ end }}{{ end }}{{ define "__alertmanagerURL" }}{{ .ExternalURL }}{{ end }}{{ define "__text_alert_list" }}{{ range . }}Labels:
+{{ range .Labels.SortedPairs }} - {{ .Name }} = {{ .Value }}
+{{ end }}Annotations:
+{{ range .Annotations.SortedPairs }} - {{ .Name }} = {{ .Value }}
+{{ end }}Source: {{ .GeneratorURL }}
+{{ end }}{{ end }}{{ define "slack.default.title" }}{{ template "__subject" . }}{{ end }}{{ define "slack.default.username" }}{{ template "__alertmanager" . }}{{ end }}{{ define "__alertmanager" }}Alertmanager{{ end }}{{ define "slack.default.text" }}{{ end }}{{ define "slack.default.titlelink" }}{{ template "__alertmanagerURL" . }}{{ end }}{{ define "email.default.subject" }}{{ template "__subject" . }}{{ end }}{{ define "pagerduty.default.description" }}{{ template "__subject" . }}{{ end }}"#;
+
+/// Templates for one configuration: built-ins plus the `templates:` files.
+#[derive(Clone, Debug, Default)]
+pub struct Templates {
+    extra: String,
+}
+
+/// Why a template failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("template: {0}")]
+pub struct TemplateError(pub String);
+
+impl Templates {
+    /// Reads the `templates:` globs (relative to `base`).
+    pub fn load(globs: &[String], base: &std::path::Path) -> Result<Templates, TemplateError> {
+        let mut extra = String::new();
+        for g in globs {
+            let path = base.join(g);
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let dir = path.parent().unwrap_or(std::path::Path::new("."));
+            let Some(re) = crate::rules::unittest::glob_regex(&name) else {
+                continue;
+            };
+            let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| {
+                            p.file_name()
+                                .is_some_and(|n| re.is_match(&n.to_string_lossy()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            files.sort();
+            for f in files {
+                let text = std::fs::read_to_string(&f)
+                    .map_err(|e| TemplateError(format!("{}: {e}", f.display())))?;
+                extra.push_str(&text);
+            }
+        }
+        let t = Templates { extra };
+        t.parse("check", "")?;
+        Ok(t)
+    }
+
+    fn parse(&self, name: &str, text: &str) -> Result<Template, TemplateError> {
+        let src = format!(
+            "{}{}{}",
+            rewrite(DEFAULTS),
+            rewrite(&self.extra),
+            rewrite(text)
+        );
+        with_funcs(Template::new(name))
+            .parse(&src)
+            .map_err(|e| TemplateError(e.to_string()))
+    }
+
+    /// Expands `text` for `n` (a field without `{{` is returned as it is).
+    pub fn expand(
+        &self,
+        text: &str,
+        n: &Notification,
+        now: i64,
+        external_url: &str,
+    ) -> Result<String, TemplateError> {
+        if !text.contains("{{") {
+            return Ok(text.to_string());
+        }
+        let t = self.parse("field", text)?;
+        t.execute_to_string(&data(n, now, external_url))
+            .map_err(|e| TemplateError(e.to_string()))
+    }
+}
+
+fn labels(l: &crate::model::Labels) -> BTreeMap<String, String> {
+    l.iter()
+        .map(|x| (x.name.clone(), x.value.clone()))
+        .collect()
+}
+
+/// Alertmanager's template data for a notification.
+pub fn data(n: &Notification, now: i64, external_url: &str) -> T {
+    let alerts: Vec<T> = n
+        .alerts
+        .iter()
+        .map(|a| {
+            let status = if a.resolved(now) {
+                "resolved"
+            } else {
+                "firing"
+            };
+            T::Map(Arc::new(
+                [
+                    ("Status", s(status)),
+                    ("Labels", kv(&labels(&a.labels))),
+                    ("Annotations", kv(&a.annotations)),
+                    (
+                        "StartsAt",
+                        s(&crate::model::time::format_rfc3339(a.starts_at)),
+                    ),
+                    ("EndsAt", s(&crate::model::time::format_rfc3339(a.ends_at))),
+                    ("GeneratorURL", s(&a.generator_url)),
+                    ("Fingerprint", s(&format!("{:016x}", a.fingerprint()))),
+                ]
+                .into_iter()
+                .map(|(k, v)| (Arc::from(k), v))
+                .collect(),
+            ))
+        })
+        .collect();
+    let common = |maps: Vec<BTreeMap<String, String>>| {
+        let mut it = maps.into_iter();
+        let mut acc = it.next().unwrap_or_default();
+        for m in it {
+            acc.retain(|k, v| m.get(k) == Some(v));
+        }
+        acc
+    };
+    T::Map(Arc::new(
+        [
+            ("Receiver", s(&n.receiver)),
+            ("Status", s(n.status)),
+            ("Alerts", T::List(Arc::from(alerts))),
+            ("GroupLabels", kv(&n.group_labels)),
+            (
+                "CommonLabels",
+                kv(&common(
+                    n.alerts.iter().map(|a| labels(&a.labels)).collect(),
+                )),
+            ),
+            (
+                "CommonAnnotations",
+                kv(&common(
+                    n.alerts.iter().map(|a| a.annotations.clone()).collect(),
+                )),
+            ),
+            ("ExternalURL", s(external_url)),
+            ("GroupKey", s(&n.group_key)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (Arc::from(k), v))
+        .collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Labels;
+    use crate::notify::dispatch::Alert;
+
+    fn note() -> Notification {
+        let a = |inst: &str, end: i64| Alert {
+            labels: Labels::from_pairs([("alertname", "Down"), ("job", "api"), ("instance", inst)]),
+            annotations: [("summary".to_string(), format!("{inst} down"))].into(),
+            starts_at: 0,
+            ends_at: end,
+            generator_url: "http://x/graph".into(),
+        };
+        Notification {
+            receiver: "team".into(),
+            group_key: "0:{}".into(),
+            group_labels: [("alertname".to_string(), "Down".to_string())].into(),
+            alerts: vec![a("a:1", 0), a("b:1", 10)],
+            status: "firing",
+        }
+    }
+
+    #[test]
+    fn alertmanager_style_templates() {
+        let t = Templates::default();
+        let n = note();
+        let x = |src: &str| t.expand(src, &n, 100, "http://am").unwrap();
+        assert_eq!(
+            x("{{ template \"slack.default.title\" . }}"),
+            "[FIRING:1] Down (api)"
+        );
+        assert_eq!(x("{{ .Alerts.Firing | len }}/{{ len .Alerts }}"), "1/2");
+        assert_eq!(
+            x("{{ range .Alerts.Firing }}{{ .Annotations.summary }}{{ end }}"),
+            "a:1 down"
+        );
+        assert_eq!(
+            x("{{ .CommonLabels.job }} {{ .Receiver }} {{ .Status | toUpper }}"),
+            "api team FIRING"
+        );
+        assert_eq!(
+            x("{{ range .CommonLabels.SortedPairs }}{{ .Name }}={{ .Value }};{{ end }}"),
+            "alertname=Down;job=api;"
+        );
+        assert_eq!(x("{{ .GroupLabels.Names | join \",\" }}"), "alertname");
+        assert_eq!(x("plain"), "plain");
+        assert!(t.expand("{{ .Nope", &n, 0, "").is_err());
+    }
+
+    #[test]
+    fn template_files_define_named_templates() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.tmpl"),
+            "{{ define \"my.title\" }}Alert: {{ .CommonLabels.alertname }}{{ end }}",
+        )
+        .unwrap();
+        let t = Templates::load(&["*.tmpl".into()], dir.path()).unwrap();
+        assert_eq!(
+            t.expand("{{ template \"my.title\" . }}", &note(), 0, "")
+                .unwrap(),
+            "Alert: Down"
+        );
+        std::fs::write(dir.path().join("b.tmpl"), "{{ define \"broken\" }}{{ .X ").unwrap();
+        assert!(Templates::load(&["*.tmpl".into()], dir.path()).is_err());
+    }
+}
