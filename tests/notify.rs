@@ -22,6 +22,7 @@ fn target_down_reaches_webhook_and_slack_and_resolves() {
     let target = format!("127.0.0.1:{port}");
     let (ok_addr, ok) = recorder(200);
     let (bad_addr, bad) = recorder(500);
+    let (smtp, mails) = smtp_server();
     std::fs::write(
         dir.path().join("alerts.yml"),
         "groups:\n  - name: a\n    rules:\n      - alert: TargetDown\n        expr: up{job=\"web\"} == 0\n        for: 2s\n        labels: {severity: critical}\n        annotations:\n          summary: '{{ $labels.instance }} is down'\n",
@@ -49,9 +50,22 @@ notify:
         - api_url: http://{ok_addr}/slack
           channel: '#ops'
           send_resolved: true
+      email_configs:
+        - to: ops@example.org
+          from: appliance@example.org
+          smarthost: '{smtp}'
+          require_tls: false
+          send_resolved: true
 "
     );
+    // The target is up first; the test then stops it.
+    let up = Target::start(port, "app_requests_total 1\n");
     let (_app, addr) = appliance_with_config(dir.path(), &cfg);
+    wait_for(20, "the target up", || {
+        let v = get_json(&addr, "/api/v1/query?query=up%7Bjob%3D%22web%22%7D");
+        (v["data"]["result"][0]["value"][1] == "1").then_some(())
+    });
+    up.stop();
     let hook = wait_for(30, "the webhook notification", || {
         json_bodies(&ok, "/hook").into_iter().next()
     });
@@ -109,17 +123,7 @@ notify:
         "{m}"
     );
     // The target comes back: resolved notifications arrive.
-    let listener = std::net::TcpListener::bind(&target).unwrap();
-    let _server = std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        for s in listener.incoming() {
-            let Ok(mut s) = s else { continue };
-            let mut b = [0u8; 2048];
-            let _ = s.read(&mut b);
-            let body = "up_probe 1\n";
-            let _ = s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes());
-        }
-    });
+    let _back = Target::start(port, "app_requests_total 2\n");
     wait_for(40, "the resolved webhook notification", || {
         json_bodies(&ok, "/hook")
             .into_iter()
@@ -137,6 +141,17 @@ notify:
             .starts_with("[RESOLVED] TargetDown"),
         "{resolved}"
     );
+    // The e-mail went out when it fired, and again when it resolved.
+    wait_for(20, "the firing and the resolved e-mail", || {
+        let m = mails.lock().unwrap();
+        let firing = m
+            .iter()
+            .any(|(_, _, d)| d.contains("Subject: [FIRING:1] TargetDown"));
+        let resolved = m
+            .iter()
+            .any(|(_, _, d)| d.contains("Subject: [RESOLVED] TargetDown"));
+        (firing && resolved).then_some(())
+    });
 }
 
 #[test]
