@@ -112,6 +112,18 @@ notify:
             .cloned()
     });
     assert_eq!(failed["attempts"], 5, "{failed}");
+    assert_eq!(failed["target"], format!("http://{bad_addr}"), "{failed}");
+    let history = get_json(&addr, "/api/v1/notifications");
+    assert!(
+        history["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["integration"] == "email"
+                && e["target"] == "ops@example.org"
+                && e["success"] == true),
+        "{history}"
+    );
     assert!(
         failed["error"].as_str().unwrap().contains("500"),
         "{failed}"

@@ -40,6 +40,8 @@ pub struct DeliveryContext {
 pub trait Receiver: Send + Sync {
     /// Kind, for metrics and history (`webhook`, `slack`).
     fn kind(&self) -> &'static str;
+    /// To whom it delivers, for the history, without secrets (addresses, a channel, a host).
+    fn target(&self) -> String;
     /// Whether resolved alerts are sent.
     fn send_resolved(&self) -> bool;
     /// Delivers once.
@@ -115,9 +117,23 @@ pub struct Webhook {
     send_resolved: bool,
 }
 
+/// `scheme://host/…` of a URL: where a delivery went, without the path that may hold a token.
+fn host_of(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            format!("{scheme}://{}", host.rsplit('@').next().unwrap_or(host))
+        }
+        None => "<url>".into(),
+    }
+}
+
 impl Receiver for Webhook {
     fn kind(&self) -> &'static str {
         "webhook"
+    }
+    fn target(&self) -> String {
+        host_of(&self.url)
     }
     fn send_resolved(&self) -> bool {
         self.send_resolved
@@ -221,6 +237,13 @@ impl Receiver for Slack {
     fn kind(&self) -> &'static str {
         "slack"
     }
+    fn target(&self) -> String {
+        if self.channel.is_empty() {
+            host_of(&self.url)
+        } else {
+            format!("{} {}", host_of(&self.url), self.channel)
+        }
+    }
     fn send_resolved(&self) -> bool {
         self.send_resolved
     }
@@ -315,6 +338,9 @@ fn html_body(text: &str, external_url: &str) -> String {
 impl Receiver for Email {
     fn kind(&self) -> &'static str {
         "email"
+    }
+    fn target(&self) -> String {
+        self.to.join(", ")
     }
     fn send_resolved(&self) -> bool {
         self.send_resolved
@@ -434,6 +460,9 @@ pub fn pagerduty_payload(
 impl Receiver for PagerDuty {
     fn kind(&self) -> &'static str {
         "pagerduty"
+    }
+    fn target(&self) -> String {
+        host_of(&self.url)
     }
     fn send_resolved(&self) -> bool {
         self.send_resolved
@@ -628,6 +657,8 @@ pub struct HistoryEntry {
     pub receiver: String,
     /// Integration kind.
     pub integration: String,
+    /// To whom (addresses, channel, host; never a secret).
+    pub target: String,
     /// Group key.
     pub group_key: String,
     /// `firing` or `resolved`.
@@ -916,6 +947,7 @@ impl Notifier {
             time: crate::model::time::format_rfc3339(chrono::Utc::now().timestamp_millis()),
             receiver: n.receiver.clone(),
             integration: r.kind().to_string(),
+            target: r.target(),
             group_key: n.group_key.clone(),
             status: n.status.to_string(),
             alerts: names.into_iter().map(|(k, c)| format!("{k}×{c}")).collect(),
