@@ -111,12 +111,6 @@ pub fn webhook_payload(n: &Notification, now: i64, external_url: &str) -> Value 
     })
 }
 
-/// A generic webhook (`webhook_configs`).
-pub struct Webhook {
-    url: String,
-    send_resolved: bool,
-}
-
 /// `scheme://host/…` of a URL: where a delivery went, without the path that may hold a token.
 fn host_of(url: &str) -> String {
     match url.split_once("://") {
@@ -125,33 +119,6 @@ fn host_of(url: &str) -> String {
             format!("{scheme}://{}", host.rsplit('@').next().unwrap_or(host))
         }
         None => "<url>".into(),
-    }
-}
-
-impl Receiver for Webhook {
-    fn kind(&self) -> &'static str {
-        "webhook"
-    }
-    fn target(&self) -> String {
-        host_of(&self.url)
-    }
-    fn send_resolved(&self) -> bool {
-        self.send_resolved
-    }
-    fn deliver<'a>(
-        &'a self,
-        n: &'a Notification,
-        ctx: &'a DeliveryContext,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async move {
-            let now = chrono::Utc::now().timestamp_millis();
-            post_json(
-                &ctx.http,
-                &self.url,
-                &webhook_payload(n, now, &ctx.external_url),
-            )
-            .await
-        })
     }
 }
 
@@ -221,79 +188,6 @@ pub fn slack_payload(n: &Notification, now: i64, channel: &str, external_url: &s
         msg["channel"] = json!(channel);
     }
     msg
-}
-
-/// A Slack incoming webhook (`slack_configs` with `api_url`); configured message fields are
-/// Alertmanager templates that replace the default message's.
-pub struct Slack {
-    url: String,
-    channel: String,
-    send_resolved: bool,
-    settings: Value,
-    templates: super::template::Templates,
-}
-
-impl Receiver for Slack {
-    fn kind(&self) -> &'static str {
-        "slack"
-    }
-    fn target(&self) -> String {
-        if self.channel.is_empty() {
-            host_of(&self.url)
-        } else {
-            format!("{} {}", host_of(&self.url), self.channel)
-        }
-    }
-    fn send_resolved(&self) -> bool {
-        self.send_resolved
-    }
-    fn deliver<'a>(
-        &'a self,
-        n: &'a Notification,
-        ctx: &'a DeliveryContext,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async move {
-            let now = chrono::Utc::now().timestamp_millis();
-            let mut body = slack_payload(n, now, &self.channel, &ctx.external_url);
-            let x = |t: &str| {
-                self.templates
-                    .expand(t, n, now, &ctx.external_url)
-                    .map_err(|e| DeliveryError(e.to_string()))
-            };
-            for key in [
-                "title",
-                "title_link",
-                "text",
-                "pretext",
-                "color",
-                "fallback",
-                "footer",
-                "image_url",
-                "thumb_url",
-            ] {
-                if let Some(t) = self.settings.get(key).and_then(Value::as_str) {
-                    body["attachments"][0][key] = json!(x(t)?);
-                }
-            }
-            for key in ["channel", "username", "icon_emoji", "icon_url"] {
-                if let Some(t) = self.settings.get(key).and_then(Value::as_str) {
-                    body[key] = json!(x(t)?);
-                }
-            }
-            if let Some(fields) = self.settings.get("fields").and_then(Value::as_array) {
-                let mut out = Vec::new();
-                for f in fields {
-                    out.push(json!({
-                        "title": x(f.get("title").and_then(Value::as_str).unwrap_or(""))?,
-                        "value": x(f.get("value").and_then(Value::as_str).unwrap_or(""))?,
-                        "short": f.get("short").and_then(Value::as_bool).unwrap_or(false),
-                    }));
-                }
-                body["attachments"][0]["fields"] = Value::Array(out);
-            }
-            post_json(&ctx.http, &self.url, &body).await
-        })
-    }
 }
 
 /// E-mail through SMTP (`email_configs`), STARTTLS or implicit TLS, with optional auth.
@@ -419,15 +313,6 @@ impl Receiver for Email {
     }
 }
 
-/// PagerDuty Events API v2 (`pagerduty_configs` with `routing_key`): one event per group,
-/// `trigger` while firing and `resolve` once resolved, deduplicated by the group key.
-pub struct PagerDuty {
-    url: String,
-    routing_key: String,
-    severity: String,
-    send_resolved: bool,
-}
-
 /// The Events v2 body for a notification.
 pub fn pagerduty_payload(
     n: &Notification,
@@ -457,12 +342,105 @@ pub fn pagerduty_payload(
     })
 }
 
-impl Receiver for PagerDuty {
+/// What an HTTP JSON integration posts.
+enum Payload {
+    /// Alertmanager's webhook JSON v4 (`webhook_configs`).
+    Webhook,
+    /// A Slack incoming-webhook message; configured fields are Alertmanager templates that
+    /// replace the default message's.
+    Slack {
+        channel: String,
+        settings: Value,
+        templates: super::template::Templates,
+    },
+    /// A PagerDuty Events v2 event: `trigger` while firing, `resolve` once resolved,
+    /// deduplicated by the group key.
+    PagerDuty {
+        routing_key: String,
+        severity: String,
+    },
+}
+
+/// An integration that POSTs JSON: webhook, Slack incoming webhook, PagerDuty Events v2.
+pub struct HttpJson {
+    kind: &'static str,
+    url: String,
+    send_resolved: bool,
+    payload: Payload,
+}
+
+impl HttpJson {
+    fn body(
+        &self,
+        n: &Notification,
+        now: i64,
+        ctx: &DeliveryContext,
+    ) -> Result<Value, DeliveryError> {
+        Ok(match &self.payload {
+            Payload::Webhook => webhook_payload(n, now, &ctx.external_url),
+            Payload::PagerDuty {
+                routing_key,
+                severity,
+            } => pagerduty_payload(n, now, routing_key, severity, &ctx.external_url),
+            Payload::Slack {
+                channel,
+                settings,
+                templates,
+            } => {
+                let mut body = slack_payload(n, now, channel, &ctx.external_url);
+                let x = |t: &str| {
+                    templates
+                        .expand(t, n, now, &ctx.external_url)
+                        .map_err(|e| DeliveryError(e.to_string()))
+                };
+                for key in [
+                    "title",
+                    "title_link",
+                    "text",
+                    "pretext",
+                    "color",
+                    "fallback",
+                    "footer",
+                    "image_url",
+                    "thumb_url",
+                ] {
+                    if let Some(t) = settings.get(key).and_then(Value::as_str) {
+                        body["attachments"][0][key] = json!(x(t)?);
+                    }
+                }
+                for key in ["channel", "username", "icon_emoji", "icon_url"] {
+                    if let Some(t) = settings.get(key).and_then(Value::as_str) {
+                        body[key] = json!(x(t)?);
+                    }
+                }
+                if let Some(fields) = settings.get("fields").and_then(Value::as_array) {
+                    let mut out = Vec::new();
+                    for f in fields {
+                        out.push(json!({
+                            "title": x(f.get("title").and_then(Value::as_str).unwrap_or(""))?,
+                            "value": x(f.get("value").and_then(Value::as_str).unwrap_or(""))?,
+                            "short": f.get("short").and_then(Value::as_bool).unwrap_or(false),
+                        }));
+                    }
+                    body["attachments"][0]["fields"] = Value::Array(out);
+                }
+                body
+            }
+        })
+    }
+}
+
+impl Receiver for HttpJson {
     fn kind(&self) -> &'static str {
-        "pagerduty"
+        self.kind
     }
     fn target(&self) -> String {
-        host_of(&self.url)
+        match &self.payload {
+            Payload::Slack { channel, .. } if !channel.is_empty() => {
+                format!("{} {channel}", host_of(&self.url))
+            }
+            _ => host_of(&self.url),
+        }
     }
     fn send_resolved(&self) -> bool {
         self.send_resolved
@@ -474,8 +452,7 @@ impl Receiver for PagerDuty {
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
             let now = chrono::Utc::now().timestamp_millis();
-            let body =
-                pagerduty_payload(n, now, &self.routing_key, &self.severity, &ctx.external_url);
+            let body = self.body(n, now, ctx)?;
             post_json(&ctx.http, &self.url, &body).await
         })
     }
@@ -545,23 +522,28 @@ pub fn build_receivers(cfg: &NotifyConfig) -> (ReceiverMap, Vec<String>) {
             };
             match i.kind.as_str() {
                 "webhook" => match secret(c, "url", &BTreeMap::new(), "") {
-                    Some(url) => list.push(Arc::new(Webhook {
+                    Some(url) => list.push(Arc::new(HttpJson {
+                        kind: "webhook",
                         url,
                         send_resolved: resolved(true),
+                        payload: Payload::Webhook,
                     })),
                     None => unsupported.push(format!("{}: webhook without a readable url", r.name)),
                 },
                 "slack" => match secret(c, "api_url", &cfg.global, "slack_api_url") {
-                    Some(url) => list.push(Arc::new(Slack {
+                    Some(url) => list.push(Arc::new(HttpJson {
+                        kind: "slack",
                         url,
-                        channel: c
-                            .get("channel")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string(),
                         send_resolved: resolved(false),
-                        settings: c.clone(),
-                        templates: cfg.template_set.clone(),
+                        payload: Payload::Slack {
+                            channel: c
+                                .get("channel")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_string(),
+                            settings: c.clone(),
+                            templates: cfg.template_set.clone(),
+                        },
                     })),
                     None => unsupported.push(format!(
                         "{}: slack without a webhook URL (bot tokens are not supported yet)",
@@ -615,7 +597,8 @@ pub fn build_receivers(cfg: &NotifyConfig) -> (ReceiverMap, Vec<String>) {
                     }));
                 }
                 "pagerduty" => match secret(c, "routing_key", &BTreeMap::new(), "") {
-                    Some(routing_key) => list.push(Arc::new(PagerDuty {
+                    Some(routing_key) => list.push(Arc::new(HttpJson {
+                        kind: "pagerduty",
                         url: c
                             .get("url")
                             .and_then(Value::as_str)
@@ -627,13 +610,15 @@ pub fn build_receivers(cfg: &NotifyConfig) -> (ReceiverMap, Vec<String>) {
                                     .map(str::to_string)
                             })
                             .unwrap_or_else(|| "https://events.pagerduty.com/v2/enqueue".into()),
-                        routing_key,
-                        severity: c
-                            .get("severity")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string(),
                         send_resolved: resolved(true),
+                        payload: Payload::PagerDuty {
+                            routing_key,
+                            severity: c
+                                .get("severity")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_string(),
+                        },
                     })),
                     None => unsupported.push(format!(
                         "{}: pagerduty with service_key (Events API v1) is not supported yet",
