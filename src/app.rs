@@ -51,10 +51,13 @@ fn jobs(
     let mut out = Vec::new();
     for (c, cc) in collectors {
         if cfg.scrape_configs.iter().any(|s| s.job_name == c.name()) {
-            anyhow::bail!(
-                "scrape_configs: job name {:?} is taken by the built-in collector of that name",
-                c.name()
+            // A migrated prometheus.yml often scrapes node_exporter as job "node": the
+            // user's job wins and the built-in collector of that name stands aside.
+            tracing::info!(
+                job = c.name(),
+                "a scrape job has the built-in collector's name; the collector is not scraped"
             );
+            continue;
         }
         let yaml = format!("job_name: {}\n", c.name());
         let mut sc: ScrapeConfig = serde_saphyr::from_str(&yaml).context("collector job")?;

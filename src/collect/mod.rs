@@ -13,6 +13,8 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::model::exposition::Format;
+
+pub mod node;
 use crate::model::time::Duration;
 
 /// Why a collector failed; the scrape records it as `up 0` with this text.
@@ -104,6 +106,39 @@ pub struct CollectorsConfig {
     /// The appliance's own metrics (`job="appliance"`).
     #[serde(default)]
     pub appliance: CollectorConfig,
+    /// The host (`job="node"`), node_exporter-compatible.
+    #[serde(default)]
+    pub node: NodeConfig,
+}
+
+/// `collectors.node`: the switches plus where the host's files are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Whether the collector is scraped (default true).
+    pub enabled: bool,
+    /// Overrides the global scrape interval for this collector.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrape_interval: Option<Duration>,
+    /// procfs (`/host/proc` inside a container).
+    pub procfs: String,
+    /// sysfs (`/host/sys` inside a container).
+    pub sysfs: String,
+    /// The host's root file system (`/host/root` inside a container).
+    pub rootfs: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        let r = node::NodeRoots::default();
+        NodeConfig {
+            enabled: true,
+            scrape_interval: None,
+            procfs: r.procfs,
+            sysfs: r.sysfs,
+            rootfs: r.rootfs,
+        }
+    }
 }
 
 /// What collectors need from the rest of the process.
@@ -115,12 +150,23 @@ pub struct Deps {
 /// The one list of built-in collectors, each with its config entry; the only place a new
 /// collector is registered.
 pub fn builtin(cfg: &CollectorsConfig, deps: &Deps) -> Vec<(Arc<dyn Collector>, CollectorConfig)> {
-    let all: Vec<(Arc<dyn Collector>, &CollectorConfig)> = vec![(
-        Arc::new(SelfCollector::new(deps.registry.clone())),
-        &cfg.appliance,
-    )];
-    all.into_iter()
-        .filter(|(_, c)| c.enabled)
-        .map(|(col, c)| (col, c.clone()))
-        .collect()
+    let n = &cfg.node;
+    let all: Vec<(Arc<dyn Collector>, CollectorConfig)> = vec![
+        (
+            Arc::new(SelfCollector::new(deps.registry.clone())),
+            cfg.appliance.clone(),
+        ),
+        (
+            Arc::new(node::NodeCollector::new(node::NodeRoots {
+                procfs: n.procfs.clone(),
+                sysfs: n.sysfs.clone(),
+                rootfs: n.rootfs.clone(),
+            })),
+            CollectorConfig {
+                enabled: n.enabled,
+                scrape_interval: n.scrape_interval,
+            },
+        ),
+    ];
+    all.into_iter().filter(|(_, c)| c.enabled).collect()
 }

@@ -5,6 +5,7 @@
 //! promql and http all build on it, so it holds no I/O, no clocks and no global state.
 
 pub mod exposition;
+pub mod gofmt;
 pub mod histogram;
 pub mod labels;
 pub mod matcher;

@@ -1,0 +1,125 @@
+//! The built-in node collector beside Debian's node_exporter on the same host: for the
+//! collectors implemented so far, every family node_exporter prints is present with the same
+//! type, HELP and label names, and values that can be read at the same moment agree.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::*;
+
+/// name → (type, help, label-name sets, samples (labels text, value)).
+type Families = BTreeMap<String, (String, String, BTreeSet<Vec<String>>, Vec<(String, f64)>)>;
+
+fn families(page: &str) -> Families {
+    let mut out: Families = BTreeMap::new();
+    for line in page.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (n, h) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.entry(n.to_string()).or_default().1 = h.to_string();
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (n, t) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.entry(n.to_string()).or_default().0 = t.to_string();
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let (series, v) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = match series.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let names: Vec<String> = labels
+                .split("\",")
+                .filter(|p| !p.is_empty())
+                .map(|p| p.split('=').next().unwrap().to_string())
+                .collect();
+            let e = out.entry(name.to_string()).or_default();
+            e.2.insert(names);
+            e.3.push((labels.to_string(), v.parse().unwrap_or(f64::NAN)));
+        }
+    }
+    out
+}
+
+/// Families of the collectors the appliance implements.
+fn in_scope(name: &str) -> bool {
+    let exact = [
+        "node_boot_time_seconds",
+        "node_context_switches_total",
+        "node_forks_total",
+        "node_intr_total",
+        "node_procs_running",
+        "node_procs_blocked",
+        "node_load1",
+        "node_load5",
+        "node_load15",
+        "node_time_seconds",
+        "node_time_zone_offset_seconds",
+        "node_time_clocksource_available_info",
+        "node_time_clocksource_current_info",
+        "node_uname_info",
+        "node_filefd_allocated",
+        "node_filefd_maximum",
+        "node_entropy_available_bits",
+        "node_entropy_pool_size_bits",
+        "node_cpu_seconds_total",
+        "node_cpu_guest_seconds_total",
+        "node_os_info",
+        "node_os_version",
+    ];
+    exact.contains(&name)
+        || name.starts_with("node_memory_")
+        || name.starts_with("node_vmstat_")
+        || name.starts_with("node_pressure_")
+        || ((name.starts_with("node_network_receive_")
+            || name.starts_with("node_network_transmit_"))
+            && name.ends_with("_total"))
+}
+
+#[test]
+fn node_collector_matches_node_exporter() {
+    let port = free_port();
+    let Some(_ne) = node_exporter(port) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_app, addr) =
+        appliance_with_config(dir.path(), "collectors: {appliance: {enabled: false}}\n");
+    let theirs = families(&get(&format!("127.0.0.1:{port}"), "/metrics").unwrap().1);
+    let ours = families(&get(&addr, "/metrics/node").unwrap().1);
+    let mut checked = 0;
+    let mut missing = Vec::new();
+    for (name, (kind, help, labels, _)) in theirs.iter().filter(|(n, _)| in_scope(n)) {
+        checked += 1;
+        match ours.get(name) {
+            None => missing.push(name.clone()),
+            Some((k, h, l, _)) => {
+                assert_eq!(k, kind, "{name}: type");
+                assert_eq!(h, help, "{name}: HELP");
+                assert_eq!(l, labels, "{name}: label names");
+            }
+        }
+    }
+    assert!(missing.is_empty(), "missing families: {missing:?}");
+    assert!(checked > 60, "only {checked} families in scope");
+    eprintln!("node collector: {checked} of node_exporter's families for the implemented collectors present with the same type, HELP and labels");
+    // Values read at (nearly) the same moment.
+    let one = |f: &Families, n: &str| f[n].3[0].1;
+    for n in [
+        "node_memory_MemTotal_bytes",
+        "node_filefd_maximum",
+        "node_entropy_pool_size_bits",
+        "node_boot_time_seconds",
+    ] {
+        let (a, b) = (one(&theirs, n), one(&ours, n));
+        assert!(
+            (a - b).abs() <= 1.0,
+            "{n}: node_exporter {a}, appliance {b}"
+        );
+    }
+    assert_eq!(
+        theirs["node_cpu_seconds_total"].3.len(),
+        ours["node_cpu_seconds_total"].3.len(),
+        "one series per CPU and mode"
+    );
+    let up = |f: &Families| f["node_uname_info"].3[0].0.clone();
+    assert_eq!(up(&theirs), up(&ours), "uname labels");
+}
