@@ -69,6 +69,20 @@ fn in_scope(name: &str) -> bool {
         || name.starts_with("node_memory_")
         || name.starts_with("node_vmstat_")
         || name.starts_with("node_pressure_")
+        || [
+            "node_filesystem_",
+            "node_disk_",
+            "node_netstat_",
+            "node_sockstat_",
+            "node_nf_conntrack_",
+            "node_cpu_frequency_",
+            "node_cpu_scaling_frequency_",
+            "node_hwmon_",
+            "node_thermal_zone_",
+            "node_cooling_device_",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
         || ((name.starts_with("node_network_receive_")
             || name.starts_with("node_network_transmit_"))
             && name.ends_with("_total"))
@@ -100,6 +114,19 @@ fn node_collector_matches_node_exporter() {
     }
     assert!(missing.is_empty(), "missing families: {missing:?}");
     assert!(checked > 60, "only {checked} families in scope");
+    let all: Vec<&String> = theirs
+        .keys()
+        .filter(|n| {
+            !["go_", "process_", "promhttp_"]
+                .iter()
+                .any(|p| n.starts_with(p))
+        })
+        .collect();
+    let have = all.iter().filter(|n| ours.contains_key(n.as_str())).count();
+    eprintln!(
+        "node collector coverage: {have} of the {} families node_exporter prints here (less go_/process_/promhttp_)",
+        all.len()
+    );
     eprintln!("node collector: {checked} of node_exporter's families for the implemented collectors present with the same type, HELP and labels");
     // Values read at (nearly) the same moment.
     let one = |f: &Families, n: &str| f[n].3[0].1;
@@ -122,4 +149,33 @@ fn node_collector_matches_node_exporter() {
     );
     let up = |f: &Families| f["node_uname_info"].3[0].0.clone();
     assert_eq!(up(&theirs), up(&ours), "uname labels");
+    // Same series (label values too) where the host's state is stable between two reads.
+    for n in [
+        "node_filesystem_size_bytes",
+        "node_disk_info",
+        "node_cpu_seconds_total",
+        "node_network_receive_bytes_total",
+    ] {
+        let series = |f: &Families| -> Vec<String> {
+            let mut v: Vec<String> = f[n].3.iter().map(|(l, _)| l.clone()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(series(&theirs), series(&ours), "{n}: series");
+    }
+    let by_labels =
+        |f: &Families, n: &str| -> BTreeMap<String, f64> { f[n].3.iter().cloned().collect() };
+    let (a, b) = (
+        by_labels(&theirs, "node_filesystem_size_bytes"),
+        by_labels(&ours, "node_filesystem_size_bytes"),
+    );
+    assert_eq!(a, b, "filesystem sizes");
+    // Every sub-collector we implement succeeds or fails where node_exporter's does.
+    let ours_ok = by_labels(&ours, "node_scrape_collector_success");
+    for (l, v) in by_labels(&theirs, "node_scrape_collector_success") {
+        if let Some(o) = ours_ok.get(&l) {
+            assert_eq!(*o, v, "node_scrape_collector_success{{{l}}}");
+        }
+    }
+    assert!(ours_ok.len() >= 20, "{ours_ok:?}");
 }

@@ -126,6 +126,8 @@ pub struct NodeConfig {
     pub sysfs: String,
     /// The host's root file system (`/host/root` inside a container).
     pub rootfs: String,
+    /// Mount points, file-system types and devices left out.
+    pub filters: node::NodeFilters,
 }
 
 impl Default for NodeConfig {
@@ -137,6 +139,7 @@ impl Default for NodeConfig {
             procfs: r.procfs,
             sysfs: r.sysfs,
             rootfs: r.rootfs,
+            filters: node::NodeFilters::default(),
         }
     }
 }
@@ -157,11 +160,14 @@ pub fn builtin(cfg: &CollectorsConfig, deps: &Deps) -> Vec<(Arc<dyn Collector>, 
             cfg.appliance.clone(),
         ),
         (
-            Arc::new(node::NodeCollector::new(node::NodeRoots {
-                procfs: n.procfs.clone(),
-                sysfs: n.sysfs.clone(),
-                rootfs: n.rootfs.clone(),
-            })),
+            Arc::new(node::NodeCollector::new(
+                node::NodeRoots {
+                    procfs: n.procfs.clone(),
+                    sysfs: n.sysfs.clone(),
+                    rootfs: n.rootfs.clone(),
+                },
+                n.filters.clone(),
+            )),
             CollectorConfig {
                 enabled: n.enabled,
                 scrape_interval: n.scrape_interval,

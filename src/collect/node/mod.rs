@@ -2,9 +2,9 @@
 //! and sysfs under a configurable root (`/proc`, `/sys` and `/etc` by default, or a host's
 //! mounted at `/host/...` inside a container, or a fixture tree in tests).
 //!
-//! This step covers `cpu`, `meminfo`, `loadavg`, `stat`, `time`, `uname`, `filefd`, `entropy`,
-//! `netdev`, `vmstat`, `pressure` and `os`, each reporting `node_scrape_collector_success` and
-//! `node_scrape_collector_duration_seconds` like node_exporter.
+//! node_exporter's default collectors that apply to a typical Linux server (see `SUBS`), each
+//! reporting `node_scrape_collector_success` and `node_scrape_collector_duration_seconds` like
+//! node_exporter. Reads files only; never writes to the host or touches storage.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{CollectError, CollectFuture, Collector, Page};
 use crate::model::exposition::Format;
+
+mod disk;
+mod hw;
+mod net;
 
 /// Where the host's files are.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,6 +38,74 @@ impl Default for NodeRoots {
             procfs: "/proc".into(),
             sysfs: "/sys".into(),
             rootfs: "/".into(),
+        }
+    }
+}
+
+/// An unanchored regular expression from the config (node_exporter's filter flags), checked
+/// when the config is read.
+#[derive(Clone, Debug)]
+pub struct Pattern(regex::Regex);
+
+impl Pattern {
+    /// Compiles `src`.
+    pub fn new(src: &str) -> Result<Self, String> {
+        regex::Regex::new(src).map(Pattern).map_err(|e| {
+            format!(
+                "invalid regular expression {src:?}: {}",
+                e.to_string().lines().last().unwrap_or("")
+            )
+        })
+    }
+
+    /// Whether `s` contains a match.
+    pub fn is_match(&self, s: &str) -> bool {
+        self.0.is_match(s)
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.as_str() == o.0.as_str()
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Pattern::new(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+/// What the filesystem and diskstats collectors leave out; the defaults are Debian's
+/// node_exporter 1.5 flags (Debian adds `/run`, `/mnt` and `/media` to upstream's mount-point
+/// exclude), so a Debian host shows the same series under both.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeFilters {
+    /// `--collector.filesystem.mount-points-exclude`.
+    pub mount_points_exclude: Pattern,
+    /// `--collector.filesystem.fs-types-exclude`.
+    pub fs_types_exclude: Pattern,
+    /// `--collector.diskstats.device-exclude`.
+    pub disk_device_exclude: Pattern,
+    /// `--collector.netdev.device-exclude`.
+    pub netdev_device_exclude: Pattern,
+}
+
+impl Default for NodeFilters {
+    fn default() -> Self {
+        let p = |s| Pattern::new(s).unwrap_or_else(|e| unreachable!("built-in pattern: {e}"));
+        NodeFilters {
+            mount_points_exclude: p(disk::MOUNT_POINTS_EXCLUDE),
+            fs_types_exclude: p(disk::FS_TYPES_EXCLUDE),
+            disk_device_exclude: p(disk::DEVICE_EXCLUDE),
+            netdev_device_exclude: p("^lo$"),
         }
     }
 }
@@ -66,13 +138,13 @@ impl Out {
                 kind,
                 samples: Vec::new(),
             });
-        f.samples.push((
-            labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            v,
-        ));
+        // client_golang prints label pairs sorted by name.
+        let mut labels: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        labels.sort();
+        f.samples.push((labels, v));
     }
 
     fn render(self) -> String {
@@ -114,31 +186,41 @@ fn num(v: f64) -> String {
 }
 
 /// The host collector.
+#[derive(Clone)]
 pub struct NodeCollector {
     roots: NodeRoots,
+    filters: NodeFilters,
 }
 
 type Sub = fn(&NodeCollector, &mut Out) -> Result<(), String>;
 
 const SUBS: &[(&str, Sub)] = &[
+    ("conntrack", NodeCollector::conntrack),
     ("cpu", NodeCollector::cpu),
+    ("cpufreq", NodeCollector::cpufreq),
+    ("diskstats", NodeCollector::diskstats),
     ("entropy", NodeCollector::entropy),
     ("filefd", NodeCollector::filefd),
+    ("filesystem", NodeCollector::filesystem),
+    ("hwmon", NodeCollector::hwmon),
     ("loadavg", NodeCollector::loadavg),
     ("meminfo", NodeCollector::meminfo),
     ("netdev", NodeCollector::netdev),
+    ("netstat", NodeCollector::netstat),
     ("os", NodeCollector::os),
     ("pressure", NodeCollector::pressure),
+    ("sockstat", NodeCollector::sockstat),
     ("stat", NodeCollector::stat),
+    ("thermal_zone", NodeCollector::thermal_zone),
     ("time", NodeCollector::time),
     ("uname", NodeCollector::uname),
     ("vmstat", NodeCollector::vmstat),
 ];
 
 impl NodeCollector {
-    /// A collector reading under `roots`.
-    pub fn new(roots: NodeRoots) -> Self {
-        NodeCollector { roots }
+    /// A collector reading under `roots`, leaving out what `filters` exclude.
+    pub fn new(roots: NodeRoots, filters: NodeFilters) -> Self {
+        NodeCollector { roots, filters }
     }
 
     fn proc(&self, rel: &str) -> PathBuf {
@@ -467,8 +549,7 @@ impl NodeCollector {
                 continue;
             };
             let dev = dev.trim();
-            // node_exporter leaves the loopback device out by default.
-            if dev == "lo" {
+            if self.filters.netdev_device_exclude.is_match(dev) {
                 continue;
             }
             let v: Vec<f64> = rest
@@ -643,8 +724,8 @@ impl Collector for NodeCollector {
     fn collect(&self) -> CollectFuture<'_> {
         Box::pin(async move {
             let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-            let roots = self.roots.clone();
-            let body = tokio::task::spawn_blocking(move || NodeCollector::new(roots).render(now))
+            let me = self.clone();
+            let body = tokio::task::spawn_blocking(move || me.render(now))
                 .await
                 .map_err(|e| CollectError::Encode(e.to_string()))?;
             Ok(Page {
@@ -666,11 +747,14 @@ mod tests {
     #[test]
     fn fixture_tree_gives_the_golden_page() {
         let root = fixture();
-        let c = NodeCollector::new(NodeRoots {
-            procfs: root.join("proc").display().to_string(),
-            sysfs: root.join("sys").display().to_string(),
-            rootfs: root.display().to_string(),
-        });
+        let c = NodeCollector::new(
+            NodeRoots {
+                procfs: root.join("proc").display().to_string(),
+                sysfs: root.join("sys").display().to_string(),
+                rootfs: root.display().to_string(),
+            },
+            NodeFilters::default(),
+        );
         let page = c.render(1_700_000_000.0);
         // Durations vary; everything else is fixed by the fixture.
         let stable: String = page

@@ -1,0 +1,246 @@
+//! node_exporter's `cpufreq`, `hwmon` and `thermal_zone` collectors: present on physical
+//! hosts, usually absent in VMs (where they report nothing, as node_exporter does).
+
+use std::path::{Path, PathBuf};
+
+use super::{NodeCollector, Out};
+
+fn read_num(p: &Path) -> Option<f64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+fn sorted_dirs(dir: &Path, prefix: &str) -> Vec<(String, PathBuf)> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<(String, PathBuf)> = rd
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(prefix).then(|| (n, e.path()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// node_exporter's `cleanMetricName` for hwmon chip names.
+fn clean_name(s: &str) -> String {
+    let lower = s.trim().to_lowercase();
+    let replaced: String = lower
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == ':' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    replaced.trim_matches('_').to_string()
+}
+
+/// node_exporter's `hwmonName`: `<bus type>_<device>` from the device link, else the `name`
+/// file, else `hwmonN`.
+fn hwmon_chip(dir: &Path) -> String {
+    if let Ok(dev) = std::fs::canonicalize(dir.join("device")) {
+        let name = dev.file_name().map(|n| clean_name(&n.to_string_lossy()));
+        let kind = dev
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| clean_name(&n.to_string_lossy()));
+        match (kind, name) {
+            (Some(k), Some(n)) if !k.is_empty() && !n.is_empty() => return format!("{k}_{n}"),
+            (_, Some(n)) if !n.is_empty() => return n,
+            _ => {}
+        }
+    }
+    if let Ok(n) = std::fs::read_to_string(dir.join("name")) {
+        let n = clean_name(&n);
+        if !n.is_empty() {
+            return n;
+        }
+    }
+    let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    clean_name(&real.file_name().unwrap_or_default().to_string_lossy())
+}
+
+impl NodeCollector {
+    pub(super) fn cpufreq(&self, out: &mut Out) -> Result<(), String> {
+        const FILES: [(&str, &str, &str); 6] = [
+            (
+                "cpuinfo_cur_freq",
+                "node_cpu_frequency_hertz",
+                "Current cpu thread frequency in hertz.",
+            ),
+            (
+                "cpuinfo_max_freq",
+                "node_cpu_frequency_max_hertz",
+                "Maximum cpu thread frequency in hertz.",
+            ),
+            (
+                "cpuinfo_min_freq",
+                "node_cpu_frequency_min_hertz",
+                "Minimum cpu thread frequency in hertz.",
+            ),
+            (
+                "scaling_cur_freq",
+                "node_cpu_scaling_frequency_hertz",
+                "Current scaled cpu thread frequency in hertz.",
+            ),
+            (
+                "scaling_max_freq",
+                "node_cpu_scaling_frequency_max_hertz",
+                "Maximum scaled cpu thread frequency in hertz.",
+            ),
+            (
+                "scaling_min_freq",
+                "node_cpu_scaling_frequency_min_hertz",
+                "Minimum scaled cpu thread frequency in hertz.",
+            ),
+        ];
+        for (name, dir) in sorted_dirs(&self.sys("devices/system/cpu"), "cpu") {
+            let Some(cpu) = name
+                .strip_prefix("cpu")
+                .filter(|c| c.parse::<u32>().is_ok())
+            else {
+                continue;
+            };
+            let d = dir.join("cpufreq");
+            for (file, metric, help) in FILES {
+                // sysfs gives kHz.
+                if let Some(v) = read_num(&d.join(file)) {
+                    out.add(metric, help, "gauge", &[("cpu", cpu)], v * 1000.0);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn thermal_zone(&self, out: &mut Out) -> Result<(), String> {
+        let base = self.sys("class/thermal");
+        for (name, dir) in sorted_dirs(&base, "thermal_zone") {
+            let zone = name.trim_start_matches("thermal_zone");
+            let kind = std::fs::read_to_string(dir.join("type")).unwrap_or_default();
+            if let Some(t) = read_num(&dir.join("temp")) {
+                out.add(
+                    "node_thermal_zone_temp",
+                    "Zone temperature in Celsius",
+                    "gauge",
+                    &[("type", kind.trim()), ("zone", zone)],
+                    t / 1000.0,
+                );
+            }
+        }
+        for (name, dir) in sorted_dirs(&base, "cooling_device") {
+            let dev = name.trim_start_matches("cooling_device");
+            let kind = std::fs::read_to_string(dir.join("type")).unwrap_or_default();
+            let labels = [("name", dev), ("type", kind.trim())];
+            if let Some(v) = read_num(&dir.join("cur_state")) {
+                out.add(
+                    "node_cooling_device_cur_state",
+                    "Current throttle state of the cooling device",
+                    "gauge",
+                    &labels,
+                    v,
+                );
+            }
+            if let Some(v) = read_num(&dir.join("max_state")) {
+                out.add(
+                    "node_cooling_device_max_state",
+                    "Maximum throttle state of the cooling device",
+                    "gauge",
+                    &labels,
+                    v,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn hwmon(&self, out: &mut Out) -> Result<(), String> {
+        let base = self.sys("class/hwmon");
+        if !base.is_dir() {
+            return Err(format!("{}: not found", base.display()));
+        }
+        for (_, dir) in sorted_dirs(&base, "hwmon") {
+            let chip = hwmon_chip(&dir);
+            if let Ok(n) = std::fs::read_to_string(dir.join("name")) {
+                out.add(
+                    "node_hwmon_chip_names",
+                    "Annotation metric for human-readable chip names",
+                    "gauge",
+                    &[("chip", &chip), ("chip_name", n.trim())],
+                    1.0,
+                );
+            }
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut files: Vec<String> = rd
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            files.sort();
+            for f in &files {
+                // <type><n>_<property>, e.g. temp1_input.
+                let Some((sensor, prop)) = f.split_once('_') else {
+                    continue;
+                };
+                let kind = sensor.trim_end_matches(|c: char| c.is_ascii_digit());
+                if kind == sensor {
+                    continue;
+                }
+                let labels = [("chip", chip.as_str()), ("sensor", sensor)];
+                if prop == "label" {
+                    if let Ok(l) = std::fs::read_to_string(dir.join(f)) {
+                        out.add(
+                            "node_hwmon_sensor_label",
+                            "Label for given chip and sensor",
+                            "gauge",
+                            &[("chip", &chip), ("label", l.trim()), ("sensor", sensor)],
+                            1.0,
+                        );
+                    }
+                    continue;
+                }
+                let (unit, scale, what) = match kind {
+                    "temp" => ("celsius", 0.001, "temperature"),
+                    "in" => ("volts", 0.001, "voltage"),
+                    "fan" => ("rpm", 1.0, "fan revolutions per minute"),
+                    _ => continue,
+                };
+                let Some(v) = read_num(&dir.join(f)) else {
+                    continue;
+                };
+                let name = if prop == "input" {
+                    format!("node_hwmon_{kind}_{unit}")
+                } else if matches!(prop, "max" | "min" | "crit") {
+                    format!("node_hwmon_{kind}_{prop}_{unit}")
+                } else {
+                    continue;
+                };
+                out.add(
+                    &name,
+                    &format!("Hardware monitor for {what} ({prop})"),
+                    "gauge",
+                    &labels,
+                    v * scale,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chip_names_are_cleaned_like_node_exporter() {
+        assert_eq!(clean_name("coretemp.0\n"), "coretemp_0");
+        assert_eq!(clean_name("0000:00:18.3"), "0000:00:18_3");
+        assert_eq!(clean_name("--ACPI--"), "acpi");
+    }
+}
