@@ -8,11 +8,23 @@ need=()
 [ -x /usr/bin/prometheus-node-exporter ] || need+=(prometheus-node-exporter)
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
 [ -x /usr/bin/amtool ] || need+=(prometheus-alertmanager)
+command -v dockerd >/dev/null || need+=(docker.io)
+[ -x /bin/busybox ] && /bin/busybox --list | grep -qx sh || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+# The container collector's tests need a Docker engine; no registry is reachable, so the
+# tests build their image from busybox with `docker import`.
+if ! docker version >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo sh -c 'nohup dockerd --bridge=none --iptables=false >/tmp/appliance-dockerd.log 2>&1 &'
+  for _ in $(seq 1 60); do docker version >/dev/null 2>&1 && break; sleep 1; done
+  docker version >/dev/null || { echo "dockerd did not start; see /tmp/appliance-dockerd.log"; exit 1; }
 fi
 
 cargo fmt --all -- --check

@@ -4,6 +4,8 @@
 //! an HTTP target, so each gets `up`, `scrape_*` and staleness without code of its own. This
 //! module knows nothing of scraping or storage.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,8 +16,91 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::exposition::Format;
 
+pub mod container;
 pub mod node;
 use crate::model::time::Duration;
+
+/// One metric family being written.
+struct Family {
+    name: String,
+    help: String,
+    kind: &'static str,
+    samples: Vec<(Vec<(String, String)>, f64)>,
+}
+
+/// A text exposition being built, families kept in name order as node_exporter and cAdvisor
+/// print them, labels sorted as client_golang sorts them.
+#[derive(Default)]
+pub struct PageBuilder {
+    families: BTreeMap<String, Family>,
+}
+
+impl PageBuilder {
+    /// Adds one sample to family `name`, created with `help` and `kind` on first use.
+    pub fn add(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: &'static str,
+        labels: &[(&str, &str)],
+        v: f64,
+    ) {
+        let f = self
+            .families
+            .entry(name.to_string())
+            .or_insert_with(|| Family {
+                name: name.to_string(),
+                help: help.to_string(),
+                kind,
+                samples: Vec::new(),
+            });
+        // client_golang prints label pairs sorted by name.
+        let mut labels: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        labels.sort();
+        f.samples.push((labels, v));
+    }
+
+    /// The page in the text format 0.0.4.
+    pub fn render(self) -> String {
+        let mut s = String::new();
+        for f in self.families.into_values() {
+            let _ = writeln!(s, "# HELP {} {}", f.name, escape_help(&f.help));
+            let _ = writeln!(s, "# TYPE {} {}", f.name, f.kind);
+            let mut samples = f.samples;
+            samples.sort_by(|a, b| a.0.cmp(&b.0));
+            for (labels, v) in samples {
+                if labels.is_empty() {
+                    let _ = writeln!(s, "{} {}", f.name, num(v));
+                } else {
+                    let ls: Vec<String> = labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}=\"{}\"", escape_value(v)))
+                        .collect();
+                    let _ = writeln!(s, "{}{{{}}} {}", f.name, ls.join(","), num(v));
+                }
+            }
+        }
+        s
+    }
+}
+
+fn escape_help(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn escape_value(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Go's `strconv.FormatFloat(v, 'g', -1, 64)`, as client_golang prints values.
+pub(crate) fn num(v: f64) -> String {
+    crate::model::gofmt::go_g(v, None)
+}
 
 /// Why a collector failed; the scrape records it as `up 0` with this text.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +108,9 @@ pub enum CollectError {
     /// Rendering the page failed.
     #[error("encoding metrics: {0}")]
     Encode(String),
+    /// The source (e.g. the Docker engine) did not answer.
+    #[error("{0}")]
+    Source(String),
 }
 
 /// One collected page.
@@ -109,6 +197,9 @@ pub struct CollectorsConfig {
     /// The host (`job="node"`), node_exporter-compatible.
     #[serde(default)]
     pub node: NodeConfig,
+    /// Docker containers (`job="containers"`), cAdvisor-compatible.
+    #[serde(default)]
+    pub containers: container::ContainerConfig,
 }
 
 /// `collectors.node`: the switches plus where the host's files are.
@@ -171,6 +262,16 @@ pub fn builtin(cfg: &CollectorsConfig, deps: &Deps) -> Vec<(Arc<dyn Collector>, 
             CollectorConfig {
                 enabled: n.enabled,
                 scrape_interval: n.scrape_interval,
+            },
+        ),
+        (
+            Arc::new(container::ContainerCollector::new(cfg.containers.clone())),
+            CollectorConfig {
+                enabled: cfg
+                    .containers
+                    .enabled
+                    .unwrap_or_else(|| container::docker_answers(&cfg.containers.docker_host)),
+                scrape_interval: cfg.containers.scrape_interval,
             },
         ),
     ];

@@ -361,3 +361,82 @@ impl Target {
         }
     }
 }
+
+/// Whether a Docker engine answers; outside CI a missing engine skips (says so), under CI
+/// it fails (the test command starts one).
+pub fn docker_engine() -> bool {
+    let ok = Command::new("docker")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
+            panic!("no Docker engine under CI; the test command starts dockerd");
+        }
+        eprintln!("skipping: no Docker engine answers");
+    }
+    ok
+}
+
+/// The local test image: busybox-static imported into Docker (no registry is reachable).
+pub fn busybox_image() -> &'static str {
+    const IMAGE: &str = "appliance-test-busybox:latest";
+    let have = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !have {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("root/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static at /bin/busybox");
+        for c in ["sh", "sleep", "yes", "cat", "true", "false", "dd", "head"] {
+            std::os::unix::fs::symlink("busybox", bin.join(c)).unwrap();
+        }
+        let tar = dir.path().join("image.tar");
+        run_ok(
+            Command::new("tar")
+                .arg("-C")
+                .arg(dir.path().join("root"))
+                .arg("-cf")
+                .arg(&tar)
+                .arg("."),
+        );
+        run_ok(Command::new("docker").arg("import").arg(&tar).arg(IMAGE));
+    }
+    IMAGE
+}
+
+/// Containers removed (`docker rm -f`) when dropped.
+pub struct Containers(pub Vec<String>);
+
+impl Containers {
+    /// `docker run -d --name <name> <args...>`; returns the container's id.
+    pub fn run(&mut self, name: &str, args: &[&str]) -> String {
+        let out = run_ok(
+            Command::new("docker")
+                .args(["run", "-d", "--name", name])
+                .args(args),
+        );
+        self.0.push(name.to_string());
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", n])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}

@@ -7,13 +7,12 @@
 //! node_exporter. Reads files only; never writes to the host or touches storage.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CollectError, CollectFuture, Collector, Page};
+use super::{CollectError, CollectFuture, Collector, Page, PageBuilder as Out};
 use crate::model::exposition::Format;
 
 mod disk;
@@ -112,78 +111,6 @@ impl Default for NodeFilters {
 
 /// USER_HZ: /proc/stat counts CPU time in these ticks on every Linux architecture we run on.
 const USER_HZ: f64 = 100.0;
-
-/// One metric family being written.
-struct Family {
-    name: String,
-    help: String,
-    kind: &'static str,
-    samples: Vec<(Vec<(String, String)>, f64)>,
-}
-
-/// The exposition being built, families kept in name order as node_exporter prints them.
-#[derive(Default)]
-struct Out {
-    families: BTreeMap<String, Family>,
-}
-
-impl Out {
-    fn add(&mut self, name: &str, help: &str, kind: &'static str, labels: &[(&str, &str)], v: f64) {
-        let f = self
-            .families
-            .entry(name.to_string())
-            .or_insert_with(|| Family {
-                name: name.to_string(),
-                help: help.to_string(),
-                kind,
-                samples: Vec::new(),
-            });
-        // client_golang prints label pairs sorted by name.
-        let mut labels: Vec<(String, String)> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        labels.sort();
-        f.samples.push((labels, v));
-    }
-
-    fn render(self) -> String {
-        let mut s = String::new();
-        for f in self.families.into_values() {
-            let _ = writeln!(s, "# HELP {} {}", f.name, escape_help(&f.help));
-            let _ = writeln!(s, "# TYPE {} {}", f.name, f.kind);
-            let mut samples = f.samples;
-            samples.sort_by(|a, b| a.0.cmp(&b.0));
-            for (labels, v) in samples {
-                if labels.is_empty() {
-                    let _ = writeln!(s, "{} {}", f.name, num(v));
-                } else {
-                    let ls: Vec<String> = labels
-                        .iter()
-                        .map(|(k, v)| format!("{k}=\"{}\"", escape_value(v)))
-                        .collect();
-                    let _ = writeln!(s, "{}{{{}}} {}", f.name, ls.join(","), num(v));
-                }
-            }
-        }
-        s
-    }
-}
-
-fn escape_help(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-fn escape_value(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Go's `strconv.FormatFloat(v, 'g', -1, 64)`, as client_golang prints values.
-fn num(v: f64) -> String {
-    crate::model::gofmt::go_g(v, None)
-}
 
 /// The host collector.
 #[derive(Clone)]
@@ -739,6 +666,7 @@ impl Collector for NodeCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collect::num;
 
     fn fixture() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/collect/testdata/node")
