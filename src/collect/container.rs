@@ -917,3 +917,139 @@ struct CgroupStats {
     /// (major:minor, bytes read, bytes written)
     io: Vec<(String, f64, f64)>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0123456789abcdef";
+
+    fn page(version: &str, cg: &str) -> String {
+        let root =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/collect/testdata/containers");
+        let d = root.join(version);
+        let files = Files {
+            cgroupfs: d.join("cgroup"),
+            procfs: d.join("proc"),
+            sysfs: d.join("sys"),
+        };
+        let info = Info {
+            name: "shop-web-1".into(),
+            image: "shop/web:1.2".into(),
+            labels: BTreeMap::from([
+                ("com.docker.compose.service".into(), "web".into()),
+                ("com.docker.compose.project".into(), "shop".into()),
+            ]),
+            state: "running".into(),
+            restart_count: 1.0,
+            health: "healthy".into(),
+            pid: 101,
+            started_at: Some(1_700_000_000.0),
+            ..Info::default()
+        };
+        let v2 = files.cgroupfs.join("cgroup.controllers").exists();
+        assert_eq!(v2, version == "v2");
+        let mut out = PageBuilder::default();
+        files.render(&mut out, &info, cg, v2, 1_700_000_100.0);
+        out.render()
+    }
+
+    fn values(page: &str) -> BTreeMap<String, String> {
+        page.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, v) = l.rsplit_once(' ')?;
+                let name = series.split('{').next()?;
+                let extra = ["device=", "interface=", "state=", "status="]
+                    .iter()
+                    .filter_map(|k| series.split(k).nth(1))
+                    .map(|r| r.split('"').nth(1).unwrap_or(""))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                Some((format!("{name}{{{extra}}}"), v.to_string()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cgroup_v1_and_v2_trees_give_the_golden_page() {
+        let v1 = page("v1", &format!("/docker/{ID}"));
+        let v2 = page("v2", &format!("/system.slice/docker-{ID}.scope"));
+        let both = format!("# cgroup v1\n{v1}# cgroup v2\n{v2}");
+        let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("src/collect/testdata/containers/golden.prom");
+        if std::env::var("UPDATE_GOLDEN").is_ok() {
+            std::fs::write(&golden, &both).unwrap();
+        }
+        let want = std::fs::read_to_string(&golden).unwrap();
+        assert_eq!(
+            both, want,
+            "set UPDATE_GOLDEN=1 to regenerate after reviewing the change"
+        );
+        // The trees describe the same container: v1 and v2 agree except where the
+        // kernel interfaces differ (v2's limit is `max`, its weight maps to other shares).
+        let (a, b) = (values(&v1), values(&v2));
+        for (k, v) in &a {
+            if k.starts_with("container_spec_memory_limit_bytes")
+                || k.starts_with("container_spec_cpu_shares")
+            {
+                continue;
+            }
+            assert_eq!(b.get(k), Some(v), "{k}");
+        }
+        assert_eq!(a["container_spec_memory_limit_bytes{}"], "6.7108864e+07");
+        assert_eq!(b["container_spec_memory_limit_bytes{}"], "0");
+        assert_eq!(a["container_memory_working_set_bytes{}"], "9.437184e+06");
+        assert_eq!(a["container_fs_reads_bytes_total{/dev/vda}"], "4096");
+        assert_eq!(a["container_network_receive_bytes_total{eth0}"], "123456");
+        assert!(!a.contains_key("container_network_receive_bytes_total{lo}"));
+        assert!(v1.contains("container_label_com_docker_compose_service=\"web\""));
+    }
+
+    #[test]
+    fn stopped_containers_report_state_but_no_cgroup_families() {
+        let files = Files {
+            cgroupfs: "/nonexistent".into(),
+            procfs: "/nonexistent".into(),
+            sysfs: "/nonexistent".into(),
+        };
+        let info = Info {
+            name: "job".into(),
+            state: "exited".into(),
+            exit_code: 3.0,
+            oom_killed: true,
+            health: "none".into(),
+            ..Info::default()
+        };
+        let mut out = PageBuilder::default();
+        files.render(&mut out, &info, "/docker/x", false, 0.0);
+        let p = out.render();
+        assert!(p.contains("container_exit_code{id=\"/docker/x\",image=\"\",name=\"job\"} 3"));
+        assert!(p.contains("container_oom_killed{id=\"/docker/x\",image=\"\",name=\"job\"} 1"));
+        assert!(p.contains("state=\"exited\"} 1"));
+        assert!(!p.contains("container_cpu_usage_seconds_total"));
+    }
+
+    #[test]
+    fn cgroup_paths_and_label_names_follow_docker_and_cadvisor() {
+        assert_eq!(default_cgroup("abc", "", false), "/docker/abc");
+        assert_eq!(
+            default_cgroup("abc", "", true),
+            "/system.slice/docker-abc.scope"
+        );
+        assert_eq!(default_cgroup("abc", "/ci", false), "/ci/abc");
+        assert_eq!(
+            label_name("com.docker.compose.service"),
+            "container_label_com_docker_compose_service"
+        );
+        let attrs = HashMap::from([
+            ("name".to_string(), "x".to_string()),
+            ("image".to_string(), "busybox".to_string()),
+            ("exitCode".to_string(), "7".to_string()),
+            ("com.docker.compose.service".to_string(), "job".to_string()),
+        ]);
+        let i = Info::from_attributes(&attrs);
+        assert_eq!((i.name.as_str(), i.image.as_str()), ("x", "busybox"));
+        assert_eq!(i.labels.len(), 1);
+    }
+}
