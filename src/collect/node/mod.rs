@@ -512,8 +512,9 @@ impl NodeCollector {
     fn vmstat(&self, out: &mut Out) -> Result<(), String> {
         let text = Self::read(&self.proc("vmstat"))?;
         // node_exporter's default field selection.
-        let re =
-            regex::Regex::new(r"^(oom_kill|pgpg|pswp|pg.*fault).*").map_err(|e| e.to_string())?;
+        static FIELDS: std::sync::LazyLock<Result<regex::Regex, regex::Error>> =
+            std::sync::LazyLock::new(|| regex::Regex::new(r"^(oom_kill|pgpg|pswp|pg.*fault).*"));
+        let re = FIELDS.as_ref().map_err(|e| e.to_string())?;
         for line in text.lines() {
             let mut f = line.split_whitespace();
             let (Some(k), Some(v)) = (f.next(), f.next()) else {
