@@ -113,6 +113,15 @@ fn cadvisor_families_and_states_from_a_real_engine() {
         "global: {scrape_interval: 1s}\ncollectors: {appliance: {enabled: false}, node: {enabled: false}, containers: {enabled: true}}\n",
     );
     assert_eq!(one(&addr, "up{job=\"containers\"}"), 1.0);
+    assert_eq!(
+        one(
+            &addr,
+            "container_scrape_collector_success{collector=\"cgroups\"}"
+        ),
+        1.0,
+        "the running containers' cgroup files were found"
+    );
+    assert_eq!(one(&addr, "container_scrape_error"), 0.0);
 
     // A CPU-burning container uses about one core-second per second.
     let cpu = |a: &str| page_value(a, "container_cpu_usage_seconds_total", &burn);

@@ -314,6 +314,7 @@ impl Collector for ContainerCollector {
 
     fn collect(&self) -> CollectFuture<'_> {
         Box::pin(async move {
+            let t0 = std::time::Instant::now();
             let (docker, systemd) = self.docker().await?;
             self.ensure_events(&docker);
             let infos = match self.refresh(&docker).await {
@@ -330,8 +331,11 @@ impl Collector for ContainerCollector {
                 sysfs: PathBuf::from(&self.cfg.sysfs),
             };
             let shared = self.shared.clone();
+            let docker_s = t0.elapsed().as_secs_f64();
             let body = tokio::task::spawn_blocking(move || {
+                let t1 = std::time::Instant::now();
                 let mut out = PageBuilder::default();
+                let mut cgroups_ok = true;
                 let v2 = files.cgroupfs.join("cgroup.controllers").exists();
                 for (id, mut info) in infos {
                     if info.cgroup.is_none() || info.state == "running" {
@@ -346,8 +350,45 @@ impl Collector for ContainerCollector {
                     if let Some(i) = shared.cache.lock().get_mut(&id) {
                         i.cgroup = Some(cg.clone());
                     }
-                    files.render(&mut out, &info, &cg, v2, now);
+                    if !files.render(&mut out, &info, &cg, v2, now) {
+                        tracing::debug!(
+                            container = info.name,
+                            cgroup = cg,
+                            "cgroup files not found"
+                        );
+                        cgroups_ok = false;
+                    }
                 }
+                // node_exporter's per-collector self-report, and cAdvisor's error gauge: the
+                // engine answered (else the whole scrape fails: up 0), but the cgroup files
+                // of a running container may be missing (a wrong `cgroupfs`).
+                let ok = |b: bool| if b { 1.0 } else { 0.0 };
+                for (c, secs, success) in [
+                    ("cgroups", t1.elapsed().as_secs_f64(), cgroups_ok),
+                    ("docker", docker_s, true),
+                ] {
+                    out.add(
+                        "container_scrape_collector_duration_seconds",
+                        "Duration of a container collector scrape.",
+                        "gauge",
+                        &[("collector", c)],
+                        secs,
+                    );
+                    out.add(
+                        "container_scrape_collector_success",
+                        "Whether a container collector succeeded.",
+                        "gauge",
+                        &[("collector", c)],
+                        ok(success),
+                    );
+                }
+                out.add(
+                    "container_scrape_error",
+                    "1 if there was an error while getting container metrics, 0 otherwise",
+                    "gauge",
+                    &[],
+                    ok(!cgroups_ok),
+                );
                 out.render()
             })
             .await
@@ -465,7 +506,8 @@ impl Files {
             .unwrap_or_else(|| majmin.to_string())
     }
 
-    fn render(&self, out: &mut PageBuilder, info: &Info, cg: &str, v2: bool, now: f64) {
+    /// Writes the container's families; false when it runs but its cgroup files are missing.
+    fn render(&self, out: &mut PageBuilder, info: &Info, cg: &str, v2: bool, now: f64) -> bool {
         let mut labels: Vec<(String, String)> = vec![
             ("id".into(), cg.to_string()),
             ("image".into(), info.image.clone()),
@@ -519,7 +561,7 @@ impl Files {
             if info.oom_killed { 1.0 } else { 0.0 },
         );
         if !matches!(info.state.as_str(), "running" | "paused" | "restarting") {
-            return;
+            return true;
         }
         // cAdvisor's families: only while the container has a cgroup.
         out.add(
@@ -688,6 +730,9 @@ impl Files {
             );
         }
         self.network(out, info.pid, &base);
+        // A container that stopped since the list is not an error; a live one without
+        // cgroup files means `cgroupfs` points at the wrong place.
+        c.cpu_usage.is_some() || !self.procfs.join(info.pid.to_string()).exists()
     }
 
     fn network(&self, out: &mut PageBuilder, pid: i64, base: &[(&str, &str)]) {
@@ -950,7 +995,7 @@ mod tests {
         let v2 = files.cgroupfs.join("cgroup.controllers").exists();
         assert_eq!(v2, version == "v2");
         let mut out = PageBuilder::default();
-        files.render(&mut out, &info, cg, v2, 1_700_000_100.0);
+        assert!(files.render(&mut out, &info, cg, v2, 1_700_000_100.0));
         out.render()
     }
 
@@ -1022,7 +1067,25 @@ mod tests {
             ..Info::default()
         };
         let mut out = PageBuilder::default();
-        files.render(&mut out, &info, "/docker/x", false, 0.0);
+        assert!(files.render(&mut out, &info, "/docker/x", false, 0.0));
+        // Running, its process alive, but no cgroup files where they are looked for.
+        let files = Files {
+            procfs: "/proc".into(),
+            ..files
+        };
+        let running = Info {
+            state: "running".into(),
+            pid: i64::from(std::process::id()),
+            ..info.clone()
+        };
+        let mut scratch = PageBuilder::default();
+        assert!(!files.render(&mut scratch, &running, "/docker/x", false, 0.0));
+        // Its process gone since the list: it just stopped, not an error.
+        let gone = Info {
+            pid: i64::MAX,
+            ..running
+        };
+        assert!(files.render(&mut scratch, &gone, "/docker/x", false, 0.0));
         let p = out.render();
         assert!(p.contains("container_exit_code{id=\"/docker/x\",image=\"\",name=\"job\"} 3"));
         assert!(p.contains("container_oom_killed{id=\"/docker/x\",image=\"\",name=\"job\"} 1"));
