@@ -9,7 +9,7 @@ need=()
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
 [ -x /usr/bin/amtool ] || need+=(prometheus-alertmanager)
 command -v dockerd >/dev/null || need+=(docker.io)
-[ -x /bin/busybox ] && /bin/busybox --list | grep -qx sh || need+=(busybox-static)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
