@@ -224,17 +224,22 @@ fn c_id(name: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// An appliance whose container collector points at a socket nobody listens on.
+fn appliance_without_docker(dir: &std::path::Path, enabled: &str) -> (Proc, String) {
+    let sock = dir.join("no-docker.sock");
+    appliance_with_config(
+        dir,
+        &format!(
+            "global: {{scrape_interval: 1s}}\ncollectors: {{node: {{enabled: false}}, containers: {{{enabled} docker_host: 'unix://{}'}}}}\n",
+            sock.display()
+        ),
+    )
+}
+
 #[test]
 fn explicitly_enabled_without_docker_is_up_0_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("no-docker.sock");
-    let (_app, addr) = appliance_with_config(
-        dir.path(),
-        &format!(
-            "global: {{scrape_interval: 1s}}\ncollectors: {{appliance: {{enabled: false}}, node: {{enabled: false}}, containers: {{enabled: true, docker_host: 'unix://{}'}}}}\n",
-            sock.display()
-        ),
-    );
+    let (_app, addr) = appliance_without_docker(dir.path(), "enabled: true,");
     assert_eq!(one(&addr, "up{job=\"containers\"}"), 0.0);
     let t = get_json(&addr, "/api/v1/targets");
     let err = t["data"]["activeTargets"]
@@ -250,14 +255,7 @@ fn explicitly_enabled_without_docker_is_up_0_with_the_reason() {
 #[test]
 fn left_to_auto_it_is_off_without_docker_and_on_with_it() {
     let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("no-docker.sock");
-    let (_app, addr) = appliance_with_config(
-        dir.path(),
-        &format!(
-            "global: {{scrape_interval: 1s}}\ncollectors: {{containers: {{docker_host: 'unix://{}'}}}}\n",
-            sock.display()
-        ),
-    );
+    let (_app, addr) = appliance_without_docker(dir.path(), "");
     // The self-scrape runs; the container job does not exist at all.
     one(&addr, "up{job=\"appliance\"}");
     let t = get_json(&addr, "/api/v1/targets");

@@ -785,11 +785,7 @@ impl Files {
                 "Cumulative count of packets dropped while transmitting",
             ),
         ];
-        for line in text.lines().skip(2) {
-            let Some((dev, rest)) = line.split_once(':') else {
-                continue;
-            };
-            let dev = dev.trim();
+        for (dev, v) in super::net_dev(&text) {
             // cAdvisor leaves out the same interfaces.
             if ["lo", "veth", "docker", "nerdctl"]
                 .iter()
@@ -797,10 +793,6 @@ impl Files {
             {
                 continue;
             }
-            let v: Vec<f64> = rest
-                .split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect();
             let mut l = base.to_vec();
             l.push(("interface", dev));
             for (i, name, help) in COLS {

@@ -102,6 +102,22 @@ pub(crate) fn num(v: f64) -> String {
     crate::model::gofmt::go_g(v, None)
 }
 
+/// The rows of a `/proc/net/dev` page: device name and its 16 counters (receive then
+/// transmit), for the node and container collectors alike.
+pub(crate) fn net_dev(text: &str) -> Vec<(&str, Vec<f64>)> {
+    text.lines()
+        .skip(2)
+        .filter_map(|line| {
+            let (dev, rest) = line.split_once(':')?;
+            let v = rest
+                .split_whitespace()
+                .map(|x| x.parse().unwrap_or(0.0))
+                .collect();
+            Some((dev.trim(), v))
+        })
+        .collect()
+}
+
 /// Why a collector failed; the scrape records it as `up 0` with this text.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {

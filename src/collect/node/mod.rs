@@ -425,13 +425,16 @@ impl NodeCollector {
         Ok(())
     }
 
+    /// A file under procfs holding one number.
+    fn proc_num(&self, rel: &str) -> Result<f64, String> {
+        Self::read(&self.proc(rel))?
+            .trim()
+            .parse()
+            .map_err(|_| format!("{rel}: not a number"))
+    }
+
     fn entropy(&self, out: &mut Out) -> Result<(), String> {
-        let num = |f: &str| -> Result<f64, String> {
-            Self::read(&self.proc(&format!("sys/kernel/random/{f}")))?
-                .trim()
-                .parse()
-                .map_err(|_| format!("{f}: not a number"))
-        };
+        let num = |f: &str| self.proc_num(&format!("sys/kernel/random/{f}"));
         out.add(
             "node_entropy_available_bits",
             "Bits of available entropy.",
@@ -471,18 +474,10 @@ impl NodeCollector {
             "carrier",
             "compressed",
         ];
-        for line in text.lines().skip(2) {
-            let Some((dev, rest)) = line.split_once(':') else {
-                continue;
-            };
-            let dev = dev.trim();
+        for (dev, v) in super::net_dev(&text) {
             if self.filters.netdev_device_exclude.is_match(dev) {
                 continue;
             }
-            let v: Vec<f64> = rest
-                .split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect();
             for (i, name) in RX.iter().chain(TX.iter()).enumerate() {
                 let dir = if i < 8 { "receive" } else { "transmit" };
                 let stat = format!("{dir}_{name}");

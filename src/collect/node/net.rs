@@ -130,12 +130,7 @@ impl NodeCollector {
     }
 
     pub(super) fn conntrack(&self, out: &mut Out) -> Result<(), String> {
-        let num = |f: &str| -> Result<f64, String> {
-            Self::read(&self.proc(&format!("sys/net/netfilter/{f}")))?
-                .trim()
-                .parse()
-                .map_err(|_| format!("{f}: not a number"))
-        };
+        let num = |f: &str| self.proc_num(&format!("sys/net/netfilter/{f}"));
         out.add(
             "node_nf_conntrack_entries",
             "Number of currently allocated flow entries for connection tracking.",
