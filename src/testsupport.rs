@@ -25,3 +25,20 @@ pub fn shared_testdata(rel: &str) -> Option<PathBuf> {
     );
     None
 }
+
+/// Compares `actual` with the golden file `rel` (under the crate root); with `UPDATE_GOLDEN`
+/// set, writes it first, so a change is regenerated on purpose and reviewed in the diff.
+pub fn assert_golden(rel: &str, actual: &str) {
+    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
+    if std::env::var("UPDATE_GOLDEN").is_ok() {
+        if let Err(e) = std::fs::write(&golden, actual) {
+            panic!("writing {}: {e}", golden.display());
+        }
+    }
+    let want = std::fs::read_to_string(&golden)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", golden.display()));
+    assert_eq!(
+        actual, want,
+        "{rel}: set UPDATE_GOLDEN=1 to regenerate after reviewing the change"
+    );
+}

@@ -1013,16 +1013,7 @@ mod tests {
         let v1 = page("v1", &format!("/docker/{ID}"));
         let v2 = page("v2", &format!("/system.slice/docker-{ID}.scope"));
         let both = format!("# cgroup v1\n{v1}# cgroup v2\n{v2}");
-        let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("src/collect/testdata/containers/golden.prom");
-        if std::env::var("UPDATE_GOLDEN").is_ok() {
-            std::fs::write(&golden, &both).unwrap();
-        }
-        let want = std::fs::read_to_string(&golden).unwrap();
-        assert_eq!(
-            both, want,
-            "set UPDATE_GOLDEN=1 to regenerate after reviewing the change"
-        );
+        crate::testsupport::assert_golden("src/collect/testdata/containers/golden.prom", &both);
         // The trees describe the same container: v1 and v2 agree except where the
         // kernel interfaces differ (v2's limit is `max`, its weight maps to other shares).
         let (a, b) = (values(&v1), values(&v2));

@@ -686,15 +686,7 @@ mod tests {
             .filter(|l| !l.starts_with("node_scrape_collector_duration_seconds{"))
             .map(|l| format!("{l}\n"))
             .collect();
-        let golden = root.join("golden.prom");
-        if std::env::var("UPDATE_GOLDEN").is_ok() {
-            std::fs::write(&golden, &stable).unwrap();
-        }
-        let want = std::fs::read_to_string(&golden).unwrap();
-        assert_eq!(
-            stable, want,
-            "set UPDATE_GOLDEN=1 to regenerate after reviewing the change"
-        );
+        crate::testsupport::assert_golden("src/collect/testdata/node/golden.prom", &stable);
         // And it parses as Prometheus text.
         let p = crate::model::exposition::Parser::new(
             page.as_bytes(),
