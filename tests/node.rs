@@ -62,6 +62,8 @@ fn in_scope(name: &str) -> bool {
         "node_entropy_pool_size_bits",
         "node_cpu_seconds_total",
         "node_cpu_guest_seconds_total",
+        "node_cpu_core_throttles_total",
+        "node_cpu_package_throttles_total",
         "node_os_info",
         "node_os_version",
     ];

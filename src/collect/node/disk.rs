@@ -307,6 +307,45 @@ impl NodeCollector {
                 ],
                 1.0,
             );
+            if let Some(dm) = udev.get("DM_NAME") {
+                out.add(
+                    "node_disk_device_mapper_info",
+                    "Info about disk device mapper.",
+                    "gauge",
+                    &[
+                        ("device", dev),
+                        ("name", dm),
+                        ("uuid", g("DM_UUID")),
+                        ("vg_name", g("DM_VG_NAME")),
+                        ("lv_name", g("DM_LV_NAME")),
+                        ("lv_layer", g("DM_LV_LAYER")),
+                    ],
+                    1.0,
+                );
+            }
+            if !g("ID_ATA").is_empty() {
+                for (key, name, help) in [
+                    (
+                        "ID_ATA_FEATURE_SET_WRITE_CACHE",
+                        "node_disk_ata_write_cache",
+                        "ATA disk has a write cache.",
+                    ),
+                    (
+                        "ID_ATA_FEATURE_SET_WRITE_CACHE_ENABLED",
+                        "node_disk_ata_write_cache_enabled",
+                        "ATA disk has its write cache enabled.",
+                    ),
+                    (
+                        "ID_ATA_ROTATION_RATE_RPM",
+                        "node_disk_ata_rotation_rate_rpm",
+                        "ATA disk rotation rate in RPMs.",
+                    ),
+                ] {
+                    if let Some(v) = udev.get(key).and_then(|v| v.parse::<f64>().ok()) {
+                        out.add(name, help, "gauge", &[("device", dev)], v);
+                    }
+                }
+            }
             for (col, (name, help, kind, scale)) in f[3..].iter().zip(COLS.iter()) {
                 let v: f64 = col.parse().unwrap_or(0.0);
                 out.add(

@@ -66,6 +66,52 @@ fn hwmon_chip(dir: &Path) -> String {
 }
 
 impl NodeCollector {
+    /// The `cpu` collector's thermal-throttle counters (physical x86 hosts), read once per
+    /// package and per core as node_exporter does.
+    pub(super) fn cpu_throttles(&self, out: &mut Out) {
+        use std::collections::BTreeMap;
+        let mut package: BTreeMap<u64, f64> = BTreeMap::new();
+        let mut core: BTreeMap<(u64, u64), f64> = BTreeMap::new();
+        for (name, dir) in sorted_dirs(&self.sys("devices/system/cpu"), "cpu") {
+            if name[3..].parse::<u32>().is_err() {
+                continue;
+            }
+            let id = |f: &str| read_num(&dir.join("topology").join(f)).map(|v| v as u64);
+            let (Some(pkg), Some(c)) = (id("physical_package_id"), id("core_id")) else {
+                continue;
+            };
+            let t = dir.join("thermal_throttle");
+            if let std::collections::btree_map::Entry::Vacant(e) = core.entry((pkg, c)) {
+                if let Some(v) = read_num(&t.join("core_throttle_count")) {
+                    e.insert(v);
+                }
+            }
+            if let std::collections::btree_map::Entry::Vacant(e) = package.entry(pkg) {
+                if let Some(v) = read_num(&t.join("package_throttle_count")) {
+                    e.insert(v);
+                }
+            }
+        }
+        for (pkg, v) in package {
+            out.add(
+                "node_cpu_package_throttles_total",
+                "Number of times this CPU package has been throttled.",
+                "counter",
+                &[("package", &pkg.to_string())],
+                v,
+            );
+        }
+        for ((pkg, c), v) in core {
+            out.add(
+                "node_cpu_core_throttles_total",
+                "Number of times this CPU core has been throttled.",
+                "counter",
+                &[("core", &c.to_string()), ("package", &pkg.to_string())],
+                v,
+            );
+        }
+    }
+
     pub(super) fn cpufreq(&self, out: &mut Out) -> Result<(), String> {
         const FILES: [(&str, &str, &str); 6] = [
             (

@@ -237,6 +237,7 @@ impl NodeCollector {
                 );
             }
         }
+        self.cpu_throttles(out);
         Ok(())
     }
 
