@@ -18,6 +18,7 @@ use crate::model::exposition::Format;
 
 pub mod container;
 pub mod node;
+pub mod postgres;
 use crate::model::time::Duration;
 
 /// One metric family being written.
@@ -216,6 +217,9 @@ pub struct CollectorsConfig {
     /// Docker containers (`job="containers"`), cAdvisor-compatible.
     #[serde(default)]
     pub containers: container::ContainerConfig,
+    /// PostgreSQL servers (`job="postgres"`), postgres_exporter-compatible.
+    #[serde(default)]
+    pub postgres: postgres::PostgresConfig,
 }
 
 /// `collectors.node`: the switches plus where the host's files are.
@@ -288,6 +292,16 @@ pub fn builtin(cfg: &CollectorsConfig, deps: &Deps) -> Vec<(Arc<dyn Collector>, 
                     .enabled
                     .unwrap_or_else(|| container::docker_answers(&cfg.containers.docker_host)),
                 scrape_interval: cfg.containers.scrape_interval,
+            },
+        ),
+        (
+            Arc::new(postgres::PostgresCollector::new(&cfg.postgres)),
+            CollectorConfig {
+                enabled: cfg
+                    .postgres
+                    .enabled
+                    .unwrap_or_else(|| postgres::answers(&cfg.postgres)),
+                scrape_interval: cfg.postgres.scrape_interval,
             },
         ),
     ];

@@ -2,7 +2,8 @@
 //! timestamps, the exposition-format parser and relabelling.
 //!
 //! This module depends on nothing else in the crate and must stay that way: storage, scrape,
-//! promql and http all build on it, so it holds no I/O, no clocks and no global state.
+//! promql and http all build on it, so it holds no I/O, no clocks and no global state (`tls` reads the system's root
+//! certificates when asked, nothing more).
 
 pub mod exposition;
 pub mod gofmt;
@@ -11,6 +12,7 @@ pub mod labels;
 pub mod matcher;
 pub mod relabel;
 pub mod time;
+pub mod tls;
 
 pub use labels::{Label, Labels, LabelsBuilder};
 pub use matcher::{MatchOp, Matcher};

@@ -440,3 +440,106 @@ impl Drop for Containers {
         }
     }
 }
+
+/// Whether the local PostgreSQL (127.0.0.1:5432, trust auth) answers; outside CI a missing
+/// server skips (says so), under CI it fails.
+pub fn local_postgres() -> bool {
+    let ok = std::net::TcpStream::connect("127.0.0.1:5432").is_ok();
+    if !ok {
+        if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
+            panic!("no PostgreSQL on 127.0.0.1:5432 under CI");
+        }
+        eprintln!("skipping: no PostgreSQL on 127.0.0.1:5432");
+    }
+    ok
+}
+
+/// `psql` against the local server as `postgres`; fails the test unless it succeeds.
+pub fn psql(sql: &str) {
+    run_ok(Command::new("psql").args([
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-qc",
+        sql,
+    ]));
+}
+
+/// A throwaway PostgreSQL server (initdb in a temporary directory, run as the `postgres` user
+/// on its own port) that a test may stop; stopped and removed when dropped.
+pub struct TempPostgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+}
+
+impl TempPostgres {
+    /// None (after saying why) where the server binaries or the `postgres` user are missing.
+    pub fn start() -> Option<TempPostgres> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .find(|b| b.join("initdb").exists());
+        let Some(bin) = bin else {
+            eprintln!("skipping: no PostgreSQL server binaries");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        run_ok(Command::new("chown").arg("postgres").arg(dir.path()));
+        let data = dir.path().join("data");
+        run_ok(
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(bin.join("initdb"))
+                .args(["-A", "trust", "-U", "postgres", "-D"])
+                .arg(&data),
+        );
+        let port = free_port();
+        let t = TempPostgres { port, dir, bin };
+        t.ctl("start");
+        Some(t)
+    }
+
+    /// `pg_ctl start|stop` (waits until done).
+    pub fn ctl(&self, what: &str) {
+        let data = self.dir.path().join("data");
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-w", "-l"])
+            .arg(self.dir.path().join("log"))
+            .args(["-o", &opts]);
+        if what == "stop" {
+            c.args(["-m", "immediate"]);
+        }
+        c.arg(what);
+        run_ok(&mut c);
+    }
+}
+
+impl Drop for TempPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
