@@ -312,7 +312,7 @@ fn queries_match_prometheus_on_the_same_data() {
     let cfg = dir.path().join("appliance.yml");
     std::fs::write(
         &cfg,
-        "storage:\n  retention:\n    time: 100y\ncollectors:\n  appliance:\n    enabled: false\n  containers:\n    enabled: false\n  postgres:\n    enabled: false\n",
+        "storage:\n  retention:\n    time: 100y\ncollectors:\n  appliance:\n    enabled: false\n  containers:\n    enabled: false\n  postgres:\n    enabled: false\n  redis:\n    enabled: false\n",
     )
     .unwrap();
     let aaddr = format!("127.0.0.1:{}", free_port());

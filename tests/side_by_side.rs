@@ -82,7 +82,7 @@ fn same_answers_as_prometheus_for_node_exporter() {
     std::fs::write(dir.path().join("prometheus.yml"), &scrape).unwrap();
     std::fs::write(
         dir.path().join("appliance.yml"),
-        format!("{scrape}collectors:\n  appliance:\n    enabled: false\n  containers:\n    enabled: false\n  postgres:\n    enabled: false\n"),
+        format!("{scrape}collectors:\n  appliance:\n    enabled: false\n  containers:\n    enabled: false\n  postgres:\n    enabled: false\n  redis:\n    enabled: false\n"),
     )
     .unwrap();
     let paddr = format!("127.0.0.1:{}", free_port());

@@ -169,7 +169,7 @@ fn a_simulated_day_is_answered_from_blocks_and_head_together() {
     let (_app, addr) = appliance_with_config(
         dir.path(),
         &format!(
-            "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\ncollectors: {{appliance: {{enabled: false}}, containers: {{enabled: false}}, postgres: {{enabled: false}}}}\nscrape_configs:\n  - job_name: node\n    static_configs: [{{targets: ['{target}']}}]\n"
+            "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\ncollectors: {{appliance: {{enabled: false}}, containers: {{enabled: false}}, postgres: {{enabled: false}}, redis: {{enabled: false}}}}\nscrape_configs:\n  - job_name: node\n    static_configs: [{{targets: ['{target}']}}]\n"
         ),
     );
     wait_for(15, "a scrape of the live target", || {

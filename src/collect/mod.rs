@@ -19,14 +19,18 @@ use crate::model::exposition::Format;
 pub mod container;
 pub mod node;
 pub mod postgres;
+pub mod redis;
 use crate::model::time::Duration;
 
 /// One metric family being written.
+/// (labels, sample-name suffix such as `_sum`, value)
+type Sample = (Vec<(String, String)>, &'static str, f64);
+
 struct Family {
     name: String,
     help: String,
     kind: &'static str,
-    samples: Vec<(Vec<(String, String)>, f64)>,
+    samples: Vec<Sample>,
 }
 
 /// A text exposition being built, families kept in name order as node_exporter and cAdvisor
@@ -46,6 +50,18 @@ impl PageBuilder {
         labels: &[(&str, &str)],
         v: f64,
     ) {
+        self.sample(name, help, kind, "", labels, v);
+    }
+
+    fn sample(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: &'static str,
+        suffix: &'static str,
+        labels: &[(&str, &str)],
+        v: f64,
+    ) {
         let f = self
             .families
             .entry(name.to_string())
@@ -61,7 +77,26 @@ impl PageBuilder {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         labels.sort();
-        f.samples.push((labels, v));
+        f.samples.push((labels, suffix, v));
+    }
+
+    /// Adds a summary: one sample per `(quantile, value)`, then `_sum` and `_count`.
+    pub fn summary(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        quantiles: &[(String, f64)],
+        sum: f64,
+        count: f64,
+    ) {
+        for (q, v) in quantiles {
+            let mut l = labels.to_vec();
+            l.push(("quantile", q));
+            self.sample(name, help, "summary", "", &l, *v);
+        }
+        self.sample(name, help, "summary", "_sum", labels, sum);
+        self.sample(name, help, "summary", "_count", labels, count);
     }
 
     /// The page in the text format 0.0.4.
@@ -71,16 +106,29 @@ impl PageBuilder {
             let _ = writeln!(s, "# HELP {} {}", f.name, escape_help(&f.help));
             let _ = writeln!(s, "# TYPE {} {}", f.name, f.kind);
             let mut samples = f.samples;
-            samples.sort_by(|a, b| a.0.cmp(&b.0));
-            for (labels, v) in samples {
+            // Stable: a summary's quantiles keep their order before its _sum and _count.
+            samples.sort_by_cached_key(|(labels, suffix, _)| {
+                let series: Vec<(String, String)> = labels
+                    .iter()
+                    .filter(|(k, _)| k != "quantile")
+                    .cloned()
+                    .collect();
+                let rank = match *suffix {
+                    "_sum" => 1,
+                    "_count" => 2,
+                    _ => 0,
+                };
+                (series, rank)
+            });
+            for (labels, suffix, v) in samples {
                 if labels.is_empty() {
-                    let _ = writeln!(s, "{} {}", f.name, num(v));
+                    let _ = writeln!(s, "{}{suffix} {}", f.name, num(v));
                 } else {
                     let ls: Vec<String> = labels
                         .iter()
                         .map(|(k, v)| format!("{k}=\"{}\"", escape_value(v)))
                         .collect();
-                    let _ = writeln!(s, "{}{{{}}} {}", f.name, ls.join(","), num(v));
+                    let _ = writeln!(s, "{}{suffix}{{{}}} {}", f.name, ls.join(","), num(v));
                 }
             }
         }
@@ -117,6 +165,38 @@ pub(crate) fn net_dev(text: &str) -> Vec<(&str, Vec<f64>)> {
             Some((dev.trim(), v))
         })
         .collect()
+}
+
+/// Joins text pages whose families may repeat (one page per instance) into one page with
+/// each family once.
+pub(crate) fn merge_pages(text: &str) -> String {
+    let mut fams: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if let Some(rest) = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+        {
+            current = rest.split(' ').next().unwrap_or("").to_string();
+            let e = fams.entry(current.clone()).or_default();
+            if !e.0.iter().any(|l| l == line) {
+                e.0.push(line.to_string());
+            }
+        } else if !line.is_empty() {
+            fams.entry(current.clone())
+                .or_default()
+                .1
+                .push(line.to_string());
+        }
+    }
+    let mut s = String::new();
+    for (_, (meta, samples)) in fams {
+        for l in meta.iter().chain(samples.iter()) {
+            s.push_str(l);
+            s.push('\n');
+        }
+    }
+    s
 }
 
 /// Why a collector failed; the scrape records it as `up 0` with this text.
@@ -220,6 +300,9 @@ pub struct CollectorsConfig {
     /// PostgreSQL servers (`job="postgres"`), postgres_exporter-compatible.
     #[serde(default)]
     pub postgres: postgres::PostgresConfig,
+    /// Redis servers (`job="redis"`), redis_exporter-compatible.
+    #[serde(default)]
+    pub redis: redis::RedisConfig,
 }
 
 /// `collectors.node`: the switches plus where the host's files are.
@@ -304,6 +387,48 @@ pub fn builtin(cfg: &CollectorsConfig, deps: &Deps) -> Vec<(Arc<dyn Collector>, 
                 scrape_interval: cfg.postgres.scrape_interval,
             },
         ),
+        (
+            Arc::new(redis::RedisCollector::new(&cfg.redis)),
+            CollectorConfig {
+                enabled: cfg
+                    .redis
+                    .enabled
+                    .unwrap_or_else(|| redis::answers(&cfg.redis)),
+                scrape_interval: cfg.redis.scrape_interval,
+            },
+        ),
     ];
     all.into_iter().filter(|(_, c)| c.enabled).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_pages_list_each_family_once() {
+        let a = "# HELP x X.\n# TYPE x gauge\nx{server=\"a\"} 1\n";
+        let b = "# HELP x X.\n# TYPE x gauge\nx{server=\"b\"} 2\n";
+        assert_eq!(
+            merge_pages(&format!("{a}{b}")),
+            "# HELP x X.\n# TYPE x gauge\nx{server=\"a\"} 1\nx{server=\"b\"} 2\n"
+        );
+    }
+
+    #[test]
+    fn summaries_print_quantiles_sum_and_count() {
+        let mut p = PageBuilder::default();
+        p.summary(
+            "s",
+            "S.",
+            &[("cmd", "get")],
+            &[("50".into(), 1.0), ("99".into(), 2.0)],
+            3.0,
+            4.0,
+        );
+        assert_eq!(
+            p.render(),
+            "# HELP s S.\n# TYPE s summary\ns{cmd=\"get\",quantile=\"50\"} 1\ns{cmd=\"get\",quantile=\"99\"} 2\ns_sum{cmd=\"get\"} 3\ns_count{cmd=\"get\"} 4\n"
+        );
+    }
 }

@@ -7,7 +7,7 @@
 //! a slow or dead server turns `pg_up` to 0 within the collector's deadline and never delays
 //! the other collectors (each collector is its own scrape). Reads only.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
@@ -1067,45 +1067,13 @@ impl Collector for PostgresCollector {
                 page.push_str(&s.out.render());
             }
             // Families must not repeat across instances' pages: merge by re-rendering.
-            let merged = merge_pages(&[own.render(), page].concat());
+            let merged = super::merge_pages(&[own.render(), page].concat());
             Ok(Page {
                 body: merged.into_bytes(),
                 format: Format::PrometheusText,
             })
         })
     }
-}
-
-/// Joins text pages whose families may repeat (one page per instance) into one page with
-/// each family once.
-fn merge_pages(text: &str) -> String {
-    let mut fams: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
-    let mut current = String::new();
-    for line in text.lines() {
-        if let Some(rest) = line
-            .strip_prefix("# HELP ")
-            .or_else(|| line.strip_prefix("# TYPE "))
-        {
-            current = rest.split(' ').next().unwrap_or("").to_string();
-            let e = fams.entry(current.clone()).or_default();
-            if !e.0.iter().any(|l| l == line) {
-                e.0.push(line.to_string());
-            }
-        } else if !line.is_empty() {
-            fams.entry(current.clone())
-                .or_default()
-                .1
-                .push(line.to_string());
-        }
-    }
-    let mut s = String::new();
-    for (_, (meta, samples)) in fams {
-        for l in meta.iter().chain(samples.iter()) {
-            s.push_str(l);
-            s.push('\n');
-        }
-    }
-    s
 }
 
 #[cfg(test)]
@@ -1159,15 +1127,5 @@ mod tests {
         assert_eq!(v, Verify::No);
         assert_eq!(server_label(&c), "127.0.0.1:5432");
         assert!(parse_dsn("postgresql://u@h:notaport/x").is_err());
-    }
-
-    #[test]
-    fn merged_pages_list_each_family_once() {
-        let a = "# HELP x X.\n# TYPE x gauge\nx{server=\"a\"} 1\n";
-        let b = "# HELP x X.\n# TYPE x gauge\nx{server=\"b\"} 2\n";
-        assert_eq!(
-            merge_pages(&format!("{a}{b}")),
-            "# HELP x X.\n# TYPE x gauge\nx{server=\"a\"} 1\nx{server=\"b\"} 2\n"
-        );
     }
 }
