@@ -170,6 +170,18 @@ struct Runtime {
     reload_ts: Gauge,
     last_ok: AtomicBool,
     flags: Vec<(String, String)>,
+    /// The enabled built-in collectors of the running config, for `/metrics/<name>`.
+    collectors: Mutex<Vec<Arc<dyn Collector>>>,
+}
+
+impl http::CollectorsSource for Runtime {
+    fn collector(&self, name: &str) -> Option<Arc<dyn Collector>> {
+        self.collectors
+            .lock()
+            .iter()
+            .find(|c| c.name() == name)
+            .cloned()
+    }
 }
 
 impl Runtime {
@@ -184,6 +196,7 @@ impl Runtime {
         let collectors = collect::builtin(&cfg.collectors, &self.collect_deps);
         let jobs = jobs(cfg, &collectors, &self.host)?;
         self.manager.apply(jobs)?;
+        *self.collectors.lock() = collectors.iter().map(|(c, _)| c.clone()).collect();
         let o = db_options(cfg);
         self.db.set_retention(o.retention_ms, o.retention_bytes);
         let notify = cfg
@@ -392,11 +405,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let collect_deps = collect::Deps {
         registry: registry.clone(),
     };
-    let all_collectors: Vec<Arc<dyn Collector>> =
-        collect::builtin(&collect::CollectorsConfig::default(), &collect_deps)
-            .into_iter()
-            .map(|(c, _)| c)
-            .collect();
     let engine = crate::promql::Engine::new(
         Arc::new(db.clone()),
         crate::promql::EngineOptions::from_config(&cfg.query),
@@ -464,6 +472,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         reload_ts: reload_ts.clone(),
         last_ok: AtomicBool::new(true),
         flags: opts.flags.clone(),
+        collectors: Mutex::new(Vec::new()),
     });
     rt.apply(&cfg)?;
     reload_ok.set(1);
@@ -480,7 +489,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         status: rt.clone(),
         reloader: rt.clone(),
         registry: registry.clone(),
-        collectors: all_collectors,
+        collectors: rt.clone(),
         ready: ready.clone(),
         start_ms,
     });

@@ -20,6 +20,9 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
+# The Celery collector's test runs a real worker.
+python3 -c "import celery, redis" 2>/dev/null || python3 -m pip install -q 'celery[redis]'
+
 # The container collector's tests need a Docker engine; no registry is reachable, so the
 # tests build their image from busybox with `docker import`.
 if ! docker version >/dev/null 2>&1; then

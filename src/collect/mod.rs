@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::exposition::Format;
 
+pub mod celery;
 pub mod container;
 pub mod node;
 pub mod postgres;
@@ -80,6 +81,29 @@ impl PageBuilder {
         f.samples.push((labels, suffix, v));
     }
 
+    /// Adds a histogram: `_bucket` per `(le, cumulative count)` plus `+Inf`, `_sum`, `_count`.
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        buckets: &[(String, f64)],
+        sum: f64,
+        count: f64,
+    ) {
+        for (le, v) in buckets
+            .iter()
+            .map(|(l, v)| (l.as_str(), *v))
+            .chain([("+Inf", count)])
+        {
+            let mut l = labels.to_vec();
+            l.push(("le", le));
+            self.sample(name, help, "histogram", "_bucket", &l, v);
+        }
+        self.sample(name, help, "histogram", "_sum", labels, sum);
+        self.sample(name, help, "histogram", "_count", labels, count);
+    }
+
     /// Adds a summary: one sample per `(quantile, value)`, then `_sum` and `_count`.
     pub fn summary(
         &mut self,
@@ -110,7 +134,7 @@ impl PageBuilder {
             samples.sort_by_cached_key(|(labels, suffix, _)| {
                 let series: Vec<(String, String)> = labels
                     .iter()
-                    .filter(|(k, _)| k != "quantile")
+                    .filter(|(k, _)| k != "quantile" && k != "le")
                     .cloned()
                     .collect();
                 let rank = match *suffix {
@@ -118,6 +142,7 @@ impl PageBuilder {
                     "_count" => 2,
                     _ => 0,
                 };
+                // Buckets and quantiles keep the order they were added in (the sort is stable).
                 (series, rank)
             });
             for (labels, suffix, v) in samples {
@@ -303,6 +328,9 @@ pub struct CollectorsConfig {
     /// Redis servers (`job="redis"`), redis_exporter-compatible.
     #[serde(default)]
     pub redis: redis::RedisConfig,
+    /// Celery through its Redis broker (`job="celery"`), celery-exporter-compatible.
+    #[serde(default)]
+    pub celery: celery::CeleryConfig,
 }
 
 /// `collectors.node`: the switches plus where the host's files are.
@@ -395,6 +423,16 @@ pub fn builtin(cfg: &CollectorsConfig, deps: &Deps) -> Vec<(Arc<dyn Collector>, 
                     .enabled
                     .unwrap_or_else(|| redis::answers(&cfg.redis)),
                 scrape_interval: cfg.redis.scrape_interval,
+            },
+        ),
+        (
+            Arc::new(celery::CeleryCollector::new(&cfg.celery)),
+            CollectorConfig {
+                enabled: cfg
+                    .celery
+                    .enabled
+                    .unwrap_or_else(|| celery::present(&cfg.celery)),
+                scrape_interval: cfg.celery.scrape_interval,
             },
         ),
     ];

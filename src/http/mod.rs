@@ -138,6 +138,12 @@ pub trait AlertmanagerApi: Send + Sync {
     fn expire_silence(&self, id: &str) -> Result<(), (u16, String)>;
 }
 
+/// The built-in collectors the running config enables (they change on reload).
+pub trait CollectorsSource: Send + Sync {
+    /// The collector called `name`, if it is enabled.
+    fn collector(&self, name: &str) -> Option<Arc<dyn Collector>>;
+}
+
 /// Applies the config file again.
 pub trait Reloader: Send + Sync {
     /// Reloads; the error text is shown to the caller.
@@ -202,8 +208,8 @@ pub struct Deps {
     pub alertmanager: Arc<dyn AlertmanagerApi>,
     /// The appliance's own metrics.
     pub registry: Arc<Mutex<Registry>>,
-    /// Built-in collectors, served at `/metrics/<name>`.
-    pub collectors: Vec<Arc<dyn Collector>>,
+    /// Built-in collectors of the running config, served at `/metrics/<name>`.
+    pub collectors: Arc<dyn CollectorsSource>,
     /// Set once startup is done.
     pub ready: Arc<AtomicBool>,
     /// Process start (Unix ms).
@@ -298,7 +304,7 @@ async fn own_metrics(State(st): State<AppState>) -> Response {
 }
 
 async fn collector_metrics(State(st): State<AppState>, Path(name): Path<String>) -> Response {
-    let Some(c) = st.deps.collectors.iter().find(|c| c.name() == name) else {
+    let Some(c) = st.deps.collectors.collector(&name) else {
         return (
             StatusCode::NOT_FOUND,
             format!("no collector named {name:?}\n"),
