@@ -193,7 +193,11 @@ impl Runtime {
             cfg.global.evaluation_interval.as_millis(),
         )
         .map_err(|e| anyhow::anyhow!("rule_files: {e}"))?;
-        let collectors = collect::builtin(&cfg.collectors, &self.collect_deps);
+        let collectors = collect::builtin(
+            &cfg.collectors,
+            cfg.global.scrape_interval.std(),
+            &self.collect_deps,
+        );
         let jobs = jobs(cfg, &collectors, &self.host)?;
         self.manager.apply(jobs)?;
         *self.collectors.lock() = collectors.iter().map(|(c, _)| c.clone()).collect();

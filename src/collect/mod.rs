@@ -20,6 +20,7 @@ pub mod celery;
 pub mod container;
 pub mod node;
 pub mod postgres;
+pub mod probe;
 pub mod redis;
 use crate::model::time::Duration;
 
@@ -252,6 +253,15 @@ pub trait Collector: Send + Sync {
     fn name(&self) -> &'static str;
     /// Renders the current page.
     fn collect(&self) -> CollectFuture<'_>;
+    /// The targets of a collector that probes others (blackbox-style), each scraped as its
+    /// own `instance`; empty (the default) for a collector of this host.
+    fn targets(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Renders the page for one of `targets()`.
+    fn collect_target<'a>(&'a self, _target: &'a str) -> CollectFuture<'a> {
+        self.collect()
+    }
 }
 
 /// The appliance's own metrics, from the shared prometheus-client registry.
@@ -331,6 +341,20 @@ pub struct CollectorsConfig {
     /// Celery through its Redis broker (`job="celery"`), celery-exporter-compatible.
     #[serde(default)]
     pub celery: celery::CeleryConfig,
+    /// HTTP and TCP probes (`job="blackbox"`, one `instance` per target).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<probe::ProbeConfig>,
+}
+
+impl CollectorsConfig {
+    /// Checks what serde cannot: probe targets and regexes.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, p) in self.probes.iter().enumerate() {
+            p.validate()
+                .map_err(|e| format!("collectors.probes[{i}]: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// `collectors.node`: the switches plus where the host's files are.
@@ -374,7 +398,11 @@ pub struct Deps {
 
 /// The one list of built-in collectors, each with its config entry; the only place a new
 /// collector is registered.
-pub fn builtin(cfg: &CollectorsConfig, deps: &Deps) -> Vec<(Arc<dyn Collector>, CollectorConfig)> {
+pub fn builtin(
+    cfg: &CollectorsConfig,
+    global_interval: std::time::Duration,
+    deps: &Deps,
+) -> Vec<(Arc<dyn Collector>, CollectorConfig)> {
     let n = &cfg.node;
     let all: Vec<(Arc<dyn Collector>, CollectorConfig)> = vec![
         (
@@ -435,6 +463,19 @@ pub fn builtin(cfg: &CollectorsConfig, deps: &Deps) -> Vec<(Arc<dyn Collector>, 
                 scrape_interval: cfg.celery.scrape_interval,
             },
         ),
+        {
+            let p = probe::ProbeCollector::new(&cfg.probes, global_interval);
+            let interval = p
+                .interval()
+                .map(|d| Duration::from_millis(d.as_millis() as u64));
+            (
+                Arc::new(p),
+                CollectorConfig {
+                    enabled: !cfg.probes.is_empty(),
+                    scrape_interval: interval,
+                },
+            )
+        },
     ];
     all.into_iter().filter(|(_, c)| c.enabled).collect()
 }

@@ -233,6 +233,13 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    if let Err(msg) = cfg.collectors.validate() {
+        return Err(ConfigError::Invalid {
+            path: path.into(),
+            line: find_line(&expanded, "probes:"),
+            msg,
+        });
+    }
     if let Err(msg) = cfg.alerting.validate() {
         return Err(ConfigError::Invalid {
             path: path.into(),

@@ -8,11 +8,12 @@
 mod alertmanager;
 mod api;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -303,7 +304,11 @@ async fn own_metrics(State(st): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, OPENMETRICS)], s).into_response()
 }
 
-async fn collector_metrics(State(st): State<AppState>, Path(name): Path<String>) -> Response {
+async fn collector_metrics(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let Some(c) = st.deps.collectors.collector(&name) else {
         return (
             StatusCode::NOT_FOUND,
@@ -311,7 +316,12 @@ async fn collector_metrics(State(st): State<AppState>, Path(name): Path<String>)
         )
             .into_response();
     };
-    match c.collect().await {
+    // Probing collectors answer for one target, as blackbox_exporter's /probe?target= does.
+    let result = match q.get("target") {
+        Some(t) => c.collect_target(t).await,
+        None => c.collect().await,
+    };
+    match result {
         Ok(page) => {
             let ct = match page.format {
                 crate::model::exposition::Format::OpenMetrics => OPENMETRICS,

@@ -93,11 +93,22 @@ fn stamp(p: &Path) -> Stamp {
 pub async fn run(pool: Arc<PoolState>, mut stop: watch::Receiver<bool>) {
     let cfg = pool.job.config.clone();
     let mut statics: Vec<TargetGroup> = match &pool.job.kind {
-        JobKind::Collector { instance, .. } => vec![TargetGroup {
-            source: "collector".into(),
-            targets: vec![instance.clone()],
-            labels: Labels::default(),
-        }],
+        JobKind::Collector {
+            instance,
+            collector,
+        } => {
+            // A collector that probes others has one target (instance) per probed address.
+            let probed = collector.targets();
+            vec![TargetGroup {
+                source: "collector".into(),
+                targets: if probed.is_empty() {
+                    vec![instance.clone()]
+                } else {
+                    probed
+                },
+                labels: Labels::default(),
+            }]
+        }
         JobKind::Http => cfg
             .static_configs
             .iter()

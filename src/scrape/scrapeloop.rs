@@ -295,7 +295,13 @@ async fn fetch(ctx: &LoopCtx) -> Result<(Vec<u8>, Format), Fail> {
     let timeout = cfg.timeout().std();
     match (&ctx.job.kind, &ctx.client) {
         (JobKind::Collector { collector, .. }, _) => {
-            let page = tokio::time::timeout(timeout, collector.collect())
+            let address = ctx.target.discovered.get("__address__").unwrap_or("");
+            let page = if collector.targets().is_empty() {
+                collector.collect()
+            } else {
+                collector.collect_target(address)
+            };
+            let page = tokio::time::timeout(timeout, page)
                 .await
                 .map_err(|_| Fail::Fetch("collector timed out".into()))?
                 .map_err(|e| Fail::Fetch(e.to_string()))?;

@@ -179,6 +179,9 @@ pub fn build_target(job: &Job, addr: &str, group: &Labels) -> Result<Target, Lab
     let scheme = all.get("__scheme__").unwrap_or("http");
     let path = all.get("__metrics_path__").unwrap_or("/metrics");
     let mut url = match &job.kind {
+        JobKind::Collector { collector, .. } if !collector.targets().is_empty() => {
+            format!("appliance://{}?target={address}", collector.name())
+        }
         JobKind::Collector { collector, .. } => format!("appliance://{}", collector.name()),
         JobKind::Http => format!("{scheme}://{address}{path}"),
     };
