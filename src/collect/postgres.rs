@@ -112,8 +112,30 @@ struct Target {
     password_file: String,
     /// `host:port`, postgres_exporter's `server` label.
     server: String,
-    client: tokio::sync::Mutex<Option<Client>>,
+    client: tokio::sync::Mutex<Option<Conn>>,
     scrapes: AtomicU64,
+}
+
+/// A connection with its prepared statements: each query is parsed once per connection, so
+/// a scrape costs one round trip per query (all pipelined).
+struct Conn {
+    client: Client,
+    statements: parking_lot::Mutex<HashMap<String, tokio_postgres::Statement>>,
+}
+
+impl Conn {
+    async fn query(&self, sql: &str) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let cached = self.statements.lock().get(sql).cloned();
+        let st = match cached {
+            Some(st) => st,
+            None => {
+                let st = self.client.prepare(sql).await?;
+                self.statements.lock().insert(sql.to_string(), st.clone());
+                st
+            }
+        };
+        self.client.query(&st, &[]).await
+    }
 }
 
 /// Splits off what tokio-postgres does not parse (`sslmode=verify-*`, `sslrootcert`).
@@ -738,7 +760,12 @@ async fn scrape(t: &Target, timeout: StdDuration, max_tables: u32) -> Scraped {
     };
     let res = tokio::time::timeout(timeout, scrape_inner(t, timeout, max_tables, &mut s)).await;
     match res {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) if s.up => {}
+        Ok(Ok(())) => {
+            // Not even version() answered: the connection is not usable; start over.
+            s.error = true;
+            *t.client.lock().await = None;
+        }
         Ok(Err(e)) => {
             tracing::debug!(server = t.server, error = %e, "postgres scrape failed");
             s.error = true;
@@ -763,21 +790,27 @@ async fn scrape_inner(
     s: &mut Scraped,
 ) -> Result<(), PgError> {
     let mut guard = t.client.lock().await;
-    if guard.as_ref().is_none_or(|c| c.is_closed()) {
-        *guard = Some(t.connect(timeout).await?);
+    if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
+        *guard = Some(Conn {
+            client: t.connect(timeout).await?,
+            statements: parking_lot::Mutex::new(HashMap::new()),
+        });
     }
     let Some(client) = guard.as_ref() else {
         return Ok(());
     };
-    // postgres_exporter's pg_up: the server answers a trivial statement.
-    client.simple_query("SELECT 1").await?;
-    s.up = true;
     let server = t.server.as_str();
     let out = &mut s.out;
     let sl = [("server", server)];
 
     // Issued together: tokio-postgres pipelines them on the one connection.
-    let q = |sql: &'static str| client.query(sql, &[]);
+    let q = |sql: &'static str| client.query(sql);
+    let timed = |sql: String| async move {
+        let t0 = Instant::now();
+        let r = client.query(&sql).await;
+        (r, t0.elapsed().as_secs_f64())
+    };
+    let bg_cols: Vec<&str> = BGWRITER.iter().map(|(c, _)| *c).collect();
     let user_tables_sql = format!(
         "SELECT current_database() datname, schemaname, relname, seq_scan, seq_tup_read, idx_scan, idx_tup_fetch, n_tup_ins, n_tup_upd, n_tup_del, n_tup_hot_upd, n_live_tup, n_dead_tup, n_mod_since_analyze, COALESCE(last_vacuum, '1970-01-01Z') as last_vacuum, COALESCE(last_autovacuum, '1970-01-01Z') as last_autovacuum, COALESCE(last_analyze, '1970-01-01Z') as last_analyze, COALESCE(last_autoanalyze, '1970-01-01Z') as last_autoanalyze, vacuum_count, autovacuum_count, analyze_count, autoanalyze_count FROM pg_stat_user_tables ORDER BY n_live_tup DESC NULLS LAST, relname LIMIT {max_tables}"
     );
@@ -793,11 +826,16 @@ async fn scrape_inner(
         q("SELECT application_name, client_addr::text, state, NULL::text AS slot_name, (case pg_is_in_recovery() when 't' then null else pg_wal_lsn_diff(pg_current_wal_lsn(), pg_lsn('0/0'))::float end) AS pg_current_wal_lsn_bytes, (case pg_is_in_recovery() when 't' then null else pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::float end) AS pg_wal_lsn_diff FROM pg_stat_replication"),
         q("SELECT slot_name, database, active, (case pg_is_in_recovery() when 't' then null else pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::float end) AS pg_wal_lsn_diff FROM pg_replication_slots"),
     );
-    let (postmaster, lag, tables) = tokio::join!(
+    let (postmaster, lag, tables, (sizes, sizes_s), (bg, bg_s)) = tokio::join!(
         q("SELECT pg_postmaster_start_time() as start_time_seconds"),
         q("SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0 ELSE GREATEST (0, EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp())))::float END AS lag"),
-        client.query(user_tables_sql.as_str(), &[]),
+        client.query(&user_tables_sql),
+        // The two collectors of postgres_exporter's new-style framework, timed separately.
+        timed("SELECT datname, pg_database_size(datname)::float8 FROM pg_database".into()),
+        timed(format!("SELECT {} FROM pg_stat_bgwriter", bg_cols.join(", "))),
     );
+    // postgres_exporter's pg_up: the server answered.
+    s.up = version.is_ok();
     let mut failed = false;
     let mut ok = |r: Result<Vec<Row>, tokio_postgres::Error>, what: &str| match r {
         Ok(rows) => Some(rows),
@@ -931,14 +969,6 @@ async fn scrape_inner(
         emit_mapped(out, "pg_stat_user_tables", USER_TABLES, &rows, server);
     }
 
-    // The two collectors of postgres_exporter's new-style framework, timed separately.
-    let t1 = Instant::now();
-    let sizes = client
-        .query(
-            "SELECT datname, pg_database_size(datname)::float8 FROM pg_database",
-            &[],
-        )
-        .await;
     let ok_db = sizes.is_ok();
     if let Ok(rows) = sizes {
         for r in rows {
@@ -952,37 +982,22 @@ async fn scrape_inner(
             );
         }
     }
-    s.collectors
-        .push(("database", t1.elapsed().as_secs_f64(), ok_db));
-    let t2 = Instant::now();
-    let cols: Vec<&str> = BGWRITER.iter().map(|(c, _)| *c).collect();
-    let bg = client
-        .query(
-            format!("SELECT {} FROM pg_stat_bgwriter", cols.join(", ")).as_str(),
-            &[],
-        )
-        .await;
+    s.collectors.push(("database", sizes_s, ok_db));
     let ok_bg = bg.is_ok();
     if let Ok(rows) = bg {
         for r in rows {
             for (i, (c, help)) in BGWRITER.iter().enumerate() {
-                let mut v = float(&r, i);
-                if *c == "stats_reset" {
-                    // This collector reports whole seconds (Go's time.Unix()).
-                    v = v.trunc();
-                }
                 out.add(
                     &format!("pg_stat_bgwriter_{c}_total"),
                     help,
                     "counter",
                     &sl,
-                    v,
+                    float(&r, i),
                 );
             }
         }
     }
-    s.collectors
-        .push(("bgwriter", t2.elapsed().as_secs_f64(), ok_bg));
+    s.collectors.push(("bgwriter", bg_s, ok_bg));
     s.error = failed || !ok_db || !ok_bg;
     Ok(())
 }
