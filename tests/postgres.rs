@@ -223,10 +223,14 @@ fn a_stopped_server_is_pg_up_0_within_one_scrape() {
     let Some(pg) = TempPostgres::start() else {
         return;
     };
+    // Two instances: the throwaway server, and the local one over TLS (Debian's PostgreSQL
+    // has ssl=on with its snakeoil certificate; sslmode=require encrypts without checking it,
+    // as libpq does).
+    let temp = format!("127.0.0.1:{}", pg.port);
     let dir = tempfile::tempdir().unwrap();
     let (_app, addr) = appliance_with_config(
         dir.path(),
-        &format!("global: {{scrape_interval: 1s, scrape_timeout: 1s}}\ncollectors: {{containers: {{enabled: false}}, postgres: {{enabled: true, timeout: 800ms, instances: [{{dsn: 'postgresql://postgres@127.0.0.1:{}/postgres?sslmode=disable'}}]}}}}\n", pg.port),
+        &format!("global: {{scrape_interval: 1s, scrape_timeout: 1s}}\ncollectors: {{containers: {{enabled: false}}, redis: {{enabled: false}}, postgres: {{enabled: true, timeout: 800ms, instances: [{{dsn: 'postgresql://postgres@{temp}/postgres?sslmode=disable'}}, {{dsn: 'postgresql://postgres@127.0.0.1:5432/postgres?sslmode=require'}}]}}}}\n"),
     );
     let q = |expr: &str| -> Option<f64> {
         let v = get_json(
@@ -238,14 +242,28 @@ fn a_stopped_server_is_pg_up_0_within_one_scrape() {
         );
         v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
     };
-    wait_for(20, "pg_up 1", || (q("pg_up")? == 1.0).then_some(()));
+    let up = |server: &str| q(&format!("pg_up{{server=\"{server}\"}}"));
+    wait_for(20, "pg_up 1 for both", || {
+        (up(&temp)? == 1.0 && up("127.0.0.1:5432")? == 1.0).then_some(())
+    });
+    let out = run_ok(Command::new("psql").args([
+        "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-Atc",
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE ssl AND application_name = 'appliance'",
+    ]));
+    let tls: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(tls >= 1, "the sslmode=require connection is encrypted");
     pg.ctl("stop");
     let stopped = std::time::Instant::now();
     wait_for(5, "pg_up 0 after the server stopped", || {
-        (q("pg_up")? == 0.0).then_some(())
+        (up(&temp)? == 0.0).then_some(())
     });
     let took = stopped.elapsed();
     eprintln!("pg_up went to 0 {took:?} after the server stopped");
+    assert_eq!(
+        up("127.0.0.1:5432"),
+        Some(1.0),
+        "the other instance is unaffected"
+    );
     // The node collector's scrapes went on at their pace meanwhile.
     let node = q("max_over_time(scrape_duration_seconds{job=\"node\"}[10s])").unwrap();
     assert!(
@@ -257,6 +275,6 @@ fn a_stopped_server_is_pg_up_0_within_one_scrape() {
     // And back.
     pg.ctl("start");
     wait_for(20, "pg_up 1 after the restart", || {
-        (q("pg_up")? == 1.0).then_some(())
+        (up(&temp)? == 1.0).then_some(())
     });
 }
