@@ -17,14 +17,11 @@ fn celery_installed() -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var("CI").is_err(),
-            "celery[redis] missing under CI; the test command installs it"
-        );
-        eprintln!("skipping: python3 celery[redis] not installed");
-    }
-    ok && std::net::TcpStream::connect("127.0.0.1:6379").is_ok()
+    available(ok, "python3 celery[redis]")
+        && available(
+            std::net::TcpStream::connect("127.0.0.1:6379").is_ok(),
+            "Redis on 127.0.0.1:6379",
+        )
 }
 
 const TASKS: &str = r#"
@@ -81,16 +78,7 @@ fn celery_worker_tasks_and_queue() {
         dir.path(),
         &format!("global: {{scrape_interval: 1s, scrape_timeout: 1s}}\ncollectors: {{appliance: {{enabled: false}}, node: {{enabled: false}}, containers: {{enabled: false}}, postgres: {{enabled: false}}, redis: {{enabled: false}}, celery: {{enabled: true, broker_url: '{broker}'}}}}\n"),
     );
-    let q = |expr: &str| -> Option<f64> {
-        let v = get_json(
-            &addr,
-            &format!(
-                "/api/v1/query?query={}",
-                form_urlencoded::byte_serialize(expr.as_bytes()).collect::<String>()
-            ),
-        );
-        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-    };
+    let q = |expr: &str| query_value(&addr, expr);
     wait_for(20, "up{job=celery} 1", || {
         (q("up{job=\"celery\"}")? == 1.0).then_some(())
     });

@@ -5,95 +5,30 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 
 use common::*;
 
-/// name → (type, help, label-name sets, samples (series text, value)).
-type Families = BTreeMap<
-    String,
-    (
-        String,
-        String,
-        BTreeSet<Vec<String>>,
-        BTreeMap<String, String>,
-    ),
->;
-
-fn families(page: &str) -> Families {
-    let mut out: Families = BTreeMap::new();
-    for line in page.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (n, h) = rest.split_once(' ').unwrap_or((rest, ""));
-            out.entry(n.to_string()).or_default().1 = h.to_string();
-        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (n, t) = rest.split_once(' ').unwrap_or((rest, ""));
-            out.entry(n.to_string()).or_default().0 = t.to_string();
-        } else if !line.starts_with('#') && !line.is_empty() {
-            let (series, v) = line.rsplit_once(' ').unwrap();
-            let (mut name, labels) = match series.split_once('{') {
-                Some((n, l)) => (n, l.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            for suffix in ["_sum", "_count"] {
-                if let Some(base) = name.strip_suffix(suffix) {
-                    if out.get(base).is_some_and(|f| f.0 == "summary") {
-                        name = base;
-                    }
-                }
-            }
-            let mut names: Vec<String> = labels
-                .split("\",")
-                .filter(|p| !p.is_empty())
-                .map(|p| p.split('=').next().unwrap().to_string())
-                .filter(|n| n != "quantile")
-                .collect();
-            names.sort();
-            let e = out.entry(name.to_string()).or_default();
-            e.2.insert(names);
-            e.3.insert(series.to_string(), v.to_string());
-        }
-    }
-    out
-}
-
 fn local_redis() -> bool {
-    let ok = std::net::TcpStream::connect("127.0.0.1:6379").is_ok();
-    if !ok {
-        assert!(
-            std::env::var("CI").is_err(),
-            "no Redis on 127.0.0.1:6379 under CI"
-        );
-        eprintln!("skipping: no Redis on 127.0.0.1:6379");
-    }
-    ok
+    available(
+        std::net::TcpStream::connect("127.0.0.1:6379").is_ok(),
+        "Redis on 127.0.0.1:6379",
+    )
 }
 
 #[test]
 fn redis_collector_matches_redis_exporter() {
     let bin = "/usr/bin/prometheus-redis-exporter";
-    if !std::path::Path::new(bin).exists() {
-        assert!(std::env::var("CI").is_err(), "{bin} missing under CI");
-        eprintln!("skipping: {bin} not installed");
+    if !available(std::path::Path::new(bin).exists(), bin) {
         return;
     }
     if !local_redis() {
         return;
     }
-    let port = free_port();
-    let child = Command::new(bin)
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--redis.addr=redis://127.0.0.1:6379")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _re = Proc(child);
-    let raddr = format!("127.0.0.1:{port}");
-    wait_for(20, "redis_exporter", || {
-        get(&raddr, "/metrics").filter(|(s, b)| *s == 200 && b.contains("redis_up 1"))
-    });
+    let (_re, raddr) = exporter(
+        Command::new(bin).arg("--redis.addr=redis://127.0.0.1:6379"),
+        "redis_up 1",
+    );
     let dir = tempfile::tempdir().unwrap();
     let (_app, addr) = appliance_with_config(
         dir.path(),
@@ -214,16 +149,7 @@ fn a_stopped_server_is_redis_up_0_within_one_scrape() {
         dir.path(),
         &format!("global: {{scrape_interval: 1s, scrape_timeout: 1s}}\ncollectors: {{containers: {{enabled: false}}, postgres: {{enabled: false}}, redis: {{enabled: true, timeout: 800ms, instances: [{{url: 'redis://127.0.0.1:{port}'}}]}}}}\n"),
     );
-    let q = |expr: &str| -> Option<f64> {
-        let v = get_json(
-            &addr,
-            &format!(
-                "/api/v1/query?query={}",
-                form_urlencoded::byte_serialize(expr.as_bytes()).collect::<String>()
-            ),
-        );
-        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-    };
+    let q = |expr: &str| query_value(&addr, expr);
     wait_for(20, "redis_up 1", || (q("redis_up")? == 1.0).then_some(()));
     let _ = redis.0.kill();
     let _ = redis.0.wait();

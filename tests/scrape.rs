@@ -418,23 +418,15 @@ fn tls_target() -> Option<TlsTarget> {
         return None;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/testdata/tls_server.py");
-    let mut child = std::process::Command::new("python3")
-        .arg(script)
-        .arg(&cert)
-        .arg(&key)
-        .args(["scraper", "s3cret", "tok3n"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let addr = format!("127.0.0.1:{}", line.trim());
+    let (proc_, addr) = common::spawn_with_port(
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(&cert)
+            .arg(&key)
+            .args(["scraper", "s3cret", "tok3n"]),
+    );
     Some(TlsTarget {
-        _proc: common::Proc(child),
+        _proc: proc_,
         addr,
         ca: ca.into(),
         dir,

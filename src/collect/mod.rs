@@ -225,6 +225,23 @@ pub(crate) fn merge_pages(text: &str) -> String {
     s
 }
 
+/// Runs an async check on a thread with its own small runtime and waits for it, so config
+/// code (sync, possibly inside the main runtime) can ask "does this service answer?".
+pub(crate) fn check_on_thread<F>(f: F) -> bool
+where
+    F: Future<Output = bool> + Send + 'static,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|rt| rt.block_on(f))
+            .unwrap_or(false)
+    })
+    .join()
+    .unwrap_or(false)
+}
+
 /// Why a collector failed; the scrape records it as `up 0` with this text.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {

@@ -207,26 +207,16 @@ fn tls(verify: Verify, root: Option<&str>) -> tokio_postgres_rustls::MakeRustlsC
 /// Whether the configured (or default) instances answer now; for auto-detection. Runs its own
 /// small runtime on a thread so it can be called from anywhere.
 pub fn answers(cfg: &PostgresConfig) -> bool {
-    let cfg = cfg.clone();
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return false;
-        };
-        rt.block_on(async {
-            for i in cfg.effective_instances() {
-                let Ok(t) = Target::new(&i) else { continue };
-                if t.connect(StdDuration::from_secs(2)).await.is_ok() {
-                    return true;
-                }
+    let instances = cfg.effective_instances();
+    super::check_on_thread(async move {
+        for i in instances {
+            let Ok(t) = Target::new(&i) else { continue };
+            if t.connect(StdDuration::from_secs(2)).await.is_ok() {
+                return true;
             }
-            false
-        })
+        }
+        false
     })
-    .join()
-    .unwrap_or(false)
 }
 
 impl Target {

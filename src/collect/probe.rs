@@ -636,11 +636,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn probe_settings_are_checked() {
-        let p = |t: &str, m: &str| ProbeConfig {
-            target: t.into(),
-            module: m.into(),
+    fn probe(target: &str, module: &str) -> ProbeConfig {
+        ProbeConfig {
+            target: target.into(),
+            module: module.into(),
             interval: None,
             timeout: None,
             method: String::new(),
@@ -649,7 +648,12 @@ mod tests {
             follow_redirects: true,
             tls_config: ProbeTls::default(),
             tls: false,
-        };
+        }
+    }
+
+    #[test]
+    fn probe_settings_are_checked() {
+        let p = probe;
         assert!(p("https://example.com/health", "").validate().is_ok());
         assert!(p("127.0.0.1:5432", "").validate().is_ok());
         assert!(p("127.0.0.1:5432", "").kind() == Kind::Tcp);
@@ -665,18 +669,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         drop(l);
-        let p = ProbeConfig {
-            target: format!("127.0.0.1:{port}"),
-            module: "tcp".into(),
-            interval: None,
-            timeout: None,
-            method: String::new(),
-            valid_status_codes: Vec::new(),
-            body_regex: String::new(),
-            follow_redirects: true,
-            tls_config: ProbeTls::default(),
-            tls: false,
-        };
+        let p = probe(&format!("127.0.0.1:{port}"), "tcp");
         let o = run(&p, StdDuration::from_secs(2)).await;
         assert!(!o.success);
         assert!(render(&o).contains("probe_success 0\n"));

@@ -561,32 +561,22 @@ impl Target {
 
 /// Whether the configured (or default) instances answer now; for auto-detection.
 pub fn answers(cfg: &RedisConfig) -> bool {
-    let cfg = cfg.clone();
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return false;
-        };
-        rt.block_on(async {
-            for i in cfg.effective_instances() {
-                let t = Target::new(&i);
-                if let Ok(mut c) = t.connect(StdDuration::from_secs(2)).await {
-                    if redis::cmd("PING")
-                        .query_async::<String>(&mut c)
-                        .await
-                        .is_ok()
-                    {
-                        return true;
-                    }
+    let instances = cfg.effective_instances();
+    super::check_on_thread(async move {
+        for i in instances {
+            let t = Target::new(&i);
+            if let Ok(mut c) = t.connect(StdDuration::from_secs(2)).await {
+                if redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+                {
+                    return true;
                 }
             }
-            false
-        })
+        }
+        false
     })
-    .join()
-    .unwrap_or(false)
 }
 
 /// The Redis collector (`job="redis"`, `/metrics/redis`).

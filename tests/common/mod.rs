@@ -372,13 +372,7 @@ pub fn docker_engine() -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    if !ok {
-        if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
-            panic!("no Docker engine under CI; the test command starts dockerd");
-        }
-        eprintln!("skipping: no Docker engine answers");
-    }
-    ok
+    available(ok, "a Docker engine")
 }
 
 /// The local test image: busybox-static imported into Docker (no registry is reachable).
@@ -444,14 +438,10 @@ impl Drop for Containers {
 /// Whether the local PostgreSQL (127.0.0.1:5432, trust auth) answers; outside CI a missing
 /// server skips (says so), under CI it fails.
 pub fn local_postgres() -> bool {
-    let ok = std::net::TcpStream::connect("127.0.0.1:5432").is_ok();
-    if !ok {
-        if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
-            panic!("no PostgreSQL on 127.0.0.1:5432 under CI");
-        }
-        eprintln!("skipping: no PostgreSQL on 127.0.0.1:5432");
-    }
-    ok
+    available(
+        std::net::TcpStream::connect("127.0.0.1:5432").is_ok(),
+        "PostgreSQL on 127.0.0.1:5432",
+    )
 }
 
 /// `psql` against the local server as `postgres`; fails the test unless it succeeds.
@@ -542,4 +532,112 @@ impl Drop for TempPostgres {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// A page's families: name → (type, HELP, the label-name sets its series use (less
+/// `quantile`/`le`), samples: series text → value text). `_sum`/`_count`/`_bucket` samples
+/// count under their summary or histogram.
+pub type Families = std::collections::BTreeMap<
+    String,
+    (
+        String,
+        String,
+        std::collections::BTreeSet<Vec<String>>,
+        std::collections::BTreeMap<String, String>,
+    ),
+>;
+
+/// Parses a text exposition page into [`Families`], for side-by-side comparisons.
+pub fn families(page: &str) -> Families {
+    let mut out: Families = Default::default();
+    for line in page.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (n, h) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.entry(n.to_string()).or_default().1 = h.to_string();
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (n, t) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.entry(n.to_string()).or_default().0 = t.to_string();
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let (series, v) = line.rsplit_once(' ').unwrap();
+            let (mut name, labels) = match series.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            for suffix in ["_sum", "_count", "_bucket"] {
+                if let Some(base) = name.strip_suffix(suffix) {
+                    if out
+                        .get(base)
+                        .is_some_and(|f| f.0 == "summary" || f.0 == "histogram")
+                    {
+                        name = base;
+                    }
+                }
+            }
+            let mut names: Vec<String> = labels
+                .split("\",")
+                .filter(|p| !p.is_empty())
+                .map(|p| p.split('=').next().unwrap().to_string())
+                .filter(|n| n != "quantile" && n != "le")
+                .collect();
+            names.sort();
+            let e = out.entry(name.to_string()).or_default();
+            e.2.insert(names);
+            e.3.insert(series.to_string(), v.to_string());
+        }
+    }
+    out
+}
+
+/// The value of the first series an instant query at `addr` returns.
+pub fn query_value(addr: &str, expr: &str) -> Option<f64> {
+    let v = get_json(
+        addr,
+        &format!(
+            "/api/v1/query?query={}",
+            form_urlencoded::byte_serialize(expr.as_bytes()).collect::<String>()
+        ),
+    );
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+/// `ok`, or (after saying why) false outside CI; under CI (`CI=true`) a missing `what` fails,
+/// because the test command installs and starts what the tests need.
+pub fn available(ok: bool, what: &str) -> bool {
+    if !ok {
+        if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
+            panic!("{what} missing under CI; the test command provides it");
+        }
+        eprintln!("skipping: {what} not available");
+    }
+    ok
+}
+
+/// Starts `cmd` (which prints its port on its first stdout line) and returns it with
+/// `127.0.0.1:<port>`.
+pub fn spawn_with_port(cmd: &mut Command) -> (Proc, String) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("start server");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("port line");
+    (Proc(child), format!("127.0.0.1:{}", line.trim()))
+}
+
+/// Starts a Prometheus exporter `cmd` on a free 127.0.0.1 port (`--web.listen-address`) and
+/// waits until its `/metrics` contains `ready`.
+pub fn exporter(cmd: &mut Command, ready: &str) -> (Proc, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = cmd
+        .arg(format!("--web.listen-address={addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start exporter");
+    let p = Proc(child);
+    wait_for(20, ready, || {
+        get(&addr, "/metrics").filter(|(s, b)| *s == 200 && b.contains(ready))
+    });
+    (p, addr)
 }
