@@ -1,6 +1,7 @@
 //! node_exporter's `cpufreq`, `hwmon` and `thermal_zone` collectors: present on physical
 //! hosts, usually absent in VMs (where they report nothing, as node_exporter does).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{NodeCollector, Out};
@@ -65,11 +66,221 @@ fn hwmon_chip(dir: &Path) -> String {
     clean_name(&real.file_name().unwrap_or_default().to_string_lossy())
 }
 
+/// node_exporter's hwmon sensor types; other files in a hwmon directory are not sensors.
+const HWMON_TYPES: &[&str] = &[
+    "vrm",
+    "beep_enable",
+    "update_interval",
+    "in",
+    "cpu",
+    "fan",
+    "pwm",
+    "temp",
+    "curr",
+    "power",
+    "energy",
+    "humidity",
+    "intrusion",
+];
+
+/// A hwmon directory's sensor files grouped as node_exporter groups them: sensor (`temp1`) →
+/// (type, property → value), from `<type><n>[_<property>]` file names.
+fn hwmon_sensors(dir: &Path) -> BTreeMap<String, (String, BTreeMap<String, String>)> {
+    let mut out: BTreeMap<String, (String, BTreeMap<String, String>)> = BTreeMap::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        if !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let f = e.file_name().to_string_lossy().into_owned();
+        let kind_end = f.find(|c: char| c.is_ascii_digit()).unwrap_or(f.len());
+        let (kind, rest) = f.split_at(kind_end);
+        let (kind, num, prop) = match rest.split_once('_') {
+            Some((n, p)) => (kind, n, p),
+            None if rest.is_empty() => match kind.split_once('_') {
+                // `beep_enable`, `update_interval`: whole-chip settings.
+                _ if HWMON_TYPES.contains(&kind) => (kind, "", ""),
+                Some((k, p)) => (k, "", p),
+                None => (kind, "", ""),
+            },
+            None => (kind, rest, ""),
+        };
+        if !HWMON_TYPES.contains(&kind) {
+            continue;
+        }
+        let Ok(v) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        out.entry(format!("{kind}{num}"))
+            .or_insert_with(|| (kind.to_string(), BTreeMap::new()))
+            .1
+            .insert(prop.to_string(), v.trim().to_string());
+    }
+    out
+}
+
+/// One sensor's metrics, named and scaled as node_exporter's hwmon collector does.
+fn hwmon_sensor(
+    out: &mut Out,
+    chip: &str,
+    sensor: &str,
+    kind: &str,
+    props: &BTreeMap<String, String>,
+) {
+    let labels = [("chip", chip), ("sensor", sensor)];
+    if let Some(l) = props.get("label") {
+        out.add(
+            "node_hwmon_sensor_label",
+            "Label for given chip and sensor",
+            "gauge",
+            &[("chip", chip), ("label", l), ("sensor", sensor)],
+            1.0,
+        );
+    }
+    let num = |v: &str| v.parse::<f64>().ok();
+    match kind {
+        "beep_enable" => {
+            if let Some(v) = props.get("").and_then(|v| num(v)) {
+                out.add(
+                    "node_hwmon_beep_enabled",
+                    "Hardware beep enabled",
+                    "gauge",
+                    &labels,
+                    v,
+                );
+            }
+            return;
+        }
+        "vrm" => {
+            if let Some(v) = props.get("").and_then(|v| num(v)) {
+                out.add(
+                    "node_hwmon_voltage_regulator_version",
+                    "Hardware voltage regulator",
+                    "gauge",
+                    &labels,
+                    v,
+                );
+            }
+            return;
+        }
+        "update_interval" => {
+            if let Some(v) = props.get("").and_then(|v| num(v)) {
+                out.add(
+                    "node_hwmon_update_interval_seconds",
+                    "Hardware monitor update interval",
+                    "gauge",
+                    &labels,
+                    v * 0.001,
+                );
+            }
+            return;
+        }
+        _ => {}
+    }
+    let prefix = format!("node_hwmon_{kind}");
+    for (element, value) in props {
+        if element == "label" {
+            continue;
+        }
+        let Some(v) = num(value) else { continue };
+        let mut name = prefix.clone();
+        if element == "input" {
+            if props.contains_key("") {
+                name.push_str("_input");
+            }
+        } else if !element.is_empty() {
+            name.push('_');
+            name.push_str(&clean_name(element));
+        }
+        let e = if element.is_empty() {
+            "input"
+        } else {
+            element.as_str()
+        };
+        let (name, help, kind_, v) = match (kind, element.as_str()) {
+            (_, "fault" | "alarm") => (
+                name,
+                format!("Hardware sensor {element} status ({kind})"),
+                "gauge",
+                v,
+            ),
+            (_, "beep") => (
+                format!("{name}_enabled"),
+                "Hardware monitor sensor has beeping enabled".to_string(),
+                "gauge",
+                v,
+            ),
+            ("in" | "cpu", _) => (
+                format!("{name}_volts"),
+                format!("Hardware monitor for voltage ({element})"),
+                "gauge",
+                v * 0.001,
+            ),
+            ("temp", el) if el != "type" => (
+                format!("{name}_celsius"),
+                format!("Hardware monitor for temperature ({e})"),
+                "gauge",
+                v * 0.001,
+            ),
+            ("curr", _) => (
+                format!("{name}_amps"),
+                format!("Hardware monitor for current ({element})"),
+                "gauge",
+                v * 0.001,
+            ),
+            ("energy", _) => (
+                format!("{name}_joule_total"),
+                format!("Hardware monitor for joules used so far ({element})"),
+                "counter",
+                v / 1e6,
+            ),
+            ("power", "accuracy") => (
+                name,
+                "Hardware monitor power meter accuracy, as a ratio".to_string(),
+                "gauge",
+                v / 1e6,
+            ),
+            ("power", "average_interval" | "average_interval_min" | "average_interval_max") => (
+                format!("{name}_seconds"),
+                format!("Hardware monitor power usage update interval ({element})"),
+                "gauge",
+                v * 0.001,
+            ),
+            ("power", _) => (
+                format!("{name}_watt"),
+                format!("Hardware monitor for power usage in watts ({element})"),
+                "gauge",
+                v / 1e6,
+            ),
+            ("humidity", _) => (
+                name,
+                format!("Hardware monitor for humidity ({element})"),
+                "gauge",
+                v * 0.001,
+            ),
+            ("fan", "input" | "min" | "max" | "target") => (
+                format!("{name}_rpm"),
+                format!("Hardware monitor for fan revolutions per minute ({element})"),
+                "gauge",
+                v,
+            ),
+            _ => (
+                name,
+                format!("Hardware monitor {kind} element {element}"),
+                "gauge",
+                v,
+            ),
+        };
+        out.add(&name, &help, kind_, &labels, v);
+    }
+}
+
 impl NodeCollector {
     /// The `cpu` collector's thermal-throttle counters (physical x86 hosts), read once per
     /// package and per core as node_exporter does.
     pub(super) fn cpu_throttles(&self, out: &mut Out) {
-        use std::collections::BTreeMap;
         let mut package: BTreeMap<u64, f64> = BTreeMap::new();
         let mut core: BTreeMap<(u64, u64), f64> = BTreeMap::new();
         for (name, dir) in sorted_dirs(&self.sys("devices/system/cpu"), "cpu") {
@@ -220,59 +431,8 @@ impl NodeCollector {
                     1.0,
                 );
             }
-            let Ok(rd) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            let mut files: Vec<String> = rd
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
-            files.sort();
-            for f in &files {
-                // <type><n>_<property>, e.g. temp1_input.
-                let Some((sensor, prop)) = f.split_once('_') else {
-                    continue;
-                };
-                let kind = sensor.trim_end_matches(|c: char| c.is_ascii_digit());
-                if kind == sensor {
-                    continue;
-                }
-                let labels = [("chip", chip.as_str()), ("sensor", sensor)];
-                if prop == "label" {
-                    if let Ok(l) = std::fs::read_to_string(dir.join(f)) {
-                        out.add(
-                            "node_hwmon_sensor_label",
-                            "Label for given chip and sensor",
-                            "gauge",
-                            &[("chip", &chip), ("label", l.trim()), ("sensor", sensor)],
-                            1.0,
-                        );
-                    }
-                    continue;
-                }
-                let (unit, scale, what) = match kind {
-                    "temp" => ("celsius", 0.001, "temperature"),
-                    "in" => ("volts", 0.001, "voltage"),
-                    "fan" => ("rpm", 1.0, "fan revolutions per minute"),
-                    _ => continue,
-                };
-                let Some(v) = read_num(&dir.join(f)) else {
-                    continue;
-                };
-                let name = if prop == "input" {
-                    format!("node_hwmon_{kind}_{unit}")
-                } else if matches!(prop, "max" | "min" | "crit") {
-                    format!("node_hwmon_{kind}_{prop}_{unit}")
-                } else {
-                    continue;
-                };
-                out.add(
-                    &name,
-                    &format!("Hardware monitor for {what} ({prop})"),
-                    "gauge",
-                    &labels,
-                    v * scale,
-                );
+            for (sensor, (kind, props)) in hwmon_sensors(&dir) {
+                hwmon_sensor(out, &chip, &sensor, &kind, &props);
             }
         }
         Ok(())
