@@ -94,19 +94,6 @@ fn cadvisor_families_and_states_from_a_real_engine() {
         &flaky,
         &["--restart", "on-failure:2", image, "sh", "-c", "exit 1"],
     );
-    c.run(
-        &oom,
-        &[
-            "--memory",
-            "8m",
-            "--memory-swap",
-            "8m",
-            image,
-            "sh",
-            "-c",
-            "x=$(yes | head -c 200000000)",
-        ],
-    );
     let dir = tempfile::tempdir().unwrap();
     let (_app, addr) = appliance_with_config(
         dir.path(),
@@ -180,6 +167,21 @@ fn cadvisor_families_and_states_from_a_real_engine() {
         .first()
         .cloned()
     });
+    // Started now that the collector follows the events, so the OOM kill is seen even where
+    // Docker's own OOMKilled flag misses it.
+    c.run(
+        &oom,
+        &[
+            "--memory",
+            "8m",
+            "--memory-swap",
+            "8m",
+            image,
+            "sh",
+            "-c",
+            "x=$(yes | head -c 200000000)",
+        ],
+    );
     wait_for(30, "oom container OOM-killed", || {
         query(
             &addr,

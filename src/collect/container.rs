@@ -89,6 +89,9 @@ struct Info {
     health: String,
     exit_code: f64,
     oom_killed: bool,
+    /// An `oom` event was seen since the container last started: Docker's own flag can miss
+    /// it when the exit is processed before the OOM notification.
+    oom_event: bool,
     started_at: Option<f64>,
     pid: i64,
     cgroup_parent: String,
@@ -144,7 +147,8 @@ impl Info {
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "none".into()),
             exit_code: st.exit_code.unwrap_or(0) as f64,
-            oom_killed: st.oom_killed.unwrap_or(false),
+            oom_killed: st.oom_killed.unwrap_or(false) || prev.is_some_and(|p| p.oom_event),
+            oom_event: prev.is_some_and(|p| p.oom_event),
             started_at: st
                 .started_at
                 .as_deref()
@@ -256,6 +260,9 @@ impl ContainerCollector {
                     }
                 } else if action == "oom" {
                     e.oom_killed = true;
+                    e.oom_event = true;
+                } else if action == "start" {
+                    e.oom_event = false;
                 } else if action == "destroy" {
                     e.removed.get_or_insert_with(Instant::now);
                 }
@@ -1074,6 +1081,24 @@ mod tests {
         assert!(p.contains("container_oom_killed{id=\"/docker/x\",image=\"\",name=\"job\"} 1"));
         assert!(p.contains("state=\"exited\"} 1"));
         assert!(!p.contains("container_cpu_usage_seconds_total"));
+    }
+
+    #[test]
+    fn an_oom_event_outlives_dockers_missing_flag() {
+        let r = bollard::models::ContainerInspectResponse {
+            state: Some(bollard::models::ContainerState {
+                oom_killed: Some(false),
+                exit_code: Some(137),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let prev = Info {
+            oom_event: true,
+            ..Info::default()
+        };
+        assert!(Info::from_inspect(r.clone(), Some(&prev)).oom_killed);
+        assert!(!Info::from_inspect(r, None).oom_killed);
     }
 
     #[test]
