@@ -26,8 +26,8 @@ fn dashboards() -> BTreeMap<String, serde_json::Value> {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "json") {
             let text = std::fs::read_to_string(&p).unwrap();
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let v: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             out.insert(p.file_name().unwrap().to_string_lossy().into_owned(), v);
         }
     }
@@ -101,7 +101,10 @@ fn metric_names_are_found_everywhere_in_a_query() {
     .unwrap();
     let mut names = BTreeSet::new();
     metric_names(&ast, &mut names);
-    assert_eq!(names, ["a_total", "b", "c_bucket", "d"].map(String::from).into());
+    assert_eq!(
+        names,
+        ["a_total", "b", "c_bucket", "d"].map(String::from).into()
+    );
 }
 
 #[test]
@@ -112,10 +115,19 @@ fn dashboards_are_valid_grafana_json() {
     let mut uids = BTreeSet::new();
     for (file, d) in &all {
         let uid = d["uid"].as_str().unwrap();
-        assert!(uid.starts_with("appliance-") && uid.len() <= 40, "{file}: uid {uid}");
+        assert!(
+            uid.starts_with("appliance-") && uid.len() <= 40,
+            "{file}: uid {uid}"
+        );
         assert!(uids.insert(uid.to_string()), "{file}: duplicate uid");
-        assert!(d["schemaVersion"].as_u64().unwrap() >= 39, "{file}: schemaVersion");
-        assert!(d["id"].is_null(), "{file}: id must be null to import anywhere");
+        assert!(
+            d["schemaVersion"].as_u64().unwrap() >= 39,
+            "{file}: schemaVersion"
+        );
+        assert!(
+            d["id"].is_null(),
+            "{file}: id must be null to import anywhere"
+        );
         let vars = d["templating"]["list"].as_array().unwrap();
         let ds = vars
             .iter()
@@ -126,7 +138,10 @@ fn dashboards_are_valid_grafana_json() {
         let mut ids = BTreeSet::new();
         for p in d["panels"].as_array().unwrap() {
             let title = p["title"].as_str().unwrap();
-            assert!(ids.insert(p["id"].as_u64().unwrap()), "{file}: {title}: duplicate id");
+            assert!(
+                ids.insert(p["id"].as_u64().unwrap()),
+                "{file}: {title}: duplicate id"
+            );
             let kind = p["type"].as_str().unwrap();
             assert!(
                 ["row", "timeseries", "stat", "gauge", "bargauge", "table"].contains(&kind),
