@@ -482,8 +482,33 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     reload_ok.set(1);
     reload_ts.set(chrono::Utc::now().timestamp());
 
+    let env_password = std::env::var("APPLIANCE_ADMIN_PASSWORD").ok();
+    let (admin_hash, pw_source) =
+        http::auth::admin_hash(&cfg.web.auth, &data_dir, env_password.as_deref())
+            .context("setting up the admin login")?;
+    if let http::auth::Source::Generated(p) = &pw_source {
+        // Printed once, to the terminal only (never to the log): afterwards only its hash
+        // exists, in the data directory.
+        eprintln!(
+            "\n  Generated the admin password (user \"admin\"): {p}\n  It is not shown again; \
+             set APPLIANCE_ADMIN_PASSWORD or web.auth.admin_password_file to choose one.\n"
+        );
+    }
+    let from = match pw_source {
+        http::auth::Source::Env => "APPLIANCE_ADMIN_PASSWORD",
+        http::auth::Source::File => "web.auth.admin_password_file",
+        http::auth::Source::Stored => "the data directory",
+        http::auth::Source::Generated(_) => "generated at this start",
+    };
+    tracing::info!(password_from = from, "admin login ready");
+    let auth = Arc::new(http::auth::Auth::new(admin_hash, &cfg.web.auth));
     let ready = Arc::new(AtomicBool::new(false));
     let router = http::router(http::Deps {
+        auth,
+        route_prefix: cfg.web.route_prefix(),
+        base_path: cfg.web.base_path(),
+        secure_cookies: cfg.web.secure_cookies(),
+        dashboards_dir: PathBuf::from(&cfg.web.dashboards_dir),
         querier: Arc::new(db.clone()),
         admin: rt.clone(),
         engine: Arc::new(engine),
@@ -555,10 +580,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Every block's chunks are checked once in the background; reads check them anyway.
     let db_scrub = db.clone();
     tokio::task::spawn_blocking(move || db_scrub.scrub());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server")?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("HTTP server")?;
     tracing::info!("shutting down: marking targets stale");
     rules.stop();
     // The loops write their stale markers as they stop; wait for them (bounded), then sync.

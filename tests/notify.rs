@@ -217,9 +217,30 @@ notify:
     });
 }
 
+/// amtool's `--http.config.file` with the admin's basic auth, as a user would configure it.
+fn amtool_http_config() -> &'static std::path::Path {
+    static FILE: std::sync::OnceLock<tempfile::TempPath> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            f.path(),
+            format!(
+                "basic_auth:\n  username: admin\n  password: {}\n",
+                common::ADMIN_PASSWORD
+            ),
+        )
+        .unwrap();
+        f.into_temp_path()
+    })
+}
+
 fn amtool(addr: &str, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new("/usr/bin/amtool")
         .arg(format!("--alertmanager.url=http://{addr}"))
+        .arg(format!(
+            "--http.config.file={}",
+            amtool_http_config().display()
+        ))
         .args(args)
         .output()
         .unwrap();

@@ -7,6 +7,8 @@
 
 mod alertmanager;
 mod api;
+pub mod auth;
+mod ui;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,12 +39,23 @@ use crate::storage::{Querier, TsdbStats};
 pub struct WebConfig {
     /// Listen address, `:8080` or `host:port` (`--listen` overrides).
     pub listen_address: String,
-    /// The URL users reach the appliance at, when behind a proxy.
+    /// The URL users reach the appliance at, when behind a proxy. Its path is where the UI
+    /// and API live unless `route_prefix` says otherwise.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub external_url: String,
+    /// The path prefix the server answers under (Prometheus's `--web.route-prefix`); defaults
+    /// to `external_url`'s path. `/` when a proxy strips the prefix before forwarding.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub route_prefix: String,
     /// Serve `/api/v1/admin/tsdb/*` (delete_series, clean_tombstones, snapshot). On by
     /// default; set `false` to refuse them as Prometheus does without `--web.enable-admin-api`.
     pub enable_admin_api: bool,
+    /// Login: the admin password, read tokens, whether reads need a login.
+    pub auth: auth::AuthConfig,
+    /// A directory of Grafana dashboard JSON files shown beside the built-in ones (a file
+    /// with a built-in's `uid` replaces it).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub dashboards_dir: String,
 }
 
 impl Default for WebConfig {
@@ -50,8 +63,43 @@ impl Default for WebConfig {
         WebConfig {
             listen_address: ":8080".into(),
             external_url: String::new(),
+            route_prefix: String::new(),
             enable_admin_api: true,
+            auth: auth::AuthConfig::default(),
+            dashboards_dir: String::new(),
         }
+    }
+}
+
+impl WebConfig {
+    /// The path the browser sees (from `external_url`, else `route_prefix`), without a
+    /// trailing `/`; empty at the root.
+    pub fn base_path(&self) -> String {
+        let from_url = url::Url::parse(&self.external_url)
+            .map(|u| u.path().trim_end_matches('/').to_string())
+            .unwrap_or_default();
+        if !self.external_url.is_empty() {
+            return from_url;
+        }
+        self.route_prefix.trim_end_matches('/').to_string()
+    }
+
+    /// The path the server answers under, without a trailing `/`; empty at the root.
+    pub fn route_prefix(&self) -> String {
+        if self.route_prefix.is_empty() {
+            return self.base_path();
+        }
+        let p = self.route_prefix.trim_end_matches('/');
+        if p.is_empty() || p.starts_with('/') {
+            p.to_string()
+        } else {
+            format!("/{p}")
+        }
+    }
+
+    /// Whether the browser reaches us over HTTPS, so cookies get `Secure`.
+    pub fn secure_cookies(&self) -> bool {
+        self.external_url.starts_with("https://")
     }
 }
 
@@ -215,6 +263,16 @@ pub struct Deps {
     pub ready: Arc<AtomicBool>,
     /// Process start (Unix ms).
     pub start_ms: i64,
+    /// Login: credentials, sessions, throttling.
+    pub auth: Arc<auth::Auth>,
+    /// Path prefix the routes are mounted under (empty at the root).
+    pub route_prefix: String,
+    /// The path the browser sees the appliance at (empty at the root).
+    pub base_path: String,
+    /// Mark the session cookie `Secure` (the external URL is HTTPS).
+    pub secure_cookies: bool,
+    /// The dashboards directory the UI lists and renders.
+    pub dashboards_dir: std::path::PathBuf,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -238,8 +296,9 @@ pub fn router(deps: Deps) -> Router {
         "Histogram of latencies for HTTP requests.",
         durations.clone(),
     );
+    let prefix = deps.route_prefix.clone();
     let state = AppState { deps, durations };
-    Router::new()
+    let inner = Router::new()
         .route("/-/healthy", get(healthy).head(healthy))
         .route("/-/ready", get(ready).head(ready))
         .route("/-/reload", post(reload).put(reload))
@@ -247,8 +306,130 @@ pub fn router(deps: Deps) -> Router {
         .route("/metrics/{name}", get(collector_metrics))
         .merge(api::routes())
         .merge(alertmanager::routes())
+        .merge(ui::routes())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+        .with_state(state);
+    if prefix.is_empty() {
+        return inner;
+    }
+    // The prefix is cut before routing (rather than `nest`ed) so that `/prefix`, `/prefix/`
+    // and everything below reach the same routes, as behind a proxy that keeps the path.
+    Router::new()
+        .fallback_service(inner)
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
+                let prefix = prefix.clone();
+                async move { strip_prefix(&prefix, req, next).await }
+            },
+        ))
+}
+
+async fn strip_prefix(prefix: &str, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let rest = match path.strip_prefix(prefix) {
+        Some("") => "/".to_string(),
+        Some(r) if r.starts_with('/') => r.to_string(),
+        _ if path == "/" => {
+            return axum::response::Redirect::to(&format!("{prefix}/")).into_response()
+        }
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                format!("not found: everything is under {prefix}/\n"),
+            )
+                .into_response()
+        }
+    };
+    let pq = match req.uri().query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    match pq.parse() {
+        Ok(p) => parts.path_and_query = Some(p),
+        Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+    }
+    match axum::http::Uri::from_parts(parts) {
+        Ok(u) => *req.uri_mut() = u,
+        Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+    }
+    next.run(req).await
+}
+
+/// Requests that only read, though sent as `POST` (Prometheus accepts form bodies there).
+const READ_POSTS: &[&str] = &[
+    "/api/v1/query",
+    "/api/v1/query_range",
+    "/api/v1/format_query",
+    "/api/v1/parse_query",
+    "/api/v1/series",
+    "/api/v1/labels",
+];
+
+/// Who may do what: health, login and static assets are open; the UI and everything that
+/// changes state need the admin; reads need a login only with `web.auth.protect_reads`.
+async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let open = matches!(
+        path.as_str(),
+        "/-/healthy" | "/-/ready" | "/-/login" | "/-/logout"
+    ) || path.starts_with("/assets/");
+    if open {
+        return next.run(req).await;
+    }
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let is_read = matches!(
+        method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    ) || (method == axum::http::Method::POST && READ_POSTS.contains(&path.as_str()));
+    let is_ui = is_read && ui::is_page(&path);
+    let needed = if is_ui || !is_read {
+        auth::Access::Admin
+    } else if st.deps.auth.protect_reads() {
+        auth::Access::Read
+    } else {
+        auth::Access::None
+    };
+    if needed == auth::Access::None {
+        return next.run(req).await;
+    }
+    if st.deps.auth.throttled(ip) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "60")],
+            "too many failed logins from this address; try again in a minute\n",
+        )
+            .into_response();
+    }
+    let got = {
+        let h = |n: header::HeaderName| req.headers().get(n).and_then(|v| v.to_str().ok());
+        st.deps
+            .auth
+            .access(h(header::AUTHORIZATION), h(header::COOKIE), ip)
+    };
+    if got >= needed {
+        return next.run(req).await;
+    }
+    if is_ui {
+        return axum::response::Redirect::to(&format!("{}/-/login", st.deps.base_path))
+            .into_response();
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic realm=\"appliance\"")],
+        if needed == auth::Access::Admin {
+            "this needs the admin login (user admin; HTTP basic auth or a UI session)\n"
+        } else {
+            "this needs a login (user admin) or a read token (Authorization: Bearer)\n"
+        },
+    )
+        .into_response()
 }
 
 async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {

@@ -15,6 +15,11 @@ use crate::model::time::{ByteSize, Duration};
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps `s`.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
     /// The secret itself, for building requests only.
     pub fn expose(&self) -> &str {
         &self.0

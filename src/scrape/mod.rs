@@ -11,7 +11,7 @@ pub mod http_client;
 mod scrapeloop;
 mod target;
 
-pub use config::{GlobalConfig, ScrapeConfig};
+pub use config::{GlobalConfig, ScrapeConfig, Secret};
 pub use scrapeloop::{MetadataEntry, ScrapeMetrics};
 pub use target::{DroppedTarget, Health, TargetStatus};
 

@@ -16,18 +16,44 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Sends one HTTP/1.0 request; returns status and body (None if the connection failed).
+/// The admin password every appliance started by these helpers gets.
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
+
+/// `Authorization` value for the admin.
+pub fn admin_basic_auth() -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("admin:{ADMIN_PASSWORD}"))
+    )
+}
+
+/// Sends one HTTP/1.0 request as the admin (basic auth); returns status and body (None if
+/// the connection failed).
 pub fn request(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let auth = format!("Authorization: {}\r\n", admin_basic_auth());
+    request_with(addr, method, path, &auth, body).map(|(c, _, b)| (c, b))
+}
+
+/// Sends one HTTP/1.0 request with `extra` header lines (each ending in CRLF); returns status,
+/// response head and body.
+pub fn request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    extra: &str,
+    body: &str,
+) -> Option<(u16, String, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     s.write_all(req.as_bytes()).ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf).to_string();
     let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
+    Some((status, head.to_string(), body.to_string()))
 }
 
 pub fn get(addr: &str, path: &str) -> Option<(u16, String)> {
@@ -73,6 +99,7 @@ impl Proc {
 pub fn appliance(dir: &Path, config: Option<&Path>, listen: &str) -> Proc {
     let mut c = Command::new(env!("CARGO_BIN_EXE_appliance"));
     c.current_dir(dir)
+        .env("APPLIANCE_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .arg("run")
         .arg("--listen")
         .arg(listen)

@@ -1,0 +1,390 @@
+//! Login: one user, `admin`, whose password is kept only as an argon2 hash. Browsers get a
+//! session cookie from `/-/login`; tools send HTTP basic auth; Grafana may instead send a
+//! read-only bearer token from the config. The UI and every mutating endpoint need the admin;
+//! reads are open unless `web.auth.protect_reads`.
+//!
+//! Owns the credential check, sessions and login rate limiting; knows nothing of what the
+//! endpoints do.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration as StdDuration, Instant};
+
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine as _;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::scrape::Secret;
+
+/// `web.auth`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// A file holding the admin password (`APPLIANCE_ADMIN_PASSWORD` wins over it). Without
+    /// either, a password is generated at first start, printed once, and its hash kept in
+    /// the data directory.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub admin_password_file: String,
+    /// Bearer tokens that may read (queries, metadata, targets, alerts), e.g. for Grafana.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub read_tokens: Vec<Secret>,
+    /// Require a login (session, basic auth or a read token) for the read APIs too.
+    pub protect_reads: bool,
+    /// How long a browser session lasts.
+    pub session_ttl: crate::model::time::Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            admin_password_file: String::new(),
+            read_tokens: Vec::new(),
+            protect_reads: false,
+            session_ttl: crate::model::time::Duration::from_millis(12 * 3600 * 1000),
+        }
+    }
+}
+
+/// Why the admin password could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Reading or writing a password or hash file failed.
+    #[error("{0}: {1}")]
+    File(String, std::io::Error),
+    /// Hashing failed or a stored hash is not an argon2 hash.
+    #[error("admin password hash: {0}")]
+    Hash(String),
+}
+
+/// The user name.
+pub const ADMIN: &str = "admin";
+/// The session cookie's name.
+pub const COOKIE: &str = "appliance_session";
+/// Failed logins allowed per client address and minute before `429`.
+const MAX_FAILURES: u32 = 5;
+const FAILURE_WINDOW: StdDuration = StdDuration::from_secs(60);
+
+fn hash(password: &str) -> Result<String, AuthError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AuthError::Hash(e.to_string()))
+}
+
+fn random_token(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A readable generated password: 20 characters from an unambiguous alphabet.
+fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut b = [0u8; 20];
+    OsRng.fill_bytes(&mut b);
+    b.iter()
+        .map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// Where the admin password came from; `Generated` carries the password to print once.
+#[derive(Debug, PartialEq)]
+pub enum Source {
+    /// `APPLIANCE_ADMIN_PASSWORD`.
+    Env,
+    /// `web.auth.admin_password_file`.
+    File,
+    /// A hash stored in the data directory by an earlier start.
+    Stored,
+    /// Generated now (printed once by the caller, then only its hash exists).
+    Generated(String),
+}
+
+/// The argon2 hash of the admin password, from the environment, the password file, the data
+/// directory, or a newly generated password (whose hash is then stored there).
+/// `env_password` is `APPLIANCE_ADMIN_PASSWORD`, passed in so callers (and tests) decide.
+pub fn admin_hash(
+    cfg: &AuthConfig,
+    data_dir: &Path,
+    env_password: Option<&str>,
+) -> Result<(String, Source), AuthError> {
+    if let Some(p) = env_password.filter(|p| !p.is_empty()) {
+        return Ok((hash(p)?, Source::Env));
+    }
+    if !cfg.admin_password_file.is_empty() {
+        let p = std::fs::read_to_string(&cfg.admin_password_file)
+            .map_err(|e| AuthError::File(cfg.admin_password_file.clone(), e))?;
+        return Ok((hash(p.trim_end_matches(['\n', '\r']))?, Source::File));
+    }
+    let stored = data_dir.join("admin_password.argon2");
+    if let Ok(h) = std::fs::read_to_string(&stored) {
+        let h = h.trim().to_string();
+        PasswordHash::new(&h).map_err(|e| AuthError::Hash(format!("{}: {e}", stored.display())))?;
+        return Ok((h, Source::Stored));
+    }
+    let p = generate_password();
+    let h = hash(&p)?;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| AuthError::File(data_dir.display().to_string(), e))?;
+    write_private(&stored, &h).map_err(|e| AuthError::File(stored.display().to_string(), e))?;
+    Ok((h, Source::Generated(p)))
+}
+
+fn write_private(p: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = p.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(tmp, p)
+}
+
+/// What a request proved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    /// Nothing (or wrong credentials).
+    None,
+    /// A read token.
+    Read,
+    /// The admin (session or basic auth).
+    Admin,
+}
+
+/// The credential check, sessions and login throttling.
+pub struct Auth {
+    hash: String,
+    read_tokens: Vec<String>,
+    protect_reads: bool,
+    session_ttl: StdDuration,
+    sessions: Mutex<HashMap<String, Instant>>,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// SHA-256 of basic-auth credentials already verified, so a tool's every request does not
+    /// pay argon2's cost; the plaintext is never kept.
+    verified: Mutex<HashMap<[u8; 32], Instant>>,
+}
+
+impl Auth {
+    /// Checks against `hash` (argon2 PHC string) with `cfg`'s tokens and settings.
+    pub fn new(hash: String, cfg: &AuthConfig) -> Self {
+        Auth {
+            hash,
+            read_tokens: cfg
+                .read_tokens
+                .iter()
+                .map(|t| t.expose().to_string())
+                .collect(),
+            protect_reads: cfg.protect_reads,
+            session_ttl: cfg.session_ttl.std(),
+            sessions: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether reads need credentials.
+    pub fn protect_reads(&self) -> bool {
+        self.protect_reads
+    }
+
+    /// Whether `ip` has failed too often in the last minute.
+    pub fn throttled(&self, ip: IpAddr) -> bool {
+        let f = self.failures.lock();
+        f.get(&ip)
+            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
+    }
+
+    fn failed(&self, ip: IpAddr) {
+        let mut f = self.failures.lock();
+        let e = f.entry(ip).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= FAILURE_WINDOW {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+        tracing::warn!(client = %ip, failures = e.0, "login failed");
+    }
+
+    /// Checks `user`/`password`; counts failures per `ip`.
+    pub fn check_password(&self, user: &str, password: &str, ip: IpAddr) -> bool {
+        let digest: [u8; 32] = Sha256::digest(format!("{user}:{password}").as_bytes()).into();
+        if let Some(t) = self.verified.lock().get(&digest) {
+            if t.elapsed() < StdDuration::from_secs(300) {
+                return true;
+            }
+        }
+        let ok = user == ADMIN
+            && PasswordHash::new(&self.hash)
+                .map(|h| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &h)
+                        .is_ok()
+                })
+                .unwrap_or(false);
+        if ok {
+            self.verified.lock().insert(digest, Instant::now());
+        } else {
+            self.failed(ip);
+        }
+        ok
+    }
+
+    /// Starts a session; returns its token.
+    pub fn new_session(&self) -> String {
+        let t = random_token(32);
+        let mut s = self.sessions.lock();
+        s.retain(|_, exp| *exp > Instant::now());
+        s.insert(t.clone(), Instant::now() + self.session_ttl);
+        t
+    }
+
+    /// Ends a session.
+    pub fn end_session(&self, token: &str) {
+        self.sessions.lock().remove(token);
+    }
+
+    /// What the request's `Authorization` and `Cookie` headers prove.
+    pub fn access(&self, authorization: Option<&str>, cookie: Option<&str>, ip: IpAddr) -> Access {
+        if let Some(c) = cookie {
+            for part in c.split(';') {
+                if let Some(tok) = part.trim().strip_prefix(&format!("{COOKIE}=")) {
+                    if self
+                        .sessions
+                        .lock()
+                        .get(tok)
+                        .is_some_and(|exp| *exp > Instant::now())
+                    {
+                        return Access::Admin;
+                    }
+                }
+            }
+        }
+        let Some(a) = authorization else {
+            return Access::None;
+        };
+        if let Some(b) = a.strip_prefix("Basic ") {
+            let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b.trim()) else {
+                return Access::None;
+            };
+            let text = String::from_utf8_lossy(&raw);
+            let (u, p) = text.split_once(':').unwrap_or((&text, ""));
+            if self.check_password(u, p, ip) {
+                return Access::Admin;
+            }
+            return Access::None;
+        }
+        if let Some(t) = a.strip_prefix("Bearer ") {
+            let t = t.trim();
+            // Compared in constant time per token.
+            if self.read_tokens.iter().any(|k| {
+                k.len() == t.len()
+                    && k.bytes()
+                        .zip(t.bytes())
+                        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                        == 0
+            }) {
+                return Access::Read;
+            }
+            self.failed(ip);
+        }
+        Access::None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Auth {
+        let cfg = AuthConfig {
+            read_tokens: vec![Secret::new("grafana-token")],
+            ..AuthConfig::default()
+        };
+        Auth::new(hash("s3cret").unwrap(), &cfg)
+    }
+
+    fn basic(u: &str, p: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
+    }
+
+    #[test]
+    fn credentials_sessions_and_tokens() {
+        let a = auth();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            a.access(Some(&basic("admin", "s3cret")), None, ip),
+            Access::Admin
+        );
+        assert_eq!(
+            a.access(Some(&basic("admin", "wrong")), None, ip),
+            Access::None
+        );
+        assert_eq!(
+            a.access(Some(&basic("root", "s3cret")), None, ip),
+            Access::None
+        );
+        assert_eq!(
+            a.access(Some("Bearer grafana-token"), None, ip),
+            Access::Read
+        );
+        assert_eq!(a.access(Some("Bearer nope"), None, ip), Access::None);
+        let s = a.new_session();
+        assert_eq!(
+            a.access(None, Some(&format!("x=1; {COOKIE}={s}")), ip),
+            Access::Admin
+        );
+        a.end_session(&s);
+        assert_eq!(
+            a.access(None, Some(&format!("{COOKIE}={s}")), ip),
+            Access::None
+        );
+        assert_eq!(a.access(None, None, ip), Access::None);
+    }
+
+    #[test]
+    fn failures_are_throttled_per_address() {
+        let a = auth();
+        let bad: IpAddr = "10.0.0.9".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            assert!(!a.check_password("admin", "guess", bad));
+        }
+        assert!(a.throttled(bad));
+        assert!(!a.throttled("10.0.0.10".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_generated_password_is_stored_as_a_hash_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = AuthConfig::default();
+        let (h1, s1) = admin_hash(&cfg, dir.path(), None).unwrap();
+        let Source::Generated(p) = s1 else {
+            panic!("expected a generated password")
+        };
+        let stored = std::fs::read_to_string(dir.path().join("admin_password.argon2")).unwrap();
+        assert_eq!(stored, h1);
+        assert!(!stored.contains(&p), "only the hash is stored");
+        let (h2, s2) = admin_hash(&cfg, dir.path(), None).unwrap();
+        assert_eq!((h2, s2), (h1.clone(), Source::Stored));
+        // The environment wins over what is stored.
+        let (h3, s3) = admin_hash(&cfg, dir.path(), Some("from-env")).unwrap();
+        assert_eq!(s3, Source::Env);
+        let e = Auth::new(h3, &cfg);
+        assert!(e.check_password("admin", "from-env", "127.0.0.1".parse().unwrap()));
+        assert!(!e.check_password("admin", &p, "127.0.0.1".parse().unwrap()));
+        let a = Auth::new(h1, &cfg);
+        assert!(a.check_password("admin", &p, "127.0.0.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,345 @@
+//! The browser UI: the embedded bundle (`web/dist`, built from `web/` by `build.rs`), the
+//! login page, and the dashboards (`dashboards/*.json`, embedded; a directory from the config
+//! adds to or replaces them by `uid`).
+//!
+//! Owns how assets are served (content type, ETag, pre-compressed gzip) and the session
+//! cookie's attributes; the credential check itself is `auth`'s.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Extension, Form, Router};
+use rust_embed::RustEmbed;
+use serde::Deserialize;
+
+use super::{auth, AppState};
+
+#[derive(RustEmbed)]
+#[folder = "web/dist"]
+struct Assets;
+
+#[derive(RustEmbed)]
+#[folder = "dashboards"]
+#[include = "*.json"]
+struct BuiltinDashboards;
+
+/// Prometheus's own UI paths, sent to the matching page so bookmarks keep working.
+const LEGACY: &[(&str, &str)] = &[
+    ("/graph", "explore"),
+    ("/query", "explore"),
+    ("/alerts", "alerts"),
+    ("/rules", "alerts"),
+    ("/targets", "targets"),
+    ("/service-discovery", "targets"),
+    ("/status", "status"),
+    ("/config", "status"),
+    ("/flags", "status"),
+    ("/tsdb-status", "status"),
+    ("/silences", "silences"),
+];
+
+pub(super) fn routes() -> Router<AppState> {
+    let mut r = Router::new()
+        .route("/", get(index))
+        .route("/index.html", get(index))
+        .route("/assets/{*file}", get(asset))
+        .route("/-/login", get(login_page).post(login))
+        .route("/-/logout", get(logout).post(logout))
+        .route("/api/v1/ui/dashboards", get(dashboards))
+        .route("/api/v1/ui/dashboards/{uid}", get(dashboard));
+    for (from, to) in LEGACY {
+        let to = format!("./#/{to}");
+        r = r.route(from, get(move || async move { Redirect::to(&to) }));
+    }
+    r
+}
+
+/// Whether `path` is a page of the UI (which needs the admin session).
+pub(super) fn is_page(path: &str) -> bool {
+    path == "/" || path == "/index.html" || LEGACY.iter().any(|(p, _)| *p == path)
+}
+
+fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")))
+}
+
+async fn index(State(st): State<AppState>) -> Response {
+    let Some(f) = Assets::get("index.html") else {
+        return (StatusCode::NOT_FOUND, "the UI bundle is missing\n").into_response();
+    };
+    // The base element makes every relative URL of the UI (assets and API) resolve under
+    // the prefix the browser sees, so a proxy can mount us anywhere.
+    let html = String::from_utf8_lossy(&f.data).replace(
+        "<base href=\"/\">",
+        &format!("<base href=\"{}/\">", html_escape(&st.deps.base_path)),
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    let Some(f) = Assets::get(&file) else {
+        return (StatusCode::NOT_FOUND, format!("no asset {file:?}\n")).into_response();
+    };
+    let etag = format!(
+        "\"{}\"",
+        f.metadata
+            .sha256_hash()
+            .iter()
+            .take(12)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let mime = f.metadata.mimetype().to_string();
+    let mut out = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        out.insert(header::ETAG, v);
+    }
+    // Revalidate each time: the names carry no hash, and a 304 costs one round trip.
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    out.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if etag_matches(&headers, &etag) {
+        return (StatusCode::NOT_MODIFIED, out).into_response();
+    }
+    if let Ok(v) = HeaderValue::from_str(&mime) {
+        out.insert(header::CONTENT_TYPE, v);
+    }
+    if accepts_gzip(&headers) {
+        if let Some(gz) = Assets::get(&format!("{file}.gz")) {
+            out.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            return (out, gz.data.into_owned()).into_response();
+        }
+    }
+    (out, f.data.into_owned()).into_response()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn login_html(base: &str, message: &str) -> String {
+    let msg = if message.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "<p class=\"error\" role=\"alert\">{}</p>",
+            html_escape(message)
+        )
+    };
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>Log in · appliance</title>
+<style>
+body{{font:15px system-ui,sans-serif;background:#f4f5f7;display:flex;justify-content:center;align-items:center;height:100vh;margin:0}}
+form{{background:#fff;padding:2em;border-radius:8px;box-shadow:0 1px 4px #0002;width:18em}}
+h1{{font-size:1.3em;margin:0 0 1em}} label{{display:block;margin:.6em 0 .2em}}
+input{{width:100%;box-sizing:border-box;padding:.5em;font:inherit}}
+button{{margin-top:1.2em;width:100%;padding:.6em;font:inherit;background:#1f60c4;color:#fff;border:0;border-radius:4px}}
+.error{{color:#b00020}}
+</style></head>
+<body><form method="post" action="{base}/-/login">
+<h1>appliance</h1>{msg}
+<label for="username">User</label><input id="username" name="username" value="admin" autocomplete="username">
+<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" autofocus>
+<button type="submit">Log in</button>
+</form></body></html>
+"#,
+        base = html_escape(base),
+    )
+}
+
+async fn login_page(State(st): State<AppState>) -> Response {
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::response::Html(login_html(&st.deps.base_path, "")),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+fn client_ip(ci: Option<Extension<ConnectInfo<SocketAddr>>>) -> std::net::IpAddr {
+    ci.map(|c| c.0 .0.ip())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
+}
+
+fn cookie_path(base: &str) -> &str {
+    if base.is_empty() {
+        "/"
+    } else {
+        base
+    }
+}
+
+async fn login(
+    State(st): State<AppState>,
+    ci: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let ip = client_ip(ci);
+    let base = st.deps.base_path.clone();
+    if st.deps.auth.throttled(ip) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "60")],
+            axum::response::Html(login_html(
+                &base,
+                "Too many failed logins. Try again in a minute.",
+            )),
+        )
+            .into_response();
+    }
+    let a = st.deps.auth.clone();
+    let (user, password) = (f.username, f.password);
+    // argon2 takes tens of milliseconds of CPU by design: keep it off the async threads.
+    let ok = tokio::task::spawn_blocking(move || a.check_password(&user, &password, ip))
+        .await
+        .unwrap_or(false);
+    if !ok {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::response::Html(login_html(&base, "Wrong user or password.")),
+        )
+            .into_response();
+    }
+    let token = st.deps.auth.new_session();
+    let cookie = format!(
+        "{}={token}; Path={}; HttpOnly; SameSite=Strict{}",
+        auth::COOKIE,
+        cookie_path(&base),
+        if st.deps.secure_cookies {
+            "; Secure"
+        } else {
+            ""
+        }
+    );
+    let mut resp = Redirect::to(&format!("{base}/")).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+async fn logout(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(c) = headers.get(header::COOKIE).and_then(|v| v.to_str().ok()) {
+        for part in c.split(';') {
+            if let Some(t) = part.trim().strip_prefix(&format!("{}=", auth::COOKIE)) {
+                st.deps.auth.end_session(t);
+            }
+        }
+    }
+    let base = st.deps.base_path.clone();
+    let mut resp = Redirect::to(&format!("{base}/-/login")).into_response();
+    let clear = format!(
+        "{}=; Path={}; HttpOnly; SameSite=Strict; Max-Age=0",
+        auth::COOKIE,
+        cookie_path(&base)
+    );
+    if let Ok(v) = HeaderValue::from_str(&clear) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// Every dashboard by uid: the embedded ones, then the configured directory's (which win).
+fn load_dashboards(dir: &std::path::Path) -> BTreeMap<String, serde_json::Value> {
+    let mut out = BTreeMap::new();
+    let mut add = |name: &str, data: &[u8]| match serde_json::from_slice::<serde_json::Value>(data)
+    {
+        Ok(v) => {
+            let uid = v["uid"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| name.trim_end_matches(".json").to_string());
+            out.insert(uid, v);
+        }
+        Err(e) => tracing::warn!(file = name, error = %e, "skipping a dashboard that is not JSON"),
+    };
+    for name in BuiltinDashboards::iter() {
+        if let Some(f) = BuiltinDashboards::get(&name) {
+            add(&name, &f.data);
+        }
+    }
+    if dir.as_os_str().is_empty() {
+        return out;
+    }
+    match std::fs::read_dir(dir) {
+        Ok(rd) => {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "json") {
+                    match std::fs::read(&p) {
+                        Ok(data) => add(&p.display().to_string(), &data),
+                        Err(e) => {
+                            tracing::warn!(file = %p.display(), error = %e, "reading a dashboard")
+                        }
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "reading the dashboards directory")
+        }
+    }
+    out
+}
+
+async fn dashboards(State(st): State<AppState>) -> Response {
+    let list: Vec<serde_json::Value> = load_dashboards(&st.deps.dashboards_dir)
+        .into_iter()
+        .map(|(uid, d)| {
+            serde_json::json!({
+                "uid": uid,
+                "title": d["title"],
+                "tags": d["tags"],
+                "description": d["description"],
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({"status": "success", "data": list})).into_response()
+}
+
+async fn dashboard(State(st): State<AppState>, Path(uid): Path<String>) -> Response {
+    match load_dashboards(&st.deps.dashboards_dir).remove(&uid) {
+        Some(d) => axum::Json(serde_json::json!({"status": "success", "data": d})).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({
+                "status": "error",
+                "errorType": "not_found",
+                "error": format!("no dashboard with uid {uid:?}"),
+            })),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,275 @@
+//! Login end to end: the UI and every mutating endpoint need the admin; a wrong password is
+//! refused and throttled; read tokens read and do nothing else; a generated password is
+//! printed once and only its hash is kept; everything works under a sub-path.
+
+mod common;
+
+use common::*;
+
+const QUIET: &str = "collectors:\n  containers: {enabled: false}\n  postgres: {enabled: false}\n  redis: {enabled: false}\n";
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Authorization: Basic {}\r\n",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+fn login(addr: &str, prefix: &str, password: &str) -> (u16, String, String) {
+    let form = format!("username=admin&password={password}");
+    request_with(addr, "POST", &format!("{prefix}/-/login"), "", &form).unwrap()
+}
+
+#[test]
+fn the_ui_and_mutations_need_the_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_app, addr) = appliance_with_config(dir.path(), QUIET);
+
+    // The UI sends a browser without a session to the login page.
+    let (code, head, _) = request_with(&addr, "GET", "/", "", "").unwrap();
+    assert_eq!(code, 303, "{head}");
+    assert_eq!(header(&head, "location"), Some("/-/login"));
+    let (code, _, body) = request_with(&addr, "GET", "/-/login", "", "").unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("type=\"password\""), "{body}");
+
+    // A wrong password gets no cookie, and the UI stays locked.
+    let (code, head, body) = login(&addr, "", "wrong");
+    assert_eq!(code, 401, "{head}");
+    assert!(header(&head, "set-cookie").is_none(), "{head}");
+    assert!(body.contains("Wrong user or password"), "{body}");
+
+    // The right one gets a session cookie a script cannot read or another site send.
+    let (code, head, _) = login(&addr, "", ADMIN_PASSWORD);
+    assert_eq!(code, 303, "{head}");
+    let cookie = header(&head, "set-cookie")
+        .expect("a session cookie")
+        .to_string();
+    for attr in [
+        "appliance_session=",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/",
+    ] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    let session = cookie.split(';').next().unwrap().to_string();
+    let with_session = format!("Cookie: {session}\r\n");
+    let (code, _, body) = request_with(&addr, "GET", "/", &with_session, "").unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("<base href=\"/\">"), "{body}");
+
+    // Mutations: refused without credentials (with a basic-auth challenge for tools), with
+    // a wrong password, and accepted from the session or basic auth.
+    let silence = r#"{"matchers":[{"name":"alertname","value":"X","isRegex":false}],"startsAt":"2020-01-01T00:00:00Z","endsAt":"2099-01-01T00:00:00Z","createdBy":"t","comment":"c"}"#;
+    let json = "Content-Type: application/json\r\n";
+    let (code, head, _) = request_with(&addr, "POST", "/api/v2/silences", json, silence).unwrap();
+    assert_eq!(code, 401);
+    assert_eq!(
+        header(&head, "www-authenticate"),
+        Some("Basic realm=\"appliance\"")
+    );
+    let (code, _, _) = request_with(&addr, "POST", "/-/reload", "", "").unwrap();
+    assert_eq!(code, 401);
+    let (code, _, _) = request_with(
+        &addr,
+        "POST",
+        "/api/v1/admin/tsdb/snapshot",
+        &basic("admin", "nope"),
+        "",
+    )
+    .unwrap();
+    assert_eq!(code, 401);
+    let (code, _, body) = request_with(
+        &addr,
+        "POST",
+        "/api/v2/silences",
+        &format!("{with_session}{json}"),
+        silence,
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (code, _, _) = request_with(
+        &addr,
+        "POST",
+        "/-/reload",
+        &basic("admin", ADMIN_PASSWORD),
+        "",
+    )
+    .unwrap();
+    assert_eq!(code, 200);
+
+    // Reads stay open by default, as Prometheus's API is; read-only POSTs too.
+    let (code, _, _) = request_with(&addr, "GET", "/api/v1/query?query=up", "", "").unwrap();
+    assert_eq!(code, 200);
+    let (code, _, _) = request_with(&addr, "POST", "/api/v1/query", "", "query=up").unwrap();
+    assert_eq!(code, 200);
+    let (code, _, _) = request_with(&addr, "GET", "/api/v2/silences", "", "").unwrap();
+    assert_eq!(code, 200);
+
+    // Logging out ends the session.
+    let (code, _, _) = request_with(&addr, "POST", "/-/logout", &with_session, "").unwrap();
+    assert_eq!(code, 303);
+    let (code, _, _) = request_with(&addr, "GET", "/", &with_session, "").unwrap();
+    assert_eq!(code, 303);
+
+    // Guessing is throttled per address: after five failures even the right password waits.
+    for _ in 0..5 {
+        login(&addr, "", "guess");
+    }
+    let (code, head, _) = login(&addr, "", ADMIN_PASSWORD);
+    assert_eq!(code, 429, "{head}");
+    assert!(header(&head, "set-cookie").is_none());
+    let (code, _, _) = request_with(
+        &addr,
+        "POST",
+        "/-/reload",
+        &basic("admin", ADMIN_PASSWORD),
+        "",
+    )
+    .unwrap();
+    assert_eq!(code, 429);
+    // The password itself never reaches the log.
+    let log = std::fs::read_to_string(dir.path().join("appliance.log")).unwrap();
+    assert!(
+        !log.contains(ADMIN_PASSWORD) && !log.contains("guess"),
+        "{log}"
+    );
+    assert!(log.contains("login failed"), "{log}");
+}
+
+#[test]
+fn read_tokens_read_and_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "{QUIET}web:\n  auth:\n    protect_reads: true\n    read_tokens: [grafana-read-token]\n"
+    );
+    let (_app, addr) = appliance_with_config(dir.path(), &cfg);
+    let bearer = "Authorization: Bearer grafana-read-token\r\n";
+    let (code, _, _) = request_with(&addr, "GET", "/api/v1/query?query=up", "", "").unwrap();
+    assert_eq!(code, 401);
+    let (code, _, body) = request_with(&addr, "GET", "/api/v1/query?query=up", bearer, "").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (code, _, _) = request_with(
+        &addr,
+        "POST",
+        "/api/v1/query_range",
+        bearer,
+        "query=up&start=1&end=2&step=1",
+    )
+    .unwrap();
+    assert_eq!(code, 200);
+    let (code, _, _) = request_with(
+        &addr,
+        "GET",
+        "/api/v1/query?query=up",
+        &basic("admin", ADMIN_PASSWORD),
+        "",
+    )
+    .unwrap();
+    assert_eq!(code, 200);
+    for (method, path) in [("POST", "/-/reload"), ("POST", "/api/v2/silences")] {
+        let (code, _, _) = request_with(&addr, method, path, bearer, "{}").unwrap();
+        assert_eq!(code, 401, "{method} {path}");
+    }
+    let (code, _, _) = request_with(&addr, "GET", "/", bearer, "").unwrap();
+    assert_eq!(code, 303, "a read token does not open the UI");
+    // The token is a secret: the config API hides it.
+    let (_, _, body) = request_with(&addr, "GET", "/api/v1/status/config", bearer, "").unwrap();
+    assert!(!body.contains("grafana-read-token"), "{body}");
+    // Health stays open for load balancers.
+    let (code, _, _) = request_with(&addr, "GET", "/-/healthy", "", "").unwrap();
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn without_a_password_one_is_generated_printed_once_and_only_its_hash_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("appliance.yml");
+    std::fs::write(&cfg, QUIET).unwrap();
+    let start = |log: &str| {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let p = Proc(
+            std::process::Command::new(env!("CARGO_BIN_EXE_appliance"))
+                .env_remove("APPLIANCE_ADMIN_PASSWORD")
+                .args(["run", "--listen", &addr, "--config"])
+                .arg(&cfg)
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join(log)).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        wait_ready(&addr);
+        (p, addr)
+    };
+    let (app, addr) = start("first.log");
+    let first = std::fs::read_to_string(dir.path().join("first.log")).unwrap();
+    let password = first
+        .lines()
+        .find_map(|l| l.split_once("Generated the admin password (user \"admin\"): "))
+        .map(|(_, p)| p.trim().to_string())
+        .unwrap_or_else(|| panic!("no generated password printed: {first}"));
+    assert!(password.len() >= 16);
+    let stored = std::fs::read_to_string(dir.path().join("data/admin_password.argon2")).unwrap();
+    assert!(stored.starts_with("$argon2"), "{stored}");
+    assert!(!stored.contains(&password));
+    let (code, _, _) = login(&addr, "", &password);
+    assert_eq!(code, 303);
+    drop(app);
+
+    let (_app, addr) = start("second.log");
+    let second = std::fs::read_to_string(dir.path().join("second.log")).unwrap();
+    assert!(!second.contains(&password), "printed only once: {second}");
+    let (code, _, _) =
+        request_with(&addr, "POST", "/-/reload", &basic("admin", &password), "").unwrap();
+    assert_eq!(code, 200, "the stored hash still admits the password");
+}
+
+#[test]
+fn everything_works_under_a_sub_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = dir.path().join("appliance.yml");
+    std::fs::write(
+        &cfg,
+        format!("{QUIET}web:\n  external_url: https://monitor.example/appliance/\n"),
+    )
+    .unwrap();
+    let _app = appliance(dir.path(), Some(&cfg), &addr);
+    wait_for(30, "ready under the prefix", || {
+        get(&addr, "/appliance/-/ready").filter(|(c, _)| *c == 200)
+    });
+    let (code, head, _) = request_with(&addr, "GET", "/", "", "").unwrap();
+    assert_eq!(code, 303);
+    assert_eq!(header(&head, "location"), Some("/appliance/"));
+    let (code, head, _) = request_with(&addr, "GET", "/appliance/", "", "").unwrap();
+    assert_eq!(code, 303);
+    assert_eq!(header(&head, "location"), Some("/appliance/-/login"));
+    let (code, head, _) = login(&addr, "/appliance", ADMIN_PASSWORD);
+    assert_eq!(code, 303);
+    let cookie = header(&head, "set-cookie").unwrap().to_string();
+    assert!(
+        cookie.contains("Path=/appliance") && cookie.contains("; Secure"),
+        "{cookie}"
+    );
+    let session = format!("Cookie: {}\r\n", cookie.split(';').next().unwrap());
+    let (code, _, body) = request_with(&addr, "GET", "/appliance/", &session, "").unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("<base href=\"/appliance/\">"), "{body}");
+    let v = get_json(&addr, "/appliance/api/v1/query?query=1%2B1");
+    assert_eq!(v["data"]["result"][1], "2", "{v}");
+    let (code, _, _) = request_with(&addr, "GET", "/api/v1/query?query=1", "", "").unwrap();
+    assert_eq!(code, 404, "nothing outside the prefix but the redirect");
+}
