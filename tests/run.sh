@@ -13,6 +13,9 @@ need=()
 command -v psql >/dev/null || need+=(postgresql-client)
 command -v dockerd >/dev/null || need+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -32,6 +35,9 @@ if ! docker version >/dev/null 2>&1; then
   for _ in $(seq 1 60); do docker version >/dev/null 2>&1 && break; sleep 1; done
   docker version >/dev/null || { echo "dockerd did not start; see /tmp/appliance-dockerd.log"; exit 1; }
 fi
+
+# The browser tests drive Debian's Chromium with playwright-core from web/'s lockfile.
+[ -d web/node_modules/playwright-core ] || (cd web && npm ci --no-audit --no-fund --loglevel=error)
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -98,6 +98,7 @@ async fn index(State(st): State<AppState>) -> Response {
 }
 
 async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    let file = format!("assets/{file}");
     let Some(f) = Assets::get(&file) else {
         return (StatusCode::NOT_FOUND, format!("no asset {file:?}\n")).into_response();
     };

@@ -1,0 +1,92 @@
+// Unit tests of the UI's pure logic (node --test), run by tests/ui.rs.
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { interpolate, builtins, tableRows } from '../src/pages/dashboards.js';
+import { errorPosition, completionContext } from '../src/pages/explore.js';
+import { parseMatchers } from '../src/pages/silences.js';
+import { format, parseDuration, promDuration, thresholdColor, parseTime } from '../src/units.js';
+import { legendName, align } from '../src/chart.js';
+
+test('variables interpolate as Grafana does for Prometheus', () => {
+  const vars = {
+    one: { value: 'web-1.prod', regex: false },
+    multi: { value: ['a.b', 'c'], regex: true },
+    single: { value: ['x.y'], regex: true },
+    all: { value: '.*', raw: true },
+    __rate_interval: '1m',
+  };
+  assert.equal(interpolate('up{i="$one"}', vars), 'up{i="web-1.prod"}');
+  assert.equal(interpolate('up{i=~"$multi"}', vars), 'up{i=~"(a\\\\.b|c)"}');
+  assert.equal(interpolate('up{i=~"${single}"}', vars), 'up{i=~"x\\\\.y"}');
+  assert.equal(interpolate('up{i=~"[[all]]"}', vars), 'up{i=~".*"}');
+  assert.equal(interpolate('rate(x[$__rate_interval])', vars), 'rate(x[1m])');
+  assert.equal(interpolate('${multi:csv} $unknown', vars), 'a.b,c $unknown');
+});
+
+test('built-in interval variables follow the range', () => {
+  const b = builtins(0, 6 * 3600, 1000);
+  assert.equal(b.__range, '21600s');
+  assert.equal(b.__interval, '22s');
+  assert.equal(b.__rate_interval, '1m');
+  assert.equal(builtins(0, 86400 * 7, 500).__rate_interval, `${Math.ceil(86400 * 7 / 500) + 15}s`.replace(/^(\d+)s$/, (m, n) => promDuration(Number(n))));
+});
+
+test('table format merges queries on labels and organizes columns', () => {
+  const res = [
+    { t: { refId: 'A' }, b: { data: { resultType: 'vector', result: [{ metric: { name: 't1' }, value: [10, '5'] }, { metric: { name: 't2' }, value: [10, '1'] }] } } },
+    { t: { refId: 'B' }, b: { data: { resultType: 'vector', result: [{ metric: { name: 't1' }, value: [10, '2'] }] } } },
+  ];
+  const { columns, rows } = tableRows(res, [{ id: 'merge' }, { id: 'organize', options: { excludeByName: { Time: true }, renameByName: { 'Value #A': 'ok', 'Value #B': 'failed' } } }]);
+  assert.deepEqual(columns.map((c) => c.title), ['name', 'ok', 'failed']);
+  assert.deepEqual(rows.map((r) => [r.name, r['Value #A'], r['Value #B']]), [['t1', 5, 2], ['t2', 1, undefined]]);
+});
+
+test('error positions', () => {
+  assert.equal(errorPosition('sum(rate(up[5m])', 'unclosed left parenthesis'), 3);
+  assert.equal(errorPosition('up{a="b"', 'unexpected end of input inside braces'), 2);
+  assert.equal(errorPosition('foo(up)', "unknown function with name 'foo'"), 0);
+  assert.equal(errorPosition('up)', 'unexpected right parenthesis'), 2);
+  assert.equal(errorPosition('up{a="b}', 'unterminated quoted string "'), 5);
+});
+
+test('completion context', () => {
+  assert.deepEqual(completionContext('rate(node_cp', 12), { kind: 'metric', word: 'node_cp' });
+  assert.deepEqual(completionContext('up{jo', 5), { kind: 'label', metric: 'up', word: 'jo' });
+  assert.deepEqual(completionContext('up{job="no', 10), { kind: 'value', label: 'job', metric: 'up', word: 'no' });
+  assert.equal(completionContext('sum by (ins', 11).kind, 'label');
+});
+
+test('silence matchers', () => {
+  assert.deepEqual(parseMatchers('alertname="A", sev=~"crit.*", x!="y"'), [
+    { name: 'alertname', value: 'A', isRegex: false, isEqual: true },
+    { name: 'sev', value: 'crit.*', isRegex: true, isEqual: true },
+    { name: 'x', value: 'y', isRegex: false, isEqual: false },
+  ]);
+  assert.throws(() => parseMatchers('alertname=A'), /bad matcher at character 1/);
+  assert.throws(() => parseMatchers(''), /at least one matcher/);
+});
+
+test('units', () => {
+  assert.equal(format(0.953, 'percentunit'), '95.3%');
+  assert.equal(format(1536, 'bytes'), '1.5 KiB');
+  assert.equal(format(0.25, 's'), '250 ms');
+  assert.equal(format(90, 's'), '1.5 min');
+  assert.equal(format(12.5, 'reqps'), '12.5 req/s');
+  assert.equal(format(2500, 'ops'), '2.5 K ops/s');
+  assert.equal(format(null, 'short'), '–');
+  assert.equal(parseDuration('1h30m'), 5400);
+  assert.equal(parseDuration('nope'), null);
+  assert.equal(promDuration(120), '2m');
+  assert.equal(parseTime('now-1h', 10000), 6400);
+  const th = { steps: [{ color: 'green', value: null }, { color: 'red', value: 80 }] };
+  assert.equal(thresholdColor(50, th), thresholdColor(0, th));
+  assert.notEqual(thresholdColor(90, th), thresholdColor(50, th));
+});
+
+test('legend formats and alignment', () => {
+  assert.equal(legendName({ __name__: 'up', job: 'a' }, '{{job}} up'), 'a up');
+  assert.equal(legendName({ __name__: 'up', job: 'a' }, ''), 'up{job="a"}');
+  const [xs, ys] = align([{ values: [[10, '1'], [30, '3']] }], 10, 30, 10);
+  assert.deepEqual(xs, [10, 20, 30]);
+  assert.deepEqual(ys, [[1, null, 3]]);
+});
