@@ -30,9 +30,160 @@ pub fn parse(q: &str) -> Result<Expr, PromqlError> {
                     }
                 }
             }
+            // Prometheus prefixes syntax errors with `line:col:`; the parser crate does not.
+            if err == "invalid promql query" {
+                return Err(PromqlError::Parse(match locate_syntax_error(q) {
+                    Some((line, col, tok)) => {
+                        format!("{line}:{col}: parse error: unexpected {tok:?}")
+                    }
+                    None => {
+                        let (line, col) = line_col(q, q.trim_end().len());
+                        format!("{line}:{col}: parse error: unexpected end of input")
+                    }
+                }));
+            }
+            if err.starts_with("unexpected") && !err.contains("end of input") {
+                if let Some((line, col, _)) = locate_syntax_error(q) {
+                    return Err(PromqlError::Parse(format!(
+                        "{line}:{col}: parse error: {err}"
+                    )));
+                }
+            }
             Err(PromqlError::Parse(err))
         }
     }
+}
+
+/// Byte offsets where a token starts (identifiers, numbers and durations, strings, operators,
+/// brackets), for [`locate_syntax_error`].
+fn token_starts(q: &str) -> Vec<usize> {
+    let b = q.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        if c == b'#' {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        out.push(i);
+        if c.is_ascii_alphanumeric() || c == b'_' || c == b':' || c == b'.' || c >= 0x80 {
+            while i < b.len()
+                && (b[i].is_ascii_alphanumeric()
+                    || matches!(b[i], b'_' | b':' | b'.')
+                    || b[i] >= 0x80)
+            {
+                i += 1;
+            }
+        } else if matches!(c, b'"' | b'\'' | b'`') {
+            i += 1;
+            while i < b.len() && b[i] != c {
+                i += if b[i] == b'\\' && c != b'`' { 2 } else { 1 };
+            }
+            i += 1;
+        } else if i + 1 < b.len()
+            && matches!(&b[i..i + 2], b"=~" | b"!~" | b"!=" | b"==" | b"<=" | b">=")
+        {
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The parser crate reports most syntax errors only as "invalid promql query". Find where the
+/// query stops being the start of any valid query: the first token after which no simple
+/// completion (an operand, a grouping, a matcher value, a duration, then the open brackets
+/// closed) parses: that token's line, column and text; None when every prefix could go on.
+fn locate_syntax_error(q: &str) -> Option<(usize, usize, String)> {
+    const FILLERS: &[&str] = &[
+        "",
+        " x",
+        " 1",
+        "(x)",
+        " (a) (x)",
+        "=\"b\"",
+        "\"b\"",
+        "5m",
+        " 5m",
+        "[5m]",
+        ":]",
+        "5m:]",
+        // Function arguments of each shape.
+        " x[5m]",
+        " 1, x",
+        " 1, x[5m]",
+        " x[5m], 1",
+        " x, 1, 2",
+        " \"a\", x",
+        " x, \"a\", \"b\", \"c\"",
+        " x, \"a\", \"b\", \"c\", \"d\"",
+    ];
+    let completable = |prefix: &str| {
+        let mut closers = Vec::new();
+        let mut quote = None;
+        let mut esc = false;
+        for ch in prefix.chars() {
+            if let Some(qc) = quote {
+                if esc {
+                    esc = false;
+                } else if ch == '\\' && qc != '`' {
+                    esc = true;
+                } else if ch == qc {
+                    quote = None;
+                }
+                continue;
+            }
+            match ch {
+                '"' | '\'' | '`' => quote = Some(ch),
+                '(' => closers.push(')'),
+                '[' => closers.push(']'),
+                '{' => closers.push('}'),
+                ')' | ']' | '}' => {
+                    closers.pop();
+                }
+                _ => {}
+            }
+        }
+        let close: String = closers.iter().rev().collect();
+        // After the brackets close, a binary operator's grouping (`on(a)`) still needs its
+        // right-hand operand.
+        FILLERS.iter().any(|f| {
+            ["", " x"].iter().any(|tail| {
+                let mut cand = format!("{prefix}{f}");
+                if let Some(qc) = quote {
+                    cand.push(qc);
+                }
+                cand.push_str(&close);
+                cand.push_str(tail);
+                promql_parser::parser::parse(&cand).is_ok()
+            })
+        })
+    };
+    let starts = token_starts(q);
+    // Bounded work on an error path: long queries are checked up to 400 tokens.
+    for (k, &start) in starts.iter().enumerate().take(400) {
+        let end = starts.get(k + 1).copied().unwrap_or(q.len());
+        if !completable(q[..end].trim_end()) {
+            let (line, col) = line_col(q, start);
+            return Some((line, col, q[start..end].trim_end().to_string()));
+        }
+    }
+    None
+}
+
+fn line_col(q: &str, at: usize) -> (usize, usize) {
+    let before = &q[..at.min(q.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
 }
 
 /// Go reads `\xHH` escapes in string literals as bytes, the parser crate as characters. Runs

@@ -151,3 +151,32 @@ fn plain_selectors_return_native_histograms_and_expressions_say_they_left_them_o
         r.infos
     );
 }
+
+#[test]
+fn syntax_errors_say_where() {
+    let msg = |q: &str| match eval::parse(q) {
+        Err(PromqlError::Parse(m)) => m,
+        other => panic!("{q}: {other:?}"),
+    };
+    assert_eq!(msg("foo bar"), "1:5: parse error: unexpected \"bar\"");
+    assert_eq!(msg("foo{a=}"), "1:7: parse error: unexpected \"}\"");
+    assert_eq!(
+        msg("sum(rate(x[5m])) by by (a)"),
+        "1:21: parse error: unexpected \"by\""
+    );
+    assert_eq!(msg("up +"), "1:5: parse error: unexpected end of input");
+    assert_eq!(
+        msg("up\n  + on(a) group_left(b) x\n  ) 3"),
+        "3:3: parse error: unexpected right parenthesis ')'"
+    );
+    // Valid beginnings of every kind are not blamed.
+    for ok in [
+        "rate(http_requests_total{code=~\"5..\"}[5m] offset 1m)",
+        "sum by (job) (up) / on(job) group_left max(up) > bool 2",
+        "max_over_time(up[1h:5m])",
+    ] {
+        assert!(eval::parse(ok).is_ok(), "{ok}");
+    }
+    // The parser's own specific messages pass through.
+    assert!(msg("sum(up").contains("unclosed"), "{}", msg("sum(up"));
+}

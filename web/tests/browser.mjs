@@ -81,6 +81,10 @@ try {
   await page.click('button.primary');
   await page.waitForSelector('.caret');
   report.errorCaret = await page.$eval('.caret', (e) => e.textContent);
+  // A syntax error the parser only calls "invalid" still gets its position from the server.
+  await page.fill('textarea', 'up{job="a"} bogus');
+  await page.click('button.primary');
+  await page.waitForFunction(() => (document.querySelector('.caret') || {}).textContent?.includes('character 13'));
   report.consoleErrors = report.consoleErrors.filter((m) => !m.startsWith('explore-bad-query: Failed to load resource: the server responded with a status of 400'));
   phase = 'explore';
   await page.fill('textarea', 'up');

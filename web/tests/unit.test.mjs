@@ -47,6 +47,8 @@ test('error positions', () => {
   assert.equal(errorPosition('foo(up)', "unknown function with name 'foo'"), 0);
   assert.equal(errorPosition('up)', 'unexpected right parenthesis'), 2);
   assert.equal(errorPosition('up{a="b}', 'unterminated quoted string "'), 5);
+  assert.equal(errorPosition('foo bar', 'invalid parameter "query": 1:5: parse error: unexpected "bar"'), 4);
+  assert.equal(errorPosition('up\n + on(a) x\n ) 3', '3:2: parse error: unexpected right parenthesis'), 15);
 });
 
 test('completion context', () => {

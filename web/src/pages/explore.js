@@ -21,6 +21,15 @@ export const FUNCTIONS = ['abs', 'absent', 'absent_over_time', 'acos', 'acosh', 
 
 /** Where in `query` the error `msg` points (0-based), or null when it cannot tell. */
 export function errorPosition(query, msg) {
+  // The server's `line:col:` (as Prometheus reports syntax errors) wins.
+  const lc = msg.match(/(?:^|: )(\d+):(\d+): parse error/);
+  if (lc) {
+    const lines = query.split('\n');
+    const line = Math.min(Number(lc[1]), lines.length);
+    let at = 0;
+    for (let i = 0; i < line - 1; i++) at += lines[i].length + 1;
+    return Math.min(query.length, at + Number(lc[2]) - 1);
+  }
   const named = msg.match(/'([^']+)'|"([^"]+)"/);
   const stack = [];
   let quote = null;
@@ -46,8 +55,6 @@ export function errorPosition(query, msg) {
     const at = query.indexOf(word);
     if (at >= 0 && word.length > 0) return at;
   }
-  const m = msg.match(/(\d+):(\d+):/);
-  if (m) return Number(m[2]) - 1;
   return null;
 }
 
