@@ -108,6 +108,40 @@ fn the_ui_and_mutations_need_the_admin() {
     .unwrap();
     assert_eq!(code, 200);
 
+    // amtool without credentials is refused; with `--http.config.file` (basic auth) it works.
+    if std::path::Path::new("/usr/bin/amtool").exists() {
+        let amtool = |extra: &[&str]| {
+            std::process::Command::new("/usr/bin/amtool")
+                .arg(format!("--alertmanager.url=http://{addr}"))
+                .args(extra)
+                .args([
+                    "silence",
+                    "add",
+                    "alertname=ViaAmtool",
+                    "--comment=c",
+                    "--duration=1h",
+                ])
+                .output()
+                .unwrap()
+        };
+        let out = amtool(&[]);
+        assert!(!out.status.success(), "amtool without a login must fail");
+        let http = dir.path().join("amtool-http.yml");
+        std::fs::write(
+            &http,
+            format!("basic_auth:\n  username: admin\n  password: {ADMIN_PASSWORD}\n"),
+        )
+        .unwrap();
+        let out = amtool(&[&format!("--http.config.file={}", http.display())]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        available(false, "amtool (prometheus-alertmanager)");
+    }
+
     // Reads stay open by default, as Prometheus's API is; read-only POSTs too.
     let (code, _, _) = request_with(&addr, "GET", "/api/v1/query?query=up", "", "").unwrap();
     assert_eq!(code, 200);

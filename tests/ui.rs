@@ -40,6 +40,28 @@ http_request_duration_seconds_sum{handler=\"/api/orders\"} 80.5
 http_request_duration_seconds_count{handler=\"/api/orders\"} 1207
 ";
 
+const USER_DASHBOARD: &str = r#"{
+  "uid": "my-service", "title": "My service", "schemaVersion": 27, "time": {"from": "now-1h", "to": "now"},
+  "templating": {"list": [
+    {"name": "status", "type": "custom", "query": "200,500", "multi": true, "includeAll": true,
+     "current": {"value": ["$__all"]}},
+    {"name": "handler", "type": "query", "datasource": "Prometheus",
+     "query": "label_values(http_requests_total{status=~\"$status\"}, handler)", "regex": "/\\/api.*/"}
+  ]},
+  "panels": [
+    {"id": 1, "type": "text", "title": "About", "gridPos": {"x": 0, "y": 0, "w": 8, "h": 3},
+     "options": {"content": "Requests for $handler"}},
+    {"id": 2, "type": "graph", "title": "Legacy graph", "datasource": "Prometheus", "gridPos": {"x": 8, "y": 0, "w": 16, "h": 8},
+     "targets": [{"expr": "sum by (status) (rate(http_requests_total{handler=~\"$handler\",status=~\"$status\"}[$__rate_interval]))", "legendFormat": "{{status}}", "refId": "A"}]},
+    {"id": 3, "type": "singlestat", "title": "Legacy stat", "gridPos": {"x": 0, "y": 3, "w": 8, "h": 5},
+     "targets": [{"expr": "sum(http_requests_total{status=~\"$status\"})", "refId": "A"}]},
+    {"id": 4, "type": "piechart", "title": "Pie", "gridPos": {"x": 0, "y": 8, "w": 8, "h": 6},
+     "targets": [{"expr": "http_requests_total", "refId": "A"}]},
+    {"id": 5, "type": "stat", "title": "Variables interpolated", "gridPos": {"x": 8, "y": 8, "w": 8, "h": 6},
+     "targets": [{"expr": "count(http_requests_total{handler=\"$handler\",status=~\"${status:regex}\"})", "refId": "A"}]}
+  ]
+}"#;
+
 const RULES: &str = "groups:
   - name: ui
     interval: 1s
@@ -160,12 +182,24 @@ fn every_page_works_in_chromium() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
+    // A user's own dashboard beside the built-in ones: older panel types, a custom
+    // multi-value variable, a text panel and a type only Grafana draws.
+    let mine = dir.path().join("dashboards");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("mine.json"), USER_DASHBOARD).unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
-    let _app = start(dir.path(), "  enable_admin_api: true\n", &addr);
+    let _app = start(
+        dir.path(),
+        &format!("  dashboards_dir: {}\n", mine.display()),
+        &addr,
+    );
     wait_ready(&addr);
     wait_until_scraped(&addr, "");
     let report = run_browser(&format!("http://{addr}/"), "root");
     check_report(&report);
+    let d = &report["dashboards"]["My service"];
+    assert_eq!(d["panels"], 5, "{report}");
+    assert!(d["withData"].as_u64().unwrap() >= 3, "{d}");
     let list = silences(&addr, "");
     assert!(has_silence(&list, "AlwaysFiring", "active"), "{list:?}");
     assert!(has_silence(&list, "FromTheForm", "expired"), "{list:?}");

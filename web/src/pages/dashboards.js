@@ -221,11 +221,21 @@ function Panel({ p, r, onToggle }) {
   if (p.type === 'row') {
     return html`<div class="row-head" style=${gridStyle({ ...p.gridPos, h: 1 })} onClick=${onToggle}>${p.title}</div>`;
   }
-  const Kind = { timeseries: TimeSeries, graph: TimeSeries, stat: Stat, gauge: Gauge, bargauge: BarGauge, table: Table }[p.type];
+  const Kind = {
+    timeseries: TimeSeries, graph: TimeSeries, stat: Stat, singlestat: Stat, gauge: Gauge,
+    bargauge: BarGauge, table: Table, 'table-old': Table, text: Text,
+  }[p.type];
+  // Other panel types (from a user's own dashboards) are named, not treated as failures.
   return html`<div class="panel" data-type=${p.type} data-title=${p.title} style=${gridStyle(p.gridPos)}>
     <div class="panel-title" title=${p.description || ''}>${interpolate(p.title || '', r.vars)}</div>
-    <div class="panel-body">${Kind ? html`<${Kind} p=${p} r=${r} />` : html`<div class="panel-error">Panel type ${p.type} is not supported</div>`}</div>
+    <div class="panel-body">${Kind ? html`<${Kind} p=${p} r=${r} />` : html`<div class="no-data unsupported">The ${p.type} panel is shown in Grafana only</div>`}</div>
   </div>`;
+}
+
+/** A text panel: its content as plain text (markdown and HTML are not rendered). */
+function Text({ p, r }) {
+  const content = (p.options && p.options.content) || p.content || '';
+  return html`<div class="text-panel">${interpolate(content, r.vars)}</div>`;
 }
 
 /** Runs the panel's targets; `instant` for tables and instant targets. */
