@@ -23,6 +23,11 @@ fn basic(user: &str, password: &str) -> String {
     )
 }
 
+/// The status `request_with` gets.
+fn status(addr: &str, method: &str, path: &str, extra: &str, body: &str) -> u16 {
+    request_with(addr, method, path, extra, body).unwrap().0
+}
+
 fn login(addr: &str, prefix: &str, password: &str) -> (u16, String, String) {
     let form = format!("username=admin&password={password}");
     request_with(addr, "POST", &format!("{prefix}/-/login"), "", &form).unwrap()
@@ -78,17 +83,17 @@ fn the_ui_and_mutations_need_the_admin() {
         header(&head, "www-authenticate"),
         Some("Basic realm=\"appliance\"")
     );
-    let (code, _, _) = request_with(&addr, "POST", "/-/reload", "", "").unwrap();
-    assert_eq!(code, 401);
-    let (code, _, _) = request_with(
-        &addr,
-        "POST",
-        "/api/v1/admin/tsdb/snapshot",
-        &basic("admin", "nope"),
-        "",
-    )
-    .unwrap();
-    assert_eq!(code, 401);
+    assert_eq!(status(&addr, "POST", "/-/reload", "", ""), 401);
+    assert_eq!(
+        status(
+            &addr,
+            "POST",
+            "/api/v1/admin/tsdb/snapshot",
+            &basic("admin", "nope"),
+            ""
+        ),
+        401
+    );
     let (code, _, body) = request_with(
         &addr,
         "POST",
@@ -98,15 +103,16 @@ fn the_ui_and_mutations_need_the_admin() {
     )
     .unwrap();
     assert_eq!(code, 200, "{body}");
-    let (code, _, _) = request_with(
-        &addr,
-        "POST",
-        "/-/reload",
-        &basic("admin", ADMIN_PASSWORD),
-        "",
-    )
-    .unwrap();
-    assert_eq!(code, 200);
+    assert_eq!(
+        status(
+            &addr,
+            "POST",
+            "/-/reload",
+            &basic("admin", ADMIN_PASSWORD),
+            ""
+        ),
+        200
+    );
 
     // amtool without credentials is refused; with `--http.config.file` (basic auth) it works.
     if std::path::Path::new("/usr/bin/amtool").exists() {
@@ -143,18 +149,13 @@ fn the_ui_and_mutations_need_the_admin() {
     }
 
     // Reads stay open by default, as Prometheus's API is; read-only POSTs too.
-    let (code, _, _) = request_with(&addr, "GET", "/api/v1/query?query=up", "", "").unwrap();
-    assert_eq!(code, 200);
-    let (code, _, _) = request_with(&addr, "POST", "/api/v1/query", "", "query=up").unwrap();
-    assert_eq!(code, 200);
-    let (code, _, _) = request_with(&addr, "GET", "/api/v2/silences", "", "").unwrap();
-    assert_eq!(code, 200);
+    assert_eq!(status(&addr, "GET", "/api/v1/query?query=up", "", ""), 200);
+    assert_eq!(status(&addr, "POST", "/api/v1/query", "", "query=up"), 200);
+    assert_eq!(status(&addr, "GET", "/api/v2/silences", "", ""), 200);
 
     // Logging out ends the session.
-    let (code, _, _) = request_with(&addr, "POST", "/-/logout", &with_session, "").unwrap();
-    assert_eq!(code, 303);
-    let (code, _, _) = request_with(&addr, "GET", "/", &with_session, "").unwrap();
-    assert_eq!(code, 303);
+    assert_eq!(status(&addr, "POST", "/-/logout", &with_session, ""), 303);
+    assert_eq!(status(&addr, "GET", "/", &with_session, ""), 303);
 
     // Guessing is throttled per address: after five failures even the right password waits.
     for _ in 0..5 {
@@ -163,15 +164,16 @@ fn the_ui_and_mutations_need_the_admin() {
     let (code, head, _) = login(&addr, "", ADMIN_PASSWORD);
     assert_eq!(code, 429, "{head}");
     assert!(header(&head, "set-cookie").is_none());
-    let (code, _, _) = request_with(
-        &addr,
-        "POST",
-        "/-/reload",
-        &basic("admin", ADMIN_PASSWORD),
-        "",
-    )
-    .unwrap();
-    assert_eq!(code, 429);
+    assert_eq!(
+        status(
+            &addr,
+            "POST",
+            "/-/reload",
+            &basic("admin", ADMIN_PASSWORD),
+            ""
+        ),
+        429
+    );
     // The password itself never reaches the log.
     let log = std::fs::read_to_string(dir.path().join("appliance.log")).unwrap();
     assert!(
@@ -189,40 +191,46 @@ fn read_tokens_read_and_nothing_more() {
     );
     let (_app, addr) = appliance_with_config(dir.path(), &cfg);
     let bearer = "Authorization: Bearer grafana-read-token\r\n";
-    let (code, _, _) = request_with(&addr, "GET", "/api/v1/query?query=up", "", "").unwrap();
-    assert_eq!(code, 401);
+    assert_eq!(status(&addr, "GET", "/api/v1/query?query=up", "", ""), 401);
     let (code, _, body) = request_with(&addr, "GET", "/api/v1/query?query=up", bearer, "").unwrap();
     assert_eq!(code, 200, "{body}");
-    let (code, _, _) = request_with(
-        &addr,
-        "POST",
-        "/api/v1/query_range",
-        bearer,
-        "query=up&start=1&end=2&step=1",
-    )
-    .unwrap();
-    assert_eq!(code, 200);
-    let (code, _, _) = request_with(
-        &addr,
-        "GET",
-        "/api/v1/query?query=up",
-        &basic("admin", ADMIN_PASSWORD),
-        "",
-    )
-    .unwrap();
-    assert_eq!(code, 200);
+    assert_eq!(
+        status(
+            &addr,
+            "POST",
+            "/api/v1/query_range",
+            bearer,
+            "query=up&start=1&end=2&step=1"
+        ),
+        200
+    );
+    assert_eq!(
+        status(
+            &addr,
+            "GET",
+            "/api/v1/query?query=up",
+            &basic("admin", ADMIN_PASSWORD),
+            ""
+        ),
+        200
+    );
     for (method, path) in [("POST", "/-/reload"), ("POST", "/api/v2/silences")] {
-        let (code, _, _) = request_with(&addr, method, path, bearer, "{}").unwrap();
-        assert_eq!(code, 401, "{method} {path}");
+        assert_eq!(
+            status(&addr, method, path, bearer, "{}"),
+            401,
+            "{method} {path}"
+        );
     }
-    let (code, _, _) = request_with(&addr, "GET", "/", bearer, "").unwrap();
-    assert_eq!(code, 303, "a read token does not open the UI");
+    assert_eq!(
+        status(&addr, "GET", "/", bearer, ""),
+        303,
+        "a read token does not open the UI"
+    );
     // The token is a secret: the config API hides it.
     let (_, _, body) = request_with(&addr, "GET", "/api/v1/status/config", bearer, "").unwrap();
     assert!(!body.contains("grafana-read-token"), "{body}");
     // Health stays open for load balancers.
-    let (code, _, _) = request_with(&addr, "GET", "/-/healthy", "", "").unwrap();
-    assert_eq!(code, 200);
+    assert_eq!(status(&addr, "GET", "/-/healthy", "", ""), 200);
 }
 
 #[test]
@@ -265,9 +273,11 @@ fn without_a_password_one_is_generated_printed_once_and_only_its_hash_kept() {
     let (_app, addr) = start("second.log");
     let second = std::fs::read_to_string(dir.path().join("second.log")).unwrap();
     assert!(!second.contains(&password), "printed only once: {second}");
-    let (code, _, _) =
-        request_with(&addr, "POST", "/-/reload", &basic("admin", &password), "").unwrap();
-    assert_eq!(code, 200, "the stored hash still admits the password");
+    assert_eq!(
+        status(&addr, "POST", "/-/reload", &basic("admin", &password), ""),
+        200,
+        "the stored hash still admits the password"
+    );
 }
 
 #[test]
@@ -304,6 +314,9 @@ fn everything_works_under_a_sub_path() {
     assert!(body.contains("<base href=\"/appliance/\">"), "{body}");
     let v = get_json(&addr, "/appliance/api/v1/query?query=1%2B1");
     assert_eq!(v["data"]["result"][1], "2", "{v}");
-    let (code, _, _) = request_with(&addr, "GET", "/api/v1/query?query=1", "", "").unwrap();
-    assert_eq!(code, 404, "nothing outside the prefix but the redirect");
+    assert_eq!(
+        status(&addr, "GET", "/api/v1/query?query=1", "", ""),
+        404,
+        "nothing outside the prefix but the redirect"
+    );
 }

@@ -127,14 +127,7 @@ fn run_browser(base: &str, case: &str) -> serde_json::Value {
 
 fn check_report(report: &serde_json::Value) {
     let dashboards = report["dashboards"].as_object().unwrap();
-    for title in [
-        "System Overview",
-        "Service Health",
-        "API Performance",
-        "Database",
-        "Celery",
-        "Containers",
-    ] {
+    for title in DASHBOARD_TITLES {
         let d = &dashboards
             .get(title)
             .unwrap_or_else(|| panic!("{title} not rendered: {report}"));

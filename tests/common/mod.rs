@@ -668,3 +668,13 @@ pub fn exporter(cmd: &mut Command, ready: &str) -> (Proc, String) {
     });
     (p, addr)
 }
+
+/// The titles of the six dashboards in `dashboards/`.
+pub const DASHBOARD_TITLES: [&str; 6] = [
+    "System Overview",
+    "Service Health",
+    "API Performance",
+    "Database",
+    "Celery",
+    "Containers",
+];
