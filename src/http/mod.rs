@@ -75,13 +75,12 @@ impl WebConfig {
     /// The path the browser sees (from `external_url`, else `route_prefix`), without a
     /// trailing `/`; empty at the root.
     pub fn base_path(&self) -> String {
-        let from_url = url::Url::parse(&self.external_url)
-            .map(|u| u.path().trim_end_matches('/').to_string())
-            .unwrap_or_default();
         if !self.external_url.is_empty() {
-            return from_url;
+            return url::Url::parse(&self.external_url)
+                .map(|u| u.path().trim_end_matches('/').to_string())
+                .unwrap_or_default();
         }
-        self.route_prefix.trim_end_matches('/').to_string()
+        normalize_prefix(&self.route_prefix)
     }
 
     /// The path the server answers under, without a trailing `/`; empty at the root.
@@ -89,17 +88,22 @@ impl WebConfig {
         if self.route_prefix.is_empty() {
             return self.base_path();
         }
-        let p = self.route_prefix.trim_end_matches('/');
-        if p.is_empty() || p.starts_with('/') {
-            p.to_string()
-        } else {
-            format!("/{p}")
-        }
+        normalize_prefix(&self.route_prefix)
     }
 
     /// Whether the browser reaches us over HTTPS, so cookies get `Secure`.
     pub fn secure_cookies(&self) -> bool {
         self.external_url.starts_with("https://")
+    }
+}
+
+/// `tools/x/` → `/tools/x`; `/` → empty.
+fn normalize_prefix(p: &str) -> String {
+    let p = p.trim_end_matches('/');
+    if p.is_empty() || p.starts_with('/') {
+        p.to_string()
+    } else {
+        format!("/{p}")
     }
 }
 
@@ -513,5 +517,43 @@ async fn collector_metrics(
             ([(header::CONTENT_TYPE, ct)], page.body).into_response()
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WebConfig;
+
+    fn web(external_url: &str, route_prefix: &str) -> WebConfig {
+        WebConfig {
+            external_url: external_url.into(),
+            route_prefix: route_prefix.into(),
+            ..WebConfig::default()
+        }
+    }
+
+    #[test]
+    fn prefixes_follow_prometheus() {
+        // At the root by default.
+        let w = web("", "");
+        assert_eq!(
+            (w.base_path(), w.route_prefix()),
+            (String::new(), String::new())
+        );
+        // The external URL's path is where routes answer, unless the proxy strips it.
+        let w = web("https://ops.example/appliance/", "");
+        assert_eq!(w.base_path(), "/appliance");
+        assert_eq!(w.route_prefix(), "/appliance");
+        assert!(w.secure_cookies());
+        let w = web("https://ops.example/appliance", "/");
+        assert_eq!(
+            (w.base_path(), w.route_prefix()),
+            ("/appliance".into(), String::new())
+        );
+        // A route prefix alone also sets what the browser sees; a missing slash is added.
+        let w = web("", "tools/appliance/");
+        assert_eq!(w.route_prefix(), "/tools/appliance");
+        assert_eq!(w.base_path(), "/tools/appliance");
+        assert!(!w.secure_cookies());
     }
 }
