@@ -384,7 +384,7 @@ fn run_with_storage(dir: &Path, storage: &str) -> (Proc, String) {
     appliance_with_config(
         dir,
         // Nothing may write to the WAL: its size counts against size retention.
-        &format!("collectors: {{appliance: {{enabled: false}}, containers: {{enabled: false}}, postgres: {{enabled: false}}, redis: {{enabled: false}}}}\nstorage:\n{storage}"),
+        &format!("collectors: {{appliance: {{enabled: false}}, node: {{enabled: false}}, containers: {{enabled: false}}, postgres: {{enabled: false}}, redis: {{enabled: false}}, celery: {{enabled: false}}}}\nstorage:\n{storage}"),
     )
 }
 
