@@ -240,6 +240,13 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             msg,
         });
     }
+    if let Err(msg) = cfg.web.validate() {
+        return Err(ConfigError::Invalid {
+            path: path.into(),
+            line: find_line(&expanded, "web:"),
+            msg,
+        });
+    }
     if let Err(msg) = cfg.alerting.validate() {
         return Err(ConfigError::Invalid {
             path: path.into(),

@@ -91,6 +91,27 @@ impl WebConfig {
         normalize_prefix(&self.route_prefix)
     }
 
+    /// Checks `external_url` (an absolute http(s) URL) and `route_prefix`.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.external_url.is_empty() {
+            let u = url::Url::parse(&self.external_url)
+                .map_err(|e| format!("web.external_url {:?}: {e}", self.external_url))?;
+            if !matches!(u.scheme(), "http" | "https") {
+                return Err(format!(
+                    "web.external_url {:?}: the scheme must be http or https",
+                    self.external_url
+                ));
+            }
+        }
+        if self.route_prefix.contains(['?', '#', ' ']) {
+            return Err(format!(
+                "web.route_prefix {:?}: a path only",
+                self.route_prefix
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether the browser reaches us over HTTPS, so cookies get `Secure`.
     pub fn secure_cookies(&self) -> bool {
         self.external_url.starts_with("https://")
@@ -555,5 +576,15 @@ mod tests {
         assert_eq!(w.route_prefix(), "/tools/appliance");
         assert_eq!(w.base_path(), "/tools/appliance");
         assert!(!w.secure_cookies());
+    }
+
+    #[test]
+    fn bad_urls_are_refused_by_name() {
+        assert!(web("https://ops.example/a/", "").validate().is_ok());
+        let e = web("ops.example/a", "").validate().unwrap_err();
+        assert!(e.starts_with("web.external_url"), "{e}");
+        let e = web("ftp://ops.example/", "").validate().unwrap_err();
+        assert!(e.contains("http or https"), "{e}");
+        assert!(web("", "/a?b").validate().is_err());
     }
 }
