@@ -92,6 +92,7 @@ notify:
   receivers: [{{name: quiet}}]
 collectors:
   celery: {{enabled: true, broker_url: 'redis://127.0.0.1:6379/0', queues: [celery]}}
+  probes: [{{target: 'http://{svc}/metrics', interval: 1s}}]
 web:
 {web_yaml}"
     );
@@ -180,6 +181,24 @@ fn every_page_works_in_chromium() {
     let mine = dir.path().join("dashboards");
     std::fs::create_dir_all(&mine).unwrap();
     std::fs::write(mine.join("mine.json"), USER_DASHBOARD).unwrap();
+    // A Compose-labelled container that burns a little CPU, for the Containers dashboard.
+    let mut containers = Containers(Vec::new());
+    let docker = docker_engine();
+    if docker {
+        let name = format!("appliance-ui-test-{}", std::process::id());
+        let label = "com.docker.compose.service=ui-web";
+        containers.run(
+            &name,
+            &[
+                "--label",
+                label,
+                busybox_image(),
+                "sh",
+                "-c",
+                "while true; do yes > /dev/null & sleep 1; kill $!; done",
+            ],
+        );
+    }
     let addr = format!("127.0.0.1:{}", free_port());
     let _app = start(
         dir.path(),
@@ -190,6 +209,11 @@ fn every_page_works_in_chromium() {
     wait_until_scraped(&addr, "");
     let report = run_browser(&format!("http://{addr}/"), "root");
     check_report(&report);
+    if docker {
+        // With a running container most of the Containers dashboard has data.
+        let c = &report["dashboards"]["Containers"];
+        assert!(c["withData"].as_u64().unwrap() >= 9, "{c}");
+    }
     let d = &report["dashboards"]["My service"];
     assert_eq!(d["panels"], 5, "{report}");
     assert!(d["withData"].as_u64().unwrap() >= 3, "{d}");
