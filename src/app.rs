@@ -30,6 +30,10 @@ pub struct RunOptions {
     pub data_dir: Option<PathBuf>,
     /// `--listen`.
     pub listen: Option<String>,
+    /// `--web.external-url` (wins over `web.external_url`).
+    pub external_url: Option<String>,
+    /// `--web.route-prefix` (wins over `web.route_prefix`).
+    pub route_prefix: Option<String>,
     /// Every flag as given, for `/api/v1/status/flags`.
     pub flags: Vec<(String, String)>,
 }
@@ -363,7 +367,16 @@ impl StatusSource for Runtime {
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let start_ms = chrono::Utc::now().timestamp_millis();
     let source = Source::resolve(opts.config.as_deref());
-    let cfg = source.load()?;
+    let mut cfg = source.load()?;
+    if let Some(u) = &opts.external_url {
+        cfg.web.external_url = u.clone();
+    }
+    if let Some(p) = &opts.route_prefix {
+        cfg.web.route_prefix = p.clone();
+    }
+    cfg.web
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--web.external-url / --web.route-prefix: {e}"))?;
     tracing::info!(config = %source.name(), "starting appliance");
     let data_dir = opts
         .data_dir

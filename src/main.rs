@@ -36,6 +36,14 @@ enum Cmd {
         /// Listen address, `:8080` or `host:port` (default: web.listen_address, :8080).
         #[arg(long)]
         listen: Option<String>,
+        /// The URL users reach the appliance at, e.g. behind a proxy at a sub-path
+        /// (Prometheus's flag; default: web.external_url).
+        #[arg(long = "web.external-url")]
+        external_url: Option<String>,
+        /// The path prefix routes answer under (Prometheus's flag; default: web.route_prefix,
+        /// else the external URL's path).
+        #[arg(long = "web.route-prefix")]
+        route_prefix: Option<String>,
         /// Log level: error, warn, info, debug, trace.
         #[arg(long, default_value = "info")]
         log_level: String,
@@ -267,6 +275,8 @@ fn main() -> ExitCode {
             config,
             data_dir,
             listen,
+            external_url,
+            route_prefix,
             log_level,
             log_format,
         } => {
@@ -287,6 +297,14 @@ fn main() -> ExitCode {
                         .unwrap_or_default(),
                 ),
                 ("listen".to_string(), listen.clone().unwrap_or_default()),
+                (
+                    "web.external-url".to_string(),
+                    external_url.clone().unwrap_or_default(),
+                ),
+                (
+                    "web.route-prefix".to_string(),
+                    route_prefix.clone().unwrap_or_default(),
+                ),
                 ("log-level".to_string(), log_level.clone()),
                 (
                     "log-format".to_string(),
@@ -300,6 +318,8 @@ fn main() -> ExitCode {
                 config,
                 data_dir,
                 listen,
+                external_url,
+                route_prefix,
                 flags,
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -74,7 +74,7 @@ const RULES: &str = "groups:
 
 /// Starts the appliance on `addr` with a service to scrape, a firing alert and the Celery
 /// collector on the local broker; `web_yaml` is lines under `web:`.
-fn start(dir: &Path, web_yaml: &str, addr: &str) -> Proc {
+fn start(dir: &Path, web_yaml: &str, addr: &str, args: &[&str]) -> Proc {
     let svc = static_server(vec![(
         "/metrics",
         "text/plain; version=0.0.4",
@@ -98,7 +98,7 @@ web:
     );
     let cfg_path = dir.join("appliance.yml");
     std::fs::write(&cfg_path, cfg).unwrap();
-    appliance(dir, Some(&cfg_path), addr)
+    appliance_with_args(dir, Some(&cfg_path), addr, args)
 }
 
 fn run_browser(base: &str, case: &str) -> serde_json::Value {
@@ -204,6 +204,7 @@ fn every_page_works_in_chromium() {
         dir.path(),
         &format!("  dashboards_dir: {}\n", mine.display()),
         &addr,
+        &[],
     );
     wait_ready(&addr);
     wait_until_scraped(&addr, "");
@@ -238,10 +239,14 @@ fn the_ui_works_under_a_sub_path() {
     }
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
+    // Prometheus's flag, as a user moving from Prometheus would pass it.
     let _app = start(
         dir.path(),
-        &format!("  external_url: http://{addr}/monitoring/appliance/\n"),
+        "  enable_admin_api: true\n",
         &addr,
+        &[&format!(
+            "--web.external-url=http://{addr}/monitoring/appliance/"
+        )],
     );
     let prefix = "/monitoring/appliance";
     wait_for(30, "ready under the prefix", || {

@@ -97,6 +97,11 @@ impl Proc {
 
 /// Starts the appliance binary on `listen` with `config` (None = embedded default) in `dir`.
 pub fn appliance(dir: &Path, config: Option<&Path>, listen: &str) -> Proc {
+    appliance_with_args(dir, config, listen, &[])
+}
+
+/// As [`appliance`], with more `run` flags.
+pub fn appliance_with_args(dir: &Path, config: Option<&Path>, listen: &str, args: &[&str]) -> Proc {
     let mut c = Command::new(env!("CARGO_BIN_EXE_appliance"));
     c.current_dir(dir)
         .env("APPLIANCE_ADMIN_PASSWORD", ADMIN_PASSWORD)
@@ -108,6 +113,7 @@ pub fn appliance(dir: &Path, config: Option<&Path>, listen: &str) -> Proc {
     if let Some(cfg) = config {
         c.arg("--config").arg(cfg);
     }
+    c.args(args);
     let log = std::fs::File::create(dir.join("appliance.log")).unwrap();
     c.stdout(Stdio::null()).stderr(log);
     Proc(c.spawn().expect("start appliance"))
