@@ -87,9 +87,14 @@ try {
   await page.waitForFunction(() => (document.querySelector('.caret') || {}).textContent?.includes('character 13'));
   report.consoleErrors = report.consoleErrors.filter((m) => !m.startsWith('explore-bad-query: Failed to load resource: the server responded with a status of 400'));
   phase = 'explore';
-  await page.fill('textarea', 'up');
-  await page.click('button.primary');
+  // Typing a name that other metrics contain and pressing Enter runs exactly that query.
+  await page.fill('textarea', '');
+  await page.keyboard.type('up');
+  await page.waitForSelector('.completions li');
+  await page.keyboard.press('Enter');
   await page.waitForSelector('.chart canvas');
+  const ran = await page.$eval('textarea', (t) => t.value);
+  if (ran !== 'up') fail(`Enter changed the query to ${ran}`);
   const drawn = await page.$eval('.chart', (e) => Number(e.dataset.series));
   if (!(drawn > 0)) fail('Explore drew no series');
   // The chart's canvas has coloured pixels beyond its background.

@@ -99,6 +99,9 @@ function Editor({ value, onChange, onRun, errorAt }) {
   const ta = useRef(null);
   const [items, setItems] = useState([]);
   const [sel, setSel] = useState(0);
+  // Enter runs the query unless the user picked a completion with the arrow keys; Tab
+  // always accepts. Typing `up` and Enter must run `up`, not some `..._up` metric.
+  const [picked, setPicked] = useState(false);
   const [ctx, setCtx] = useState(null);
   const seq = useRef(0);
   const refresh = async (text, pos) => {
@@ -110,6 +113,7 @@ function Editor({ value, onChange, onRun, errorAt }) {
     if (mine !== seq.current) return;
     setItems(s.filter((x) => x.text !== c.word));
     setSel(0);
+    setPicked(false);
   };
   const accept = (item) => {
     const el = ta.current;
@@ -122,9 +126,9 @@ function Editor({ value, onChange, onRun, errorAt }) {
   };
   const onKey = (e) => {
     if (items.length) {
-      if (e.key === 'ArrowDown') { e.preventDefault(); setSel((sel + 1) % items.length); return; }
-      if (e.key === 'ArrowUp') { e.preventDefault(); setSel((sel - 1 + items.length) % items.length); return; }
-      if (e.key === 'Tab' || (e.key === 'Enter' && !e.shiftKey)) { e.preventDefault(); accept(items[sel]); return; }
+      if (e.key === 'ArrowDown') { e.preventDefault(); setPicked(true); setSel((sel + 1) % items.length); return; }
+      if (e.key === 'ArrowUp') { e.preventDefault(); setPicked(true); setSel((sel - 1 + items.length) % items.length); return; }
+      if (e.key === 'Tab' || (e.key === 'Enter' && !e.shiftKey && picked)) { e.preventDefault(); accept(items[sel]); return; }
       if (e.key === 'Escape') { setItems([]); return; }
     }
     if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); seq.current++; setItems([]); onRun(); }
@@ -135,7 +139,7 @@ function Editor({ value, onChange, onRun, errorAt }) {
       onInput=${(e) => { onChange(e.target.value); refresh(e.target.value, e.target.selectionStart); }}
       onBlur=${() => setTimeout(() => setItems([]), 150)}></textarea>
     ${errorAt !== null && errorAt !== undefined && html`<pre class="caret" aria-label="error position">${value.slice(0, errorAt).replace(/[^\n]/g, ' ').split('\n').pop()}^ here (character ${errorAt + 1})</pre>`}
-    ${items.length > 0 && html`<ul class="completions" role="listbox">${items.map((it, i) => html`<li role="option" class=${i === sel ? 'sel' : ''}
+    ${items.length > 0 && html`<ul class="completions" role="listbox">${items.map((it, i) => html`<li role="option" class=${i === sel && picked ? 'sel' : ''}
       onMouseDown=${(e) => { e.preventDefault(); accept(it); }}><span>${it.text}</span><small>${it.kind}</small></li>`)}</ul>`}
   </div>`;
 }
