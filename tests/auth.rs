@@ -47,10 +47,15 @@ fn the_ui_and_mutations_need_the_admin() {
     assert!(body.contains("type=\"password\""), "{body}");
 
     // A wrong password gets no cookie, and the UI stays locked.
-    let (code, head, body) = login(&addr, "", "wrong");
-    assert_eq!(code, 401, "{head}");
+    // (Back to the login page by redirect, which then says why: the page loads cleanly.)
+    let (code, head, _) = login(&addr, "", "wrong");
+    assert_eq!(code, 303, "{head}");
+    assert_eq!(header(&head, "location"), Some("/-/login?failed=1"));
     assert!(header(&head, "set-cookie").is_none(), "{head}");
+    let (_, _, body) = request_with(&addr, "GET", "/-/login?failed=1", "", "").unwrap();
     assert!(body.contains("Wrong user or password"), "{body}");
+    let (code, _, _) = request_with(&addr, "GET", "/", "", "").unwrap();
+    assert_eq!(code, 303, "still locked");
 
     // The right one gets a session cookie a script cannot read or another site send.
     let (code, head, _) = login(&addr, "", ADMIN_PASSWORD);
@@ -162,7 +167,8 @@ fn the_ui_and_mutations_need_the_admin() {
         login(&addr, "", "guess");
     }
     let (code, head, _) = login(&addr, "", ADMIN_PASSWORD);
-    assert_eq!(code, 429, "{head}");
+    assert_eq!(code, 303, "{head}");
+    assert_eq!(header(&head, "location"), Some("/-/login?throttled=1"));
     assert!(header(&head, "set-cookie").is_none());
     assert_eq!(
         status(

@@ -399,7 +399,7 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
     let method = req.method().clone();
     let open = matches!(
         path.as_str(),
-        "/-/healthy" | "/-/ready" | "/-/login" | "/-/logout"
+        "/-/healthy" | "/-/ready" | "/-/login" | "/-/logout" | "/favicon.ico"
     ) || path.starts_with("/assets/");
     if open {
         return next.run(req).await;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -49,6 +49,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/assets/{*file}", get(asset))
         .route("/-/login", get(login_page).post(login))
         .route("/-/logout", get(logout).post(logout))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/api/v1/ui/dashboards", get(dashboards))
         .route("/api/v1/ui/dashboards/{uid}", get(dashboard));
     for (from, to) in LEGACY {
@@ -153,7 +154,7 @@ fn login_html(base: &str, message: &str) -> String {
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>Log in · appliance</title>
+<title>Log in · appliance</title><link rel="icon" href="data:,">
 <style>
 body{{font:15px system-ui,sans-serif;background:#f4f5f7;display:flex;justify-content:center;align-items:center;height:100vh;margin:0}}
 form{{background:#fff;padding:2em;border-radius:8px;box-shadow:0 1px 4px #0002;width:18em}}
@@ -173,12 +174,33 @@ button{{margin-top:1.2em;width:100%;padding:.6em;font:inherit;background:#1f60c4
     )
 }
 
-async fn login_page(State(st): State<AppState>) -> Response {
+#[derive(Deserialize)]
+struct LoginQuery {
+    #[serde(default)]
+    failed: Option<String>,
+    #[serde(default)]
+    throttled: Option<String>,
+}
+
+async fn login_page(State(st): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
+    let msg = if q.throttled.is_some() {
+        "Too many failed logins. Try again in a minute."
+    } else if q.failed.is_some() {
+        "Wrong user or password."
+    } else {
+        ""
+    };
     (
         [(header::CACHE_CONTROL, "no-store")],
-        axum::response::Html(login_html(&st.deps.base_path, "")),
+        axum::response::Html(login_html(&st.deps.base_path, msg)),
     )
         .into_response()
+}
+
+/// Browsers get to the login page by redirect after a failed attempt (post/redirect/get), so
+/// the page loads cleanly and a reload does not post the password again; no cookie is set.
+fn back_to_login(base: &str, why: &str) -> Response {
+    Redirect::to(&format!("{base}/-/login?{why}=1")).into_response()
 }
 
 #[derive(Deserialize)]
@@ -210,15 +232,7 @@ async fn login(
     let ip = client_ip(ci);
     let base = st.deps.base_path.clone();
     if st.deps.auth.throttled(ip) {
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, "60")],
-            axum::response::Html(login_html(
-                &base,
-                "Too many failed logins. Try again in a minute.",
-            )),
-        )
-            .into_response();
+        return back_to_login(&base, "throttled");
     }
     let a = st.deps.auth.clone();
     let (user, password) = (f.username, f.password);
@@ -227,11 +241,14 @@ async fn login(
         .await
         .unwrap_or(false);
     if !ok {
-        return (
-            StatusCode::UNAUTHORIZED,
-            axum::response::Html(login_html(&base, "Wrong user or password.")),
-        )
-            .into_response();
+        return back_to_login(
+            &base,
+            if st.deps.auth.throttled(ip) {
+                "throttled"
+            } else {
+                "failed"
+            },
+        );
     }
     let token = st.deps.auth.new_session();
     let cookie = format!(
