@@ -78,6 +78,21 @@ fn the_ui_and_mutations_need_the_admin() {
     assert_eq!(code, 200);
     assert!(body.contains("<base href=\"/\">"), "{body}");
 
+    // Prometheus's shared links open the same query in Explore.
+    let (code, head, _) = request_with(
+        &addr,
+        "GET",
+        "/graph?g0.expr=rate(up%5B5m%5D)&g0.range_input=1h&g0.tab=0",
+        &with_session,
+        "",
+    )
+    .unwrap();
+    assert_eq!(code, 303);
+    assert_eq!(
+        header(&head, "location"),
+        Some("./#/explore?expr=rate%28up%5B5m%5D%29&range=1h&tab=graph")
+    );
+
     // Mutations: refused without credentials (with a basic-auth challenge for tools), with
     // a wrong password, and accepted from the session or basic auth.
     let silence = r#"{"matchers":[{"name":"alertname","value":"X","isRegex":false}],"startsAt":"2020-01-01T00:00:00Z","endsAt":"2099-01-01T00:00:00Z","createdBy":"t","comment":"c"}"#;

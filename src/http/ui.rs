@@ -53,10 +53,50 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/api/v1/ui/dashboards", get(dashboards))
         .route("/api/v1/ui/dashboards/{uid}", get(dashboard));
     for (from, to) in LEGACY {
-        let to = format!("./#/{to}");
-        r = r.route(from, get(move || async move { Redirect::to(&to) }));
+        let page = *to;
+        r =
+            r.route(
+                from,
+                get(move |Query(q): Query<Vec<(String, String)>>| async move {
+                    legacy_redirect(page, &q)
+                }),
+            );
     }
     r
+}
+
+/// Where a Prometheus UI path goes; `/graph?g0.expr=...&g0.range_input=1h` (Prometheus's
+/// shared links) opens the same query in Explore.
+fn legacy_redirect(page: &str, q: &[(String, String)]) -> Response {
+    let mut params = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in q {
+        match k.as_str() {
+            "g0.expr" => {
+                params.append_pair("expr", v);
+            }
+            "g0.range_input" => {
+                params.append_pair("range", v);
+            }
+            "g0.tab" => {
+                params.append_pair(
+                    "tab",
+                    if v == "1" || v == "table" {
+                        "table"
+                    } else {
+                        "graph"
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+    let qs = params.finish();
+    let to = if qs.is_empty() {
+        format!("./#/{page}")
+    } else {
+        format!("./#/{page}?{qs}")
+    };
+    Redirect::to(&to).into_response()
 }
 
 /// Whether `path` is a page of the UI (which needs the admin session).
@@ -167,8 +207,11 @@ button{{margin-top:1.2em;width:100%;padding:.6em;font:inherit;background:#1f60c4
 <h1>appliance</h1>{msg}
 <label for="username">User</label><input id="username" name="username" value="admin" autocomplete="username">
 <label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" autofocus>
+<input type="hidden" name="next" id="next">
 <button type="submit">Log in</button>
-</form></body></html>
+</form>
+<script>document.getElementById('next').value = location.hash;</script>
+</body></html>
 "#,
         base = html_escape(base),
     )
@@ -209,6 +252,9 @@ struct LoginForm {
     username: String,
     #[serde(default)]
     password: String,
+    /// The page's `#/...` view the browser was sent here from (a shared link), to return to.
+    #[serde(default)]
+    next: String,
 }
 
 fn client_ip(ci: Option<Extension<ConnectInfo<SocketAddr>>>) -> std::net::IpAddr {
@@ -236,6 +282,15 @@ async fn login(
     }
     let a = st.deps.auth.clone();
     let (user, password) = (f.username, f.password);
+    // Only a view of this UI: `#/` and URL-safe characters, never another site.
+    let next = if f.next.starts_with("#/")
+        && f.next.len() < 4096
+        && f.next.chars().all(|c| c.is_ascii_graphic())
+    {
+        f.next
+    } else {
+        String::new()
+    };
     // argon2 takes tens of milliseconds of CPU by design: keep it off the async threads.
     let ok = tokio::task::spawn_blocking(move || a.check_password(&user, &password, ip))
         .await
@@ -261,7 +316,7 @@ async fn login(
             ""
         }
     );
-    let mut resp = Redirect::to(&format!("{base}/")).into_response();
+    let mut resp = Redirect::to(&format!("{base}/{next}")).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }

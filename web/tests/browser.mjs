@@ -109,11 +109,20 @@ try {
   await page.click('text=Table');
   await page.waitForSelector('table.result');
   await page.screenshot({ path: join(shots, 'explore-query.png'), fullPage: true });
-  // The shared link opens the same view.
+  // The shared link opens the same view, also for someone who has to log in first.
   const link = page.url();
   await page.goto('about:blank');
   await page.goto(link);
   await page.waitForSelector('table.result');
+  const other = await browser.newContext();
+  const fresh = await other.newPage();
+  await fresh.goto(link);
+  if (!fresh.url().includes('-/login')) fail('a shared link opened without a login');
+  await fresh.fill('#password', password);
+  await Promise.all([fresh.waitForURL((u) => !u.toString().includes('-/login')), fresh.click('button[type=submit]')]);
+  await fresh.waitForSelector('table.result');
+  if (!fresh.url().includes('expr=up')) fail(`after login the shared view is lost: ${fresh.url()}`);
+  await other.close();
 
   // Dashboards: each renders, with data and no panel in error.
   phase = 'dashboards';
