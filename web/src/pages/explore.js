@@ -95,7 +95,7 @@ async function suggestions(ctx) {
   return vals.filter((v) => v.startsWith(ctx.word)).slice(0, 50).map((v) => ({ text: v, kind: 'value' }));
 }
 
-function Editor({ value, onChange, onRun, errorAt }) {
+function Editor({ value, onChange, onRun, errorAt, busy }) {
   const ta = useRef(null);
   const [items, setItems] = useState([]);
   const [sel, setSel] = useState(0);
@@ -115,7 +115,9 @@ function Editor({ value, onChange, onRun, errorAt }) {
     setSel(0);
     setPicked(false);
   };
+  const close = () => { seq.current++; setItems([]); };
   const accept = (item) => {
+    seq.current++;
     const el = ta.current;
     const pos = el.selectionStart;
     const start = pos - ctx.word.length;
@@ -129,15 +131,16 @@ function Editor({ value, onChange, onRun, errorAt }) {
       if (e.key === 'ArrowDown') { e.preventDefault(); setPicked(true); setSel((sel + 1) % items.length); return; }
       if (e.key === 'ArrowUp') { e.preventDefault(); setPicked(true); setSel((sel - 1 + items.length) % items.length); return; }
       if (e.key === 'Tab' || (e.key === 'Enter' && !e.shiftKey && picked)) { e.preventDefault(); accept(items[sel]); return; }
-      if (e.key === 'Escape') { setItems([]); return; }
+      if (e.key === 'Escape') { close(); return; }
     }
-    if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); seq.current++; setItems([]); onRun(); }
+    if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); close(); onRun(); }
   };
-  return html`<div class="editor">
+  return html`<div class="editor"><div class="editor-row">
     <textarea ref=${ta} rows="2" spellcheck="false" aria-label="PromQL expression" placeholder="Expression (Enter runs, Shift+Enter adds a line)"
       value=${value} onKeyDown=${onKey}
       onInput=${(e) => { onChange(e.target.value); refresh(e.target.value, e.target.selectionStart); }}
-      onBlur=${() => setTimeout(() => setItems([]), 150)}></textarea>
+      onBlur=${() => setTimeout(close, 150)}></textarea>
+    <button class="primary run" onClick=${() => { close(); onRun(); }} disabled=${busy}>${busy ? 'Running…' : 'Run query'}</button></div>
     ${errorAt !== null && errorAt !== undefined && html`<pre class="caret" aria-label="error position">${value.slice(0, errorAt).replace(/[^\n]/g, ' ').split('\n').pop()}^ here (character ${errorAt + 1})</pre>`}
     ${items.length > 0 && html`<ul class="completions" role="listbox">${items.map((it, i) => html`<li role="option" class=${i === sel && picked ? 'sel' : ''}
       onMouseDown=${(e) => { e.preventDefault(); accept(it); }}><span>${it.text}</span><small>${it.kind}</small></li>`)}</ul>`}
@@ -176,9 +179,8 @@ export function Explore() {
 
   return html`<section>
     <h2>Explore</h2>
-    <${Editor} value=${expr} onChange=${setExpr} onRun=${run} errorAt=${err && err.at} />
+    <${Editor} value=${expr} onChange=${setExpr} onRun=${run} errorAt=${err && err.at} busy=${busy} />
     <div class="toolbar">
-      <button class="primary" onClick=${run} disabled=${busy}>${busy ? 'Running…' : 'Run query'}</button>
       <span class="tabs" role="tablist">
         <button role="tab" class=${tab === 'graph' ? 'on' : ''} onClick=${() => setTab('graph')}>Graph</button>
         <button role="tab" class=${tab === 'table' ? 'on' : ''} onClick=${() => setTab('table')}>Table</button>
