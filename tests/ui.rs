@@ -263,6 +263,28 @@ fn the_ui_works_under_a_sub_path() {
 }
 
 #[test]
+fn the_ui_works_behind_a_proxy_that_strips_the_prefix() {
+    if !browser_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let proxy = stripping_proxy("/tools/monitor", addr.clone());
+    // The browser sees the proxy's URL; the appliance answers at its root.
+    let _app = start(
+        dir.path(),
+        &format!("  external_url: http://{proxy}/tools/monitor/\n  route_prefix: /\n"),
+        &addr,
+        &[],
+    );
+    wait_ready(&addr);
+    wait_until_scraped(&addr, "");
+    let report = run_browser(&format!("http://{proxy}/tools/monitor/"), "proxy");
+    check_report(&report);
+    assert!(has_silence(&silences(&addr, ""), "AlwaysFiring", "active"));
+}
+
+#[test]
 fn the_bundle_is_served_compressed_with_etags_and_is_small() {
     let dir = tempfile::tempdir().unwrap();
     let (_app, addr) = appliance_with_config(

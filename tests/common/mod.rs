@@ -684,3 +684,85 @@ pub const DASHBOARD_TITLES: [&str; 6] = [
     "Celery",
     "Containers",
 ];
+
+/// A reverse proxy on 127.0.0.1 that forwards `<prefix>/...` to `upstream` with the prefix cut
+/// (as a proxy configured with `proxy_pass http://upstream/;` does); one request per
+/// connection. Returns its address.
+pub fn stripping_proxy(prefix: &'static str, upstream: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            let upstream = upstream.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                // The head, then as much body as Content-Length says.
+                let head_end = loop {
+                    let Ok(n) = client.read(&mut chunk) else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    let Ok(n) = client.read(&mut chunk) else {
+                        return;
+                    };
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let mut lines = head.split("\r\n");
+                let first = lines.next().unwrap_or_default();
+                let mut parts = first.splitn(3, ' ');
+                let (method, path, version) = (
+                    parts.next().unwrap_or("GET"),
+                    parts.next().unwrap_or("/"),
+                    parts.next().unwrap_or("HTTP/1.1"),
+                );
+                let Some(rest) = path.strip_prefix(prefix) else {
+                    let _ = client.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    return;
+                };
+                let rest = if rest.is_empty() { "/" } else { rest };
+                let mut out = format!("{method} {rest} {version}\r\n");
+                for l in lines.filter(|l| !l.is_empty()) {
+                    let k = l.split(':').next().unwrap_or("").to_ascii_lowercase();
+                    if k != "connection" && k != "keep-alive" {
+                        out.push_str(l);
+                        out.push_str("\r\n");
+                    }
+                }
+                out.push_str("Connection: close\r\n\r\n");
+                let Ok(mut up) = TcpStream::connect(&upstream) else {
+                    return;
+                };
+                let _ = up.write_all(out.as_bytes());
+                let _ = up.write_all(&buf[head_end..]);
+                let mut resp = Vec::new();
+                let _ = up.read_to_end(&mut resp);
+                let _ = client.write_all(&resp);
+            });
+        }
+    });
+    addr
+}
