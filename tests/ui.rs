@@ -134,6 +134,20 @@ fn check_report(report: &serde_json::Value) {
             .unwrap_or_else(|| panic!("{title} not rendered: {report}"));
         assert!(d["withData"].as_u64().unwrap() > 0, "{title}: {d}");
     }
+    let sys = &dashboards["System Overview"];
+    for panel in ["Load (1m) per CPU", "File systems", "CPU busy", "Memory"] {
+        assert!(
+            !sys["noData"].as_array().unwrap().iter().any(|t| t == panel),
+            "System Overview: {panel} has no data: {sys}"
+        );
+    }
+    for (title, d) in dashboards {
+        assert_eq!(
+            d["tablesWithHoles"].as_array().map_or(0, |a| a.len()),
+            0,
+            "{title}: a merged table has empty cells: {d}"
+        );
+    }
     assert!(report["exploreSeries"].as_u64().unwrap() > 0);
     assert_eq!(report["consoleErrors"].as_array().unwrap().len(), 0);
 }

@@ -38,7 +38,9 @@ function fromNow(sec) {
 
 /** `v` formatted for Grafana unit `unit` (unknown units print the number). */
 export function format(v, unit, decimals) {
-  if (v === null || v === undefined || Number.isNaN(v)) return '–';
+  if (v === null || v === undefined) return '–';
+  // As Grafana shows it: a NaN result (0/0 over an idle counter) is data, not a gap.
+  if (Number.isNaN(v)) return 'NaN';
   switch (unit) {
     case 'percent': return `${num(v, decimals)}%`;
     case 'percentunit': return `${num(v * 100, decimals)}%`;

@@ -138,12 +138,17 @@ try {
       title: p.dataset.title,
       error: p.querySelector('.panel-error') ? p.querySelector('.panel-error').textContent : null,
       noData: !!p.querySelector('.no-data'),
+      // A merged table with a hole means its queries' label sets did not line up.
+      emptyCells: [...p.querySelectorAll('.table-wrap td')].filter((td) => ['', '–'].includes(td.textContent.trim())).length,
     })));
     const bad = r.filter((x) => x.error);
     if (bad.length) fail(`${title}: panels in error: ${bad.map((x) => `${x.title}: ${x.error}`).join('; ')}`);
     const withData = r.filter((x) => !x.noData).length;
     if (withData === 0) fail(`${title}: no panel has data`);
-    report.dashboards[title] = { panels: r.length, withData, noData: r.filter((x) => x.noData).map((x) => x.title) };
+    report.dashboards[title] = {
+      panels: r.length, withData, noData: r.filter((x) => x.noData).map((x) => x.title),
+      tablesWithHoles: r.filter((x) => x.emptyCells > 0).map((x) => x.title),
+    };
     await page.screenshot({ path: join(shots, `dashboard-${href.split('/').pop()}.png`), fullPage: true });
   }
 

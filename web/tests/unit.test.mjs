@@ -76,6 +76,7 @@ test('units', () => {
   assert.equal(format(12.5, 'reqps'), '12.5 req/s');
   assert.equal(format(2500, 'ops'), '2.5 K ops/s');
   assert.equal(format(null, 'short'), '–');
+  assert.equal(format(NaN, 's'), 'NaN');
   assert.equal(parseDuration('1h30m'), 5400);
   assert.equal(parseDuration('nope'), null);
   assert.equal(promDuration(120), '2m');
