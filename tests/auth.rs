@@ -250,8 +250,12 @@ fn read_tokens_read_and_nothing_more() {
     // The token is a secret: the config API hides it.
     let (_, _, body) = request_with(&addr, "GET", "/api/v1/status/config", bearer, "").unwrap();
     assert!(!body.contains("grafana-read-token"), "{body}");
-    // Health stays open for load balancers.
+    // Health stays open for load balancers, Grafana's `/api/health` too.
     assert_eq!(status(&addr, "GET", "/-/healthy", "", ""), 200);
+    let (code, _, body) = request_with(&addr, "GET", "/api/health", "", "").unwrap();
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["database"], "ok", "{v}");
 }
 
 #[test]
