@@ -163,6 +163,10 @@ pub fn expand_env(text: &str, path: &str) -> Result<String, ConfigError> {
     let mut last = 0;
     for caps in re.captures_iter(text) {
         let Some(m) = caps.get(0) else { continue };
+        // A `${VAR}` in a comment is documentation, not a reference.
+        if in_comment(text, m.start()) {
+            continue;
+        }
         out.push_str(&text[last..m.start()]);
         let name = &caps[1];
         match (std::env::var(name), caps.get(3)) {
@@ -178,6 +182,25 @@ pub fn expand_env(text: &str, path: &str) -> Result<String, ConfigError> {
     }
     out.push_str(&text[last..]);
     Ok(out)
+}
+
+/// Whether byte `at` of `text` lies in a YAML comment: after a `#` that starts its line or
+/// follows a space, outside quotes, on the same line.
+fn in_comment(text: &str, at: usize) -> bool {
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let mut quote: Option<char> = None;
+    let mut prev = ' ';
+    for c in text[start..at].chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '#' && (prev == ' ' || prev == '\t') => return true,
+            None => {}
+        }
+        prev = c;
+    }
+    false
 }
 
 fn find_line(text: &str, needle: &str) -> usize {

@@ -165,3 +165,15 @@ fn notify_section_is_checked_and_redacted() {
         "{e}"
     );
 }
+
+#[test]
+fn env_references_in_comments_are_left_alone() {
+    // A README example mentioned `${PGPASSWORD}` in a comment and failed to load.
+    let text = "# set ${UNSET_IN_TESTS_X} first\nglobal:  # or ${UNSET_IN_TESTS_Y}\n  scrape_interval: \"15s\" # '${UNSET_IN_TESTS_Z}'\n";
+    assert_eq!(super::expand_env(text, "t.yml").unwrap(), text);
+    // Outside comments (also after a `#` inside quotes or inside a word) they are required.
+    let err = super::expand_env("a: \"x #${UNSET_IN_TESTS_X}\"\n", "t.yml").unwrap_err();
+    assert!(err.to_string().contains("UNSET_IN_TESTS_X"), "{err}");
+    let err = super::expand_env("a: b#${UNSET_IN_TESTS_X}\n", "t.yml").unwrap_err();
+    assert!(err.to_string().contains("UNSET_IN_TESTS_X"), "{err}");
+}
