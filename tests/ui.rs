@@ -229,6 +229,7 @@ fn every_page_works_in_chromium() {
         let c = &report["dashboards"]["Containers"];
         assert!(c["withData"].as_u64().unwrap() >= 9, "{c}");
     }
+    assert_eq!(report["multiValueUrl"], true, "{report}");
     let d = &report["dashboards"]["My service"];
     assert_eq!(d["panels"], 5, "{report}");
     assert!(d["withData"].as_u64().unwrap() >= 3, "{d}");

@@ -12,11 +12,14 @@ export function parseHash() {
   return { path: p.split('/').filter(Boolean).map(decodeURIComponent), params: new URLSearchParams(q) };
 }
 
-/** Replaces the query part of the hash (shareable URLs) without adding history entries. */
+/** Replaces the query part of the hash (shareable URLs) without adding history entries; an
+ * array value repeats its key (`var-x=a&var-x=b`, as Grafana writes multi-value variables). */
 export function setParams(obj) {
   const { path } = parseHash();
   const p = new URLSearchParams();
-  for (const [k, v] of Object.entries(obj)) if (v !== undefined && v !== null && v !== '') p.set(k, v);
+  for (const [k, v] of Object.entries(obj)) {
+    for (const x of [].concat(v)) if (x !== undefined && x !== null && x !== '') p.append(k, x);
+  }
   history.replaceState(null, '', `#/${path.map(encodeURIComponent).join('/')}?${p.toString()}`);
 }
 

@@ -13,6 +13,7 @@ if (!base || !password || !shots) {
 mkdirSync(shots, { recursive: true });
 const report = { pages: {}, dashboards: {}, consoleErrors: [] };
 const fail = (msg) => { throw new Error(msg); };
+let phase = 'start';
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -21,8 +22,8 @@ const browser = await chromium.launch({
 try {
   const ctx = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
   const page = await ctx.newPage();
-  page.setDefaultTimeout(20000);
-  let phase = 'login';
+  page.setDefaultTimeout(30000);
+  phase = 'login';
   page.on('console', (m) => { if (m.type() === 'error') report.consoleErrors.push(`${phase}: ${m.text()}`); });
   page.on('pageerror', (e) => report.consoleErrors.push(`${phase}: ${e.message}`));
 
@@ -89,7 +90,8 @@ try {
   // Typing a name that other metrics contain and pressing Enter runs exactly that query.
   await page.fill('textarea', '');
   await page.keyboard.type('up');
-  await page.waitForSelector('.completions li');
+  // Usually `pg_up`, `redis_up`, ... are offered by now; Enter must run `up` either way.
+  await page.waitForSelector('.completions li', { timeout: 3000 }).catch(() => {});
   await page.keyboard.press('Enter');
   await page.waitForSelector('.chart canvas');
   const ran = await page.$eval('textarea', (t) => t.value);
@@ -152,6 +154,20 @@ try {
     await page.screenshot({ path: join(shots, `dashboard-${href.split('/').pop()}.png`), fullPage: true });
   }
 
+  // A multi-value variable survives the URL: pick two values, reload, both are still chosen.
+  phase = 'dashboard variables';
+  if (dashes.some(([t]) => t === 'My service')) {
+  await page.goto(`${base}#/dashboards/my-service`);
+  await page.waitForSelector('select[aria-label="variable status"]');
+  await page.selectOption('select[aria-label="variable status"]', ['200', '500']);
+  await page.waitForFunction(() => location.hash.includes('var-status=200') && location.hash.includes('var-status=500'));
+  await page.reload();
+  await page.waitForSelector('select[aria-label="variable status"]');
+  const chosen = await page.$eval('select[aria-label="variable status"]', (s) => [...s.selectedOptions].map((o) => o.value));
+  if (chosen.join() !== '200,500') fail(`multi-value variable after reload: ${chosen}`);
+  report.multiValueUrl = true;
+  }
+
   // Alerts: silence the firing alert in one click.
   phase = 'alerts';
   await page.goto(`${base}#/alerts`);
@@ -184,7 +200,7 @@ try {
   if (!page.url().includes('-/login')) fail('the UI is open after logging out');
   console.log(JSON.stringify(report));
 } catch (e) {
-  console.error(`browser test failed: ${e.message}`);
+  console.error(`browser test failed (${phase}): ${e.message}`);
   console.error(JSON.stringify(report));
   process.exitCode = 1;
 } finally {

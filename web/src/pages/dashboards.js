@@ -175,8 +175,7 @@ export function Dashboard({ uid }) {
     for (const [k, vs] of Object.entries(varSel)) for (const v of vs) p.append(`var-${k}`, v);
     resolveVariables(dash.templating && dash.templating.list, p, from, to)
       .then((r) => setResolved({ ...r, from, to }), setErr);
-    const urlVars = {};
-    setParams({ range: effRange, refresh, ...Object.fromEntries(Object.entries(varSel).map(([k, v]) => [`var-${k}`, v.join(',')])), ...urlVars });
+    setParams({ range: effRange, refresh, ...Object.fromEntries(Object.entries(varSel).map(([k, v]) => [`var-${k}`, v])) });
   }, [dash, effRange, varSel, tick]);
 
   useEffect(() => {
