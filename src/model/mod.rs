@@ -7,6 +7,7 @@
 
 pub mod exposition;
 pub mod gofmt;
+pub mod gotmpl;
 pub mod histogram;
 pub mod labels;
 pub mod matcher;

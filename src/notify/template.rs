@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use gotmpl::{Template, Value as T};
 
+use crate::model::gotmpl::arg_str;
+
 use super::dispatch::Notification;
 
 const METHODS: &[&str] = &[
@@ -118,7 +120,8 @@ fn with_funcs(t: Template) -> Template {
             )))
         }
     };
-    t.func("__Firing", by_status("firing"))
+    crate::model::gotmpl::string_funcs(t)
+        .func("__Firing", by_status("firing"))
         .func("__Resolved", by_status("resolved"))
         .func("__SortedPairs", |a: &[T]| {
             Ok(T::List(Arc::from(
@@ -174,43 +177,9 @@ fn with_funcs(t: Template) -> Template {
                     .collect(),
             )))
         })
-        .func("toUpper", |a: &[T]| {
-            Ok(s(&a
-                .first()
-                .map(|x| x.to_string())
-                .unwrap_or_default()
-                .to_uppercase()))
-        })
-        .func("toLower", |a: &[T]| {
-            Ok(s(&a
-                .first()
-                .map(|x| x.to_string())
-                .unwrap_or_default()
-                .to_lowercase()))
-        })
-        .func("trimSpace", |a: &[T]| {
-            Ok(s(a
-                .first()
-                .map(|x| x.to_string())
-                .unwrap_or_default()
-                .trim()))
-        })
-        .func("title", |a: &[T]| {
-            let x = a.first().map(|x| x.to_string()).unwrap_or_default();
-            let mut out = String::new();
-            let mut up = true;
-            for c in x.chars() {
-                if up {
-                    out.extend(c.to_uppercase());
-                } else {
-                    out.push(c);
-                }
-                up = !c.is_alphanumeric();
-            }
-            Ok(s(&out))
-        })
+        .func("trimSpace", |a: &[T]| Ok(s(arg_str(a, 0).trim())))
         .func("join", |a: &[T]| {
-            let sep = a.first().map(|x| x.to_string()).unwrap_or_default();
+            let sep = arg_str(a, 0);
             let items: Vec<String> = a
                 .get(1)
                 .map(list_of)
@@ -222,22 +191,6 @@ fn with_funcs(t: Template) -> Template {
         })
         .func("safeHtml", |a: &[T]| {
             Ok(a.first().cloned().unwrap_or(T::Nil))
-        })
-        .func("match", |a: &[T]| {
-            let re = regex::Regex::new(&a.first().map(|x| x.to_string()).unwrap_or_default())
-                .map_err(|e| gotmpl::TemplateError::Exec(e.to_string()))?;
-            Ok(T::Bool(re.is_match(
-                &a.get(1).map(|x| x.to_string()).unwrap_or_default(),
-            )))
-        })
-        .func("reReplaceAll", |a: &[T]| {
-            let re = regex::Regex::new(&a.first().map(|x| x.to_string()).unwrap_or_default())
-                .map_err(|e| gotmpl::TemplateError::Exec(e.to_string()))?;
-            let repl = a.get(1).map(|x| x.to_string()).unwrap_or_default();
-            Ok(s(&re.replace_all(
-                &a.get(2).map(|x| x.to_string()).unwrap_or_default(),
-                repl.as_str(),
-            )))
         })
         .func("stringSlice", |a: &[T]| Ok(T::List(Arc::from(a.to_vec()))))
 }

@@ -150,14 +150,6 @@ fn err(msg: impl Into<String>) -> gotmpl::TemplateError {
     gotmpl::TemplateError::Exec(msg.into())
 }
 
-fn arg_str(args: &[Value], i: usize) -> String {
-    match args.get(i) {
-        Some(Value::String(x)) => x.to_string(),
-        Some(v) => v.to_string(),
-        None => String::new(),
-    }
-}
-
 /// Prometheus's `convertToFloat`: numbers, and strings that parse as numbers.
 fn to_float(v: Option<&Value>) -> Result<f64, gotmpl::TemplateError> {
     match v {
@@ -194,137 +186,125 @@ fn sample_value(labels: &BTreeMap<String, String>, v: f64) -> Value {
 fn with_funcs(t: Template, query: Option<QueryFn>, external_url: &str, t_ms: i64) -> Template {
     let path_prefix = url_path(external_url);
     let ext = external_url.to_string();
-    t.func("__goprint", |a| {
-        Ok(match a.first() {
-            Some(Value::Float(f)) => s(go_g(*f, None)),
-            Some(v) => v.clone(),
-            None => Value::Nil,
-        })
-    })
-    .func("humanize", |a| Ok(s(humanize(to_float(a.first())?))))
-    .func("humanize1024", |a| {
-        Ok(s(humanize1024(to_float(a.first())?)))
-    })
-    .func("humanizeDuration", |a| {
-        Ok(s(humanize_duration(to_float(a.first())?)))
-    })
-    .func("humanizePercentage", |a| {
-        Ok(s(format!(
-            "{}%",
-            go_g(to_float(a.first())? * 100.0, Some(4))
-        )))
-    })
-    .func("humanizeTimestamp", |a| {
-        Ok(s(humanize_timestamp(to_float(a.first())?)))
-    })
-    .func("toUpper", |a| Ok(s(arg_str(a, 0).to_uppercase())))
-    .func("toLower", |a| Ok(s(arg_str(a, 0).to_lowercase())))
-    .func("title", |a| Ok(s(go_title(&arg_str(a, 0)))))
-    .func("safeHtml", |a| Ok(s(arg_str(a, 0))))
-    .func("match", |a| {
-        let re = regex::Regex::new(&arg_str(a, 0)).map_err(|e| err(e.to_string()))?;
-        Ok(Value::Bool(re.is_match(&arg_str(a, 1))))
-    })
-    .func("reReplaceAll", |a| {
-        let re = regex::Regex::new(&arg_str(a, 0)).map_err(|e| err(e.to_string()))?;
-        Ok(s(re
-            .replace_all(&arg_str(a, 2), arg_str(a, 1).as_str())
-            .into_owned()))
-    })
-    .func("graphLink", |a| Ok(s(graph_link(&arg_str(a, 0), 0))))
-    .func("tableLink", |a| Ok(s(graph_link(&arg_str(a, 0), 1))))
-    .func("pathPrefix", move |_| Ok(s(path_prefix.clone())))
-    .func("externalURL", move |_| Ok(s(ext.clone())))
-    .func("now", move |_| Ok(Value::Float(t_ms as f64 / 1000.0)))
-    .func("args", |a| {
-        Ok(Value::Map(Arc::new(
-            a.iter()
-                .enumerate()
-                .map(|(i, v)| (Arc::from(format!("arg{i}").as_str()), v.clone()))
-                .collect(),
-        )))
-    })
-    .func("first", |a| match a.first() {
-        Some(Value::List(l)) => l
-            .first()
-            .cloned()
-            .ok_or_else(|| err("first() called on vector with no elements")),
-        _ => Err(err("first() called on vector with no elements")),
-    })
-    .func("label", |a| {
-        let name = arg_str(a, 0);
-        Ok(
-            match a
-                .get(1)
-                .and_then(|v| v.field("Labels"))
-                .and_then(|l| l.field(&name))
-            {
+    crate::model::gotmpl::string_funcs(t)
+        .func("__goprint", |a| {
+            Ok(match a.first() {
+                Some(Value::Float(f)) => s(go_g(*f, None)),
                 Some(v) => v.clone(),
-                None => s(""),
-            },
-        )
-    })
-    .func("value", |a| {
-        Ok(a.first()
-            .and_then(|v| v.field("Value"))
-            .cloned()
-            .unwrap_or(Value::Float(0.0)))
-    })
-    .func("strvalue", |a| {
-        Ok(a.first()
-            .and_then(|v| v.field("Labels"))
-            .and_then(|l| l.field("__value__"))
-            .cloned()
-            .unwrap_or_else(|| s("")))
-    })
-    .func("sortByLabel", |a| {
-        let name = arg_str(a, 0);
-        let mut v: Vec<Value> = match a.get(1) {
-            Some(Value::List(l)) => l.to_vec(),
-            _ => Vec::new(),
-        };
-        let key = |x: &Value| {
-            x.field("Labels")
-                .and_then(|l| l.field(&name))
-                .map(|v| v.to_string())
-                .unwrap_or_default()
-        };
-        v.sort_by_key(key);
-        Ok(Value::List(Arc::from(v)))
-    })
-    .func("stripPort", |a| Ok(s(strip_port(&arg_str(a, 0)))))
-    .func("stripDomain", |a| {
-        let hp = arg_str(a, 0);
-        let (host, port) = match hp.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
-                (h.to_string(), format!(":{p}"))
+                None => Value::Nil,
+            })
+        })
+        .func("humanize", |a| Ok(s(humanize(to_float(a.first())?))))
+        .func("humanize1024", |a| {
+            Ok(s(humanize1024(to_float(a.first())?)))
+        })
+        .func("humanizeDuration", |a| {
+            Ok(s(humanize_duration(to_float(a.first())?)))
+        })
+        .func("humanizePercentage", |a| {
+            Ok(s(format!(
+                "{}%",
+                go_g(to_float(a.first())? * 100.0, Some(4))
+            )))
+        })
+        .func("humanizeTimestamp", |a| {
+            Ok(s(humanize_timestamp(to_float(a.first())?)))
+        })
+        .func("safeHtml", |a| Ok(s(arg_str(a, 0))))
+        .func("graphLink", |a| Ok(s(graph_link(&arg_str(a, 0), 0))))
+        .func("tableLink", |a| Ok(s(graph_link(&arg_str(a, 0), 1))))
+        .func("pathPrefix", move |_| Ok(s(path_prefix.clone())))
+        .func("externalURL", move |_| Ok(s(ext.clone())))
+        .func("now", move |_| Ok(Value::Float(t_ms as f64 / 1000.0)))
+        .func("args", |a| {
+            Ok(Value::Map(Arc::new(
+                a.iter()
+                    .enumerate()
+                    .map(|(i, v)| (Arc::from(format!("arg{i}").as_str()), v.clone()))
+                    .collect(),
+            )))
+        })
+        .func("first", |a| match a.first() {
+            Some(Value::List(l)) => l
+                .first()
+                .cloned()
+                .ok_or_else(|| err("first() called on vector with no elements")),
+            _ => Err(err("first() called on vector with no elements")),
+        })
+        .func("label", |a| {
+            let name = arg_str(a, 0);
+            Ok(
+                match a
+                    .get(1)
+                    .and_then(|v| v.field("Labels"))
+                    .and_then(|l| l.field(&name))
+                {
+                    Some(v) => v.clone(),
+                    None => s(""),
+                },
+            )
+        })
+        .func("value", |a| {
+            Ok(a.first()
+                .and_then(|v| v.field("Value"))
+                .cloned()
+                .unwrap_or(Value::Float(0.0)))
+        })
+        .func("strvalue", |a| {
+            Ok(a.first()
+                .and_then(|v| v.field("Labels"))
+                .and_then(|l| l.field("__value__"))
+                .cloned()
+                .unwrap_or_else(|| s("")))
+        })
+        .func("sortByLabel", |a| {
+            let name = arg_str(a, 0);
+            let mut v: Vec<Value> = match a.get(1) {
+                Some(Value::List(l)) => l.to_vec(),
+                _ => Vec::new(),
+            };
+            let key = |x: &Value| {
+                x.field("Labels")
+                    .and_then(|l| l.field(&name))
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            };
+            v.sort_by_key(key);
+            Ok(Value::List(Arc::from(v)))
+        })
+        .func("stripPort", |a| Ok(s(strip_port(&arg_str(a, 0)))))
+        .func("stripDomain", |a| {
+            let hp = arg_str(a, 0);
+            let (host, port) = match hp.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
+                    (h.to_string(), format!(":{p}"))
+                }
+                _ => (hp.clone(), String::new()),
+            };
+            if host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
+                return Ok(s(hp));
             }
-            _ => (hp.clone(), String::new()),
-        };
-        if host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
-            return Ok(s(hp));
-        }
-        Ok(s(format!(
-            "{}{port}",
-            host.split('.').next().unwrap_or(&host)
-        )))
-    })
-    .func("parseDuration", |a| {
-        let d =
-            crate::model::time::Duration::parse(&arg_str(a, 0)).map_err(|e| err(e.to_string()))?;
-        Ok(Value::Float(d.as_millis() as f64 / 1000.0))
-    })
-    .func("query", move |a| {
-        let Some(q) = &query else {
-            return Err(err("query is not available here"));
-        };
-        let rows = q(&arg_str(a, 0)).map_err(err)?;
-        Ok(Value::List(Arc::from(
-            rows.iter()
-                .map(|(l, v)| sample_value(l, *v))
-                .collect::<Vec<_>>(),
-        )))
-    })
+            Ok(s(format!(
+                "{}{port}",
+                host.split('.').next().unwrap_or(&host)
+            )))
+        })
+        .func("parseDuration", |a| {
+            let d = crate::model::time::Duration::parse(&arg_str(a, 0))
+                .map_err(|e| err(e.to_string()))?;
+            Ok(Value::Float(d.as_millis() as f64 / 1000.0))
+        })
+        .func("query", move |a| {
+            let Some(q) = &query else {
+                return Err(err("query is not available here"));
+            };
+            let rows = q(&arg_str(a, 0)).map_err(err)?;
+            Ok(Value::List(Arc::from(
+                rows.iter()
+                    .map(|(l, v)| sample_value(l, *v))
+                    .collect::<Vec<_>>(),
+            )))
+        })
 }
 
 fn url_path(u: &str) -> String {
@@ -352,29 +332,8 @@ fn graph_link(expr: &str, tab: u8) -> String {
     format!("/graph?g0.expr={q}&g0.tab={tab}")
 }
 
-/// Go's `strings.Title`: upper-cases the first letter of each word.
-fn go_title(x: &str) -> String {
-    let sep = |c: char| {
-        if c.is_ascii() {
-            !(c.is_ascii_alphanumeric() || c == '_')
-        } else {
-            c.is_whitespace()
-        }
-    };
-    let mut out = String::with_capacity(x.len());
-    let mut prev = ' ';
-    for c in x.chars() {
-        if sep(prev) {
-            out.extend(c.to_uppercase());
-        } else {
-            out.push(c);
-        }
-        prev = c;
-    }
-    out
-}
-
 pub use crate::model::gofmt::go_g;
+use crate::model::gotmpl::arg_str;
 
 /// Go's `strconv.FormatFloat(v, 'e', -1, 64)` (`1e+00`, `1.234567891e+06`), as the rules
 /// and alerts APIs print alert values.
