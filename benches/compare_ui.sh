@@ -16,7 +16,10 @@ APPLIANCE_ADMIN_PASSWORD=bench ./target/release/appliance run --listen 127.0.0.1
 for u in http://127.0.0.1:19390/-/ready http://127.0.0.1:19391/-/ready; do
   for _ in $(seq 1 100); do curl -sf "$u" >/dev/null && break; sleep 0.1; done
 done
-sleep 6 # a scrape or two, so both pages show data
+# Both pages show data once each has scraped: wait for it rather than for a fixed time.
+for u in "http://127.0.0.1:19390/api/v1/query?query=up" "http://127.0.0.1:19391/api/v1/query?query=node_load1"; do
+  for _ in $(seq 1 300); do curl -sf "$u" | grep -q '"value"' && break; sleep 0.1; done
+done
 cd web
 {
   node tests/page_weight.mjs appliance-overview http://127.0.0.1:19391/ .stat-value bench

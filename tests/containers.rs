@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 
@@ -113,8 +113,12 @@ fn cadvisor_families_and_states_from_a_real_engine() {
     // A CPU-burning container uses about one core-second per second.
     let cpu = |a: &str| page_value(a, "container_cpu_usage_seconds_total", &burn);
     let (v0, t0) = (wait_for(30, "burner cpu", || cpu(&addr)), Instant::now());
-    std::thread::sleep(Duration::from_secs(4)); // the interval the rate is measured over
-    let (v1, t1) = (cpu(&addr).unwrap(), Instant::now());
+    // Measured over a few seconds of CPU time: read until the counter has moved by 3 s
+    // (a burner at about one core gets there in about 3 s; one that does not burn never does).
+    let (v1, t1) = wait_for(30, "3 s of the burner's CPU time", || {
+        let v = cpu(&addr)?;
+        (v - v0 >= 3.0).then(|| (v, Instant::now()))
+    });
     let rate = (v1 - v0) / (t1 - t0).as_secs_f64();
     assert!((0.6..=1.4).contains(&rate), "burner used {rate} cores");
     eprintln!("container_cpu_usage_seconds_total of a `yes` loop: {rate:.2} core-seconds/s");

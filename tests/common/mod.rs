@@ -357,6 +357,7 @@ pub fn smtp_server() -> (String, Mails) {
 /// started again on the same port.
 pub struct Target {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    port: u16,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -364,24 +365,23 @@ impl Target {
     /// Serves `body` (text format) on `port` until stopped.
     pub fn start(port: u16, body: &'static str) -> Target {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-        listener.set_nonblocking(true).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let s2 = stop.clone();
+        // A blocking accept: `stop` wakes it with a connection of its own.
         let thread = std::thread::spawn(move || {
-            while !s2.load(std::sync::atomic::Ordering::Acquire) {
-                match listener.accept() {
-                    Ok((mut s, _)) => {
-                        let _ = s.set_nonblocking(false);
-                        let mut b = [0u8; 2048];
-                        let _ = s.read(&mut b);
-                        let _ = s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes());
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            for conn in listener.incoming() {
+                if s2.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
                 }
+                let Ok(mut s) = conn else { continue };
+                let mut b = [0u8; 2048];
+                let _ = s.read(&mut b);
+                let _ = s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes());
             }
         });
         Target {
             stop,
+            port,
             thread: Some(thread),
         }
     }
@@ -389,6 +389,7 @@ impl Target {
     /// Closes the socket (the target is then down).
     pub fn stop(mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
