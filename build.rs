@@ -4,51 +4,10 @@
 //! and npm, a stale bundle is used with a warning and a missing one stops the build with a
 //! message saying what to install.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
-fn files(web: &Path) -> Vec<String> {
-    let mut out = vec![
-        "index.html".to_string(),
-        "build.mjs".to_string(),
-        "package-lock.json".to_string(),
-    ];
-    fn walk(web: &Path, rel: &str, out: &mut Vec<String>) {
-        let Ok(rd) = std::fs::read_dir(web.join(rel)) else {
-            return;
-        };
-        let mut names: Vec<String> = rd
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        for n in names {
-            let p = format!("{rel}/{n}");
-            if web.join(&p).is_dir() {
-                walk(web, &p, out);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    walk(web, "src", &mut out);
-    out.sort();
-    out
-}
-
-/// The same hash `web/build.mjs` writes: sorted relative paths, each `path\0contents\0`.
-fn source_hash(web: &Path) -> String {
-    let mut h = Sha256::new();
-    for f in files(web) {
-        h.update(f.as_bytes());
-        h.update([0]);
-        h.update(std::fs::read(web.join(&f)).unwrap_or_default());
-        h.update([0]);
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
+include!("web/source_hash.rs");
 
 fn have(cmd: &str) -> bool {
     Command::new(cmd)
@@ -63,6 +22,7 @@ fn main() {
     println!("cargo:rerun-if-changed=web/src");
     println!("cargo:rerun-if-changed=web/index.html");
     println!("cargo:rerun-if-changed=web/build.mjs");
+    println!("cargo:rerun-if-changed=web/source_hash.rs");
     println!("cargo:rerun-if-changed=web/package-lock.json");
     println!("cargo:rerun-if-changed=web/dist");
     println!("cargo:rerun-if-changed=dashboards");

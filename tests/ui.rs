@@ -367,36 +367,7 @@ fn the_bundle_is_served_compressed_with_etags_and_is_small() {
     assert_eq!(code, 404);
 }
 
-/// What `web/build.mjs` records in `dist/.source-hash` (and build.rs checks): sorted relative
-/// paths of index.html, build.mjs, package-lock.json and src/**, each `path\0contents\0`.
-fn source_hash(web: &Path) -> String {
-    use sha2::{Digest, Sha256};
-    fn walk(web: &Path, rel: &str, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(web.join(rel)).unwrap().flatten() {
-            let p = format!("{rel}/{}", e.file_name().to_string_lossy());
-            if e.path().is_dir() {
-                walk(web, &p, out);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    let mut files = vec![
-        "index.html".to_string(),
-        "build.mjs".to_string(),
-        "package-lock.json".to_string(),
-    ];
-    walk(web, "src", &mut files);
-    files.sort();
-    let mut h = Sha256::new();
-    for f in files {
-        h.update(f.as_bytes());
-        h.update([0]);
-        h.update(std::fs::read(web.join(&f)).unwrap());
-        h.update([0]);
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
+include!("../web/source_hash.rs");
 
 #[test]
 fn the_committed_bundle_matches_its_sources() {

@@ -207,6 +207,10 @@ impl Auth {
 
     fn failed(&self, ip: IpAddr) {
         let mut f = self.failures.lock();
+        // Many guessing addresses must not grow the table without bound.
+        if f.len() >= 1024 {
+            f.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
         let e = f.entry(ip).or_insert((0, Instant::now()));
         if e.1.elapsed() >= FAILURE_WINDOW {
             *e = (0, Instant::now());

@@ -383,6 +383,13 @@ async fn strip_prefix(prefix: &str, mut req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// The peer's address (loopback when the server runs without connect info, as in unit tests).
+fn client_ip(ext: &axum::http::Extensions) -> std::net::IpAddr {
+    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
+}
+
 /// Requests that only read, though sent as `POST` (Prometheus accepts form bodies there).
 const READ_POSTS: &[&str] = &[
     "/api/v1/query",
@@ -405,11 +412,7 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
     if open {
         return next.run(req).await;
     }
-    let ip = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let ip = client_ip(req.extensions());
     let is_read = matches!(
         method,
         axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS

@@ -6,13 +6,12 @@
 //! cookie's attributes; the credential check itself is `auth`'s.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::{Extension, Form, Router};
+use axum::{Form, Router};
 use rust_embed::RustEmbed;
 use serde::Deserialize;
 
@@ -257,11 +256,6 @@ struct LoginForm {
     next: String,
 }
 
-fn client_ip(ci: Option<Extension<ConnectInfo<SocketAddr>>>) -> std::net::IpAddr {
-    ci.map(|c| c.0 .0.ip())
-        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
-}
-
 fn cookie_path(base: &str) -> &str {
     if base.is_empty() {
         "/"
@@ -272,10 +266,10 @@ fn cookie_path(base: &str) -> &str {
 
 async fn login(
     State(st): State<AppState>,
-    ci: Option<Extension<ConnectInfo<SocketAddr>>>,
+    parts: axum::http::request::Parts,
     Form(f): Form<LoginForm>,
 ) -> Response {
-    let ip = client_ip(ci);
+    let ip = super::client_ip(&parts.extensions);
     let base = st.deps.base_path.clone();
     if st.deps.auth.throttled(ip) {
         return back_to_login(&base, "throttled");
