@@ -296,25 +296,53 @@ async fn query_range(
     Ok(result_json(r, start))
 }
 
-async fn format_query(RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+async fn format_query(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let p = Params::new(q, &body);
     let text = query_text(&p)?;
-    let expr = crate::promql::parse(&text).map_err(promql_error)?;
-    Ok(ok(json!(expr.prettify()), Vec::new()))
+    let budget = st.deps.engine.timeout();
+    let pretty = parsed_blocking(text, budget, |e| Ok(e.prettify())).await?;
+    Ok(ok(json!(pretty), Vec::new()))
 }
 
-async fn parse_query(RawQuery(q): RawQuery, body: Bytes) -> Result<Response, ApiError> {
+async fn parse_query(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let p = Params::new(q, &body);
     let text = query_text(&p)?;
-    let expr = crate::promql::parse(&text).map_err(promql_error)?;
+    let budget = st.deps.engine.timeout();
     // The parser crate serialises its AST in the JSON shape of Prometheus's parse_query.
-    let ast =
-        serde_json::to_value(&expr).map_err(|e| ApiError(ErrorType::Execution, e.to_string()))?;
+    let ast = parsed_blocking(text, budget, |e| serde_json::to_value(e)).await?;
     Ok(ok(ast, Vec::new()))
+}
+
+/// Parses `text` off the async threads (on a stack its depth fits) and applies `f` there.
+async fn parsed_blocking<T: Send + 'static>(
+    text: String,
+    budget: std::time::Duration,
+    f: impl FnOnce(&promql_parser::parser::Expr) -> Result<T, serde_json::Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(move || crate::promql::with_parsed(&text, budget, f))
+        .await
+        .map_err(|e| ApiError(ErrorType::Execution, e.to_string()))?
+        .map_err(promql_error)?
+        .map_err(|e| ApiError(ErrorType::Execution, e.to_string()))
 }
 
 /// Parses a series selector with the PromQL parser into our matchers.
 pub fn parse_selector(s: &str) -> Result<Vec<Matcher>, String> {
+    // A selector is one bracket deep; anything deeper is refused before the parser (which
+    // recurses) sees it.
+    if crate::promql::shape::nesting(s).map_err(|e| e.to_string())? > 4 {
+        return Err(format!(
+            "1:1: parse error: unexpected expression {s:?}, expected a vector selector"
+        ));
+    }
     let expr = promql_parser::parser::parse(s)?;
     let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
         return Err(format!(

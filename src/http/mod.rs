@@ -240,6 +240,8 @@ pub trait QueryEngine: Send + Sync {
         end: i64,
         step: i64,
     ) -> Result<crate::promql::QueryResult, crate::promql::PromqlError>;
+    /// The query timeout, which `format_query` and `parse_query` obey too.
+    fn timeout(&self) -> std::time::Duration;
 }
 
 impl QueryEngine for crate::promql::Engine {
@@ -258,6 +260,9 @@ impl QueryEngine for crate::promql::Engine {
         step: i64,
     ) -> Result<crate::promql::QueryResult, crate::promql::PromqlError> {
         crate::promql::Engine::range(self, q, start, end, step)
+    }
+    fn timeout(&self) -> std::time::Duration {
+        crate::promql::Engine::timeout(self)
     }
 }
 

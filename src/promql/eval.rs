@@ -14,7 +14,10 @@ use crate::model::{is_stale_nan, Labels, MatchOp, Matcher, METRIC_NAME};
 use crate::storage::Querier;
 
 /// Parses a query; the error text is the parser's, as Prometheus returns it for `bad_data`.
-pub fn parse(q: &str) -> Result<Expr, PromqlError> {
+/// The caller has bounded the query's shape (`shape::nesting`) and runs this where its depth
+/// fits; `budget` bounds the search for a syntax error's position.
+pub(super) fn parse(q: &str, budget: std::time::Duration) -> Result<Expr, PromqlError> {
+    let deadline = Instant::now() + budget;
     let fixed = go_byte_escapes(q);
     let q = fixed.as_deref().unwrap_or(q);
     match promql_parser::parser::parse(q) {
@@ -32,9 +35,14 @@ pub fn parse(q: &str) -> Result<Expr, PromqlError> {
             }
             // Prometheus prefixes syntax errors with `line:col:`; the parser crate does not.
             if err == "invalid promql query" {
-                return Err(PromqlError::Parse(match locate_syntax_error(q) {
+                return Err(PromqlError::Parse(match locate_syntax_error(q, deadline) {
                     Some((line, col, tok)) => {
                         format!("{line}:{col}: parse error: unexpected {tok:?}")
+                    }
+                    None if Instant::now() > deadline => {
+                        "parse error: invalid query (its position was not searched further, \
+                         the query is too long)"
+                            .to_string()
                     }
                     None => {
                         let (line, col) = line_col(q, q.trim_end().len());
@@ -43,7 +51,7 @@ pub fn parse(q: &str) -> Result<Expr, PromqlError> {
                 }));
             }
             if err.starts_with("unexpected") && !err.contains("end of input") {
-                if let Some((line, col, _)) = locate_syntax_error(q) {
+                if let Some((line, col, _)) = locate_syntax_error(q, deadline) {
                     return Err(PromqlError::Parse(format!(
                         "{line}:{col}: parse error: {err}"
                     )));
@@ -102,7 +110,7 @@ fn token_starts(q: &str) -> Vec<usize> {
 /// query stops being the start of any valid query: the first token after which no simple
 /// completion (an operand, a grouping, a matcher value, a duration, then the open brackets
 /// closed) parses: that token's line, column and text; None when every prefix could go on.
-fn locate_syntax_error(q: &str) -> Option<(usize, usize, String)> {
+fn locate_syntax_error(q: &str, deadline: Instant) -> Option<(usize, usize, String)> {
     const FILLERS: &[&str] = &[
         "",
         " x",
@@ -170,6 +178,11 @@ fn locate_syntax_error(q: &str) -> Option<(usize, usize, String)> {
     let starts = token_starts(q);
     // Bounded work on an error path: long queries are checked up to 400 tokens.
     for (k, &start) in starts.iter().enumerate().take(400) {
+        // Each step re-parses a prefix: on a long query this is slow, and the position is a
+        // courtesy, so it gives up at the deadline (a query's timeout must hold on errors too).
+        if Instant::now() > deadline {
+            return None;
+        }
         let end = starts.get(k + 1).copied().unwrap_or(q.len());
         if !completable(q[..end].trim_end()) {
             let (line, col) = line_col(q, start);

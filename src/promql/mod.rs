@@ -10,6 +10,7 @@ mod binary;
 mod eval;
 mod functions;
 mod histogram;
+pub mod shape;
 pub mod testlang;
 
 use std::sync::Arc;
@@ -18,8 +19,8 @@ use std::time::Duration;
 use crate::model::Labels;
 use crate::storage::Querier;
 
-pub use eval::parse;
 pub use functions::go_f as format_value;
+pub use shape::{MAX_DEPTH, MAX_QUERY_BYTES};
 
 /// One sample of an instant vector.
 #[derive(Clone, Debug, PartialEq)]
@@ -171,10 +172,14 @@ impl Engine {
         Engine { querier, opts }
     }
 
+    /// The query timeout.
+    pub fn timeout(&self) -> Duration {
+        self.opts.timeout
+    }
+
     /// Evaluates `query` at `t_ms`.
     pub fn instant(&self, query: &str, t_ms: i64) -> Result<QueryResult, PromqlError> {
-        let expr = parse(query)?;
-        eval::run(&*self.querier, &self.opts, &expr, t_ms, t_ms, 0)
+        self.run(query, t_ms, t_ms, 0)
     }
 
     /// Evaluates `query` from `start` to `end` (inclusive) every `step` (all ms).
@@ -185,10 +190,49 @@ impl Engine {
         end: i64,
         step: i64,
     ) -> Result<QueryResult, PromqlError> {
-        let expr = parse(query)?;
-        eval::run(&*self.querier, &self.opts, &expr, start, end, step)
+        self.run(query, start, end, step)
+    }
+
+    fn run(
+        &self,
+        query: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<QueryResult, PromqlError> {
+        let depth = shape::nesting(query)?;
+        shape::on_query_stack(depth, || {
+            let expr = eval::parse(query, self.opts.timeout)?;
+            eval::run(&*self.querier, &self.opts, &expr, start, end, step)
+        })
     }
 }
+
+/// Parses a query, refusing what is too long or too deep to handle (see [`shape`]). The
+/// error text is the parser's, as Prometheus returns it for `bad_data`.
+pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, PromqlError> {
+    let depth = shape::nesting(query)?;
+    shape::on_query_stack(depth, || eval::parse(query, ERROR_LOCATION_BUDGET))
+}
+
+/// Runs `f` over the parsed `query` where its depth fits (see [`shape`]); the tree is dropped
+/// there too.
+pub fn with_parsed<T: Send>(
+    query: &str,
+    budget: Duration,
+    f: impl FnOnce(&promql_parser::parser::Expr) -> T + Send,
+) -> Result<T, PromqlError> {
+    let depth = shape::nesting(query)?;
+    shape::on_query_stack(depth, || eval::parse(query, budget).map(|e| f(&e)))
+}
+
+/// Prometheus's `format_query`: the query pretty-printed.
+pub fn format_query(query: &str) -> Result<String, PromqlError> {
+    with_parsed(query, ERROR_LOCATION_BUDGET, |e| e.prettify())
+}
+
+/// How long a syntax error may be searched for its position where no query timeout applies.
+const ERROR_LOCATION_BUDGET: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests;

@@ -154,7 +154,7 @@ fn plain_selectors_return_native_histograms_and_expressions_say_they_left_them_o
 
 #[test]
 fn syntax_errors_say_where() {
-    let msg = |q: &str| match eval::parse(q) {
+    let msg = |q: &str| match parse(q) {
         Err(PromqlError::Parse(m)) => m,
         other => panic!("{q}: {other:?}"),
     };
@@ -175,7 +175,7 @@ fn syntax_errors_say_where() {
         "sum by (job) (up) / on(job) group_left max(up) > bool 2",
         "max_over_time(up[1h:5m])",
     ] {
-        assert!(eval::parse(ok).is_ok(), "{ok}");
+        assert!(parse(ok).is_ok(), "{ok}");
     }
     // The parser's own specific messages pass through.
     assert!(msg("sum(up").contains("unclosed"), "{}", msg("sum(up"));
