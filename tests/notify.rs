@@ -551,3 +551,98 @@ notify:
         "{data}"
     );
 }
+
+fn always_firing(dir: &std::path::Path, hook: &str, group_interval: &str) -> String {
+    std::fs::write(
+        dir.join("alerts.yml"),
+        "groups:\n  - name: a\n    interval: 1s\n    rules:\n      - alert: Always\n        expr: vector(1)\n",
+    )
+    .unwrap();
+    format!(
+        "global: {{evaluation_interval: 1s}}
+rule_files: [alerts.yml]
+notify:
+  route: {{receiver: team, group_by: [alertname], group_wait: 1s, group_interval: {group_interval}, repeat_interval: 4h}}
+  receivers:
+    - name: team
+      webhook_configs: [{{url: 'http://{hook}/hook'}}]
+"
+    )
+}
+
+/// Issue 13: the log was written before delivery, so a receiver outage longer than the
+/// retries (about 8 s) lost the alert until `repeat_interval` (4 h).
+#[test]
+fn a_receiver_down_for_30s_gets_the_alert_at_the_next_group_interval() {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, got, answer) = switchable_recorder(500);
+    let cfg = always_firing(dir.path(), &hook, "10s");
+    let (_app, addr) = appliance_with_config(dir.path(), &cfg);
+    wait_for(30, "the first (failing) attempt", || {
+        (!got.lock().unwrap().is_empty()).then_some(())
+    });
+    let outage_start = Instant::now();
+    wait_for(60, "30 s of outage with every attempt failing", || {
+        (outage_start.elapsed() > Duration::from_secs(30)).then_some(())
+    });
+    let failed_requests = got.lock().unwrap().len();
+    assert!(
+        failed_requests >= 6,
+        "retried across intervals: {failed_requests}"
+    );
+    answer.store(200, Ordering::SeqCst);
+    let back = Instant::now();
+    // The next flush is at most one group_interval away, plus one round of retry backoff.
+    wait_for(25, "the alert delivered once the receiver is back", || {
+        let v = get_json(&addr, "/api/v1/notifications");
+        v["data"]
+            .as_array()?
+            .iter()
+            .find(|e| e["success"] == true)
+            .cloned()
+    });
+    assert!(back.elapsed() < Duration::from_secs(25));
+    let bodies = json_bodies(&got, "/hook");
+    let last = bodies.last().unwrap();
+    assert_eq!(last["status"], "firing");
+    assert_eq!(last["alerts"][0]["labels"]["alertname"], "Always");
+    // Delivered: no more sends until repeat_interval.
+    let n = got.lock().unwrap().len();
+    let quiet = Instant::now() + Duration::from_secs(12);
+    wait_for(20, "a quiet group interval", || {
+        assert_eq!(got.lock().unwrap().len(), n, "sent again after it landed");
+        (Instant::now() > quiet).then_some(())
+    });
+}
+
+#[test]
+fn an_alert_that_failed_before_a_restart_is_sent_after_it() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, got, answer) = switchable_recorder(500);
+    let cfg = always_firing(dir.path(), &hook, "1h");
+    let (mut app, addr) = appliance_with_config(dir.path(), &cfg);
+    wait_for(30, "the failure in the history", || {
+        let v = get_json(&addr, "/api/v1/notifications");
+        v["data"]
+            .as_array()?
+            .iter()
+            .any(|e| e["success"] == false)
+            .then_some(())
+    });
+    std::process::Command::new("kill")
+        .args(["-TERM", &app.pid().to_string()])
+        .status()
+        .unwrap();
+    let _ = app.0.wait();
+    answer.store(200, Ordering::SeqCst);
+    let before = got.lock().unwrap().len();
+    let (_app2, _addr2) = appliance_with_config(dir.path(), &cfg);
+    wait_for(30, "the alert delivered after the restart", || {
+        (got.lock().unwrap().len() > before).then_some(())
+    });
+    let bodies = json_bodies(&got, "/hook");
+    assert_eq!(bodies.last().unwrap()["status"], "firing");
+}

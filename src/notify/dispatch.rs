@@ -37,11 +37,15 @@ impl Alert {
     }
 }
 
-/// A notification to deliver: one group's alerts for one receiver.
+/// A notification to deliver: one group's alerts for one integration of a receiver.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Notification {
     /// Receiver name.
     pub receiver: String,
+    /// Which of the receiver's integrations (its index in the receiver's list).
+    pub integration: usize,
+    /// What the notification log records for this group and integration once delivered.
+    pub log_entry: LogEntry,
     /// Alertmanager's group key: route path and group labels.
     pub group_key: String,
     /// The group's labels.
@@ -73,6 +77,21 @@ struct Group {
     group_interval: i64,
     repeat_interval: i64,
     flushed_once: bool,
+    /// Deliveries of the last flush not yet finished; the group is not flushed meanwhile.
+    in_flight: usize,
+    /// One of them failed: resolved alerts stay for the next flush to send again.
+    failed: bool,
+    /// Resolved alerts the last flush sent, which leave the group once all deliveries land.
+    pending_resolved: BTreeSet<u64>,
+}
+
+/// How long a notification log entry is kept (Alertmanager's `--data.retention`, 120h).
+const LOG_RETENTION_MS: i64 = 120 * 3600 * 1000;
+
+/// The notification log's key for one group and one integration of its receiver; each
+/// integration is deduplicated (and retried) on its own, as in Alertmanager.
+fn log_key(group_key: &str, integration: usize) -> String {
+    format!("{group_key}/{integration}")
 }
 
 /// The dispatcher's state.
@@ -137,6 +156,9 @@ impl Dispatcher {
                 group_interval: r.group_interval.as_millis(),
                 repeat_interval: r.repeat_interval.as_millis(),
                 flushed_once: false,
+                in_flight: 0,
+                failed: false,
+                pending_resolved: BTreeSet::new(),
             });
             g.alerts.insert(fp);
         }
@@ -148,26 +170,36 @@ impl Dispatcher {
         inhibited(rules, self.alerts.values(), target, now)
     }
 
-    /// When the next group is due (ms), if any.
+    /// When the next group is due (ms), if any. A group whose deliveries are still under way
+    /// waits for them ([`Dispatcher::delivered`]).
     pub fn next_due(&self) -> Option<i64> {
-        self.groups.values().map(|g| g.next_flush).min()
+        self.groups
+            .values()
+            .filter(|g| g.in_flight == 0)
+            .map(|g| g.next_flush)
+            .min()
     }
 
-    /// Flushes every group due at `now`; returns the notifications to send. `send_resolved`
-    /// says, per receiver, whether it wants resolved alerts; `muted` filters alerts
-    /// (silences, inhibition) before a notification is built; `in_interval` says whether a
-    /// named time interval contains `now` (routes' mute and active time intervals).
+    /// Flushes every group due at `now`; returns the notifications to send, one per
+    /// integration that needs one. `integrations` gives, per receiver, each integration's
+    /// `send_resolved`; `muted` filters alerts (silences, inhibition) before a notification is
+    /// built; `in_interval` says whether a named time interval contains `now` (routes' mute and
+    /// active time intervals).
+    ///
+    /// Nothing is logged as sent here: the caller reports each delivery's outcome with
+    /// [`Dispatcher::delivered`], and only a delivered notification enters the log. A failed
+    /// one is therefore sent again at the group's next flush, as in Alertmanager.
     pub fn flush(
         &mut self,
         now: i64,
-        send_resolved: &dyn Fn(&str) -> bool,
+        integrations: &dyn Fn(&str) -> Vec<bool>,
         muted: &dyn Fn(&Alert) -> bool,
         in_interval: &dyn Fn(&str) -> bool,
     ) -> Vec<Notification> {
         let mut out = Vec::new();
-        let mut empty = Vec::new();
+        let mut done = Vec::new();
         for (key, g) in self.groups.iter_mut() {
-            if g.next_flush > now {
+            if g.next_flush > now || g.in_flight > 0 {
                 continue;
             }
             g.next_flush = now + g.group_interval;
@@ -196,76 +228,121 @@ impl Dispatcher {
             resolved.sort_by(|a, b| a.labels.cmp(&b.labels));
             let firing_fps: BTreeSet<u64> = firing.iter().map(Alert::fingerprint).collect();
             let resolved_fps: BTreeSet<u64> = resolved.iter().map(Alert::fingerprint).collect();
-            let wants_resolved = send_resolved(&g.receiver);
-            let last = self.log.get(key).cloned().unwrap_or_default();
-            // Alertmanager's dedup: notify on a new firing alert, on a newly resolved one (if
-            // wanted), when everything resolved after a firing notification, or on repeat.
-            let new_firing = !firing_fps.is_subset(&last.firing);
-            let newly_resolved = wants_resolved
-                && !resolved_fps.is_empty()
-                && resolved_fps.iter().any(|f| last.firing.contains(f));
-            let all_resolved_now = firing_fps.is_empty() && !last.firing.is_empty();
-            let repeat = !firing_fps.is_empty() && now >= last.at + g.repeat_interval;
-            let notify =
-                new_firing || newly_resolved || (all_resolved_now && wants_resolved) || repeat;
-            // Resolved alerts leave the group once this flush has dealt with them.
-            g.alerts.retain(|fp| !resolved_fps.contains(fp));
-            if g.alerts.is_empty() {
-                empty.push(key.clone());
-            }
-            if all_resolved_now && !wants_resolved {
-                // Nothing is sent, but the log forgets the firing set, so a new occurrence
-                // is announced again.
-                self.log.insert(
-                    key.clone(),
-                    LogEntry {
+            let mut sent = 0;
+            for (i, wants_resolved) in integrations(&g.receiver).into_iter().enumerate() {
+                let lk = log_key(key, i);
+                let last = self.log.get(&lk).cloned().unwrap_or_default();
+                // Alertmanager's dedup: notify on a new firing alert, on a newly resolved one
+                // (if wanted), when everything resolved after a firing notification, or on
+                // repeat.
+                let new_firing = !firing_fps.is_subset(&last.firing);
+                let newly_resolved = wants_resolved
+                    && !resolved_fps.is_empty()
+                    && resolved_fps.iter().any(|f| last.firing.contains(f));
+                let all_resolved_now = firing_fps.is_empty() && !last.firing.is_empty();
+                let repeat = !firing_fps.is_empty() && now >= last.at + g.repeat_interval;
+                if all_resolved_now && !wants_resolved {
+                    // Nothing is sent, but the log forgets the firing set, so a new
+                    // occurrence is announced again.
+                    self.log.insert(
+                        lk,
+                        LogEntry {
+                            at: now,
+                            ..Default::default()
+                        },
+                    );
+                    continue;
+                }
+                let notify =
+                    new_firing || newly_resolved || (all_resolved_now && wants_resolved) || repeat;
+                if !notify {
+                    continue;
+                }
+                let mut alerts = firing.clone();
+                let status = if alerts.is_empty() {
+                    "resolved"
+                } else {
+                    "firing"
+                };
+                if wants_resolved {
+                    alerts.extend(resolved.iter().cloned());
+                }
+                if alerts.is_empty() {
+                    continue;
+                }
+                sent += 1;
+                out.push(Notification {
+                    receiver: g.receiver.clone(),
+                    integration: i,
+                    log_entry: LogEntry {
+                        firing: firing_fps.clone(),
+                        resolved: resolved_fps.clone(),
                         at: now,
-                        ..Default::default()
                     },
-                );
+                    group_key: key.clone(),
+                    group_labels: g.labels.clone(),
+                    alerts,
+                    status,
+                });
             }
-            if !notify {
-                continue;
-            }
-            self.log.insert(
-                key.clone(),
-                LogEntry {
-                    firing: firing_fps,
-                    resolved: resolved_fps,
-                    at: now,
-                },
-            );
-            let mut alerts = firing;
-            let status = if alerts.is_empty() {
-                "resolved"
+            if sent == 0 {
+                // Resolved alerts leave the group once a flush has dealt with them.
+                g.alerts.retain(|fp| !resolved_fps.contains(fp));
+                done.push(key.clone());
             } else {
-                "firing"
-            };
-            if wants_resolved {
-                alerts.extend(resolved);
+                g.in_flight = sent;
+                g.failed = false;
+                g.pending_resolved = resolved_fps;
             }
-            if alerts.is_empty() {
-                continue;
-            }
-            out.push(Notification {
-                receiver: g.receiver.clone(),
-                group_key: key.clone(),
-                group_labels: g.labels.clone(),
-                alerts,
-                status,
-            });
         }
-        for k in empty {
-            self.groups.remove(&k);
+        for k in done {
+            self.settle(&k);
         }
-        // Alerts in no group any more are forgotten.
+        self.forget_orphans();
+        self.log.retain(|_, e| e.at + LOG_RETENTION_MS > now);
+        out
+    }
+
+    /// Reports the outcome of delivering `n` (from [`Dispatcher::flush`]). A delivered
+    /// notification enters the log; when the group's last delivery is back and all landed,
+    /// the resolved alerts it carried leave the group. After a failure they stay, and the
+    /// next flush (one `group_interval` later) sends again what the log does not hold.
+    pub fn delivered(&mut self, n: &Notification, ok: bool) {
+        if ok {
+            self.log
+                .insert(log_key(&n.group_key, n.integration), n.log_entry.clone());
+        }
+        let Some(g) = self.groups.get_mut(&n.group_key) else {
+            return;
+        };
+        g.in_flight = g.in_flight.saturating_sub(1);
+        g.failed |= !ok;
+        if g.in_flight > 0 {
+            return;
+        }
+        let pending = std::mem::take(&mut g.pending_resolved);
+        if !g.failed {
+            g.alerts.retain(|fp| !pending.contains(fp));
+        }
+        self.settle(&n.group_key);
+        self.forget_orphans();
+    }
+
+    /// Drops the group `key` once it holds no alerts.
+    fn settle(&mut self, key: &str) {
+        if self.groups.get(key).is_some_and(|g| g.alerts.is_empty()) {
+            self.groups.remove(key);
+        }
+    }
+
+    /// Forgets alerts that no group holds any more.
+    fn forget_orphans(&mut self) {
         let live: BTreeSet<u64> = self
             .groups
             .values()
             .flat_map(|g| g.alerts.iter().copied())
             .collect();
         self.alerts.retain(|fp, _| live.contains(fp));
-        out
     }
 
     /// Alerts held (for the API), sorted by labels.
@@ -281,6 +358,23 @@ mod tests {
     use super::*;
 
     const S: i64 = 1000;
+
+    impl Dispatcher {
+        /// Flushes and reports every notification delivered.
+        fn flush_delivered(
+            &mut self,
+            now: i64,
+            integrations: &dyn Fn(&str) -> Vec<bool>,
+            muted: &dyn Fn(&Alert) -> bool,
+            in_interval: &dyn Fn(&str) -> bool,
+        ) -> Vec<Notification> {
+            let n = self.flush(now, integrations, muted, in_interval);
+            for x in &n {
+                self.delivered(x, true);
+            }
+            n
+        }
+    }
 
     fn never(_: &str) -> bool {
         false
@@ -310,7 +404,7 @@ mod tests {
     fn group_wait_interval_repeat_and_resolve() {
         let r = route("receiver: team\ngroup_by: [alertname]\ngroup_wait: 30s\ngroup_interval: 5m\nrepeat_interval: 1h\n");
         let mut d = Dispatcher::default();
-        let yes = |_: &str| true;
+        let yes = |_: &str| vec![true];
         let no_mute = |_: &Alert| false;
         d.insert(
             &r,
@@ -318,7 +412,7 @@ mod tests {
             0,
         );
         assert!(
-            d.flush(29 * S, &yes, &no_mute, &never).is_empty(),
+            d.flush_delivered(29 * S, &yes, &no_mute, &never).is_empty(),
             "group_wait"
         );
         d.insert(
@@ -330,7 +424,7 @@ mod tests {
             ),
             10 * S,
         );
-        let n = d.flush(30 * S, &yes, &no_mute, &never);
+        let n = d.flush_delivered(30 * S, &yes, &no_mute, &never);
         assert_eq!(names(&n), vec![("team".to_string(), "firing", 2)]);
         assert_eq!(n[0].group_labels["alertname"], "Down");
         // Same alerts again at the group interval: no change, no repeat yet.
@@ -348,14 +442,16 @@ mod tests {
             ),
             60 * S,
         );
-        assert!(d.flush(330 * S, &yes, &no_mute, &never).is_empty());
+        assert!(d
+            .flush_delivered(330 * S, &yes, &no_mute, &never)
+            .is_empty());
         // b resolves: the next flush tells.
         d.insert(
             &r,
             alert(&[("alertname", "Down"), ("instance", "b")], 10 * S, 400 * S),
             400 * S,
         );
-        let n = d.flush(630 * S, &yes, &no_mute, &never);
+        let n = d.flush_delivered(630 * S, &yes, &no_mute, &never);
         assert_eq!(names(&n), vec![("team".to_string(), "firing", 2)]);
         assert!(n[0].alerts[1].resolved(630 * S));
         // a keeps firing: repeated after repeat_interval only.
@@ -364,8 +460,10 @@ mod tests {
             alert(&[("alertname", "Down"), ("instance", "a")], 0, 3 * 3600 * S),
             700 * S,
         );
-        assert!(d.flush(930 * S, &yes, &no_mute, &never).is_empty());
-        let n = d.flush(630 * S + 3600 * S, &yes, &no_mute, &never);
+        assert!(d
+            .flush_delivered(930 * S, &yes, &no_mute, &never)
+            .is_empty());
+        let n = d.flush_delivered(630 * S + 3600 * S, &yes, &no_mute, &never);
         assert_eq!(names(&n), vec![("team".to_string(), "firing", 1)]);
     }
 
@@ -373,17 +471,17 @@ mod tests {
     fn resolution_without_send_resolved_is_silent_and_a_new_occurrence_is_announced() {
         let r = route("receiver: team\ngroup_wait: 0s\ngroup_interval: 1m\n");
         let mut d = Dispatcher::default();
-        let no = |_: &str| false;
+        let no = |_: &str| vec![false];
         let no_mute = |_: &Alert| false;
         d.insert(&r, alert(&[("alertname", "X")], 0, 10 * S), 0);
-        assert_eq!(d.flush(0, &no, &no_mute, &never).len(), 1);
+        assert_eq!(d.flush_delivered(0, &no, &no_mute, &never).len(), 1);
         assert!(
-            d.flush(60 * S, &no, &no_mute, &never).is_empty(),
+            d.flush_delivered(60 * S, &no, &no_mute, &never).is_empty(),
             "resolved, not wanted"
         );
         d.insert(&r, alert(&[("alertname", "X")], 100 * S, 500 * S), 100 * S);
         assert_eq!(
-            d.flush(100 * S, &no, &no_mute, &never).len(),
+            d.flush_delivered(100 * S, &no, &no_mute, &never).len(),
             1,
             "new occurrence"
         );
@@ -396,10 +494,14 @@ mod tests {
         d.insert(&r, alert(&[("alertname", "X"), ("team", "a")], 0, 0), 0);
         d.insert(&r, alert(&[("alertname", "Y"), ("team", "b")], 0, 0), 0);
         let night = |n: &str| n == "night";
-        let n = d.flush(0, &|_| true, &|_| false, &night);
+        let n = d.flush_delivered(0, &|_| vec![true], &|_| false, &night);
         assert!(n.is_empty(), "a muted at night; b only by day: {n:?}");
         let day = |n: &str| n == "day";
-        assert_eq!(d.flush(60 * S, &|_| true, &|_| false, &day).len(), 2);
+        assert_eq!(
+            d.flush_delivered(60 * S, &|_| vec![true], &|_| false, &day)
+                .len(),
+            2
+        );
     }
 
     #[test]
@@ -446,7 +548,7 @@ mod tests {
         let rules = cfg.inhibit_rules.clone();
         let snapshot: Vec<Alert> = d.alerts();
         let muted = |a: &Alert| inhibited(&rules, snapshot.iter(), a, 0);
-        let mut n = names(&d.flush(0, &|_| true, &muted, &never));
+        let mut n = names(&d.flush_delivered(0, &|_| vec![true], &muted, &never));
         n.sort();
         assert_eq!(
             n,
@@ -456,5 +558,50 @@ mod tests {
             ],
             "one group per route (no group_by), the inhibited warning left out"
         );
+    }
+
+    #[test]
+    fn a_failed_delivery_is_not_logged_and_is_sent_again_at_the_next_interval() {
+        let r = route("receiver: team\ngroup_wait: 0s\ngroup_interval: 1m\nrepeat_interval: 4h\n");
+        let mut d = Dispatcher::default();
+        let two = |_: &str| vec![true, true];
+        let no_mute = |_: &Alert| false;
+        d.insert(&r, alert(&[("alertname", "X")], 0, 0), 0);
+        let n = d.flush(0, &two, &no_mute, &never);
+        assert_eq!(n.len(), 2, "one per integration");
+        assert_eq!(d.next_due(), None, "waits for its deliveries");
+        d.delivered(&n[0], true);
+        d.delivered(&n[1], false);
+        assert_eq!(d.next_due(), Some(60 * S));
+        // Only the integration that failed is sent again, on every interval until it lands.
+        for t in [60 * S, 120 * S] {
+            let again = d.flush(t, &two, &no_mute, &never);
+            assert_eq!(again.len(), 1);
+            assert_eq!(again[0].integration, 1);
+            d.delivered(&again[0], false);
+        }
+        let again = d.flush(180 * S, &two, &no_mute, &never);
+        d.delivered(&again[0], true);
+        assert!(d.flush(240 * S, &two, &no_mute, &never).is_empty());
+    }
+
+    #[test]
+    fn a_resolved_alert_whose_delivery_failed_stays_until_it_lands() {
+        let r = route("receiver: team\ngroup_wait: 0s\ngroup_interval: 1m\n");
+        let mut d = Dispatcher::default();
+        let one = |_: &str| vec![true];
+        let no_mute = |_: &Alert| false;
+        d.insert(&r, alert(&[("alertname", "X")], 0, 0), 0);
+        d.flush_delivered(0, &one, &no_mute, &never);
+        d.insert(&r, alert(&[("alertname", "X")], 0, 30 * S), 30 * S);
+        let n = d.flush(60 * S, &one, &no_mute, &never);
+        assert_eq!(n[0].status, "resolved");
+        d.delivered(&n[0], false);
+        assert_eq!(d.alerts().len(), 1, "kept for the retry");
+        let n = d.flush(120 * S, &one, &no_mute, &never);
+        assert_eq!(n[0].status, "resolved");
+        d.delivered(&n[0], true);
+        assert!(d.alerts().is_empty());
+        assert_eq!(d.next_due(), None);
     }
 }

@@ -834,10 +834,11 @@ impl Notifier {
             return Vec::new();
         };
         let receivers = st.receivers.clone();
-        let wants_resolved = |name: &str| {
+        let integrations = |name: &str| {
             receivers
                 .get(name)
-                .is_some_and(|v| v.iter().any(|r| r.send_resolved()))
+                .map(|v| v.iter().map(|r| r.send_resolved()).collect())
+                .unwrap_or_default()
         };
         let snapshot = st.dispatcher.alerts();
         let silences = self.silences.lock();
@@ -853,23 +854,21 @@ impl Notifier {
         };
         let notes = st
             .dispatcher
-            .flush(now, &wants_resolved, &muted, &in_interval);
+            .flush(now, &integrations, &muted, &in_interval);
         if st.dispatcher.log != before {
             self.save_log(&st.dispatcher.log);
         }
         drop(silences);
-        drop(st);
         let mut out = Vec::new();
         for n in notes {
-            for r in receivers.get(&n.receiver).into_iter().flatten() {
-                let mut n2 = n.clone();
-                if !r.send_resolved() {
-                    n2.alerts.retain(|a| !a.resolved(now));
-                    if n2.alerts.is_empty() {
-                        continue;
-                    }
-                }
-                out.push((n2, r.clone()));
+            match receivers
+                .get(&n.receiver)
+                .and_then(|v| v.get(n.integration))
+            {
+                Some(r) => out.push((n, r.clone())),
+                // The receiver changed under a reload between flush and here: nothing to
+                // deliver to; the group settles and the next flush uses the new receivers.
+                None => st.dispatcher.delivered(&n, false),
             }
         }
         out
@@ -920,8 +919,18 @@ impl Notifier {
         }
         if !ok {
             self.metrics.failed.get_or_create(&label).inc();
-            tracing::error!(receiver = %n.receiver, integration = r.kind(), error = %last_err, "notification failed after all retries");
+            tracing::error!(receiver = %n.receiver, integration = r.kind(), error = %last_err, "notification failed after all retries; sent again at the group's next interval");
         }
+        // Only a delivered notification enters the log; a failed one is sent again at the
+        // group's next flush.
+        {
+            let mut st = self.state.lock();
+            st.dispatcher.delivered(&n, ok);
+            if ok {
+                self.save_log(&st.dispatcher.log);
+            }
+        }
+        self.wake.notify_one();
         let mut names: BTreeMap<String, usize> = BTreeMap::new();
         for a in &n.alerts {
             *names

@@ -367,6 +367,8 @@ mod tests {
         };
         Notification {
             receiver: "team".into(),
+            integration: 0,
+            log_entry: Default::default(),
             group_key: "0:{}".into(),
             group_labels: [("alertname".to_string(), "Down".to_string())].into(),
             alerts: vec![a("a:1", 0), a("b:1", 10)],

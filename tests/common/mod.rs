@@ -245,6 +245,20 @@ pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
 /// An HTTP server on 127.0.0.1 that records every request's path and body and answers
 /// `status` (standing in for Slack, a webhook, PagerDuty…). Returns its address.
 pub fn recorder(status: u16) -> (String, Received) {
+    let (addr, got, _) = switchable_recorder(status);
+    (addr, got)
+}
+
+/// As [`recorder`], with the answer's status changeable while it runs (a receiver outage).
+pub fn switchable_recorder(
+    status: u16,
+) -> (
+    String,
+    Received,
+    std::sync::Arc<std::sync::atomic::AtomicU16>,
+) {
+    let answer = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(status));
+    let a = answer.clone();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let got: Received = Default::default();
@@ -282,12 +296,13 @@ pub fn recorder(status: u16) -> (String, Received) {
             let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
             let body = String::from_utf8_lossy(&buf[start..]).to_string();
             g.lock().unwrap().push((path, body));
+            let status = a.load(std::sync::atomic::Ordering::SeqCst);
             let resp =
                 format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
             let _ = s.write_all(resp.as_bytes());
         }
     });
-    (addr, got)
+    (addr, got, answer)
 }
 
 /// Messages an SMTP stand-in received: (envelope from, recipients, data).
