@@ -120,3 +120,190 @@ fn a_rule_run_would_refuse_is_refused_by_check_rules_and_by_reload() {
     assert_eq!(v["data"]["groups"][0]["rules"][0]["query"], "vector(7)");
     assert!(app.0.try_wait().unwrap().is_none(), "the appliance exited");
 }
+
+/// Issue 13: a distinct marker in every secret-bearing field of the config; none may appear
+/// in any endpoint, the UI's responses, the stored data or the debug log.
+#[test]
+fn no_secret_marker_appears_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe_port = common::free_port();
+    let _probe = common::Target::start(probe_port, "ok 1\n");
+    let markers: Vec<String> = (1..=16).map(|i| format!("Mark{i:02}Zq")).collect();
+    let m = |i: usize| markers[i - 1].as_str();
+    std::fs::write(
+        dir.path().join("alerts.yml"),
+        "groups:\n  - name: a\n    interval: 1s\n    rules:\n      - alert: Always\n        expr: vector(1)\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("token"), m(16)).unwrap();
+    let cfg = format!(
+        r#"global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}
+rule_files: [alerts.yml]
+web:
+  auth:
+    read_tokens: ['{m13}']
+scrape_configs:
+  - job_name: guarded
+    basic_auth: {{username: scraper, password: '{m1}'}}
+    static_configs: [{{targets: ['127.0.0.1:{probe_port}']}}]
+  - job_name: bearer
+    authorization: {{credentials: '{m2}'}}
+    static_configs: [{{targets: ['127.0.0.1:{probe_port}']}}]
+collectors:
+  node: {{enabled: false}}
+  containers: {{enabled: false}}
+  postgres:
+    enabled: true
+    instances:
+      - dsn: 'postgresql://postgres:{m3}@127.0.0.1:5432/postgres?sslmode=disable'
+      - dsn: 'host=127.0.0.1 port=5432 user=postgres password={m4} dbname=postgres'
+  redis:
+    enabled: true
+    instances: [{{url: 'redis://:{m5}@127.0.0.1:6379/0'}}]
+  celery:
+    enabled: true
+    broker_url: 'redis://:{m6}@127.0.0.1:6379/0'
+  probes:
+    - target: 'http://probe:{m7}@127.0.0.1:{probe_port}/health?token={m14}'
+notify:
+  route: {{receiver: team, group_wait: 1s, group_interval: 2s}}
+  receivers:
+    - name: team
+      webhook_configs:
+        - url: 'http://127.0.0.1:1/hook/{m8}'
+          http_config:
+            proxy_url: 'http://proxyuser:{m9}@127.0.0.1:1'
+            basic_auth: {{username: u, password: '{m10}'}}
+      slack_configs:
+        - api_url: 'http://127.0.0.1:1/services/{m11}'
+          send_resolved: true
+      email_configs:
+        - to: ops@example.org
+          from: appliance@example.org
+          smarthost: '127.0.0.1:1'
+          auth_username: ops
+          auth_password: '{m12}'
+          require_tls: false
+          headers: {{X-Api-Token: '{m15}'}}
+"#,
+        m1 = m(1),
+        m2 = m(2),
+        m3 = m(3),
+        m4 = m(4),
+        m5 = m(5),
+        m6 = m(6),
+        m7 = m(7),
+        m8 = m(8),
+        m9 = m(9),
+        m10 = m(10),
+        m11 = m(11),
+        m12 = m(12),
+        m13 = m(13),
+        m14 = m(14),
+        m15 = m(15),
+    );
+    let cfg_path = dir.path().join("appliance.yml");
+    std::fs::write(&cfg_path, &cfg).unwrap();
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let _app = common::appliance_with_args(
+        dir.path(),
+        Some(&cfg_path),
+        &addr,
+        &["--log-level", "debug"],
+    );
+    common::wait_ready(&addr);
+    // Let every collector, probe, rule and receiver run (and fail) at least once.
+    common::wait_for(40, "a failed delivery of every receiver kind", || {
+        let v = common::get_json(&addr, "/api/v1/notifications");
+        let kinds: std::collections::BTreeSet<String> = v["data"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["success"] == false)
+            .filter_map(|e| e["integration"].as_str().map(str::to_string))
+            .collect();
+        (kinds.len() == 3).then_some(())
+    });
+    common::wait_for(20, "the probe's series", || {
+        common::query_value(&addr, "probe_success").map(|_| ())
+    });
+    let instances = common::get_json(&addr, "/api/v1/label/instance/values");
+    assert!(
+        instances["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i == &format!("http://127.0.0.1:{probe_port}/health?token=<secret>")),
+        "the probe's instance has no userinfo: {instances}"
+    );
+    let mut pages = Vec::new();
+    for path in [
+        "/",
+        "/api/v1/status/config",
+        "/api/v1/status/flags",
+        "/api/v1/status/runtimeinfo",
+        "/api/v1/status/buildinfo",
+        "/api/v1/status/tsdb",
+        "/api/v1/targets",
+        "/api/v1/targets/metadata",
+        "/api/v1/metadata",
+        "/api/v1/labels",
+        "/api/v1/label/instance/values",
+        "/api/v1/label/addr/values",
+        "/api/v1/series?match[]=%7B__name__%3D~%22.%2B%22%7D",
+        "/api/v1/query?query=%7B__name__%3D~%22.%2B%22%7D",
+        "/api/v1/rules",
+        "/api/v1/alerts",
+        "/api/v1/notifications",
+        "/api/v2/status",
+        "/api/v2/receivers",
+        "/api/v2/alerts",
+        "/api/v2/alerts/groups",
+        "/api/v2/silences",
+        "/metrics",
+        "/metrics/redis",
+        "/metrics/postgres",
+        "/metrics/celery",
+        "/federate?match[]=%7B__name__%3D~%22.%2B%22%7D",
+    ] {
+        let (code, body) = common::get(&addr, path).unwrap();
+        pages.push((format!("GET {path} ({code})"), body));
+    }
+    let mut dump = |root: &Path| {
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(p) = stack.pop() {
+            if p.is_dir() {
+                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            } else if p != cfg_path && !p.ends_with("token") {
+                let bytes = std::fs::read(&p).unwrap();
+                pages.push((
+                    p.display().to_string(),
+                    String::from_utf8_lossy(&bytes).into(),
+                ));
+            }
+        }
+    };
+    dump(dir.path());
+    let log = std::fs::read_to_string(dir.path().join("appliance.log")).unwrap();
+    assert!(log.contains("DEBUG"), "the log is at debug level");
+    for (name, body) in &pages {
+        for mk in &markers {
+            assert!(
+                !body.contains(mk.as_str()),
+                "{mk} in {name}:\n{}",
+                excerpt(body, mk)
+            );
+        }
+    }
+    let status = &pages[1].1;
+    assert!(status.contains("<secret>"), "{status}");
+}
+
+fn excerpt(body: &str, marker: &str) -> String {
+    let i = body.find(marker).unwrap_or(0);
+    let start = body[..i]
+        .char_indices()
+        .rev()
+        .nth(200)
+        .map_or(0, |(j, _)| j);
+    body[start..].chars().take(400).collect()
+}

@@ -30,7 +30,7 @@ pub struct CeleryConfig {
     pub scrape_interval: Option<Duration>,
     /// The broker; empty means `$CELERY_BROKER_URL`, else `$REDIS_URL`, else
     /// `redis://127.0.0.1:6379/0`.
-    pub broker_url: String,
+    pub broker_url: crate::model::SecretUrl,
     /// Queues whose length is reported besides those found in the broker's bindings and in
     /// task-sent events.
     pub queues: Vec<String>,
@@ -43,7 +43,7 @@ impl Default for CeleryConfig {
         CeleryConfig {
             enabled: None,
             scrape_interval: None,
-            broker_url: String::new(),
+            broker_url: Default::default(),
             queues: Vec::new(),
             buckets: vec![
                 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -56,7 +56,7 @@ impl CeleryConfig {
     /// The broker URL in effect.
     pub fn effective_broker(&self) -> String {
         if !self.broker_url.is_empty() {
-            return self.broker_url.clone();
+            return self.broker_url.expose().to_string();
         }
         std::env::var("CELERY_BROKER_URL")
             .or_else(|_| std::env::var("REDIS_URL"))

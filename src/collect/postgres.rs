@@ -59,7 +59,7 @@ impl Default for PostgresConfig {
 pub struct PgInstance {
     /// A libpq connection string or URL (`postgresql://user@host:5432/db?sslmode=disable`);
     /// `${VAR}` in it is expanded from the environment like everywhere in the config.
-    pub dsn: String,
+    pub dsn: crate::model::SecretUrl,
     /// A file holding the password (read at every connect), instead of one in the DSN.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub password_file: String,
@@ -73,7 +73,7 @@ impl PostgresConfig {
         }
         let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into());
         vec![PgInstance {
-            dsn: format!("host=127.0.0.1 port=5432 user={user} dbname=postgres"),
+            dsn: format!("host=127.0.0.1 port=5432 user={user} dbname=postgres").into(),
             password_file: String::new(),
         }]
     }
@@ -221,7 +221,7 @@ pub fn answers(cfg: &PostgresConfig) -> bool {
 
 impl Target {
     fn new(i: &PgInstance) -> Result<Target, PgError> {
-        let (mut config, verify, root_cert) = parse_dsn(&i.dsn)?;
+        let (mut config, verify, root_cert) = parse_dsn(i.dsn.expose())?;
         if config.get_password().is_none() && i.password_file.is_empty() {
             if let Ok(p) = std::env::var("PGPASSWORD") {
                 config.password(p);

@@ -26,7 +26,7 @@ use crate::model::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct ProbeConfig {
     /// `https://host:port/path` (HTTP probe) or `host:port` with `module: tcp`.
-    pub target: String,
+    pub target: crate::model::SecretUrl,
     /// `http` (default for URLs) or `tcp`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub module: String,
@@ -77,12 +77,15 @@ impl ProbeConfig {
     pub fn validate(&self) -> Result<(), String> {
         match self.kind() {
             Kind::Http => {
-                url::Url::parse(&self.target)
-                    .map_err(|e| format!("target {:?}: {e}", self.target))?;
+                url::Url::parse(self.target.expose())
+                    .map_err(|e| format!("target {:?}: {e}", self.target.redacted()))?;
             }
             Kind::Tcp => {
-                if self.target.rsplit_once(':').is_none() {
-                    return Err(format!("target {:?}: expected host:port", self.target));
+                if self.target.expose().rsplit_once(':').is_none() {
+                    return Err(format!(
+                        "target {:?}: expected host:port",
+                        self.target.redacted()
+                    ));
                 }
             }
         }
@@ -98,7 +101,8 @@ impl ProbeConfig {
     }
 
     fn kind(&self) -> Kind {
-        if self.module == "tcp" || (self.module.is_empty() && !self.target.contains("://")) {
+        if self.module == "tcp" || (self.module.is_empty() && !self.target.expose().contains("://"))
+        {
             Kind::Tcp
         } else {
             Kind::Http
@@ -328,7 +332,7 @@ fn dechunk(b: &[u8]) -> Vec<u8> {
 
 async fn probe_http(p: &ProbeConfig, out: &mut Outcome) -> Result<(), ProbeError> {
     out.kind_http = true;
-    let mut url = url::Url::parse(&p.target).map_err(|e| other(e.to_string()))?;
+    let mut url = url::Url::parse(p.target.expose()).map_err(|e| other(e.to_string()))?;
     let tls = tls_connector(&p.tls_config)?;
     let method = if p.method.is_empty() {
         "GET"
@@ -394,6 +398,7 @@ async fn probe_http(p: &ProbeConfig, out: &mut Outcome) -> Result<(), ProbeError
 async fn probe_tcp(p: &ProbeConfig, out: &mut Outcome) -> Result<(), ProbeError> {
     let (host, port) = p
         .target
+        .expose()
         .rsplit_once(':')
         .ok_or_else(|| other("expected host:port"))?;
     let port: u16 = port
@@ -421,8 +426,8 @@ async fn run(p: &ProbeConfig, timeout: StdDuration) -> Outcome {
     .await;
     match r {
         Ok(Ok(())) => out.success = true,
-        Ok(Err(e)) => tracing::debug!(target = p.target, error = %e, "probe failed"),
-        Err(_) => tracing::debug!(target = p.target, "probe timed out"),
+        Ok(Err(e)) => tracing::debug!(target = %p.target, error = %e, "probe failed"),
+        Err(_) => tracing::debug!(target = %p.target, "probe timed out"),
     }
     out.kind_http = p.kind() == Kind::Http;
     out.duration = t0.elapsed().as_secs_f64();
@@ -584,7 +589,13 @@ impl Collector for ProbeCollector {
     }
 
     fn targets(&self) -> Vec<String> {
-        self.probes.iter().map(|p| p.0.target.clone()).collect()
+        // The target's identity (its `instance` label, the `?target=` of
+        // `/metrics/blackbox`) carries no credentials: labels end up in every series, the
+        // API and the WAL.
+        self.probes
+            .iter()
+            .map(|p| p.0.target.without_userinfo())
+            .collect()
     }
 
     fn collect(&self) -> CollectFuture<'_> {
@@ -597,7 +608,10 @@ impl Collector for ProbeCollector {
 
     fn collect_target<'a>(&'a self, target: &'a str) -> CollectFuture<'a> {
         Box::pin(async move {
-            let Some((p, interval, timeout)) = self.probes.iter().find(|p| p.0.target == target)
+            let Some((p, interval, timeout)) = self
+                .probes
+                .iter()
+                .find(|p| p.0.target.without_userinfo() == target)
             else {
                 return Err(CollectError::Source(format!(
                     "no probe for target {target:?}"

@@ -49,7 +49,7 @@ impl Default for RedisConfig {
 #[serde(deny_unknown_fields)]
 pub struct RedisInstance {
     /// `redis://[user:password@]host:port[/db]` or `rediss://…` for TLS.
-    pub url: String,
+    pub url: crate::model::SecretUrl,
     /// A file holding the password (read at every connect), instead of one in the URL.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub password_file: String,
@@ -62,7 +62,9 @@ impl RedisConfig {
             return self.instances.clone();
         }
         vec![RedisInstance {
-            url: std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+            url: std::env::var("REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+                .into(),
             password_file: String::new(),
         }]
     }
@@ -521,8 +523,10 @@ struct Target {
 impl Target {
     fn new(i: &RedisInstance) -> Target {
         Target {
-            client: redis::Client::open(i.url.as_str()).map_err(|e| format!("redis url: {e}")),
-            url: i.url.clone(),
+            client: redis::Client::open(i.url.expose())
+                .map_err(|e| format!("redis url {}: {e}", i.url)),
+            // The `addr` label and messages name the server, never its password.
+            url: i.url.without_userinfo(),
             password_file: i.password_file.clone(),
             conn: tokio::sync::Mutex::new(None),
             scrapes: AtomicU64::new(0),

@@ -12,11 +12,13 @@ pub mod histogram;
 pub mod labels;
 pub mod matcher;
 pub mod relabel;
+pub mod secret;
 pub mod time;
 pub mod tls;
 
 pub use labels::{Label, Labels, LabelsBuilder};
 pub use matcher::{MatchOp, Matcher};
+pub use secret::{Secret, SecretUrl};
 
 /// The value Prometheus writes to mark a series stale: a NaN with a payload that ordinary
 /// arithmetic never produces, so it survives storage bit-for-bit and can be told apart.

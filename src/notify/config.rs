@@ -420,14 +420,19 @@ fn mask(v: &str) -> String {
     }
 }
 
-/// A copy of `v` with secret values replaced by `<secret>` (file paths are kept).
+/// A copy of `v` with secret values replaced by `<secret>` (file paths are kept). Header
+/// values (`headers` of e-mail, `http_headers` of `http_config`) are all hidden, since any of
+/// them may carry a credential; any other URL keeps its host but not its userinfo or secret
+/// query parameters (`proxy_url: http://user:<secret>@proxy:3128`).
 pub fn redacted(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()
                 .map(|(k, x)| {
                     let hidden = secret_key(k) && !k.ends_with("_file") && !x.is_null();
-                    let x = if hidden && !x.is_object() && !x.is_array() {
+                    let x = if k == "headers" || k == "http_headers" {
+                        hide_leaves(x)
+                    } else if hidden && !x.is_object() && !x.is_array() {
                         Value::String(mask(x.as_str().unwrap_or("")))
                     } else {
                         redacted(x)
@@ -437,6 +442,28 @@ pub fn redacted(v: &Value) -> Value {
                 .collect(),
         ),
         Value::Array(a) => Value::Array(a.iter().map(redacted).collect()),
+        Value::String(s) => Value::String(crate::model::secret::redact_url(s).into_owned()),
+        other => other.clone(),
+    }
+}
+
+/// `v` with every string below its keys replaced by `<secret>` (header names stay).
+fn hide_leaves(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| {
+                    let x = if k.ends_with("_file") || k == "files" {
+                        x.clone()
+                    } else {
+                        hide_leaves(x)
+                    };
+                    (k.clone(), x)
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(hide_leaves).collect()),
+        Value::String(_) => Value::String(crate::model::secret::REDACTED.into()),
         other => other.clone(),
     }
 }

@@ -2,41 +2,13 @@
 //! `prometheus.yml` work unchanged, plus the `global` scrape defaults.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::model::relabel::RelabelConfig;
 use crate::model::time::{ByteSize, Duration};
 
-/// A secret string: usable by the code, printed as `<secret>` everywhere else.
-#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps `s`.
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    /// The secret itself, for building requests only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<secret>")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<secret>")
-    }
-}
+pub use crate::model::Secret;
 
 /// Scrape defaults of the `global` section.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
