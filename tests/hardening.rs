@@ -307,3 +307,96 @@ fn excerpt(body: &str, marker: &str) -> String {
         .map_or(0, |(j, _)| j);
     body[start..].chars().take(400).collect()
 }
+
+fn labels_line(n: usize) -> String {
+    let mut line = String::from("wide{");
+    for i in 0..n {
+        line.push_str(&format!("l{i}=\"v\","));
+    }
+    line.push_str("} 1\n");
+    line
+}
+
+/// Issue 13: 100k labels on one line took 28 s per scrape on an async worker, ignoring
+/// `scrape_timeout` and pausing `/-/healthy`; 1M labels burned a core for minutes.
+#[test]
+fn a_scrape_of_100k_or_1m_labels_fails_fast_and_the_server_stays_responsive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p100k, p1m, plimited) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    let _t100k = common::Target::start(p100k, Box::leak(labels_line(100_000).into_boxed_str()));
+    let _t1m = common::Target::start(p1m, Box::leak(labels_line(1_000_000).into_boxed_str()));
+    let _tl = common::Target::start(plimited, Box::leak(labels_line(40).into_boxed_str()));
+    let (app, addr) = common::appliance_with_config(
+        dir.path(),
+        &format!(
+            "global: {{scrape_interval: 2s, scrape_timeout: 2s}}
+scrape_configs:
+  - job_name: wide
+    static_configs: [{{targets: ['127.0.0.1:{p100k}', '127.0.0.1:{p1m}']}}]
+  - job_name: limited
+    label_limit: 30
+    static_configs: [{{targets: ['127.0.0.1:{plimited}']}}]
+"
+        ),
+    );
+    // While the hostile targets are scraped, the server answers at once, every time.
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut slowest = Duration::ZERO;
+    while Instant::now() < until {
+        let t = Instant::now();
+        let (code, _) = common::get(&addr, "/-/healthy").unwrap();
+        assert_eq!(code, 200);
+        slowest = slowest.max(t.elapsed());
+        let t = Instant::now();
+        common::get_json(&addr, "/api/v1/targets");
+        slowest = slowest.max(t.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest answer {slowest:?}"
+    );
+    let errors: Vec<(String, String)> = common::wait_for(20, "three failed scrapes", || {
+        let v = common::get_json(&addr, "/api/v1/targets");
+        let errs: Vec<(String, String)> = v["data"]["activeTargets"]
+            .as_array()?
+            .iter()
+            .filter(|t| t["health"] == "down")
+            .map(|t| {
+                (
+                    t["scrapeUrl"].as_str().unwrap_or("").to_string(),
+                    t["lastError"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        (errs.len() == 3).then_some(errs)
+    });
+    for (url, err) in &errors {
+        assert!(
+            err.len() < 300,
+            "{url}: an unbounded error of {} bytes",
+            err.len()
+        );
+        if url.contains(&plimited.to_string()) {
+            assert!(
+                err.contains(
+                    "label_limit exceeded (metric: wide, number of labels: 43, limit: 30)"
+                ),
+                "{url}: {err}"
+            );
+        } else {
+            assert!(
+                err.contains("the most a series may have is 10000"),
+                "{url}: {err}"
+            );
+        }
+    }
+    assert_eq!(
+        common::query_value(&addr, "sum(up{job=~\"wide|limited\"})"),
+        Some(0.0)
+    );
+    drop(app);
+}

@@ -142,6 +142,13 @@ impl LabelsBuilder {
         self
     }
 
+    /// Adds `name` without looking for it first: the caller knows it is not set (labels of
+    /// one parsed sample are unique). Keeps building a series of many labels linear.
+    pub fn push_new(&mut self, name: String, value: String) -> &mut Self {
+        self.items.push(Label { name, value });
+        self
+    }
+
     /// Deletes `name`.
     pub fn del(&mut self, name: &str) -> &mut Self {
         self.items.retain(|l| l.name != name);

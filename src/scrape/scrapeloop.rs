@@ -50,38 +50,48 @@ struct CacheEntry {
     tracked: bool,
 }
 
-/// Per-target state that outlives a config reload.
+/// Per-target state that outlives a config reload: the series the loop writes, locked for a
+/// whole scrape, and the status the API reads, locked only briefly, so a slow scrape never
+/// holds up `/api/v1/targets`.
+#[derive(Default)]
 pub struct LoopState {
+    pub(super) series: Mutex<SeriesState>,
+    pub(super) status: Mutex<Status>,
+}
+
+/// What the API shows of a target.
+pub struct Status {
     pub(super) health: Health,
     pub(super) last_error: String,
     pub(super) last_scrape_ms: i64,
     pub(super) last_duration: f64,
+    pub(super) metadata: Vec<MetadataEntry>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status {
+            health: Health::Unknown,
+            last_error: String::new(),
+            last_scrape_ms: 0,
+            last_duration: 0.0,
+            metadata: Vec::new(),
+        }
+    }
+}
+
+/// The series a target writes, for staleness and the scrape cache.
+#[derive(Default)]
+pub struct SeriesState {
     cache: HashMap<Vec<u8>, CacheEntry>,
     iter: u64,
     /// The scrape number whose series are live (candidates for stale markers).
     live_iter: u64,
     /// Report series (`up`, `scrape_*`), stale-marked when the target goes away.
     report_series: Vec<(Labels, Option<SeriesRef>)>,
-    pub(super) metadata: Vec<MetadataEntry>,
 }
 
-impl Default for LoopState {
-    fn default() -> Self {
-        LoopState {
-            health: Health::Unknown,
-            last_error: String::new(),
-            last_scrape_ms: 0,
-            last_duration: 0.0,
-            cache: HashMap::new(),
-            iter: 0,
-            live_iter: 0,
-            report_series: Vec::new(),
-            metadata: Vec::new(),
-        }
-    }
-}
-
-impl LoopState {
+impl SeriesState {
     /// Appends stale markers at `t` for live series not written by scrape `now_iter` (all of
     /// them when `now_iter` is 0), then makes `now_iter` the live scrape.
     fn mark_vanished(&mut self, app: &mut dyn Appender, t: i64, now_iter: u64) {
@@ -207,7 +217,7 @@ pub struct LoopCtx {
     pub(super) client: Option<reqwest::Client>,
     pub(super) storage: Arc<dyn Appendable>,
     pub(super) metrics: ScrapeMetrics,
-    pub(super) state: Arc<Mutex<LoopState>>,
+    pub(super) state: Arc<LoopState>,
     pub(super) seed: u64,
 }
 
@@ -230,6 +240,7 @@ pub fn offset_ms(hash: u64, seed: u64, interval_ms: i64, now: i64) -> i64 {
 
 /// Runs until `stop` carries `Some(mark_stale)`.
 pub async fn run(ctx: LoopCtx, mut stop: watch::Receiver<Option<bool>>) {
+    let ctx = Arc::new(ctx);
     let interval = ctx.job.config.interval().std();
     // In-process collectors cost nothing to scrape and nobody else depends on their phase, so
     // they start at once: the appliance's own target is up as soon as it is ready.
@@ -262,8 +273,8 @@ pub async fn run(ctx: LoopCtx, mut stop: watch::Receiver<Option<bool>>) {
 }
 
 /// Writes stale markers at `t` for every series the loop last wrote, report series included.
-pub fn write_stale(storage: &dyn Appendable, state: &Mutex<LoopState>, t: i64) {
-    let mut st = state.lock();
+pub fn write_stale(storage: &dyn Appendable, state: &LoopState, t: i64) {
+    let mut st = state.series.lock();
     let mut app = storage.appender();
     st.mark_vanished(&mut *app, t, 0);
     for (l, r) in std::mem::take(&mut st.report_series) {
@@ -288,6 +299,16 @@ enum Fail {
     Parse(String),
     #[error("{0}")]
     LabelLimit(String),
+    #[error("{0}")]
+    Timeout(String),
+}
+
+/// What a scrape that ran past `scrape_timeout` reports, as Prometheus words it.
+fn timeout_message(ctx: &LoopCtx) -> String {
+    match ctx.job.kind {
+        JobKind::Collector { .. } => "collector timed out".into(),
+        JobKind::Http => format!("Get {:?}: context deadline exceeded", ctx.target.url),
+    }
 }
 
 async fn fetch(ctx: &LoopCtx) -> Result<(Vec<u8>, Format), Fail> {
@@ -303,18 +324,13 @@ async fn fetch(ctx: &LoopCtx) -> Result<(Vec<u8>, Format), Fail> {
             };
             let page = tokio::time::timeout(timeout, page)
                 .await
-                .map_err(|_| Fail::Fetch("collector timed out".into()))?
+                .map_err(|_| Fail::Timeout(timeout_message(ctx)))?
                 .map_err(|e| Fail::Fetch(e.to_string()))?;
             Ok((page.body, page.format))
         }
         (JobKind::Http, Some(client)) => tokio::time::timeout(timeout, fetch_http(ctx, client))
             .await
-            .map_err(|_| {
-                Fail::Fetch(format!(
-                    "Get {:?}: context deadline exceeded",
-                    ctx.target.url
-                ))
-            })?,
+            .map_err(|_| Fail::Timeout(timeout_message(ctx)))?,
         (JobKind::Http, None) => Err(Fail::Fetch("no HTTP client".into())),
     }
 }
@@ -468,7 +484,13 @@ fn sample_labels(
     let mut lb = LabelsBuilder::default();
     lb.set(crate::model::METRIC_NAME.into(), name.to_string());
     for (n, v) in labels {
-        lb.set(n.to_string(), v.to_string());
+        // The parser refuses duplicate names; a `__name__` among them (OpenMetrics' quoted
+        // form) is the one case that needs the checked path.
+        if n == crate::model::METRIC_NAME {
+            lb.set(n.to_string(), v.to_string());
+        } else {
+            lb.push_new(n.to_string(), v.to_string());
+        }
     }
     if honor {
         for l in target.iter() {
@@ -518,7 +540,7 @@ fn new_entry(ctx: &LoopCtx, s: &crate::model::exposition::Sample<'_>) -> Result<
     if label_limit > 0 && labels.len() as u64 > label_limit {
         return Err(Fail::LabelLimit(format!(
             "label_limit exceeded (metric: {}, number of labels: {}, limit: {label_limit})",
-            labels.metric_name(),
+            clip(labels.metric_name()),
             labels.len()
         )));
     }
@@ -526,17 +548,17 @@ fn new_entry(ctx: &LoopCtx, s: &crate::model::exposition::Sample<'_>) -> Result<
         if name_len > 0 && l.name.len() as u64 > name_len {
             return Err(Fail::LabelLimit(format!(
                 "label_name_length_limit exceeded (metric: {}, label name: {}, length: {}, limit: {name_len})",
-                labels.metric_name(),
-                l.name,
+                clip(labels.metric_name()),
+                clip(&l.name),
                 l.name.len()
             )));
         }
         if value_len > 0 && l.value.len() as u64 > value_len {
             return Err(Fail::LabelLimit(format!(
-                "label_value_length_limit exceeded (metric: {}, label name: {}, value: {:?}, length: {}, limit: {value_len})",
-                labels.metric_name(),
-                l.name,
-                l.value,
+                "label_value_length_limit exceeded (metric: {}, label name: {}, value: {}, length: {}, limit: {value_len})",
+                clip(labels.metric_name()),
+                clip(&l.name),
+                crate::model::exposition::bounded_quote(&l.value),
                 l.value.len()
             )));
         }
@@ -545,13 +567,19 @@ fn new_entry(ctx: &LoopCtx, s: &crate::model::exposition::Sample<'_>) -> Result<
     Ok(entry)
 }
 
+/// The first 50 characters, as Prometheus's `%.50s` in limit messages.
+fn clip(s: &str) -> String {
+    s.chars().take(50).collect()
+}
+
 fn append_body(
     ctx: &LoopCtx,
-    st: &mut LoopState,
+    st: &mut SeriesState,
     app: &mut dyn Appender,
     body: &[u8],
     format: Format,
     t: i64,
+    deadline: Instant,
 ) -> (Appended, Option<Fail>) {
     let cfg = &ctx.job.config;
     let sample_limit = cfg.sample_limit.unwrap_or(0);
@@ -577,7 +605,29 @@ fn append_body(
         meta_index.insert(name.to_string(), meta.len() - 1);
         meta.len() - 1
     };
-    for e in Parser::new(body, format, ParserOptions::default()) {
+    // The label limits are enforced while parsing, before a hostile line costs anything,
+    // where no metric relabelling could still drop labels; otherwise after relabelling.
+    let opts = if cfg.metric_relabel_configs.is_empty() {
+        ParserOptions {
+            label_limit: cfg.label_limit.unwrap_or(0),
+            label_name_length_limit: cfg.label_name_length_limit.unwrap_or(0),
+            label_value_length_limit: cfg.label_value_length_limit.unwrap_or(0),
+            // `__name__`, and the target's labels, which are added beside the sample's own
+            // (a clash keeps the sample's as `exported_…`) unless `honor_labels`.
+            reserved_labels: 1 + if cfg.honor_labels {
+                0
+            } else {
+                ctx.target.labels.len() as u64
+            },
+            ..ParserOptions::default()
+        }
+    } else {
+        ParserOptions::default()
+    };
+    for (n, e) in Parser::new(body, format, opts).enumerate() {
+        if n % 256 == 0 && Instant::now() > deadline {
+            return (out, Some(Fail::Timeout(timeout_message(ctx))));
+        }
         let e = match e {
             Ok(e) => e,
             Err(e) => return (out, Some(Fail::Parse(e.to_string()))),
@@ -639,17 +689,37 @@ fn append_body(
     (out, over_limit.then_some(Fail::SampleLimit))
 }
 
-async fn scrape_once(ctx: &LoopCtx) {
+async fn scrape_once(ctx: &Arc<LoopCtx>) {
     let started = Instant::now();
+    let deadline = started + ctx.job.config.timeout().std();
     let t = now_ms();
     let fetched = fetch(ctx).await;
-    let mut st = ctx.state.lock();
+    // Parsing and appending cost time in proportion to the body: they run off the async
+    // threads (a hostile body must not stall other scrapes or `/-/healthy`), under the same
+    // deadline as the fetch.
+    let c = ctx.clone();
+    if let Err(e) =
+        tokio::task::spawn_blocking(move || process(&c, fetched, t, started, deadline)).await
+    {
+        tracing::error!(job = %ctx.job.config.job_name, target = %ctx.target.url, error = %e, "scrape processing failed");
+    }
+}
+
+/// Everything after the fetch: parse, append, staleness, report series, status.
+fn process(
+    ctx: &LoopCtx,
+    fetched: Result<(Vec<u8>, Format), Fail>,
+    t: i64,
+    started: Instant,
+    deadline: Instant,
+) {
+    let mut st = ctx.state.series.lock();
     st.iter += 1;
     let iter = st.iter;
     let mut app = ctx.storage.appender();
     let (result, counts) = match fetched {
         Ok((body, format)) => {
-            let (a, fail) = append_body(ctx, &mut st, &mut *app, &body, format, t);
+            let (a, fail) = append_body(ctx, &mut st, &mut *app, &body, format, t, deadline);
             let counts = (a.scraped, a.post_relabel);
             (fail.map_or(Ok(a), Err), counts)
         }
@@ -700,25 +770,27 @@ async fn scrape_once(ctx: &LoopCtx) {
     if let Err(e) = rep.commit() {
         tracing::warn!(error = %e, "writing report series failed");
     }
-    st.last_scrape_ms = t;
-    st.last_duration = duration;
-    if let Some(m) = metadata {
-        st.metadata = m;
-    }
+    drop(st);
     ctx.metrics.scrapes.inc();
     ctx.metrics.duration.observe(duration);
+    let mut status = ctx.state.status.lock();
+    status.last_scrape_ms = t;
+    status.last_duration = duration;
+    if let Some(m) = metadata {
+        status.metadata = m;
+    }
     match err {
         None => {
-            st.health = Health::Up;
-            st.last_error.clear();
+            status.health = Health::Up;
+            status.last_error.clear();
         }
         Some(e) => {
             ctx.metrics.failures.inc();
-            if st.health != Health::Down || st.last_error != e {
+            if status.health != Health::Down || status.last_error != e {
                 tracing::warn!(job = %ctx.job.config.job_name, target = %ctx.target.url, error = %e, "scrape failed");
             }
-            st.health = Health::Down;
-            st.last_error = e;
+            status.health = Health::Down;
+            status.last_error = e;
         }
     }
 }

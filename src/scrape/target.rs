@@ -95,7 +95,7 @@ pub struct Target {
 
 struct Running {
     target: Arc<Target>,
-    state: Arc<Mutex<LoopState>>,
+    state: Arc<LoopState>,
     stop: watch::Sender<Option<bool>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -109,7 +109,7 @@ pub struct PoolState {
     seed: u64,
     running: Mutex<Vec<Running>>,
     dropped: Mutex<Vec<DroppedTarget>>,
-    inherited: Mutex<HashMap<u64, Arc<Mutex<LoopState>>>>,
+    inherited: Mutex<HashMap<u64, Arc<LoopState>>>,
 }
 
 fn url_escape(s: &str) -> String {
@@ -336,7 +336,7 @@ impl PoolState {
             .lock()
             .iter()
             .map(|r| {
-                let st = r.state.lock();
+                let st = r.state.status.lock();
                 TargetStatus {
                     discovered_labels: r.target.discovered.clone(),
                     labels: r.target.labels.clone(),
@@ -370,6 +370,7 @@ impl PoolState {
             .iter()
             .flat_map(|r| {
                 r.state
+                    .status
                     .lock()
                     .metadata
                     .iter()

@@ -15,6 +15,37 @@ pub struct ParserOptions {
     /// Keep `le` / `quantile` values as written instead of Prometheus's canonical float form
     /// (for checks that must see the original spelling).
     pub keep_raw_label_values: bool,
+    /// A sample with more than this many labels, counting `reserved_labels`, is an error
+    /// (0 = no limit): the scrape config's `label_limit`, checked before the line costs more.
+    pub label_limit: u64,
+    /// Labels the caller will add to every sample, counted against `label_limit`.
+    pub reserved_labels: u64,
+    /// Longest label name (0 = no limit).
+    pub label_name_length_limit: u64,
+    /// Longest label value (0 = no limit).
+    pub label_value_length_limit: u64,
+}
+
+/// Most labels one sample may have, whatever the scrape config says: no real series comes
+/// near it, and a hostile line of a million labels is refused before it costs memory.
+pub const MAX_LABELS_PER_SAMPLE: usize = 10_000;
+
+/// Up to this many labels the duplicate check scans the labels read so far; past it, a hash
+/// set takes over, so a line of 100,000 labels costs linear time, not quadratic.
+const LINEAR_DUP_CHECK: usize = 16;
+
+/// `b` (text read from the body) quoted for an error message, bounded as [`bounded_quote`].
+fn bounded_bytes(b: &[u8]) -> String {
+    bounded_quote(&String::from_utf8_lossy(&b[..b.len().min(256)]))
+}
+
+/// `s` quoted for an error message, cut to 50 characters as Prometheus's `%.50q` does: a
+/// hostile 50 MB label value must not become a 50 MB log line or API answer.
+pub fn bounded_quote(s: &str) -> String {
+    match s.char_indices().nth(50) {
+        Some((i, _)) => format!("{:?}…", &s[..i]),
+        None => format!("{s:?}"),
+    }
 }
 
 /// A streaming parser over one exposition body; iterate it for entries.
@@ -170,12 +201,7 @@ impl<'a> Parser<'a> {
                 b"gaugehistogram" => MetricType::GaugeHistogram,
                 b"summary" => MetricType::Summary,
                 b"untyped" => MetricType::Unknown,
-                _ => {
-                    return self.err(format!(
-                        "invalid metric type {:?}",
-                        String::from_utf8_lossy(word)
-                    ))
-                }
+                _ => return self.err(format!("invalid metric type {}", bounded_bytes(word))),
             };
             return Ok(Some(Entry::Type { name, kind }));
         }
@@ -213,10 +239,7 @@ impl<'a> Parser<'a> {
                 .ok()
                 .and_then(|s| s.parse::<i64>().ok());
             let Some(ts) = s else {
-                return self.err(format!(
-                    "invalid timestamp {:?}",
-                    String::from_utf8_lossy(ttok)
-                ));
+                return self.err(format!("invalid timestamp {}", bounded_bytes(ttok)));
             };
             timestamp_ms = Some(ts);
             l.skip_ws();
@@ -253,8 +276,8 @@ impl<'a> Parser<'a> {
                 "UNIT"
             } else {
                 return self.err(format!(
-                    "invalid comment or metadata line {:?}",
-                    String::from_utf8_lossy(raw)
+                    "invalid comment or metadata line {}",
+                    bounded_bytes(raw)
                 ));
             };
             l.i += 7;
@@ -277,7 +300,11 @@ impl<'a> Parser<'a> {
                         return self.err("invalid unit");
                     }
                     if !unit.is_empty() && !name.ends_with(&format!("_{unit}")) {
-                        return self.err(format!("unit {unit:?} not a suffix of metric {name:?}"));
+                        return self.err(format!(
+                            "unit {} not a suffix of metric {}",
+                            bounded_quote(&unit),
+                            bounded_quote(&name)
+                        ));
                     }
                     Ok(Some(Entry::Unit {
                         name,
@@ -295,10 +322,7 @@ impl<'a> Parser<'a> {
                         b"stateset" => MetricType::StateSet,
                         b"unknown" => MetricType::Unknown,
                         _ => {
-                            return self.err(format!(
-                                "invalid metric type {:?}",
-                                String::from_utf8_lossy(text)
-                            ))
+                            return self.err(format!("invalid metric type {}", bounded_bytes(text)))
                         }
                     };
                     Ok(Some(Entry::Type { name, kind }))
@@ -392,13 +416,10 @@ impl<'a> Parser<'a> {
     fn om_timestamp(&self, tok: &[u8]) -> Result<(i64, f64), ParseError> {
         let f = self.float(tok).map_err(|_| ParseError {
             line: self.line,
-            msg: format!("invalid timestamp {:?}", String::from_utf8_lossy(tok)),
+            msg: format!("invalid timestamp {}", bounded_bytes(tok)),
         })?;
         if !f.is_finite() {
-            return self.err(format!(
-                "invalid timestamp {:?}",
-                String::from_utf8_lossy(tok)
-            ));
+            return self.err(format!("invalid timestamp {}", bounded_bytes(tok)));
         }
         Ok(((f * 1000.0).round() as i64, f))
     }
@@ -415,7 +436,7 @@ impl<'a> Parser<'a> {
     fn float(&self, tok: &[u8]) -> Result<f64, ParseError> {
         let bad = || ParseError {
             line: self.line,
-            msg: format!("invalid value {:?}", String::from_utf8_lossy(tok)),
+            msg: format!("invalid value {}", bounded_bytes(tok)),
         };
         let s = std::str::from_utf8(tok).map_err(|_| bad())?;
         // Rust's float grammar is Go's minus hex and underscores, which Prometheus rejects too;
@@ -460,7 +481,13 @@ impl<'a> Parser<'a> {
         strict: bool,
     ) -> Result<LabelPairs<'a>, ParseError> {
         let mut out: LabelPairs<'a> = Vec::new();
+        let mut seen: Option<std::collections::HashSet<Cow<'a, str>>> = None;
         let mut first = true;
+        let o = &self.opts;
+        let metric = |name: &Option<Cow<'a, str>>| {
+            let n = name.as_deref().unwrap_or("");
+            n.chars().take(50).collect::<String>()
+        };
         loop {
             if !strict {
                 l.skip_ws();
@@ -490,7 +517,8 @@ impl<'a> Parser<'a> {
                 }
                 if l.peek() != Some(b'"') {
                     return self.err(format!(
-                        "expected label value for {lname:?}, got {:?}",
+                        "expected label value for {}, got {:?}",
+                        bounded_quote(&lname),
                         l.peek().map(char::from).unwrap_or('\n')
                     ));
                 }
@@ -498,14 +526,63 @@ impl<'a> Parser<'a> {
                 if lname.is_empty() {
                     return self.err("empty label name");
                 }
-                if out.iter().any(|(n, _)| *n == lname) {
-                    return self.err(format!("label name {lname:?} is not unique"));
+                let duplicate = match &mut seen {
+                    Some(set) => !set.insert(lname.clone()),
+                    None => out.iter().any(|(n, _)| *n == lname),
+                };
+                if duplicate {
+                    return self.err(format!(
+                        "label name {} is not unique",
+                        bounded_quote(&lname)
+                    ));
+                }
+                if o.label_name_length_limit > 0 && lname.len() as u64 > o.label_name_length_limit {
+                    return self.err(format!(
+                        "label_name_length_limit exceeded (metric: {}, label name: {}, length: {}, limit: {})",
+                        metric(name),
+                        lname.chars().take(50).collect::<String>(),
+                        lname.len(),
+                        o.label_name_length_limit
+                    ));
+                }
+                if o.label_value_length_limit > 0 && v.len() as u64 > o.label_value_length_limit {
+                    return self.err(format!(
+                        "label_value_length_limit exceeded (metric: {}, label name: {}, value: {}, length: {}, limit: {})",
+                        metric(name),
+                        lname.chars().take(50).collect::<String>(),
+                        bounded_quote(&v),
+                        v.len(),
+                        o.label_value_length_limit
+                    ));
                 }
                 out.push((lname, v));
+                if o.label_limit > 0 && out.len() as u64 + o.reserved_labels > o.label_limit {
+                    // Count the rest cheaply for Prometheus's message (it reports the total).
+                    let rest = count_assignments(l.rest());
+                    return self.err(format!(
+                        "label_limit exceeded (metric: {}, number of labels: {}, limit: {})",
+                        metric(name),
+                        out.len() as u64 + o.reserved_labels + rest,
+                        o.label_limit
+                    ));
+                }
+                if out.len() > MAX_LABELS_PER_SAMPLE {
+                    return self.err(format!(
+                        "too many labels (metric: {}, number of labels: {}, the most a series may have is {MAX_LABELS_PER_SAMPLE})",
+                        metric(name),
+                        out.len() as u64 + count_assignments(l.rest())
+                    ));
+                }
+                if seen.is_none() && out.len() >= LINEAR_DUP_CHECK {
+                    seen = Some(out.iter().map(|(n, _)| n.clone()).collect());
+                }
             } else if quoted && first && name.is_none() {
                 *name = Some(lname);
             } else {
-                return self.err(format!("expected equal after label name {lname:?}"));
+                return self.err(format!(
+                    "expected equal after label name {}",
+                    bounded_quote(&lname)
+                ));
             }
             first = false;
             if !strict {
@@ -585,6 +662,30 @@ impl<'a> Parser<'a> {
             }
         }
     }
+}
+
+/// `=` signs outside quotes up to the closing `}`: how many labels are left on the line.
+fn count_assignments(b: &[u8]) -> u64 {
+    let (mut n, mut quoted, mut escaped) = (0, false, false);
+    for &c in b {
+        if escaped {
+            escaped = false;
+        } else if quoted {
+            match c {
+                b'\\' => escaped = true,
+                b'"' => quoted = false,
+                _ => {}
+            }
+        } else {
+            match c {
+                b'"' => quoted = true,
+                b'=' => n += 1,
+                b'}' | b'\n' => break,
+                _ => {}
+            }
+        }
+    }
+    n
 }
 
 fn is_metric_char(c: u8) -> bool {

@@ -326,3 +326,82 @@ fn exporter_captures_parse_fully() {
         assert!(families > 10, "{exporter}: {families} families");
     }
 }
+
+fn first_error(input: &str, opts: ParserOptions) -> String {
+    Parser::new(input.as_bytes(), Format::PrometheusText, opts)
+        .find_map(Result::err)
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+}
+
+fn many_labels(n: usize) -> String {
+    let mut line = String::from("m{");
+    for i in 0..n {
+        line.push_str(&format!("l{i}=\"v\","));
+    }
+    line
+}
+
+/// Issue 13: the duplicate check scanned every earlier label (100k labels took 28 s).
+#[test]
+fn duplicate_labels_are_found_among_many() {
+    let line = many_labels(5000) + "l17=\"again\"} 1\n";
+    let e = first_error(&line, ParserOptions::default());
+    assert!(e.contains("label name \"l17\" is not unique"), "{e}");
+    let line = many_labels(5000) + "} 1\n";
+    assert_eq!(first_error(&line, ParserOptions::default()), "");
+}
+
+#[test]
+fn label_limits_apply_while_parsing_with_prometheus_messages() {
+    let limits = ParserOptions {
+        label_limit: 5,
+        reserved_labels: 3,
+        label_name_length_limit: 10,
+        label_value_length_limit: 4,
+        ..ParserOptions::default()
+    };
+    let e = first_error("m{a=\"1\",b=\"2\",c=\"3\",d=\"4\"} 1\n", limits);
+    assert_eq!(
+        e,
+        "line 1: label_limit exceeded (metric: m, number of labels: 7, limit: 5)"
+    );
+    let e = first_error("m{a_very_long_name=\"1\"} 1\n", limits);
+    assert!(e.contains("label_name_length_limit exceeded (metric: m, label name: a_very_long_name, length: 16, limit: 10)"), "{e}");
+    let e = first_error("m{a=\"12345\"} 1\n", limits);
+    assert!(e.contains("label_value_length_limit exceeded (metric: m, label name: a, value: \"12345\", length: 5, limit: 4)"), "{e}");
+    // Whatever the config, a million labels are refused at the hard cap.
+    let e = first_error(&(many_labels(20_000) + "} 1\n"), ParserOptions::default());
+    assert!(
+        e.contains("number of labels: 20000, the most a series may have is 10000"),
+        "{e}"
+    );
+}
+
+/// Issue 13: an error quoting a 50 MB value made a 52 MB log line and API answer.
+#[test]
+fn errors_quote_at_most_fifty_characters() {
+    let huge = "x".repeat(1 << 20);
+    for input in [
+        format!("m{{{huge}=\"1\",{huge}=\"2\"}} 1\n"),
+        format!("m {huge}\n"),
+        format!("m 1 {huge}\n"),
+        format!("# TYPE m {huge}\n"),
+        format!("m{{{huge} 1\n"),
+    ] {
+        let e = first_error(&input, ParserOptions::default());
+        assert!(
+            !e.is_empty() && e.len() < 400,
+            "{} bytes: {} for {}",
+            e.len(),
+            &e[..e.len().min(200)],
+            &input[..40]
+        );
+    }
+    let big = ParserOptions {
+        label_value_length_limit: 10,
+        ..ParserOptions::default()
+    };
+    let e = first_error(&format!("m{{a=\"{huge}\"}} 1\n"), big);
+    assert!(e.len() < 400, "{}", e.len());
+}

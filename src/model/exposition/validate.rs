@@ -95,13 +95,16 @@ impl Validator {
         self.finish_family()?;
         if !self.seen_families.insert(name.to_string()) {
             return Err(format!(
-                "metric family {name:?} appears more than once (interleaved families)"
+                "metric family {} appears more than once (interleaved families)",
+                bq(&name)
             ));
         }
         if let Some(owner) = self.claimed_names.get(name) {
             if owner != name {
                 return Err(format!(
-                    "metric family {name:?} clashes with a series name of family {owner:?}"
+                    "metric family {} clashes with a series name of family {}",
+                    bq(&name),
+                    bq(&owner)
                 ));
             }
         }
@@ -117,12 +120,18 @@ impl Validator {
             let s = format!("{name}{suf}");
             if s != name && self.seen_families.contains(&s) {
                 return Err(format!(
-                    "series name {s:?} of family {name:?} clashes with another family"
+                    "series name {} of family {} clashes with another family",
+                    bq(&s),
+                    bq(&name)
                 ));
             }
             if let Some(owner) = self.claimed_names.get(&s) {
                 if owner != name {
-                    return Err(format!("series name {s:?} clashes with family {owner:?}"));
+                    return Err(format!(
+                        "series name {} clashes with family {}",
+                        bq(&s),
+                        bq(&owner)
+                    ));
                 }
             }
             self.claimed_names.insert(s, name.to_string());
@@ -154,7 +163,7 @@ impl Validator {
             return Err("metadata without family".into());
         };
         if f.has_samples {
-            return Err(format!("metadata for {:?} after its samples", f.name));
+            return Err(format!("metadata for {} after its samples", bq(&f.name)));
         }
         match e {
             Entry::Help { .. } => {
@@ -243,9 +252,11 @@ impl Validator {
             (MetricType::Summary, "") => {
                 let q =
                     label("quantile").ok_or("summary quantile sample without quantile label")?;
-                let qf: f64 = q.parse().map_err(|_| format!("invalid quantile {q:?}"))?;
+                let qf: f64 = q
+                    .parse()
+                    .map_err(|_| format!("invalid quantile {}", bq(&q)))?;
                 if !is_om_float(&q) || qf.is_nan() || !(0.0..=1.0).contains(&qf) {
-                    return Err(format!("invalid quantile {q:?}"));
+                    return Err(format!("invalid quantile {}", bq(&q)));
                 }
                 if v < 0.0 {
                     return Err("summary quantile value must not be negative".into());
@@ -345,9 +356,9 @@ fn hist_sample(
         "_bucket" => {
             let le = le.ok_or("histogram bucket without le label")?;
             if !is_om_float(&le) {
-                return Err(format!("invalid le {le:?}"));
+                return Err(format!("invalid le {}", bq(&le)));
             }
-            let b: f64 = le.parse().map_err(|_| format!("invalid le {le:?}"))?;
+            let b: f64 = le.parse().map_err(|_| format!("invalid le {}", bq(&le)))?;
             if v.is_nan() || v < 0.0 {
                 return Err("bucket value must not be negative or NaN".into());
             }
@@ -415,4 +426,9 @@ fn check_hist(kind: MetricType, h: &HistState) -> Result<(), String> {
         return Err("negative gsum without negative buckets".into());
     }
     Ok(())
+}
+
+/// A name or value quoted for a message, bounded.
+fn bq(s: &str) -> String {
+    super::parser::bounded_quote(s)
 }
