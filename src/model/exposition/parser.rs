@@ -302,7 +302,7 @@ impl<'a> Parser<'a> {
                     if !unit.is_empty() && !name.ends_with(&format!("_{unit}")) {
                         return self.err(format!(
                             "unit {} not a suffix of metric {}",
-                            bounded_quote(&unit),
+                            bounded_quote(unit),
                             bounded_quote(&name)
                         ));
                     }

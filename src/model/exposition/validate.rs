@@ -96,15 +96,15 @@ impl Validator {
         if !self.seen_families.insert(name.to_string()) {
             return Err(format!(
                 "metric family {} appears more than once (interleaved families)",
-                bq(&name)
+                bq(name)
             ));
         }
         if let Some(owner) = self.claimed_names.get(name) {
             if owner != name {
                 return Err(format!(
                     "metric family {} clashes with a series name of family {}",
-                    bq(&name),
-                    bq(&owner)
+                    bq(name),
+                    bq(owner)
                 ));
             }
         }
@@ -122,7 +122,7 @@ impl Validator {
                 return Err(format!(
                     "series name {} of family {} clashes with another family",
                     bq(&s),
-                    bq(&name)
+                    bq(name)
                 ));
             }
             if let Some(owner) = self.claimed_names.get(&s) {
@@ -130,7 +130,7 @@ impl Validator {
                     return Err(format!(
                         "series name {} clashes with family {}",
                         bq(&s),
-                        bq(&owner)
+                        bq(owner)
                     ));
                 }
             }
