@@ -522,6 +522,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         base_path: cfg.web.base_path(),
         secure_cookies: cfg.web.secure_cookies(),
         dashboards_dir: PathBuf::from(&cfg.web.dashboards_dir),
+        trusted_proxies: cfg.web.proxies().map_err(anyhow::Error::msg)?,
+        external_origin: cfg.web.external_origin(),
         querier: Arc::new(db.clone()),
         admin: rt.clone(),
         engine: Arc::new(engine),

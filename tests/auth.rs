@@ -185,6 +185,8 @@ fn the_ui_and_mutations_need_the_admin() {
     assert_eq!(code, 303, "{head}");
     assert_eq!(header(&head, "location"), Some("/-/login?throttled=1"));
     assert!(header(&head, "set-cookie").is_none());
+    // Credentials verified before the guessing keep working (the admin's tools are not
+    // locked out by a guesser behind the same proxy); new guesses are refused unchecked.
     assert_eq!(
         status(
             &addr,
@@ -193,6 +195,10 @@ fn the_ui_and_mutations_need_the_admin() {
             &basic("admin", ADMIN_PASSWORD),
             ""
         ),
+        200
+    );
+    assert_eq!(
+        status(&addr, "POST", "/-/reload", &basic("admin", "guess-7"), ""),
         429
     );
     // The password itself never reaches the log.

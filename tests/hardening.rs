@@ -400,3 +400,123 @@ scrape_configs:
     );
     drop(app);
 }
+
+fn login_cookie(addr: &str) -> String {
+    let body = format!("username=admin&password={}&next=", common::ADMIN_PASSWORD);
+    let (code, head, _) = common::request_with(addr, "POST", "/-/login", "", &body).unwrap();
+    assert_eq!(code, 303, "{head}");
+    let line = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap();
+    line.split_once(':')
+        .unwrap()
+        .1
+        .split(';')
+        .next()
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Issue 13: cookie-authenticated mutations were accepted cross-origin, a `text/plain` JSON
+/// body was taken, logout was a GET, failed logins locked the admin's session out, and the
+/// responses carried no framing or content policy.
+#[test]
+fn browser_requests_are_held_to_their_origin_and_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_app, addr) = common::appliance_with_config(dir.path(), "global: {}\n");
+    let cookie = login_cookie(&addr);
+    let silence = r#"{"matchers":[{"name":"alertname","value":"X","isRegex":false}],"startsAt":"2026-01-01T00:00:00Z","endsAt":"2099-01-01T00:00:00Z","createdBy":"t","comment":"c"}"#;
+    let json = |extra: &str| format!("Cookie: {cookie}\r\n{extra}").replace("\r\n\r\n", "\r\n");
+    // The request helper sends a form content type; JSON needs its own.
+    let post = |path: &str, headers: &str, ct: &str, body: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        use std::io::{Read, Write};
+        write!(
+            s,
+            "POST {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u16>()
+            .unwrap()
+    };
+    let evil = json("Origin: http://evil.example\r\n");
+    assert_eq!(
+        post("/api/v2/silences", &evil, "application/json", silence),
+        403
+    );
+    assert_eq!(
+        post("/-/reload", &evil, "application/x-www-form-urlencoded", ""),
+        403
+    );
+    let evil_referer = json("Referer: http://evil.example/page\r\n");
+    assert_eq!(
+        post(
+            "/api/v2/silences",
+            &evil_referer,
+            "application/json",
+            silence
+        ),
+        403
+    );
+    let own = json(&format!("Origin: http://{addr}\r\n"));
+    assert_eq!(
+        post("/api/v2/silences", &own, "application/json", silence),
+        200
+    );
+    assert_eq!(post("/api/v2/silences", &own, "text/plain", silence), 415);
+    // Basic auth (tools) is not a browser's ambient credential: no origin needed.
+    let basic = format!("Authorization: {}\r\n", common::admin_basic_auth());
+    assert_eq!(
+        post("/api/v2/silences", &basic, "application/json", silence),
+        200
+    );
+    // Logout only by POST.
+    let (code, _) = common::get(&addr, "/-/logout").unwrap();
+    assert_eq!(code, 405);
+    // Failed logins throttle the address but not the admin's session.
+    for _ in 0..6 {
+        let bad = "username=admin&password=wrong&next=";
+        common::request_with(&addr, "POST", "/-/login", "", bad).unwrap();
+    }
+    let wrong = "Authorization: Basic YWRtaW46d3Jvbmc=\r\n";
+    let (code, _, _) = common::request_with(&addr, "GET", "/api/v2/silences", wrong, "").unwrap();
+    assert!(code == 200 || code == 429, "{code}");
+    let (code, _, _) = common::request_with(
+        &addr,
+        "POST",
+        "/api/v1/admin/tsdb/clean_tombstones",
+        wrong,
+        "",
+    )
+    .unwrap();
+    assert_eq!(code, 429, "the guesser is throttled");
+    assert_eq!(
+        post(
+            "/api/v1/admin/tsdb/clean_tombstones",
+            &own,
+            "application/x-www-form-urlencoded",
+            ""
+        ),
+        204
+    );
+    let (code, head, _) =
+        common::request_with(&addr, "GET", "/", &format!("Cookie: {cookie}\r\n"), "").unwrap();
+    assert_eq!(code, 200, "the admin's session still works: {head}");
+    let head = head.to_ascii_lowercase();
+    for h in [
+        "x-frame-options: deny",
+        "x-content-type-options: nosniff",
+        "content-security-policy: default-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(head.contains(h), "{h} missing in {head}");
+    }
+}

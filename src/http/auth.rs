@@ -67,7 +67,23 @@ pub const ADMIN: &str = "admin";
 pub const COOKIE: &str = "appliance_session";
 /// Failed logins allowed per client address and minute before `429`.
 const MAX_FAILURES: u32 = 5;
+/// Failed logins allowed per user name and minute, from all addresses together: slows a
+/// guesser spread over many addresses, while the admin's sessions and already verified
+/// credentials keep working.
+const MAX_USER_FAILURES: u32 = 30;
 const FAILURE_WINDOW: StdDuration = StdDuration::from_secs(60);
+
+/// What a request's credentials proved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The access they give.
+    pub access: Access,
+    /// It came from the session cookie (a browser): mutations must then come from our origin.
+    pub session: bool,
+    /// A password was offered but not checked: too many failures from this address or for
+    /// this user.
+    pub throttled: bool,
+}
 
 fn hash(password: &str) -> Result<String, AuthError> {
     let salt = SaltString::generate(&mut OsRng);
@@ -170,6 +186,7 @@ pub struct Auth {
     session_ttl: StdDuration,
     sessions: Mutex<HashMap<String, Instant>>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    user_failures: Mutex<HashMap<String, (u32, Instant)>>,
     /// SHA-256 of basic-auth credentials already verified, so a tool's every request does not
     /// pay argon2's cost; the plaintext is never kept.
     verified: Mutex<HashMap<[u8; 32], Instant>>,
@@ -189,6 +206,7 @@ impl Auth {
             session_ttl: cfg.session_ttl.std(),
             sessions: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            user_failures: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
         }
     }
@@ -205,27 +223,52 @@ impl Auth {
             .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
     }
 
-    fn failed(&self, ip: IpAddr) {
-        let mut f = self.failures.lock();
-        // Many guessing addresses must not grow the table without bound.
-        if f.len() >= 1024 {
-            f.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-        }
-        let e = f.entry(ip).or_insert((0, Instant::now()));
-        if e.1.elapsed() >= FAILURE_WINDOW {
-            *e = (0, Instant::now());
-        }
-        e.0 += 1;
-        tracing::warn!(client = %ip, failures = e.0, "login failed");
+    /// Whether a password for `user` from `ip` is refused unchecked for now.
+    pub fn password_throttled(&self, user: &str, ip: IpAddr) -> bool {
+        self.throttled(ip)
+            || self
+                .user_failures
+                .lock()
+                .get(user)
+                .is_some_and(|(n, since)| {
+                    *n >= MAX_USER_FAILURES && since.elapsed() < FAILURE_WINDOW
+                })
     }
 
-    /// Checks `user`/`password`; counts failures per `ip`.
+    fn failed(&self, user: Option<&str>, ip: IpAddr) {
+        fn count<K: std::hash::Hash + Eq>(m: &mut HashMap<K, (u32, Instant)>, k: K) -> u32 {
+            // Many guessing addresses must not grow the table without bound.
+            if m.len() >= 1024 {
+                m.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+            }
+            let e = m.entry(k).or_insert((0, Instant::now()));
+            if e.1.elapsed() >= FAILURE_WINDOW {
+                *e = (0, Instant::now());
+            }
+            e.0 += 1;
+            e.0
+        }
+        let n = count(&mut self.failures.lock(), ip);
+        if let Some(u) = user {
+            // Only the real user's name is tracked: other names cannot fill the table.
+            if u == ADMIN {
+                count(&mut self.user_failures.lock(), u.to_string());
+            }
+        }
+        tracing::warn!(client = %ip, failures = n, "login failed");
+    }
+
+    /// Checks `user`/`password`; counts failures per `ip` and per user. Credentials verified
+    /// before pass at once; otherwise a throttled address or user is refused unchecked.
     pub fn check_password(&self, user: &str, password: &str, ip: IpAddr) -> bool {
         let digest: [u8; 32] = Sha256::digest(format!("{user}:{password}").as_bytes()).into();
         if let Some(t) = self.verified.lock().get(&digest) {
             if t.elapsed() < StdDuration::from_secs(300) {
                 return true;
             }
+        }
+        if self.password_throttled(user, ip) {
+            return false;
         }
         let ok = user == ADMIN
             && PasswordHash::new(&self.hash)
@@ -236,9 +279,11 @@ impl Auth {
                 })
                 .unwrap_or(false);
         if ok {
-            self.verified.lock().insert(digest, Instant::now());
+            let mut v = self.verified.lock();
+            v.retain(|_, t| t.elapsed() < StdDuration::from_secs(300));
+            v.insert(digest, Instant::now());
         } else {
-            self.failed(ip);
+            self.failed(Some(user), ip);
         }
         ok
     }
@@ -259,6 +304,17 @@ impl Auth {
 
     /// What the request's `Authorization` and `Cookie` headers prove.
     pub fn access(&self, authorization: Option<&str>, cookie: Option<&str>, ip: IpAddr) -> Access {
+        self.grant(authorization, cookie, ip).access
+    }
+
+    /// What the request's `Authorization` and `Cookie` headers prove, and how. A valid
+    /// session is never throttled: a guesser behind the admin's proxy cannot lock them out.
+    pub fn grant(&self, authorization: Option<&str>, cookie: Option<&str>, ip: IpAddr) -> Grant {
+        let plain = |access| Grant {
+            access,
+            session: false,
+            throttled: false,
+        };
         if let Some(c) = cookie {
             for part in c.split(';') {
                 if let Some(tok) = part.trim().strip_prefix(&format!("{COOKIE}=")) {
@@ -268,24 +324,32 @@ impl Auth {
                         .get(tok)
                         .is_some_and(|exp| *exp > Instant::now())
                     {
-                        return Access::Admin;
+                        return Grant {
+                            access: Access::Admin,
+                            session: true,
+                            throttled: false,
+                        };
                     }
                 }
             }
         }
         let Some(a) = authorization else {
-            return Access::None;
+            return plain(Access::None);
         };
         if let Some(b) = a.strip_prefix("Basic ") {
             let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b.trim()) else {
-                return Access::None;
+                return plain(Access::None);
             };
             let text = String::from_utf8_lossy(&raw);
             let (u, p) = text.split_once(':').unwrap_or((&text, ""));
             if self.check_password(u, p, ip) {
-                return Access::Admin;
+                return plain(Access::Admin);
             }
-            return Access::None;
+            return Grant {
+                access: Access::None,
+                session: false,
+                throttled: self.password_throttled(u, ip),
+            };
         }
         if let Some(t) = a.strip_prefix("Bearer ") {
             let t = t.trim();
@@ -297,11 +361,11 @@ impl Auth {
                         .fold(0u8, |acc, (x, y)| acc | (x ^ y))
                         == 0
             }) {
-                return Access::Read;
+                return plain(Access::Read);
             }
-            self.failed(ip);
+            self.failed(None, ip);
         }
-        Access::None
+        plain(Access::None)
     }
 }
 
@@ -367,6 +431,38 @@ mod tests {
         }
         assert!(a.throttled(bad));
         assert!(!a.throttled("10.0.0.10".parse().unwrap()));
+    }
+
+    /// Issue 13: anyone behind the admin's proxy could keep the admin out by failing logins.
+    #[test]
+    fn a_throttled_address_keeps_valid_sessions_and_verified_credentials() {
+        let a = auth();
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        assert!(a.check_password("admin", "s3cret", ip));
+        let s = a.new_session();
+        for _ in 0..MAX_FAILURES {
+            a.check_password("admin", "guess", ip);
+        }
+        assert!(a.throttled(ip));
+        let cookie = format!("{COOKIE}={s}");
+        let g = a.grant(None, Some(&cookie), ip);
+        assert_eq!((g.access, g.session), (Access::Admin, true));
+        assert_eq!(
+            a.access(Some(&basic("admin", "s3cret")), None, ip),
+            Access::Admin
+        );
+        let g = a.grant(Some(&basic("admin", "other-guess")), None, ip);
+        assert_eq!((g.access, g.throttled), (Access::None, true));
+        // Guesses for the admin spread over many addresses are throttled per user too.
+        for i in 0..MAX_USER_FAILURES {
+            a.check_password(
+                "admin",
+                "guess",
+                IpAddr::from([10, 1, (i / 250) as u8, (i % 250) as u8]),
+            );
+        }
+        assert!(a.password_throttled("admin", "10.9.9.9".parse().unwrap()));
+        assert!(!a.password_throttled("nobody", "10.9.9.9".parse().unwrap()));
     }
 
     #[test]

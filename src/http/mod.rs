@@ -56,6 +56,10 @@ pub struct WebConfig {
     /// with a built-in's `uid` replaces it).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub dashboards_dir: String,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed for the
+    /// client's address (login throttling, logs). Empty: the peer's address is the client's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for WebConfig {
@@ -67,6 +71,7 @@ impl Default for WebConfig {
             enable_admin_api: true,
             auth: auth::AuthConfig::default(),
             dashboards_dir: String::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -109,12 +114,72 @@ impl WebConfig {
                 self.route_prefix
             ));
         }
+        self.proxies()?;
         Ok(())
+    }
+
+    /// `trusted_proxies` parsed: (network, prefix length).
+    pub fn proxies(&self) -> Result<Vec<(std::net::IpAddr, u8)>, String> {
+        self.trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                parse_cidr(p).ok_or_else(|| {
+                    format!("web.trusted_proxies[{i}] {p:?}: expected an address or CIDR range")
+                })
+            })
+            .collect()
+    }
+
+    /// The scheme, host and port of `external_url` (empty without one), which browser
+    /// mutations must come from.
+    pub fn external_origin(&self) -> String {
+        url::Url::parse(&self.external_url)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default()
     }
 
     /// Whether the browser reaches us over HTTPS, so cookies get `Secure`.
     pub fn secure_cookies(&self) -> bool {
         self.external_url.starts_with("https://")
+    }
+}
+
+/// `10.0.0.0/8`, `::1` or `192.168.1.5` as (address, prefix length).
+fn parse_cidr(s: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (
+            a.parse::<std::net::IpAddr>().ok()?,
+            Some(l.parse::<u8>().ok()?),
+        ),
+        None => (s.parse::<std::net::IpAddr>().ok()?, None),
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = len.unwrap_or(max);
+    (len <= max).then_some((addr, len))
+}
+
+fn in_cidr(ip: std::net::IpAddr, (net, len): (std::net::IpAddr, u8)) -> bool {
+    let mask = |bits: u32, len: u8| -> u128 {
+        if len == 0 {
+            0
+        } else {
+            (!0u128) << (bits - len as u32)
+        }
+    };
+    match (ip, net) {
+        (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) => {
+            let m = mask(32, len) as u32;
+            u32::from(a) & m == u32::from(b) & m
+        }
+        (std::net::IpAddr::V6(a), std::net::IpAddr::V6(b)) => {
+            let m = mask(128, len);
+            u128::from(a) & m == u128::from(b) & m
+        }
+        (std::net::IpAddr::V6(a), b @ std::net::IpAddr::V4(_)) => a
+            .to_ipv4_mapped()
+            .is_some_and(|a4| in_cidr(std::net::IpAddr::V4(a4), (b, len))),
+        _ => false,
     }
 }
 
@@ -303,6 +368,10 @@ pub struct Deps {
     pub secure_cookies: bool,
     /// The dashboards directory the UI lists and renders.
     pub dashboards_dir: std::path::PathBuf,
+    /// Proxies whose `X-Forwarded-For` is believed ([`WebConfig::proxies`]).
+    pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
+    /// The external URL's origin ([`WebConfig::external_origin`]), empty without one.
+    pub external_origin: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -340,6 +409,7 @@ pub fn router(deps: Deps) -> Router {
         .merge(ui::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::middleware::from_fn(security_headers))
         .with_state(state);
     if prefix.is_empty() {
         return inner;
@@ -388,11 +458,93 @@ async fn strip_prefix(prefix: &str, mut req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// The peer's address (loopback when the server runs without connect info, as in unit tests).
-fn client_ip(ext: &axum::http::Extensions) -> std::net::IpAddr {
-    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+/// The client's address: the peer's (loopback when the server runs without connect info, as
+/// in unit tests), or, when the peer is a trusted proxy, the last address in
+/// `X-Forwarded-For` that is not one (Prometheus-style proxies append the address they saw).
+fn client_ip(
+    ext: &axum::http::Extensions,
+    headers: &axum::http::HeaderMap,
+    trusted: &[(std::net::IpAddr, u8)],
+) -> std::net::IpAddr {
+    let peer = ext
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip())
-        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|n| in_cidr(ip, *n));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(v) = value.to_str() else { break };
+        for hop in v.rsplit(',') {
+            match hop.trim().parse::<std::net::IpAddr>() {
+                Ok(ip) => {
+                    client = ip;
+                    if !is_trusted(ip) {
+                        return ip;
+                    }
+                }
+                Err(_) => return client,
+            }
+        }
+    }
+    client
+}
+
+/// Whether a browser request comes from our own pages: its `Origin` (else `Referer`) is the
+/// external URL's origin or the `Host` it was sent to. Without either header (not a
+/// browser), there is nothing to check.
+fn same_origin(headers: &axum::http::HeaderMap, external_origin: &str) -> bool {
+    let h = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
+    let claimed = match (h(header::ORIGIN), h(header::REFERER)) {
+        (Some(o), _) => o.to_string(),
+        (None, Some(r)) => match url::Url::parse(r) {
+            Ok(u) => u.origin().ascii_serialization(),
+            Err(_) => return false,
+        },
+        (None, None) => return true,
+    };
+    if !external_origin.is_empty() && claimed.eq_ignore_ascii_case(external_origin) {
+        return true;
+    }
+    let Some(host) = h(header::HOST) else {
+        return false;
+    };
+    ["http://", "https://"]
+        .iter()
+        .any(|scheme| claimed.eq_ignore_ascii_case(&format!("{scheme}{host}")))
+}
+
+/// The media types a request body may have: JSON for Alertmanager's API, forms elsewhere (as
+/// Prometheus). A cross-site form can send `text/plain` without a preflight, so it is refused.
+fn body_type_ok(path: &str, headers: &axum::http::HeaderMap) -> bool {
+    let has_body = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() != "0")
+        || headers.contains_key(header::TRANSFER_ENCODING);
+    if !has_body {
+        return true;
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if path.starts_with("/api/v2/") {
+        media == "application/json"
+    } else {
+        matches!(
+            media.as_str(),
+            "application/x-www-form-urlencoded" | "multipart/form-data" | "application/json"
+        )
+    }
 }
 
 /// Requests that only read, though sent as `POST` (Prometheus accepts form bodies there).
@@ -417,7 +569,7 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
     if open {
         return next.run(req).await;
     }
-    let ip = client_ip(req.extensions());
+    let ip = client_ip(req.extensions(), req.headers(), &st.deps.trusted_proxies);
     let is_read = matches!(
         method,
         axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
@@ -433,22 +585,57 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
     if needed == auth::Access::None {
         return next.run(req).await;
     }
-    if st.deps.auth.throttled(ip) {
+    let (a, c) = {
+        let h = |n: header::HeaderName| {
+            req.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        (h(header::AUTHORIZATION), h(header::COOKIE))
+    };
+    let grant = {
+        let auth = st.deps.auth.clone();
+        // A first password check costs argon2's tens of milliseconds: not on the async
+        // threads.
+        tokio::task::spawn_blocking(move || auth.grant(a.as_deref(), c.as_deref(), ip))
+            .await
+            .unwrap_or(auth::Grant {
+                access: auth::Access::None,
+                session: false,
+                throttled: false,
+            })
+    };
+    if grant.access >= needed {
+        // A session cookie is sent by the browser whatever page asked: a change it
+        // authenticates must come from our own pages.
+        if !is_read && grant.session && !same_origin(req.headers(), &st.deps.external_origin) {
+            return (
+                StatusCode::FORBIDDEN,
+                "cross-origin request refused: send it from the appliance's own pages, or use basic auth\n",
+            )
+                .into_response();
+        }
+        if !is_read && !body_type_ok(&path, req.headers()) {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                if path.starts_with("/api/v2/") {
+                    "the body must be application/json\n"
+                } else {
+                    "the body must be application/x-www-form-urlencoded (or JSON)\n"
+                },
+            )
+                .into_response();
+        }
+        return next.run(req).await;
+    }
+    if grant.throttled {
         return (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, "60")],
             "too many failed logins from this address; try again in a minute\n",
         )
             .into_response();
-    }
-    let got = {
-        let h = |n: header::HeaderName| req.headers().get(n).and_then(|v| v.to_str().ok());
-        st.deps
-            .auth
-            .access(h(header::AUTHORIZATION), h(header::COOKIE), ip)
-    };
-    if got >= needed {
-        return next.run(req).await;
     }
     if is_ui {
         return axum::response::Redirect::to(&format!("{}/-/login", st.deps.base_path))
@@ -464,6 +651,29 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
         },
     )
         .into_response()
+}
+
+/// Headers every response carries: no sniffing, no framing (clickjacking), the content
+/// security policy, and no full URLs leaking to other sites.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("same-origin"),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(ui::content_security_policy()) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    resp
 }
 
 async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {

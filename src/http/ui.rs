@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Form, Router};
 use rust_embed::RustEmbed;
 use serde::Deserialize;
@@ -47,7 +47,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/index.html", get(index))
         .route("/assets/{*file}", get(asset))
         .route("/-/login", get(login_page).post(login))
-        .route("/-/logout", get(logout).post(logout))
+        .route("/-/logout", post(logout))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/api/v1/ui/dashboards", get(dashboards))
         .route("/api/v1/ui/dashboards/{uid}", get(dashboard));
@@ -209,11 +209,32 @@ button{{margin-top:1.2em;width:100%;padding:.6em;font:inherit;background:#1f60c4
 <input type="hidden" name="next" id="next">
 <button type="submit">Log in</button>
 </form>
-<script>document.getElementById('next').value = location.hash;</script>
+<script>{LOGIN_SCRIPT}</script>
 </body></html>
 "#,
         base = html_escape(base),
     )
+}
+
+/// The login page's one inline script (it carries the view in the URL's fragment through the
+/// form); the content security policy allows exactly this text by its hash.
+const LOGIN_SCRIPT: &str = "document.getElementById('next').value = location.hash;";
+
+/// The `Content-Security-Policy` of every response: our own scripts (and the login page's one
+/// inline script) only, no framing, forms and links to ourselves.
+pub(super) fn content_security_policy() -> &'static str {
+    static CSP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CSP.get_or_init(|| {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let hash = base64::engine::general_purpose::STANDARD
+            .encode(sha2::Sha256::digest(LOGIN_SCRIPT.as_bytes()));
+        format!(
+            "default-src 'self'; script-src 'self' 'sha256-{hash}'; style-src 'self' 'unsafe-inline'; \
+             img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; \
+             form-action 'self'; object-src 'none'"
+        )
+    })
 }
 
 #[derive(Deserialize)]
@@ -269,9 +290,9 @@ async fn login(
     parts: axum::http::request::Parts,
     Form(f): Form<LoginForm>,
 ) -> Response {
-    let ip = super::client_ip(&parts.extensions);
+    let ip = super::client_ip(&parts.extensions, &parts.headers, &st.deps.trusted_proxies);
     let base = st.deps.base_path.clone();
-    if st.deps.auth.throttled(ip) {
+    if st.deps.auth.password_throttled(&f.username, ip) {
         return back_to_login(&base, "throttled");
     }
     let a = st.deps.auth.clone();
@@ -292,7 +313,7 @@ async fn login(
     if !ok {
         return back_to_login(
             &base,
-            if st.deps.auth.throttled(ip) {
+            if st.deps.auth.password_throttled(auth::ADMIN, ip) {
                 "throttled"
             } else {
                 "failed"
