@@ -595,11 +595,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Every block's chunks are checked once in the background; reads check them anyway.
     let db_scrub = db.clone();
     tokio::task::spawn_blocking(move || db_scrub.scrub());
-    axum::serve(
+    http::serve::serve(
         listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        router,
+        cfg.web.tls_config.as_ref(),
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
     .await
     .context("HTTP server")?;
     tracing::info!("shutting down: marking targets stale");

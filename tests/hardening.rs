@@ -520,3 +520,192 @@ fn browser_requests_are_held_to_their_origin_and_types() {
         assert!(head.contains(h), "{h} missing in {head}");
     }
 }
+
+/// Issue 13: 200 slow connections stayed open. Clients that send half a request, or nothing,
+/// are dropped after the header timeout, and others are served meanwhile.
+#[test]
+fn slow_and_idle_connections_are_closed() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (_app, addr) = common::appliance_with_config(dir.path(), "global: {}\n");
+    let mut conns = Vec::new();
+    for i in 0..200 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+        }
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        conns.push(s);
+    }
+    let started = Instant::now();
+    let (code, _) = common::get(&addr, "/-/healthy").unwrap();
+    assert_eq!(code, 200, "served while 200 slow clients wait");
+    for (i, s) in conns.iter_mut().enumerate() {
+        let mut buf = [0u8; 512];
+        // The server closes (0 bytes, or a reset, or a 408 then close); a timeout here means
+        // it kept the connection.
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) if started.elapsed() < Duration::from_secs(25) => break,
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) => panic!(
+                    "connection {i} still open after {:?}: {e}",
+                    started.elapsed()
+                ),
+            }
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+fn curl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-v", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `web.tls_config`: HTTPS with the configured certificate, re-read when its files change,
+/// and client certificates when asked for.
+#[test]
+fn https_with_certificate_reload_and_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pki) = common::Pki::new(dir.path()) else {
+        return;
+    };
+    let (cert, key) = pki.issue("server", "first");
+    let (client_cert, client_key) = pki.issue("client", "a-client");
+    let port = common::free_port();
+    let cfg = dir.path().join("appliance.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "web:\n  tls_config:\n    cert_file: {cert}\n    key_file: {key}\n    client_ca_file: {ca}\n    client_auth_type: RequireAndVerifyClientCert\n",
+            ca = pki.ca
+        ),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let _app = common::appliance(dir.path(), Some(&cfg), &addr);
+    let url = format!("https://127.0.0.1:{port}/-/healthy");
+    let with_client = [
+        "--cacert",
+        &pki.ca,
+        "--cert",
+        &client_cert,
+        "--key",
+        &client_key,
+    ];
+    let (ok, out) = common::wait_for(30, "the HTTPS server", || {
+        let r = curl(&[&with_client[..], &[url.as_str()]].concat());
+        r.0.then_some(r)
+    });
+    assert!(ok && out.contains("CN=first"), "{out}");
+    let (ok, out) = curl(&["--cacert", &pki.ca, &url]);
+    assert!(!ok, "no client certificate, no answer: {out}");
+    let (ok, _) = curl(
+        &["http://127.0.0.1:".to_string() + &port.to_string() + "/-/healthy"]
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(!ok, "plain HTTP is not served");
+    // A renewed certificate is picked up without a restart.
+    let (new_cert, new_key) = pki.issue("renewed", "renewed");
+    std::fs::copy(&new_key, &key).unwrap();
+    std::fs::copy(&new_cert, &cert).unwrap();
+    common::wait_for(20, "the renewed certificate served", || {
+        let (ok, out) = curl(&[&with_client[..], &[url.as_str()]].concat());
+        (ok && out.contains("CN=renewed")).then_some(())
+    });
+    // A broken tls_config is refused by check config, naming the field.
+    std::fs::write(&key, "not a key").unwrap();
+    let (code, out) = run(dir.path(), &["check", "config", "appliance.yml"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("web.tls_config.key_file"), "{out}");
+}
+
+/// Issue 13: a silence matching everything was accepted, an alert of 100k labels cost 15 s
+/// of CPU, and `alerting.alertmanagers` refused Prometheus's `basic_auth`.
+#[test]
+fn alertmanager_api_parity_and_authenticated_external_alertmanagers() {
+    let dir = tempfile::tempdir().unwrap();
+    // B receives alerts; its API needs the admin for POST /api/v2/alerts.
+    let b_dir = dir.path().join("b");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let (_b, b) = common::appliance_with_config(
+        &b_dir,
+        "notify:\n  route: {receiver: 'null'}\n  receivers: [{name: 'null'}]\n",
+    );
+    let json_post = |addr: &str, path: &str, body: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "POST {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            common::admin_basic_auth(),
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let code: u16 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (code, out)
+    };
+    let everything = r#"{"matchers":[{"name":"alertname","value":".*","isRegex":true,"isEqual":true}],"startsAt":"2026-01-01T00:00:00Z","endsAt":"2099-01-01T00:00:00Z","createdBy":"t","comment":"c"}"#;
+    let (code, out) = json_post(&b, "/api/v2/silences", everything);
+    assert_eq!(code, 400, "{out}");
+    assert!(out.contains("must not match the empty string"), "{out}");
+    let labels: Vec<String> = (0..100_000).map(|i| format!("\"l{i}\":\"v\"")).collect();
+    let wide = format!("[{{\"labels\":{{{}}}}}]", labels.join(","));
+    let started = Instant::now();
+    let (code, out) = json_post(&b, "/api/v2/alerts", &wide);
+    assert_eq!(code, 400, "{}", &out[..out.len().min(300)]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A sends its alerts to B with basic auth, as a prometheus.yml would.
+    std::fs::write(
+        dir.path().join("alerts.yml"),
+        "groups:\n  - name: a\n    interval: 1s\n    rules:\n      - alert: FromA\n        expr: vector(1)\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("am-pass"), common::ADMIN_PASSWORD).unwrap();
+    let (_a, _a_addr) = common::appliance_with_config(
+        dir.path(),
+        &format!(
+            "global: {{evaluation_interval: 1s}}
+rule_files: [alerts.yml]
+alerting:
+  alertmanagers:
+    - static_configs: [{{targets: ['{b}']}}]
+      basic_auth: {{username: admin, password_file: am-pass}}
+"
+        ),
+    );
+    common::wait_for(30, "FromA received by B", || {
+        let v = common::get_json(&b, "/api/v2/alerts");
+        v.as_array()?
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "FromA")
+            .then_some(())
+    });
+}

@@ -350,73 +350,9 @@ struct TlsTarget {
 
 fn tls_target() -> Option<TlsTarget> {
     let dir = tempfile::tempdir().unwrap();
-    let p = |n: &str| dir.path().join(n).display().to_string();
-    let (ca, ca_key, cert, key) = (p("ca.pem"), p("ca.key"), p("cert.pem"), p("key.pem"));
-    let (csr, ext) = (p("leaf.csr"), p("ext.cnf"));
-    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
-    let steps: Vec<Vec<&str>> = vec![
-        vec![
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=test-ca",
-            "-keyout",
-            &ca_key,
-            "-out",
-            &ca,
-        ],
-        vec![
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-        ],
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            &ext,
-            "-out",
-            &cert,
-        ],
-    ];
-    let ok = steps.iter().all(|args| {
-        std::process::Command::new("openssl")
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    });
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "openssl is needed for the TLS test"
-        );
-        eprintln!("skipping: openssl not available");
-        return None;
-    }
+    let pki = common::Pki::new(dir.path())?;
+    let (cert, key) = pki.issue("cert", "127.0.0.1");
+    let ca = pki.ca.clone();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/testdata/tls_server.py");
     let (proc_, addr) = common::spawn_with_port(
         std::process::Command::new("python3")

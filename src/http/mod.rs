@@ -8,6 +8,7 @@
 mod alertmanager;
 mod api;
 pub mod auth;
+pub mod serve;
 mod ui;
 
 use std::collections::HashMap;
@@ -60,6 +61,10 @@ pub struct WebConfig {
     /// client's address (login throttling, logs). Empty: the peer's address is the client's.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<String>,
+    /// Serve HTTPS (Prometheus's `tls_server_config`): certificate and key files, re-read
+    /// when they change, and optional client certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_config: Option<serve::TlsServerConfig>,
 }
 
 impl Default for WebConfig {
@@ -72,6 +77,7 @@ impl Default for WebConfig {
             auth: auth::AuthConfig::default(),
             dashboards_dir: String::new(),
             trusted_proxies: Vec::new(),
+            tls_config: None,
         }
     }
 }
@@ -115,6 +121,9 @@ impl WebConfig {
             ));
         }
         self.proxies()?;
+        if let Some(t) = &self.tls_config {
+            t.validate().map_err(|e| e.to_string())?;
+        }
         Ok(())
     }
 
@@ -141,7 +150,7 @@ impl WebConfig {
 
     /// Whether the browser reaches us over HTTPS, so cookies get `Secure`.
     pub fn secure_cookies(&self) -> bool {
-        self.external_url.starts_with("https://")
+        self.external_url.starts_with("https://") || self.tls_config.is_some()
     }
 }
 

@@ -9,6 +9,7 @@ pub mod exposition;
 pub mod gofmt;
 pub mod gotmpl;
 pub mod histogram;
+pub mod httpconf;
 pub mod labels;
 pub mod matcher;
 pub mod relabel;

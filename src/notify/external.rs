@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::dispatch::Alert;
+use crate::model::httpconf::{Authorization, BasicAuth, TlsConfig};
 use crate::model::relabel::RelabelConfig;
 use crate::model::time::Duration;
 
@@ -49,6 +50,15 @@ pub struct AlertmanagerConfig {
     /// Only `v2` exists since Prometheus 3.
     #[serde(default = "v2")]
     pub api_version: String,
+    /// HTTP basic auth (an Alertmanager behind a proxy, or another appliance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// `Authorization` header credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<Authorization>,
+    /// TLS settings for `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_config: Option<TlsConfig>,
 }
 
 /// `static_configs` entry.
@@ -89,21 +99,58 @@ impl AlertingConfig {
                     am.scheme
                 ));
             }
+            if am.basic_auth.is_some() && am.authorization.is_some() {
+                return Err(format!(
+                    "alerting.alertmanagers[{i}]: at most one of basic_auth, oauth2 & authorization must be configured"
+                ));
+            }
+            if let Some(t) = &am.tls_config {
+                t.client_config()
+                    .map_err(|e| format!("alerting.alertmanagers[{i}].tls_config: {e}"))?;
+            }
         }
         Ok(())
     }
 
     /// The `…/api/v2/alerts` URLs to post to, with their timeouts.
     pub fn urls(&self) -> Vec<(String, StdDuration)> {
+        self.endpoints(None)
+            .into_iter()
+            .map(|e| (e.url, e.timeout))
+            .collect()
+    }
+
+    /// Where and how to post: one endpoint per target, with its client (its own when the
+    /// entry has `tls_config`, else `default`) and credentials.
+    fn endpoints(&self, default: Option<&reqwest::Client>) -> Vec<Endpoint> {
         let mut out = Vec::new();
         for am in &self.alertmanagers {
             let prefix = am.path_prefix.trim_end_matches('/');
+            let client = match (&am.tls_config, default) {
+                (Some(t), Some(_)) => match t.client_config().and_then(|c| {
+                    reqwest::Client::builder()
+                        .tls_backend_preconfigured(c)
+                        .no_proxy()
+                        .build()
+                        .map_err(|e| e.to_string())
+                }) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::error!(error = %e, "alertmanager tls_config unusable; its alerts are not sent");
+                        continue;
+                    }
+                },
+                (_, d) => d.cloned(),
+            };
             for sc in &am.static_configs {
                 for t in &sc.targets {
-                    out.push((
-                        format!("{}://{t}{prefix}/api/v2/alerts", am.scheme),
-                        StdDuration::from_millis(am.timeout.as_millis().max(1) as u64),
-                    ));
+                    out.push(Endpoint {
+                        url: format!("{}://{t}{prefix}/api/v2/alerts", am.scheme),
+                        timeout: StdDuration::from_millis(am.timeout.as_millis().max(1) as u64),
+                        client: client.clone(),
+                        basic_auth: am.basic_auth.clone(),
+                        authorization: am.authorization.clone(),
+                    });
                 }
             }
         }
@@ -116,10 +163,20 @@ struct AmLabel {
     alertmanager: String,
 }
 
+/// One Alertmanager to post to.
+#[derive(Clone)]
+struct Endpoint {
+    url: String,
+    timeout: StdDuration,
+    client: Option<reqwest::Client>,
+    basic_auth: Option<BasicAuth>,
+    authorization: Option<Authorization>,
+}
+
 /// Sends alerts to the configured external Alertmanagers.
 pub struct ExternalSender {
     http: reqwest::Client,
-    targets: parking_lot::Mutex<Vec<(String, StdDuration)>>,
+    targets: parking_lot::Mutex<Vec<Endpoint>>,
     sent: Family<AmLabel, Counter>,
     errors: Family<AmLabel, Counter>,
 }
@@ -178,7 +235,7 @@ impl ExternalSender {
 
     /// Installs the targets of `cfg`.
     pub fn apply(&self, cfg: &AlertingConfig) {
-        *self.targets.lock() = cfg.urls();
+        *self.targets.lock() = cfg.endpoints(Some(&self.http));
     }
 
     /// Whether any external Alertmanager is configured.
@@ -192,26 +249,35 @@ impl ExternalSender {
             return;
         }
         let body = postable(&alerts).to_string();
-        for (url, timeout) in self.targets.lock().clone() {
+        for ep in self.targets.lock().clone() {
             let me = self.clone();
             let body = body.clone();
             let n = alerts.len() as u64;
             tokio::spawn(async move {
+                let url = ep.url.clone();
                 let label = AmLabel {
                     alertmanager: url.clone(),
                 };
-                let r = me
-                    .http
+                let http = ep.client.as_ref().unwrap_or(&me.http);
+                let req = http
                     .post(&url)
                     .header("Content-Type", "application/json")
                     .body(body)
-                    .timeout(timeout)
-                    .send()
-                    .await;
+                    .timeout(ep.timeout);
+                // Credential files are read at every send, so rotation needs no reload.
+                let req = match (&ep.basic_auth, &ep.authorization) {
+                    (Some(b), _) => b.credentials().map(|(u, p)| req.basic_auth(u, p)),
+                    (None, Some(a)) => a.header_value().map(|h| req.header("Authorization", h)),
+                    (None, None) => Ok(req),
+                };
+                let r = match req {
+                    Ok(req) => req.send().await.map_err(|e| e.without_url().to_string()),
+                    Err(e) => Err(e),
+                };
                 let err = match r {
                     Ok(resp) if resp.status().is_success() => None,
                     Ok(resp) => Some(format!("bad response status {}", resp.status())),
-                    Err(e) => Some(e.without_url().to_string()),
+                    Err(e) => Some(e),
                 };
                 me.sent.get_or_create(&label).inc_by(n);
                 if let Some(e) = err {

@@ -680,6 +680,8 @@ struct State {
 }
 
 const HISTORY: usize = 1000;
+/// Labels (and annotations) one posted alert may have.
+pub const MAX_ALERT_LABELS: usize = 256;
 const ATTEMPTS: u32 = 5;
 
 /// The running notifier.
@@ -1136,6 +1138,17 @@ impl Notifier {
             let Some(Value::Object(l)) = a.get("labels") else {
                 return Err("labels are required".into());
             };
+            // Every label is hashed, routed and matched against silences and inhibitions:
+            // a bound keeps one request from costing seconds of CPU.
+            let annotation_count = match a.get("annotations") {
+                Some(Value::Object(m)) => m.len(),
+                _ => 0,
+            };
+            if l.len() > MAX_ALERT_LABELS || annotation_count > MAX_ALERT_LABELS {
+                return Err(format!(
+                    "an alert may have at most {MAX_ALERT_LABELS} labels and {MAX_ALERT_LABELS} annotations"
+                ));
+            }
             let labels = crate::model::Labels::from_pairs(
                 l.iter()
                     .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())),

@@ -176,6 +176,13 @@ impl Silences {
                 }
             }
         }
+        // A silence that every label set satisfies would mute every alert: Alertmanager
+        // refuses it, and so do we.
+        if s.matchers().iter().all(|m| m.matches("")) {
+            return Err(SilenceError::Invalid(
+                "silence invalid: at least one matcher must not match the empty string".into(),
+            ));
+        }
         if s.ends_at <= s.starts_at {
             return Err(SilenceError::Invalid(
                 "silence invalid: end time must not be before start time".into(),
@@ -317,5 +324,35 @@ mod tests {
             .unwrap();
         assert_eq!(s.muting(&a, 3000), vec![re]);
         assert_eq!(id.len(), 36);
+    }
+
+    /// Issue 13: a silence of `foo=~".*"` was accepted and muted every alert.
+    #[test]
+    fn a_silence_matching_everything_is_refused() {
+        let mut ss = Silences::default();
+        for ms in [
+            vec![m("alertname", ".*", true, true)],
+            vec![m("alertname", "", false, true)],
+            vec![
+                m("alertname", "x", false, false),
+                m("job", "y|", true, true),
+            ],
+        ] {
+            let s = silence(ms, 0, 10_000);
+            let e = ss.upsert(s, 0).unwrap_err();
+            assert!(
+                e.to_string().contains("must not match the empty string"),
+                "{e}"
+            );
+        }
+        let ok = silence(
+            vec![
+                m("alertname", ".*", true, true),
+                m("job", "api", false, true),
+            ],
+            0,
+            10_000,
+        );
+        assert!(ss.upsert(ok, 0).is_ok());
     }
 }

@@ -157,74 +157,7 @@ fn five_minutes() -> Duration {
     Duration::from_secs(300)
 }
 
-/// `basic_auth`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BasicAuth {
-    /// User name.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub username: String,
-    /// File holding the user name.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub username_file: String,
-    /// Password.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<Secret>,
-    /// File holding the password, read at every scrape.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub password_file: String,
-}
-
-/// `authorization`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Authorization {
-    /// Scheme (default `Bearer`).
-    #[serde(default, rename = "type", skip_serializing_if = "String::is_empty")]
-    pub kind: String,
-    /// Credentials.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials: Option<Secret>,
-    /// File holding the credentials, read at every scrape.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub credentials_file: String,
-}
-
-/// `tls_config`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// CA bundle file.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub ca_file: String,
-    /// CA bundle inline (PEM).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub ca: String,
-    /// Client certificate file.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub cert_file: String,
-    /// Client certificate inline (PEM).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub cert: String,
-    /// Client key file.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub key_file: String,
-    /// Client key inline (PEM).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<Secret>,
-    /// Server name to verify (and send as SNI).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub server_name: String,
-    /// Skip certificate verification.
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
-    /// Minimum TLS version (`TLS12`, `TLS13`).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub min_version: String,
-    /// Maximum TLS version.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub max_version: String,
-}
+pub use crate::model::httpconf::{Authorization, BasicAuth, TlsConfig};
 
 /// One `scrape_configs` entry. Options left out inherit from `global` when the config is
 /// checked ([`ScrapeConfig::apply_defaults`]).

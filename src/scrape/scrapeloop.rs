@@ -361,34 +361,18 @@ async fn fetch_http(ctx: &LoopCtx, client: &reqwest::Client) -> Result<(Vec<u8>,
         req = req.header("Accept-Encoding", "identity");
     }
     if let Some(b) = &cfg.basic_auth {
-        let user = if b.username_file.is_empty() {
-            b.username.clone()
-        } else {
-            read_secret_file(&b.username_file)?
-        };
-        let pass = match (&b.password, b.password_file.is_empty()) {
-            (Some(p), _) => Some(p.expose().to_string()),
-            (None, false) => Some(read_secret_file(&b.password_file)?),
-            (None, true) => None,
-        };
+        let (user, pass) = b.credentials().map_err(Fail::Fetch)?;
         req = req.basic_auth(user, pass);
     }
-    let bearer = |kind: &str, cred: String| {
-        format!("{} {}", if kind.is_empty() { "Bearer" } else { kind }, cred)
-    };
+    use crate::model::httpconf::bearer;
     if let Some(a) = &cfg.authorization {
-        let cred = match &a.credentials {
-            Some(c) => c.expose().to_string(),
-            None if !a.credentials_file.is_empty() => read_secret_file(&a.credentials_file)?,
-            None => String::new(),
-        };
-        req = req.header("Authorization", bearer(&a.kind, cred));
+        req = req.header("Authorization", a.header_value().map_err(Fail::Fetch)?);
     } else if let Some(t) = &cfg.bearer_token {
-        req = req.header("Authorization", bearer("", t.expose().to_string()));
+        req = req.header("Authorization", bearer("", t.expose()));
     } else if !cfg.bearer_token_file.is_empty() {
         req = req.header(
             "Authorization",
-            bearer("", read_secret_file(&cfg.bearer_token_file)?),
+            bearer("", &read_secret_file(&cfg.bearer_token_file)?),
         );
     }
     let resp = req

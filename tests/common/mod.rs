@@ -782,3 +782,92 @@ pub fn stripping_proxy(prefix: &'static str, upstream: String) -> String {
     });
     addr
 }
+
+/// A throwaway certificate authority made with `openssl` in `dir`, for the TLS tests.
+pub struct Pki {
+    /// The CA certificate (PEM).
+    pub ca: String,
+    ca_key: String,
+    dir: std::path::PathBuf,
+}
+
+impl Pki {
+    /// A new CA, or None (skip) where openssl is missing outside CI.
+    pub fn new(dir: &Path) -> Option<Pki> {
+        let p = |n: &str| dir.join(n).display().to_string();
+        let (ca, ca_key) = (p("ca.pem"), p("ca.key"));
+        let ok = openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test-ca",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+        ]);
+        if !ok {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "openssl is needed for the TLS tests"
+            );
+            eprintln!("skipping: openssl not available");
+            return None;
+        }
+        Some(Pki {
+            ca,
+            ca_key,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Issues `<name>.pem` and `<name>.key` for 127.0.0.1 with common name `cn`; returns
+    /// their paths.
+    pub fn issue(&self, name: &str, cn: &str) -> (String, String) {
+        let p = |n: &str| self.dir.join(n).display().to_string();
+        let (cert, key, csr, ext) = (
+            p(&format!("{name}.pem")),
+            p(&format!("{name}.key")),
+            p(&format!("{name}.csr")),
+            p(&format!("{name}.cnf")),
+        );
+        std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\n").unwrap();
+        let subj = format!("/CN={cn}");
+        assert!(openssl(&[
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subj, "-keyout", &key, "-out", &csr,
+        ]));
+        assert!(openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &self.ca,
+            "-CAkey",
+            &self.ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ]));
+        (cert, key)
+    }
+}
+
+fn openssl(args: &[&str]) -> bool {
+    Command::new("openssl")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
