@@ -537,7 +537,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         ready: ready.clone(),
         start_ms,
     });
-    let listen = http::bind_address(opts.listen.as_deref().unwrap_or(&cfg.web.listen_address));
+    let listen_flag = opts.listen.as_deref().unwrap_or(&cfg.web.listen_address);
+    http::check_listen_address(listen_flag)
+        .map_err(|e| anyhow::anyhow!("--listen {listen_flag:?}: {e}"))?;
+    let listen = http::bind_address(listen_flag);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;

@@ -709,3 +709,40 @@ alerting:
             .then_some(())
     });
 }
+
+/// Issue 13: `check config` read `rule_files: [/dev/zero]` without bound and passed what
+/// `run` refuses (a bad `listen_address`, a missing `admin_password_file`).
+#[test]
+fn check_config_refuses_what_run_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, expect) in [
+        ("rule_files: [/dev/zero]\n", "not a regular file"),
+        ("web: {listen_address: 'nonsense'}\n", "web.listen_address"),
+        ("web: {listen_address: ':99999'}\n", "web.listen_address"),
+        (
+            "web: {auth: {admin_password_file: /nonexistent/pw}}\n",
+            "web.auth.admin_password_file",
+        ),
+    ] {
+        std::fs::write(dir.path().join("c.yml"), yaml).unwrap();
+        let (code, out) = run(dir.path(), &["check", "config", "c.yml"]);
+        assert_ne!(code, 0, "{yaml}: {out}");
+        assert!(out.contains(expect), "{yaml}: {out}");
+        // And run refuses the same, without starting.
+        let out = Command::new(env!("CARGO_BIN_EXE_appliance"))
+            .current_dir(dir.path())
+            .args([
+                "run",
+                "--config",
+                "c.yml",
+                "--data-dir",
+                "d",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env("APPLIANCE_ADMIN_PASSWORD", "x")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{yaml}");
+    }
+}

@@ -138,10 +138,11 @@ impl Source {
     pub fn load(&self) -> Result<Config, ConfigError> {
         match self {
             Source::File(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
-                    path: p.display().to_string(),
-                    source: e,
-                })?;
+                let text =
+                    crate::model::files::read_config_file(p).map_err(|e| ConfigError::Read {
+                        path: p.display().to_string(),
+                        source: e,
+                    })?;
                 parse(&text, &p.display().to_string())
             }
             Source::Embedded => parse(DEFAULT_CONFIG, "<embedded default>"),

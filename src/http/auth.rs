@@ -134,7 +134,7 @@ pub fn admin_hash(
         return Ok((hash(p)?, Source::Env));
     }
     if !cfg.admin_password_file.is_empty() {
-        let p = std::fs::read_to_string(&cfg.admin_password_file)
+        let p = crate::model::files::read_bounded(Path::new(&cfg.admin_password_file), 4096)
             .map_err(|e| AuthError::File(cfg.admin_password_file.clone(), e))?;
         return Ok((hash(p.trim_end_matches(['\n', '\r']))?, Source::File));
     }

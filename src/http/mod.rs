@@ -121,6 +121,26 @@ impl WebConfig {
             ));
         }
         self.proxies()?;
+        check_listen_address(&self.listen_address)
+            .map_err(|e| format!("web.listen_address {:?}: {e}", self.listen_address))?;
+        if !self.auth.admin_password_file.is_empty() {
+            let p = std::path::Path::new(&self.auth.admin_password_file);
+            match crate::model::files::read_bounded(p, 4096) {
+                Ok(t) if !t.trim().is_empty() => {}
+                Ok(_) => {
+                    return Err(format!(
+                        "web.auth.admin_password_file {:?}: the file is empty",
+                        self.auth.admin_password_file
+                    ))
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "web.auth.admin_password_file {:?}: {e}",
+                        self.auth.admin_password_file
+                    ))
+                }
+            }
+        }
         if let Some(t) = &self.tls_config {
             t.validate().map_err(|e| e.to_string())?;
         }
@@ -200,6 +220,29 @@ fn normalize_prefix(p: &str) -> String {
     } else {
         format!("/{p}")
     }
+}
+
+/// Whether `listen` (`:8080`, `host:port`, `[::1]:8080`) names a port to listen on; the
+/// same check serves `check config`, a reload and `run --listen`.
+pub fn check_listen_address(listen: &str) -> Result<(), String> {
+    let a = bind_address(listen);
+    if a.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = a.rsplit_once(':') else {
+        return Err("expected host:port or :port".into());
+    };
+    port.parse::<u16>()
+        .map_err(|_| format!("bad port {port:?}"))?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
+    if !host_ok {
+        return Err(format!("bad host {host:?}"));
+    }
+    Ok(())
 }
 
 /// Turns `:8080` into `0.0.0.0:8080`; other forms pass through.

@@ -6,6 +6,7 @@
 //! certificates when asked, nothing more).
 
 pub mod exposition;
+pub mod files;
 pub mod gofmt;
 pub mod gotmpl;
 pub mod histogram;

@@ -479,7 +479,7 @@ impl NotifySection {
                     return err("notify.config_file must be a path");
                 };
                 let path = base.join(f);
-                let text = std::fs::read_to_string(&path)
+                let text = crate::model::files::read_config_file(&path)
                     .map_err(|e| NotifyConfigError(format!("{}: {e}", path.display())))?;
                 let mut c = parse(&text)
                     .map_err(|e| NotifyConfigError(format!("{}: {e}", path.display())))?;

@@ -241,7 +241,7 @@ impl Templates {
                 .unwrap_or_default();
             files.sort();
             for f in files {
-                let text = std::fs::read_to_string(&f)
+                let text = crate::model::files::read_config_file(&f)
                     .map_err(|e| TemplateError(format!("{}: {e}", f.display())))?;
                 extra.push_str(&text);
             }

@@ -127,7 +127,7 @@ pub struct RuleFileError(pub Vec<String>);
 
 /// Reads and validates a rule file.
 pub fn load(path: &Path, opts: ParseOptions) -> Result<RuleGroups, RuleFileError> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::model::files::read_config_file(path)
         .map_err(|e| RuleFileError(vec![format!("{}: {e}", path.display())]))?;
     parse(&text, &path.display().to_string(), opts)
 }

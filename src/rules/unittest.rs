@@ -265,7 +265,7 @@ fn run_file_cases(
     make_env: MakeEnv,
     cases: &mut Vec<(String, Vec<String>)>,
 ) -> Result<(), Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("    {e}")])?;
+    let text = crate::model::files::read_config_file(path).map_err(|e| vec![format!("    {e}")])?;
     let tf: TestFile = serde_saphyr::from_str(&text)
         .map_err(|e| vec![format!("    {}", crate::config::first_line(&e.to_string()))])?;
     let eval_ms = tf

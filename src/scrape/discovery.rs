@@ -60,7 +60,8 @@ fn expand_glob(pattern: &str) -> Vec<PathBuf> {
 
 /// Reads one SD file; the error names the file.
 pub fn read_sd_file(path: &Path) -> Result<Vec<TargetGroup>, String> {
-    let body = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let body = crate::model::files::read_config_file(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let is_json = path.extension().map(|e| e == "json").unwrap_or(false);
     let groups: Vec<FileGroup> = if is_json {
         serde_json::from_str(&body).map_err(|e| format!("{}: {e}", path.display()))?

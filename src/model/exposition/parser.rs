@@ -444,7 +444,18 @@ impl<'a> Parser<'a> {
         if s.is_empty() || s.bytes().any(|c| c == b'_' || c == b'x' || c == b'X') {
             return Err(bad());
         }
-        s.parse::<f64>().map_err(|_| bad())
+        let f = s.parse::<f64>().map_err(|_| bad())?;
+        // Go's ParseFloat reports a finite literal beyond the float range (`1e400`) as a
+        // range error, which Prometheus refuses; only spelled-out infinities are infinite.
+        if f.is_infinite()
+            && !s
+                .trim_start_matches(['+', '-'])
+                .to_ascii_lowercase()
+                .starts_with("inf")
+        {
+            return Err(bad());
+        }
+        Ok(f)
     }
 
     fn metadata_name(&self, l: &mut Line<'a>) -> Result<Cow<'a, str>, ParseError> {
@@ -525,6 +536,11 @@ impl<'a> Parser<'a> {
                 let v = self.quoted(l)?;
                 if lname.is_empty() {
                     return self.err("empty label name");
+                }
+                // The name is written before the braces (or quoted first inside them), never
+                // as a label: Prometheus refuses `{__name__="x"}`.
+                if lname == "__name__" {
+                    return self.err("invalid label name \"__name__\"");
                 }
                 let duplicate = match &mut seen {
                     Some(set) => !set.insert(lname.clone()),

@@ -405,3 +405,37 @@ fn errors_quote_at_most_fifty_characters() {
     let e = first_error(&format!("m{{a=\"{huge}\"}} 1\n"), big);
     assert!(e.len() < 400, "{}", e.len());
 }
+
+/// Issue 13: `1e400` and `{__name__="x"}` were accepted where Prometheus refuses them.
+#[test]
+fn out_of_range_values_and_name_labels_are_refused() {
+    for f in [Format::PrometheusText, Format::OpenMetrics] {
+        let eof = if f == Format::OpenMetrics {
+            "# EOF\n"
+        } else {
+            ""
+        };
+        for bad in [
+            "m 1e400\n",
+            "m -1e400\n",
+            "{__name__=\"x\"} 1\n",
+            "m{__name__=\"x\"} 1\n",
+        ] {
+            assert!(
+                parse_all(format!("{bad}{eof}").as_bytes(), f).is_err(),
+                "{f:?} accepted {bad:?}"
+            );
+        }
+        for good in [
+            "m +Inf\n",
+            "m -Inf\n",
+            "m 1e-400\n",
+            "m 1.7976931348623157e308\n",
+        ] {
+            assert!(
+                parse_all(format!("{good}{eof}").as_bytes(), f).is_ok(),
+                "{f:?} refused {good:?}"
+            );
+        }
+    }
+}
