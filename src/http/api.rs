@@ -160,10 +160,6 @@ fn time_json(ms: i64) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn point(t: i64, f: f64) -> Value {
-    json!([time_json(t), crate::promql::format_value(f)])
-}
-
 /// A native histogram as Prometheus's API renders it.
 fn histogram_json(h: &crate::model::histogram::FloatHistogram) -> Value {
     let f = crate::promql::format_value;
@@ -183,31 +179,101 @@ fn promql_error(e: crate::promql::PromqlError) -> ApiError {
     }
 }
 
+/// Renders a query result as Prometheus's API does. The body is written straight into one
+/// buffer: building a `serde_json::Value` per point first cost about 150 bytes per sample (a
+/// 5.76 M-sample answer peaked at 1.9 GB).
 fn result_json(r: crate::promql::QueryResult, t: i64) -> Response {
     use crate::promql::Value as V;
-    let data = match r.value {
-        V::Scalar(f) => json!({"resultType": "scalar", "result": point(t, f)}),
-        V::String(s) => json!({"resultType": "string", "result": [time_json(t), s]}),
-        V::Vector(v) => json!({
-            "resultType": "vector",
-            "result": v.iter().map(|s| match &s.h {
-                Some(h) => json!({"metric": labels_json(&s.metric), "histogram": [time_json(t), histogram_json(h)]}),
-                None => json!({"metric": labels_json(&s.metric), "value": point(t, s.f)}),
-            }).collect::<Vec<_>>(),
-        }),
-        V::Matrix(m) => json!({
-            "resultType": "matrix",
-            "result": m.iter().map(|s| json!({"metric": labels_json(&s.metric), "values": s.points.iter().map(|(t, f)| point(*t, *f)).collect::<Vec<_>>()})).collect::<Vec<_>>(),
-        }),
+    use std::io::Write as _;
+    let mut out: Vec<u8> = Vec::with_capacity(256);
+    let num = |out: &mut Vec<u8>, ms: i64| {
+        let _ = serde_json::to_writer(&mut *out, &time_json(ms));
     };
-    let mut body = json!({"status": "success", "data": data});
+    let point = |out: &mut Vec<u8>, ms: i64, f: f64| {
+        out.push(b'[');
+        num(out, ms);
+        out.push(b',');
+        let _ = serde_json::to_writer(&mut *out, &crate::promql::format_value(f));
+        out.push(b']');
+    };
+    let metric = |out: &mut Vec<u8>, l: &Labels| {
+        let _ = serde_json::to_writer(&mut *out, &labels_json(l));
+    };
+    out.extend_from_slice(b"{\"status\":\"success\",\"data\":{\"resultType\":");
+    match &r.value {
+        V::Scalar(f) => {
+            out.extend_from_slice(b"\"scalar\",\"result\":");
+            point(&mut out, t, *f);
+        }
+        V::String(st) => {
+            out.extend_from_slice(b"\"string\",\"result\":[");
+            num(&mut out, t);
+            out.push(b',');
+            let _ = serde_json::to_writer(&mut out, st);
+            out.push(b']');
+        }
+        V::Vector(v) => {
+            out.extend_from_slice(b"\"vector\",\"result\":[");
+            for (i, smp) in v.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"metric\":");
+                metric(&mut out, &smp.metric);
+                match &smp.h {
+                    Some(h) => {
+                        out.extend_from_slice(b",\"histogram\":[");
+                        num(&mut out, t);
+                        out.push(b',');
+                        let _ = serde_json::to_writer(&mut out, &histogram_json(h));
+                        out.push(b']');
+                    }
+                    None => {
+                        out.extend_from_slice(b",\"value\":");
+                        point(&mut out, t, smp.f);
+                    }
+                }
+                out.push(b'}');
+            }
+            out.push(b']');
+        }
+        V::Matrix(m) => {
+            out.extend_from_slice(b"\"matrix\",\"result\":[");
+            for (i, series) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"metric\":");
+                metric(&mut out, &series.metric);
+                out.extend_from_slice(b",\"values\":[");
+                for (j, (pt, f)) in series.points.iter().enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    point(&mut out, *pt, *f);
+                }
+                out.extend_from_slice(b"]}");
+            }
+            out.push(b']');
+        }
+    }
+    out.push(b'}');
+    // The result is rendered; its memory goes before the body is handed on.
+    drop(r.value);
     if !r.warnings.is_empty() {
-        body["warnings"] = json!(r.warnings);
+        let _ = write!(out, ",\"warnings\":");
+        let _ = serde_json::to_writer(&mut out, &r.warnings);
     }
     if !r.infos.is_empty() {
-        body["infos"] = json!(r.infos);
+        let _ = write!(out, ",\"infos\":");
+        let _ = serde_json::to_writer(&mut out, &r.infos);
     }
-    axum::Json(body).into_response()
+    out.push(b'}');
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        out,
+    )
+        .into_response()
 }
 
 /// Parses a step or timeout: float seconds or a Prometheus duration.

@@ -366,6 +366,8 @@ pub(super) struct Ev<'a> {
     samples: Cell<usize>,
     pub(super) warnings: RefCell<Vec<String>>,
     pub(super) infos: RefCell<Vec<String>>,
+    /// The time range read from storage, to report data the store could not give.
+    read_range: Cell<Option<(i64, i64)>>,
 }
 
 pub(super) type R<T> = Result<T, PromqlError>;
@@ -415,6 +417,7 @@ pub(super) fn run(
         samples: Cell::new(0),
         warnings: RefCell::new(Vec::new()),
         infos: RefCell::new(Vec::new()),
+        read_range: Cell::new(None),
     };
     let value =
         if step == 0 {
@@ -455,9 +458,15 @@ pub(super) fn run(
             m.sort_by(|a, b| a.metric.cmp(&b.metric));
             Value::Matrix(m)
         };
+    let mut warnings = ev.warnings.into_inner();
+    // Data lost to a damaged (quarantined) block makes the answer partial: say so, as
+    // Prometheus's warnings do for partial answers.
+    if let Some((lo, hi)) = ev.read_range.get() {
+        warnings.extend(q.missing(lo, hi));
+    }
     Ok(QueryResult {
         value,
-        warnings: ev.warnings.into_inner(),
+        warnings,
         infos: ev.infos.into_inner(),
     })
 }
@@ -620,6 +629,14 @@ pub(super) fn drop_name_labels(l: &Labels) -> Labels {
 }
 
 impl<'a> Ev<'a> {
+    fn note_read(&self, lo: i64, hi: i64) {
+        let r = match self.read_range.get() {
+            Some((a, b)) => (a.min(lo), b.max(hi)),
+            None => (lo, hi),
+        };
+        self.read_range.set(Some(r));
+    }
+
     pub(super) fn check_deadline(&self) -> R<()> {
         if Instant::now() > self.deadline {
             return Err(PromqlError::Timeout("query execution".into()));
@@ -687,6 +704,7 @@ impl<'a> Ev<'a> {
             None => (mint, maxt.max(self.end)),
         };
         let matchers = Self::matchers(vs)?;
+        self.note_read(lo + 1, hi);
         let data = self.q.select(&matchers, lo + 1, hi);
         if data.iter().any(|s| !s.histograms.is_empty()) {
             self.info(
@@ -766,6 +784,7 @@ impl<'a> Ev<'a> {
         let t = self.selector_time(&vs.at, &vs.offset, ts);
         let lookback = self.opts.lookback_ms;
         let matchers = Self::matchers(vs)?;
+        self.note_read(t - lookback + 1, t);
         let data = self.q.select(&matchers, t - lookback + 1, t);
         let mut out = Vec::new();
         for s in data.iter() {

@@ -139,6 +139,10 @@ pub struct QuarantinedBlock {
     pub path: String,
     /// When it was moved (ms).
     pub time: i64,
+    /// The time range it held (ms; 0 and 0 when its meta.json is unreadable).
+    pub min_time: i64,
+    /// End of that range.
+    pub max_time: i64,
 }
 
 /// Figures of the in-memory head alone.
@@ -1247,12 +1251,25 @@ fn quarantine_dir(
     metrics.quarantined.inc();
     tracing::error!(ulid, reason, to = %dst.display(), moved = moved.is_ok(), "block failed its checks and was moved aside");
     let _ = fs::write(dst.join("QUARANTINE_REASON"), reason);
+    let (min_time, max_time) = meta_range(&dst);
     QuarantinedBlock {
         ulid: ulid.to_string(),
         reason: reason.to_string(),
         path: dst.display().to_string(),
         time: now_ms(),
+        min_time,
+        max_time,
     }
+}
+
+/// `minTime` and `maxTime` from a block directory's meta.json, if readable.
+fn meta_range(dir: &Path) -> (i64, i64) {
+    let v: Option<serde_json::Value> =
+        crate::model::files::read_bounded(&dir.join("meta.json"), 1 << 20)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+    let get = |k: &str| v.as_ref().and_then(|v| v[k].as_i64()).unwrap_or(0);
+    (get("minTime"), get("maxTime"))
 }
 
 /// Blocks quarantined by earlier runs (the reason file tells why).
@@ -1264,7 +1281,10 @@ fn earlier_quarantine(data: &Path) -> Vec<QuarantinedBlock> {
         .flatten()
         .map(|e| {
             let p = e.path();
+            let (min_time, max_time) = meta_range(&p);
             QuarantinedBlock {
+                min_time,
+                max_time,
                 ulid: e.file_name().to_string_lossy().into_owned(),
                 reason: fs::read_to_string(p.join("QUARANTINE_REASON")).unwrap_or_default(),
                 path: p.display().to_string(),
@@ -1418,6 +1438,24 @@ impl Appendable for Db {
 }
 
 impl Querier for Db {
+    fn missing(&self, mint: i64, maxt: i64) -> Vec<String> {
+        self.inner
+            .quarantined
+            .lock()
+            .iter()
+            .filter(|q| q.max_time > mint && q.min_time <= maxt)
+            .map(|q| {
+                format!(
+                    "PromQL warning: data from {} to {} is missing: block {} was quarantined as damaged ({})",
+                    crate::model::time::format_rfc3339(q.min_time),
+                    crate::model::time::format_rfc3339(q.max_time),
+                    q.ulid,
+                    q.reason.chars().take(200).collect::<String>()
+                )
+            })
+            .collect()
+    }
+
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Series> {
         let per_block = self.query_blocks(mint, maxt, |b| {
             let mut out = Vec::new();
@@ -1897,6 +1935,27 @@ mod tests {
         assert_eq!(q.len(), 1);
         assert!(q[0].reason.contains("checksum mismatch"), "{q:?}");
         assert!(dir.path().join("quarantine").join(&victim).is_dir());
+        // Issue 13: queries over the lost range say their answer is partial.
+        let w = db.missing(0, 7 * H);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains(&victim) && w[0].contains("quarantined"),
+            "{w:?}"
+        );
+        assert!(
+            db.missing(6 * H + 1, 7 * H).is_empty(),
+            "outside the block's range"
+        );
+        let engine = crate::promql::Engine::new(
+            std::sync::Arc::new(db.clone()),
+            crate::promql::EngineOptions::default(),
+        );
+        let r = engine.range("m", 0, 7 * H, 60_000).unwrap();
+        assert!(
+            r.warnings.iter().any(|w| w.contains(&victim)),
+            "{:?}",
+            r.warnings
+        );
     }
 
     #[test]

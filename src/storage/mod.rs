@@ -100,6 +100,11 @@ pub struct Series {
 pub trait Querier: Send + Sync {
     /// Series matching all `matchers` that have samples in `[mint, maxt]`, with those samples.
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Series>;
+    /// Warnings about data in `[mint, maxt]` the store cannot give (blocks quarantined as
+    /// damaged), for queries to pass on.
+    fn missing(&self, _mint: i64, _maxt: i64) -> Vec<String> {
+        Vec::new()
+    }
     /// Label sets of series matching all `matchers` with samples in `[mint, maxt]`.
     fn series(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Labels>;
     /// Sorted label names of matching series (all series when `matchers` is empty).
