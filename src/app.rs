@@ -247,7 +247,7 @@ impl Reloader for Runtime {
             Err(e) => {
                 self.reload_ok.set(0);
                 self.last_ok.store(false, Ordering::Release);
-                tracing::error!(file = %self.source.name(), error = %format!("{e:#}"), "reload failed; keeping the running configuration");
+                crate::failure!(error, "config", "reload", file = %self.source.name(), error = %format!("{e:#}"), "reload failed; keeping the running configuration");
                 Err(format!("{e:#}"))
             }
         }
@@ -455,6 +455,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     tokio::spawn(notifier.clone().run());
     let external = crate::notify::external::ExternalSender::new(notify_http.clone());
     external.register_metrics(&mut registry.lock());
+    crate::model::event::register(&mut registry.lock());
     let sink = Arc::new(NotifySink {
         notifier: notifier.clone(),
         external: external.clone(),
@@ -569,7 +570,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             tick.tick().await;
             let h = head_sync.clone();
             if let Ok(Err(e)) = tokio::task::spawn_blocking(move || h.sync()).await {
-                tracing::error!(error = %e, "syncing the write-ahead log failed");
+                crate::failure!(error, "storage", "wal_sync", error = %e, "syncing the write-ahead log failed");
             }
         }
     });
@@ -649,7 +650,7 @@ fn open_db(data_dir: &std::path::Path, cfg: &Config) -> anyhow::Result<Db> {
     let (db, report) = Db::open(data_dir, db_options(cfg))
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
     if let Some(c) = report.wal_corruption {
-        tracing::error!(problem = %c, "write-ahead log was damaged; replayed up to the damage and cut the rest off");
+        crate::failure!(error, "storage", "wal_damaged", problem = %c, "write-ahead log was damaged; replayed up to the damage and cut the rest off");
     }
     for q in report.quarantined {
         tracing::error!(ulid = %q.ulid, reason = %q.reason, path = %q.path, "block quarantined");

@@ -119,6 +119,12 @@ fn a_rule_run_would_refuse_is_refused_by_check_rules_and_by_reload() {
     let v = common::get_json(&addr, "/api/v1/rules");
     assert_eq!(v["data"]["groups"][0]["rules"][0]["query"], "vector(7)");
     assert!(app.0.try_wait().unwrap().is_none(), "the appliance exited");
+    // The failure was logged and counted together (issue 13.9).
+    let (_, metrics) = common::get(&addr, "/metrics").unwrap();
+    assert!(
+        metrics.contains("appliance_errors_total{component=\"config\",kind=\"reload\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// Issue 13: a distinct marker in every secret-bearing field of the config; none may appear
@@ -285,6 +291,12 @@ notify:
     dump(dir.path());
     let log = std::fs::read_to_string(dir.path().join("appliance.log")).unwrap();
     assert!(log.contains("DEBUG"), "the log is at debug level");
+    // Work runs in spans: a delivery's and a scrape's lines say whose they are.
+    assert!(
+        log.contains("delivery{receiver=team"),
+        "no delivery span in the log"
+    );
+    assert!(log.contains("scrape{job="), "no scrape span in the log");
     for (name, body) in &pages {
         for mk in &markers {
             assert!(

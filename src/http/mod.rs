@@ -735,7 +735,8 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "other".into());
     let start = Instant::now();
-    let resp = next.run(req).await;
+    let span = tracing::info_span!("request", method = %req.method(), handler = %handler);
+    let resp = tracing::Instrument::instrument(next.run(req), span).await;
     st.durations
         .get_or_create(&HandlerLabel { handler })
         .observe(start.elapsed().as_secs_f64());

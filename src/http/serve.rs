@@ -227,7 +227,7 @@ impl ResolvesServerCert for ReloadingCert {
                     }
                     // Files are often replaced one at a time: try again at the next check.
                     Err(e) => {
-                        tracing::warn!(error = %e, "TLS certificate not reloaded; keeping the old one")
+                        crate::failure!(warn, "http", "tls_reload", error = %e, "TLS certificate not reloaded; keeping the old one")
                     }
                 }
             }
@@ -277,7 +277,7 @@ pub async fn serve(
                 Ok(x) => x,
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
+                    crate::failure!(warn, "http", "accept", error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }

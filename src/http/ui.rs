@@ -396,7 +396,7 @@ fn load_dashboards(dir: &std::path::Path) -> BTreeMap<String, serde_json::Value>
             }
         }
         Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e, "reading the dashboards directory")
+            crate::failure!(warn, "http", "dashboards", dir = %dir.display(), error = %e, "reading the dashboards directory")
         }
     }
     out

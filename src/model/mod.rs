@@ -5,6 +5,7 @@
 //! promql and http all build on it, so it holds no I/O, no clocks and no global state (`tls` reads the system's root
 //! certificates when asked, nothing more).
 
+pub mod event;
 pub mod exposition;
 pub mod files;
 pub mod gofmt;

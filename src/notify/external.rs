@@ -136,7 +136,7 @@ impl AlertingConfig {
                 }) {
                     Ok(c) => Some(c),
                     Err(e) => {
-                        tracing::error!(error = %e, "alertmanager tls_config unusable; its alerts are not sent");
+                        crate::failure!(error, "notify", "alertmanager_tls", error = %e, "alertmanager tls_config unusable; its alerts are not sent");
                         continue;
                     }
                 },
@@ -282,7 +282,7 @@ impl ExternalSender {
                 me.sent.get_or_create(&label).inc_by(n);
                 if let Some(e) = err {
                     me.errors.get_or_create(&label).inc_by(n);
-                    tracing::error!(alertmanager = %url, count = n, error = %e, "error sending alerts");
+                    crate::failure!(error, "notify", "alertmanager_send", alertmanager = %url, count = n, error = %e, "error sending alerts");
                 }
             });
         }

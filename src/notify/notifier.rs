@@ -711,7 +711,7 @@ impl Notifier {
                 Ok(b) => match serde_json::from_slice(&b) {
                     Ok(log) => dispatcher.log = log,
                     Err(e) => {
-                        tracing::warn!(file = %f.display(), error = %e, "notification log unreadable; starting empty")
+                        crate::failure!(warn, "notify", "nflog_read", file = %f.display(), error = %e, "notification log unreadable; starting empty")
                     }
                 },
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -825,7 +825,11 @@ impl Notifier {
             let jobs = self.flush(now);
             for (n, r) in jobs {
                 let me = self.clone();
-                tokio::spawn(async move { me.deliver(n, r).await });
+                let span = tracing::info_span!("delivery", receiver = %n.receiver, integration = r.kind(), group = %n.group_key);
+                tokio::spawn(tracing::Instrument::instrument(
+                    async move { me.deliver(n, r).await },
+                    span,
+                ));
             }
         }
     }
@@ -887,7 +891,7 @@ impl Notifier {
             std::fs::rename(&tmp, f)
         };
         if let Err(e) = write() {
-            tracing::warn!(file = %f.display(), error = %e, "saving the notification log failed");
+            crate::failure!(warn, "notify", "nflog_write", file = %f.display(), error = %e, "saving the notification log failed");
         }
     }
 
@@ -921,7 +925,7 @@ impl Notifier {
         }
         if !ok {
             self.metrics.failed.get_or_create(&label).inc();
-            tracing::error!(receiver = %n.receiver, integration = r.kind(), error = %last_err, "notification failed after all retries; sent again at the group's next interval");
+            crate::failure!(error, "notify", "delivery", receiver = %n.receiver, integration = r.kind(), error = %last_err, "notification failed after all retries; sent again at the group's next interval");
         }
         // Only a delivered notification enters the log; a failed one is sent again at the
         // group's next flush.

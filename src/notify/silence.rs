@@ -130,7 +130,7 @@ impl Silences {
                 match serde_json::from_slice::<Vec<Silence>>(&b) {
                     Ok(list) => s.by_id = list.into_iter().map(|x| (x.id.clone(), x)).collect(),
                     Err(e) => {
-                        tracing::warn!(file = %f.display(), error = %e, "silences file unreadable; starting empty")
+                        crate::failure!(warn, "notify", "silences_read", file = %f.display(), error = %e, "silences file unreadable; starting empty")
                     }
                 }
             }
@@ -150,7 +150,7 @@ impl Silences {
             std::fs::rename(&tmp, f)
         };
         if let Err(e) = write() {
-            tracing::warn!(file = %f.display(), error = %e, "saving silences failed");
+            crate::failure!(warn, "notify", "silences_write", file = %f.display(), error = %e, "saving silences failed");
         }
     }
 

@@ -314,7 +314,7 @@ impl Group {
                     None => app.append(l, at, *v),
                 };
                 if let Err(e) = r {
-                    tracing::warn!(rule = rule.def.name(), error = %e, "rule result not stored");
+                    crate::failure!(warn, "rules", "store", rule = rule.def.name(), error = %e, "rule result not stored");
                 }
                 now_series.insert(l.clone());
             }
@@ -322,7 +322,7 @@ impl Group {
                 let _ = app.append(gone, at, stale_nan());
             }
             if let Err(e) = app.commit() {
-                tracing::warn!(rule = rule.def.name(), error = %e, "rule results not stored");
+                crate::failure!(warn, "rules", "store", rule = rule.def.name(), error = %e, "rule results not stored");
             }
             rule.prev_series = now_series;
             if let RuleKind::Alerting(state) = &mut rule.kind {
@@ -498,7 +498,7 @@ fn eval_alerting(
         ) {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(alert = def.alert, error = %e, "expanding an alert template failed");
+                crate::failure!(warn, "rules", "template", alert = def.alert, error = %e, "expanding an alert template failed");
                 format!("<error expanding template: {e}>")
             }
         };

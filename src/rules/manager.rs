@@ -293,7 +293,9 @@ impl Manager {
             let g2 = group.clone();
             let m = self.metrics.clone();
             let l2 = label.clone();
+            let span = tracing::info_span!("rule_group", group = %label.rule_group);
             let res = tokio::task::spawn_blocking(move || {
+                let _enter = span.enter();
                 let mut g = g2.lock();
                 let before_missed = g.missed_iterations;
                 let before_fail = g.failures;
@@ -322,7 +324,7 @@ impl Manager {
             restored = true;
             if let Ok(errs) = res {
                 for e in errs {
-                    tracing::warn!(group = %label.rule_group, error = %e, "rule evaluation failed");
+                    crate::failure!(warn, "rules", "evaluation", group = %label.rule_group, error = %e, "rule evaluation failed");
                 }
             }
         }

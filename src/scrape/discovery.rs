@@ -156,7 +156,7 @@ pub async fn run(pool: Arc<PoolState>, mut stop: watch::Receiver<bool>) {
                             // Keep the last good groups; a half-written file must not drop targets.
                             if known != Some(st) {
                                 pool.metrics().sd_file_errors.inc();
-                                tracing::error!(job = %cfg.job_name, error = %e, "file_sd: cannot read target file");
+                                crate::failure!(error, "scrape", "file_sd", job = %cfg.job_name, error = %e, "file_sd: cannot read target file");
                             }
                             let old = files.remove(&path).map(|(_, g)| g).unwrap_or_default();
                             files.insert(path, (st, old));

@@ -282,7 +282,7 @@ pub fn write_stale(storage: &dyn Appendable, state: &LoopState, t: i64) {
         append_any(&mut *app, &l, &mut r, t, stale_nan());
     }
     if let Err(e) = app.commit() {
-        tracing::warn!(error = %e, "writing stale markers failed");
+        crate::failure!(warn, "scrape", "stale_markers", error = %e, "writing stale markers failed");
     }
 }
 
@@ -677,15 +677,20 @@ async fn scrape_once(ctx: &Arc<LoopCtx>) {
     let started = Instant::now();
     let deadline = started + ctx.job.config.timeout().std();
     let t = now_ms();
-    let fetched = fetch(ctx).await;
+    let span =
+        tracing::info_span!("scrape", job = %ctx.job.config.job_name, target = %ctx.target.url);
+    let fetched = tracing::Instrument::instrument(fetch(ctx), span.clone()).await;
     // Parsing and appending cost time in proportion to the body: they run off the async
     // threads (a hostile body must not stall other scrapes or `/-/healthy`), under the same
     // deadline as the fetch.
     let c = ctx.clone();
-    if let Err(e) =
-        tokio::task::spawn_blocking(move || process(&c, fetched, t, started, deadline)).await
+    if let Err(e) = tokio::task::spawn_blocking(move || {
+        let _enter = span.enter();
+        process(&c, fetched, t, started, deadline)
+    })
+    .await
     {
-        tracing::error!(job = %ctx.job.config.job_name, target = %ctx.target.url, error = %e, "scrape processing failed");
+        crate::failure!(error, "scrape", "processing", job = %ctx.job.config.job_name, target = %ctx.target.url, error = %e, "scrape processing failed");
     }
 }
 
@@ -752,7 +757,7 @@ fn process(
         append_any(&mut *rep, l, r, t, v);
     }
     if let Err(e) = rep.commit() {
-        tracing::warn!(error = %e, "writing report series failed");
+        crate::failure!(warn, "scrape", "report_series", error = %e, "writing report series failed");
     }
     drop(st);
     ctx.metrics.scrapes.inc();

@@ -269,7 +269,7 @@ impl PoolState {
         }
         let limit = self.job.config.target_limit as usize;
         if limit > 0 && wanted.len() > limit {
-            tracing::error!(job = %self.job.config.job_name, targets = wanted.len(), limit, "target_limit exceeded; scraping none of this job's targets");
+            crate::failure!(error, "scrape", "target_limit", job = %self.job.config.job_name, targets = wanted.len(), limit, "target_limit exceeded; scraping none of this job's targets");
             wanted.clear();
         }
         let keep = self.job.config.keep_dropped_targets as usize;

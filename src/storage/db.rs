@@ -400,7 +400,7 @@ impl Db {
         let mut n = 0;
         for b in blocks {
             if let Err(e) = b.verify_chunks() {
-                tracing::error!(ulid = %b.meta().ulid, error = %e, "block failed its chunk checksums");
+                crate::failure!(error, "storage", "block_checksum", ulid = %b.meta().ulid, error = %e, "block failed its chunk checksums");
                 self.quarantine(&b, &e);
                 n += 1;
             }
@@ -634,7 +634,7 @@ impl Db {
             let a = hmin.div_euclid(range) * range;
             if let Err(e) = self.cut_head(a, a + range) {
                 self.inner.metrics.head_cuts_failed.inc();
-                tracing::error!(error = %e, "persisting a block from the head failed; will retry");
+                crate::failure!(error, "storage", "head_persist", error = %e, "persisting a block from the head failed; will retry");
                 break;
             }
         }
@@ -684,7 +684,7 @@ impl Db {
                 }
                 Err(e) => {
                     self.inner.metrics.compactions_failed.inc();
-                    tracing::error!(error = %e, "compaction failed");
+                    crate::failure!(error, "storage", "compaction", error = %e, "compaction failed");
                     return;
                 }
             }
@@ -828,7 +828,7 @@ impl Db {
         if let Err((i, e)) = result {
             let _ = fs::remove_dir_all(self.inner.dir.join(format!("{ulid}.tmp-for-creation")));
             if let Some(b) = group.get(i) {
-                tracing::error!(ulid = %b.meta().ulid, error = %e, "block damaged; quarantining it");
+                crate::failure!(error, "storage", "block_damaged", ulid = %b.meta().ulid, error = %e, "block damaged; quarantining it");
                 self.quarantine(b, &e);
             }
             return Err(e.into());
@@ -1112,7 +1112,7 @@ impl Db {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(ulid = %b.meta().ulid, error = %e, "block index unreadable")
+                        crate::failure!(warn, "storage", "block_index", ulid = %b.meta().ulid, error = %e, "block index unreadable")
                     }
                 }
             }
@@ -1197,7 +1197,7 @@ impl Db {
             match f(&b) {
                 Ok(x) => out.push(x),
                 Err(e) => {
-                    tracing::error!(ulid = %b.meta().ulid, error = %e, "block damaged; quarantining it and answering from the rest");
+                    crate::failure!(error, "storage", "block_damaged", ulid = %b.meta().ulid, error = %e, "block damaged; quarantining it and answering from the rest");
                     self.quarantine(&b, &e);
                 }
             }
@@ -1233,7 +1233,7 @@ fn delete_block_dir(dir: &Path) {
         dir.to_path_buf()
     };
     if let Err(e) = fs::remove_dir_all(&target) {
-        tracing::error!(path = %target.display(), error = %e, "deleting a block failed");
+        crate::failure!(error, "storage", "block_delete", path = %target.display(), error = %e, "deleting a block failed");
     }
 }
 

@@ -575,7 +575,7 @@ impl Head {
         drop(g);
         if let Some(w) = &self.wal {
             if let Err(e) = self.truncate_wal(w, before) {
-                tracing::error!(error = %e, "truncating the write-ahead log failed; it is kept");
+                crate::failure!(error, "storage", "wal_truncate", error = %e, "truncating the write-ahead log failed; it is kept");
             }
             self.metrics.wal_size.set(w.lock().size() as i64);
         }
@@ -797,7 +797,7 @@ impl Head {
                     }
                 });
             if let Err(e) = r {
-                tracing::error!(error = %e, "writing the WAL failed; samples are kept in memory only");
+                crate::failure!(error, "storage", "wal_write", error = %e, "writing the WAL failed; samples are kept in memory only");
             }
         }
         let mut st = self.commit_locked(&mut g, batch, series_added);
@@ -915,7 +915,7 @@ impl Head {
         let id = g.create(hash, labels.clone());
         if let Some(w) = &self.wal {
             if let Err(e) = w.lock().log_series(g.make_ref(id).0, labels) {
-                tracing::error!(error = %e, "writing the WAL failed; series kept in memory only");
+                crate::failure!(error, "storage", "wal_write", error = %e, "writing the WAL failed; series kept in memory only");
             }
         }
         self.metrics.series_created.inc();
