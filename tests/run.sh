@@ -43,3 +43,9 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo build --benches --locked
 cargo test --locked --lib --bins --tests
+
+# Fuzz smoke: every parser's fuzz target for a few seconds (libFuzzer through cargo-fuzz; the
+# stable toolchain takes its flags with RUSTC_BOOTSTRAP). The longer run is documented in the
+# README.
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
+bash fuzz/smoke.sh 5

@@ -152,12 +152,21 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// A timestamp as Prometheus writes it in results: seconds, up to millisecond precision.
-fn time_json(ms: i64) -> Value {
-    let secs = ms as f64 / 1000.0;
-    serde_json::Number::from_f64(secs)
-        .map(Value::Number)
-        .unwrap_or(Value::Null)
+/// A timestamp as Prometheus writes it in results: seconds, with up to three decimals and no
+/// trailing zeros (`1764021585`, `1764021585.5`), as Go's float formatting gives.
+fn write_time(out: &mut Vec<u8>, ms: i64) {
+    use std::io::Write as _;
+    if ms < 0 {
+        out.push(b'-');
+    }
+    let abs = ms.unsigned_abs();
+    let (secs, frac) = (abs / 1000, abs % 1000);
+    let _ = if frac == 0 {
+        write!(out, "{secs}")
+    } else {
+        let digits = format!("{frac:03}");
+        write!(out, "{secs}.{}", digits.trim_end_matches('0'))
+    };
 }
 
 /// A native histogram as Prometheus's API renders it.
@@ -186,9 +195,7 @@ fn result_json(r: crate::promql::QueryResult, t: i64) -> Response {
     use crate::promql::Value as V;
     use std::io::Write as _;
     let mut out: Vec<u8> = Vec::with_capacity(256);
-    let num = |out: &mut Vec<u8>, ms: i64| {
-        let _ = serde_json::to_writer(&mut *out, &time_json(ms));
-    };
+    let num = write_time;
     let point = |out: &mut Vec<u8>, ms: i64, f: f64| {
         out.push(b'[');
         num(out, ms);
@@ -986,6 +993,21 @@ async fn snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_written_as_prometheus_writes_them() {
+        for (ms, want) in [
+            (1_764_021_585_000, "1764021585"),
+            (1_764_021_585_500, "1764021585.5"),
+            (1_764_021_585_042, "1764021585.042"),
+            (0, "0"),
+            (-1_500, "-1.5"),
+        ] {
+            let mut out = Vec::new();
+            write_time(&mut out, ms);
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+    }
 
     #[test]
     fn selectors() {

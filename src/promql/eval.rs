@@ -17,7 +17,9 @@ use crate::storage::Querier;
 /// The caller has bounded the query's shape (`shape::nesting`) and runs this where its depth
 /// fits; `budget` bounds the search for a syntax error's position.
 pub(super) fn parse(q: &str, budget: std::time::Duration) -> Result<Expr, PromqlError> {
-    let deadline = Instant::now() + budget;
+    // The position is a courtesy: it never costs more than half a second of CPU, whatever
+    // the budget (a long query with a late mistake could otherwise burn its whole timeout).
+    let deadline = Instant::now() + budget.min(std::time::Duration::from_millis(500));
     let fixed = go_byte_escapes(q);
     let q = fixed.as_deref().unwrap_or(q);
     match promql_parser::parser::parse(q) {

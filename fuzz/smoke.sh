@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for a while, its corpus seeded from ../shared/testdata (Prometheus's
+# and OpenMetrics' own test inputs) and a few hand-made seeds.
+#   bash fuzz/smoke.sh            # the test command's smoke: a few seconds per target
+#   bash fuzz/smoke.sh 1800 -O    # a longer run: 30 min per target, optimised with ASan
+# A crash fails the run and leaves its input in fuzz/artifacts/<target>/; each one found
+# becomes a regression test beside the code it broke.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-5}
+shift || true
+# Default: an unoptimised build without a sanitizer (quick to build, enough to catch panics,
+# overflows and hangs); pass -O (and drop --sanitizer none) for real fuzzing.
+flags=("$@")
+[ ${#flags[@]} -gt 0 ] || flags=(--dev --sanitizer none)
+shared=../shared/testdata
+seeds=fuzz/seeds
+rm -rf "$seeds"
+mkdir -p "$seeds"/{exposition,promql,config,rule_file,template,alertmanager_api,secret_url}
+n=0
+seed() { n=$((n + 1)); cp "$2" "$seeds/$1/s$n" 2>/dev/null || true; }
+text() { n=$((n + 1)); printf '%s' "$2" > "$seeds/$1/t$n"; }
+if [ -d "$shared" ]; then
+  while IFS= read -r -d '' f; do seed exposition "$f"; done < <(find "$shared/exposition" -type f -size -256k ! -name '*.md' ! -name '*.proto' -print0)
+  # Every expression the PromQL test scripts evaluate.
+  grep -h -E '^\s*eval(_fail|_warn|_info|_ordered)? (instant|range)' "$shared"/promql/*.test \
+    | sed -E 's/^\s*eval[a-z_]* (instant|range) (at [^ ]+ )?(from [^ ]+ to [^ ]+ step [^ ]+ )?//' \
+    | head -n 3000 | while IFS= read -r q; do text promql "$q"; done
+  while IFS= read -r -d '' f; do seed rule_file "$f"; done < <(find "$shared/rules" -type f -name '*.y*ml' -size -64k -print0)
+  while IFS= read -r -d '' f; do seed config "$f"; done < <(find "$shared/alertmanager" -type f -name '*.yml' -size -64k -print0)
+else
+  echo "fuzz: ../shared/testdata is absent; seeding from the repository only"
+fi
+seed config src/config/default.yml
+for f in rules/*.yml; do seed rule_file "$f"; done
+text template '{{ $labels.instance }} is down ({{ $value | humanize }})'
+text template '{{ range query "up" }}{{ .Labels.job }} {{ .Value }}{{ end }}'
+text template '{{ with $x := 1.5e9 }}{{ humanizeDuration $x }}{{ humanize1024 $x }}{{ end }}'
+text alertmanager_api '[{"labels":{"alertname":"A","job":"x"},"annotations":{"s":"t"},"startsAt":"2026-01-01T00:00:00Z"}]'
+text alertmanager_api '{"matchers":[{"name":"alertname","value":"A.*","isRegex":true,"isEqual":true}],"startsAt":"2026-01-01T00:00:00Z","endsAt":"2099-01-01T00:00:00Z","createdBy":"a","comment":"b"}'
+text secret_url 'postgresql://app:pw@db:5432/app?sslmode=require&password=x'
+text secret_url "host=db user=app password='p w' dbname=x"
+text secret_url 'redis://:pw@cache:6379/0'
+for t in exposition promql config rule_file template alertmanager_api secret_url; do
+  mkdir -p "fuzz/corpus/$t"
+  echo "fuzz: $t for ${secs}s"
+  rm -rf "fuzz/artifacts/$t"
+  log="fuzz/artifacts/$t.log"
+  mkdir -p fuzz/artifacts
+  rc=0
+  RUSTC_BOOTSTRAP=1 cargo fuzz run "${flags[@]}" "$t" "fuzz/corpus/$t" "$seeds/$t" -- \
+    -max_total_time="$secs" -timeout=20 -rss_limit_mb=3072 -max_len=65536 -print_final_stats=1 \
+    >"$log" 2>&1 || rc=$?
+  grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "$log" | tr '\n' ' ' || true
+  echo
+  if [ "$rc" -ne 0 ]; then
+    tail -n 40 "$log"
+    echo "fuzz: $t failed (exit $rc); inputs in fuzz/artifacts/$t/, log in $log"
+    exit 1
+  fi
+done
