@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::run_cli as run;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -69,22 +71,6 @@ fn deep_and_long_queries_are_refused_and_the_process_lives() {
     assert!(app.0.try_wait().unwrap().is_none(), "the appliance exited");
     let (code, _) = common::get(&addr, "/-/healthy").unwrap();
     assert_eq!(code, 200);
-}
-
-fn run(dir: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_appliance"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 fn rule_file(expr: &str) -> String {

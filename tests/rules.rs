@@ -3,24 +3,10 @@
 
 mod common;
 
+use common::run_cli as run;
+
 use std::path::Path;
 use std::process::Command;
-
-fn run(dir: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_appliance"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
 
 /// Cases whose expected outcome needs what the appliance does not have yet; each with its
 /// reason. A listed case that starts passing fails the test until it is taken off.

@@ -583,12 +583,7 @@ fn body_type_ok(path: &str, headers: &axum::http::HeaderMap) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let media = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let media = crate::model::httpconf::media_type(ct);
     if path.starts_with("/api/v2/") {
         media == "application/json"
     } else {

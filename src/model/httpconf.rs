@@ -117,6 +117,16 @@ impl Authorization {
     }
 }
 
+/// The media type of a `Content-Type` value, lower-cased, without parameters.
+pub fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
 /// `<kind> <credentials>`, `Bearer` by default.
 pub fn bearer(kind: &str, cred: &str) -> String {
     format!("{} {cred}", if kind.is_empty() { "Bearer" } else { kind })

@@ -783,6 +783,24 @@ pub fn stripping_proxy(prefix: &'static str, upstream: String) -> String {
     addr
 }
 
+/// Runs the appliance binary with `args` in `dir`; returns its exit code and its stdout and
+/// stderr together.
+pub fn run_cli(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_appliance"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// A throwaway certificate authority made with `openssl` in `dir`, for the TLS tests.
 pub struct Pki {
     /// The CA certificate (PEM).

@@ -27,13 +27,7 @@ impl Format {
     /// Picks the parser for a response `Content-Type` as Prometheus does; `None` when the
     /// type is empty or not one of the text formats (the caller then applies its fallback).
     pub fn from_content_type(ct: &str) -> Option<Format> {
-        let media = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match media.as_str() {
+        match crate::model::httpconf::media_type(ct).as_str() {
             "application/openmetrics-text" => Some(Format::OpenMetrics),
             "text/plain" => Some(Format::PrometheusText),
             _ => None,
