@@ -892,6 +892,7 @@ pub fn test_rules(files: &[PathBuf], opts: &crate::rules::unittest::TestOptions)
                 max_samples: 50_000_000,
                 timeout: std::time::Duration::from_secs(120),
                 default_subquery_step_ms: subquery_step_ms,
+                ..Default::default()
             },
         );
         TestEnv {

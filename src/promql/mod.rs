@@ -101,6 +101,9 @@ pub struct EngineOptions {
     pub timeout: Duration,
     /// Subquery step when `[range:]` omits it (default 1m).
     pub default_subquery_step_ms: i64,
+    /// Queries evaluated at once (Prometheus's `--query.max-concurrency`, default 20); more
+    /// wait for a slot within their timeout. With `max_samples` this bounds query memory.
+    pub max_concurrency: usize,
 }
 
 /// The `query` config section: limits every query obeys (Prometheus's `--query.*` flags).
@@ -113,6 +116,8 @@ pub struct QueryConfig {
     pub max_samples: usize,
     /// How far back an instant selector looks (default 5m).
     pub lookback_delta: crate::model::time::Duration,
+    /// Queries evaluated at once (default 20); more wait for a slot.
+    pub max_concurrency: usize,
 }
 
 impl Default for QueryConfig {
@@ -121,6 +126,7 @@ impl Default for QueryConfig {
             timeout: crate::model::time::Duration::from_secs(120),
             max_samples: 50_000_000,
             lookback_delta: crate::model::time::Duration::from_secs(300),
+            max_concurrency: 20,
         }
     }
 }
@@ -132,6 +138,7 @@ impl EngineOptions {
             lookback_ms: c.lookback_delta.as_millis().max(1),
             max_samples: c.max_samples,
             timeout: c.timeout.std(),
+            max_concurrency: c.max_concurrency.max(1),
             ..Default::default()
         }
     }
@@ -144,6 +151,7 @@ impl Default for EngineOptions {
             max_samples: 50_000_000,
             timeout: Duration::from_secs(120),
             default_subquery_step_ms: 60_000,
+            max_concurrency: 20,
         }
     }
 }
@@ -164,12 +172,62 @@ pub struct QueryResult {
 pub struct Engine {
     querier: Arc<dyn Querier>,
     opts: EngineOptions,
+    gate: Arc<Gate>,
+}
+
+/// Slots for queries running at once.
+struct Gate {
+    used: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+    max: usize,
+}
+
+/// A query's slot, given back when dropped.
+struct Slot<'a>(&'a Gate);
+
+impl Gate {
+    /// Waits for a slot until `deadline`.
+    fn enter(&self, deadline: std::time::Instant) -> Result<Slot<'_>, PromqlError> {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        while *used >= self.max {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(PromqlError::Timeout(
+                    "queue (too many concurrent queries)".into(),
+                ));
+            }
+            used = self
+                .freed
+                .wait_timeout(used, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *used += 1;
+        Ok(Slot(self))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut used = self.0.used.lock().unwrap_or_else(|p| p.into_inner());
+        *used = used.saturating_sub(1);
+        self.0.freed.notify_one();
+    }
 }
 
 impl Engine {
     /// An engine reading from `querier`.
     pub fn new(querier: Arc<dyn Querier>, opts: EngineOptions) -> Self {
-        Engine { querier, opts }
+        let gate = Arc::new(Gate {
+            used: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            max: opts.max_concurrency.max(1),
+        });
+        Engine {
+            querier,
+            opts,
+            gate,
+        }
     }
 
     /// The query timeout.
@@ -201,6 +259,9 @@ impl Engine {
         step: i64,
     ) -> Result<QueryResult, PromqlError> {
         let depth = shape::nesting(query)?;
+        let _slot = self
+            .gate
+            .enter(std::time::Instant::now() + self.opts.timeout)?;
         shape::on_query_stack(depth, || {
             let expr = eval::parse(query, self.opts.timeout)?;
             eval::run(&*self.querier, &self.opts, &expr, start, end, step)

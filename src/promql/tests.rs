@@ -180,3 +180,24 @@ fn syntax_errors_say_where() {
     // The parser's own specific messages pass through.
     assert!(msg("sum(up").contains("unclosed"), "{}", msg("sum(up"));
 }
+
+/// Issue 13: open queries could run without limit at once; now at most
+/// `max_concurrency`, the others wait within their timeout.
+#[test]
+fn queries_beyond_max_concurrency_wait_then_time_out() {
+    let mut e = many_series(1);
+    e.opts.timeout = std::time::Duration::from_millis(200);
+    e.gate = std::sync::Arc::new(Gate {
+        used: std::sync::Mutex::new(0),
+        freed: std::sync::Condvar::new(),
+        max: 1,
+    });
+    let slot = e
+        .gate
+        .enter(std::time::Instant::now() + std::time::Duration::from_secs(1))
+        .unwrap();
+    let err = e.instant("m", 100_000).unwrap_err();
+    assert!(matches!(err, PromqlError::Timeout(_)), "{err:?}");
+    drop(slot);
+    assert!(e.instant("m", 100_000).is_ok());
+}
