@@ -257,11 +257,9 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(HEADER_TIMEOUT))
-        .keep_alive_timeout(HEADER_TIMEOUT);
+    // No HTTP/2 pings from our side: they would count as traffic and keep an idle
+    // connection open past the idle timeout.
+    builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
