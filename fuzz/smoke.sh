@@ -51,7 +51,7 @@ for t in exposition promql config rule_file template alertmanager_api secret_url
   RUSTC_BOOTSTRAP=1 cargo fuzz run "${flags[@]}" "$t" "fuzz/corpus/$t" "$seeds/$t" -- \
     -max_total_time="$secs" -timeout=20 -rss_limit_mb=3072 -max_len=65536 -print_final_stats=1 \
     >"$log" 2>&1 || rc=$?
-  grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "$log" | tr '\n' ' ' || true
+  grep -a -E '^stat::(number_of_executed_units|peak_rss_mb)' "$log" | tr '\n' ' ' || true
   echo
   if [ "$rc" -ne 0 ]; then
     tail -n 40 "$log"
