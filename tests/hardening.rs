@@ -429,21 +429,9 @@ fn browser_requests_are_held_to_their_origin_and_types() {
     let json = |extra: &str| format!("Cookie: {cookie}\r\n{extra}").replace("\r\n\r\n", "\r\n");
     // The request helper sends a form content type; JSON needs its own.
     let post = |path: &str, headers: &str, ct: &str, body: &str| {
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        use std::io::{Read, Write};
-        write!(
-            s,
-            "POST {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out.split_whitespace()
-            .nth(1)
+        common::request_typed(&addr, "POST", path, headers, ct, body)
             .unwrap()
-            .parse::<u16>()
-            .unwrap()
+            .0
     };
     let evil = json("Origin: http://evil.example\r\n");
     assert_eq!(
@@ -651,18 +639,9 @@ fn alertmanager_api_parity_and_authenticated_external_alertmanagers() {
         "notify:\n  route: {receiver: 'null'}\n  receivers: [{name: 'null'}]\n",
     );
     let json_post = |addr: &str, path: &str, body: &str| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        write!(
-            s,
-            "POST {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            common::admin_basic_auth(),
-            body.len()
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let code: u16 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let auth = format!("Authorization: {}\r\n", common::admin_basic_auth());
+        let (code, _, out) =
+            common::request_typed(addr, "POST", path, &auth, "application/json", body).unwrap();
         (code, out)
     };
     let everything = r#"{"matchers":[{"name":"alertname","value":".*","isRegex":true,"isEqual":true}],"startsAt":"2026-01-01T00:00:00Z","endsAt":"2099-01-01T00:00:00Z","createdBy":"t","comment":"c"}"#;

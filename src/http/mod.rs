@@ -641,10 +641,10 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
         };
         (h(header::AUTHORIZATION), h(header::COOKIE))
     };
-    let grant = {
+    // A password check costs argon2's tens of milliseconds: off the async threads. Sessions
+    // and tokens are a table lookup and stay here.
+    let grant = if a.as_deref().is_some_and(|v| v.starts_with("Basic ")) {
         let auth = st.deps.auth.clone();
-        // A first password check costs argon2's tens of milliseconds: not on the async
-        // threads.
         tokio::task::spawn_blocking(move || auth.grant(a.as_deref(), c.as_deref(), ip))
             .await
             .unwrap_or(auth::Grant {
@@ -652,6 +652,8 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
                 session: false,
                 throttled: false,
             })
+    } else {
+        st.deps.auth.grant(a.as_deref(), c.as_deref(), ip)
     };
     if grant.access >= needed {
         // A session cookie is sent by the browser whatever page asked: a change it

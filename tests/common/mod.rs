@@ -44,9 +44,28 @@ pub fn request_with(
     extra: &str,
     body: &str,
 ) -> Option<(u16, String, String)> {
+    request_typed(
+        addr,
+        method,
+        path,
+        extra,
+        "application/x-www-form-urlencoded",
+        body,
+    )
+}
+
+/// As [`request_with`], with the body's `Content-Type`.
+pub fn request_typed(
+    addr: &str,
+    method: &str,
+    path: &str,
+    extra: &str,
+    content_type: &str,
+    body: &str,
+) -> Option<(u16, String, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     s.write_all(req.as_bytes()).ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
