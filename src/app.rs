@@ -176,6 +176,72 @@ struct Runtime {
     flags: Vec<(String, String)>,
     /// The enabled built-in collectors of the running config, for `/metrics/<name>`.
     collectors: Mutex<Vec<Arc<dyn Collector>>>,
+    /// Remote-write queues.
+    remote: Arc<crate::remote::RemoteWrite>,
+    /// Metadata other agents pushed, by family name.
+    pushed_metadata: Mutex<std::collections::BTreeMap<String, crate::remote::FamilyMetadata>>,
+    /// The runtime the queues' shards run on.
+    handle: tokio::runtime::Handle,
+}
+
+/// The scrape targets' metadata, one entry per family, for remote write.
+struct TargetMetadata(Arc<Manager>);
+
+impl crate::remote::MetadataSource for TargetMetadata {
+    fn families(&self) -> Vec<crate::remote::FamilyMetadata> {
+        let mut seen = std::collections::BTreeMap::new();
+        for (_, m) in self.0.metadata() {
+            seen.entry(m.metric.clone())
+                .or_insert(crate::remote::FamilyMetadata {
+                    metric: m.metric,
+                    kind: m.kind,
+                    help: m.help,
+                    unit: m.unit,
+                });
+        }
+        seen.into_values().collect()
+    }
+}
+
+impl http::RemoteWriteSink for Runtime {
+    fn receiver_enabled(&self) -> bool {
+        self.config.lock().web.enable_remote_write_receiver
+    }
+    fn receive(
+        &self,
+        body: &[u8],
+        protocol: crate::remote::proto::Protocol,
+    ) -> Result<crate::remote::receive::Written, crate::remote::receive::ReceiveError> {
+        let limits = {
+            let c = self.config.lock();
+            crate::remote::receive::Limits {
+                max_name_len: c.global.label_name_length_limit as usize,
+                max_value_len: c.global.label_value_length_limit as usize,
+                max_labels: match c.global.label_limit {
+                    0 => crate::model::exposition::MAX_LABELS_PER_SAMPLE,
+                    n => n as usize,
+                },
+                ..Default::default()
+            }
+        };
+        let w = crate::remote::receive::receive(body, protocol, &self.db, &limits)?;
+        if !w.metadata.is_empty() {
+            let mut m = self.pushed_metadata.lock();
+            for f in &w.metadata {
+                // Bounded: a push cannot grow this without limit.
+                if m.len() < 100_000 || m.contains_key(&f.metric) {
+                    m.insert(f.metric.clone(), f.clone());
+                }
+            }
+        }
+        Ok(w)
+    }
+    fn queues(&self) -> Vec<crate::remote::QueueStatus> {
+        self.remote.status()
+    }
+    fn received_metadata(&self) -> Vec<crate::remote::FamilyMetadata> {
+        self.pushed_metadata.lock().values().cloned().collect()
+    }
 }
 
 impl http::CollectorsSource for Runtime {
@@ -221,6 +287,9 @@ impl Runtime {
         *self.sink.alert_relabel.lock() = cfg.alerting.alert_relabel_configs.clone();
         self.sink.external.apply(&cfg.alerting);
         self.notifier.apply(notify);
+        self.remote
+            .apply(&cfg.remote_write, &cfg.global.external_labels, &self.handle)
+            .map_err(anyhow::Error::msg)?;
         Ok(())
     }
 }
@@ -475,6 +544,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         for_grace_period_ms: 600_000,
     });
     rules.register_metrics(&mut registry.lock());
+    let remote = crate::remote::RemoteWrite::new(crate::remote::Deps {
+        wal_dir: data_dir.join("wal"),
+        state_dir: data_dir.join("remote_write"),
+        querier: Arc::new(db.clone()),
+        metadata: Arc::new(TargetMetadata(manager.clone())),
+    });
+    remote.register_metrics(&mut registry.lock());
     let rt = Arc::new(Runtime {
         source,
         notifier: notifier.clone(),
@@ -491,6 +567,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         last_ok: AtomicBool::new(true),
         flags: opts.flags.clone(),
         collectors: Mutex::new(Vec::new()),
+        remote: remote.clone(),
+        pushed_metadata: Mutex::new(Default::default()),
+        handle: tokio::runtime::Handle::current(),
     });
     rt.apply(&cfg)?;
     reload_ok.set(1);
@@ -525,6 +604,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         dashboards_dir: PathBuf::from(&cfg.web.dashboards_dir),
         trusted_proxies: cfg.web.proxies().map_err(anyhow::Error::msg)?,
         external_origin: cfg.web.external_origin(),
+        remote: rt.clone(),
         querier: Arc::new(db.clone()),
         admin: rt.clone(),
         engine: Arc::new(engine),
@@ -609,6 +689,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     .context("HTTP server")?;
     tracing::info!("shutting down: marking targets stale");
     rules.stop();
+    remote.stop();
     // The loops write their stale markers as they stop; wait for them (bounded), then sync.
     let loops = futures_util::future::join_all(manager.stop());
     if tokio::time::timeout(std::time::Duration::from_secs(5), loops)

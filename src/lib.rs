@@ -13,6 +13,7 @@ pub mod http;
 pub mod model;
 pub mod notify;
 pub mod promql;
+pub mod remote;
 pub mod rules;
 pub mod scrape;
 pub mod storage;

@@ -70,6 +70,9 @@ pub struct Config {
     /// External Alertmanagers, in Prometheus's syntax.
     #[serde(default, skip_serializing_if = "alerting_unset")]
     pub alerting: crate::notify::external::AlertingConfig,
+    /// Remote write, in Prometheus's syntax.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_write: Vec<crate::remote::RemoteWriteConfig>,
     /// Notifications: an Alertmanager configuration inline, or `{config_file: path}`.
     #[serde(default, skip_serializing_if = "notify_unset")]
     pub notify: crate::notify::config::NotifySection,
@@ -268,6 +271,13 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         return Err(ConfigError::Invalid {
             path: path.into(),
             line: find_line(&expanded, "web:"),
+            msg,
+        });
+    }
+    if let Err(msg) = crate::remote::config::validate_all(&cfg.remote_write) {
+        return Err(ConfigError::Invalid {
+            path: path.into(),
+            line: find_line(&expanded, "remote_write:"),
             msg,
         });
     }

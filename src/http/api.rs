@@ -24,6 +24,9 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/targets", get(targets))
         .route("/api/v1/targets/metadata", get(targets_metadata))
+        .route("/api/v1/metadata", get(metadata))
+        .route(WRITE_PATH, post(remote_write))
+        .route("/api/v1/status/remote_write", get(remote_write_status))
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/api/v1/status/runtimeinfo", get(runtimeinfo))
         .route("/api/v1/status/flags", get(flags))
@@ -681,6 +684,157 @@ async fn targets_metadata(
         ));
     }
     Ok(ok(Value::Array(out), Vec::new()))
+}
+
+/// `GET /api/v1/metadata`: per metric name, the distinct metadata targets reported (and
+/// pushes carried), as Prometheus answers; `metric`, `limit` and `limit_per_metric` filter.
+async fn metadata(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let p = Params::new(q, &[]);
+    let limit = p.limit()?;
+    let per_metric: usize = match p.get("limit_per_metric") {
+        Some(v) => v
+            .parse::<i64>()
+            .map_err(|_| bad("invalid parameter \"limit_per_metric\""))?
+            .max(0) as usize,
+        None => 0,
+    };
+    let metric = p.get("metric");
+    let mut by_name: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    let entries = st
+        .deps
+        .targets
+        .metadata()
+        .into_iter()
+        .map(|(_, m)| (m.metric, m.kind, m.help, m.unit))
+        .chain(
+            st.deps
+                .remote
+                .received_metadata()
+                .into_iter()
+                .map(|m| (m.metric, m.kind, m.help, m.unit)),
+        );
+    for (name, kind, help, unit) in entries {
+        if metric.is_some_and(|m| m != name) {
+            continue;
+        }
+        let v = json!({"type": kind, "help": help, "unit": unit});
+        let list = by_name.entry(name).or_default();
+        if !list.contains(&v) && (per_metric == 0 || list.len() < per_metric) {
+            list.push(v);
+        }
+    }
+    let mut out = Map::new();
+    for (k, v) in by_name {
+        if limit > 0 && out.len() >= limit {
+            break;
+        }
+        out.insert(k, Value::Array(v));
+    }
+    Ok(ok(Value::Object(out), Vec::new()))
+}
+
+/// Where other agents push (Prometheus's receiver path).
+pub const WRITE_PATH: &str = "/api/v1/write";
+/// Largest compressed push accepted.
+const MAX_PUSH_BYTES: usize = 32 << 20;
+
+/// `POST /api/v1/write`: a remote-write 1.0 or 2.0 push (snappy-compressed protobuf).
+/// Answers 204 with the `…-Written` headers; 400 for a body that cannot be read, or, after
+/// writing the rest, when samples were refused (out of order, too old); 413 when too large.
+async fn remote_write(
+    State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    use crate::remote::proto::Protocol;
+    use crate::remote::receive::ReceiveError;
+    if !st.deps.remote.receiver_enabled() {
+        return (
+            StatusCode::NOT_FOUND,
+            "remote write receiver needs to be enabled with web.enable_remote_write_receiver: true\n",
+        )
+            .into_response();
+    }
+    let h = |n: axum::http::header::HeaderName| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let ct = h(axum::http::header::CONTENT_TYPE);
+    let Some(protocol) = Protocol::from_content_type(if ct.is_empty() {
+        "application/x-protobuf"
+    } else {
+        &ct
+    }) else {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported content type {ct:?}: send application/x-protobuf (proto=prometheus.WriteRequest or io.prometheus.write.v2.Request)\n"),
+        )
+            .into_response();
+    };
+    let enc = h(axum::http::header::CONTENT_ENCODING);
+    if !enc.is_empty() && !enc.eq_ignore_ascii_case("snappy") {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported content encoding {enc:?}: send snappy\n"),
+        )
+            .into_response();
+    }
+    let bytes = match axum::body::to_bytes(body, MAX_PUSH_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("push larger than {MAX_PUSH_BYTES} bytes\n"),
+            )
+                .into_response()
+        }
+    };
+    let remote = st.deps.remote.clone();
+    let res = tokio::task::spawn_blocking(move || remote.receive(&bytes, protocol)).await;
+    let written = |w: &crate::remote::receive::Written| {
+        [
+            (
+                "X-Prometheus-Remote-Write-Samples-Written",
+                w.samples.to_string(),
+            ),
+            (
+                "X-Prometheus-Remote-Write-Histograms-Written",
+                w.histograms.to_string(),
+            ),
+            (
+                "X-Prometheus-Remote-Write-Exemplars-Written",
+                "0".to_string(),
+            ),
+        ]
+    };
+    match res {
+        Ok(Ok(w)) if w.refused == 0 => (StatusCode::NO_CONTENT, written(&w)).into_response(),
+        Ok(Ok(w)) => (
+            StatusCode::BAD_REQUEST,
+            written(&w),
+            format!(
+                "{} samples refused (out of order, too old, or a different value at the same timestamp); the other {} were written\n",
+                w.refused, w.samples + w.histograms
+            ),
+        )
+            .into_response(),
+        Ok(Err(e @ ReceiveError::Decode(crate::remote::proto::DecodeError::TooLarge(..)))) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n")).into_response()
+        }
+        Ok(Err(e @ (ReceiveError::Decode(_) | ReceiveError::Invalid(_)))) => {
+            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+        }
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "push handling failed\n").into_response(),
+    }
+}
+
+/// `GET /api/v1/status/remote_write`: each queue's shards, backlog, lag and last error.
+async fn remote_write_status(State(st): State<AppState>) -> Response {
+    ok(json!(st.deps.remote.queues()), Vec::new())
 }
 
 /// `match_target` is a label selector without a metric name, e.g. `{job="node"}`.

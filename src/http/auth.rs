@@ -33,6 +33,10 @@ pub struct AuthConfig {
     /// Bearer tokens that may read (queries, metadata, targets, alerts), e.g. for Grafana.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub read_tokens: Vec<Secret>,
+    /// Bearer tokens that may push samples to `/api/v1/write` (and nothing else), for other
+    /// agents and appliances sending here.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub write_tokens: Vec<Secret>,
     /// Require a login (session, basic auth or a read token) for the read APIs too.
     pub protect_reads: bool,
     /// How long a browser session lasts.
@@ -44,6 +48,7 @@ impl Default for AuthConfig {
         AuthConfig {
             admin_password_file: String::new(),
             read_tokens: Vec::new(),
+            write_tokens: Vec::new(),
             protect_reads: false,
             session_ttl: crate::model::time::Duration::from_millis(12 * 3600 * 1000),
         }
@@ -167,6 +172,17 @@ fn write_private(p: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(tmp, p)
 }
 
+/// Whether `t` is one of `tokens`, compared in constant time per token.
+fn token_in(tokens: &[String], t: &str) -> bool {
+    tokens.iter().any(|k| {
+        k.len() == t.len()
+            && k.bytes()
+                .zip(t.bytes())
+                .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                == 0
+    })
+}
+
 /// What a request proved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Access {
@@ -182,6 +198,7 @@ pub enum Access {
 pub struct Auth {
     hash: String,
     read_tokens: Vec<String>,
+    write_tokens: Vec<String>,
     protect_reads: bool,
     session_ttl: StdDuration,
     sessions: Mutex<HashMap<String, Instant>>,
@@ -202,6 +219,11 @@ impl Auth {
                 .iter()
                 .map(|t| t.expose().to_string())
                 .collect(),
+            write_tokens: cfg
+                .write_tokens
+                .iter()
+                .map(|t| t.expose().to_string())
+                .collect(),
             protect_reads: cfg.protect_reads,
             session_ttl: cfg.session_ttl.std(),
             sessions: Mutex::new(HashMap::new()),
@@ -209,6 +231,18 @@ impl Auth {
             user_failures: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether `authorization` carries one of the write tokens (`Bearer …`).
+    pub fn is_writer(&self, authorization: Option<&str>, ip: IpAddr) -> bool {
+        let Some(t) = authorization.and_then(|a| a.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        let ok = token_in(&self.write_tokens, t.trim());
+        if !ok {
+            self.failed(None, ip);
+        }
+        ok
     }
 
     /// Whether reads need credentials.
@@ -353,17 +387,13 @@ impl Auth {
         }
         if let Some(t) = a.strip_prefix("Bearer ") {
             let t = t.trim();
-            // Compared in constant time per token.
-            if self.read_tokens.iter().any(|k| {
-                k.len() == t.len()
-                    && k.bytes()
-                        .zip(t.bytes())
-                        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-                        == 0
-            }) {
+            if token_in(&self.read_tokens, t) {
                 return plain(Access::Read);
             }
-            self.failed(None, ip);
+            // A write token is not a guess, but grants nothing here.
+            if !token_in(&self.write_tokens, t) {
+                self.failed(None, ip);
+            }
         }
         plain(Access::None)
     }

@@ -61,6 +61,10 @@ pub struct WebConfig {
     /// client's address (login throttling, logs). Empty: the peer's address is the client's.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<String>,
+    /// Accept pushes on `/api/v1/write` (Prometheus's `--web.enable-remote-write-receiver`),
+    /// from the admin or a `web.auth.write_tokens` bearer token.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub enable_remote_write_receiver: bool,
     /// Serve HTTPS (Prometheus's `tls_server_config`): certificate and key files, re-read
     /// when they change, and optional client certificates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,6 +81,7 @@ impl Default for WebConfig {
             auth: auth::AuthConfig::default(),
             dashboards_dir: String::new(),
             trusted_proxies: Vec::new(),
+            enable_remote_write_receiver: false,
             tls_config: None,
         }
     }
@@ -266,6 +271,22 @@ pub trait TargetsSource: Send + Sync {
     fn metadata(&self) -> Vec<(Labels, MetadataEntry)>;
 }
 
+/// The remote-write side: the receiver of pushes and the sending queues' status.
+pub trait RemoteWriteSink: Send + Sync {
+    /// Whether `/api/v1/write` accepts pushes.
+    fn receiver_enabled(&self) -> bool;
+    /// Writes one push (blocking: decompression, decoding and the commit).
+    fn receive(
+        &self,
+        body: &[u8],
+        protocol: crate::remote::proto::Protocol,
+    ) -> Result<crate::remote::receive::Written, crate::remote::receive::ReceiveError>;
+    /// The sending queues.
+    fn queues(&self) -> Vec<crate::remote::QueueStatus>;
+    /// Metadata pushed by other agents (for `/api/v1/metadata`).
+    fn received_metadata(&self) -> Vec<crate::remote::FamilyMetadata>;
+}
+
 /// Facts for `/api/v1/status/*`.
 pub trait StatusSource: Send + Sync {
     /// The running config as redacted YAML.
@@ -424,6 +445,8 @@ pub struct Deps {
     pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
     /// The external URL's origin ([`WebConfig::external_origin`]), empty without one.
     pub external_origin: String,
+    /// Remote write: receiver and queues.
+    pub remote: Arc<dyn RemoteWriteSink>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -617,6 +640,9 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
         return next.run(req).await;
     }
     let ip = client_ip(req.extensions(), req.headers(), &st.deps.trusted_proxies);
+    if path == api::WRITE_PATH && method == axum::http::Method::POST {
+        return write_guard(&st, ip, req, next).await;
+    }
     let is_read = matches!(
         method,
         axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
@@ -698,6 +724,34 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
         } else {
             "this needs a login (user admin) or a read token (Authorization: Bearer)\n"
         },
+    )
+        .into_response()
+}
+
+/// `/api/v1/write` takes the admin by basic auth or a write token; never a session cookie,
+/// so no page elsewhere can make a browser push samples.
+async fn write_guard(st: &AppState, ip: std::net::IpAddr, req: Request, next: Next) -> Response {
+    let a = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let ok = if a.as_deref().is_some_and(|v| v.starts_with("Basic ")) {
+        let auth = st.deps.auth.clone();
+        tokio::task::spawn_blocking(move || auth.grant(a.as_deref(), None, ip).access)
+            .await
+            .unwrap_or(auth::Access::None)
+            == auth::Access::Admin
+    } else {
+        st.deps.auth.is_writer(a.as_deref(), ip)
+    };
+    if ok {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic realm=\"appliance\"")],
+        "pushing samples needs a write token (Authorization: Bearer, web.auth.write_tokens) or the admin login\n",
     )
         .into_response()
 }

@@ -61,6 +61,20 @@ pub enum Record {
     Histograms(Vec<(u64, i64, HistogramRef)>),
 }
 
+impl Record {
+    /// The oldest and newest sample time in the record (`(MAX, MIN)` when it holds none).
+    pub fn time_range(&self) -> (i64, i64) {
+        let fold = |it: &mut dyn Iterator<Item = i64>| {
+            it.fold((i64::MAX, i64::MIN), |(a, b), t| (a.min(t), b.max(t)))
+        };
+        match self {
+            Record::Samples(s) => fold(&mut s.iter().map(|x| x.1)),
+            Record::Histograms(s) => fold(&mut s.iter().map(|x| x.1)),
+            _ => (i64::MAX, i64::MIN),
+        }
+    }
+}
+
 /// What replay found.
 #[derive(Debug, Default)]
 pub struct Replay {
@@ -77,22 +91,28 @@ pub struct Wal {
     seg_size: u64,
     out: BufWriter<File>,
     dirty: bool,
-    /// Newest sample time per segment, to know which segments retention has emptied.
-    max_t: std::collections::BTreeMap<u64, i64>,
+    /// Oldest and newest sample time per segment, to know which segments retention has
+    /// emptied and, once removed, which times they held (for remote write's catch-up).
+    max_t: std::collections::BTreeMap<u64, (i64, i64)>,
 }
+
+/// The file listing removed segments' time ranges, one `segment min_t max_t` line each.
+const REMOVED: &str = "removed-segments";
+/// Lines kept in [`REMOVED`]: years of 2-hourly truncations.
+const REMOVED_KEEP: usize = 20_000;
 
 const CHECKPOINT: &str = "checkpoint";
 
 /// Reads records from one file into `replay`; on a torn or corrupt record, cuts the file
 /// there and reports it. Returns the newest sample time seen.
-fn replay_file(path: &Path, name: &str, replay: &mut Replay) -> Result<i64, WalError> {
+fn replay_file(path: &Path, name: &str, replay: &mut Replay) -> Result<(i64, i64), WalError> {
     let mut data = Vec::new();
     File::open(path)
         .map_err(io(path))?
         .read_to_end(&mut data)
         .map_err(io(path))?;
     let mut off = 0usize;
-    let mut max_t = i64::MIN;
+    let (mut min_t, mut max_t) = (i64::MAX, i64::MIN);
     while off < data.len() {
         let Some(h) = data.get(off..off + 9) else {
             replay.corruption = Some(format!("{name} torn at byte {off}"));
@@ -111,12 +131,8 @@ fn replay_file(path: &Path, name: &str, replay: &mut Replay) -> Result<i64, WalE
         }
         match decode(kind, payload) {
             Some(r) => {
-                if let Record::Samples(s) = &r {
-                    max_t = s.iter().map(|x| x.1).fold(max_t, i64::max);
-                }
-                if let Record::Histograms(s) = &r {
-                    max_t = s.iter().map(|x| x.1).fold(max_t, i64::max);
-                }
+                let (a, b) = r.time_range();
+                (min_t, max_t) = (min_t.min(a), max_t.max(b));
                 replay.records.push(r);
             }
             None => {
@@ -134,11 +150,143 @@ fn replay_file(path: &Path, name: &str, replay: &mut Replay) -> Result<i64, WalE
         f.set_len(off as u64).map_err(io(path))?;
         f.sync_all().map_err(io(path))?;
     }
-    Ok(max_t)
+    Ok((min_t, max_t))
 }
 
 fn segment_name(n: u64) -> String {
     format!("{n:08}")
+}
+
+/// The segment numbers in `dir`, oldest first.
+pub fn list_segments(dir: &Path) -> Result<Vec<u64>, WalError> {
+    Ok(segments(dir)?.into_iter().map(|(n, _)| n).collect())
+}
+
+/// The time ranges `(segment, min_t, max_t)` of segments removed by truncation, oldest first
+/// (as far back as the index keeps them).
+pub fn removed_segments(dir: &Path) -> Vec<(u64, i64, i64)> {
+    let Ok(text) = fs::read_to_string(dir.join(REMOVED)) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split(' ').map(str::parse::<i64>);
+            match (it.next(), it.next(), it.next()) {
+                (Some(Ok(n)), Some(Ok(a)), Some(Ok(b))) if n >= 0 => Some((n as u64, a, b)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// What one read of a segment found.
+#[derive(Debug, Default)]
+pub struct SegmentRead {
+    /// Complete records with the offset each starts at.
+    pub records: Vec<(u64, Record)>,
+    /// The offset after the last complete record: where the next read starts.
+    pub end: u64,
+    /// A record that is complete on disk but fails its checksum or does not decode: the rest
+    /// of the segment cannot be trusted.
+    pub corrupt: Option<String>,
+}
+
+/// Reads the complete records of segment `n` from byte `offset`, about `max_bytes` at a time
+/// (more when one record is larger). A record still being written is left for the next read.
+/// `Ok(None)` when the segment does not exist (removed by truncation, or not yet started).
+pub fn read_segment(
+    dir: &Path,
+    n: u64,
+    offset: u64,
+    max_bytes: usize,
+) -> Result<Option<SegmentRead>, WalError> {
+    use std::io::{Seek, SeekFrom};
+    let path = dir.join(segment_name(n));
+    let mut f = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let len = f.metadata().map_err(io(&path))?.len();
+    let mut out = SegmentRead {
+        end: offset,
+        ..Default::default()
+    };
+    if len <= offset {
+        return Ok(Some(out));
+    }
+    f.seek(SeekFrom::Start(offset)).map_err(io(&path))?;
+    let want = ((len - offset) as usize).min(max_bytes.max(9));
+    let mut data = vec![0u8; want];
+    f.read_exact(&mut data).map_err(io(&path))?;
+    // One record larger than the window: read exactly it.
+    if data.len() >= 9 {
+        let need = 9 + u32::from_le_bytes([data[1], data[2], data[3], data[4]]) as usize;
+        if need > data.len() && (need as u64) <= len - offset {
+            data.resize(need, 0);
+            f.seek(SeekFrom::Start(offset)).map_err(io(&path))?;
+            f.read_exact(&mut data).map_err(io(&path))?;
+        }
+    }
+    let mut off = 0usize;
+    while let Some(h) = data.get(off..off + 9) {
+        let kind = h[0];
+        let plen = u32::from_le_bytes([h[1], h[2], h[3], h[4]]) as usize;
+        let crc = u32::from_le_bytes([h[5], h[6], h[7], h[8]]);
+        let Some(payload) = data.get(off + 9..off + 9 + plen) else {
+            break;
+        };
+        let at = offset + off as u64;
+        if crc32fast::hash(payload) != crc {
+            out.corrupt = Some(format!(
+                "segment {} has a bad checksum at byte {at}",
+                segment_name(n)
+            ));
+            break;
+        }
+        match decode(kind, payload) {
+            Some(r) => out.records.push((at, r)),
+            None => {
+                out.corrupt = Some(format!(
+                    "segment {} has an unreadable record at byte {at}",
+                    segment_name(n)
+                ));
+                break;
+            }
+        }
+        off += 9 + plen;
+    }
+    out.end = offset + off as u64;
+    Ok(Some(out))
+}
+
+/// The series records of the checkpoint (the live series at the last truncation).
+pub fn read_checkpoint(dir: &Path) -> Result<Vec<Record>, WalError> {
+    let cp = dir.join(CHECKPOINT);
+    let mut data = Vec::new();
+    match File::open(&cp) {
+        Ok(mut f) => {
+            f.read_to_end(&mut data).map_err(io(&cp))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(&cp)(e)),
+    }
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    while let Some(h) = data.get(off..off + 9) {
+        let plen = u32::from_le_bytes([h[1], h[2], h[3], h[4]]) as usize;
+        let Some(payload) = data.get(off + 9..off + 9 + plen) else {
+            break;
+        };
+        if crc32fast::hash(payload) != u32::from_le_bytes([h[5], h[6], h[7], h[8]]) {
+            break;
+        }
+        if let Some(r) = decode(h[0], payload) {
+            out.push(r);
+        }
+        off += 9 + plen;
+    }
+    Ok(out)
 }
 
 fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
@@ -296,7 +444,7 @@ impl Wal {
         Ok(self
             .max_t
             .iter()
-            .take_while(|(n, t)| **n < self.seg_no && **t < cutoff)
+            .take_while(|(n, (_, t))| **n < self.seg_no && *t < cutoff)
             .map(|(n, _)| *n)
             .collect())
     }
@@ -333,6 +481,7 @@ impl Wal {
 
     /// Deletes the segments a plan named. Returns how many.
     pub fn remove_segments(&mut self, doomed: &[u64]) -> Result<usize, WalError> {
+        self.note_removed(doomed);
         for n in doomed {
             let p = self.dir.join(segment_name(*n));
             match fs::remove_file(&p) {
@@ -343,6 +492,28 @@ impl Wal {
             self.max_t.remove(n);
         }
         Ok(doomed.len())
+    }
+
+    /// Appends the time ranges of `doomed` to the removed-segments index before they go, so
+    /// a remote-write queue that had not read them yet knows which times to fetch from blocks.
+    /// Best effort: without the index the queue falls back to a wider range.
+    fn note_removed(&self, doomed: &[u64]) {
+        let mut lines: Vec<String> = removed_segments(&self.dir)
+            .into_iter()
+            .map(|(n, a, b)| format!("{n} {a} {b}"))
+            .collect();
+        for n in doomed {
+            if let Some((a, b)) = self.max_t.get(n) {
+                lines.push(format!("{n} {a} {b}"));
+            }
+        }
+        let skip = lines.len().saturating_sub(REMOVED_KEEP);
+        let mut text = lines[skip..].join("\n");
+        text.push('\n');
+        let tmp = self.dir.join("removed-segments.tmp");
+        if fs::write(&tmp, text).is_ok() {
+            let _ = fs::rename(&tmp, self.dir.join(REMOVED));
+        }
     }
 
     fn write_record(&mut self, kind: u8, payload: &[u8]) -> Result<(), WalError> {
@@ -375,9 +546,14 @@ impl Wal {
         }
         let mut buf = Vec::with_capacity(4 + samples.len() * 24);
         buf.extend_from_slice(&(samples.len() as u32).to_le_bytes());
-        let newest = samples.iter().map(|x| x.1).max().unwrap_or(i64::MIN);
-        let e = self.max_t.entry(self.seg_no).or_insert(i64::MIN);
-        *e = (*e).max(newest);
+        let (oldest, newest) = samples
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(a, b), x| (a.min(x.1), b.max(x.1)));
+        let e = self
+            .max_t
+            .entry(self.seg_no)
+            .or_insert((i64::MAX, i64::MIN));
+        *e = (e.0.min(oldest), e.1.max(newest));
         for (r, t, v) in samples {
             buf.extend_from_slice(&r.to_le_bytes());
             buf.extend_from_slice(&t.to_le_bytes());
@@ -394,9 +570,14 @@ impl Wal {
         }
         let mut buf = Vec::with_capacity(4 + samples.len() * 64);
         buf.extend_from_slice(&(samples.len() as u32).to_le_bytes());
-        let newest = samples.iter().map(|x| x.1).max().unwrap_or(i64::MIN);
-        let e = self.max_t.entry(self.seg_no).or_insert(i64::MIN);
-        *e = (*e).max(newest);
+        let (oldest, newest) = samples
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(a, b), x| (a.min(x.1), b.max(x.1)));
+        let e = self
+            .max_t
+            .entry(self.seg_no)
+            .or_insert((i64::MAX, i64::MIN));
+        *e = (e.0.min(oldest), e.1.max(newest));
         for (r, t, h) in samples {
             buf.extend_from_slice(&r.to_le_bytes());
             buf.extend_from_slice(&t.to_le_bytes());

@@ -9,7 +9,7 @@
 mod parser;
 mod validate;
 
-pub use parser::{bounded_quote, Parser, ParserOptions};
+pub use parser::{bounded_quote, Parser, ParserOptions, MAX_LABELS_PER_SAMPLE};
 pub use validate::validate_openmetrics;
 
 use std::borrow::Cow;
