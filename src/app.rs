@@ -654,10 +654,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
         }
     });
-    // Cut blocks from the head, compact, apply retention: once at start, then every minute.
+    // Cut blocks from the head, compact, apply retention: once at start, then every minute
+    // (more often with a block duration under 8 minutes, so the head stays near 1.5 blocks).
     let db_gc = db.clone();
+    let gc_every = std::time::Duration::from_millis(
+        (cfg.storage.block_duration.as_millis() / 8).clamp(1000, 60_000) as u64,
+    );
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        let mut tick = tokio::time::interval(gc_every);
         loop {
             tick.tick().await;
             let d = db_gc.clone();
@@ -722,7 +726,7 @@ fn db_options(cfg: &Config) -> DbOptions {
         retention_ms: cfg.storage.retention.time.as_millis(),
         retention_bytes: cfg.storage.retention.size.0,
         wal_sync_every_commit: cfg.storage.wal.sync_interval.as_millis() == 0,
-        ..DbOptions::default()
+        block_range_ms: cfg.storage.block_duration.as_millis().max(1000),
     }
 }
 

@@ -38,20 +38,16 @@ pub struct Pos {
 }
 
 impl Pos {
-    /// The greatest position before the record at `(seg, off)`.
-    fn before(seg: u64, off: u64) -> Pos {
-        if off > 0 {
-            Pos {
-                seg,
-                off: off - 1,
-                idx: u32::MAX,
-            }
-        } else {
-            Pos {
-                seg: seg.saturating_sub(1),
-                off: u64::MAX,
-                idx: u32::MAX,
-            }
+    /// The position right after this one: what a shard records once this sample is
+    /// acknowledged (the slots hold the first position not yet acknowledged).
+    fn succ(self) -> Pos {
+        match self.idx.checked_add(1) {
+            Some(idx) => Pos { idx, ..self },
+            None => Pos {
+                off: self.off.saturating_add(1),
+                idx: 0,
+                ..self
+            },
         }
     }
 }
@@ -60,7 +56,7 @@ const MAGIC: &[u8; 8] = b"APRWQ001";
 const HEADER: u64 = 12;
 const SLOT: u64 = 24;
 
-/// The per-shard acknowledged positions, one fixed slot each, updated in place after every
+/// Per shard, the first position not yet acknowledged, one fixed slot each, updated in place after every
 /// acknowledged batch (a 24-byte `pwrite`: cheap, and whole after a SIGKILL).
 pub struct StateFile {
     path: PathBuf,
@@ -348,7 +344,14 @@ impl Queue {
                     .map(|m| m.len())
                     .unwrap_or(0);
                 let n = shared.cfg.queue_config.min_shards;
-                let s = vec![Pos::before(last, len); n];
+                let s = vec![
+                    Pos {
+                        seg: last,
+                        off: len,
+                        idx: 0
+                    };
+                    n
+                ];
                 state
                     .reset(&s)
                     .map_err(|e| format!("remote write state in {}: {e}", state_dir.display()))?;
@@ -404,7 +407,8 @@ struct Reader {
     wal_dir: PathBuf,
     querier: Arc<dyn Querier>,
     state: Arc<StateFile>,
-    /// Positions acknowledged before this start, per shard: samples at or before are skipped.
+    /// Per shard, the first position not acknowledged before this start: earlier samples
+    /// are skipped.
     acked: Vec<Pos>,
     series: HashMap<u64, Option<Arc<SeriesEntry>>>,
     /// Entries by a hash of their stored labels, so catch-up and the log share `last_t`.
@@ -522,7 +526,7 @@ impl Reader {
         }
         let n = self.shards.len().max(1);
         let shard = (e.shard_hash % n as u64) as usize;
-        if self.acked.get(shard).is_some_and(|a| pos <= *a) {
+        if self.acked.get(shard).is_some_and(|a| pos < *a) {
             return true;
         }
         if t < age_floor {
@@ -726,7 +730,11 @@ impl Reader {
                 return false;
             }
         }
-        let here = Pos::before(self.seg, self.off);
+        let here = Pos {
+            seg: self.seg,
+            off: self.off,
+            idx: 0,
+        };
         let slots = vec![here; n];
         if let Err(e) = self.state.reset(&slots) {
             crate::failure!(error, "remote_write", "state_write", remote = %self.shared.name, error = %e, "writing the remote write state failed");
@@ -771,7 +779,8 @@ impl Reader {
         let segs = wal::list_segments(&self.wal_dir).unwrap_or_default();
         let first = segs.first().copied().unwrap_or(0);
         let resume = self.acked.iter().min().copied().unwrap_or_default();
-        // The first segment still holding unacknowledged samples.
+        // The first segment still holding unacknowledged samples (a catch-up's marker
+        // position lies past its segment's end).
         let from = if resume.off == u64::MAX {
             resume.seg + 1
         } else {
@@ -1056,7 +1065,7 @@ async fn send_batch(shared: &Shared, shard: usize, items: &[Item], state: &State
     shared.pending.fetch_sub(n as i64, Ordering::Relaxed);
     m.pending.dec_by(n as i64);
     shared.acked.fetch_add(n, Ordering::Relaxed);
-    if let Err(e) = state.write_slot(shard, last.pos) {
+    if let Err(e) = state.write_slot(shard, last.pos.succ()) {
         crate::failure!(error, "remote_write", "state_write", remote = %shared.name, error = %e, "writing the remote write state failed");
     }
     true
@@ -1197,37 +1206,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn positions_order_and_before() {
+    fn positions_order_and_succ() {
         let a = Pos {
             seg: 1,
             off: 10,
             idx: 3,
         };
         assert!(
-            Pos::before(1, 10)
-                < Pos {
-                    seg: 1,
-                    off: 10,
-                    idx: 0
-                }
-        );
-        assert!(
-            Pos::before(1, 10)
-                >= Pos {
-                    seg: 1,
-                    off: 9,
-                    idx: 7
-                }
-        );
-        assert!(
-            Pos::before(2, 0) > a
-                && Pos::before(2, 0)
+            a < a.succ()
+                && a.succ()
                     < Pos {
-                        seg: 2,
-                        off: 0,
+                        seg: 1,
+                        off: 11,
                         idx: 0
                     }
         );
+        let end = Pos {
+            seg: 1,
+            off: 10,
+            idx: u32::MAX,
+        };
+        assert_eq!(
+            end.succ(),
+            Pos {
+                seg: 1,
+                off: 11,
+                idx: 0
+            }
+        );
+        // A fresh log's first sample is not skipped by a fresh slot.
+        assert!(Pos::default() >= Pos::default());
     }
 
     #[test]

@@ -14,6 +14,15 @@ pub struct StorageConfig {
     pub retention: RetentionConfig,
     /// Write-ahead log settings.
     pub wal: WalConfig,
+    /// Time span of a block cut from the head (Prometheus's `--storage.tsdb.min-block-duration`,
+    /// default 2h). The head and WAL hold about 1.5 of these; shorter means less memory and a
+    /// shorter WAL. Meant for small machines and tests.
+    #[serde(skip_serializing_if = "is_two_hours")]
+    pub block_duration: Duration,
+}
+
+fn is_two_hours(d: &Duration) -> bool {
+    d.as_millis() == 2 * 3600 * 1000
 }
 
 /// `storage.wal`.
@@ -54,6 +63,7 @@ impl Default for StorageConfig {
             path: "./data".into(),
             retention: RetentionConfig::default(),
             wal: WalConfig::default(),
+            block_duration: Duration::from_secs(2 * 3600),
         }
     }
 }

@@ -233,11 +233,17 @@ pub fn prometheus_installed() -> bool {
 
 /// Starts Debian's Prometheus with `config` and `storage` on `addr`, killed when dropped.
 pub fn prometheus(config: &Path, storage: &Path, addr: &str) -> Proc {
+    prometheus_with_args(config, storage, addr, &[])
+}
+
+/// As [`prometheus`], with more flags.
+pub fn prometheus_with_args(config: &Path, storage: &Path, addr: &str, args: &[&str]) -> Proc {
     let child = Command::new("/usr/bin/prometheus")
         .arg(format!("--config.file={}", config.display()))
         .arg(format!("--storage.tsdb.path={}", storage.display()))
         .arg(format!("--web.listen-address={addr}"))
         .arg("--storage.tsdb.retention.time=100y")
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
