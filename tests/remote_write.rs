@@ -208,3 +208,361 @@ fn prometheus_receives_exactly_what_the_appliance_holds() {
     // Metadata went too (1.0 sends it on its own schedule, once at start).
     assert!(metric(&addr, "appliance_remote_storage_metadata_total") > 0.0);
 }
+
+/// Kills the appliance with SIGKILL (no shutdown path runs).
+fn sigkill(p: &mut Proc) {
+    let _ = p.0.kill();
+    let _ = p.0.wait();
+}
+
+#[test]
+fn an_outage_with_a_sigkill_in_the_middle_loses_nothing() {
+    if !prometheus_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let paddr = format!("127.0.0.1:{}", free_port());
+    let mut prom = start_prometheus(dir.path(), &paddr);
+    let yaml = format!("global: {{scrape_interval: 1s, scrape_timeout: 1s, external_labels: {{site: test}}}}\n{QUIET}remote_write:\n  - url: http://{paddr}/api/v1/write\n    queue_config: {{batch_send_deadline: 500ms, max_backoff: 1s, capacity: 2000, max_samples_per_send: 500}}\n");
+    let (mut app, addr) = appliance_with_config(dir.path(), &yaml);
+    let start = now_ms();
+    std::thread::sleep(Duration::from_secs(4));
+    // The receiver goes away; the appliance keeps scraping and its backlog grows.
+    sigkill(&mut prom);
+    wait_for(30, "pending samples to rise", || {
+        (metric(&addr, "appliance_remote_storage_samples_pending") > 1000.0).then_some(())
+    });
+    // Mid-outage, the appliance itself is killed and started again on the same data.
+    sigkill(&mut app);
+    let cfg = dir.path().join("appliance.yml");
+    let app2 = appliance(dir.path(), Some(&cfg), &addr);
+    wait_ready(&addr);
+    std::thread::sleep(Duration::from_secs(4));
+    let _prom = start_prometheus(dir.path(), &paddr);
+    // Everything the appliance holds from before the outage to now arrives.
+    let end = now_ms() - 2_000;
+    let secs = ((end - start) / 1000) as u64 + 2;
+    let n = assert_same_window(
+        &addr,
+        &paddr,
+        Some(""),
+        end,
+        secs,
+        60,
+        Some(("site", "test")),
+    );
+    assert!(n > 50);
+    wait_for(30, "pending back to zero", || {
+        (metric(&addr, "appliance_remote_storage_samples_pending") < 1000.0
+            && get_json(&addr, "/api/v1/status/remote_write")["data"][0]["lagSeconds"]
+                .as_f64()
+                .unwrap_or(99.0)
+                < 3.0)
+            .then_some(())
+    });
+    drop(app2);
+}
+
+#[test]
+fn an_outage_longer_than_the_wal_is_caught_up_from_blocks() {
+    if !prometheus_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let paddr = format!("127.0.0.1:{}", free_port());
+    let mut prom = start_prometheus(dir.path(), &paddr);
+    // 4 s blocks: the head and WAL hold about 6 s, so a 25 s outage outlives the log.
+    let yaml = format!("global: {{scrape_interval: 1s, scrape_timeout: 1s}}\n{QUIET}storage: {{block_duration: 4s}}\nremote_write:\n  - url: http://{paddr}/api/v1/write\n    queue_config: {{batch_send_deadline: 500ms, max_backoff: 1s, capacity: 1000, max_samples_per_send: 500}}\n");
+    let (_app, addr) = appliance_with_config(dir.path(), &yaml);
+    std::thread::sleep(Duration::from_secs(3));
+    sigkill(&mut prom);
+    let start = now_ms();
+    wait_for(60, "WAL segments removed under the queue", || {
+        let removed = std::fs::read_to_string(dir.path().join("data/wal/removed-segments"))
+            .unwrap_or_default();
+        (removed.lines().count() >= 3).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(10));
+    let _prom = start_prometheus(dir.path(), &paddr);
+    wait_for(60, "the catch-up from blocks", || {
+        let log = std::fs::read_to_string(dir.path().join("appliance.log")).unwrap_or_default();
+        log.contains("caught up from the blocks").then_some(())
+    });
+    let end = now_ms() - 3_000;
+    let secs = ((end - start) / 1000) as u64;
+    let n = assert_same_window(&addr, &paddr, Some(""), end, secs, 60, None);
+    assert!(n > 50);
+}
+
+/// A receiver that answers each request with the next scripted status (then 204), with
+/// `Retry-After` on 429s; records each request's arrival time.
+fn scripted_receiver(
+    script: Vec<(u16, Option<&'static str>)>,
+) -> (String, Arc<Mutex<Vec<(Instant, u16)>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let log: Arc<Mutex<Vec<(Instant, u16)>>> = Default::default();
+    let l2 = log.clone();
+    let next = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 65536];
+            let (start, len) = loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break (0, usize::MAX);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    break (i + 4, len);
+                }
+            };
+            if len == usize::MAX {
+                continue;
+            }
+            while buf.len() < start + len {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            let (status, retry) = script.get(i).cloned().unwrap_or((204, None));
+            l2.lock().unwrap().push((Instant::now(), status));
+            let extra = retry
+                .map(|r| format!("Retry-After: {r}\r\n"))
+                .unwrap_or_default();
+            let _ = s.write_all(
+                format!(
+                    "HTTP/1.1 {status} X\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    (addr, log)
+}
+
+#[test]
+fn a_400_drops_one_batch_and_a_429_waits_for_retry_after() {
+    let (raddr, log) = scripted_receiver(vec![(400, None), (429, Some("2")), (204, None)]);
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!("global: {{scrape_interval: 1s, scrape_timeout: 1s}}\n{QUIET}remote_write:\n  - url: http://{raddr}/api/v1/write\n    name: scripted\n    metadata_config: {{send: false}}\n    queue_config: {{batch_send_deadline: 300ms, min_backoff: 10ms}}\n");
+    let (_app, addr) = appliance_with_config(dir.path(), &yaml);
+    wait_for(30, "batches after the 400 and the 429 delivered", || {
+        (log.lock().unwrap().iter().filter(|x| x.1 == 204).count() >= 3).then_some(())
+    });
+    let l = log.lock().unwrap().clone();
+    assert_eq!(l[0].1, 400);
+    assert_eq!(l[1].1, 429);
+    let waited = l[2].0.duration_since(l[1].0);
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "Retry-After: 2 honoured, waited {waited:?}"
+    );
+    assert!(
+        metric(&addr, "appliance_remote_storage_samples_failed_total") > 0.0,
+        "the 400 batch is counted"
+    );
+    assert!(
+        metric(&addr, "appliance_remote_storage_samples_retried_total") > 0.0,
+        "the 429 is counted"
+    );
+    assert!(metric(&addr, "appliance_remote_storage_samples_total") > 0.0);
+    let st = get_json(&addr, "/api/v1/status/remote_write");
+    assert!(
+        st["data"][0]["lastError"].as_str().unwrap().contains("429"),
+        "{st}"
+    );
+}
+
+#[test]
+fn a_2_0_round_trip_into_another_appliance_carries_samples_labels_and_metadata() {
+    let rdir = tempfile::tempdir().unwrap();
+    let (_recv, raddr) = appliance_with_config(
+        rdir.path(),
+        "collectors: {appliance: {enabled: false}, node: {enabled: false}, containers: {enabled: false}, postgres: {enabled: false}, redis: {enabled: false}, celery: {enabled: false}}\nweb:\n  enable_remote_write_receiver: true\n  auth: {write_tokens: [push-token]}\n",
+    );
+    let sdir = tempfile::tempdir().unwrap();
+    let yaml = format!("global: {{scrape_interval: 1s, scrape_timeout: 1s, external_labels: {{origin: a}}}}\n{QUIET}remote_write:\n  - url: http://{raddr}/api/v1/write\n    protobuf_message: io.prometheus.write.v2.Request\n    authorization: {{credentials: push-token}}\n    queue_config: {{batch_send_deadline: 300ms}}\n");
+    let (_send, saddr) = appliance_with_config(sdir.path(), &yaml);
+    std::thread::sleep(Duration::from_secs(5));
+    let end = now_ms() - 2_000;
+    let n = assert_same_window(&saddr, &raddr, None, end, 3, 30, Some(("origin", "a")));
+    assert!(n > 50);
+    // Metadata: every family the sender's targets describe arrives with its type and help.
+    let sent = get_json(&saddr, "/api/v1/metadata");
+    let got = get_json(&raddr, "/api/v1/metadata");
+    let mut checked = 0;
+    for (name, v) in sent["data"].as_object().unwrap() {
+        // Only families with a sample in the window are sent (2.0 carries metadata inline).
+        let Some(g) = got["data"].get(name) else {
+            continue;
+        };
+        assert_eq!(g[0]["type"], v[0]["type"], "{name}");
+        assert_eq!(g[0]["help"], v[0]["help"], "{name}");
+        checked += 1;
+    }
+    assert!(
+        checked > 20,
+        "metadata arrived for only {checked} families: {got}"
+    );
+    assert!(metric(&saddr, "appliance_remote_storage_samples_failed_total") == 0.0);
+}
+
+/// POSTs raw bytes; returns the status.
+fn post_bytes(addr: &str, path: &str, headers: &str, body: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let _ = s.write_all(head.as_bytes());
+    let _ = s.write_all(body);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_receiver_refuses_without_credentials_too_large_and_garbage_and_keeps_its_data() {
+    use appliance::remote::proto::{compress, v1};
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let (_app, addr) = appliance_with_config(
+        dir.path(),
+        "collectors: {appliance: {enabled: false}, node: {enabled: false}, containers: {enabled: false}, postgres: {enabled: false}, redis: {enabled: false}, celery: {enabled: false}}\nweb:\n  enable_remote_write_receiver: true\n  auth: {write_tokens: [w-token], read_tokens: [r-token]}\n",
+    );
+    let t = now_ms() - 1000;
+    let req = v1::WriteRequest {
+        timeseries: vec![v1::TimeSeries {
+            labels: vec![
+                v1::Label {
+                    name: "__name__".into(),
+                    value: "pushed".into(),
+                },
+                v1::Label {
+                    name: "job".into(),
+                    value: "x".into(),
+                },
+            ],
+            samples: vec![v1::Sample {
+                value: 42.0,
+                timestamp: t,
+            }],
+            ..Default::default()
+        }],
+        metadata: vec![],
+    };
+    let body = compress(&req.encode_to_vec());
+    let proto = "Content-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\n";
+    let good = format!("{proto}Authorization: Bearer w-token\r\n");
+    assert_eq!(
+        post_bytes(&addr, "/api/v1/write", proto, &body),
+        401,
+        "no credential"
+    );
+    assert_eq!(
+        post_bytes(
+            &addr,
+            "/api/v1/write",
+            &format!("{proto}Authorization: Bearer r-token\r\n"),
+            &body
+        ),
+        401,
+        "a read token cannot write"
+    );
+    assert_eq!(post_bytes(&addr, "/api/v1/write", &good, &body), 204);
+    assert_eq!(
+        post_bytes(&addr, "/api/v1/write", &good, b"this is not snappy"),
+        400,
+        "garbage"
+    );
+    assert_eq!(
+        post_bytes(
+            &addr,
+            "/api/v1/write",
+            &good,
+            &compress(b"\xff\xff\xff not protobuf")
+        ),
+        400,
+        "garbage inside snappy"
+    );
+    assert_eq!(
+        post_bytes(&addr, "/api/v1/write", &good, &vec![0u8; 33 << 20]),
+        413,
+        "oversized"
+    );
+    // A snappy bomb: a small body that claims a huge decompressed size.
+    let mut bomb = Vec::new();
+    let mut n: u64 = 1 << 31;
+    while n >= 0x80 {
+        bomb.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    bomb.push(n as u8);
+    bomb.extend_from_slice(&[0u8; 64]);
+    assert_eq!(
+        post_bytes(&addr, "/api/v1/write", &good, &bomb),
+        413,
+        "decompression bomb"
+    );
+    // Older than what is stored for the series: refused per sample with 400, the rest written.
+    let mixed = v1::WriteRequest {
+        timeseries: vec![
+            v1::TimeSeries {
+                labels: req.timeseries[0].labels.clone(),
+                samples: vec![v1::Sample {
+                    value: 1.0,
+                    timestamp: t - 500,
+                }],
+                ..Default::default()
+            },
+            v1::TimeSeries {
+                labels: vec![v1::Label {
+                    name: "__name__".into(),
+                    value: "other".into(),
+                }],
+                samples: vec![v1::Sample {
+                    value: 7.0,
+                    timestamp: t,
+                }],
+                ..Default::default()
+            },
+        ],
+        metadata: vec![],
+    };
+    assert_eq!(
+        post_bytes(
+            &addr,
+            "/api/v1/write",
+            &good,
+            &compress(&mixed.encode_to_vec())
+        ),
+        400
+    );
+    assert_eq!(
+        query_value(&addr, "pushed"),
+        Some(42.0),
+        "stored data intact"
+    );
+    assert_eq!(
+        query_value(&addr, "other"),
+        Some(7.0),
+        "the acceptable part was written"
+    );
+}
