@@ -294,14 +294,15 @@ fn an_outage_longer_than_the_wal_is_caught_up_from_blocks() {
     assert!(n > 50);
 }
 
+/// When each request arrived and what it was answered.
+type Arrivals = Arc<Mutex<Vec<(Instant, u16)>>>;
+
 /// A receiver that answers each request with the next scripted status (then 204), with
 /// `Retry-After` on 429s; records each request's arrival time.
-fn scripted_receiver(
-    script: Vec<(u16, Option<&'static str>)>,
-) -> (String, Arc<Mutex<Vec<(Instant, u16)>>>) {
+fn scripted_receiver(script: Vec<(u16, Option<&'static str>)>) -> (String, Arrivals) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let log: Arc<Mutex<Vec<(Instant, u16)>>> = Default::default();
+    let log: Arrivals = Default::default();
     let l2 = log.clone();
     let next = Arc::new(AtomicUsize::new(0));
     std::thread::spawn(move || {

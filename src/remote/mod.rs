@@ -289,11 +289,14 @@ pub struct Deps {
     pub metadata: Arc<dyn MetadataSource>,
 }
 
+/// A running queue with the config and external labels it was started with.
+type Running = (RemoteWriteConfig, Vec<(String, String)>, queue::Queue);
+
 /// All remote-write queues, restarted per entry when a reload changes it.
 pub struct RemoteWrite {
     deps: Deps,
     families: Families,
-    queues: Mutex<Vec<(RemoteWriteConfig, Vec<(String, String)>, queue::Queue)>>,
+    queues: Mutex<Vec<Running>>,
 }
 
 impl RemoteWrite {
@@ -324,7 +327,7 @@ impl RemoteWrite {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let mut running = self.queues.lock();
-        let mut old: HashMap<String, (RemoteWriteConfig, Vec<(String, String)>, queue::Queue)> =
+        let mut old: HashMap<String, Running> =
             running.drain(..).map(|q| (state_key(&q.0), q)).collect();
         let mut errors = Vec::new();
         for c in cfgs {

@@ -1041,7 +1041,7 @@ async fn send_batch(shared: &Shared, shard: usize, items: &[Item], state: &State
             Attempt::Retry { error, after } => {
                 m.samples_retried.inc_by(nf);
                 m.histograms_retried.inc_by(nh);
-                if attempt == 0 || attempt % 10 == 0 {
+                if attempt.is_multiple_of(10) {
                     crate::failure!(warn, "remote_write", "send_retry", remote = %shared.name, attempt, error = %error, "sending failed; retrying");
                 }
                 shared.note_error(&error);

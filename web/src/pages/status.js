@@ -1,16 +1,36 @@
-// Status: build, runtime, flags, the running config (secrets hidden by the server), storage
-// and cardinality.
+// Status: build, runtime, remote write queues, flags, the running config (secrets hidden by
+// the server), storage and cardinality.
 import { html, usePoll, ErrorBox } from '../ui.js';
 import * as api from '../api.js';
 import { format } from '../units.js';
 
 async function load() {
-  const [build, runtime, flags, config, tsdb] = await Promise.all([
+  const [build, runtime, flags, config, tsdb, remote] = await Promise.all([
     api.get('api/v1/status/buildinfo'), api.get('api/v1/status/runtimeinfo'),
     api.get('api/v1/status/flags'), api.get('api/v1/status/config'),
-    api.get('api/v1/status/tsdb', { limit: '10' }),
+    api.get('api/v1/status/tsdb', { limit: '10' }), api.get('api/v1/status/remote_write'),
   ]);
-  return { build, runtime, flags, config, tsdb };
+  return { build, runtime, flags, config, tsdb, remote };
+}
+
+function when(ms) {
+  return ms ? new Date(ms).toLocaleString() : '—';
+}
+
+// One row per remote: how far behind it is and why, so an outage is visible without PromQL.
+function Remotes({ queues }) {
+  if (!queues || queues.length === 0) return html`<p class="muted">No remote_write configured.</p>`;
+  return html`<table class="grid remotes"><thead><tr><th>Remote</th><th>URL</th><th>Protocol</th>
+    <th class="num">Lag</th><th class="num">Pending</th><th class="num">Shards</th><th class="num">Sent</th>
+    <th class="num">Failed</th><th class="num">Dropped</th><th>Last success</th><th>Last error</th></tr></thead>
+    <tbody>${queues.map((q) => html`<tr class=${q.lagSeconds > 120 ? 'bad' : ''}>
+      <td>${q.name}${q.catchingUp ? ' (catching up from blocks)' : ''}</td><td>${q.url}</td><td>${q.protocol}</td>
+      <td class="num">${format(q.lagSeconds, 's')}</td><td class="num">${q.pendingSamples}</td>
+      <td class="num">${q.shards}</td><td class="num">${q.samplesSent}</td>
+      <td class="num">${q.samplesFailed}</td><td class="num">${q.samplesDropped}</td>
+      <td>${when(q.lastSuccessMs)}</td>
+      <td>${q.lastError ? html`${q.lastError} <span class="muted">(${when(q.lastErrorMs)})</span>` : '—'}</td>
+    </tr>`)}</tbody></table>`;
 }
 
 function KV({ obj }) {
@@ -29,6 +49,7 @@ export function Status() {
     <h2>Status</h2>
     <h3>Build</h3><${KV} obj=${d.build} />
     <h3>Runtime</h3><${KV} obj=${d.runtime} />
+    <h3>Remote write</h3><${Remotes} queues=${d.remote} />
     <h3>Storage</h3>
     <${KV} obj=${{ 'head series': d.tsdb.headStats.numSeries, 'head chunks': d.tsdb.headStats.chunkCount,
       blocks: (st.blocks || []).length, 'blocks size': format(st.blocksBytes || 0, 'bytes'),
