@@ -581,6 +581,30 @@ impl Reader {
         }
     }
 
+    /// Dispatches one record's samples, each at its position in the record.
+    fn dispatch_record(
+        &mut self,
+        seg: u64,
+        at: u64,
+        samples: impl Iterator<Item = (u64, i64, Val)>,
+        floor: i64,
+    ) -> bool {
+        for (i, (r, t, v)) in samples.enumerate() {
+            let Some(Some(e)) = self.series.get(&r).cloned() else {
+                continue;
+            };
+            let pos = Pos {
+                seg,
+                off: at,
+                idx: i as u32,
+            };
+            if !self.dispatch(&e, t, v, pos, floor) {
+                return false;
+            }
+        }
+        true
+    }
+
     fn handle(&mut self, seg: u64, at: u64, rec: Record) -> bool {
         let floor = self.age_floor();
         match rec {
@@ -589,34 +613,20 @@ impl Reader {
                 self.series.insert(sref, e);
             }
             Record::Samples(s) => {
-                for (i, (r, t, v)) in s.into_iter().enumerate() {
-                    let Some(Some(e)) = self.series.get(&r).cloned() else {
-                        continue;
-                    };
-                    let pos = Pos {
-                        seg,
-                        off: at,
-                        idx: i as u32,
-                    };
-                    if !self.dispatch(&e, t, Val::F(v), pos, floor) {
-                        return false;
-                    }
-                }
+                return self.dispatch_record(
+                    seg,
+                    at,
+                    s.into_iter().map(|(r, t, v)| (r, t, Val::F(v))),
+                    floor,
+                )
             }
             Record::Histograms(s) if self.shared.cfg.send_native_histograms => {
-                for (i, (r, t, h)) in s.into_iter().enumerate() {
-                    let Some(Some(e)) = self.series.get(&r).cloned() else {
-                        continue;
-                    };
-                    let pos = Pos {
-                        seg,
-                        off: at,
-                        idx: i as u32,
-                    };
-                    if !self.dispatch(&e, t, Val::H(h), pos, floor) {
-                        return false;
-                    }
-                }
+                return self.dispatch_record(
+                    seg,
+                    at,
+                    s.into_iter().map(|(r, t, h)| (r, t, Val::H(h))),
+                    floor,
+                )
             }
             _ => {}
         }

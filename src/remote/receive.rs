@@ -102,6 +102,18 @@ fn check_labels(pairs: &[(String, String)], lim: &Limits) -> Result<Labels, Rece
     Ok(l)
 }
 
+fn histograms(
+    hs: &[proto::Histogram],
+) -> Result<Vec<(i64, crate::model::histogram::FloatHistogram)>, ReceiveError> {
+    hs.iter()
+        .map(|h| {
+            convert::from_proto(h)
+                .map(|x| (h.timestamp, x))
+                .map_err(|e| ReceiveError::Invalid(e.to_string()))
+        })
+        .collect()
+}
+
 struct Series {
     labels: Labels,
     samples: Vec<(i64, f64)>,
@@ -122,13 +134,7 @@ fn decode_v1(raw: &[u8], lim: &Limits) -> Result<(Vec<Series>, Vec<FamilyMetadat
         let pairs: Vec<(String, String)> =
             ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
         let labels = check_labels(&pairs, lim)?;
-        let mut hs = Vec::with_capacity(ts.histograms.len());
-        for h in &ts.histograms {
-            hs.push((
-                h.timestamp,
-                convert::from_proto(h).map_err(|e| ReceiveError::Invalid(e.to_string()))?,
-            ));
-        }
+        let hs = histograms(&ts.histograms)?;
         out.push(Series {
             labels,
             samples: ts
@@ -194,13 +200,7 @@ fn decode_v2(raw: &[u8], lim: &Limits) -> Result<(Vec<Series>, Vec<FamilyMetadat
                 });
             }
         }
-        let mut hs = Vec::with_capacity(ts.histograms.len());
-        for h in &ts.histograms {
-            hs.push((
-                h.timestamp,
-                convert::from_proto(h).map_err(|e| ReceiveError::Invalid(e.to_string()))?,
-            ));
-        }
+        let hs = histograms(&ts.histograms)?;
         out.push(Series {
             labels,
             samples: ts.samples.iter().map(|s| (s.timestamp, s.value)).collect(),

@@ -539,6 +539,15 @@ impl Wal {
         self.write_record(REC_SERIES, &buf)
     }
 
+    /// Widens the current segment's time range by `ts`.
+    fn note_times(&mut self, ts: impl Iterator<Item = i64>) {
+        let e = self
+            .max_t
+            .entry(self.seg_no)
+            .or_insert((i64::MAX, i64::MIN));
+        *e = ts.fold(*e, |(a, b), t| (a.min(t), b.max(t)));
+    }
+
     /// Logs a batch of samples.
     pub fn log_samples(&mut self, samples: &[(u64, i64, f64)]) -> Result<(), WalError> {
         if samples.is_empty() {
@@ -546,14 +555,7 @@ impl Wal {
         }
         let mut buf = Vec::with_capacity(4 + samples.len() * 24);
         buf.extend_from_slice(&(samples.len() as u32).to_le_bytes());
-        let (oldest, newest) = samples
-            .iter()
-            .fold((i64::MAX, i64::MIN), |(a, b), x| (a.min(x.1), b.max(x.1)));
-        let e = self
-            .max_t
-            .entry(self.seg_no)
-            .or_insert((i64::MAX, i64::MIN));
-        *e = (e.0.min(oldest), e.1.max(newest));
+        self.note_times(samples.iter().map(|x| x.1));
         for (r, t, v) in samples {
             buf.extend_from_slice(&r.to_le_bytes());
             buf.extend_from_slice(&t.to_le_bytes());
@@ -570,14 +572,7 @@ impl Wal {
         }
         let mut buf = Vec::with_capacity(4 + samples.len() * 64);
         buf.extend_from_slice(&(samples.len() as u32).to_le_bytes());
-        let (oldest, newest) = samples
-            .iter()
-            .fold((i64::MAX, i64::MIN), |(a, b), x| (a.min(x.1), b.max(x.1)));
-        let e = self
-            .max_t
-            .entry(self.seg_no)
-            .or_insert((i64::MAX, i64::MIN));
-        *e = (e.0.min(oldest), e.1.max(newest));
+        self.note_times(samples.iter().map(|x| x.1));
         for (r, t, h) in samples {
             buf.extend_from_slice(&r.to_le_bytes());
             buf.extend_from_slice(&t.to_le_bytes());
