@@ -179,7 +179,8 @@ struct Runtime {
     /// Remote-write queues.
     remote: Arc<crate::remote::RemoteWrite>,
     /// Metadata other agents pushed, by family name.
-    pushed_metadata: Mutex<std::collections::BTreeMap<String, crate::remote::FamilyMetadata>>,
+    pushed_metadata:
+        Mutex<std::collections::BTreeMap<(String, String), crate::remote::FamilyMetadata>>,
     /// The runtime the queues' shards run on.
     handle: tokio::runtime::Handle,
 }
@@ -229,8 +230,11 @@ impl http::RemoteWriteSink for Runtime {
             let mut m = self.pushed_metadata.lock();
             for f in &w.metadata {
                 // Bounded: a push cannot grow this without limit.
-                if m.len() < 100_000 || m.contains_key(&f.metric) {
-                    m.insert(f.metric.clone(), f.clone());
+                // One entry per family and type: two senders may disagree, and /api/v1/metadata
+                // lists every variant, as Prometheus does across targets.
+                let key = (f.metric.clone(), f.kind.clone());
+                if m.len() < 100_000 || m.contains_key(&key) {
+                    m.insert(key, f.clone());
                 }
             }
         }

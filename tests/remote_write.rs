@@ -195,8 +195,8 @@ fn prometheus_receives_exactly_what_the_appliance_holds() {
         dir.path(),
         &format!("global: {{scrape_interval: 1s, scrape_timeout: 1s, external_labels: {{site: test}}}}\n{QUIET}remote_write:\n  - url: http://{paddr}/api/v1/write\n    queue_config: {{batch_send_deadline: 500ms}}\n"),
     );
-    std::thread::sleep(Duration::from_secs(12));
-    let end = now_ms() - 2_000;
+    let end = now_ms() + 10_000;
+    wait_queue(&addr, "highestSentMs", end, 40);
     let n = assert_same_window(&addr, &paddr, Some(""), end, 8, 30, Some(("site", "test")));
     assert!(n > 50, "too few series to mean anything: {n}");
     let sent = metric(&addr, "appliance_remote_storage_samples_total");
@@ -207,6 +207,22 @@ fn prometheus_receives_exactly_what_the_appliance_holds() {
     );
     // Metadata went too (1.0 sends it on its own schedule, once at start).
     assert!(metric(&addr, "appliance_remote_storage_metadata_total") > 0.0);
+}
+
+/// Waits until the first queue's `field` (`highestSentMs`, `highestReadMs`) reaches `t_ms`.
+fn wait_queue(addr: &str, field: &str, t_ms: i64, secs: u64) {
+    wait_for(secs, field, || {
+        let v = get_json(addr, "/api/v1/status/remote_write");
+        (v["data"][0][field].as_i64().unwrap_or(0) >= t_ms).then_some(())
+    });
+}
+
+/// Waits until the appliance has stored scrapes stamped at or after `t_ms` (the queue may be
+/// stalled by an outage, so this asks the store).
+fn wait_stored(addr: &str, t_ms: i64, secs: u64) {
+    wait_for(secs, "scrapes stored", || {
+        (query_value(addr, "max(timestamp(up))")? * 1000.0 >= t_ms as f64).then_some(())
+    });
 }
 
 /// Kills the appliance with SIGKILL (no shutdown path runs).
@@ -226,7 +242,7 @@ fn an_outage_with_a_sigkill_in_the_middle_loses_nothing() {
     let yaml = format!("global: {{scrape_interval: 1s, scrape_timeout: 1s, external_labels: {{site: test}}}}\n{QUIET}remote_write:\n  - url: http://{paddr}/api/v1/write\n    queue_config: {{batch_send_deadline: 500ms, max_backoff: 1s, capacity: 2000, max_samples_per_send: 500}}\n");
     let (mut app, addr) = appliance_with_config(dir.path(), &yaml);
     let start = now_ms();
-    std::thread::sleep(Duration::from_secs(4));
+    wait_queue(&addr, "highestSentMs", start + 3_000, 30);
     // The receiver goes away; the appliance keeps scraping and its backlog grows.
     sigkill(&mut prom);
     wait_for(30, "pending samples to rise", || {
@@ -237,7 +253,7 @@ fn an_outage_with_a_sigkill_in_the_middle_loses_nothing() {
     let cfg = dir.path().join("appliance.yml");
     let app2 = appliance(dir.path(), Some(&cfg), &addr);
     wait_ready(&addr);
-    std::thread::sleep(Duration::from_secs(4));
+    wait_stored(&addr, now_ms() + 3_000, 30);
     let _prom = start_prometheus(dir.path(), &paddr);
     // Everything the appliance holds from before the outage to now arrives.
     let end = now_ms() - 2_000;
@@ -274,7 +290,7 @@ fn an_outage_longer_than_the_wal_is_caught_up_from_blocks() {
     // 4 s blocks: the head and WAL hold about 6 s, so a 25 s outage outlives the log.
     let yaml = format!("global: {{scrape_interval: 1s, scrape_timeout: 1s}}\n{QUIET}storage: {{block_duration: 4s}}\nremote_write:\n  - url: http://{paddr}/api/v1/write\n    queue_config: {{batch_send_deadline: 500ms, max_backoff: 1s, capacity: 1000, max_samples_per_send: 500}}\n");
     let (_app, addr) = appliance_with_config(dir.path(), &yaml);
-    std::thread::sleep(Duration::from_secs(3));
+    wait_queue(&addr, "highestSentMs", now_ms() + 2_000, 30);
     sigkill(&mut prom);
     let start = now_ms();
     wait_for(60, "WAL segments removed under the queue", || {
@@ -282,7 +298,7 @@ fn an_outage_longer_than_the_wal_is_caught_up_from_blocks() {
             .unwrap_or_default();
         (removed.lines().count() >= 3).then_some(())
     });
-    std::thread::sleep(Duration::from_secs(10));
+    wait_stored(&addr, now_ms() + 5_000, 30);
     let _prom = start_prometheus(dir.path(), &paddr);
     wait_for(60, "the catch-up from blocks", || {
         let log = std::fs::read_to_string(dir.path().join("appliance.log")).unwrap_or_default();
@@ -396,21 +412,37 @@ fn a_2_0_round_trip_into_another_appliance_carries_samples_labels_and_metadata()
     let sdir = tempfile::tempdir().unwrap();
     let yaml = format!("global: {{scrape_interval: 1s, scrape_timeout: 1s, external_labels: {{origin: a}}}}\n{QUIET}remote_write:\n  - url: http://{raddr}/api/v1/write\n    protobuf_message: io.prometheus.write.v2.Request\n    authorization: {{credentials: push-token}}\n    queue_config: {{batch_send_deadline: 300ms}}\n");
     let (_send, saddr) = appliance_with_config(sdir.path(), &yaml);
-    std::thread::sleep(Duration::from_secs(5));
-    let end = now_ms() - 2_000;
+    let end = now_ms() + 3_000;
+    wait_queue(&saddr, "highestSentMs", end, 30);
     let n = assert_same_window(&saddr, &raddr, None, end, 3, 30, Some(("origin", "a")));
     assert!(n > 50);
     // Metadata: every family the sender's targets describe arrives with its type and help.
+    // 2.0 sends metadata with the series, once the sender's table has it (within seconds).
+    wait_for(30, "pushed metadata", || {
+        (get_json(&raddr, "/api/v1/metadata")["data"]
+            .as_object()?
+            .len()
+            > 20)
+            .then_some(())
+    });
     let sent = get_json(&saddr, "/api/v1/metadata");
     let got = get_json(&raddr, "/api/v1/metadata");
     let mut checked = 0;
     for (name, v) in sent["data"].as_object().unwrap() {
         // Only families with a sample in the window are sent (2.0 carries metadata inline).
-        let Some(g) = got["data"].get(name) else {
+        // The receiver names families as OpenMetrics does (2.0 sends no family names).
+        let kind = v[0]["type"].as_str().unwrap_or("");
+        let fam = appliance::remote::convert::family_name(name, kind);
+        let Some(g) = got["data"].get(fam) else {
             continue;
         };
-        assert_eq!(g[0]["type"], v[0]["type"], "{name}");
-        assert_eq!(g[0]["help"], v[0]["help"], "{name}");
+        assert!(
+            g.as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["type"] == v[0]["type"] && e["help"] == v[0]["help"]),
+            "{name}: sent {v}, received {g}"
+        );
         checked += 1;
     }
     assert!(

@@ -161,6 +161,25 @@ pub fn type_number(kind: &str) -> i32 {
     }
 }
 
+/// The metric family a series of type `kind` belongs to, as OpenMetrics names families:
+/// `x_total` of a counter is family `x`, `x_bucket`/`x_count`/`x_sum` of a histogram are `x`.
+/// 2.0 carries metadata per series, without the family's name, so a receiver derives it.
+pub fn family_name<'a>(series: &'a str, kind: &str) -> &'a str {
+    let suffixes: &[&str] = match kind {
+        // `_created` is left alone: `x_created` is as often a family of its own (a counter of
+        // created things) as a counter's created-time series.
+        "counter" => &["_total"],
+        "histogram" | "gaugehistogram" => &["_bucket", "_count", "_sum", "_gcount", "_gsum"],
+        "summary" => &["_count", "_sum"],
+        "info" => &["_info"],
+        _ => &[],
+    };
+    suffixes
+        .iter()
+        .find_map(|s| series.strip_suffix(s).filter(|b| !b.is_empty()))
+        .unwrap_or(series)
+}
+
 /// The type name of a metadata type number.
 pub fn type_name(n: i32) -> &'static str {
     match n {
@@ -207,6 +226,22 @@ mod tests {
             ]
         );
         assert_eq!(from_proto(&p).unwrap(), h);
+    }
+
+    #[test]
+    fn family_names_follow_openmetrics() {
+        assert_eq!(
+            family_name("http_requests_total", "counter"),
+            "http_requests"
+        );
+        assert_eq!(
+            family_name("rpc_seconds_bucket", "histogram"),
+            "rpc_seconds"
+        );
+        assert_eq!(family_name("rpc_seconds_sum", "summary"), "rpc_seconds");
+        assert_eq!(family_name("temperature", "gauge"), "temperature");
+        assert_eq!(family_name("_total", "counter"), "_total");
+        assert_eq!(family_name("series_created", "counter"), "series_created");
     }
 
     #[test]

@@ -272,21 +272,23 @@ impl Shared {
     fn started_ms(&self) -> i64 {
         self.metrics.started_ms
     }
+}
 
-    fn metadata_for(&self, family: &str) -> Option<FamilyMetadata> {
-        let m = self.meta.read().clone();
-        if let Some(x) = m.get(family) {
-            return Some(x.clone());
-        }
-        for suffix in ["_total", "_bucket", "_count", "_sum", "_created", "_info"] {
-            if let Some(base) = family.strip_suffix(suffix) {
-                if let Some(x) = m.get(base) {
-                    return Some(x.clone());
-                }
-            }
-        }
-        None
+/// The metadata of the family series `name` belongs to: its own entry (text format names
+/// families after their series) or the OpenMetrics family whose type explains the suffix.
+fn metadata_for<'a>(
+    m: &'a HashMap<String, FamilyMetadata>,
+    name: &str,
+) -> Option<&'a FamilyMetadata> {
+    if let Some(x) = m.get(name) {
+        return Some(x);
     }
+    [
+        "_total", "_bucket", "_count", "_sum", "_gcount", "_gsum", "_info",
+    ]
+    .iter()
+    .filter_map(|suffix| m.get(name.strip_suffix(suffix)?))
+    .find(|x| convert::family_name(name, &x.kind) == x.metric)
 }
 
 /// A running queue.
@@ -918,6 +920,7 @@ fn encode(shared: &Shared, items: &[Item]) -> (Vec<u8>, u64, u64) {
             .encode_to_vec()
         }
         Protocol::V2 => {
+            let meta = shared.meta.read().clone();
             let mut symbols: Vec<String> = vec![String::new()];
             let mut symtab: HashMap<String, u32> = HashMap::from([(String::new(), 0)]);
             let mut sym = |s: &str| -> u32 {
@@ -941,13 +944,11 @@ fn encode(shared: &Shared, items: &[Item]) -> (Vec<u8>, u64, u64) {
                             refs.push(sym(&l.value));
                         }
                         let metadata = if shared.cfg.metadata_config.send {
-                            shared
-                                .metadata_for(&it.series.family)
-                                .map(|m| v2::Metadata {
-                                    r#type: convert::type_number(&m.kind),
-                                    help_ref: sym(&m.help),
-                                    unit_ref: sym(&m.unit),
-                                })
+                            metadata_for(&meta, &it.series.family).map(|m| v2::Metadata {
+                                r#type: convert::type_number(&m.kind),
+                                help_ref: sym(&m.help),
+                                unit_ref: sym(&m.unit),
+                            })
                         } else {
                             None
                         };
@@ -1153,11 +1154,17 @@ async fn metadata_loop(shared: Arc<Shared>, source: Arc<dyn MetadataSource>) {
         .send_interval
         .std()
         .max(StdDuration::from_secs(1));
+    // 2.0 carries metadata with each series, so its table follows new targets within
+    // seconds rather than waiting a whole send interval.
+    let refresh = every.min(StdDuration::from_secs(5));
+    let mut last_send: Option<Instant> = None;
     loop {
         let fams = source.families();
         *shared.meta.write() =
             Arc::new(fams.iter().map(|f| (f.metric.clone(), f.clone())).collect());
-        if shared.cfg.protobuf_message == Protocol::V1 && !fams.is_empty() {
+        let due = last_send.is_none_or(|t| t.elapsed() >= every);
+        if shared.cfg.protobuf_message == Protocol::V1 && !fams.is_empty() && due {
+            last_send = Some(Instant::now());
             for chunk in fams.chunks(shared.cfg.metadata_config.max_samples_per_send) {
                 let req = v1::WriteRequest {
                     timeseries: Vec::new(),
@@ -1205,7 +1212,7 @@ async fn metadata_loop(shared: Arc<Shared>, source: Arc<dyn MetadataSource>) {
                 }
             }
         }
-        if !pause(&shared, every).await {
+        if !pause(&shared, refresh).await {
             return;
         }
     }
@@ -1246,6 +1253,34 @@ mod tests {
         );
         // A fresh log's first sample is not skipped by a fresh slot.
         assert!(Pos::default() >= Pos::default());
+    }
+
+    #[test]
+    fn metadata_is_found_only_where_the_type_explains_the_suffix() {
+        let fam = |metric: &str, kind: &str| {
+            (
+                metric.to_string(),
+                FamilyMetadata {
+                    metric: metric.into(),
+                    kind: kind.into(),
+                    help: String::new(),
+                    unit: String::new(),
+                },
+            )
+        };
+        let m: HashMap<String, FamilyMetadata> = [
+            fam("reqs", "counter"),
+            fam("lat", "histogram"),
+            fam("temp", "gauge"),
+            fam("jobs_total", "counter"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(metadata_for(&m, "reqs_total").unwrap().metric, "reqs");
+        assert_eq!(metadata_for(&m, "lat_bucket").unwrap().metric, "lat");
+        assert_eq!(metadata_for(&m, "jobs_total").unwrap().metric, "jobs_total");
+        // A gauge explains no suffix: `temp_count` is not `temp`.
+        assert!(metadata_for(&m, "temp_count").is_none());
     }
 
     #[test]

@@ -189,12 +189,11 @@ fn decode_v2(raw: &[u8], lim: &Limits) -> Result<(Vec<Series>, Vec<FamilyMetadat
         if let Some(m) = &ts.metadata {
             let (help, unit) = (sym(m.help_ref)?, sym(m.unit_ref)?);
             if m.r#type != 0 || !help.is_empty() || !unit.is_empty() {
+                let kind = convert::type_name(m.r#type);
+                let name = labels.get(crate::model::METRIC_NAME).unwrap_or("");
                 meta.push(FamilyMetadata {
-                    metric: labels
-                        .get(crate::model::METRIC_NAME)
-                        .unwrap_or("")
-                        .to_string(),
-                    kind: convert::type_name(m.r#type).into(),
+                    metric: convert::family_name(name, kind).to_string(),
+                    kind: kind.into(),
                     help: help.to_string(),
                     unit: unit.to_string(),
                 });
