@@ -324,33 +324,8 @@ fn scripted_receiver(script: Vec<(u16, Option<&'static str>)>) -> (String, Arriv
     std::thread::spawn(move || {
         for s in listener.incoming() {
             let Ok(mut s) = s else { continue };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 65536];
-            let (start, len) = loop {
-                let n = s.read(&mut chunk).unwrap_or(0);
-                if n == 0 {
-                    break (0, usize::MAX);
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
-                    let len = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    break (i + 4, len);
-                }
-            };
-            if len == usize::MAX {
+            if read_request(&mut s).is_none() {
                 continue;
-            }
-            while buf.len() < start + len {
-                let n = s.read(&mut chunk).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
             }
             let i = next.fetch_add(1, Ordering::SeqCst);
             let (status, retry) = script.get(i).cloned().unwrap_or((204, None));

@@ -219,9 +219,9 @@ impl Client {
         Ok(Credential::None)
     }
 
-    /// POSTs one snappy-compressed body. `attempt` is 0 for the first try (sent as
+    /// POSTs one snappy-compressed body (shared, so a retry does not copy it). `attempt` is 0 for the first try (sent as
     /// `Retry-Attempt` on later ones, as Prometheus does).
-    pub async fn post(&self, body: Vec<u8>, protocol: Protocol, attempt: u32) -> Attempt {
+    pub async fn post(&self, body: axum::body::Bytes, protocol: Protocol, attempt: u32) -> Attempt {
         let cfg = &self.cfg;
         let mut req = self
             .http

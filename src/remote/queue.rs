@@ -1008,6 +1008,7 @@ async fn send_batch(shared: &Shared, shard: usize, items: &[Item], state: &State
         return true;
     };
     let (body, nf, nh) = encode(shared, items);
+    let body = axum::body::Bytes::from(body);
     let max_t = items.iter().map(|i| i.t).max().unwrap_or(i64::MIN);
     let q = &shared.cfg.queue_config;
     let mut backoff = q.min_backoff.std();
@@ -1178,7 +1179,7 @@ async fn metadata_loop(shared: Arc<Shared>, source: Arc<dyn MetadataSource>) {
                         })
                         .collect(),
                 };
-                let body = proto::compress(&req.encode_to_vec());
+                let body = axum::body::Bytes::from(proto::compress(&req.encode_to_vec()));
                 let n = chunk.len() as u64;
                 let mut backoff = shared.cfg.queue_config.min_backoff.std();
                 // Metadata is resent in full every interval, so a few retries are enough.

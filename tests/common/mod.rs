@@ -267,6 +267,38 @@ pub fn run_ok(cmd: &mut Command) -> std::process::Output {
 /// What a recording HTTP server has received: (path, body) per request.
 pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
 
+/// Reads one HTTP/1 request (head up to the blank line, then `Content-Length` bytes of body);
+/// None when the peer closes first.
+pub fn read_request(s: &mut TcpStream) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let (start, len) = loop {
+        let n = s.read(&mut chunk).unwrap_or(0);
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (i + 4, len);
+        }
+    };
+    while buf.len() < start + len {
+        let n = s.read(&mut chunk).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = buf.split_off(start);
+    Some((buf, body))
+}
+
 /// An HTTP server on 127.0.0.1 that records every request's path and body and answers
 /// `status` (standing in for Slack, a webhook, PagerDuty…). Returns its address.
 pub fn recorder(status: u16) -> (String, Received) {
@@ -291,35 +323,12 @@ pub fn switchable_recorder(
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut s) = stream else { continue };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            let (head_end, len) = loop {
-                let n = s.read(&mut chunk).unwrap_or(0);
-                if n == 0 {
-                    break (None, 0);
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
-                    let len = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    break (Some(i + 4), len);
-                }
+            let Some((head, body)) = read_request(&mut s) else {
+                continue;
             };
-            let Some(start) = head_end else { continue };
-            while buf.len() < start + len {
-                let n = s.read(&mut chunk).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let head = String::from_utf8_lossy(&buf[..start]).to_string();
+            let head = String::from_utf8_lossy(&head).to_string();
             let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let body = String::from_utf8_lossy(&buf[start..]).to_string();
+            let body = String::from_utf8_lossy(&body).to_string();
             g.lock().unwrap().push((path, body));
             let status = a.load(std::sync::atomic::Ordering::SeqCst);
             let resp =
