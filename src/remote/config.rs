@@ -172,6 +172,13 @@ fn yes() -> bool {
     true
 }
 
+/// Most shards one remote may run.
+const MAX_SHARDS: usize = 1_000;
+/// Most samples in one request.
+const MAX_BATCH: usize = 1_000_000;
+/// Most samples one shard may buffer.
+const MAX_CAPACITY: usize = 10_000_000;
+
 /// Headers the protocol sets itself (Prometheus refuses them too).
 const RESERVED_HEADERS: &[&str] = &[
     "host",
@@ -270,6 +277,24 @@ impl RemoteWriteConfig {
             return Err(format!(
                 "queue_config: min_shards ({}) must not exceed max_shards ({})",
                 q.min_shards, q.max_shards
+            ));
+        }
+        // Bounds on what a config may make the process allocate or spawn.
+        if q.max_shards > MAX_SHARDS {
+            return Err(format!(
+                "queue_config.max_shards ({}) exceeds {MAX_SHARDS}",
+                q.max_shards
+            ));
+        }
+        if q.max_samples_per_send > MAX_BATCH
+            || self.metadata_config.max_samples_per_send > MAX_BATCH
+        {
+            return Err(format!("max_samples_per_send exceeds {MAX_BATCH}"));
+        }
+        if q.capacity > MAX_CAPACITY {
+            return Err(format!(
+                "queue_config.capacity ({}) exceeds {MAX_CAPACITY}",
+                q.capacity
             ));
         }
         if q.capacity == 0 {
@@ -399,5 +424,10 @@ mod tests {
                 .contains("min_shards")
         );
         assert!(parse("- url: http://a/\n  protobuf_message: foo\n").is_err());
+        assert!(parse(
+            "- url: http://a/\n  queue_config: {min_shards: 1, max_shards: 100000000}\n"
+        )
+        .unwrap_err()
+        .contains("max_shards"));
     }
 }

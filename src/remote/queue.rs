@@ -1091,7 +1091,7 @@ async fn run_shard(
 ) {
     let max = shared.cfg.queue_config.max_samples_per_send;
     let deadline = shared.cfg.queue_config.batch_send_deadline.std();
-    let mut batch: Vec<Item> = Vec::with_capacity(max);
+    let mut batch: Vec<Item> = Vec::with_capacity(max.min(10_000));
     let mut since: Option<tokio::time::Instant> = None;
     let mut synced = Instant::now();
     loop {
@@ -1118,7 +1118,7 @@ async fn run_shard(
                 for it in v {
                     batch.push(it);
                     if batch.len() >= max {
-                        let b = std::mem::replace(&mut batch, Vec::with_capacity(max));
+                        let b = std::mem::replace(&mut batch, Vec::with_capacity(max.min(10_000)));
                         since = None;
                         if !send_batch(&shared, idx, &b, &state).await {
                             return;
