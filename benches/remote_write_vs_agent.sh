@@ -60,6 +60,7 @@ echo "warming up (15 s)…"; sleep 15
 t0=$(date +%s.%N); ca0=$(cpu $app); cg0=$(cpu $agent)
 sa0=$(metric 127.0.0.1:$pa appliance_remote_storage_samples_total)
 sg0=$(metric 127.0.0.1:$pp prometheus_remote_storage_samples_total)
+[ -n "${PERF_OUT:-}" ] && (perf record -F 199 --call-graph dwarf,16384 -p $app -o "$PERF_OUT" -- sleep "$secs" >/dev/null 2>&1 &)
 sleep "$secs"
 t1=$(date +%s.%N); ca1=$(cpu $app); cg1=$(cpu $agent)
 sa1=$(metric 127.0.0.1:$pa appliance_remote_storage_samples_total)

@@ -162,6 +162,8 @@ fn fnv(labels: impl Iterator<Item = (impl AsRef<[u8]>, impl AsRef<[u8]>)>) -> u6
 /// A series as it goes on the wire.
 pub struct SeriesEntry {
     labels: Vec<v1::Label>,
+    /// The labels as `TimeSeries` field 1, encoded once.
+    labels_pb: Vec<u8>,
     family: String,
     shard_hash: u64,
     /// Newest sample time handed to a shard: the log holds each series in time order, so
@@ -493,7 +495,12 @@ impl Reader {
                 value: l.value.clone(),
             })
             .collect();
+        let mut labels_pb = Vec::new();
+        for l in &labels {
+            prost::encoding::message::encode(1, l, &mut labels_pb);
+        }
         let e = Arc::new(SeriesEntry {
+            labels_pb,
             shard_hash: fnv(labels
                 .iter()
                 .map(|l| (l.name.as_bytes(), l.value.as_bytes()))),
@@ -522,7 +529,7 @@ impl Reader {
     }
 
     /// Hands one sample to its shard, unless it was sent already or is too old.
-    fn dispatch(&mut self, e: &Arc<SeriesEntry>, t: i64, v: Val, pos: Pos, age_floor: i64) -> bool {
+    fn dispatch(&mut self, e: Arc<SeriesEntry>, t: i64, v: Val, pos: Pos, age_floor: i64) -> bool {
         if t <= e.last_t.load(Ordering::Relaxed) {
             return true;
         }
@@ -549,7 +556,7 @@ impl Reader {
             self.shared.metrics.highest_read.set(t as f64 / 1000.0);
         }
         self.bufs[shard].push(Item {
-            series: e.clone(),
+            series: e,
             t,
             v,
             pos,
@@ -600,7 +607,7 @@ impl Reader {
                 off: at,
                 idx: i as u32,
             };
-            if !self.dispatch(&e, t, v, pos, floor) {
+            if !self.dispatch(e, t, v, pos, floor) {
                 return false;
             }
         }
@@ -696,7 +703,7 @@ impl Reader {
                     if t < a || t > b {
                         continue;
                     }
-                    if !self.dispatch(&e, t, v, pos, i64::MIN) {
+                    if !self.dispatch(e.clone(), t, v, pos, i64::MIN) {
                         return false;
                     }
                 }
@@ -884,40 +891,61 @@ impl Reader {
     }
 }
 
+/// A 1.0 `WriteRequest` for `items`, with the float and histogram sample counts.
+fn encode_v1(items: &[Item]) -> (Vec<u8>, u64, u64) {
+    let (mut nf, mut nh) = (0u64, 0u64);
+    // The `WriteRequest` is written field by field with prost's encoders, each
+    // series' labels from the bytes encoded once when the series was first seen:
+    // cloning label strings into message structs per batch was most of the cost.
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, message, WireType};
+    let mut out = Vec::with_capacity(items.len() * 64);
+    let mut i = 0;
+    while i < items.len() {
+        let series = &items[i].series;
+        // A run of samples of one series (usually one: a batch holds scrapes).
+        let mut j = i;
+        while j < items.len() && Arc::ptr_eq(&items[j].series, series) {
+            j += 1;
+        }
+        let mut samples = Vec::with_capacity(j - i);
+        let mut hists = Vec::new();
+        for it in &items[i..j] {
+            match &it.v {
+                Val::F(v) => samples.push(v1::Sample {
+                    value: *v,
+                    timestamp: it.t,
+                }),
+                Val::H(h) => hists.push(convert::to_proto(h, it.t)),
+            }
+        }
+        nf += samples.len() as u64;
+        nh += hists.len() as u64;
+        let len = series.labels_pb.len()
+            + message::encoded_len_repeated(2, &samples)
+            + message::encoded_len_repeated(4, &hists);
+        encode_key(1, WireType::LengthDelimited, &mut out);
+        encode_varint(len as u64, &mut out);
+        out.reserve(len + encoded_len_varint(len as u64));
+        out.extend_from_slice(&series.labels_pb);
+        for x in &samples {
+            message::encode(2, x, &mut out);
+        }
+        for x in &hists {
+            message::encode(4, x, &mut out);
+        }
+        i = j;
+    }
+    (out, nf, nh)
+}
+
 /// Builds the compressed body for a batch; returns it with the sample and histogram counts.
 fn encode(shared: &Shared, items: &[Item]) -> (Vec<u8>, u64, u64) {
     let (mut nf, mut nh) = (0u64, 0u64);
     let raw = match shared.cfg.protobuf_message {
         Protocol::V1 => {
-            let mut index: HashMap<*const SeriesEntry, usize> = HashMap::new();
-            let mut ts: Vec<v1::TimeSeries> = Vec::new();
-            for it in items {
-                let i = *index.entry(Arc::as_ptr(&it.series)).or_insert_with(|| {
-                    ts.push(v1::TimeSeries {
-                        labels: it.series.labels.clone(),
-                        ..Default::default()
-                    });
-                    ts.len() - 1
-                });
-                match &it.v {
-                    Val::F(v) => {
-                        nf += 1;
-                        ts[i].samples.push(v1::Sample {
-                            value: *v,
-                            timestamp: it.t,
-                        })
-                    }
-                    Val::H(h) => {
-                        nh += 1;
-                        ts[i].histograms.push(convert::to_proto(h, it.t))
-                    }
-                }
-            }
-            v1::WriteRequest {
-                timeseries: ts,
-                metadata: Vec::new(),
-            }
-            .encode_to_vec()
+            let (raw, f, h) = encode_v1(items);
+            (nf, nh) = (f, h);
+            raw
         }
         Protocol::V2 => {
             let meta = shared.meta.read().clone();
@@ -1282,6 +1310,86 @@ mod tests {
         assert_eq!(metadata_for(&m, "jobs_total").unwrap().metric, "jobs_total");
         // A gauge explains no suffix: `temp_count` is not `temp`.
         assert!(metadata_for(&m, "temp_count").is_none());
+    }
+
+    fn entry(pairs: &[(&str, &str)]) -> Arc<SeriesEntry> {
+        let labels: Vec<v1::Label> = pairs
+            .iter()
+            .map(|(n, v)| v1::Label {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect();
+        let mut labels_pb = Vec::new();
+        for l in &labels {
+            prost::encoding::message::encode(1, l, &mut labels_pb);
+        }
+        Arc::new(SeriesEntry {
+            labels,
+            labels_pb,
+            family: String::new(),
+            shard_hash: 0,
+            last_t: AtomicI64::new(i64::MIN),
+        })
+    }
+
+    /// The field-by-field encoding decodes as the message prost builds from structs.
+    #[test]
+    fn v1_batches_decode_as_write_requests() {
+        let a = entry(&[("__name__", "a"), ("job", "x")]);
+        let b = entry(&[("__name__", "b")]);
+        let h = Arc::new(crate::model::histogram::FloatHistogram {
+            count: 2.0,
+            sum: 1.0,
+            ..Default::default()
+        });
+        let item = |s: &Arc<SeriesEntry>, t: i64, v: Val| Item {
+            series: s.clone(),
+            t,
+            v,
+            pos: Pos::default(),
+        };
+        let items = vec![
+            item(&a, 1, Val::F(1.0)),
+            item(&a, 2, Val::F(f64::from_bits(crate::model::STALE_NAN_BITS))),
+            item(&b, 1, Val::H(h.clone())),
+            item(&a, 3, Val::F(3.0)),
+        ];
+        let (raw, nf, nh) = encode_v1(&items);
+        assert_eq!((nf, nh), (3, 1));
+        let got = v1::WriteRequest::decode(raw.as_slice()).unwrap();
+        let ts =
+            |e: &Arc<SeriesEntry>, s: Vec<(i64, f64)>, hs: Vec<v1::Histogram>| v1::TimeSeries {
+                labels: e.labels.clone(),
+                samples: s
+                    .into_iter()
+                    .map(|(timestamp, value)| v1::Sample { value, timestamp })
+                    .collect(),
+                histograms: hs,
+                exemplars: vec![],
+            };
+        let want = vec![
+            ts(
+                &a,
+                vec![(1, 1.0), (2, f64::from_bits(crate::model::STALE_NAN_BITS))],
+                vec![],
+            ),
+            ts(&b, vec![], vec![convert::to_proto(&h, 1)]),
+            ts(&a, vec![(3, 3.0)], vec![]),
+        ];
+        assert_eq!(got.timeseries.len(), 3);
+        for (g, w) in got.timeseries.iter().zip(&want) {
+            assert_eq!(g.labels, w.labels);
+            assert_eq!(g.histograms, w.histograms);
+            // Compared by bits: the stale marker is a NaN.
+            let bits = |x: &v1::TimeSeries| {
+                x.samples
+                    .iter()
+                    .map(|s| (s.timestamp, s.value.to_bits()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(bits(g), bits(w));
+        }
     }
 
     #[test]
