@@ -47,13 +47,10 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-fn jobs(
-    cfg: &Config,
-    collectors: &[(Arc<dyn Collector>, collect::CollectorConfig)],
-    host: &str,
-) -> anyhow::Result<Vec<Job>> {
+fn jobs(cfg: &Config, collectors: &[collect::Builtin], host: &str) -> anyhow::Result<Vec<Job>> {
     let mut out = Vec::new();
-    for (c, cc) in collectors {
+    for b in collectors.iter().filter(|b| b.config.enabled) {
+        let (c, cc) = (&b.collector, &b.config);
         if cfg.scrape_configs.iter().any(|s| s.job_name == c.name()) {
             // A migrated prometheus.yml often scrapes node_exporter as job "node": the
             // user's job wins and the built-in collector of that name stands aside.
@@ -174,8 +171,17 @@ struct Runtime {
     reload_ts: Gauge,
     last_ok: AtomicBool,
     flags: Vec<(String, String)>,
-    /// The enabled built-in collectors of the running config, for `/metrics/<name>`.
-    collectors: Mutex<Vec<Arc<dyn Collector>>>,
+    /// The built-in collectors of the running config and whether each is scraped, for
+    /// `/metrics/<name>` and the collectors' own ports.
+    collectors: CollectorsView,
+    /// Auto-detected collectors whose service has been found; once found, a collector stays
+    /// (a service that goes away is a service down, which its alerts must see).
+    detected: Mutex<std::collections::BTreeSet<&'static str>>,
+    /// The collectors' own ports, by collector name: address and the server's stop switch.
+    ports:
+        Mutex<std::collections::BTreeMap<&'static str, (String, tokio::sync::watch::Sender<bool>)>>,
+    /// What the collectors' ports serve with.
+    exporter_deps: http::ExporterDeps,
     /// Remote-write queues.
     remote: Arc<crate::remote::RemoteWrite>,
     /// Metadata other agents pushed, by family name.
@@ -183,6 +189,8 @@ struct Runtime {
         Mutex<std::collections::BTreeMap<(String, String), crate::remote::FamilyMetadata>>,
     /// The runtime the queues' shards run on.
     handle: tokio::runtime::Handle,
+    /// The "no receiver" hint was logged (it is said once).
+    hinted: AtomicBool,
 }
 
 /// The scrape targets' metadata, one entry per family, for remote write.
@@ -248,39 +256,168 @@ impl http::RemoteWriteSink for Runtime {
     }
 }
 
-impl http::CollectorsSource for Runtime {
+/// The running collectors, shared by the main router, the collectors' ports and reloads.
+#[derive(Clone, Default)]
+struct CollectorsView(Arc<Mutex<Vec<(Arc<dyn Collector>, bool)>>>);
+
+impl http::CollectorsSource for CollectorsView {
     fn collector(&self, name: &str) -> Option<Arc<dyn Collector>> {
-        self.collectors
+        self.0
             .lock()
             .iter()
-            .find(|c| c.name() == name)
-            .cloned()
+            .find(|(c, on)| *on && c.name() == name)
+            .map(|(c, _)| c.clone())
+    }
+    fn exporter(&self, name: &str) -> Option<Arc<dyn Collector>> {
+        self.0
+            .lock()
+            .iter()
+            .find(|(c, _)| c.name() == name)
+            .map(|(c, _)| c.clone())
     }
 }
 
 impl Runtime {
-    fn apply(&self, cfg: &Config) -> anyhow::Result<()> {
-        // Everything that can fail is checked before anything running changes.
-        let files = crate::rules::manager::resolve_files(&cfg.rule_files, &self.source.base_dir());
-        let groups = crate::rules::manager::Manager::load(
-            &files,
-            cfg.global.evaluation_interval.as_millis(),
-        )
-        .map_err(|e| anyhow::anyhow!("rule_files: {e}"))?;
+    /// Builds the collectors (auto-detected ones enabled as `detected` says) and hands their
+    /// jobs to the scrape manager.
+    fn apply_collectors(&self, cfg: &Config) -> anyhow::Result<()> {
+        let detected = self.detected.lock().clone();
         let collectors = collect::builtin(
             &cfg.collectors,
             cfg.global.scrape_interval.std(),
             &self.collect_deps,
+            &detected,
         );
         let jobs = jobs(cfg, &collectors, &self.host)?;
         self.manager.apply(jobs)?;
-        *self.collectors.lock() = collectors.iter().map(|(c, _)| c.clone()).collect();
+        *self.collectors.0.lock() = collectors
+            .iter()
+            .map(|b| (b.collector.clone(), b.config.enabled))
+            .collect();
+        Ok(())
+    }
+
+    /// Binds the collectors' ports that are new or moved; a port already taken is an error
+    /// naming the collector, before anything running changes.
+    fn bind_ports(
+        &self,
+        cfg: &Config,
+    ) -> anyhow::Result<Vec<(&'static str, String, tokio::net::TcpListener)>> {
+        let running = self.ports.lock();
+        let mut out = Vec::new();
+        for (name, addr) in cfg.collectors.listen_addresses() {
+            if running.get(name).is_some_and(|(a, _)| a == addr) {
+                continue;
+            }
+            let bind = http::bind_address(addr);
+            let _guard = self.handle.enter();
+            let l = std::net::TcpListener::bind(&bind)
+                .and_then(|l| {
+                    l.set_nonblocking(true)?;
+                    tokio::net::TcpListener::from_std(l)
+                })
+                .with_context(|| {
+                    format!("collectors.{name}.listen_address {addr:?}: listening on {bind}")
+                })?;
+            out.push((name, addr.to_string(), l));
+        }
+        Ok(out)
+    }
+
+    /// Serves the newly bound ports and stops those no longer configured.
+    fn start_ports(
+        &self,
+        cfg: &Config,
+        bound: Vec<(&'static str, String, tokio::net::TcpListener)>,
+    ) {
+        let wanted: std::collections::BTreeMap<&str, &str> =
+            cfg.collectors.listen_addresses().into_iter().collect();
+        let mut running = self.ports.lock();
+        running.retain(|name, (addr, stop)| {
+            let keep = wanted.get(name) == Some(&addr.as_str());
+            if !keep {
+                let _ = stop.send(true);
+                tracing::info!(collector = *name, address = %addr, "collector port closed");
+            }
+            keep
+        });
+        for (name, addr, listener) in bound {
+            let (tx, mut rx) = tokio::sync::watch::channel(false);
+            let router = http::exporter_router(self.exporter_deps.clone(), name);
+            let tls = cfg.web.tls_config.clone();
+            tracing::info!(collector = name, address = %addr, "serving the collector's /metrics on its own port");
+            self.handle.spawn(async move {
+                let stop = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                if let Err(e) = http::serve::serve(listener, router, tls.as_ref(), stop).await {
+                    crate::failure!(error, "http", "collector_port", collector = name, error = %e, "a collector's port stopped");
+                }
+            });
+            running.insert(name, (addr, tx));
+        }
+    }
+
+    /// Probes the auto-detected collectors' services again; a newly found one is scraped
+    /// from now on, without a reload.
+    fn rediscover(&self) {
+        let cfg = self.config.lock().clone();
+        let found = collect::detect(&cfg.collectors);
+        let new: Vec<&'static str> = {
+            let d = self.detected.lock();
+            found.into_iter().filter(|n| !d.contains(n)).collect()
+        };
+        if new.is_empty() {
+            return;
+        }
+        self.detected.lock().extend(new.iter().copied());
+        tracing::info!(collectors = ?new, "found new services; scraping them");
+        if let Err(e) = self.apply_collectors(&cfg) {
+            crate::failure!(error, "collect", "rediscover", error = %format!("{e:#}"), "starting the newly found collectors failed");
+        }
+    }
+
+    fn apply(&self, cfg: &Config) -> anyhow::Result<()> {
+        // Everything that can fail is checked before anything running changes.
+        let interval = cfg.global.evaluation_interval.as_millis();
+        let groups = match &cfg.rule_files {
+            Some(patterns) => {
+                let files = crate::rules::manager::resolve_files(patterns, &self.source.base_dir());
+                crate::rules::manager::Manager::load(&files, interval)
+            }
+            None => {
+                crate::rules::manager::Manager::load_texts(crate::config::DEFAULT_RULES, interval)
+            }
+        }
+        .map_err(|e| anyhow::anyhow!("rule_files: {e}"))?;
+        let found = collect::detect(&cfg.collectors);
+        let ports = self.bind_ports(cfg)?;
+        {
+            let mut d = self.detected.lock();
+            d.extend(found);
+        }
+        self.apply_collectors(cfg)?;
+        self.start_ports(cfg, ports);
         let o = db_options(cfg);
         self.db.set_retention(o.retention_ms, o.retention_bytes);
-        let notify = cfg
+        let mut notify = cfg
             .notify
             .load(&self.source.base_dir())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if notify.is_none() && cfg.alerting.alertmanagers.is_empty() {
+            // No receiver configured: the plan's `.env` (SLACK_WEBHOOK_URL, ALERT_EMAIL) says
+            // where alerts go.
+            notify = crate::notify::config::from_env(|k| std::env::var(k).ok())
+                .map_err(|e| anyhow::anyhow!("notifications: {e}"))?;
+            if notify.is_none() && !self.hinted.swap(true, Ordering::AcqRel) {
+                tracing::warn!(
+                    "no notification receiver is configured: alerts are only logged; {}",
+                    crate::notify::config::ENV_HINT
+                );
+            } else if notify.is_some() {
+                tracing::info!("notifications go to the receivers set in the environment");
+            }
+        }
         self.rules.install(
             groups,
             cfg.global.external_labels.clone(),
@@ -555,30 +692,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         metadata: Arc::new(TargetMetadata(manager.clone())),
     });
     remote.register_metrics(&mut registry.lock());
-    let rt = Arc::new(Runtime {
-        source,
-        notifier: notifier.clone(),
-        sink: sink.clone(),
-        rules: rules.clone(),
-        external_url,
-        config: Mutex::new(cfg.clone()),
-        manager: manager.clone(),
-        db: db.clone(),
-        collect_deps,
-        host,
-        reload_ok: reload_ok.clone(),
-        reload_ts: reload_ts.clone(),
-        last_ok: AtomicBool::new(true),
-        flags: opts.flags.clone(),
-        collectors: Mutex::new(Vec::new()),
-        remote: remote.clone(),
-        pushed_metadata: Mutex::new(Default::default()),
-        handle: tokio::runtime::Handle::current(),
-    });
-    rt.apply(&cfg)?;
-    reload_ok.set(1);
-    reload_ts.set(chrono::Utc::now().timestamp());
-
     let env_password = std::env::var("APPLIANCE_ADMIN_PASSWORD").ok();
     let (admin_hash, pw_source) =
         http::auth::admin_hash(&cfg.web.auth, &data_dir, env_password.as_deref())
@@ -599,6 +712,51 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
     tracing::info!(password_from = from, "admin login ready");
     let auth = Arc::new(http::auth::Auth::new(admin_hash, &cfg.web.auth));
+    let collectors_view = CollectorsView::default();
+    let exporter_deps = http::ExporterDeps {
+        auth: auth.clone(),
+        collectors: Arc::new(collectors_view.clone()),
+        trusted_proxies: cfg.web.proxies().map_err(anyhow::Error::msg)?,
+    };
+    let rt = Arc::new(Runtime {
+        source,
+        notifier: notifier.clone(),
+        sink: sink.clone(),
+        rules: rules.clone(),
+        external_url,
+        config: Mutex::new(cfg.clone()),
+        manager: manager.clone(),
+        db: db.clone(),
+        collect_deps,
+        host,
+        reload_ok: reload_ok.clone(),
+        reload_ts: reload_ts.clone(),
+        last_ok: AtomicBool::new(true),
+        flags: opts.flags.clone(),
+        collectors: collectors_view.clone(),
+        detected: Mutex::new(Default::default()),
+        ports: Mutex::new(Default::default()),
+        exporter_deps,
+        remote: remote.clone(),
+        pushed_metadata: Mutex::new(Default::default()),
+        handle: tokio::runtime::Handle::current(),
+        hinted: AtomicBool::new(false),
+    });
+    rt.apply(&cfg)?;
+    // Services that start after the appliance (a Celery worker, a database) are found by
+    // probing again, without a reload.
+    let rt_disc = rt.clone();
+    tokio::spawn(async move {
+        loop {
+            let every = rt_disc.config.lock().collectors.discovery_interval.std();
+            tokio::time::sleep(every).await;
+            let r = rt_disc.clone();
+            let _ = tokio::task::spawn_blocking(move || r.rediscover()).await;
+        }
+    });
+    reload_ok.set(1);
+    reload_ts.set(chrono::Utc::now().timestamp());
+
     let ready = Arc::new(AtomicBool::new(false));
     let router = http::router(http::Deps {
         auth,
@@ -618,7 +776,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         status: rt.clone(),
         reloader: rt.clone(),
         registry: registry.clone(),
-        collectors: rt.clone(),
+        collectors: Arc::new(collectors_view),
         ready: ready.clone(),
         start_ms,
     });

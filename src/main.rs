@@ -248,8 +248,17 @@ fn main() -> ExitCode {
         } => match appliance::config::Source::File(file.clone()).load() {
             Ok(cfg) => {
                 let source = appliance::config::Source::File(file.clone());
+                let Some(patterns) = &cfg.rule_files else {
+                    println!(
+                        "SUCCESS: {} is valid ({} scrape configs, the {} embedded default rule files)",
+                        file.display(),
+                        cfg.scrape_configs.len(),
+                        appliance::config::DEFAULT_RULES.len()
+                    );
+                    return ExitCode::SUCCESS;
+                };
                 let rule_files =
-                    appliance::rules::manager::resolve_files(&cfg.rule_files, &source.base_dir());
+                    appliance::rules::manager::resolve_files(patterns, &source.base_dir());
                 let mut bad = false;
                 for f in &rule_files {
                     if let Err(e) = appliance::rules::file::load(f, Default::default()) {

@@ -28,6 +28,10 @@ pub struct CeleryConfig {
     /// Overrides the global scrape interval for this collector.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scrape_interval: Option<Duration>,
+    /// Also answer `GET /metrics` on this address (`:9100`, `host:port`), as the exporter it
+    /// replaces does, for an existing Prometheus job; off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_address: Option<String>,
     /// The broker; empty means `$CELERY_BROKER_URL`, else `$REDIS_URL`, else
     /// `redis://127.0.0.1:6379/0`.
     pub broker_url: crate::model::SecretUrl,
@@ -43,6 +47,7 @@ impl Default for CeleryConfig {
         CeleryConfig {
             enabled: None,
             scrape_interval: None,
+            listen_address: None,
             broker_url: Default::default(),
             queues: Vec::new(),
             buckets: vec![
@@ -306,18 +311,40 @@ pub fn present(cfg: &CeleryConfig) -> bool {
             return false;
         };
         let _ = c.set_read_timeout(Some(StdDuration::from_secs(2)));
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg("_kombu.binding.*")
-            .query(&mut c)
-            .unwrap_or_default();
         let queue: bool = redis::cmd("EXISTS")
             .arg("celery")
             .query(&mut c)
             .unwrap_or(false);
-        !keys.is_empty() || queue
+        queue || has_bindings(&mut c)
     })
     .join()
     .unwrap_or(false)
+}
+
+/// Whether kombu's binding keys exist, looked for with `SCAN` (never `KEYS`, which blocks
+/// the server for as long as it walks the whole key space), at most 64 steps of 1,000 keys.
+fn has_bindings(c: &mut redis::Connection) -> bool {
+    let mut cursor: u64 = 0;
+    for _ in 0..64 {
+        let Ok((next, keys)): Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("_kombu.binding.*")
+            .arg("COUNT")
+            .arg(1000)
+            .query(c)
+        else {
+            return false;
+        };
+        if !keys.is_empty() {
+            return true;
+        }
+        if next == 0 {
+            return false;
+        }
+        cursor = next;
+    }
+    false
 }
 
 impl CeleryCollector {

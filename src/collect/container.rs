@@ -32,6 +32,10 @@ pub struct ContainerConfig {
     /// Overrides the global scrape interval for this collector.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scrape_interval: Option<Duration>,
+    /// Also answer `GET /metrics` on this address (`:9100`, `host:port`), as the exporter it
+    /// replaces does, for an existing Prometheus job; off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_address: Option<String>,
     /// The Docker engine's socket (`unix:///var/run/docker.sock`).
     pub docker_host: String,
     /// The cgroup mount (`/host/sys/fs/cgroup` inside a container).
@@ -47,6 +51,7 @@ impl Default for ContainerConfig {
         ContainerConfig {
             enabled: None,
             scrape_interval: None,
+            listen_address: None,
             docker_host: "unix:///var/run/docker.sock".into(),
             cgroupfs: "/sys/fs/cgroup".into(),
             procfs: "/proc".into(),

@@ -235,7 +235,15 @@ where
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map(|rt| rt.block_on(f))
+            // A service that accepts but never answers must not hold a reload or the
+            // discovery loop.
+            .map(|rt| {
+                rt.block_on(async {
+                    tokio::time::timeout(std::time::Duration::from_secs(5), f)
+                        .await
+                        .unwrap_or(false)
+                })
+            })
             .unwrap_or(false)
     })
     .join()
@@ -321,6 +329,10 @@ pub struct CollectorConfig {
     /// Overrides the global scrape interval for this collector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scrape_interval: Option<Duration>,
+    /// Also answer `GET /metrics` on this address (`:9100`, `host:port`), as the exporter it
+    /// replaces does, for an existing Prometheus job; off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_address: Option<String>,
 }
 
 fn yes() -> bool {
@@ -332,12 +344,13 @@ impl Default for CollectorConfig {
         CollectorConfig {
             enabled: true,
             scrape_interval: None,
+            listen_address: None,
         }
     }
 }
 
 /// The `collectors:` section: one entry per built-in collector.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CollectorsConfig {
     /// The appliance's own metrics (`job="appliance"`).
@@ -361,11 +374,55 @@ pub struct CollectorsConfig {
     /// HTTP and TCP probes (`job="blackbox"`, one `instance` per target).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<probe::ProbeConfig>,
+    /// How often the services of auto-detected collectors (Docker, PostgreSQL, Redis, Celery)
+    /// are looked for again, so one started after the appliance is scraped without a reload.
+    #[serde(default = "discovery_interval")]
+    pub discovery_interval: Duration,
+}
+
+fn discovery_interval() -> Duration {
+    Duration::from_millis(60_000)
+}
+
+impl Default for CollectorsConfig {
+    fn default() -> Self {
+        CollectorsConfig {
+            appliance: Default::default(),
+            node: Default::default(),
+            containers: Default::default(),
+            postgres: Default::default(),
+            redis: Default::default(),
+            celery: Default::default(),
+            probes: Vec::new(),
+            discovery_interval: discovery_interval(),
+        }
+    }
 }
 
 impl CollectorsConfig {
+    /// Each collector's `listen_address`, by collector name, where one is set.
+    pub fn listen_addresses(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("appliance", &self.appliance.listen_address),
+            ("node", &self.node.listen_address),
+            ("containers", &self.containers.listen_address),
+            ("postgres", &self.postgres.listen_address),
+            ("redis", &self.redis.listen_address),
+            ("celery", &self.celery.listen_address),
+        ]
+        .into_iter()
+        .filter_map(|(n, a)| a.as_deref().map(|a| (n, a)))
+        .collect()
+    }
+
     /// Checks what serde cannot: probe targets and regexes.
     pub fn validate(&self) -> Result<(), String> {
+        if self.discovery_interval.as_millis() < 1000 {
+            return Err(format!(
+                "collectors.discovery_interval {}: must be at least 1s",
+                self.discovery_interval
+            ));
+        }
         for (i, p) in self.probes.iter().enumerate() {
             p.validate()
                 .map_err(|e| format!("collectors.probes[{i}]: {e}"))?;
@@ -383,6 +440,9 @@ pub struct NodeConfig {
     /// Overrides the global scrape interval for this collector.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scrape_interval: Option<Duration>,
+    /// Also answer `GET /metrics` on this address (`:9100`), as node_exporter does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_address: Option<String>,
     /// procfs (`/host/proc` inside a container).
     pub procfs: String,
     /// sysfs (`/host/sys` inside a container).
@@ -399,6 +459,7 @@ impl Default for NodeConfig {
         NodeConfig {
             enabled: true,
             scrape_interval: None,
+            listen_address: None,
             procfs: r.procfs,
             sysfs: r.sysfs,
             rootfs: r.rootfs,
@@ -413,14 +474,75 @@ pub struct Deps {
     pub registry: Arc<Mutex<Registry>>,
 }
 
+/// The collectors whose `enabled` is left unset (containers, postgres, redis, celery): they
+/// are scraped once their service has been found.
+pub const AUTO_DETECTED: &[&str] = &["containers", "postgres", "redis", "celery"];
+
+/// Which of the auto-detected collectors' services answer now (each probe is bounded by a
+/// couple of seconds, and they run side by side). Blocking: call it off the async threads.
+pub fn detect(cfg: &CollectorsConfig) -> std::collections::BTreeSet<&'static str> {
+    let checks: Vec<(&'static str, Box<dyn FnOnce() -> bool + Send + '_>)> = vec![
+        (
+            "containers",
+            Box::new(|| {
+                cfg.containers.enabled.is_none()
+                    && container::docker_answers(&cfg.containers.docker_host)
+            }),
+        ),
+        (
+            "postgres",
+            Box::new(|| cfg.postgres.enabled.is_none() && postgres::answers(&cfg.postgres)),
+        ),
+        (
+            "redis",
+            Box::new(|| cfg.redis.enabled.is_none() && redis::answers(&cfg.redis)),
+        ),
+        (
+            "celery",
+            Box::new(|| cfg.celery.enabled.is_none() && celery::present(&cfg.celery)),
+        ),
+    ];
+    std::thread::scope(|s| {
+        let running: Vec<_> = checks
+            .into_iter()
+            .map(|(name, f)| (name, s.spawn(f)))
+            .collect();
+        running
+            .into_iter()
+            .filter_map(|(name, h)| h.join().unwrap_or(false).then_some(name))
+            .collect::<Vec<_>>()
+    })
+    .into_iter()
+    .collect()
+}
+
+/// One built-in collector: the collector, its switches with `enabled` resolved, and the
+/// address it answers on as a stand-alone exporter.
+pub struct Builtin {
+    /// The collector.
+    pub collector: Arc<dyn Collector>,
+    /// `enabled` (explicit, or found by [`detect`]) and the scrape interval.
+    pub config: CollectorConfig,
+}
+
 /// The one list of built-in collectors, each with its config entry; the only place a new
-/// collector is registered.
+/// collector is registered. Every collector is returned, scraped or not (`config.enabled`):
+/// one with a `listen_address` answers there either way. An auto-detected collector is
+/// enabled when its name is in `detected`.
 pub fn builtin(
     cfg: &CollectorsConfig,
     global_interval: std::time::Duration,
     deps: &Deps,
-) -> Vec<(Arc<dyn Collector>, CollectorConfig)> {
+    detected: &std::collections::BTreeSet<&'static str>,
+) -> Vec<Builtin> {
     let n = &cfg.node;
+    let auto = |explicit: Option<bool>, name: &str| explicit.unwrap_or(detected.contains(name));
+    let switches =
+        |enabled: bool, interval: Option<Duration>, listen: &Option<String>| CollectorConfig {
+            enabled,
+            scrape_interval: interval,
+            listen_address: listen.clone(),
+        };
     let all: Vec<(Arc<dyn Collector>, CollectorConfig)> = vec![
         (
             Arc::new(SelfCollector::new(deps.registry.clone())),
@@ -435,50 +557,39 @@ pub fn builtin(
                 },
                 n.filters.clone(),
             )),
-            CollectorConfig {
-                enabled: n.enabled,
-                scrape_interval: n.scrape_interval,
-            },
+            switches(n.enabled, n.scrape_interval, &n.listen_address),
         ),
         (
             Arc::new(container::ContainerCollector::new(cfg.containers.clone())),
-            CollectorConfig {
-                enabled: cfg
-                    .containers
-                    .enabled
-                    .unwrap_or_else(|| container::docker_answers(&cfg.containers.docker_host)),
-                scrape_interval: cfg.containers.scrape_interval,
-            },
+            switches(
+                auto(cfg.containers.enabled, "containers"),
+                cfg.containers.scrape_interval,
+                &cfg.containers.listen_address,
+            ),
         ),
         (
             Arc::new(postgres::PostgresCollector::new(&cfg.postgres)),
-            CollectorConfig {
-                enabled: cfg
-                    .postgres
-                    .enabled
-                    .unwrap_or_else(|| postgres::answers(&cfg.postgres)),
-                scrape_interval: cfg.postgres.scrape_interval,
-            },
+            switches(
+                auto(cfg.postgres.enabled, "postgres"),
+                cfg.postgres.scrape_interval,
+                &cfg.postgres.listen_address,
+            ),
         ),
         (
             Arc::new(redis::RedisCollector::new(&cfg.redis)),
-            CollectorConfig {
-                enabled: cfg
-                    .redis
-                    .enabled
-                    .unwrap_or_else(|| redis::answers(&cfg.redis)),
-                scrape_interval: cfg.redis.scrape_interval,
-            },
+            switches(
+                auto(cfg.redis.enabled, "redis"),
+                cfg.redis.scrape_interval,
+                &cfg.redis.listen_address,
+            ),
         ),
         (
             Arc::new(celery::CeleryCollector::new(&cfg.celery)),
-            CollectorConfig {
-                enabled: cfg
-                    .celery
-                    .enabled
-                    .unwrap_or_else(|| celery::present(&cfg.celery)),
-                scrape_interval: cfg.celery.scrape_interval,
-            },
+            switches(
+                auto(cfg.celery.enabled, "celery"),
+                cfg.celery.scrape_interval,
+                &cfg.celery.listen_address,
+            ),
         ),
         {
             let p = probe::ProbeCollector::new(&cfg.probes, global_interval);
@@ -487,14 +598,13 @@ pub fn builtin(
                 .map(|d| Duration::from_millis(d.as_millis() as u64));
             (
                 Arc::new(p),
-                CollectorConfig {
-                    enabled: !cfg.probes.is_empty(),
-                    scrape_interval: interval,
-                },
+                switches(!cfg.probes.is_empty(), interval, &None),
             )
         },
     ];
-    all.into_iter().filter(|(_, c)| c.enabled).collect()
+    all.into_iter()
+        .map(|(collector, config)| Builtin { collector, config })
+        .collect()
 }
 
 #[cfg(test)]

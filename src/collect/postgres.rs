@@ -31,6 +31,10 @@ pub struct PostgresConfig {
     /// Overrides the global scrape interval for this collector.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scrape_interval: Option<Duration>,
+    /// Also answer `GET /metrics` on this address (`:9100`, `host:port`), as the exporter it
+    /// replaces does, for an existing Prometheus job; off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_address: Option<String>,
     /// The servers; empty means 127.0.0.1:5432 as `$PGUSER` (default `postgres`) with
     /// `$PGPASSWORD`.
     pub instances: Vec<PgInstance>,
@@ -46,6 +50,7 @@ impl Default for PostgresConfig {
         PostgresConfig {
             enabled: None,
             scrape_interval: None,
+            listen_address: None,
             instances: Vec::new(),
             timeout: Duration::from_millis(5000),
             max_tables: 100,

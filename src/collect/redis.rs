@@ -27,6 +27,10 @@ pub struct RedisConfig {
     /// Overrides the global scrape interval for this collector.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scrape_interval: Option<Duration>,
+    /// Also answer `GET /metrics` on this address (`:9100`, `host:port`), as the exporter it
+    /// replaces does, for an existing Prometheus job; off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_address: Option<String>,
     /// The servers; empty means `$REDIS_URL`, else `redis://127.0.0.1:6379`.
     pub instances: Vec<RedisInstance>,
     /// How long one instance may take (connect plus commands) before it counts as down.
@@ -38,6 +42,7 @@ impl Default for RedisConfig {
         RedisConfig {
             enabled: None,
             scrape_interval: None,
+            listen_address: None,
             instances: Vec::new(),
             timeout: Duration::from_millis(5000),
         }

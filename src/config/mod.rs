@@ -16,6 +16,44 @@ use crate::storage::StorageConfig;
 /// The embedded default: scrape the appliance itself and every built-in collector.
 pub const DEFAULT_CONFIG: &str = include_str!("default.yml");
 
+/// The default alert rules (`rules/*.yml`), embedded so that they load from any working
+/// directory: used when the config has no `rule_files` key. Names are shown as the rules'
+/// `file` in `/api/v1/rules`.
+pub const DEFAULT_RULES: &[(&str, &str)] = &[
+    (
+        "embedded:rules/services.yml",
+        include_str!("../../rules/services.yml"),
+    ),
+    (
+        "embedded:rules/resources.yml",
+        include_str!("../../rules/resources.yml"),
+    ),
+    (
+        "embedded:rules/database.yml",
+        include_str!("../../rules/database.yml"),
+    ),
+    (
+        "embedded:rules/celery.yml",
+        include_str!("../../rules/celery.yml"),
+    ),
+];
+
+#[derive(rust_embed::RustEmbed)]
+#[folder = "dashboards"]
+#[include = "*.json"]
+struct BuiltinDashboards;
+
+/// The shipped dashboards (`dashboards/*.json`, embedded): file name and bytes, by name.
+pub fn builtin_dashboards() -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = BuiltinDashboards::iter()
+        .filter_map(|name| {
+            BuiltinDashboards::get(&name).map(|f| (name.to_string(), f.data.into_owned()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// A config file that could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -62,8 +100,9 @@ pub struct Config {
     #[serde(default)]
     pub scrape_configs: Vec<ScrapeConfig>,
     /// Rule files (globs in the file name), relative to the config file's directory.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rule_files: Vec<String>,
+    /// Absent: the embedded default rules ([`DEFAULT_RULES`]); `[]`: no rules at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_files: Option<Vec<String>>,
     /// Rule evaluation settings (Prometheus's `--rules.*` flags).
     #[serde(default)]
     pub rules: crate::rules::manager::RulesConfig,
@@ -266,6 +305,28 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             line: find_line(&expanded, "probes:"),
             msg,
         });
+    }
+    let mut addresses = vec![("web", crate::http::bind_address(&cfg.web.listen_address))];
+    for (name, addr) in cfg.collectors.listen_addresses() {
+        let line = find_line(&expanded, &format!("{name}:"));
+        if let Err(e) = crate::http::check_listen_address(addr) {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                line,
+                msg: format!("collectors.{name}.listen_address {addr:?}: {e}"),
+            });
+        }
+        let bind = crate::http::bind_address(addr);
+        if let Some((other, _)) = addresses.iter().find(|(_, a)| *a == bind) {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                line,
+                msg: format!(
+                    "collectors.{name}.listen_address {addr:?}: {other} already listens there"
+                ),
+            });
+        }
+        addresses.push((name, bind));
     }
     if let Err(msg) = cfg.web.validate() {
         return Err(ConfigError::Invalid {

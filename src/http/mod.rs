@@ -354,6 +354,8 @@ pub trait AlertmanagerApi: Send + Sync {
 pub trait CollectorsSource: Send + Sync {
     /// The collector called `name`, if it is enabled.
     fn collector(&self, name: &str) -> Option<Arc<dyn Collector>>;
+    /// The collector called `name` whether it is scraped or not, for its own port.
+    fn exporter(&self, name: &str) -> Option<Arc<dyn Collector>>;
 }
 
 /// Applies the config file again.
@@ -866,6 +868,10 @@ async fn collector_metrics(
         Some(t) => c.collect_target(t).await,
         None => c.collect().await,
     };
+    page_response(result)
+}
+
+fn page_response(result: Result<crate::collect::Page, crate::collect::CollectError>) -> Response {
     match result {
         Ok(page) => {
             let ct = match page.format {
@@ -878,6 +884,78 @@ async fn collector_metrics(
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// What a collector's own port (`collectors.<name>.listen_address`) needs.
+#[derive(Clone)]
+pub struct ExporterDeps {
+    /// The login, for `web.auth.protect_reads`.
+    pub auth: Arc<auth::Auth>,
+    /// Where the collector is looked up, at every request (a reload replaces it).
+    pub collectors: Arc<dyn CollectorsSource>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
+}
+
+/// The router of a collector's own port: `GET /metrics` answers exactly as
+/// `/metrics/<name>` does on the main port, so a Prometheus job written for node_exporter
+/// (`:9100`), postgres_exporter (`:9187`) or redis_exporter (`:9121`) scrapes it unchanged.
+/// Reads need a credential only with `web.auth.protect_reads`, as on the main port.
+pub fn exporter_router(deps: ExporterDeps, name: &'static str) -> Router {
+    let page = move |State(d): State<ExporterDeps>| async move {
+        match d.collectors.exporter(name) {
+            Some(c) => page_response(c.collect().await),
+            None => (
+                StatusCode::NOT_FOUND,
+                format!("no collector named {name:?}\n"),
+            )
+                .into_response(),
+        }
+    };
+    let landing = move || async move {
+        (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            format!(
+                "<html><head><title>appliance: {name}</title></head><body><h1>appliance: {name} collector</h1><p><a href=\"/metrics\">Metrics</a></p></body></html>\n"
+            ),
+        )
+    };
+    Router::new()
+        .route("/metrics", get(page))
+        .route("/", get(landing))
+        .layer(axum::middleware::from_fn_with_state(
+            deps.clone(),
+            exporter_guard,
+        ))
+        .layer(axum::middleware::from_fn(security_headers))
+        .with_state(deps)
+}
+
+async fn exporter_guard(State(d): State<ExporterDeps>, req: Request, next: Next) -> Response {
+    if !d.auth.protect_reads() {
+        return next.run(req).await;
+    }
+    let ip = client_ip(req.extensions(), req.headers(), &d.trusted_proxies);
+    let a = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let auth = d.auth.clone();
+    // A password check costs argon2's tens of milliseconds: off the async threads.
+    let grant = tokio::task::spawn_blocking(move || auth.grant(a.as_deref(), None, ip))
+        .await
+        .map(|g| g.access)
+        .unwrap_or(auth::Access::None);
+    if grant >= auth::Access::Read {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic realm=\"appliance\"")],
+        "unauthorized: send basic auth or a read token (web.auth.protect_reads is on)\n",
+    )
+        .into_response()
 }
 
 #[cfg(test)]

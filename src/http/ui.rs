@@ -21,11 +21,6 @@ use super::{auth, AppState};
 #[folder = "web/dist"]
 struct Assets;
 
-#[derive(RustEmbed)]
-#[folder = "dashboards"]
-#[include = "*.json"]
-struct BuiltinDashboards;
-
 /// Prometheus's own UI paths, sent to the matching page so bookmarks keep working.
 const LEGACY: &[(&str, &str)] = &[
     ("/graph", "explore"),
@@ -373,10 +368,8 @@ fn load_dashboards(dir: &std::path::Path) -> BTreeMap<String, serde_json::Value>
         }
         Err(e) => tracing::warn!(file = name, error = %e, "skipping a dashboard that is not JSON"),
     };
-    for name in BuiltinDashboards::iter() {
-        if let Some(f) = BuiltinDashboards::get(&name) {
-            add(&name, &f.data);
-        }
+    for (name, data) in crate::config::builtin_dashboards() {
+        add(&name, &data);
     }
     if dir.as_os_str().is_empty() {
         return out;

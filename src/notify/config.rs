@@ -498,6 +498,86 @@ impl NotifySection {
     }
 }
 
+/// The environment variables [`from_env`] reads, for messages that tell the user what to set.
+pub const ENV_HINT: &str = "set SLACK_WEBHOOK_URL (and/or ALERT_EMAIL with SMTP_SMARTHOST, SMTP_FROM, SMTP_USERNAME, SMTP_PASSWORD), or add a notify: section";
+
+/// The notification config a host without a `notify` section gets from its environment, as
+/// the plan's `.env` sets it: `SLACK_WEBHOOK_URL` (with optional `SLACK_CHANNEL`) and/or
+/// `ALERT_EMAIL` with `SMTP_SMARTHOST` (`host:port`), `SMTP_FROM`, optional `SMTP_USERNAME`,
+/// `SMTP_PASSWORD` and `SMTP_REQUIRE_TLS` (default true). One receiver, grouped by alert
+/// name and job, resolved messages on. `None` when neither Slack nor e-mail is set.
+pub fn from_env(
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<Option<NotifyConfig>, NotifyConfigError> {
+    let var = |k: &str| {
+        get(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let mut receiver = serde_json::Map::new();
+    receiver.insert("name".into(), Value::String("default".into()));
+    if let Some(url) = var("SLACK_WEBHOOK_URL") {
+        let mut slack = serde_json::json!({"api_url": url, "send_resolved": true});
+        if let Some(ch) = var("SLACK_CHANNEL") {
+            slack["channel"] = Value::String(ch);
+        }
+        receiver.insert("slack_configs".into(), Value::Array(vec![slack]));
+    }
+    if let Some(to) = var("ALERT_EMAIL") {
+        let Some(smarthost) = var("SMTP_SMARTHOST") else {
+            return err(
+                "ALERT_EMAIL is set but SMTP_SMARTHOST (host:port of the mail server) is not",
+            );
+        };
+        let from = var("SMTP_FROM").unwrap_or_else(|| format!("appliance@{}", host_of(&smarthost)));
+        let mut email = serde_json::json!({
+            "to": to,
+            "from": from,
+            "smarthost": smarthost,
+            "send_resolved": true,
+        });
+        if let Some(u) = var("SMTP_USERNAME") {
+            email["auth_username"] = Value::String(u);
+        }
+        if let Some(p) = var("SMTP_PASSWORD") {
+            email["auth_password"] = Value::String(p);
+        }
+        if let Some(t) = var("SMTP_REQUIRE_TLS") {
+            let b = match t.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    return err(&format!(
+                        "SMTP_REQUIRE_TLS must be true or false, not {t:?}"
+                    ))
+                }
+            };
+            email["require_tls"] = Value::Bool(b);
+        }
+        receiver.insert("email_configs".into(), Value::Array(vec![email]));
+    }
+    if receiver.len() == 1 {
+        return Ok(None);
+    }
+    let v = serde_json::json!({
+        "route": {
+            "receiver": "default",
+            "group_by": ["alertname", "job"],
+            "group_wait": "10s",
+            "group_interval": "1m",
+            "repeat_interval": "4h",
+        },
+        "receivers": [Value::Object(receiver)],
+    });
+    from_value(&v)
+        .map(Some)
+        .map_err(|e| NotifyConfigError(format!("from the environment: {}", e.0)))
+}
+
+fn host_of(smarthost: &str) -> &str {
+    smarthost.rsplit_once(':').map_or(smarthost, |(h, _)| h)
+}
+
 /// Parses Alertmanager configuration YAML text.
 pub fn parse(text: &str) -> Result<NotifyConfig, NotifyConfigError> {
     let v: Value = serde_saphyr::from_str(text)

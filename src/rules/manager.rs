@@ -194,6 +194,23 @@ impl Manager {
         Ok(groups)
     }
 
+    /// Parses and validates rule-file texts (`(name, text)`, e.g. the embedded defaults) into
+    /// groups, as [`Manager::load`] does for files.
+    pub fn load_texts(
+        texts: &[(&str, &str)],
+        default_interval_ms: i64,
+    ) -> Result<Vec<Group>, String> {
+        let mut groups = Vec::new();
+        for (name, text) in texts {
+            let parsed =
+                file::parse(text, name, ParseOptions::default()).map_err(|e| e.to_string())?;
+            for g in &parsed.groups {
+                groups.push(Group::new(g, name, default_interval_ms));
+            }
+        }
+        Ok(groups)
+    }
+
     /// Replaces the running groups with `new_groups` (from [`Manager::load`]). Unchanged
     /// rules keep their state (pending times, alerts); removed groups' alerts go stale.
     pub fn install(
