@@ -189,6 +189,8 @@ struct Runtime {
         Mutex<std::collections::BTreeMap<(String, String), crate::remote::FamilyMetadata>>,
     /// The runtime the queues' shards run on.
     handle: tokio::runtime::Handle,
+    /// Pushes datasources and dashboards to Grafana.
+    grafana: Arc<crate::grafana::sync::GrafanaSync>,
     /// The "no receiver" hint was logged (it is said once).
     hinted: AtomicBool,
 }
@@ -431,6 +433,14 @@ impl Runtime {
         self.remote
             .apply(&cfg.remote_write, &cfg.global.external_labels, &self.handle)
             .map_err(anyhow::Error::msg)?;
+        self.grafana.apply(cfg.grafana.as_ref().map(|g| {
+            let dir = PathBuf::from(&cfg.web.dashboards_dir);
+            crate::grafana::sync::Job {
+                config: g.clone(),
+                datasources: grafana_datasources(cfg, g, &self.external_url, None),
+                dashboards: Arc::new(move || crate::config::all_dashboards(&dir)),
+            }
+        }));
         Ok(())
     }
 }
@@ -571,6 +581,105 @@ impl StatusSource for Runtime {
     fn tsdb(&self, limit: usize) -> TsdbStats {
         self.db.stats(limit)
     }
+    fn grafana(&self) -> serde_json::Value {
+        self.grafana.status()
+    }
+}
+
+/// The URL the appliance is reached at: `web.external_url`, else `http://<host>:<port>`, as
+/// Prometheus defaults its own.
+fn external_url(cfg: &Config, listen: &str, host: &str) -> String {
+    if cfg.web.external_url.is_empty() {
+        format!(
+            "http://{host}:{}",
+            listen.rsplit(':').next().unwrap_or("8080")
+        )
+    } else {
+        cfg.web.external_url.trim_end_matches('/').to_string()
+    }
+}
+
+/// The datasources Grafana gets: Prometheus at `grafana.prometheus_url` (or `prometheus_url`
+/// given on the command line, or the appliance), Alertmanager at the appliance; with
+/// `protect_reads`, the first read token.
+fn grafana_datasources(
+    cfg: &Config,
+    g: &crate::grafana::GrafanaConfig,
+    appliance_url: &str,
+    prometheus_url: Option<&str>,
+) -> crate::grafana::Datasources {
+    let prometheus_url = prometheus_url
+        .map(str::to_string)
+        .or_else(|| (!g.prometheus_url.is_empty()).then(|| g.prometheus_url.clone()))
+        .unwrap_or_else(|| appliance_url.to_string());
+    crate::grafana::Datasources {
+        name: g.datasource_name.clone(),
+        prometheus_url,
+        appliance_url: appliance_url.to_string(),
+        read_token: cfg
+            .web
+            .auth
+            .protect_reads
+            .then(|| cfg.web.auth.read_tokens.first())
+            .flatten()
+            .map(|t| t.expose().to_string()),
+        scrape_interval: cfg.global.scrape_interval.to_string(),
+    }
+}
+
+/// Options of `appliance grafana provision`.
+#[derive(Clone, Debug, Default)]
+pub struct ProvisionOptions {
+    /// The provisioning directory to write (Grafana's `provisioning/`).
+    pub dir: PathBuf,
+    /// `--config` (default as for `run`).
+    pub config: Option<PathBuf>,
+    /// A real Prometheus fed by remote write, for the Prometheus datasource.
+    pub prometheus_url: Option<String>,
+    /// The appliance's URL as Grafana reaches it (default: the external URL).
+    pub appliance_url: Option<String>,
+    /// Where Grafana sees the dashboards folder (e.g. inside its container).
+    pub dashboards_path: Option<String>,
+}
+
+/// `appliance grafana provision`: writes Grafana's provisioning files; returns them.
+pub fn grafana_provision(opts: &ProvisionOptions) -> anyhow::Result<Vec<PathBuf>> {
+    let source = Source::resolve(opts.config.as_deref());
+    let cfg = source.load()?;
+    let g = cfg
+        .grafana
+        .clone()
+        .unwrap_or(crate::grafana::GrafanaConfig {
+            folder: "Appliance".into(),
+            datasource_name: "Appliance".into(),
+            ..Default::default()
+        });
+    let appliance_url = opts
+        .appliance_url
+        .clone()
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| external_url(&cfg, &cfg.web.listen_address, &hostname()));
+    let ds = grafana_datasources(&cfg, &g, &appliance_url, opts.prometheus_url.as_deref());
+    let dashboards = crate::config::all_dashboards(std::path::Path::new(&cfg.web.dashboards_dir));
+    // A dashboard directory may repeat a shipped uid: the first (the user's) wins.
+    let mut seen = std::collections::HashSet::new();
+    let dashboards: Vec<(String, Vec<u8>)> = dashboards
+        .into_iter()
+        .filter(|(_, data)| {
+            serde_json::from_slice::<serde_json::Value>(data)
+                .ok()
+                .and_then(|v| v["uid"].as_str().map(str::to_string))
+                .is_none_or(|uid| seen.insert(uid))
+        })
+        .collect();
+    crate::grafana::write_provisioning(
+        &opts.dir,
+        &ds,
+        &g.folder,
+        &dashboards,
+        opts.dashboards_path.as_deref(),
+    )
+    .map_err(anyhow::Error::from)
 }
 
 /// Runs the appliance until SIGINT/SIGTERM.
@@ -640,14 +749,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .listen
         .clone()
         .unwrap_or_else(|| cfg.web.listen_address.clone());
-    let external_url = if cfg.web.external_url.is_empty() {
-        format!(
-            "http://{host}:{}",
-            listen_addr.rsplit(':').next().unwrap_or("8080")
-        )
-    } else {
-        cfg.web.external_url.clone()
-    };
+    let external_url = external_url(&cfg, &listen_addr, &host);
     let notify_http = {
         let sc: ScrapeConfig =
             serde_saphyr::from_str("job_name: notify\n").context("notifier HTTP client")?;
@@ -712,6 +814,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
     tracing::info!(password_from = from, "admin login ready");
     let auth = Arc::new(http::auth::Auth::new(admin_hash, &cfg.web.auth));
+    let grafana = crate::grafana::sync::GrafanaSync::new()
+        .map_err(|e| anyhow::anyhow!("Grafana client: {e}"))?;
+    grafana.register_metrics(&mut registry.lock());
+    tokio::spawn(grafana.clone().run());
     let collectors_view = CollectorsView::default();
     let exporter_deps = http::ExporterDeps {
         auth: auth.clone(),
@@ -741,6 +847,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         pushed_metadata: Mutex::new(Default::default()),
         handle: tokio::runtime::Handle::current(),
         hinted: AtomicBool::new(false),
+        grafana: grafana.clone(),
     });
     rt.apply(&cfg)?;
     // Services that start after the appliance (a Celery worker, a database) are found by

@@ -1,4 +1,5 @@
-//! The `appliance` command line: `run`, `check config|rules`, `test rules`, `tsdb`, `version`.
+//! The `appliance` command line: `run`, `check config|rules`, `test rules`, `tsdb`,
+//! `grafana provision`, `version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,8 +67,39 @@ enum Cmd {
         #[command(subcommand)]
         what: TsdbCmd,
     },
+    /// Hand the dashboards and datasources to Grafana.
+    Grafana {
+        #[command(subcommand)]
+        what: GrafanaCmd,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum GrafanaCmd {
+    /// Write Grafana's file provisioning (datasources, dashboard provider, dashboards) into a
+    /// directory, for Grafana's `provisioning/` folder.
+    Provision {
+        /// The directory to write (`datasources/`, `dashboards/` below it).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Config file (default as for `run`): external URL, read token, dashboards_dir.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Point the Prometheus datasource at a real Prometheus (fed by remote write)
+        /// instead of the appliance.
+        #[arg(long)]
+        prometheus_url: Option<String>,
+        /// The appliance's URL as Grafana reaches it (default: web.external_url, else
+        /// http://<hostname>:<port>).
+        #[arg(long)]
+        appliance_url: Option<String>,
+        /// The dashboards folder's path as Grafana sees it, e.g. inside its container
+        /// (default: its absolute path here).
+        #[arg(long)]
+        dashboards_path: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -195,6 +227,36 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Grafana {
+            what:
+                GrafanaCmd::Provision {
+                    dir,
+                    config,
+                    prometheus_url,
+                    appliance_url,
+                    dashboards_path,
+                },
+        } => {
+            let opts = appliance::app::ProvisionOptions {
+                dir,
+                config,
+                prometheus_url,
+                appliance_url,
+                dashboards_path,
+            };
+            match appliance::app::grafana_provision(&opts) {
+                Ok(files) => {
+                    for f in &files {
+                        println!("wrote {}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Version => {
             println!("appliance {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

@@ -43,6 +43,29 @@ pub const DEFAULT_RULES: &[(&str, &str)] = &[
 #[include = "*.json"]
 struct BuiltinDashboards;
 
+/// The dashboards to hand to Grafana: those in `dir` (`web.dashboards_dir`; they win over a
+/// shipped one with the same uid, so they come first), then the shipped ones.
+pub fn all_dashboards(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    if !dir.as_os_str().is_empty() {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            let mut files: Vec<PathBuf> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect();
+            files.sort();
+            for p in files {
+                if let Ok(data) = crate::model::files::read_config_file(&p) {
+                    out.push((p.display().to_string(), data.into_bytes()));
+                }
+            }
+        }
+    }
+    out.extend(builtin_dashboards());
+    out
+}
+
 /// The shipped dashboards (`dashboards/*.json`, embedded): file name and bytes, by name.
 pub fn builtin_dashboards() -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = BuiltinDashboards::iter()
@@ -112,6 +135,9 @@ pub struct Config {
     /// Remote write, in Prometheus's syntax.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remote_write: Vec<crate::remote::RemoteWriteConfig>,
+    /// A Grafana to push the datasources and dashboards to over its HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grafana: Option<crate::grafana::GrafanaConfig>,
     /// Notifications: an Alertmanager configuration inline, or `{config_file: path}`.
     #[serde(default, skip_serializing_if = "notify_unset")]
     pub notify: crate::notify::config::NotifySection,
@@ -339,6 +365,13 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         return Err(ConfigError::Invalid {
             path: path.into(),
             line: find_line(&expanded, "remote_write:"),
+            msg,
+        });
+    }
+    if let Some(Err(msg)) = cfg.grafana.as_ref().map(|g| g.validate()) {
+        return Err(ConfigError::Invalid {
+            path: path.into(),
+            line: find_line(&expanded, "grafana:"),
             msg,
         });
     }

@@ -27,6 +27,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/api/v1/metadata", get(metadata))
         .route(WRITE_PATH, post(remote_write))
         .route("/api/v1/status/remote_write", get(remote_write_status))
+        .route("/api/v1/status/grafana", get(grafana_status))
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/api/v1/status/runtimeinfo", get(runtimeinfo))
         .route("/api/v1/status/flags", get(flags))
@@ -835,6 +836,11 @@ async fn remote_write(
 /// `GET /api/v1/status/remote_write`: each queue's shards, backlog, lag and last error.
 async fn remote_write_status(State(st): State<AppState>) -> Response {
     ok(json!(st.deps.remote.queues()), Vec::new())
+}
+
+/// `GET /api/v1/status/grafana`: the Grafana sync, item by item.
+async fn grafana_status(State(st): State<AppState>) -> Response {
+    ok(st.deps.status.grafana(), Vec::new())
 }
 
 /// `match_target` is a label selector without a metric name, e.g. `{job="node"}`.

@@ -299,6 +299,10 @@ pub trait StatusSource: Send + Sync {
     fn storage_retention(&self) -> String;
     /// Head cardinality.
     fn tsdb(&self, limit: usize) -> TsdbStats;
+    /// The Grafana sync's latest outcome per item (`{"enabled": false}` without one).
+    fn grafana(&self) -> serde_json::Value {
+        serde_json::json!({"enabled": false})
+    }
 }
 
 /// The TSDB admin operations behind `/api/v1/admin/tsdb/*`. They block on disk work; the
