@@ -72,6 +72,9 @@ pub struct GrafanaConfig {
     /// real Prometheus fed by remote write.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub prometheus_url: String,
+    /// TLS to Grafana: CA, client certificate, server name (Prometheus's `tls_config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_config: Option<crate::model::httpconf::TlsConfig>,
 }
 
 fn default_folder() -> String {
@@ -107,6 +110,10 @@ impl GrafanaConfig {
         if !self.prometheus_url.is_empty() {
             url::Url::parse(&self.prometheus_url)
                 .map_err(|e| format!("grafana.prometheus_url {:?}: {e}", self.prometheus_url))?;
+        }
+        if let Some(t) = &self.tls_config {
+            t.client_config()
+                .map_err(|e| format!("grafana.tls_config: {e}"))?;
         }
         if self.folder.trim().is_empty() {
             return Err("grafana.folder must not be empty".into());

@@ -91,7 +91,24 @@ pub struct GrafanaSync {
     state: Mutex<State>,
     trigger: tokio::sync::Notify,
     metrics: Metrics,
-    http: reqwest::Client,
+    /// Rebuilt when `grafana.tls_config` changes.
+    http: Mutex<reqwest::Client>,
+}
+
+fn client(
+    tls: Option<&crate::model::httpconf::TlsConfig>,
+) -> Result<reqwest::Client, GrafanaError> {
+    let config = tls
+        .cloned()
+        .unwrap_or_default()
+        .client_config()
+        .map_err(GrafanaError::Credential)?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(concat!("appliance/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| GrafanaError::Api(e.to_string()))
 }
 
 /// One thing to create or update in Grafana.
@@ -124,16 +141,11 @@ fn clip(s: &str) -> String {
 impl GrafanaSync {
     /// A pusher with nothing to push yet.
     pub fn new() -> Result<Arc<Self>, GrafanaError> {
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("appliance/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| GrafanaError::Api(e.to_string()))?;
         Ok(Arc::new(GrafanaSync {
             state: Mutex::new(State::default()),
             trigger: tokio::sync::Notify::new(),
             metrics: Metrics::default(),
-            http,
+            http: Mutex::new(client(None)?),
         }))
     }
 
@@ -164,6 +176,12 @@ impl GrafanaSync {
 
     /// Sets what to push (`None`: no Grafana configured) and pushes all of it again.
     pub fn apply(&self, job: Option<Job>) {
+        if let Some(j) = &job {
+            match client(j.config.tls_config.as_ref()) {
+                Ok(c) => *self.http.lock() = c,
+                Err(e) => tracing::error!(error = %e, "grafana.tls_config"),
+            }
+        }
         let mut st = self.state.lock();
         st.job = job;
         st.full = true;
@@ -312,7 +330,7 @@ impl GrafanaSync {
         let auth = Credential::of(&job.config)?;
         // Grafana starting up answers 503 (or not at all) until its database is ready.
         let health = self
-            .send(&auth, self.http.get(format!("{base}/api/health")))
+            .send(&auth, self.http().get(format!("{base}/api/health")))
             .await;
         match health {
             Ok((200, _)) => {}
@@ -388,13 +406,13 @@ impl GrafanaSync {
     ) -> Result<(), GrafanaError> {
         let uid = ds["uid"].as_str().unwrap_or_default();
         let at = format!("{base}/api/datasources/uid/{uid}");
-        let (code, body) = self.send(auth, self.http.get(&at)).await?;
+        let (code, body) = self.send(auth, self.http().get(&at)).await?;
         let (code, body) = match code {
-            200 => self.send(auth, with_json(self.http.put(&at), ds)).await?,
+            200 => self.send(auth, with_json(self.http().put(&at), ds)).await?,
             404 => {
                 self.send(
                     auth,
-                    with_json(self.http.post(format!("{base}/api/datasources")), ds),
+                    with_json(self.http().post(format!("{base}/api/datasources")), ds),
                 )
                 .await?
             }
@@ -411,7 +429,7 @@ impl GrafanaSync {
     ) -> Result<(), GrafanaError> {
         let uid = folder["uid"].as_str().unwrap_or_default();
         let at = format!("{base}/api/folders/{uid}");
-        let (code, body) = self.send(auth, self.http.get(&at)).await?;
+        let (code, body) = self.send(auth, self.http().get(&at)).await?;
         let (code, body) = match code {
             200 => {
                 let current: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
@@ -419,13 +437,13 @@ impl GrafanaSync {
                     return Ok(());
                 }
                 let update = json!({"title": folder["title"], "overwrite": true});
-                self.send(auth, with_json(self.http.put(&at), &update))
+                self.send(auth, with_json(self.http().put(&at), &update))
                     .await?
             }
             404 => {
                 self.send(
                     auth,
-                    with_json(self.http.post(format!("{base}/api/folders")), folder),
+                    with_json(self.http().post(format!("{base}/api/folders")), folder),
                 )
                 .await?
             }
@@ -449,10 +467,14 @@ impl GrafanaSync {
         let (code, text) = self
             .send(
                 auth,
-                with_json(self.http.post(format!("{base}/api/dashboards/db")), &body),
+                with_json(self.http().post(format!("{base}/api/dashboards/db")), &body),
             )
             .await?;
         expect_ok(code, &text)
+    }
+
+    fn http(&self) -> reqwest::Client {
+        self.http.lock().clone()
     }
 
     async fn send(

@@ -124,6 +124,9 @@ pub fn appliance_with_args(dir: &Path, config: Option<&Path>, listen: &str, args
     let mut c = Command::new(env!("CARGO_BIN_EXE_appliance"));
     c.current_dir(dir)
         .env("APPLIANCE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        // A host's notification settings must not reach tests that expect no receiver.
+        .env_remove("SLACK_WEBHOOK_URL")
+        .env_remove("ALERT_EMAIL")
         .arg("run")
         .arg("--listen")
         .arg(listen)
