@@ -16,7 +16,7 @@ flags=("$@")
 shared=../shared/testdata
 seeds=fuzz/seeds
 rm -rf "$seeds"
-mkdir -p "$seeds"/{exposition,promql,config,rule_file,template,alertmanager_api,secret_url,remote_write}
+mkdir -p "$seeds"/{exposition,promql,config,rule_file,template,alertmanager_api,secret_url,remote_write,grafana_dashboard}
 n=0
 seed() { n=$((n + 1)); cp "$2" "$seeds/$1/s$n" 2>/dev/null || true; }
 text() { n=$((n + 1)); printf '%s' "$2" > "$seeds/$1/t$n"; }
@@ -33,6 +33,7 @@ else
 fi
 seed config src/config/default.yml
 for f in rules/*.yml; do seed rule_file "$f"; done
+for f in dashboards/*.json; do seed grafana_dashboard "$f"; done
 text template '{{ $labels.instance }} is down ({{ $value | humanize }})'
 text template '{{ range query "up" }}{{ .Labels.job }} {{ .Value }}{{ end }}'
 text template '{{ with $x := 1.5e9 }}{{ humanizeDuration $x }}{{ humanize1024 $x }}{{ end }}'
@@ -44,7 +45,7 @@ text alertmanager_api '{"matchers":[{"name":"alertname","value":"A.*","isRegex":
 text secret_url 'postgresql://app:pw@db:5432/app?sslmode=require&password=x'
 text secret_url "host=db user=app password='p w' dbname=x"
 text secret_url 'redis://:pw@cache:6379/0'
-for t in exposition promql config rule_file template alertmanager_api secret_url remote_write; do
+for t in exposition promql config rule_file template alertmanager_api secret_url remote_write grafana_dashboard; do
   mkdir -p "fuzz/corpus/$t"
   echo "fuzz: $t for ${secs}s"
   rm -rf "fuzz/artifacts/$t"

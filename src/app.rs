@@ -260,7 +260,10 @@ impl http::RemoteWriteSink for Runtime {
 
 /// The running collectors, shared by the main router, the collectors' ports and reloads.
 #[derive(Clone, Default)]
-struct CollectorsView(Arc<Mutex<Vec<(Arc<dyn Collector>, bool)>>>);
+struct CollectorsView(Arc<Mutex<Vec<Scraped>>>);
+
+/// A built-in collector and whether the running config scrapes it.
+type Scraped = (Arc<dyn Collector>, bool);
 
 impl http::CollectorsSource for CollectorsView {
     fn collector(&self, name: &str) -> Option<Arc<dyn Collector>> {
@@ -364,7 +367,8 @@ impl Runtime {
     /// from now on, without a reload.
     fn rediscover(&self) {
         let cfg = self.config.lock().clone();
-        let found = collect::detect(&cfg.collectors);
+        let known = self.detected.lock().clone();
+        let found = collect::detect(&cfg.collectors, &known);
         let new: Vec<&'static str> = {
             let d = self.detected.lock();
             found.into_iter().filter(|n| !d.contains(n)).collect()
@@ -392,7 +396,7 @@ impl Runtime {
             }
         }
         .map_err(|e| anyhow::anyhow!("rule_files: {e}"))?;
-        let found = collect::detect(&cfg.collectors);
+        let found = collect::detect(&cfg.collectors, &Default::default());
         let ports = self.bind_ports(cfg)?;
         {
             let mut d = self.detected.lock();
@@ -595,7 +599,7 @@ fn external_url(cfg: &Config, listen: &str, host: &str) -> String {
             listen.rsplit(':').next().unwrap_or("8080")
         )
     } else {
-        cfg.web.external_url.trim_end_matches('/').to_string()
+        cfg.web.external_url.clone()
     }
 }
 
@@ -608,6 +612,12 @@ fn grafana_datasources(
     appliance_url: &str,
     prometheus_url: Option<&str>,
 ) -> crate::grafana::Datasources {
+    let appliance_url = if g.appliance_url.is_empty() {
+        appliance_url
+    } else {
+        &g.appliance_url
+    }
+    .trim_end_matches('/');
     let prometheus_url = prometheus_url
         .map(str::to_string)
         .or_else(|| (!g.prometheus_url.is_empty()).then(|| g.prometheus_url.clone()))
@@ -654,11 +664,11 @@ pub fn grafana_provision(opts: &ProvisionOptions) -> anyhow::Result<Vec<PathBuf>
             datasource_name: "Appliance".into(),
             ..Default::default()
         });
-    let appliance_url = opts
-        .appliance_url
-        .clone()
-        .map(|u| u.trim_end_matches('/').to_string())
-        .unwrap_or_else(|| external_url(&cfg, &cfg.web.listen_address, &hostname()));
+    let mut g = g;
+    if let Some(u) = &opts.appliance_url {
+        g.appliance_url = u.clone();
+    }
+    let appliance_url = external_url(&cfg, &cfg.web.listen_address, &hostname());
     let ds = grafana_datasources(&cfg, &g, &appliance_url, opts.prometheus_url.as_deref());
     let dashboards = crate::config::all_dashboards(std::path::Path::new(&cfg.web.dashboards_dir));
     // A dashboard directory may repeat a shipped uid: the first (the user's) wins.

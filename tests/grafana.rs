@@ -453,3 +453,45 @@ fn grafana_provision_writes_the_datasources_provider_and_every_dashboard() {
     assert_eq!(ds["datasources"][0]["url"], "http://prometheus:9090");
     assert!(ds["datasources"][0].get("secureJsonData").is_none());
 }
+
+#[test]
+fn the_compose_stack_wires_remote_write_and_grafana_and_its_config_checks() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/compose");
+    let compose: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(root.join("docker-compose.yml")).unwrap())
+            .unwrap();
+    let services = &compose["services"];
+    for s in ["appliance", "prometheus", "grafana"] {
+        assert!(services[s].is_object(), "service {s}");
+    }
+    let prom_cmd = services["prometheus"]["command"].to_string();
+    assert!(
+        prom_cmd.contains("--web.enable-remote-write-receiver"),
+        "{prom_cmd}"
+    );
+    assert!(services["appliance"]["volumes"]
+        .to_string()
+        .contains("./appliance.yml:/etc/appliance/appliance.yml"));
+    assert_eq!(
+        services["appliance"]["build"]["dockerfile"],
+        "packaging/container/Dockerfile"
+    );
+    assert!(root.join("../container/Dockerfile").is_file());
+    // The appliance's config there points remote write at that Prometheus and Grafana at that
+    // Grafana, and passes the config check.
+    let text = std::fs::read_to_string(root.join("appliance.yml")).unwrap();
+    assert!(text.contains("url: http://prometheus:9090/api/v1/write"));
+    assert!(text.contains("url: http://grafana:3000"));
+    let out = Command::new(env!("CARGO_BIN_EXE_appliance"))
+        .args(["check", "config"])
+        .arg(root.join("appliance.yml"))
+        .env("GRAFANA_ADMIN_PASSWORD", "x")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -22,7 +22,8 @@ use crate::model::time::Duration;
 #[serde(deny_unknown_fields, default)]
 pub struct CeleryConfig {
     /// `true` / `false`; left out, the collector runs when the broker answers and holds
-    /// Celery's keys at start (or reload), and is silently off otherwise.
+    /// Celery's keys, looked for at start, on reload and every
+    /// `collectors.discovery_interval`; once found it stays on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// Overrides the global scrape interval for this collector.

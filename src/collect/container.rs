@@ -25,8 +25,8 @@ use crate::model::time::Duration;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ContainerConfig {
-    /// `true` / `false`; left out, the collector runs when the Docker socket answers at start
-    /// (or reload) and is silently off otherwise.
+    /// `true` / `false`; left out, the collector runs when the Docker socket answers, looked for at
+    /// start, on reload and every `collectors.discovery_interval`; once found it stays on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// Overrides the global scrape interval for this collector.

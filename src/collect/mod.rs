@@ -478,10 +478,15 @@ pub struct Deps {
 /// are scraped once their service has been found.
 pub const AUTO_DETECTED: &[&str] = &["containers", "postgres", "redis", "celery"];
 
-/// Which of the auto-detected collectors' services answer now (each probe is bounded by a
-/// couple of seconds, and they run side by side). Blocking: call it off the async threads.
-pub fn detect(cfg: &CollectorsConfig) -> std::collections::BTreeSet<&'static str> {
-    let checks: Vec<(&'static str, Box<dyn FnOnce() -> bool + Send + '_>)> = vec![
+/// Which of the auto-detected collectors' services answer now, leaving out those in `known`
+/// (each probe is bounded by a few seconds, and they run side by side). Blocking: call it off
+/// the async threads.
+pub fn detect(
+    cfg: &CollectorsConfig,
+    known: &std::collections::BTreeSet<&'static str>,
+) -> std::collections::BTreeSet<&'static str> {
+    type Check<'a> = Box<dyn FnOnce() -> bool + Send + 'a>;
+    let checks: Vec<(&'static str, Check<'_>)> = vec![
         (
             "containers",
             Box::new(|| {
@@ -505,6 +510,7 @@ pub fn detect(cfg: &CollectorsConfig) -> std::collections::BTreeSet<&'static str
     std::thread::scope(|s| {
         let running: Vec<_> = checks
             .into_iter()
+            .filter(|(name, _)| !known.contains(name))
             .map(|(name, f)| (name, s.spawn(f)))
             .collect();
         running

@@ -5,6 +5,75 @@ fn embedded_default_loads() {
     let c = Source::Embedded.load().unwrap();
     assert_eq!(c.global.scrape_interval.to_string(), "15s");
     assert!(c.collectors.appliance.enabled);
+    // No rule_files: the embedded default rules.
+    assert_eq!(c.rule_files, None);
+    assert_eq!(c.collectors.discovery_interval.to_string(), "1m");
+}
+
+#[test]
+fn the_embedded_rules_are_every_shipped_rule_file_and_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let mut shipped: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "yml"))
+        .map(|e| format!("embedded:rules/{}", e.file_name().to_string_lossy()))
+        .collect();
+    shipped.sort();
+    let mut embedded: Vec<String> = DEFAULT_RULES.iter().map(|(n, _)| n.to_string()).collect();
+    embedded.sort();
+    assert_eq!(embedded, shipped);
+    for (name, text) in DEFAULT_RULES {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(name.trim_start_matches("embedded:"));
+        assert_eq!(std::fs::read_to_string(file).unwrap(), *text);
+        crate::rules::file::parse(text, name, Default::default()).unwrap();
+    }
+    assert_eq!(builtin_dashboards().len(), 6);
+}
+
+#[test]
+fn rule_files_absent_empty_and_given_differ() {
+    assert_eq!(parse("{}\n", "f.yml").unwrap().rule_files, None);
+    assert_eq!(
+        parse("rule_files: []\n", "f.yml").unwrap().rule_files,
+        Some(vec![])
+    );
+    assert_eq!(
+        parse("rule_files: [a.yml]\n", "f.yml").unwrap().rule_files,
+        Some(vec!["a.yml".to_string()])
+    );
+}
+
+#[test]
+fn collector_ports_are_checked() {
+    let c = parse(
+        "collectors: {node: {listen_address: ':9100'}, postgres: {listen_address: '127.0.0.1:9187'}}\n",
+        "f.yml",
+    )
+    .unwrap();
+    assert_eq!(
+        c.collectors.listen_addresses(),
+        [("node", ":9100"), ("postgres", "127.0.0.1:9187")]
+    );
+    let e = parse("collectors: {redis: {listen_address: 'nope'}}\n", "f.yml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("collectors.redis.listen_address \"nope\""),
+        "{e}"
+    );
+    let e = parse(
+        "collectors: {node: {listen_address: ':9100'}, redis: {listen_address: '0.0.0.0:9100'}}\n",
+        "f.yml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("node already listens there"), "{e}");
+    let e = parse("collectors: {discovery_interval: 10ms}\n", "f.yml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("discovery_interval"), "{e}");
 }
 
 #[test]

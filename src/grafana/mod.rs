@@ -72,6 +72,11 @@ pub struct GrafanaConfig {
     /// real Prometheus fed by remote write.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub prometheus_url: String,
+    /// The appliance's URL as Grafana reaches it (e.g. `http://appliance:8080` on a compose
+    /// network), for the Alertmanager datasource and the default Prometheus one; default:
+    /// the appliance's external URL.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub appliance_url: String,
     /// TLS to Grafana: CA, client certificate, server name (Prometheus's `tls_config`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_config: Option<crate::model::httpconf::TlsConfig>,
@@ -106,6 +111,10 @@ impl GrafanaConfig {
                 "grafana: at most one of basic_auth, api_token and api_token_file may be set"
                     .into(),
             );
+        }
+        if !self.appliance_url.is_empty() {
+            url::Url::parse(&self.appliance_url)
+                .map_err(|e| format!("grafana.appliance_url {:?}: {e}", self.appliance_url))?;
         }
         if !self.prometheus_url.is_empty() {
             url::Url::parse(&self.prometheus_url)

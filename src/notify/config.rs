@@ -546,11 +546,7 @@ pub fn from_env(
             let b = match t.to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" => true,
                 "false" | "0" | "no" => false,
-                _ => {
-                    return err(&format!(
-                        "SMTP_REQUIRE_TLS must be true or false, not {t:?}"
-                    ))
-                }
+                _ => return err(format!("SMTP_REQUIRE_TLS must be true or false, not {t:?}")),
             };
             email["require_tls"] = Value::Bool(b);
         }
@@ -955,6 +951,79 @@ fn check_integration(kind: &str, c: &Value, g: &Value) -> Result<(), NotifyConfi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn the_environment_chooses_slack_and_email() {
+        assert!(from_env(env(&[])).unwrap().is_none());
+        assert!(from_env(env(&[("SLACK_WEBHOOK_URL", "  ")]))
+            .unwrap()
+            .is_none());
+        let c = from_env(env(&[(
+            "SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/T/B/X",
+        )]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.route.receiver, "default");
+        let r = &c.receivers[0];
+        assert_eq!(r.integrations.len(), 1);
+        assert_eq!(r.integrations[0].kind, "slack");
+        assert_eq!(
+            r.integrations[0].settings["api_url"],
+            "https://hooks.slack.com/services/T/B/X"
+        );
+        assert_eq!(r.integrations[0].settings["send_resolved"], true);
+
+        let c = from_env(env(&[
+            (
+                "SLACK_WEBHOOK_URL",
+                "https://hooks.slack.com/services/T/B/X",
+            ),
+            ("SLACK_CHANNEL", "#ops"),
+            ("ALERT_EMAIL", "ops@example.com"),
+            ("SMTP_SMARTHOST", "mail.example.com:587"),
+            ("SMTP_USERNAME", "u"),
+            ("SMTP_PASSWORD", "p"),
+            ("SMTP_REQUIRE_TLS", "false"),
+        ]))
+        .unwrap()
+        .unwrap();
+        let of = |kind: &str| {
+            c.receivers[0]
+                .integrations
+                .iter()
+                .find(|i| i.kind == kind)
+                .map(|i| i.settings.clone())
+                .unwrap()
+        };
+        assert_eq!(c.receivers[0].integrations.len(), 2);
+        let mail = of("email");
+        assert_eq!(mail["to"], "ops@example.com");
+        assert_eq!(mail["from"], "appliance@mail.example.com");
+        assert_eq!(mail["auth_password"], "p");
+        assert_eq!(mail["require_tls"], false);
+        assert_eq!(of("slack")["channel"], "#ops");
+
+        // E-mail without a server, or a bad flag, is a clear error naming the variable.
+        let e = from_env(env(&[("ALERT_EMAIL", "ops@example.com")])).unwrap_err();
+        assert!(e.0.contains("SMTP_SMARTHOST"), "{}", e.0);
+        let e = from_env(env(&[
+            ("ALERT_EMAIL", "ops@example.com"),
+            ("SMTP_SMARTHOST", "m:25"),
+            ("SMTP_REQUIRE_TLS", "maybe"),
+        ]))
+        .unwrap_err();
+        assert!(e.0.contains("SMTP_REQUIRE_TLS"), "{}", e.0);
+    }
 
     #[test]
     fn alertmanager_config_fixtures() {

@@ -1,16 +1,17 @@
-// Status: build, runtime, remote write queues, flags, the running config (secrets hidden by
+// Status: build, runtime, remote write queues, the Grafana sync, flags, the running config (secrets hidden by
 // the server), storage and cardinality.
 import { html, usePoll, ErrorBox } from '../ui.js';
 import * as api from '../api.js';
 import { format } from '../units.js';
 
 async function load() {
-  const [build, runtime, flags, config, tsdb, remote] = await Promise.all([
+  const [build, runtime, flags, config, tsdb, remote, grafana] = await Promise.all([
     api.get('api/v1/status/buildinfo'), api.get('api/v1/status/runtimeinfo'),
     api.get('api/v1/status/flags'), api.get('api/v1/status/config'),
     api.get('api/v1/status/tsdb', { limit: '10' }), api.get('api/v1/status/remote_write'),
+    api.get('api/v1/status/grafana'),
   ]);
-  return { build, runtime, flags, config, tsdb, remote };
+  return { build, runtime, flags, config, tsdb, remote, grafana };
 }
 
 function when(ms) {
@@ -33,6 +34,17 @@ function Remotes({ queues }) {
     </tr>`)}</tbody></table>`;
 }
 
+// The Grafana sync: one row per datasource, folder and dashboard, so a refused push shows.
+function Grafana({ g }) {
+  if (!g || !g.enabled) return html`<p class="muted">No grafana section configured (see <code>appliance grafana provision</code> for file provisioning).</p>`;
+  const items = g.items || [];
+  return html`<p>${g.url} · last success ${g.lastSuccess || '—'}${g.lastError ? html` · <span class="bad">${g.lastError}</span>` : ''}</p>
+    ${items.length === 0 ? html`<p class="muted">Waiting for Grafana to answer…</p>` : html`<table class="grid grafana"><thead><tr>
+      <th>Kind</th><th>Name</th><th>uid</th><th>Result</th><th>At</th><th>Error</th></tr></thead>
+      <tbody>${items.map((i) => html`<tr class=${i.result === 'ok' ? '' : 'bad'}><td>${i.kind}</td><td>${i.name}</td>
+        <td>${i.uid}</td><td>${i.result}</td><td>${i.at}</td><td>${i.error || '—'}</td></tr>`)}</tbody></table>`}`;
+}
+
 function KV({ obj }) {
   return html`<table class="grid kv"><tbody>${Object.entries(obj).map(([k, v]) => html`<tr><th>${k}</th><td>${typeof v === 'object' ? JSON.stringify(v) : String(v)}</td></tr>`)}</tbody></table>`;
 }
@@ -50,6 +62,7 @@ export function Status() {
     <h3>Build</h3><${KV} obj=${d.build} />
     <h3>Runtime</h3><${KV} obj=${d.runtime} />
     <h3>Remote write</h3><${Remotes} queues=${d.remote} />
+    <h3>Grafana</h3><${Grafana} g=${d.grafana} />
     <h3>Storage</h3>
     <${KV} obj=${{ 'head series': d.tsdb.headStats.numSeries, 'head chunks': d.tsdb.headStats.chunkCount,
       blocks: (st.blocks || []).length, 'blocks size': format(st.blocksBytes || 0, 'bytes'),
