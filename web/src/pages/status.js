@@ -38,11 +38,11 @@ function Remotes({ queues }) {
 function Grafana({ g }) {
   if (!g || !g.enabled) return html`<p class="muted">No grafana section configured (see <code>appliance grafana provision</code> for file provisioning).</p>`;
   const items = g.items || [];
-  return html`<p>${g.url} · last success ${g.lastSuccess || '—'}${g.lastError ? html` · <span class="bad">${g.lastError}</span>` : ''}</p>
+  return html`<p>${g.url} · last success ${g.lastSuccess || '—'}${g.lastError ? html` · <span class="error-text">${g.lastError}</span>` : ''}</p>
     ${items.length === 0 ? html`<p class="muted">Waiting for Grafana to answer…</p>` : html`<table class="grid grafana"><thead><tr>
       <th>Kind</th><th>Name</th><th>uid</th><th>Result</th><th>At</th><th>Error</th></tr></thead>
       <tbody>${items.map((i) => html`<tr class=${i.result === 'ok' ? '' : 'bad'}><td>${i.kind}</td><td>${i.name}</td>
-        <td>${i.uid}</td><td>${i.result}</td><td>${i.at}</td><td>${i.error || '—'}</td></tr>`)}</tbody></table>`}`;
+        <td>${i.uid}</td><td><span class=${`badge badge-${i.result === 'ok' ? 'ok' : 'failed'}`}>${i.result}</span></td><td>${i.at}</td><td>${i.error || '—'}</td></tr>`)}</tbody></table>`}`;
 }
 
 function KV({ obj }) {
