@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use common::*;
@@ -44,25 +43,6 @@ def flaky(self, x):
     raise self.retry(exc=ValueError("again"), countdown=0)
 "#;
 
-/// A worker in its own process group, killed (SIGKILL, so no offline event) when dropped.
-struct Worker(std::process::Child);
-
-impl Worker {
-    fn kill(&mut self) {
-        // The pool's children too: the whole group.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.0.id())])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[test]
 fn celery_worker_tasks_and_queue() {
     if !celery_installed() {
@@ -98,27 +78,7 @@ fn celery_worker_tasks_and_queue() {
         (q("celery_queue_length{queue_name=\"celery\"}")? == k).then_some(())
     });
 
-    let mut worker = Worker(
-        Command::new("celery")
-            .args([
-                "-A",
-                "tasks",
-                "worker",
-                "-E",
-                "-c",
-                "2",
-                "-n",
-                "w1@%h",
-                "--loglevel=WARNING",
-            ])
-            .current_dir(dir.path())
-            .env("BROKER", &broker)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start celery worker"),
-    );
+    let mut worker = CeleryWorker::start(dir.path(), &broker, "w1@%h", 2);
     wait_for(30, "celery_worker_up 1", || {
         (q("max(celery_worker_up)")? == 1.0).then_some(())
     });

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,29 +25,6 @@ fn default_alert_names() -> Vec<String> {
     }
     names.sort();
     names
-}
-
-fn redis_server(port: u16) -> Proc {
-    let p = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Proc)
-        .expect("redis-server");
-    wait_for(10, "redis-server", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    p
 }
 
 #[test]
@@ -283,35 +259,7 @@ fn a_celery_worker_started_after_the_appliance_is_found_within_about_a_minute() 
     let (code, _) = get(&addr, "/metrics/celery").unwrap();
     assert_eq!(code, 404, "no broker keys yet: not detected");
 
-    let worker = Command::new("celery")
-        .args([
-            "-A",
-            "tasks",
-            "worker",
-            "-E",
-            "-c",
-            "1",
-            "-n",
-            "late@%h",
-            "--loglevel=WARNING",
-        ])
-        .current_dir(dir.path())
-        .env("BROKER", &broker)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("start celery worker");
-    struct Group(std::process::Child);
-    impl Drop for Group {
-        fn drop(&mut self) {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", self.0.id())])
-                .status();
-            let _ = self.0.wait();
-        }
-    }
-    let _worker = Group(worker);
+    let _worker = CeleryWorker::start(dir.path(), &broker, "late@%h", 1);
     let started = Instant::now();
     wait_for(100, "up{job=celery} 1 without a reload", || {
         (query_value(&addr, "up{job=\"celery\"}")? == 1.0).then_some(())

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 
@@ -122,28 +122,8 @@ fn a_stopped_server_is_redis_up_0_within_one_scrape() {
         return;
     }
     let port = free_port();
-    let server = || {
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map(Proc)
-            .expect("redis-server")
-    };
+    let server = || redis_server(port);
     let mut redis = server();
-    wait_for(10, "redis-server", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
     let dir = tempfile::tempdir().unwrap();
     let (_app, addr) = appliance_with_config(
         dir.path(),

@@ -926,3 +926,65 @@ fn openssl(args: &[&str]) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+/// A private `redis-server` on 127.0.0.1:`port` (nothing saved), ready when returned.
+pub fn redis_server(port: u16) -> Proc {
+    let p = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(Proc)
+        .expect("redis-server");
+    wait_for(10, "redis-server", || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    p
+}
+
+/// A Celery worker (`celery -A tasks worker -E`, `tasks.py` in `dir`, broker in `$BROKER`) in
+/// its own process group, killed (SIGKILL, so no offline event) when dropped.
+pub struct CeleryWorker(pub Child);
+
+impl CeleryWorker {
+    /// Starts a worker called `name` with `concurrency` processes.
+    pub fn start(dir: &Path, broker: &str, name: &str, concurrency: u32) -> CeleryWorker {
+        use std::os::unix::process::CommandExt;
+        CeleryWorker(
+            Command::new("celery")
+                .args(["-A", "tasks", "worker", "-E", "-c"])
+                .arg(concurrency.to_string())
+                .args(["-n", name, "--loglevel=WARNING"])
+                .current_dir(dir)
+                .env("BROKER", broker)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .expect("start celery worker"),
+        )
+    }
+
+    /// Kills the worker and its pool (the whole group).
+    pub fn kill(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for CeleryWorker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
