@@ -278,3 +278,39 @@ fn a_celery_worker_started_after_the_appliance_is_found_within_about_a_minute() 
     let log = std::fs::read_to_string(dir.path().join("appliance.log")).unwrap();
     assert!(log.contains("found new services"), "{log}");
 }
+
+#[test]
+fn a_reload_moves_a_collector_port_and_protect_reads_guards_it() {
+    let (first, second) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let config = |port: u16| {
+        format!(
+            "web: {{auth: {{protect_reads: true, read_tokens: [port-reader]}}}}\ncollectors: {{node: {{listen_address: '127.0.0.1:{port}'}}, containers: {{enabled: false}}, postgres: {{enabled: false}}, redis: {{enabled: false}}, celery: {{enabled: false}}}}\n"
+        )
+    };
+    let (_app, addr) = appliance_with_config(dir.path(), &config(first));
+    let at = |port: u16, auth: &str| {
+        request_with(&format!("127.0.0.1:{port}"), "GET", "/metrics", auth, "")
+            .map(|(code, _, body)| (code, body))
+    };
+    // protect_reads: no credential, no page; a read token or the admin's basic auth, the page.
+    let (code, _) = at(first, "").unwrap();
+    assert_eq!(code, 401);
+    let (code, body) = at(first, "Authorization: Bearer port-reader\r\n").unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("node_load1"));
+    let admin = format!("Authorization: {}\r\n", admin_basic_auth());
+    assert_eq!(at(first, &admin).unwrap().0, 200);
+
+    std::fs::write(dir.path().join("appliance.yml"), config(second)).unwrap();
+    let (code, body) = request(&addr, "POST", "/-/reload", "").unwrap();
+    assert_eq!(code, 200, "{body}");
+    wait_for(10, "the new port answering", || {
+        at(second, "Authorization: Bearer port-reader\r\n").filter(|(c, _)| *c == 200)
+    });
+    wait_for(10, "the old port closed", || {
+        at(first, "Authorization: Bearer port-reader\r\n")
+            .is_none()
+            .then_some(())
+    });
+}
