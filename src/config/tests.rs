@@ -246,3 +246,28 @@ fn env_references_in_comments_are_left_alone() {
     let err = super::expand_env("a: b#${UNSET_IN_TESTS_X}\n", "t.yml").unwrap_err();
     assert!(err.to_string().contains("UNSET_IN_TESTS_X"), "{err}");
 }
+
+#[test]
+fn the_grafana_section_is_checked_and_its_secrets_redacted() {
+    let c = parse(
+        "grafana:\n  url: http://admin:urlpass@grafana:3000\n  basic_auth: {username: admin, password: basicpass}\n",
+        "f.yml",
+    )
+    .unwrap();
+    let g = c.grafana.as_ref().unwrap();
+    assert_eq!(g.folder, "Appliance");
+    assert_eq!(g.datasource_name, "Appliance");
+    let yaml = c.to_redacted_yaml();
+    assert!(
+        !yaml.contains("urlpass") && !yaml.contains("basicpass"),
+        "{yaml}"
+    );
+    let e = parse("grafana: {url: 'ftp://x'}\n", "f.yml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("f.yml:1:") && e.contains("grafana.url"), "{e}");
+    let e = parse("grafana: {url: 'http://g', folders: x}\n", "f.yml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("folders"), "{e}");
+}

@@ -51,8 +51,9 @@ pub enum GrafanaError {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrafanaConfig {
-    /// Grafana's base URL, e.g. `http://grafana:3000` (with its sub-path behind a proxy).
-    pub url: String,
+    /// Grafana's base URL, e.g. `http://grafana:3000` (with its sub-path behind a proxy);
+    /// userinfo in it is a secret like the password.
+    pub url: crate::model::secret::SecretUrl,
     /// The admin's basic auth (password usually `${GRAFANA_ADMIN_PASSWORD}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<BasicAuth>,
@@ -93,12 +94,12 @@ fn default_datasource_name() -> String {
 impl GrafanaConfig {
     /// Checks the URL and that at most one credential is given.
     pub fn validate(&self) -> Result<(), String> {
-        let u =
-            url::Url::parse(&self.url).map_err(|e| format!("grafana.url {:?}: {e}", self.url))?;
+        let shown = self.url.redacted();
+        let u = url::Url::parse(self.url.expose())
+            .map_err(|e| format!("grafana.url {shown:?}: {e}"))?;
         if !matches!(u.scheme(), "http" | "https") {
             return Err(format!(
-                "grafana.url {:?}: the scheme must be http or https",
-                self.url
+                "grafana.url {shown:?}: the scheme must be http or https"
             ));
         }
         let creds = [

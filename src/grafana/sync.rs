@@ -25,6 +25,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_secs(5);
 /// Per request: Grafana answers in milliseconds when it is up.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of an answer's body read (Grafana's answers are a few hundred bytes).
+const MAX_BODY: usize = 256 * 1024;
 /// Grafana's error bodies are quoted up to this many characters.
 const MAX_ERROR_CHARS: usize = 200;
 
@@ -200,7 +202,7 @@ impl GrafanaSync {
         };
         json!({
             "enabled": true,
-            "url": crate::model::secret::redact_url(&job.config.url),
+            "url": job.config.url.without_userinfo(),
             "lastAttempt": st.last_attempt,
             "lastSuccess": st.last_success,
             "lastError": st.last_error,
@@ -326,7 +328,7 @@ impl GrafanaSync {
     }
 
     async fn push(&self, job: &Job, items: Vec<Item>) -> Result<(), GrafanaError> {
-        let base = job.config.url.trim_end_matches('/').to_string();
+        let base = job.config.url.expose().trim_end_matches('/').to_string();
         let auth = Credential::of(&job.config)?;
         // Grafana starting up answers 503 (or not at all) until its database is ready.
         let health = self
@@ -494,8 +496,18 @@ impl GrafanaSync {
             // The URL may hold credentials; the error without it still says what failed.
             .map_err(|e| GrafanaError::Api(e.without_url().to_string()))?;
         let code = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        Ok((code, text))
+        // Only a status and a short message are read from an answer: a body past the bound is
+        // cut, so a misbehaving server cannot make the appliance buffer without limit.
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            let room = MAX_BODY.saturating_sub(body.len());
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() >= MAX_BODY {
+                break;
+            }
+        }
+        Ok((code, String::from_utf8_lossy(&body).into_owned()))
     }
 }
 
@@ -543,5 +555,43 @@ impl Credential {
             return Ok(Credential::Bearer(t.trim().to_string()));
         }
         Ok(Credential::None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_huge_answer_is_read_only_up_to_the_bound() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 503 X\r\nContent-Length: 104857600\r\n\r\n");
+            let chunk = vec![b'x'; 1 << 16];
+            // Stops when the client hangs up.
+            for _ in 0..1600 {
+                if s.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        });
+        let g = GrafanaSync::new().unwrap();
+        let (code, body) = g
+            .send(
+                &Credential::None,
+                g.http().get(format!("http://{addr}/api/health")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(code, 503);
+        assert_eq!(body.len(), MAX_BODY);
+        assert!(clip(&body).chars().count() <= MAX_ERROR_CHARS + 1);
     }
 }
