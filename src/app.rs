@@ -396,16 +396,6 @@ impl Runtime {
             }
         }
         .map_err(|e| anyhow::anyhow!("rule_files: {e}"))?;
-        let found = collect::detect(&cfg.collectors, &Default::default());
-        let ports = self.bind_ports(cfg)?;
-        {
-            let mut d = self.detected.lock();
-            d.extend(found);
-        }
-        self.apply_collectors(cfg)?;
-        self.start_ports(cfg, ports);
-        let o = db_options(cfg);
-        self.db.set_retention(o.retention_ms, o.retention_bytes);
         let mut notify = cfg
             .notify
             .load(&self.source.base_dir())
@@ -424,6 +414,16 @@ impl Runtime {
                 tracing::info!("notifications go to the receivers set in the environment");
             }
         }
+        let found = collect::detect(&cfg.collectors, &Default::default());
+        let ports = self.bind_ports(cfg)?;
+        {
+            let mut d = self.detected.lock();
+            d.extend(found);
+        }
+        self.apply_collectors(cfg)?;
+        self.start_ports(cfg, ports);
+        let o = db_options(cfg);
+        self.db.set_retention(o.retention_ms, o.retention_bytes);
         self.rules.install(
             groups,
             cfg.global.external_labels.clone(),

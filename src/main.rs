@@ -309,6 +309,13 @@ fn main() -> ExitCode {
             what: CheckCmd::Config { file },
         } => match appliance::config::Source::File(file.clone()).load() {
             Ok(cfg) => {
+                // Without a notify section, the environment's receivers are part of the config.
+                if cfg.notify.0.is_null() && cfg.alerting.alertmanagers.is_empty() {
+                    if let Err(e) = appliance::notify::config::from_env(|k| std::env::var(k).ok()) {
+                        eprintln!("FAILED: notifications from the environment: {}", e.0);
+                        return ExitCode::FAILURE;
+                    }
+                }
                 let source = appliance::config::Source::File(file.clone());
                 let Some(patterns) = &cfg.rule_files else {
                     println!(

@@ -314,3 +314,38 @@ fn a_reload_moves_a_collector_port_and_protect_reads_guards_it() {
             .then_some(())
     });
 }
+
+#[test]
+fn check_config_checks_the_receivers_the_environment_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yml"), "{}\n").unwrap();
+    let check = |env: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_appliance"))
+            .current_dir(dir.path())
+            .env_remove("SLACK_WEBHOOK_URL")
+            .env_remove("ALERT_EMAIL")
+            .envs(env.iter().copied())
+            .args(["check", "config", "c.yml"])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, out) = check(&[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("embedded default rule files"), "{out}");
+    let (ok, out) = check(&[("ALERT_EMAIL", "ops@example.com")]);
+    assert!(!ok);
+    assert!(out.contains("SMTP_SMARTHOST"), "{out}");
+    let (ok, out) = check(&[
+        ("ALERT_EMAIL", "ops@example.com"),
+        ("SMTP_SMARTHOST", "127.0.0.1:25"),
+    ]);
+    assert!(ok, "{out}");
+}
