@@ -41,6 +41,7 @@ fn with_no_config_the_default_rules_load_and_a_stopped_service_reaches_slack() {
     let redis_port = free_port();
     let mut redis = redis_server(redis_port);
     let (slack, got) = recorder(200);
+    let (smtp, mails) = smtp_server();
     // An empty directory outside the repository, no config file.
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
@@ -52,7 +53,10 @@ fn with_no_config_the_default_rules_load_and_a_stopped_service_reaches_slack() {
             .env("APPLIANCE_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("SLACK_WEBHOOK_URL", &hook)
             .env("REDIS_URL", format!("redis://127.0.0.1:{redis_port}"))
-            .env_remove("ALERT_EMAIL")
+            .env("ALERT_EMAIL", "ops@example.com")
+            .env("SMTP_SMARTHOST", &smtp)
+            .env("SMTP_FROM", "appliance@example.com")
+            .env("SMTP_REQUIRE_TLS", "false")
             .args(["run", "--listen", &addr])
             .stdout(Stdio::null())
             .stderr(log)
@@ -103,6 +107,18 @@ fn with_no_config_the_default_rules_load_and_a_stopped_service_reaches_slack() {
         .as_str()
         .unwrap()
         .contains("RedisDown"));
+    // ALERT_EMAIL got the same alert.
+    let (from, to, data) = wait_for(30, "RedisDown by e-mail", || {
+        mails
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, _, d)| d.contains("RedisDown"))
+            .cloned()
+    });
+    assert_eq!(from, "appliance@example.com");
+    assert_eq!(to, ["ops@example.com"]);
+    assert!(data.contains("To: ops@example.com"), "{data}");
     let log = std::fs::read_to_string(dir.path().join("appliance.log")).unwrap();
     assert!(log.contains("notifications go to the receivers set in the environment"));
     assert!(!log.contains("XXXXSECRET"), "the webhook URL is in the log");
