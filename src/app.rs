@@ -567,6 +567,11 @@ impl http::RulesSource for Runtime {
     fn notifications(&self) -> Vec<crate::notify::notifier::HistoryEntry> {
         self.notifier.history()
     }
+    fn send_test(
+        &self,
+    ) -> futures_util::future::BoxFuture<'_, Vec<crate::notify::notifier::HistoryEntry>> {
+        Box::pin(self.notifier.send_test())
+    }
 }
 
 impl StatusSource for Runtime {
@@ -635,6 +640,28 @@ fn grafana_datasources(
             .map(|t| t.expose().to_string()),
         scrape_interval: cfg.global.scrape_interval.to_string(),
     }
+}
+
+/// The URL a command on this host reaches the appliance at, from the config `run` would use:
+/// its listen address (the loopback address when it listens on all) and route prefix, `https`
+/// with `web.tls_config`.
+pub fn local_url(config: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let cfg = Source::resolve(config).load()?;
+    let bind = http::bind_address(&cfg.web.listen_address);
+    let (host, port) = bind.rsplit_once(':').unwrap_or(("", "8080"));
+    let host = match host {
+        "" | "0.0.0.0" | "[::]" | "::" => "127.0.0.1",
+        h => h,
+    };
+    let scheme = if cfg.web.tls_config.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    Ok(format!(
+        "{scheme}://{host}:{port}{}",
+        cfg.web.route_prefix()
+    ))
 }
 
 /// Options of `appliance grafana provision`.

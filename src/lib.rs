@@ -9,6 +9,7 @@
 pub mod app;
 pub mod collect;
 pub mod config;
+pub mod doctor;
 pub mod grafana;
 pub mod http;
 pub mod model;

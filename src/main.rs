@@ -67,6 +67,23 @@ enum Cmd {
         #[command(subcommand)]
         what: TsdbCmd,
     },
+    /// Check a running appliance as the plan's checklist does: ready, storage, every target
+    /// and collector up, rules evaluating, receivers delivering, remote write caught up,
+    /// Grafana synced. One line per item; exit 0 only when none fails.
+    Doctor {
+        /// The appliance's URL (default: from the config's listen address and route prefix).
+        #[arg(long)]
+        url: Option<String>,
+        /// Config file (default as for `run`), for the default URL.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also send a test notification to every receiver (needs the admin password).
+        #[arg(long)]
+        send_test: bool,
+        /// A file holding the admin password (default: APPLIANCE_ADMIN_PASSWORD).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
     /// Hand the dashboards and datasources to Grafana.
     Grafana {
         #[command(subcommand)]
@@ -254,6 +271,71 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Doctor {
+            url,
+            config,
+            send_test,
+            password_file,
+        } => {
+            let password = match password_file {
+                Some(f) => match std::fs::read_to_string(&f) {
+                    Ok(p) => Some(p.trim().to_string()),
+                    Err(e) => {
+                        eprintln!("error: --password-file {}: {e}", f.display());
+                        return ExitCode::from(2);
+                    }
+                },
+                None => std::env::var("APPLIANCE_ADMIN_PASSWORD")
+                    .ok()
+                    .filter(|p| !p.is_empty()),
+            };
+            let url = match url {
+                Some(u) => u,
+                None => match appliance::app::local_url(config.as_deref()) {
+                    Ok(u) => u,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            let opts = appliance::doctor::Options {
+                url,
+                password,
+                send_test,
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: starting runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(appliance::doctor::run(&opts)) {
+                Ok(checks) => {
+                    let failed = checks
+                        .iter()
+                        .filter(|c| c.outcome == appliance::doctor::Outcome::Fail)
+                        .count();
+                    for c in &checks {
+                        println!("{c}");
+                    }
+                    println!("{} checks, {failed} failed", checks.len());
+                    if failed == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
                 }
             }
         }

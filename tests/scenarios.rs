@@ -100,7 +100,12 @@ fn a_stopped_service_reaches_slack_with_default_timings_and_resolves_when_back()
     wait_for(40, "api-gateway up", || {
         let up = query_value(&addr, "up{job=\"api-gateway\"}");
         if up.is_none() || up == Some(0.0) {
-            eprintln!("{}", get(&addr, "/api/v1/targets").map(|t| t.1).unwrap_or_default());
+            eprintln!(
+                "{}",
+                get(&addr, "/api/v1/targets")
+                    .map(|t| t.1)
+                    .unwrap_or_default()
+            );
         }
         (up? == 1.0).then_some(())
     });

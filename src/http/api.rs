@@ -36,6 +36,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/notifications", get(notifications))
+        .route("/api/v1/notifications/test", post(test_notifications))
         .route(
             "/api/v1/admin/tsdb/delete_series",
             post(delete_series).put(delete_series),
@@ -1065,6 +1066,11 @@ async fn rules(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Resp
 
 async fn notifications(State(st): State<AppState>) -> Response {
     ok(json!(st.deps.rules.notifications()), Vec::new())
+}
+
+/// `POST /api/v1/notifications/test` (admin): a test notification to every receiver now.
+async fn test_notifications(State(st): State<AppState>) -> Response {
+    ok(json!(st.deps.rules.send_test().await), Vec::new())
 }
 
 async fn alerts(State(st): State<AppState>) -> Response {

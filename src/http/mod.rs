@@ -329,6 +329,10 @@ pub trait RulesSource: Send + Sync {
     fn rule_groups(&self) -> Vec<crate::rules::manager::GroupSnapshot>;
     /// The notification history, newest first.
     fn notifications(&self) -> Vec<crate::notify::notifier::HistoryEntry>;
+    /// Sends a test notification to every receiver; how each went.
+    fn send_test(
+        &self,
+    ) -> futures_util::future::BoxFuture<'_, Vec<crate::notify::notifier::HistoryEntry>>;
 }
 
 /// Alertmanager's API v2 (served under `/api/v2`), backed by the notifier. Bodies are the

@@ -680,6 +680,8 @@ struct State {
 }
 
 const HISTORY: usize = 1000;
+/// The alert name of `send_test`'s notifications.
+pub const TEST_ALERT: &str = "ApplianceTestNotification";
 /// Labels (and annotations) one posted alert may have.
 pub const MAX_ALERT_LABELS: usize = 256;
 const ATTEMPTS: u32 = 5;
@@ -893,6 +895,87 @@ impl Notifier {
         if let Err(e) = write() {
             crate::failure!(warn, "notify", "nflog_write", file = %f.display(), error = %e, "saving the notification log failed");
         }
+    }
+
+    /// Sends one test notification to every integration of every receiver, once each (no
+    /// routing, grouping or retries), and returns how each went; each is in the history too.
+    /// For `appliance doctor --send-test`.
+    pub async fn send_test(&self) -> Vec<HistoryEntry> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut targets: Vec<(String, usize, Arc<dyn Receiver>)> = {
+            let st = self.state.lock();
+            st.receivers
+                .iter()
+                .flat_map(|(name, v)| {
+                    v.iter()
+                        .enumerate()
+                        .map(|(i, r)| (name.clone(), i, r.clone()))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        targets.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let mut out = Vec::new();
+        for (name, i, r) in targets {
+            let labels = crate::model::Labels::from_pairs(vec![
+                ("alertname".to_string(), TEST_ALERT.to_string()),
+                ("receiver".to_string(), name.clone()),
+                ("severity".to_string(), "info".to_string()),
+            ]);
+            let annotations = BTreeMap::from([
+                (
+                    "summary".to_string(),
+                    "Test notification from appliance doctor --send-test".to_string(),
+                ),
+                (
+                    "description".to_string(),
+                    "If you can read this, the appliance reaches this receiver.".to_string(),
+                ),
+            ]);
+            let n = Notification {
+                receiver: name.clone(),
+                integration: i,
+                log_entry: Default::default(),
+                group_key: format!("{{}}:{{alertname=\"{TEST_ALERT}\"}}"),
+                group_labels: BTreeMap::from([("alertname".to_string(), TEST_ALERT.to_string())]),
+                alerts: vec![Alert {
+                    labels,
+                    annotations,
+                    starts_at: now,
+                    ends_at: now + 5 * 60 * 1000,
+                    generator_url: self.ctx.external_url.clone(),
+                }],
+                status: "firing",
+            };
+            let label = IntegrationLabel {
+                integration: r.kind().to_string(),
+            };
+            self.metrics.requests.get_or_create(&label).inc();
+            let result = r.deliver(&n, &self.ctx).await;
+            if result.is_err() {
+                self.metrics.requests_failed.get_or_create(&label).inc();
+            }
+            let entry = HistoryEntry {
+                time: crate::model::time::format_rfc3339(chrono::Utc::now().timestamp_millis()),
+                receiver: name,
+                integration: r.kind().to_string(),
+                target: r.target(),
+                group_key: n.group_key.clone(),
+                status: "test".into(),
+                alerts: vec![format!("{TEST_ALERT}×1")],
+                success: result.is_ok(),
+                attempts: 1,
+                error: result.err().map(|e| e.0).unwrap_or_default(),
+            };
+            tracing::info!(receiver = %entry.receiver, integration = %entry.integration, success = entry.success, error = %entry.error, "test notification sent");
+            let mut h = self.history.lock();
+            if h.len() >= HISTORY {
+                h.pop_front();
+            }
+            h.push_back(entry.clone());
+            out.push(entry);
+        }
+        out
     }
 
     async fn deliver(&self, n: Notification, r: Arc<dyn Receiver>) {
