@@ -188,7 +188,7 @@ async fn storage(api: &Api) -> Check {
         stats["headStats"]["numSeries"],
         st["blocks"].as_array().map_or(0, Vec::len),
         quarantined,
-        errors
+        errors.max(0.0) as u64
     );
     pass_if(quarantined == 0 && errors == 0.0, "storage", detail)
 }

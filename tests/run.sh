@@ -14,6 +14,8 @@ command -v psql >/dev/null || need+=(postgresql-client)
 command -v dockerd >/dev/null || need+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# The .deb's checks.
+command -v lintian >/dev/null || need+=(lintian)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
@@ -42,6 +44,8 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo build --benches --locked
+# The .deb (release build, stripped) that tests/packaging.rs installs and purges.
+bash packaging/deb/build.sh --quiet
 cargo test --locked --lib --bins --tests
 
 # Fuzz smoke: every parser's fuzz target for a few seconds (libFuzzer through cargo-fuzz; the
