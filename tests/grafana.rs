@@ -474,9 +474,9 @@ fn the_compose_stack_wires_remote_write_and_grafana_and_its_config_checks() {
         .contains("./appliance.yml:/etc/appliance/appliance.yml"));
     assert_eq!(
         services["appliance"]["build"]["dockerfile"],
-        "packaging/container/Dockerfile"
+        "packaging/container/Dockerfile.source"
     );
-    assert!(root.join("../container/Dockerfile").is_file());
+    assert!(root.join("../container/Dockerfile.source").is_file());
     // The appliance's config there points remote write at that Prometheus and Grafana at that
     // Grafana, and passes the config check.
     let text = std::fs::read_to_string(root.join("appliance.yml")).unwrap();

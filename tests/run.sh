@@ -16,6 +16,8 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 # The .deb's checks.
 command -v lintian >/dev/null || need+=(lintian)
+# The container image's base, made locally when no registry answers.
+command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
