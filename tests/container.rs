@@ -62,19 +62,20 @@ fn base_image() -> bool {
     ] {
         let _ = std::fs::remove_dir_all(rootfs.join(d));
     }
-    let tar = Command::new("tar")
+    let mut tar = Command::new("tar")
         .args(["-C"])
         .arg(&rootfs)
         .args(["-c", "."])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    Command::new("docker")
+    let imported = Command::new("docker")
         .args(["import", "-", BASE])
-        .stdin(tar.stdout.unwrap())
+        .stdin(tar.stdout.take().unwrap())
         .stdout(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|s| s.success());
+    tar.wait().is_ok_and(|s| s.success()) && imported
 }
 
 /// Removes the container when dropped.
