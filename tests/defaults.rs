@@ -336,21 +336,13 @@ fn check_config_checks_the_receivers_the_environment_sets() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c.yml"), "{}\n").unwrap();
     let check = |env: &[(&str, &str)]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_appliance"))
-            .current_dir(dir.path())
-            .env_remove("SLACK_WEBHOOK_URL")
-            .env_remove("ALERT_EMAIL")
-            .envs(env.iter().copied())
-            .args(["check", "config", "c.yml"])
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
+        common::outcome(
+            Command::new(env!("CARGO_BIN_EXE_appliance"))
+                .current_dir(dir.path())
+                .env_remove("SLACK_WEBHOOK_URL")
+                .env_remove("ALERT_EMAIL")
+                .envs(env.iter().copied())
+                .args(["check", "config", "c.yml"]),
         )
     };
     let (ok, out) = check(&[]);

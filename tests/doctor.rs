@@ -15,15 +15,7 @@ fn doctor(addr: &str, extra: &[&str], password: Option<&str>) -> (bool, String) 
     if let Some(p) = password {
         c.env("APPLIANCE_ADMIN_PASSWORD", p);
     }
-    let out = c.output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    outcome(&mut c)
 }
 
 #[test]

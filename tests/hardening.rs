@@ -551,18 +551,10 @@ fn slow_and_idle_connections_are_closed() {
 }
 
 fn curl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "-v", "--max-time", "10"])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    common::outcome(
+        Command::new("curl")
+            .args(["-sS", "-v", "--max-time", "10"])
+            .args(args),
     )
 }
 

@@ -235,22 +235,14 @@ fn amtool_http_config() -> &'static std::path::Path {
 }
 
 fn amtool(addr: &str, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new("/usr/bin/amtool")
-        .arg(format!("--alertmanager.url=http://{addr}"))
-        .arg(format!(
-            "--http.config.file={}",
-            amtool_http_config().display()
-        ))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    common::outcome(
+        std::process::Command::new("/usr/bin/amtool")
+            .arg(format!("--alertmanager.url=http://{addr}"))
+            .arg(format!(
+                "--http.config.file={}",
+                amtool_http_config().display()
+            ))
+            .args(args),
     )
 }
 

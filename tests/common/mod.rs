@@ -820,6 +820,19 @@ pub fn stripping_proxy(prefix: &'static str, upstream: String) -> String {
     addr
 }
 
+/// Runs `cmd`; whether it succeeded, and its stdout and stderr together.
+pub fn outcome(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().expect("start command");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// Runs the appliance binary with `args` in `dir`; returns its exit code and its stdout and
 /// stderr together.
 pub fn run_cli(dir: &Path, args: &[&str]) -> (i32, String) {
