@@ -453,24 +453,7 @@ fn key_path(text: &str, line: usize) -> String {
     parts.join(".")
 }
 
-/// The line number in a serde-saphyr error message.
-pub(crate) fn error_line(msg: &str) -> Option<usize> {
-    // serde-saphyr reports "line N column M"; take the first such number.
-    let re = regex::Regex::new(r"line (\d+)").ok()?;
-    re.captures(msg)?.get(1)?.as_str().parse().ok()
-}
-
-/// The message of a serde-saphyr error without its source snippet.
-pub(crate) fn first_line(msg: &str) -> String {
-    // serde-saphyr appends a source snippet after the first line; the caller prints the
-    // file and line itself, so keep the message and drop the snippet.
-    let first = msg
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or(msg);
-    first.trim_start_matches("error: ").to_string()
-}
+pub(crate) use crate::model::yaml::{error_line, first_line};
 
 #[cfg(test)]
 mod tests;

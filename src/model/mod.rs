@@ -18,6 +18,7 @@ pub mod relabel;
 pub mod secret;
 pub mod time;
 pub mod tls;
+pub mod yaml;
 
 pub use labels::{Label, Labels, LabelsBuilder};
 pub use matcher::{MatchOp, Matcher};

@@ -577,7 +577,7 @@ fn host_of(smarthost: &str) -> &str {
 /// Parses Alertmanager configuration YAML text.
 pub fn parse(text: &str) -> Result<NotifyConfig, NotifyConfigError> {
     let v: Value = serde_saphyr::from_str(text)
-        .map_err(|e| NotifyConfigError(crate::config::first_line(&e.to_string())))?;
+        .map_err(|e| NotifyConfigError(crate::model::yaml::first_line(&e.to_string())))?;
     from_value(&v)
 }
 

@@ -225,7 +225,7 @@ impl Templates {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let dir = path.parent().unwrap_or(std::path::Path::new("."));
-            let Some(re) = crate::rules::unittest::glob_regex(&name) else {
+            let Some(re) = crate::model::files::glob_regex(&name) else {
                 continue;
             };
             let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)

@@ -140,7 +140,7 @@ pub fn parse(text: &str, name: &str, opts: ParseOptions) -> Result<RuleGroups, R
             Ok(d) => break d,
             Err(e) => {
                 let msg = e.to_string();
-                let line = crate::config::error_line(&msg);
+                let line = crate::model::yaml::error_line(&msg);
                 if let (true, Some(line), Some(_)) =
                     (opts.ignore_unknown_fields, line, unknown_field(&msg))
                 {
@@ -208,7 +208,7 @@ fn yaml_error(name: &str, msg: &str, line: Option<usize>) -> String {
             "{name}: yaml: unmarshal errors:\n  {at}field {field} not found in type {ty}"
         );
     }
-    format!("{name}: {at}{}", crate::config::first_line(msg))
+    format!("{name}: {at}{}", crate::model::yaml::first_line(msg))
 }
 
 /// The text without the mapping key on `line` (1-based) and the lines nested under it.

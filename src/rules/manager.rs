@@ -116,7 +116,7 @@ pub fn resolve_files(patterns: &[String], base: &std::path::Path) -> Vec<PathBuf
     let mut out = Vec::new();
     for p in patterns {
         let path = base.join(p);
-        let found = super::unittest::glob_paths(&path);
+        let found = crate::model::files::glob_paths(&path);
         if found.is_empty() {
             tracing::warn!(pattern = %p, "rule_files pattern matches no file");
         }

@@ -266,8 +266,12 @@ fn run_file_cases(
     cases: &mut Vec<(String, Vec<String>)>,
 ) -> Result<(), Vec<String>> {
     let text = crate::model::files::read_config_file(path).map_err(|e| vec![format!("    {e}")])?;
-    let tf: TestFile = serde_saphyr::from_str(&text)
-        .map_err(|e| vec![format!("    {}", crate::config::first_line(&e.to_string()))])?;
+    let tf: TestFile = serde_saphyr::from_str(&text).map_err(|e| {
+        vec![format!(
+            "    {}",
+            crate::model::yaml::first_line(&e.to_string())
+        )]
+    })?;
     let eval_ms = tf
         .evaluation_interval
         .map(|d| d.as_millis())
@@ -285,7 +289,7 @@ fn run_file_cases(
     let mut rule_files = Vec::new();
     for pat in &tf.rule_files {
         let full = base.join(pat);
-        let matches = glob_paths(&full);
+        let matches = crate::model::files::glob_paths(&full);
         if matches.is_empty() {
             eprintln!("  WARNING: no file match pattern {pat}");
         }
@@ -311,54 +315,6 @@ fn run_file_cases(
         cases.push((name, errs.unwrap_or_default()));
     }
     Ok(())
-}
-
-/// Files matching a path that may hold `*`, `?` or `[...]` in its last component.
-pub fn glob_paths(p: &Path) -> Vec<PathBuf> {
-    let name = p
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if !name.contains(['*', '?', '[']) {
-        return if p.exists() {
-            vec![p.to_path_buf()]
-        } else {
-            Vec::new()
-        };
-    }
-    let dir = p.parent().unwrap_or(Path::new("."));
-    let Some(re) = glob_regex(&name) else {
-        return Vec::new();
-    };
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|x| {
-                    x.file_name()
-                        .map(|n| re.is_match(&n.to_string_lossy()))
-                        .unwrap_or(false)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
-}
-
-/// A shell glob as an anchored regex (`*`, `?`, `[...]`); None if it is malformed.
-pub fn glob_regex(glob: &str) -> Option<regex::Regex> {
-    let mut re = String::from("^");
-    for c in glob.chars() {
-        match c {
-            '*' => re.push_str("[^/]*"),
-            '?' => re.push_str("[^/]"),
-            '[' | ']' => re.push(c),
-            c => re.push_str(&regex::escape(&c.to_string())),
-        }
-    }
-    re.push('$');
-    regex::Regex::new(&re).ok()
 }
 
 fn start_ms(s: &Option<StartTime>) -> Result<i64, String> {
