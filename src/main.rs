@@ -206,6 +206,18 @@ fn init_logs(level: &str, format: LogFormat) {
     }
 }
 
+/// The async runtime a command runs on; None (after saying why) when it cannot start.
+fn runtime(b: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    let mut b = b;
+    match b.enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: starting runtime: {e}");
+            None
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
@@ -307,15 +319,8 @@ fn main() -> ExitCode {
                 password,
                 send_test,
             };
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: starting runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(rt) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+                return ExitCode::FAILURE;
             };
             match rt.block_on(appliance::doctor::run(&opts)) {
                 Ok(checks) => {
@@ -484,15 +489,8 @@ fn main() -> ExitCode {
                 route_prefix,
                 flags,
             };
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: starting runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(rt) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+                return ExitCode::FAILURE;
             };
             match rt.block_on(appliance::app::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,
