@@ -524,39 +524,44 @@ impl http::TsdbAdmin for Runtime {
 }
 
 impl http::AlertmanagerApi for Runtime {
-    fn status(&self) -> serde_json::Value {
+    fn status(&self) -> crate::notify::api::StatusView {
         self.notifier.api_status()
     }
-    fn receivers(&self) -> serde_json::Value {
+    fn receivers(&self) -> Vec<String> {
         self.notifier.api_receivers()
     }
-    fn alerts(&self, params: &[(String, String)]) -> Result<serde_json::Value, String> {
-        self.notifier.api_alerts(params)
+    fn alerts(
+        &self,
+        f: &crate::notify::api::AlertFilter,
+    ) -> Result<Vec<crate::notify::api::AlertView>, crate::notify::api::ApiError> {
+        self.notifier.api_alerts(f)
     }
-    fn groups(&self) -> serde_json::Value {
+    fn groups(&self) -> Vec<crate::notify::api::GroupView> {
         self.notifier.api_groups()
     }
-    fn post_alerts(&self, body: &serde_json::Value) -> Result<(), String> {
-        self.notifier.api_post_alerts(body)
+    fn post_alerts(
+        &self,
+        alerts: Vec<crate::notify::api::NewAlert>,
+    ) -> Result<(), crate::notify::api::ApiError> {
+        self.notifier.api_post_alerts(alerts)
     }
-    fn silences(&self, params: &[(String, String)]) -> Result<serde_json::Value, String> {
-        self.notifier.api_silences(params)
+    fn silences(
+        &self,
+        filters: &[String],
+    ) -> Result<Vec<crate::notify::silence::Silence>, crate::notify::api::ApiError> {
+        self.notifier.api_silences(filters)
     }
-    fn silence(&self, id: &str) -> Option<serde_json::Value> {
+    fn silence(&self, id: &str) -> Option<crate::notify::silence::Silence> {
         self.notifier.api_silence(id)
     }
-    fn post_silence(&self, body: &serde_json::Value) -> Result<String, (u16, String)> {
-        self.notifier.api_post_silence(body).map_err(silence_error)
+    fn post_silence(
+        &self,
+        s: crate::notify::silence::Silence,
+    ) -> Result<String, crate::notify::api::ApiError> {
+        self.notifier.api_post_silence(s)
     }
-    fn expire_silence(&self, id: &str) -> Result<(), (u16, String)> {
-        self.notifier.api_expire_silence(id).map_err(silence_error)
-    }
-}
-
-fn silence_error(e: crate::notify::silence::SilenceError) -> (u16, String) {
-    match e {
-        crate::notify::silence::SilenceError::NotFound(_) => (404, e.to_string()),
-        crate::notify::silence::SilenceError::Invalid(_) => (400, e.to_string()),
+    fn expire_silence(&self, id: &str) -> Result<(), crate::notify::api::ApiError> {
+        self.notifier.api_expire_silence(id)
     }
 }
 
@@ -795,7 +800,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
     let notifier = crate::notify::notifier::Notifier::new(
         crate::notify::notifier::DeliveryContext {
-            http: notify_http.clone(),
             external_url: external_url.clone(),
         },
         Some(&data_dir.join("notify")),

@@ -1,4 +1,5 @@
-//! Alertmanager API v2 bodies: posted alerts and silences, as JSON from anyone.
+//! Alertmanager API v2 bodies: posted alerts and silences, as JSON from anyone, through the
+//! HTTP layer's parsers into the notifier.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
@@ -9,16 +10,7 @@ use libfuzzer_sys::fuzz_target;
 fn notifier() -> &'static Arc<Notifier> {
     static N: OnceLock<Arc<Notifier>> = OnceLock::new();
     N.get_or_init(|| {
-        // The appliance's client, with its rustls provider (nothing is sent here).
-        let tls = appliance::model::httpconf::TlsConfig::default()
-            .client_config()
-            .expect("default TLS settings");
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .build()
-            .expect("HTTP client");
         let ctx = DeliveryContext {
-            http,
             external_url: "http://x".into(),
         };
         let n = Notifier::new(ctx, None);
@@ -32,11 +24,16 @@ fn notifier() -> &'static Arc<Notifier> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
-        return;
-    };
     let n = notifier();
-    let _ = n.api_post_alerts(&v);
-    let _ = n.api_post_silence(&v);
-    let _ = n.api_alerts(&[("filter".to_string(), v.to_string())]);
+    if let Ok(alerts) = appliance::http::alertmanager::parse_alerts(data) {
+        let _ = n.api_post_alerts(alerts);
+    }
+    if let Ok(s) = appliance::http::alertmanager::parse_silence(data) {
+        let _ = n.api_post_silence(s);
+    }
+    let filter = appliance::notify::api::AlertFilter {
+        matchers: vec![String::from_utf8_lossy(data).into_owned()],
+        ..Default::default()
+    };
+    let _ = n.api_alerts(&filter);
 });

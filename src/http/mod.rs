@@ -5,7 +5,7 @@
 //! This module declares the narrow read traits it needs; `app.rs` implements them. It never
 //! reaches into another module's internals.
 
-mod alertmanager;
+pub mod alertmanager;
 mod api;
 pub mod auth;
 pub mod serve;
@@ -339,23 +339,35 @@ pub trait RulesSource: Send + Sync {
 /// API's JSON; errors carry the HTTP status to answer with.
 pub trait AlertmanagerApi: Send + Sync {
     /// `GET /status`.
-    fn status(&self) -> serde_json::Value;
-    /// `GET /receivers`.
-    fn receivers(&self) -> serde_json::Value;
-    /// `GET /alerts` with its query parameters.
-    fn alerts(&self, params: &[(String, String)]) -> Result<serde_json::Value, String>;
+    fn status(&self) -> crate::notify::api::StatusView;
+    /// `GET /receivers`: receiver names.
+    fn receivers(&self) -> Vec<String>;
+    /// `GET /alerts`.
+    fn alerts(
+        &self,
+        f: &crate::notify::api::AlertFilter,
+    ) -> Result<Vec<crate::notify::api::AlertView>, crate::notify::api::ApiError>;
     /// `GET /alerts/groups`.
-    fn groups(&self) -> serde_json::Value;
+    fn groups(&self) -> Vec<crate::notify::api::GroupView>;
     /// `POST /alerts`.
-    fn post_alerts(&self, body: &serde_json::Value) -> Result<(), String>;
-    /// `GET /silences`.
-    fn silences(&self, params: &[(String, String)]) -> Result<serde_json::Value, String>;
+    fn post_alerts(
+        &self,
+        alerts: Vec<crate::notify::api::NewAlert>,
+    ) -> Result<(), crate::notify::api::ApiError>;
+    /// `GET /silences` with `filter` matchers.
+    fn silences(
+        &self,
+        filters: &[String],
+    ) -> Result<Vec<crate::notify::silence::Silence>, crate::notify::api::ApiError>;
     /// `GET /silence/{id}`.
-    fn silence(&self, id: &str) -> Option<serde_json::Value>;
-    /// `POST /silences`: the new id, or (status, message).
-    fn post_silence(&self, body: &serde_json::Value) -> Result<String, (u16, String)>;
+    fn silence(&self, id: &str) -> Option<crate::notify::silence::Silence>;
+    /// `POST /silences`: the new id.
+    fn post_silence(
+        &self,
+        s: crate::notify::silence::Silence,
+    ) -> Result<String, crate::notify::api::ApiError>;
     /// `DELETE /silence/{id}`.
-    fn expire_silence(&self, id: &str) -> Result<(), (u16, String)>;
+    fn expire_silence(&self, id: &str) -> Result<(), crate::notify::api::ApiError>;
 }
 
 /// The built-in collectors the running config enables (they change on reload).

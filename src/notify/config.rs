@@ -9,7 +9,10 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde_json::Value;
 
+use super::receivers::IntegrationConfig;
 use super::route::{matchers_of, Route};
+use crate::model::httpconf::HttpClientConfig;
+use crate::model::secret::{Secret, SecretUrl};
 use crate::model::Matcher;
 
 /// Why a notify configuration was refused.
@@ -21,22 +24,13 @@ fn err<T>(msg: impl Into<String>) -> Result<T, NotifyConfigError> {
     Err(NotifyConfigError(msg.into()))
 }
 
-/// One integration of a receiver (`slack_configs` entry, …).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Integration {
-    /// Kind: `slack`, `email`, `webhook`, `pagerduty`, …
-    pub kind: String,
-    /// Its settings as written (global defaults not yet applied).
-    pub settings: Value,
-}
-
 /// A named receiver with its integrations.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Receiver {
     /// Name, unique.
     pub name: String,
     /// Integrations in file order.
-    pub integrations: Vec<Integration>,
+    pub integrations: Vec<IntegrationConfig>,
 }
 
 /// An inhibition rule.
@@ -53,8 +47,8 @@ pub struct InhibitRule {
 /// A parsed, checked Alertmanager configuration.
 #[derive(Clone, Debug)]
 pub struct NotifyConfig {
-    /// `global` as written.
-    pub global: BTreeMap<String, Value>,
+    /// `global`, typed.
+    pub global: GlobalConfig,
     /// The routing tree.
     pub route: Route,
     /// Receivers.
@@ -82,280 +76,174 @@ const TOP_KEYS: &[&str] = &[
     "tracing",
 ];
 
-const GLOBAL_KEYS: &[&str] = &[
-    "resolve_timeout",
-    "http_config",
-    "smtp_from",
-    "smtp_hello",
-    "smtp_smarthost",
-    "smtp_auth_username",
-    "smtp_auth_password",
-    "smtp_auth_password_file",
-    "smtp_auth_secret",
-    "smtp_auth_secret_file",
-    "smtp_auth_identity",
-    "smtp_require_tls",
-    "smtp_tls_config",
-    "smtp_force_implicit_tls",
-    "slack_api_url",
-    "slack_api_url_file",
-    "slack_app_token",
-    "slack_app_token_file",
-    "slack_app_url",
-    "victorops_api_key",
-    "victorops_api_key_file",
-    "victorops_api_url",
-    "pagerduty_url",
-    "opsgenie_api_key",
-    "opsgenie_api_key_file",
-    "opsgenie_api_url",
-    "wechat_api_url",
-    "wechat_api_secret",
-    "wechat_api_secret_file",
-    "wechat_api_corp_id",
-    "telegram_api_url",
-    "telegram_bot_token",
-    "telegram_bot_token_file",
-    "webex_api_url",
-    "rocketchat_api_url",
-    "rocketchat_token",
-    "rocketchat_token_file",
-    "rocketchat_token_id",
-    "rocketchat_token_id_file",
-    "mattermost_webhook_url",
-    "mattermost_webhook_url_file",
-    "jira_api_url",
-];
+fn five_minutes() -> crate::model::time::Duration {
+    crate::model::time::Duration::from_millis(5 * 60 * 1000)
+}
 
-const COMMON: &[&str] = &["send_resolved", "http_config"];
+/// `global`: defaults for every receiver, as Alertmanager 0.34 reads them.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalConfig {
+    /// How long an alert posted without `endsAt` stays firing (default 5m).
+    #[serde(default = "five_minutes")]
+    pub resolve_timeout: crate::model::time::Duration,
+    /// The HTTP settings of every integration without its own `http_config`.
+    #[serde(default)]
+    pub http_config: Option<HttpClientConfig>,
+    /// Default e-mail sender.
+    #[serde(default)]
+    pub smtp_from: String,
+    /// Name sent in SMTP HELO/EHLO (default `localhost`).
+    #[serde(default)]
+    pub smtp_hello: String,
+    /// Default SMTP server, `host:port`.
+    #[serde(default)]
+    pub smtp_smarthost: String,
+    /// SMTP user.
+    #[serde(default)]
+    pub smtp_auth_username: String,
+    /// SMTP password (PLAIN/LOGIN).
+    #[serde(default)]
+    pub smtp_auth_password: Option<Secret>,
+    /// File holding the SMTP password.
+    #[serde(default)]
+    pub smtp_auth_password_file: String,
+    /// SMTP CRAM-MD5 secret.
+    #[serde(default)]
+    pub smtp_auth_secret: Option<Secret>,
+    /// File holding the CRAM-MD5 secret.
+    #[serde(default)]
+    pub smtp_auth_secret_file: String,
+    /// SMTP PLAIN identity.
+    #[serde(default)]
+    pub smtp_auth_identity: String,
+    /// Require STARTTLS (default true).
+    #[serde(default)]
+    pub smtp_require_tls: Option<bool>,
+    /// TLS settings for SMTP.
+    #[serde(default)]
+    pub smtp_tls_config: Option<crate::model::httpconf::TlsConfig>,
+    /// Use implicit TLS (SMTPS) whatever the port.
+    #[serde(default)]
+    pub smtp_force_implicit_tls: Option<bool>,
+    /// Default Slack webhook URL.
+    #[serde(default)]
+    pub slack_api_url: Option<SecretUrl>,
+    /// File holding the Slack webhook URL.
+    #[serde(default)]
+    pub slack_api_url_file: String,
+    /// Default Slack bot token.
+    #[serde(default)]
+    pub slack_app_token: Option<Secret>,
+    /// File holding the Slack bot token.
+    #[serde(default)]
+    pub slack_app_token_file: String,
+    /// Slack Web API URL for bot tokens (default `https://slack.com/api/chat.postMessage`).
+    #[serde(default)]
+    pub slack_app_url: String,
+    /// Default VictorOps API key.
+    #[serde(default)]
+    pub victorops_api_key: Option<Secret>,
+    /// File holding the VictorOps API key.
+    #[serde(default)]
+    pub victorops_api_key_file: String,
+    /// VictorOps REST endpoint.
+    #[serde(default)]
+    pub victorops_api_url: String,
+    /// PagerDuty events URL.
+    #[serde(default)]
+    pub pagerduty_url: String,
+    /// Default Opsgenie API key.
+    #[serde(default)]
+    pub opsgenie_api_key: Option<Secret>,
+    /// File holding the Opsgenie API key.
+    #[serde(default)]
+    pub opsgenie_api_key_file: String,
+    /// Opsgenie API URL.
+    #[serde(default)]
+    pub opsgenie_api_url: String,
+    /// WeChat API URL.
+    #[serde(default)]
+    pub wechat_api_url: String,
+    /// WeChat API secret.
+    #[serde(default)]
+    pub wechat_api_secret: Option<Secret>,
+    /// File holding the WeChat API secret.
+    #[serde(default)]
+    pub wechat_api_secret_file: String,
+    /// WeChat corp id.
+    #[serde(default)]
+    pub wechat_api_corp_id: String,
+    /// Telegram API URL.
+    #[serde(default)]
+    pub telegram_api_url: String,
+    /// Default Telegram bot token.
+    #[serde(default)]
+    pub telegram_bot_token: Option<Secret>,
+    /// File holding the Telegram bot token.
+    #[serde(default)]
+    pub telegram_bot_token_file: String,
+    /// Webex API URL.
+    #[serde(default)]
+    pub webex_api_url: String,
+    /// Rocket.Chat API URL.
+    #[serde(default)]
+    pub rocketchat_api_url: String,
+    /// Default Rocket.Chat token.
+    #[serde(default)]
+    pub rocketchat_token: Option<Secret>,
+    /// File holding the Rocket.Chat token.
+    #[serde(default)]
+    pub rocketchat_token_file: String,
+    /// Default Rocket.Chat token id.
+    #[serde(default)]
+    pub rocketchat_token_id: Option<Secret>,
+    /// File holding the Rocket.Chat token id.
+    #[serde(default)]
+    pub rocketchat_token_id_file: String,
+    /// Default Mattermost webhook URL.
+    #[serde(default)]
+    pub mattermost_webhook_url: Option<SecretUrl>,
+    /// File holding the Mattermost webhook URL.
+    #[serde(default)]
+    pub mattermost_webhook_url_file: String,
+    /// Jira API URL.
+    #[serde(default)]
+    pub jira_api_url: String,
+}
 
-/// Slack's Web API endpoint for bot tokens (Alertmanager's default `slack_app_url`).
-const SLACK_APP_URL: &str = "https://slack.com/api/chat.postMessage";
+impl GlobalConfig {
+    /// Reads `global` (null or absent: every default).
+    fn from_value(v: &Value) -> Result<GlobalConfig, NotifyConfigError> {
+        let mut v = v.clone();
+        if let Value::Object(m) = &mut v {
+            m.retain(|_, x| !x.is_null());
+        }
+        if v.is_null() {
+            v = Value::Object(Default::default());
+        }
+        let mut g: GlobalConfig = serde_json::from_value(v)
+            .map_err(|e| NotifyConfigError(format!("global: {}", unknown_field(&e.to_string()))))?;
+        if g.smtp_hello.is_empty() {
+            g.smtp_hello = "localhost".into();
+        }
+        if let Some(h) = &g.http_config {
+            h.validate()
+                .map_err(|e| NotifyConfigError(format!("global.http_config: {e}")))?;
+        }
+        Ok(g)
+    }
+}
 
-/// Known keys per integration kind (Alertmanager 0.34).
-fn integration_keys(kind: &str) -> Option<&'static [&'static str]> {
-    Some(match kind {
-        "email" => &[
-            "to",
-            "from",
-            "hello",
-            "smarthost",
-            "auth_username",
-            "auth_password",
-            "auth_password_file",
-            "auth_secret",
-            "auth_secret_file",
-            "auth_identity",
-            "headers",
-            "html",
-            "text",
-            "require_tls",
-            "tls_config",
-            "threading",
-            "force_implicit_tls",
-        ],
-        "pagerduty" => &[
-            "service_key",
-            "service_key_file",
-            "routing_key",
-            "routing_key_file",
-            "url",
-            "client",
-            "client_url",
-            "description",
-            "details",
-            "images",
-            "links",
-            "source",
-            "severity",
-            "class",
-            "component",
-            "group",
-            "timeout",
-        ],
-        "slack" => &[
-            "api_url",
-            "api_url_file",
-            "app_token",
-            "app_token_file",
-            "app_url",
-            "channel",
-            "username",
-            "color",
-            "title",
-            "title_link",
-            "pretext",
-            "text",
-            "fields",
-            "short_fields",
-            "footer",
-            "fallback",
-            "callback_id",
-            "icon_emoji",
-            "icon_url",
-            "image_url",
-            "thumb_url",
-            "link_names",
-            "mrkdwn_in",
-            "actions",
-            "update_message",
-            "message_text",
-            "timeout",
-        ],
-        "webhook" => &["url", "url_file", "max_alerts", "timeout"],
-        "wechat" => &[
-            "api_secret",
-            "api_secret_file",
-            "corp_id",
-            "message",
-            "api_url",
-            "to_user",
-            "to_party",
-            "to_tag",
-            "agent_id",
-            "message_type",
-        ],
-        "opsgenie" => &[
-            "api_key",
-            "api_key_file",
-            "api_url",
-            "message",
-            "description",
-            "source",
-            "details",
-            "entity",
-            "responders",
-            "actions",
-            "tags",
-            "note",
-            "priority",
-            "update_alerts",
-        ],
-        "victorops" => &[
-            "api_key",
-            "api_key_file",
-            "api_url",
-            "routing_key",
-            "message_type",
-            "state_message",
-            "entity_display_name",
-            "monitoring_tool",
-            "custom_fields",
-        ],
-        "pushover" => &[
-            "user_key",
-            "user_key_file",
-            "token",
-            "token_file",
-            "title",
-            "message",
-            "url",
-            "url_title",
-            "device",
-            "sound",
-            "priority",
-            "retry",
-            "expire",
-            "ttl",
-            "html",
-            "monospace",
-        ],
-        "sns" => &[
-            "api_url",
-            "sigv4",
-            "topic_arn",
-            "phone_number",
-            "target_arn",
-            "subject",
-            "message",
-            "attributes",
-        ],
-        "telegram" => &[
-            "api_url",
-            "bot_token",
-            "bot_token_file",
-            "chat_id",
-            "chat_id_file",
-            "message_thread_id",
-            "message",
-            "disable_notifications",
-            "parse_mode",
-        ],
-        "webex" => &["api_url", "message", "room_id"],
-        "discord" => &[
-            "webhook_url",
-            "webhook_url_file",
-            "content",
-            "title",
-            "message",
-            "username",
-            "avatar_url",
-        ],
-        "msteams" => &[
-            "webhook_url",
-            "webhook_url_file",
-            "title",
-            "summary",
-            "text",
-        ],
-        "msteamsv2" => &["webhook_url", "webhook_url_file", "title", "text"],
-        "jira" => &[
-            "api_url",
-            "api_type",
-            "project",
-            "summary",
-            "description",
-            "labels",
-            "priority",
-            "issue_type",
-            "reopen_transition",
-            "resolve_transition",
-            "wont_fix_resolution",
-            "reopen_duration",
-            "fields",
-        ],
-        "rocketchat" => &[
-            "api_url",
-            "token_id",
-            "token_id_file",
-            "token",
-            "token_file",
-            "channel",
-            "color",
-            "title",
-            "title_link",
-            "text",
-            "fields",
-            "short_fields",
-            "emoji",
-            "icon_url",
-            "image_url",
-            "thumb_url",
-            "link_names",
-            "actions",
-        ],
-        "mattermost" => &[
-            "webhook_url",
-            "webhook_url_file",
-            "channel",
-            "username",
-            "text",
-            "icon_url",
-            "icon_emoji",
-            "attachments",
-            "props",
-            "priority",
-        ],
-        "incidentio" => &[
-            "url",
-            "url_file",
-            "alert_source_token",
-            "alert_source_token_file",
-            "max_alerts",
-            "timeout",
-        ],
-        _ => return None,
-    })
+/// serde's "unknown field `x`, expected one of …" in Alertmanager's words.
+fn unknown_field(e: &str) -> String {
+    match e
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split_once('`'))
+    {
+        Some((f, _)) => format!("field {f} not found in type config.plain"),
+        None => e.to_string(),
+    }
 }
 
 fn set(v: &Value, key: &str) -> bool {
@@ -486,11 +374,15 @@ impl NotifySection {
                 let dir = path.parent().unwrap_or(base);
                 c.template_set = super::template::Templates::load(&c.templates, dir)
                     .map_err(|e| NotifyConfigError(format!("{}: {e}", path.display())))?;
+                super::notifier::build_receivers(&c)
+                    .map_err(|e| NotifyConfigError(format!("{}: {e}", path.display())))?;
                 Ok(Some(c))
             }
             v => {
                 let mut c = from_value(v).map_err(|e| NotifyConfigError(format!("notify: {e}")))?;
                 c.template_set = super::template::Templates::load(&c.templates, base)
+                    .map_err(|e| NotifyConfigError(format!("notify: {e}")))?;
+                super::notifier::build_receivers(&c)
                     .map_err(|e| NotifyConfigError(format!("notify: {e}")))?;
                 Ok(Some(c))
             }
@@ -591,17 +483,8 @@ pub fn from_value(v: &Value) -> Result<NotifyConfig, NotifyConfigError> {
             return err(format!("field {k} not found in type config.plain"));
         }
     }
-    let global: BTreeMap<String, Value> = match v.get("global") {
-        None | Some(Value::Null) => BTreeMap::new(),
-        Some(Value::Object(m)) => m.clone().into_iter().collect(),
-        Some(_) => return err("global must be a mapping"),
-    };
-    for k in global.keys() {
-        if !GLOBAL_KEYS.contains(&k.as_str()) {
-            return err(format!("field {k} not found in type config.plain"));
-        }
-    }
     check_global(v.get("global").unwrap_or(&Value::Null))?;
+    let global = GlobalConfig::from_value(v.get("global").unwrap_or(&Value::Null))?;
     let Some(route_v) = v.get("route").filter(|r| !r.is_null()) else {
         return err("no route provided in config");
     };
@@ -614,7 +497,7 @@ pub fn from_value(v: &Value) -> Result<NotifyConfig, NotifyConfigError> {
         .into_iter()
         .flatten()
     {
-        let rec = receiver(r, v.get("global").unwrap_or(&Value::Null))?;
+        let rec = receiver(r, &global)?;
         if !names.insert(rec.name.clone()) {
             return err(format!(
                 "notification config name {:?} is not unique",
@@ -696,7 +579,9 @@ fn check_global(g: &Value) -> Result<(), NotifyConfigError> {
     let webhook_url = g
         .get("slack_api_url")
         .and_then(Value::as_str)
-        .is_some_and(|u| !u.is_empty() && u.trim_end_matches('/') != SLACK_APP_URL);
+        .is_some_and(|u| {
+            !u.is_empty() && u.trim_end_matches('/') != super::receivers::slack::APP_URL
+        });
     if (set(g, "slack_app_token") || set(g, "slack_app_token_file"))
         && (webhook_url || set(g, "slack_api_url_file"))
     {
@@ -705,7 +590,7 @@ fn check_global(g: &Value) -> Result<(), NotifyConfigError> {
     Ok(())
 }
 
-fn receiver(r: &Value, g: &Value) -> Result<Receiver, NotifyConfigError> {
+fn receiver(r: &Value, g: &GlobalConfig) -> Result<Receiver, NotifyConfigError> {
     let Value::Object(map) = r else {
         return err("receiver must be a mapping");
     };
@@ -721,231 +606,22 @@ fn receiver(r: &Value, g: &Value) -> Result<Receiver, NotifyConfigError> {
         if k == "name" {
             continue;
         }
-        let Some(kind) = k.strip_suffix("_configs") else {
-            return err(format!("field {k} not found in type config.plain"));
-        };
-        let Some(keys) = integration_keys(kind) else {
-            return err(format!("field {k} not found in type config.plain"));
-        };
-        for c in list.as_array().into_iter().flatten() {
-            if let Value::Object(cm) = c {
-                for ck in cm.keys() {
-                    if !keys.contains(&ck.as_str()) && !COMMON.contains(&ck.as_str()) {
-                        return err(format!(
-                            "yaml: unmarshal errors: field {ck} not found in type config.plain ({kind}_configs of receiver {name:?})"
-                        ));
-                    }
-                }
+        match super::receivers::parse_list(k, list, g) {
+            Some(Ok(v)) => integrations.extend(v),
+            Some(Err(e)) => {
+                let e = match e.split_once("]: ") {
+                    Some((i, rest)) => format!("{i}]: {}", unknown_field(rest)),
+                    None => e,
+                };
+                return err(format!("receiver {name:?}: {k}{e}"));
             }
-            check_integration(kind, c, g)?;
-            integrations.push(Integration {
-                kind: kind.to_string(),
-                settings: c.clone(),
-            });
+            None => return err(format!("field {k} not found in type config.plain")),
         }
     }
     Ok(Receiver {
         name: name.to_string(),
         integrations,
     })
-}
-
-/// Alertmanager's per-integration checks, with the global defaults taken into account.
-fn check_integration(kind: &str, c: &Value, g: &Value) -> Result<(), NotifyConfigError> {
-    let both = |a: &str| set(c, a) && set(c, &format!("{a}_file"));
-    let either = |a: &str| set(c, a) || set(c, &format!("{a}_file"));
-    match kind {
-        "email" => {
-            if !set(c, "to") {
-                return err("missing to address in email config");
-            }
-            if !set(c, "smarthost") && !set(g, "smtp_smarthost") {
-                return err("no global SMTP smarthost set");
-            }
-            if !set(c, "from") && !set(g, "smtp_from") {
-                return err("no global SMTP from set");
-            }
-            if both("auth_password") {
-                return err("at most one of auth_password & auth_password_file must be configured");
-            }
-        }
-        "slack" => {
-            if both("api_url") {
-                return err("at most one of api_url & api_url_file must be configured");
-            }
-            if both("app_token") {
-                return err("at most one of app_token & app_token_file must be configured");
-            }
-            let url = either("api_url");
-            let token = either("app_token");
-            if url && token {
-                return err("at most one of app_token/app_token_file & api_url/api_url_file must be configured");
-            }
-            let g_url = set(g, "slack_api_url") || set(g, "slack_api_url_file");
-            let g_token = set(g, "slack_app_token") || set(g, "slack_app_token_file");
-            if !url && !token && !g_url && !g_token {
-                return err("no Slack API URL nor App token set either inline or in a file");
-            }
-            let uses_token = token || (!url && g_token);
-            if c.get("update_message").and_then(Value::as_bool) == Some(true) && !uses_token {
-                return err("update_message can only be used with bot tokens. app_token or app_token_file must be set");
-            }
-        }
-        "webhook" => {
-            if !either("url") {
-                return err("one of url or url_file must be configured");
-            }
-            if both("url") {
-                return err("at most one of url & url_file must be configured");
-            }
-        }
-        "pagerduty" => {
-            if !either("routing_key") && !either("service_key") {
-                return err("missing service or routing key in PagerDuty config");
-            }
-            if both("routing_key") {
-                return err("at most one of routing_key & routing_key_file must be configured");
-            }
-            if both("service_key") {
-                return err("at most one of service_key & service_key_file must be configured");
-            }
-        }
-        "opsgenie" => {
-            if both("api_key") {
-                return err("at most one of api_key & api_key_file must be configured");
-            }
-            if !either("api_key") && !set(g, "opsgenie_api_key") && !set(g, "opsgenie_api_key_file")
-            {
-                return err("no global OpsGenie API Key set either inline or in a file");
-            }
-            for r in c
-                .get("responders")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Value::Object(m) = r {
-                    for k in m.keys() {
-                        if !["id", "name", "username", "type"].contains(&k.as_str()) {
-                            return err(format!(
-                                "field {k} not found in type config.OpsGenieConfigResponder"
-                            ));
-                        }
-                    }
-                }
-                if !set(r, "id") && !set(r, "username") && !set(r, "name") {
-                    return err("opsGenieConfig responder has to have at least one of id, username or name specified");
-                }
-            }
-        }
-        "wechat" => {
-            if both("api_secret") {
-                return err("at most one of api_secret & api_secret_file must be configured");
-            }
-            if !either("api_secret")
-                && !set(g, "wechat_api_secret")
-                && !set(g, "wechat_api_secret_file")
-            {
-                return err("no global Wechat Api Secret set either inline or in a file");
-            }
-        }
-        "victorops" => {
-            if both("api_key") {
-                return err("at most one of api_key & api_key_file must be configured");
-            }
-            if !either("api_key")
-                && !set(g, "victorops_api_key")
-                && !set(g, "victorops_api_key_file")
-            {
-                return err("no global VictorOps API Key set");
-            }
-            if !set(c, "routing_key") {
-                return err("missing Routing key in VictorOps config");
-            }
-        }
-        "telegram" => {
-            if both("bot_token") {
-                return err("at most one of bot_token & bot_token_file must be configured");
-            }
-            if !either("bot_token")
-                && !set(g, "telegram_bot_token")
-                && !set(g, "telegram_bot_token_file")
-            {
-                return err("missing bot_token or bot_token_file on telegram_config");
-            }
-            if !either("chat_id") {
-                return err("missing chat_id on telegram_config");
-            }
-        }
-        "rocketchat" => {
-            if both("token") {
-                return err("at most one of token & token_file must be configured");
-            }
-            if both("token_id") {
-                return err("at most one of token_id & token_id_file must be configured");
-            }
-            if !either("token") && !set(g, "rocketchat_token") && !set(g, "rocketchat_token_file") {
-                return err("no global Rocketchat Token set either inline or in a file");
-            }
-            if !either("token_id")
-                && !set(g, "rocketchat_token_id")
-                && !set(g, "rocketchat_token_id_file")
-            {
-                return err("no global Rocketchat TokenID set either inline or in a file");
-            }
-        }
-        "mattermost" => {
-            if both("webhook_url") {
-                return err("at most one of webhook_url & webhook_url_file must be configured");
-            }
-            if !either("webhook_url")
-                && !set(g, "mattermost_webhook_url")
-                && !set(g, "mattermost_webhook_url_file")
-            {
-                return err("missing webhook_url or webhook_url_file on mattermost_config");
-            }
-        }
-        "sns" => {
-            let n = ["target_arn", "topic_arn", "phone_number"]
-                .iter()
-                .filter(|k| set(c, k))
-                .count();
-            if n != 1 {
-                return err(
-                    "must provide either a Target ARN, Topic ARN, or Phone Number for SNS config",
-                );
-            }
-        }
-        "pushover" => {
-            if !either("user_key") {
-                return err("one of user_key or user_key_file must be configured");
-            }
-            if !either("token") {
-                return err("one of token or token_file must be configured");
-            }
-        }
-        "discord" | "msteams" | "msteamsv2" => {
-            if !either("webhook_url") {
-                return err("one of webhook_url or webhook_url_file must be configured");
-            }
-            if both("webhook_url") {
-                return err("at most one of webhook_url & webhook_url_file must be configured");
-            }
-        }
-        "webex" if !set(c, "room_id") => {
-            return err("missing room_id on webex_config");
-        }
-        "jira" => {
-            if !set(c, "project") {
-                return err("missing project in jira_config");
-            }
-            if !set(c, "issue_type") {
-                return err("missing issue_type in jira_config");
-            }
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -976,12 +652,14 @@ mod tests {
         assert_eq!(c.route.receiver, "default");
         let r = &c.receivers[0];
         assert_eq!(r.integrations.len(), 1);
-        assert_eq!(r.integrations[0].kind, "slack");
+        let IntegrationConfig::Slack(slack) = &r.integrations[0] else {
+            panic!("{:?}", r.integrations[0])
+        };
         assert_eq!(
-            r.integrations[0].settings["api_url"],
-            "https://hooks.slack.com/services/T/B/X"
+            slack.api_url.as_ref().map(|u| u.expose()),
+            Some("https://hooks.slack.com/services/T/B/X")
         );
-        assert_eq!(r.integrations[0].settings["send_resolved"], true);
+        assert_eq!(slack.send_resolved, Some(true));
 
         let c = from_env(env(&[
             (
@@ -997,21 +675,19 @@ mod tests {
         ]))
         .unwrap()
         .unwrap();
-        let of = |kind: &str| {
-            c.receivers[0]
-                .integrations
-                .iter()
-                .find(|i| i.kind == kind)
-                .map(|i| i.settings.clone())
-                .unwrap()
-        };
         assert_eq!(c.receivers[0].integrations.len(), 2);
-        let mail = of("email");
-        assert_eq!(mail["to"], "ops@example.com");
-        assert_eq!(mail["from"], "appliance@mail.example.com");
-        assert_eq!(mail["auth_password"], "p");
-        assert_eq!(mail["require_tls"], false);
-        assert_eq!(of("slack")["channel"], "#ops");
+        for i in &c.receivers[0].integrations {
+            match i {
+                IntegrationConfig::Email(mail) => {
+                    assert_eq!(mail.to, "ops@example.com");
+                    assert_eq!(mail.from, "appliance@mail.example.com");
+                    assert_eq!(mail.auth_password.as_ref().map(|p| p.expose()), Some("p"));
+                    assert_eq!(mail.require_tls, Some(false));
+                }
+                IntegrationConfig::Slack(slack) => assert_eq!(slack.channel, "#ops"),
+                other => panic!("{other:?}"),
+            }
+        }
 
         // E-mail without a server, or a bad flag, is a clear error naming the variable.
         let e = from_env(env(&[("ALERT_EMAIL", "ops@example.com")])).unwrap_err();

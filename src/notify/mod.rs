@@ -3,10 +3,12 @@
 //! the receivers. It takes alerts through the rules module's sink and never touches storage,
 //! scraping or PromQL.
 
+pub mod api;
 pub mod config;
 pub mod dispatch;
 pub mod external;
 pub mod notifier;
+pub mod receivers;
 pub mod route;
 pub mod silence;
 pub mod template;

@@ -195,13 +195,101 @@ fn with_funcs(t: Template) -> Template {
         .func("stringSlice", |a: &[T]| Ok(T::List(Arc::from(a.to_vec()))))
 }
 
-/// Built-in named templates, after Alertmanager's `default.tmpl` (the parts people call).
-const DEFAULTS: &str = r#"{{ define "__subject" }}[{{ .Status | toUpper }}{{ if eq .Status "firing" }}:{{ .Alerts.Firing | len }}{{ end }}] {{ .GroupLabels.SortedPairs.Values | join " " }} {{ if gt (len .CommonLabels) (len .GroupLabels) }}({{ with .CommonLabels.Remove .GroupLabels.Names }}{{ .Values | join " " }}{{ end }}){{ end }}{{ end }}{{ define "__alertmanagerURL" }}{{ .ExternalURL }}{{ end }}{{ define "__text_alert_list" }}{{ range . }}Labels:
+/// Built-in named templates: Alertmanager's `default.tmpl` names (users' templates call
+/// them), with the same data and wording; the e-mail HTML is our own, smaller layout.
+const DEFAULTS: &str = r#"{{ define "__alertmanager" }}Alertmanager{{ end }}{{ define "__alertmanagerURL" }}{{ .ExternalURL }}{{ end }}{{ define "__subject" }}[{{ .Status | toUpper }}{{ if eq .Status "firing" }}:{{ .Alerts.Firing | len }}{{ end }}] {{ .GroupLabels.SortedPairs.Values | join " " }} {{ if gt (len .CommonLabels) (len .GroupLabels) }}({{ with .CommonLabels.Remove .GroupLabels.Names }}{{ .Values | join " " }}{{ end }}){{ end }}{{ end }}{{ define "__description" }}{{ end }}{{ define "__text_alert_list" }}{{ range . }}Labels:
 {{ range .Labels.SortedPairs }} - {{ .Name }} = {{ .Value }}
 {{ end }}Annotations:
 {{ range .Annotations.SortedPairs }} - {{ .Name }} = {{ .Value }}
 {{ end }}Source: {{ .GeneratorURL }}
-{{ end }}{{ end }}{{ define "slack.default.title" }}{{ template "__subject" . }}{{ end }}{{ define "slack.default.username" }}{{ template "__alertmanager" . }}{{ end }}{{ define "__alertmanager" }}Alertmanager{{ end }}{{ define "slack.default.text" }}{{ end }}{{ define "slack.default.titlelink" }}{{ template "__alertmanagerURL" . }}{{ end }}{{ define "email.default.subject" }}{{ template "__subject" . }}{{ end }}{{ define "pagerduty.default.description" }}{{ template "__subject" . }}{{ end }}"#;
+{{ end }}{{ end }}{{ define "__text_alert_list_markdown" }}{{ range . }}
+Labels:
+{{ range .Labels.SortedPairs }}  - {{ .Name }} = {{ .Value }}
+{{ end }}
+Annotations:
+{{ range .Annotations.SortedPairs }}  - {{ .Name }} = {{ .Value }}
+{{ end }}
+Source: {{ .GeneratorURL }}
+{{ end }}
+{{ end }}{{ define "__alerts_text" }}{{ if gt (len .Alerts.Firing) 0 }}
+Alerts Firing:
+{{ template "__text_alert_list" .Alerts.Firing }}
+{{ end }}{{ if gt (len .Alerts.Resolved) 0 }}
+Alerts Resolved:
+{{ template "__text_alert_list" .Alerts.Resolved }}
+{{ end }}{{ end }}{{ define "__alerts_markdown" }}
+{{ if gt (len .Alerts.Firing) 0 }}
+# Alerts Firing:
+{{ template "__text_alert_list_markdown" .Alerts.Firing }}
+{{ end }}
+{{ if gt (len .Alerts.Resolved) 0 }}
+# Alerts Resolved:
+{{ template "__text_alert_list_markdown" .Alerts.Resolved }}
+{{ end }}
+{{ end }}{{ define "slack.default.title" }}{{ template "__subject" . }}{{ end }}{{ define "slack.default.username" }}{{ template "__alertmanager" . }}{{ end }}{{ define "slack.default.fallback" }}{{ template "slack.default.title" . }} | {{ template "slack.default.titlelink" . }}{{ end }}{{ define "slack.default.callbackid" }}{{ end }}{{ define "slack.default.pretext" }}{{ end }}{{ define "slack.default.titlelink" }}{{ template "__alertmanagerURL" . }}{{ end }}{{ define "slack.default.iconemoji" }}{{ end }}{{ define "slack.default.iconurl" }}{{ end }}{{ define "slack.default.text" }}{{ end }}{{ define "slack.default.footer" }}{{ end }}{{ define "pagerduty.default.description" }}{{ template "__subject" . }}{{ end }}{{ define "pagerduty.default.client" }}{{ template "__alertmanager" . }}{{ end }}{{ define "pagerduty.default.clientURL" }}{{ template "__alertmanagerURL" . }}{{ end }}{{ define "pagerduty.default.instances" }}{{ template "__text_alert_list" . }}{{ end }}{{ define "opsgenie.default.message" }}{{ template "__subject" . }}{{ end }}{{ define "opsgenie.default.description" }}{{ .CommonAnnotations.SortedPairs.Values | join " " }}
+{{ if gt (len .Alerts.Firing) 0 -}}
+Alerts Firing:
+{{ template "__text_alert_list" .Alerts.Firing }}
+{{- end }}
+{{ if gt (len .Alerts.Resolved) 0 -}}
+Alerts Resolved:
+{{ template "__text_alert_list" .Alerts.Resolved }}
+{{- end }}
+{{- end }}{{ define "opsgenie.default.source" }}{{ template "__alertmanagerURL" . }}{{ end }}{{ define "wechat.default.message" }}{{ template "__subject" . }}
+{{ .CommonAnnotations.SortedPairs.Values | join " " }}
+{{ if gt (len .Alerts.Firing) 0 -}}
+Alerts Firing:
+{{ template "__text_alert_list" .Alerts.Firing }}
+{{- end }}
+{{ if gt (len .Alerts.Resolved) 0 -}}
+Alerts Resolved:
+{{ template "__text_alert_list" .Alerts.Resolved }}
+{{- end }}
+AlertmanagerUrl:
+{{ template "__alertmanagerURL" . }}
+{{- end }}{{ define "wechat.default.to_user" }}{{ end }}{{ define "wechat.default.to_party" }}{{ end }}{{ define "wechat.default.to_tag" }}{{ end }}{{ define "wechat.default.agent_id" }}{{ end }}{{ define "victorops.default.state_message" }}{{ .CommonAnnotations.SortedPairs.Values | join " " }}
+{{ if gt (len .Alerts.Firing) 0 -}}
+Alerts Firing:
+{{ template "__text_alert_list" .Alerts.Firing }}
+{{- end }}
+{{ if gt (len .Alerts.Resolved) 0 -}}
+Alerts Resolved:
+{{ template "__text_alert_list" .Alerts.Resolved }}
+{{- end }}
+{{- end }}{{ define "victorops.default.entity_display_name" }}{{ template "__subject" . }}{{ end }}{{ define "victorops.default.monitoring_tool" }}{{ template "__alertmanager" . }}{{ end }}{{ define "pushover.default.title" }}{{ template "__subject" . }}{{ end }}{{ define "pushover.default.message" }}{{ .CommonAnnotations.SortedPairs.Values | join " " }}
+{{ template "__alerts_text" . }}
+{{ end }}{{ define "pushover.default.url" }}{{ template "__alertmanagerURL" . }}{{ end }}{{ define "sns.default.subject" }}{{ template "__subject" . }}{{ end }}{{ define "sns.default.message" }}{{ .CommonAnnotations.SortedPairs.Values | join " " }}
+{{ template "__alerts_text" . }}
+{{ end }}{{ define "telegram.default.message" }}
+{{ template "__alerts_text" . }}
+{{ end }}{{ define "discord.default.content" }}{{ end }}{{ define "discord.default.title" }}{{ template "__subject" . }}{{ end }}{{ define "discord.default.message" }}
+{{ template "__alerts_text" . }}
+{{ end }}{{ define "webex.default.message" }}{{ .CommonAnnotations.SortedPairs.Values | join " " }}
+{{ template "__alerts_text" . }}
+{{ end }}{{ define "msteams.default.summary" }}{{ template "__subject" . }}{{ end }}{{ define "msteams.default.title" }}{{ template "__subject" . }}{{ end }}{{ define "msteams.default.text" }}{{ template "__alerts_markdown" . }}{{ end }}{{ define "msteamsv2.default.title" }}{{ template "__subject" . }}{{ end }}{{ define "msteamsv2.default.text" }}{{ template "__alerts_markdown" . }}{{ end }}{{ define "jira.default.summary" }}{{ template "__subject" . }}{{ end }}{{ define "jira.default.description" }}{{ template "__alerts_markdown" . }}{{ end }}{{ define "jira.default.priority" }}{{ $p := "" }}{{ range .Alerts }}{{ $s := index .Labels "severity" }}{{ if eq $s "critical" }}{{ $p = "High" }}{{ else if and (eq $s "warning") (ne $p "High") }}{{ $p = "Medium" }}{{ else if and (eq $s "info") (eq $p "") }}{{ $p = "Low" }}{{ end }}{{ end }}{{ $p }}{{ end }}{{ define "rocketchat.default.title" }}{{ template "__subject" . }}{{ end }}{{ define "rocketchat.default.alias" }}{{ template "__alertmanager" . }}{{ end }}{{ define "rocketchat.default.titlelink" }}{{ template "__alertmanagerURL" . }}{{ end }}{{ define "rocketchat.default.emoji" }}{{ end }}{{ define "rocketchat.default.iconurl" }}{{ end }}{{ define "rocketchat.default.text" }}{{ end }}{{ define "mattermost.default.text" }}{{ template "__subject" . }}
+{{ template "__alerts_text" . }}{{ end }}{{ define "appliance.slack.text" }}{{ range .Alerts }}*{{ .Status | toUpper }}* {{ if .Annotations.summary }}{{ .Annotations.summary }}{{ else }}{{ .Labels.alertname }}{{ end }}
+{{ with .Annotations.description }}{{ . }}
+{{ end }}{{ range $i, $p := .Labels.SortedPairs }}{{ if $i }} {{ end }}`{{ $p.Name }}={{ $p.Value }}`{{ end }}
+{{ end }}{{ end }}{{ define "appliance.text" }}{{ template "__subject" . }}
+{{ range .Alerts }}
+{{ .Status | toUpper }} {{ if .Annotations.summary }}{{ .Annotations.summary }}{{ else }}{{ .Labels.alertname }}{{ end }}
+{{ with .Annotations.description }}{{ . }}
+{{ end }}{{ range $i, $p := .Labels.SortedPairs }}{{ if $i }} {{ end }}{{ $p.Name }}={{ $p.Value }}{{ end }}
+{{ end }}
+{{ template "__alertmanagerURL" . }}
+{{ end }}{{ define "email.default.subject" }}{{ template "__subject" . }}{{ end }}{{ define "email.default.html" }}<!DOCTYPE html>
+<html><head><meta charset="UTF-8"><title>{{ template "__subject" . }}</title></head>
+<body style="font-family: Helvetica, Arial, sans-serif; font-size: 14px; background: #f6f6f6; margin: 0; padding: 20px;">
+<table style="max-width: 600px; margin: 0 auto; background: #fff; border: 1px solid #e9e9e9; border-collapse: collapse; width: 100%;">
+<tr><td style="background: {{ if eq .Status "firing" }}#E6522C{{ else }}#2DB369{{ end }}; color: #fff; padding: 16px; font-size: 16px;">{{ .Alerts | len }} alert{{ if gt (len .Alerts) 1 }}s{{ end }} for {{ range .GroupLabels.SortedPairs }}{{ .Name }}={{ .Value }} {{ end }}</td></tr>
+<tr><td style="padding: 10px;"><a href="{{ template "__alertmanagerURL" . }}">View in {{ template "__alertmanager" . }}</a></td></tr>
+{{ if gt (len .Alerts.Firing) 0 }}<tr><td style="padding: 10px;"><strong>[{{ .Alerts.Firing | len }}] Firing</strong></td></tr>{{ end }}
+{{ range .Alerts.Firing }}<tr><td style="padding: 10px; border-top: 1px solid #eee;"><strong>Labels</strong><br>{{ range .Labels.SortedPairs }}{{ .Name }} = {{ .Value }}<br>{{ end }}{{ if gt (len .Annotations) 0 }}<strong>Annotations</strong><br>{{ end }}{{ range .Annotations.SortedPairs }}{{ .Name }} = {{ .Value }}<br>{{ end }}<a href="{{ .GeneratorURL }}">Source</a></td></tr>
+{{ end }}{{ if gt (len .Alerts.Resolved) 0 }}<tr><td style="padding: 10px;"><strong>[{{ .Alerts.Resolved | len }}] Resolved</strong></td></tr>{{ end }}
+{{ range .Alerts.Resolved }}<tr><td style="padding: 10px; border-top: 1px solid #eee;"><strong>Labels</strong><br>{{ range .Labels.SortedPairs }}{{ .Name }} = {{ .Value }}<br>{{ end }}{{ if gt (len .Annotations) 0 }}<strong>Annotations</strong><br>{{ end }}{{ range .Annotations.SortedPairs }}{{ .Name }} = {{ .Value }}<br>{{ end }}<a href="{{ .GeneratorURL }}">Source</a></td></tr>
+{{ end }}<tr><td style="padding: 10px; color: #999; font-size: 12px;"><a href="{{ .ExternalURL }}">Sent by {{ template "__alertmanager" . }}</a></td></tr>
+</table></body></html>
+{{ end }}"#;
 
 /// Templates for one configuration: built-ins plus the `templates:` files.
 #[derive(Clone, Debug, Default)]
@@ -284,6 +372,16 @@ fn labels(l: &crate::model::Labels) -> BTreeMap<String, String> {
     l.iter()
         .map(|x| (x.name.clone(), x.value.clone()))
         .collect()
+}
+
+/// The labels every alert of `n` shares (`.CommonLabels`).
+pub fn common_labels(n: &Notification) -> BTreeMap<String, String> {
+    let mut it = n.alerts.iter().map(|a| labels(&a.labels));
+    let mut acc = it.next().unwrap_or_default();
+    for m in it {
+        acc.retain(|k, v| m.get(k) == Some(v));
+    }
+    acc
 }
 
 /// Alertmanager's template data for a notification.

@@ -1,0 +1,470 @@
+//! Alertmanager's integrations: one file per `*_configs` kind, each a typed config (read,
+//! defaulted from `global` and checked once, when the configuration is loaded) and a
+//! [`Receiver`] that builds the service's request from Alertmanager's template data.
+//!
+//! The list of integrations is [`integrations!`] below: adding one is a file plus a line
+//! there. This module owns the request shapes; it must not touch routing, grouping, the
+//! notification log or retries (the notifier's), nor any other module's state.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sha2::Digest;
+
+use super::config::GlobalConfig;
+use super::dispatch::Notification;
+use super::template::Templates;
+use crate::model::httpconf::HttpClientConfig;
+use crate::model::secret::{Secret, SecretUrl};
+
+pub mod discord;
+pub mod email;
+pub mod incidentio;
+pub mod jira;
+pub mod mattermost;
+pub mod msteams;
+pub mod msteamsv2;
+pub mod opsgenie;
+pub mod pagerduty;
+pub mod pushover;
+pub mod rocketchat;
+pub mod slack;
+pub mod sns;
+pub mod telegram;
+pub mod victorops;
+pub mod webex;
+pub mod webhook;
+pub mod wechat;
+
+/// What every delivery needs besides the notification.
+#[derive(Clone, Debug)]
+pub struct DeliveryContext {
+    /// The appliance's external URL (`.ExternalURL` in templates).
+    pub external_url: String,
+}
+
+/// Why a delivery failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// The request could not be made or got no answer.
+    #[error("request failed: {0}")]
+    Request(String),
+    /// The service answered with a status other than 2xx; `body` is the start of its answer
+    /// (services say why there: Slack's `invalid_token`, …), never a secret of ours.
+    #[error("unexpected status code {status}: {body}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// The start of the response body.
+        body: String,
+    },
+    /// The service answered 2xx but said it refused (Slack's and Telegram's `ok: false`,
+    /// WeChat's `errcode`).
+    #[error("refused by the service: {0}")]
+    Refused(String),
+    /// A template failed, a secret file is unreadable, or an address is unusable.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// One way of delivering a notification (webhook, Slack, …).
+pub trait Receiver: Send + Sync {
+    /// Kind, for metrics and history (`webhook`, `slack`).
+    fn kind(&self) -> &'static str;
+    /// To whom it delivers, for the history, without secrets (addresses, a channel, a host).
+    fn target(&self) -> String;
+    /// Whether resolved alerts are sent.
+    fn send_resolved(&self) -> bool;
+    /// Delivers once.
+    fn deliver<'a>(
+        &'a self,
+        n: &'a Notification,
+        ctx: &'a DeliveryContext,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>>;
+}
+
+/// What building a receiver needs from the rest of the configuration.
+pub struct Build<'a> {
+    /// `global`, for the default HTTP settings.
+    pub global: &'a GlobalConfig,
+    /// Built-in templates plus the `templates:` files.
+    pub templates: &'a Templates,
+}
+
+/// One `*_configs` kind: its typed settings, checked once, and how it becomes a receiver.
+pub trait Integration: DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static {
+    /// The kind, as in `<kind>_configs`.
+    const KIND: &'static str;
+    /// Fills defaults from `global` and applies Alertmanager's checks (its messages).
+    fn check(&mut self, global: &GlobalConfig) -> Result<(), String>;
+    /// The receiver (its HTTP client is built here, so a bad TLS file is a config error).
+    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String>;
+}
+
+macro_rules! integrations {
+    ($($variant:ident => $module:ident),* $(,)?) => {
+        /// One integration of a receiver, typed: a `*_configs` entry after defaults and checks.
+        #[derive(Clone, Debug)]
+        pub enum IntegrationConfig {
+            $(
+                #[doc = concat!("`", stringify!($module), "_configs`")]
+                $variant($module::Config),
+            )*
+        }
+
+        impl IntegrationConfig {
+            /// The kind (`slack`, `email`, …).
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => <$module::Config as Integration>::KIND,)*
+                }
+            }
+
+            /// The receiver that delivers it.
+            pub fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
+                match self {
+                    $(Self::$variant(c) => c.build(b),)*
+                }
+            }
+        }
+
+        /// Every kind, as `<kind>_configs`.
+        pub const KEYS: &[&str] = &[$(concat!(stringify!($module), "_configs")),*];
+
+        /// Reads the list under `key` (`slack_configs`, …); `None` if the key is not an
+        /// integration Alertmanager knows.
+        pub fn parse_list(
+            key: &str,
+            list: &Value,
+            global: &GlobalConfig,
+        ) -> Option<Result<Vec<IntegrationConfig>, String>> {
+            $(
+                if key == concat!(stringify!($module), "_configs") {
+                    return Some(typed::<$module::Config>(list, global)
+                        .map(|v| v.into_iter().map(IntegrationConfig::$variant).collect()));
+                }
+            )*
+            None
+        }
+    };
+}
+
+integrations! {
+    Discord => discord,
+    Email => email,
+    Incidentio => incidentio,
+    Jira => jira,
+    Mattermost => mattermost,
+    Msteams => msteams,
+    Msteamsv2 => msteamsv2,
+    Opsgenie => opsgenie,
+    Pagerduty => pagerduty,
+    Pushover => pushover,
+    Rocketchat => rocketchat,
+    Slack => slack,
+    Sns => sns,
+    Telegram => telegram,
+    Victorops => victorops,
+    Webex => webex,
+    Webhook => webhook,
+    Wechat => wechat,
+}
+
+/// `null` means "not set" in Alertmanager's YAML; serde's typed fields want it absent.
+fn strip_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
+fn typed<C: Integration>(list: &Value, global: &GlobalConfig) -> Result<Vec<C>, String> {
+    let items = match list {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(a) => a,
+        _ => return Err("must be a list".into()),
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let mut item = item.clone();
+        strip_nulls(&mut item);
+        let mut c: C = serde_json::from_value(item).map_err(|e| format!("[{i}]: {e}"))?;
+        c.check(global).map_err(|e| format!("[{i}]: {e}"))?;
+        out.push(c);
+    }
+    Ok(out)
+}
+
+// ----- shared by the integrations -----
+
+/// A notification being rendered: Alertmanager's template data and the configured templates.
+pub struct Msg<'a> {
+    /// The notification.
+    pub n: &'a Notification,
+    /// Evaluation time (ms): which alerts count as resolved.
+    pub now: i64,
+    /// `.ExternalURL`.
+    pub external_url: &'a str,
+    templates: &'a Templates,
+}
+
+impl<'a> Msg<'a> {
+    /// The notification as of now.
+    pub fn new(n: &'a Notification, ctx: &'a DeliveryContext, templates: &'a Templates) -> Self {
+        Msg {
+            n,
+            now: chrono::Utc::now().timestamp_millis(),
+            external_url: &ctx.external_url,
+            templates,
+        }
+    }
+
+    /// Expands a template field (a field without `{{` is returned as it is).
+    pub fn text(&self, t: &str) -> Result<String, DeliveryError> {
+        self.templates
+            .expand(t, self.n, self.now, self.external_url)
+            .map_err(|e| DeliveryError::Setup(e.to_string()))
+    }
+
+    /// Whether the group is resolved (every alert in it).
+    pub fn resolved(&self) -> bool {
+        self.n.status == "resolved"
+    }
+
+    /// Alertmanager's key for the group at a service (dedup key, alias, entity id): the
+    /// SHA-256 of the group key, hex.
+    pub fn key_hash(&self) -> String {
+        hex(&sha2::Sha256::digest(self.n.group_key.as_bytes()))
+    }
+
+    /// How many alerts of the group fire.
+    pub fn num_firing(&self) -> usize {
+        self.n
+            .alerts
+            .iter()
+            .filter(|a| !a.resolved(self.now))
+            .count()
+    }
+
+    /// How many alerts of the group are resolved.
+    pub fn num_resolved(&self) -> usize {
+        self.n.alerts.len() - self.num_firing()
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `s` cut to at most `n` characters, ending in `…` when cut (Alertmanager's
+/// `notify.TruncateInRunes`), and whether it was cut.
+pub fn truncate(s: &str, n: usize) -> (String, bool) {
+    if s.chars().count() <= n {
+        return (s.to_string(), false);
+    }
+    let mut out: String = s.chars().take(n.saturating_sub(1)).collect();
+    out.push('…');
+    (out, true)
+}
+
+/// A secret given inline or as a file (read at every delivery, so rotation needs no
+/// reload), as the integrations' `x` / `x_file` pairs are.
+#[derive(Clone, Debug, Default)]
+pub struct SecretSource {
+    inline: Option<String>,
+    file: String,
+}
+
+impl SecretSource {
+    /// From an inline secret and a file path (either may be empty).
+    pub fn new(inline: Option<&Secret>, file: &str) -> Self {
+        SecretSource {
+            inline: inline
+                .map(|s| s.expose().to_string())
+                .filter(|s| !s.is_empty()),
+            file: file.to_string(),
+        }
+    }
+
+    /// From an inline URL and a file path.
+    pub fn url(inline: Option<&SecretUrl>, file: &str) -> Self {
+        SecretSource {
+            inline: inline
+                .map(|s| s.expose().to_string())
+                .filter(|s| !s.is_empty()),
+            file: file.to_string(),
+        }
+    }
+
+    /// `self`, or `fallback` when neither inline nor file is set.
+    pub fn or(self, fallback: SecretSource) -> Self {
+        if self.is_set() {
+            self
+        } else {
+            fallback
+        }
+    }
+
+    /// Whether a value or a file is given.
+    pub fn is_set(&self) -> bool {
+        self.inline.is_some() || !self.file.is_empty()
+    }
+
+    /// The secret now.
+    pub fn get(&self, what: &str) -> Result<String, DeliveryError> {
+        if let Some(s) = &self.inline {
+            return Ok(s.clone());
+        }
+        if self.file.is_empty() {
+            return Err(DeliveryError::Setup(format!("no {what} configured")));
+        }
+        std::fs::read_to_string(&self.file)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| DeliveryError::Setup(format!("reading {what} file {:?}: {e}", self.file)))
+    }
+}
+
+/// Alertmanager's "at most one of x & x_file" check.
+pub fn at_most_one(name: &str, inline: bool, file: &str) -> Result<(), String> {
+    if inline && !file.is_empty() {
+        return Err(format!(
+            "at most one of {name} & {name}_file must be configured"
+        ));
+    }
+    Ok(())
+}
+
+/// `scheme://host` of a URL: where a delivery went, without the path that may hold a token.
+pub fn host_of(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            format!("{scheme}://{}", host.rsplit('@').next().unwrap_or(host))
+        }
+        None => "<url>".into(),
+    }
+}
+
+/// `base` joined with `path` as Go's `url.ResolveReference` does for the services' API URLs
+/// (`https://api.opsgenie.com/` + `v2/alerts`).
+pub fn join_url(base: &str, path: &str) -> String {
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
+}
+
+/// The most of a response body kept in an error.
+const BODY_IN_ERROR: usize = 512;
+
+/// An integration's HTTP client: `http_config` (its own, else `global.http_config`).
+#[derive(Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    cfg: HttpClientConfig,
+}
+
+impl Http {
+    /// The client for `own` or the global settings, with `timeout` per request.
+    pub fn new(
+        own: Option<&HttpClientConfig>,
+        b: &Build<'_>,
+        timeout: std::time::Duration,
+    ) -> Result<Http, String> {
+        let cfg = own
+            .or(b.global.http_config.as_ref())
+            .cloned()
+            .unwrap_or_default();
+        let client = cfg
+            .client(timeout)
+            .map_err(|e| format!("http_config: {e}"))?;
+        Ok(Http { client, cfg })
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &HttpClientConfig {
+        &self.cfg
+    }
+
+    /// A request with the configured credentials and headers.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+    ) -> Result<reqwest::RequestBuilder, DeliveryError> {
+        self.cfg
+            .authorize(self.client.request(method, url))
+            .map_err(DeliveryError::Setup)
+    }
+
+    /// Sends `req`; a non-2xx answer is an error carrying the start of the body.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>, DeliveryError> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| DeliveryError::Request(e.without_url().to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| DeliveryError::Request(e.without_url().to_string()))?;
+        if status.is_success() {
+            return Ok(body.to_vec());
+        }
+        Err(DeliveryError::Status {
+            status: status.as_u16(),
+            body: body_excerpt(&body),
+        })
+    }
+
+    /// POSTs `body` as JSON to `url`.
+    pub async fn post_json(&self, url: &str, body: &Value) -> Result<Vec<u8>, DeliveryError> {
+        let req = self
+            .request(reqwest::Method::POST, url)?
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        self.send(req).await
+    }
+}
+
+/// The start of a response body, printable, for an error message.
+pub fn body_excerpt(body: &[u8]) -> String {
+    let s = String::from_utf8_lossy(body);
+    let s = s.trim();
+    truncate(s, BODY_IN_ERROR).0
+}
+
+/// The default per-request timeout, as Alertmanager's clients have none but a stuck service
+/// must not hold a delivery forever.
+pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A JSON answer with `ok: false` (Slack's Web API, Telegram) is a refusal.
+pub fn check_ok_field(body: &[u8]) -> Result<(), DeliveryError> {
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        if v.get("ok") == Some(&Value::Bool(false)) {
+            let why = v
+                .get("error")
+                .or_else(|| v.get("description"))
+                .and_then(Value::as_str)
+                .unwrap_or("ok: false");
+            return Err(DeliveryError::Refused(why.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// `send_resolved` as configured, else the integration's default.
+pub fn resolved_or(v: Option<bool>, default: bool) -> bool {
+    v.unwrap_or(default)
+}
+
+#[cfg(test)]
+pub mod testing;

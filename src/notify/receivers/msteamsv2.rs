@@ -1,0 +1,136 @@
+//! `msteamsv2_configs`: a Microsoft Teams message through a Power Automate workflow: an
+//! Adaptive Card with a heading coloured by status and the alert text, as Alertmanager
+//! sends it.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::discord::{check_webhook_url, webhook_target};
+use super::{
+    Build, DeliveryContext, DeliveryError, Http, Integration, Msg, Receiver, SecretSource,
+};
+use crate::model::httpconf::HttpClientConfig;
+use crate::model::secret::SecretUrl;
+use crate::notify::config::GlobalConfig;
+use crate::notify::dispatch::Notification;
+
+/// A `msteamsv2_configs` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Whether to notify about resolved alerts (default true).
+    #[serde(default)]
+    pub send_resolved: Option<bool>,
+    /// The HTTP client's settings.
+    #[serde(default)]
+    pub http_config: Option<HttpClientConfig>,
+    /// The workflow's URL.
+    #[serde(default)]
+    pub webhook_url: Option<SecretUrl>,
+    /// A file holding the workflow's URL.
+    #[serde(default)]
+    pub webhook_url_file: String,
+    /// Card heading (template).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Card text, markdown (template).
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+impl Integration for Config {
+    const KIND: &'static str = "msteamsv2";
+
+    fn check(&mut self, _: &GlobalConfig) -> Result<(), String> {
+        check_webhook_url(&self.webhook_url, &self.webhook_url_file)
+    }
+
+    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
+        Ok(Arc::new(TeamsV2 {
+            http: Http::new(self.http_config.as_ref(), b, super::TIMEOUT)?,
+            url: SecretSource::url(self.webhook_url.as_ref(), &self.webhook_url_file),
+            cfg: self.clone(),
+            templates: b.templates.clone(),
+        }))
+    }
+}
+
+struct TeamsV2 {
+    http: Http,
+    url: SecretSource,
+    cfg: Config,
+    templates: crate::notify::template::Templates,
+}
+
+impl Receiver for TeamsV2 {
+    fn kind(&self) -> &'static str {
+        "msteamsv2"
+    }
+    fn target(&self) -> String {
+        webhook_target(&self.cfg.webhook_url, &self.cfg.webhook_url_file)
+    }
+    fn send_resolved(&self) -> bool {
+        self.cfg.send_resolved.unwrap_or(true)
+    }
+    fn deliver<'a>(
+        &'a self,
+        n: &'a Notification,
+        ctx: &'a DeliveryContext,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let c = &self.cfg;
+            let m = Msg::new(n, ctx, &self.templates);
+            let t = |v: &Option<String>, d: &str| m.text(v.as_deref().unwrap_or(d));
+            let body = json!({
+                "type": "message",
+                "attachments": [{
+                    "contentType": "application/vnd.microsoft.card.adaptive",
+                    "content": {
+                        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                        "type": "AdaptiveCard",
+                        "version": "1.2",
+                        "body": [
+                            {
+                                "type": "TextBlock",
+                                "text": t(&c.title, r#"{{ template "msteamsv2.default.title" . }}"#)?,
+                                "weight": "Bolder",
+                                "size": "Medium",
+                                "wrap": true,
+                                "style": "heading",
+                                "color": if m.resolved() { "Good" } else { "Attention" },
+                            },
+                            {
+                                "type": "TextBlock",
+                                "text": t(&c.text, r#"{{ template "msteamsv2.default.text" . }}"#)?,
+                                "wrap": true,
+                            },
+                        ],
+                        "msteams": {"width": "full"},
+                    },
+                }],
+            });
+            self.http
+                .post_json(&self.url.get("webhook_url")?, &body)
+                .await
+                .map(|_| ())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing;
+
+    #[tokio::test]
+    async fn golden_requests() {
+        testing::golden(
+            "msteamsv2",
+            "msteamsv2_configs:\n  - webhook_url: '{url}/workflows/abc/triggers/manual/paths/invoke'\n    title: 'Alert: {{ .CommonLabels.alertname }}'\n",
+            &[],
+        )
+        .await;
+    }
+}

@@ -1,0 +1,302 @@
+//! `opsgenie_configs`: Opsgenie's Alert API: create an alert (alias = the group) while
+//! firing, close it by alias once resolved, and with `update_alerts` update its message and
+//! description, as Alertmanager does.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{
+    at_most_one, host_of, join_url, truncate, Build, DeliveryContext, DeliveryError, Http,
+    Integration, Msg, Receiver, SecretSource,
+};
+use crate::model::httpconf::HttpClientConfig;
+use crate::model::secret::Secret;
+use crate::notify::config::GlobalConfig;
+use crate::notify::dispatch::Notification;
+
+/// Opsgenie's API.
+pub const API_URL: &str = "https://api.opsgenie.com/";
+
+/// Who is notified.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Responder {
+    /// Id (template).
+    #[serde(default)]
+    pub id: String,
+    /// Name (template).
+    #[serde(default)]
+    pub name: String,
+    /// User name (template).
+    #[serde(default)]
+    pub username: String,
+    /// `team`, `teams`, `user`, `escalation` or `schedule` (template).
+    #[serde(default, rename = "type")]
+    pub kind: String,
+}
+
+/// An `opsgenie_configs` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Whether to notify about resolved alerts (default true).
+    #[serde(default)]
+    pub send_resolved: Option<bool>,
+    /// The HTTP client's settings.
+    #[serde(default)]
+    pub http_config: Option<HttpClientConfig>,
+    /// API key (default `global.opsgenie_api_key`).
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// A file holding the API key.
+    #[serde(default)]
+    pub api_key_file: String,
+    /// The API's base (default `global.opsgenie_api_url`).
+    #[serde(default)]
+    pub api_url: String,
+    /// Alert text, at most 130 characters (template).
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Description (template).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Backlink (template).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Extra details (templates), after the common labels.
+    #[serde(default)]
+    pub details: BTreeMap<String, String>,
+    /// Affected entity (template).
+    #[serde(default)]
+    pub entity: String,
+    /// Who is notified.
+    #[serde(default)]
+    pub responders: Vec<Responder>,
+    /// Actions, comma-separated (template).
+    #[serde(default)]
+    pub actions: String,
+    /// Tags, comma-separated (template).
+    #[serde(default)]
+    pub tags: String,
+    /// Note (template).
+    #[serde(default)]
+    pub note: String,
+    /// `P1`–`P5` (template).
+    #[serde(default)]
+    pub priority: String,
+    /// Also update message and description of an open alert.
+    #[serde(default)]
+    pub update_alerts: bool,
+}
+
+impl Integration for Config {
+    const KIND: &'static str = "opsgenie";
+
+    fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
+        at_most_one("api_key", self.api_key.is_some(), &self.api_key_file)?;
+        if self.api_key.is_none() && self.api_key_file.is_empty() {
+            if g.opsgenie_api_key.is_none() && g.opsgenie_api_key_file.is_empty() {
+                return Err("no global OpsGenie API Key set either inline or in a file".into());
+            }
+            self.api_key = g.opsgenie_api_key.clone();
+            self.api_key_file = g.opsgenie_api_key_file.clone();
+        }
+        for r in &self.responders {
+            if r.id.is_empty() && r.username.is_empty() && r.name.is_empty() {
+                return Err(format!("opsGenieConfig responder {r:?} has to have at least one of id, username or name specified"));
+            }
+            if !r.kind.contains("{{")
+                && !["team", "teams", "user", "escalation", "schedule"]
+                    .contains(&r.kind.to_ascii_lowercase().as_str())
+            {
+                return Err(format!("opsGenieConfig responder {r:?} type does not match valid options team,teams,user,escalation,schedule"));
+            }
+        }
+        if self.api_url.is_empty() {
+            self.api_url = if g.opsgenie_api_url.is_empty() {
+                API_URL.into()
+            } else {
+                g.opsgenie_api_url.clone()
+            };
+        }
+        Ok(())
+    }
+
+    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
+        Ok(Arc::new(Opsgenie {
+            http: Http::new(self.http_config.as_ref(), b, super::TIMEOUT)?,
+            key: SecretSource::new(self.api_key.as_ref(), &self.api_key_file),
+            cfg: self.clone(),
+            templates: b.templates.clone(),
+        }))
+    }
+}
+
+struct Opsgenie {
+    http: Http,
+    key: SecretSource,
+    cfg: Config,
+    templates: crate::notify::template::Templates,
+}
+
+/// The comma-separated items of `s`, trimmed, without empty ones.
+fn split(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+impl Opsgenie {
+    fn create(&self, m: &Msg<'_>, alias: &str) -> Result<Value, DeliveryError> {
+        let c = &self.cfg;
+        let t = |v: &Option<String>, d: &str| m.text(v.as_deref().unwrap_or(d));
+        let (message, _) = truncate(
+            &t(&c.message, r#"{{ template "opsgenie.default.message" . }}"#)?,
+            130,
+        );
+        let (description, _) = truncate(
+            &t(
+                &c.description,
+                r#"{{ template "opsgenie.default.description" . }}"#,
+            )?,
+            15000,
+        );
+        let mut details: BTreeMap<String, String> = BTreeMap::new();
+        let common = crate::notify::template::common_labels(m.n);
+        details.extend(common);
+        for (k, v) in &c.details {
+            details.insert(k.clone(), m.text(v)?);
+        }
+        let mut responders = Vec::new();
+        for r in &c.responders {
+            let kind = m.text(&r.kind)?;
+            // `teams` names several teams at once, comma-separated.
+            if kind == "teams" {
+                for name in split(&m.text(&r.name)?) {
+                    responders.push(json!({"name": name, "type": "team"}));
+                }
+                continue;
+            }
+            let mut o = serde_json::Map::new();
+            for (k, v) in [("id", &r.id), ("name", &r.name), ("username", &r.username)] {
+                let v = m.text(v)?;
+                if !v.is_empty() {
+                    o.insert(k.into(), Value::String(v));
+                }
+            }
+            o.insert("type".into(), Value::String(kind));
+            responders.push(Value::Object(o));
+        }
+        let mut body = json!({
+            "alias": alias,
+            "message": message,
+            "description": description,
+            "details": details,
+            "source": t(&c.source, r#"{{ template "opsgenie.default.source" . }}"#)?,
+        });
+        if !responders.is_empty() {
+            body["responders"] = Value::Array(responders);
+        }
+        let tags = split(&m.text(&c.tags)?);
+        if !tags.is_empty() {
+            body["tags"] = json!(tags);
+        }
+        let actions = split(&m.text(&c.actions)?);
+        if !actions.is_empty() {
+            body["actions"] = json!(actions);
+        }
+        for (k, v) in [
+            ("note", &c.note),
+            ("priority", &c.priority),
+            ("entity", &c.entity),
+        ] {
+            let v = m.text(v)?;
+            if !v.is_empty() {
+                body[k] = Value::String(v);
+            }
+        }
+        Ok(body)
+    }
+
+    async fn post(&self, url: &str, body: &Value) -> Result<(), DeliveryError> {
+        let req = self
+            .http
+            .request(reqwest::Method::POST, url)?
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(
+                reqwest::header::AUTHORIZATION,
+                format!("GenieKey {}", self.key.get("api_key")?),
+            )
+            .body(body.to_string());
+        self.http.send(req).await.map(|_| ())
+    }
+}
+
+impl Receiver for Opsgenie {
+    fn kind(&self) -> &'static str {
+        "opsgenie"
+    }
+    fn target(&self) -> String {
+        host_of(&self.cfg.api_url)
+    }
+    fn send_resolved(&self) -> bool {
+        self.cfg.send_resolved.unwrap_or(true)
+    }
+    fn deliver<'a>(
+        &'a self,
+        n: &'a Notification,
+        ctx: &'a DeliveryContext,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let c = &self.cfg;
+            let m = Msg::new(n, ctx, &self.templates);
+            let alias = m.key_hash();
+            let base = join_url(&c.api_url, "v2/alerts");
+            if m.resolved() {
+                let source = m.text(
+                    c.source
+                        .as_deref()
+                        .unwrap_or(r#"{{ template "opsgenie.default.source" . }}"#),
+                )?;
+                let url = format!("{base}/{alias}/close?identifierType=alias");
+                return self.post(&url, &json!({"source": source})).await;
+            }
+            let body = self.create(&m, &alias)?;
+            self.post(&base, &body).await?;
+            if c.update_alerts {
+                self.post(
+                    &format!("{base}/{alias}/message?identifierType=alias"),
+                    &json!({"message": body["message"]}),
+                )
+                .await?;
+                self.post(
+                    &format!("{base}/{alias}/description?identifierType=alias"),
+                    &json!({"description": body["description"]}),
+                )
+                .await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing;
+
+    #[tokio::test]
+    async fn golden_requests() {
+        testing::golden(
+            "opsgenie",
+            "opsgenie_configs:\n  - api_url: '{url}/'\n    api_key: G3N13\n    tags: 'prod, {{ .CommonLabels.job }}'\n    priority: P2\n    responders: [{name: sre, type: team}, {name: 'db,web', type: teams}]\n    update_alerts: true\n",
+            &[],
+        )
+        .await;
+    }
+}

@@ -1,0 +1,323 @@
+//! `pagerduty_configs`: PagerDuty Events API v2 (`routing_key`) or v1 (`service_key`),
+//! triggering while the group fires and resolving it after, deduplicated by the group.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{
+    host_of, truncate, Build, DeliveryContext, DeliveryError, Http, Integration, Msg, Receiver,
+    SecretSource,
+};
+use crate::model::httpconf::HttpClientConfig;
+use crate::model::secret::Secret;
+use crate::model::time::Duration;
+use crate::notify::config::GlobalConfig;
+use crate::notify::dispatch::Notification;
+
+/// Events API v2.
+pub const V2_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+/// Events API v1 (used with `service_key`).
+pub const V1_URL: &str = "https://events.pagerduty.com/generic/2010-04-15/create_event.json";
+
+/// An image shown in the incident.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    /// Image URL (template).
+    #[serde(default)]
+    pub src: String,
+    /// Alternative text (template).
+    #[serde(default)]
+    pub alt: String,
+    /// Link (template).
+    #[serde(default)]
+    pub href: String,
+}
+
+/// A link shown in the incident.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// URL (template).
+    #[serde(default)]
+    pub href: String,
+    /// Text (template).
+    #[serde(default)]
+    pub text: String,
+}
+
+/// A `pagerduty_configs` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Whether to notify about resolved alerts (default true).
+    #[serde(default)]
+    pub send_resolved: Option<bool>,
+    /// The HTTP client's settings.
+    #[serde(default)]
+    pub http_config: Option<HttpClientConfig>,
+    /// Integration key of a "Prometheus" service (Events API v1).
+    #[serde(default)]
+    pub service_key: Option<Secret>,
+    /// A file holding the service key.
+    #[serde(default)]
+    pub service_key_file: String,
+    /// Integration key of an "Events API v2" service.
+    #[serde(default)]
+    pub routing_key: Option<Secret>,
+    /// A file holding the routing key.
+    #[serde(default)]
+    pub routing_key_file: String,
+    /// Events URL (default `global.pagerduty_url`; v1 keys use the v1 URL unless set here).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Client shown in PagerDuty (template).
+    #[serde(default)]
+    pub client: Option<String>,
+    /// Link back (template).
+    #[serde(default)]
+    pub client_url: Option<String>,
+    /// Incident summary (template).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Custom details (templates), merged over the defaults (firing, resolved, counts).
+    #[serde(default)]
+    pub details: BTreeMap<String, Value>,
+    /// Images.
+    #[serde(default)]
+    pub images: Vec<Image>,
+    /// Links.
+    #[serde(default)]
+    pub links: Vec<Link>,
+    /// Affected system (template; default the client).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Severity (template; default `error`).
+    #[serde(default)]
+    pub severity: Option<String>,
+    /// Class (template).
+    #[serde(default)]
+    pub class: String,
+    /// Component (template).
+    #[serde(default)]
+    pub component: String,
+    /// Group (template).
+    #[serde(default)]
+    pub group: String,
+    /// How long a request may take.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+}
+
+impl Integration for Config {
+    const KIND: &'static str = "pagerduty";
+
+    fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
+        let routing = self.routing_key.is_some() || !self.routing_key_file.is_empty();
+        let service = self.service_key.is_some() || !self.service_key_file.is_empty();
+        if !routing && !service {
+            return Err("missing service or routing key in PagerDuty config".into());
+        }
+        super::at_most_one(
+            "routing_key",
+            self.routing_key.is_some(),
+            &self.routing_key_file,
+        )?;
+        super::at_most_one(
+            "service_key",
+            self.service_key.is_some(),
+            &self.service_key_file,
+        )?;
+        if self.url.is_none() {
+            self.url = Some(if service && !routing {
+                V1_URL.to_string()
+            } else if g.pagerduty_url.is_empty() {
+                V2_URL.to_string()
+            } else {
+                g.pagerduty_url.clone()
+            });
+        }
+        Ok(())
+    }
+
+    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
+        let routing = SecretSource::new(self.routing_key.as_ref(), &self.routing_key_file);
+        Ok(Arc::new(PagerDuty {
+            http: Http::new(
+                self.http_config.as_ref(),
+                b,
+                super::webhook::timeout(self.timeout),
+            )?,
+            v2: routing.is_set(),
+            key: routing.or(SecretSource::new(
+                self.service_key.as_ref(),
+                &self.service_key_file,
+            )),
+            cfg: self.clone(),
+            templates: b.templates.clone(),
+        }))
+    }
+}
+
+struct PagerDuty {
+    http: Http,
+    v2: bool,
+    key: SecretSource,
+    cfg: Config,
+    templates: crate::notify::template::Templates,
+}
+
+impl PagerDuty {
+    fn details(&self, m: &Msg<'_>) -> Result<serde_json::Map<String, Value>, DeliveryError> {
+        let mut d = serde_json::Map::new();
+        for (k, t) in [
+            (
+                "firing",
+                r#"{{ template "pagerduty.default.instances" .Alerts.Firing }}"#,
+            ),
+            (
+                "resolved",
+                r#"{{ template "pagerduty.default.instances" .Alerts.Resolved }}"#,
+            ),
+            ("num_firing", "{{ .Alerts.Firing | len }}"),
+            ("num_resolved", "{{ .Alerts.Resolved | len }}"),
+        ] {
+            d.insert(k.into(), Value::String(m.text(t)?));
+        }
+        for (k, v) in &self.cfg.details {
+            let v = match v {
+                Value::String(s) => Value::String(m.text(s)?),
+                other => other.clone(),
+            };
+            d.insert(k.clone(), v);
+        }
+        Ok(d)
+    }
+
+    fn body(&self, m: &Msg<'_>, key: &str) -> Result<Value, DeliveryError> {
+        let c = &self.cfg;
+        let t = |v: &Option<String>, default: &str| m.text(v.as_deref().unwrap_or(default));
+        let action = if m.resolved() { "resolve" } else { "trigger" };
+        let (description, _) = truncate(
+            &t(
+                &c.description,
+                r#"{{ template "pagerduty.default.description" . }}"#,
+            )?,
+            1024,
+        );
+        let client = t(&c.client, r#"{{ template "pagerduty.default.client" . }}"#)?;
+        let client_url = t(
+            &c.client_url,
+            r#"{{ template "pagerduty.default.clientURL" . }}"#,
+        )?;
+        let details = self.details(m)?;
+        if !self.v2 {
+            let mut v = json!({
+                "service_key": key,
+                "event_type": action,
+                "incident_key": m.key_hash(),
+                "description": description,
+                "details": details,
+            });
+            if !m.resolved() {
+                v["client"] = json!(client);
+                v["client_url"] = json!(client_url);
+            }
+            return Ok(v);
+        }
+        let mut payload = json!({
+            "summary": description,
+            "source": match &c.source { Some(s) => m.text(s)?, None => client.clone() },
+            "severity": t(&c.severity, "error")?,
+            "custom_details": details,
+        });
+        for (k, v) in [
+            ("class", &c.class),
+            ("component", &c.component),
+            ("group", &c.group),
+        ] {
+            let v = m.text(v)?;
+            if !v.is_empty() {
+                payload[k] = json!(v);
+            }
+        }
+        let mut images = Vec::new();
+        for i in &c.images {
+            images.push(
+                json!({"src": m.text(&i.src)?, "alt": m.text(&i.alt)?, "href": m.text(&i.href)?}),
+            );
+        }
+        let mut links = Vec::new();
+        for l in &c.links {
+            links.push(json!({"href": m.text(&l.href)?, "text": m.text(&l.text)?}));
+        }
+        Ok(json!({
+            "routing_key": key,
+            "event_action": action,
+            "dedup_key": m.key_hash(),
+            "client": client,
+            "client_url": client_url,
+            "images": images,
+            "links": links,
+            "payload": payload,
+        }))
+    }
+}
+
+impl Receiver for PagerDuty {
+    fn kind(&self) -> &'static str {
+        "pagerduty"
+    }
+    fn target(&self) -> String {
+        host_of(self.cfg.url.as_deref().unwrap_or(V2_URL))
+    }
+    fn send_resolved(&self) -> bool {
+        self.cfg.send_resolved.unwrap_or(true)
+    }
+    fn deliver<'a>(
+        &'a self,
+        n: &'a Notification,
+        ctx: &'a DeliveryContext,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let m = Msg::new(n, ctx, &self.templates);
+            let key = self.key.get(if self.v2 {
+                "routing_key"
+            } else {
+                "service_key"
+            })?;
+            let body = self.body(&m, &key)?;
+            let url = self.cfg.url.as_deref().unwrap_or(V2_URL);
+            self.http.post_json(url, &body).await.map(|_| ())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing;
+
+    #[tokio::test]
+    async fn golden_events_v2() {
+        testing::golden(
+            "pagerduty-v2",
+            "pagerduty_configs:\n  - routing_key: R0UT1NG\n    url: '{url}/v2/enqueue'\n    severity: '{{ .CommonLabels.severity }}'\n    details: {team: '{{ .CommonLabels.job }}'}\n    links: [{href: 'http://runbooks/{{ .CommonLabels.alertname }}', text: runbook}]\n",
+            &[],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn golden_events_v1() {
+        testing::golden(
+            "pagerduty-v1",
+            "pagerduty_configs:\n  - service_key: S3RV1CE\n    url: '{url}/generic/2010-04-15/create_event.json'\n",
+            &[],
+        )
+        .await;
+    }
+}

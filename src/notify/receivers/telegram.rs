@@ -1,0 +1,177 @@
+//! `telegram_configs`: a Telegram bot's `sendMessage` to a chat, as Alertmanager sends it.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    at_most_one, check_ok_field, host_of, join_url, truncate, Build, DeliveryContext,
+    DeliveryError, Http, Integration, Msg, Receiver, SecretSource,
+};
+use crate::model::httpconf::HttpClientConfig;
+use crate::model::secret::Secret;
+use crate::notify::config::GlobalConfig;
+use crate::notify::dispatch::Notification;
+
+/// Telegram's Bot API.
+pub const API_URL: &str = "https://api.telegram.org";
+
+/// A `telegram_configs` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Whether to notify about resolved alerts (default true).
+    #[serde(default)]
+    pub send_resolved: Option<bool>,
+    /// The HTTP client's settings.
+    #[serde(default)]
+    pub http_config: Option<HttpClientConfig>,
+    /// The Bot API URL (default `global.telegram_api_url`).
+    #[serde(default)]
+    pub api_url: String,
+    /// The bot's token (default `global.telegram_bot_token`).
+    #[serde(default)]
+    pub bot_token: Option<Secret>,
+    /// A file holding the bot's token.
+    #[serde(default)]
+    pub bot_token_file: String,
+    /// The chat to send to.
+    #[serde(default)]
+    pub chat_id: Option<i64>,
+    /// A file holding the chat id.
+    #[serde(default)]
+    pub chat_id_file: String,
+    /// Forum topic to send to.
+    #[serde(default)]
+    pub message_thread_id: Option<i64>,
+    /// Message (template).
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Send silently.
+    #[serde(default)]
+    pub disable_notifications: bool,
+    /// `Markdown`, `MarkdownV2`, `HTML` (default) or empty.
+    #[serde(default)]
+    pub parse_mode: Option<String>,
+}
+
+impl Integration for Config {
+    const KIND: &'static str = "telegram";
+
+    fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
+        at_most_one("bot_token", self.bot_token.is_some(), &self.bot_token_file)?;
+        if self.bot_token.is_none() && self.bot_token_file.is_empty() {
+            if g.telegram_bot_token.is_none() && g.telegram_bot_token_file.is_empty() {
+                return Err("missing bot_token or bot_token_file on telegram_config".into());
+            }
+            self.bot_token = g.telegram_bot_token.clone();
+            self.bot_token_file = g.telegram_bot_token_file.clone();
+        }
+        if self.chat_id.is_none() && self.chat_id_file.is_empty() {
+            return Err("missing chat_id on telegram_config".into());
+        }
+        at_most_one("chat_id", self.chat_id.is_some(), &self.chat_id_file)?;
+        let mode = self.parse_mode.get_or_insert_with(|| "HTML".into());
+        if !["", "Markdown", "MarkdownV2", "HTML"].contains(&mode.as_str()) {
+            return Err("unknown parse_mode on telegram_config, must be Markdown, MarkdownV2, HTML or empty string".into());
+        }
+        if self.api_url.is_empty() {
+            self.api_url = if g.telegram_api_url.is_empty() {
+                API_URL.into()
+            } else {
+                g.telegram_api_url.clone()
+            };
+        }
+        Ok(())
+    }
+
+    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
+        Ok(Arc::new(Telegram {
+            http: Http::new(self.http_config.as_ref(), b, super::TIMEOUT)?,
+            token: SecretSource::new(self.bot_token.as_ref(), &self.bot_token_file),
+            cfg: self.clone(),
+            templates: b.templates.clone(),
+        }))
+    }
+}
+
+struct Telegram {
+    http: Http,
+    token: SecretSource,
+    cfg: Config,
+    templates: crate::notify::template::Templates,
+}
+
+impl Receiver for Telegram {
+    fn kind(&self) -> &'static str {
+        "telegram"
+    }
+    fn target(&self) -> String {
+        match self.cfg.chat_id {
+            Some(id) => format!("{} chat {id}", host_of(&self.cfg.api_url)),
+            None => host_of(&self.cfg.api_url),
+        }
+    }
+    fn send_resolved(&self) -> bool {
+        self.cfg.send_resolved.unwrap_or(true)
+    }
+    fn deliver<'a>(
+        &'a self,
+        n: &'a Notification,
+        ctx: &'a DeliveryContext,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let c = &self.cfg;
+            let m = Msg::new(n, ctx, &self.templates);
+            let text = m.text(
+                c.message
+                    .as_deref()
+                    .unwrap_or(r#"{{ template "telegram.default.message" . }}"#),
+            )?;
+            let (text, _) = truncate(&text, 4096);
+            let chat_id = match c.chat_id {
+                Some(id) => id,
+                None => {
+                    let s = SecretSource::new(None, &c.chat_id_file).get("chat_id")?;
+                    s.parse::<i64>().map_err(|e| {
+                        DeliveryError::Setup(format!("chat_id_file {:?}: {e}", c.chat_id_file))
+                    })?
+                }
+            };
+            let mut body = json!({
+                "chat_id": chat_id,
+                "text": text,
+                "disable_notification": c.disable_notifications,
+            });
+            if let Some(mode) = c.parse_mode.as_deref().filter(|m| !m.is_empty()) {
+                body["parse_mode"] = json!(mode);
+            }
+            if let Some(t) = c.message_thread_id {
+                body["message_thread_id"] = json!(t);
+            }
+            let url = join_url(
+                &c.api_url,
+                &format!("bot{}/sendMessage", self.token.get("bot_token")?),
+            );
+            let answer = self.http.post_json(&url, &body).await?;
+            check_ok_field(&answer)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing;
+
+    #[tokio::test]
+    async fn golden_requests() {
+        testing::golden(
+            "telegram",
+            "telegram_configs:\n  - api_url: '{url}'\n    bot_token: '123:ABC'\n    chat_id: -1001234\n    message_thread_id: 7\n",
+            &[],
+        )
+        .await;
+    }
+}

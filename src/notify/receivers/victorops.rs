@@ -1,0 +1,190 @@
+//! `victorops_configs`: Splunk On-Call (VictorOps) REST endpoint events: CRITICAL (or the
+//! configured type) while firing, RECOVERY once resolved, keyed by the group.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{
+    at_most_one, host_of, join_url, truncate, Build, DeliveryContext, DeliveryError, Http,
+    Integration, Msg, Receiver, SecretSource,
+};
+use crate::model::httpconf::HttpClientConfig;
+use crate::model::secret::Secret;
+use crate::notify::config::GlobalConfig;
+use crate::notify::dispatch::Notification;
+
+/// The REST endpoint's base.
+pub const API_URL: &str = "https://alert.victorops.com/integrations/generic/20131114/alert/";
+
+/// A `victorops_configs` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Whether to notify about resolved alerts (default true).
+    #[serde(default)]
+    pub send_resolved: Option<bool>,
+    /// The HTTP client's settings.
+    #[serde(default)]
+    pub http_config: Option<HttpClientConfig>,
+    /// API key (default `global.victorops_api_key`).
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// A file holding the API key.
+    #[serde(default)]
+    pub api_key_file: String,
+    /// The endpoint's base (default `global.victorops_api_url`).
+    #[serde(default)]
+    pub api_url: String,
+    /// Routing key of the team.
+    #[serde(default)]
+    pub routing_key: String,
+    /// Event type while firing (template; default `CRITICAL`).
+    #[serde(default)]
+    pub message_type: Option<String>,
+    /// Long description (template).
+    #[serde(default)]
+    pub state_message: Option<String>,
+    /// Summary (template).
+    #[serde(default)]
+    pub entity_display_name: Option<String>,
+    /// Sender (template).
+    #[serde(default)]
+    pub monitoring_tool: Option<String>,
+    /// More fields (templates).
+    #[serde(default)]
+    pub custom_fields: BTreeMap<String, String>,
+}
+
+/// Fields the event sets itself; `custom_fields` may not replace them.
+const RESERVED: &[&str] = &[
+    "routing_key",
+    "message_type",
+    "state_message",
+    "entity_display_name",
+    "monitoring_tool",
+    "entity_id",
+    "entity_state",
+];
+
+impl Integration for Config {
+    const KIND: &'static str = "victorops";
+
+    fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
+        at_most_one("api_key", self.api_key.is_some(), &self.api_key_file)?;
+        if self.api_key.is_none() && self.api_key_file.is_empty() {
+            if g.victorops_api_key.is_none() && g.victorops_api_key_file.is_empty() {
+                return Err("no global VictorOps API Key set".into());
+            }
+            self.api_key = g.victorops_api_key.clone();
+            self.api_key_file = g.victorops_api_key_file.clone();
+        }
+        if self.routing_key.is_empty() {
+            return Err("missing Routing key in VictorOps config".into());
+        }
+        for k in self.custom_fields.keys() {
+            if RESERVED.contains(&k.as_str()) {
+                return Err(format!("victorOps config contains custom field {k} which cannot be used as it conflicts with the fixed/static fields"));
+            }
+        }
+        if self.api_url.is_empty() {
+            self.api_url = if g.victorops_api_url.is_empty() {
+                API_URL.into()
+            } else {
+                g.victorops_api_url.clone()
+            };
+        }
+        Ok(())
+    }
+
+    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
+        Ok(Arc::new(VictorOps {
+            http: Http::new(self.http_config.as_ref(), b, super::TIMEOUT)?,
+            key: SecretSource::new(self.api_key.as_ref(), &self.api_key_file),
+            cfg: self.clone(),
+            templates: b.templates.clone(),
+        }))
+    }
+}
+
+struct VictorOps {
+    http: Http,
+    key: SecretSource,
+    cfg: Config,
+    templates: crate::notify::template::Templates,
+}
+
+impl Receiver for VictorOps {
+    fn kind(&self) -> &'static str {
+        "victorops"
+    }
+    fn target(&self) -> String {
+        format!("{} {}", host_of(&self.cfg.api_url), self.cfg.routing_key)
+    }
+    fn send_resolved(&self) -> bool {
+        self.cfg.send_resolved.unwrap_or(true)
+    }
+    fn deliver<'a>(
+        &'a self,
+        n: &'a Notification,
+        ctx: &'a DeliveryContext,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let c = &self.cfg;
+            let m = Msg::new(n, ctx, &self.templates);
+            let t = |v: &Option<String>, d: &str| m.text(v.as_deref().unwrap_or(d));
+            let message_type = if m.resolved() {
+                "RECOVERY".to_string()
+            } else {
+                t(&c.message_type, "CRITICAL")?
+            };
+            let (display, _) = truncate(
+                &t(
+                    &c.entity_display_name,
+                    r#"{{ template "victorops.default.entity_display_name" . }}"#,
+                )?,
+                1024,
+            );
+            let (state, _) = truncate(
+                &t(
+                    &c.state_message,
+                    r#"{{ template "victorops.default.state_message" . }}"#,
+                )?,
+                20480,
+            );
+            let mut body = json!({
+                "message_type": message_type,
+                "entity_id": m.key_hash(),
+                "entity_display_name": display,
+                "state_message": state,
+                "monitoring_tool": t(&c.monitoring_tool, r#"{{ template "victorops.default.monitoring_tool" . }}"#)?,
+            });
+            for (k, v) in &c.custom_fields {
+                body[k] = Value::String(m.text(v)?);
+            }
+            let url = join_url(
+                &c.api_url,
+                &format!("{}/{}", self.key.get("api_key")?, c.routing_key),
+            );
+            self.http.post_json(&url, &body).await.map(|_| ())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing;
+
+    #[tokio::test]
+    async fn golden_requests() {
+        testing::golden(
+            "victorops",
+            "victorops_configs:\n  - api_url: '{url}/integrations/generic/20131114/alert/'\n    api_key: K3Y\n    routing_key: team-a\n    custom_fields: {service: '{{ .CommonLabels.job }}'}\n",
+            &[],
+        )
+        .await;
+    }
+}

@@ -1,0 +1,193 @@
+//! `webhook_configs`: Alertmanager's webhook JSON (version 4) POSTed to a URL. The payload
+//! builder is shared with incident.io, which takes the same message.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{
+    host_of, Build, DeliveryContext, DeliveryError, Http, Integration, Msg, Receiver, SecretSource,
+};
+use crate::model::httpconf::HttpClientConfig;
+use crate::model::secret::SecretUrl;
+use crate::model::time::Duration;
+use crate::notify::config::GlobalConfig;
+use crate::notify::dispatch::Notification;
+
+/// A `webhook_configs` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Whether to notify about resolved alerts (default true).
+    #[serde(default)]
+    pub send_resolved: Option<bool>,
+    /// The HTTP client's settings.
+    #[serde(default)]
+    pub http_config: Option<HttpClientConfig>,
+    /// The endpoint to send to.
+    #[serde(default)]
+    pub url: Option<SecretUrl>,
+    /// A file holding the endpoint.
+    #[serde(default)]
+    pub url_file: String,
+    /// The most alerts one message carries; 0 is all (the rest are counted in
+    /// `truncatedAlerts`).
+    #[serde(default)]
+    pub max_alerts: u64,
+    /// How long a request may take (0: no limit beyond the default).
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+}
+
+impl Integration for Config {
+    const KIND: &'static str = "webhook";
+
+    fn check(&mut self, _: &GlobalConfig) -> Result<(), String> {
+        let inline = self.url.as_ref().is_some_and(|u| !u.is_empty());
+        if !inline && self.url_file.is_empty() {
+            return Err("one of url or url_file must be configured".into());
+        }
+        super::at_most_one("url", inline, &self.url_file)?;
+        if let Some(u) = &self.url {
+            if !u.is_empty() {
+                url::Url::parse(u.expose()).map_err(|e| format!("url {}: {e}", u.redacted()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
+        Ok(Arc::new(Webhook {
+            http: Http::new(self.http_config.as_ref(), b, timeout(self.timeout))?,
+            url: SecretSource::url(self.url.as_ref(), &self.url_file),
+            max_alerts: self.max_alerts,
+            send_resolved: self.send_resolved.unwrap_or(true),
+            target: self
+                .url
+                .as_ref()
+                .map(|u| host_of(u.expose()))
+                .unwrap_or_else(|| self.url_file.clone()),
+            templates: b.templates.clone(),
+        }))
+    }
+}
+
+/// The request timeout: the configured one, else the default.
+pub fn timeout(t: Option<Duration>) -> std::time::Duration {
+    match t {
+        Some(d) if d.as_millis() > 0 => std::time::Duration::from_millis(d.as_millis() as u64),
+        _ => super::TIMEOUT,
+    }
+}
+
+struct Webhook {
+    http: Http,
+    url: SecretSource,
+    max_alerts: u64,
+    send_resolved: bool,
+    target: String,
+    templates: crate::notify::template::Templates,
+}
+
+fn rfc3339(ms: i64) -> String {
+    if ms == 0 {
+        "0001-01-01T00:00:00Z".into()
+    } else {
+        crate::model::time::format_rfc3339(ms)
+    }
+}
+
+fn labels_obj(l: &crate::model::Labels) -> BTreeMap<String, String> {
+    l.iter()
+        .map(|x| (x.name.clone(), x.value.clone()))
+        .collect()
+}
+
+/// Labels (or annotations) every alert of the notification shares.
+fn common(maps: impl Iterator<Item = BTreeMap<String, String>>) -> BTreeMap<String, String> {
+    let mut it = maps;
+    let Some(mut acc) = it.next() else {
+        return BTreeMap::new();
+    };
+    for m in it {
+        acc.retain(|k, v| m.get(k) == Some(v));
+    }
+    acc
+}
+
+/// Alertmanager's webhook payload, version 4, with at most `max_alerts` alerts (0: all).
+pub fn payload(n: &Notification, now: i64, external_url: &str, max_alerts: u64) -> Value {
+    let keep = if max_alerts == 0 {
+        n.alerts.len()
+    } else {
+        n.alerts.len().min(max_alerts as usize)
+    };
+    let alerts: Vec<Value> = n.alerts[..keep]
+        .iter()
+        .map(|a| {
+            json!({
+                "status": if a.resolved(now) { "resolved" } else { "firing" },
+                "labels": labels_obj(&a.labels),
+                "annotations": a.annotations,
+                "startsAt": rfc3339(a.starts_at),
+                "endsAt": rfc3339(a.ends_at),
+                "generatorURL": a.generator_url,
+                "fingerprint": format!("{:016x}", a.fingerprint()),
+            })
+        })
+        .collect();
+    json!({
+        "version": "4",
+        "groupKey": n.group_key,
+        "truncatedAlerts": n.alerts.len() - keep,
+        "status": n.status,
+        "receiver": n.receiver,
+        "groupLabels": n.group_labels,
+        "commonLabels": common(n.alerts.iter().map(|a| labels_obj(&a.labels))),
+        "commonAnnotations": common(n.alerts.iter().map(|a| a.annotations.clone())),
+        "externalURL": external_url,
+        "alerts": alerts,
+    })
+}
+
+impl Receiver for Webhook {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+    fn target(&self) -> String {
+        self.target.clone()
+    }
+    fn send_resolved(&self) -> bool {
+        self.send_resolved
+    }
+    fn deliver<'a>(
+        &'a self,
+        n: &'a Notification,
+        ctx: &'a DeliveryContext,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let m = Msg::new(n, ctx, &self.templates);
+            let url = self.url.get("url")?;
+            let body = payload(n, m.now, &ctx.external_url, self.max_alerts);
+            self.http.post_json(&url, &body).await.map(|_| ())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing;
+
+    #[tokio::test]
+    async fn golden_requests() {
+        testing::golden(
+            "webhook",
+            "webhook_configs:\n  - url: '{url}/hook'\n    max_alerts: 1\n    http_config:\n      basic_auth: {username: u, password: p}\n",
+            &[],
+        )
+        .await;
+    }
+}
