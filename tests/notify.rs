@@ -365,7 +365,12 @@ notify:
     let (from, to, data) = wait_for(30, "an e-mail", || mails.lock().unwrap().first().cloned());
     assert_eq!(from, "appliance@example.org");
     assert_eq!(to, vec!["ops@example.org", "oncall@example.org"]);
-    assert!(data.contains("Subject: [FIRING:1] DiskFull"), "{data}");
+    // Alertmanager's subject: no group labels (no group_by), so the common labels follow in
+    // parentheses.
+    assert!(
+        data.contains("Subject: [FIRING:1]  (DiskFull db1)"),
+        "{data}"
+    );
     assert!(
         data.contains("disk of db1 is full") && data.contains("only 2% left"),
         "{data}"
@@ -477,7 +482,8 @@ notify:
             .contains("PagerCheck"),
         "{ev}"
     );
-    assert_eq!(ev["dedup_key"].as_str().unwrap().len(), 32);
+    // Alertmanager's dedup key: the SHA-256 of the group key, hex.
+    assert_eq!(ev["dedup_key"].as_str().unwrap().len(), 64);
     // The routing key is a secret: not in the status API.
     let v = get_json(&addr, "/api/v1/status/config");
     assert!(

@@ -282,7 +282,7 @@ fn secret_key(k: &str) -> bool {
     k.ends_with("password")
         || k.ends_with("secret")
         || k.contains("token")
-        || k.ends_with("api_key")
+        || k.ends_with("_key")
         || k.ends_with("service_key")
         || k.ends_with("routing_key")
         || k.ends_with("user_key")
@@ -775,9 +775,15 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted() {
-        let v: Value = serde_saphyr::from_str("global:\n  slack_api_url: https://hooks.slack.com/services/T/B/X\n  smtp_auth_password: hunter2\n  smtp_auth_password_file: /run/pw\nreceivers:\n  - name: a\n    webhook_configs:\n      - url: http://hook/secret\n    pagerduty_configs:\n      - routing_key: abc\n").unwrap();
+        let v: Value = serde_saphyr::from_str("global:\n  slack_api_url: https://hooks.slack.com/services/T/B/X\n  smtp_auth_password: hunter2\n  smtp_auth_password_file: /run/pw\nreceivers:\n  - name: a\n    webhook_configs:\n      - url: http://hook/secret\n    pagerduty_configs:\n      - routing_key: abc\n    sns_configs:\n      - sigv4: {access_key: AKID, secret_key: wJalrXUt}\n").unwrap();
         let y = serde_saphyr::to_string(&NotifySection(v)).unwrap();
-        for leak in ["services/T/B/X", "hunter2", "hook/secret", "abc"] {
+        for leak in [
+            "services/T/B/X",
+            "hunter2",
+            "hook/secret",
+            "abc",
+            "wJalrXUt",
+        ] {
             assert!(!y.contains(leak), "{leak} in {y}");
         }
         assert!(y.contains("/run/pw") && y.contains("<secret>"), "{y}");

@@ -121,7 +121,19 @@ pub fn appliance(dir: &Path, config: Option<&Path>, listen: &str) -> Proc {
 
 /// As [`appliance`], with more `run` flags.
 pub fn appliance_with_args(dir: &Path, config: Option<&Path>, listen: &str, args: &[&str]) -> Proc {
+    appliance_with_env(dir, config, listen, args, &[])
+}
+
+/// As [`appliance_with_args`], with more environment variables.
+pub fn appliance_with_env(
+    dir: &Path,
+    config: Option<&Path>,
+    listen: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
     let mut c = Command::new(env!("CARGO_BIN_EXE_appliance"));
+    c.envs(env.iter().copied());
     c.current_dir(dir)
         .env("APPLIANCE_ADMIN_PASSWORD", ADMIN_PASSWORD)
         // A host's notification settings must not reach tests that expect no receiver.
@@ -309,9 +321,27 @@ pub fn recorder(status: u16) -> (String, Received) {
     (addr, got)
 }
 
+/// As [`recorder`], answering 200 with `body` as JSON (services whose answers are read:
+/// Slack's Web API, Telegram, WeChat, Jira).
+pub fn json_recorder(body: &'static str) -> (String, Received) {
+    let (addr, got, _) = recorder_answering(200, body);
+    (addr, got)
+}
+
 /// As [`recorder`], with the answer's status changeable while it runs (a receiver outage).
 pub fn switchable_recorder(
     status: u16,
+) -> (
+    String,
+    Received,
+    std::sync::Arc<std::sync::atomic::AtomicU16>,
+) {
+    recorder_answering(status, "ok")
+}
+
+fn recorder_answering(
+    status: u16,
+    answer_body: &'static str,
 ) -> (
     String,
     Received,
@@ -334,8 +364,10 @@ pub fn switchable_recorder(
             let body = String::from_utf8_lossy(&body).to_string();
             g.lock().unwrap().push((path, body));
             let status = a.load(std::sync::atomic::Ordering::SeqCst);
-            let resp =
-                format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            let resp = format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer_body}",
+                answer_body.len()
+            );
             let _ = s.write_all(resp.as_bytes());
         }
     });
