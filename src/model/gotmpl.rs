@@ -50,18 +50,42 @@ pub fn go_title(x: &str) -> String {
 /// Adds `toUpper`, `toLower`, `title`, `match` and `reReplaceAll`, which Prometheus and
 /// Alertmanager define alike.
 pub fn string_funcs(t: Template) -> Template {
-    t.func("toUpper", |a| Ok(s(arg_str(a, 0).to_uppercase())))
-        .func("toLower", |a| Ok(s(arg_str(a, 0).to_lowercase())))
-        .func("title", |a| Ok(s(go_title(&arg_str(a, 0)))))
-        .func("match", |a| {
-            Ok(Value::Bool(regex(&arg_str(a, 0))?.is_match(&arg_str(a, 1))))
-        })
-        .func("reReplaceAll", |a| {
+    t.funcs(string_func_map())
+}
+
+/// The functions of [`string_funcs`] as a map, for templates of either kind (text or
+/// HTML-escaping).
+pub fn string_func_map() -> gotmpl::FuncMap {
+    let mut m = gotmpl::FuncMap::new();
+    let mut add = |name: &str, f: gotmpl::ValueFunc| {
+        m.insert(name.to_string(), f);
+    };
+    add(
+        "toUpper",
+        std::sync::Arc::new(|a| Ok(s(arg_str(a, 0).to_uppercase()))),
+    );
+    add(
+        "toLower",
+        std::sync::Arc::new(|a| Ok(s(arg_str(a, 0).to_lowercase()))),
+    );
+    add(
+        "title",
+        std::sync::Arc::new(|a| Ok(s(go_title(&arg_str(a, 0))))),
+    );
+    add(
+        "match",
+        std::sync::Arc::new(|a| Ok(Value::Bool(regex(&arg_str(a, 0))?.is_match(&arg_str(a, 1))))),
+    );
+    add(
+        "reReplaceAll",
+        std::sync::Arc::new(|a| {
             let re = regex(&arg_str(a, 0))?;
             Ok(s(re
                 .replace_all(&arg_str(a, 2), arg_str(a, 1).as_str())
                 .into_owned()))
-        })
+        }),
+    );
+    m
 }
 
 #[cfg(test)]

@@ -107,9 +107,11 @@ fn list_of(v: &T) -> Vec<T> {
     }
 }
 
-fn with_funcs(t: Template) -> Template {
-    let by_status = |want: &'static str| {
-        move |a: &[T]| {
+/// Alertmanager's template functions: the shared string ones, the method helpers the
+/// rewrite produces, and `join`, `trimSpace`, `safeHtml`, `stringSlice`, `toJson`.
+fn func_map() -> gotmpl::FuncMap {
+    let by_status = |want: &'static str| -> gotmpl::ValueFunc {
+        Arc::new(move |a: &[T]| {
             Ok(T::List(Arc::from(
                 a.first()
                     .map(list_of)
@@ -118,12 +120,17 @@ fn with_funcs(t: Template) -> Template {
                     .filter(|x| x.field("Status").map(|s| s.to_string()) == Some(want.into()))
                     .collect::<Vec<_>>(),
             )))
-        }
+        })
     };
-    crate::model::gotmpl::string_funcs(t)
-        .func("__Firing", by_status("firing"))
-        .func("__Resolved", by_status("resolved"))
-        .func("__SortedPairs", |a: &[T]| {
+    let mut m = crate::model::gotmpl::string_func_map();
+    let mut add = |name: &str, f: gotmpl::ValueFunc| {
+        m.insert(name.to_string(), f);
+    };
+    add("__Firing", by_status("firing"));
+    add("__Resolved", by_status("resolved"));
+    add(
+        "__SortedPairs",
+        Arc::new(|a: &[T]| {
             Ok(T::List(Arc::from(
                 a.first()
                     .map(map_of)
@@ -138,8 +145,11 @@ fn with_funcs(t: Template) -> Template {
                     })
                     .collect::<Vec<_>>(),
             )))
-        })
-        .func("__Names", |a: &[T]| {
+        }),
+    );
+    add(
+        "__Names",
+        Arc::new(|a: &[T]| {
             Ok(T::List(Arc::from(
                 a.first()
                     .map(map_of)
@@ -148,8 +158,11 @@ fn with_funcs(t: Template) -> Template {
                     .map(|(k, _)| s(&k))
                     .collect::<Vec<_>>(),
             )))
-        })
-        .func("__Values", |a: &[T]| {
+        }),
+    );
+    add(
+        "__Values",
+        Arc::new(|a: &[T]| {
             let v = a.first().cloned().unwrap_or(T::Nil);
             let vals: Vec<T> = match &v {
                 T::Map(_) => map_of(&v).into_iter().map(|(_, x)| x).collect(),
@@ -158,8 +171,11 @@ fn with_funcs(t: Template) -> Template {
                 _ => Vec::new(),
             };
             Ok(T::List(Arc::from(vals)))
-        })
-        .func("__Remove", |a: &[T]| {
+        }),
+    );
+    add(
+        "__Remove",
+        Arc::new(|a: &[T]| {
             let drop: Vec<String> = a
                 .get(1)
                 .map(list_of)
@@ -176,9 +192,12 @@ fn with_funcs(t: Template) -> Template {
                     .map(|(k, v)| (Arc::from(k.as_str()), v))
                     .collect(),
             )))
-        })
-        .func("trimSpace", |a: &[T]| Ok(s(arg_str(a, 0).trim())))
-        .func("join", |a: &[T]| {
+        }),
+    );
+    add("trimSpace", Arc::new(|a: &[T]| Ok(s(arg_str(a, 0).trim()))));
+    add(
+        "join",
+        Arc::new(|a: &[T]| {
             let sep = arg_str(a, 0);
             let items: Vec<String> = a
                 .get(1)
@@ -188,108 +207,54 @@ fn with_funcs(t: Template) -> Template {
                 .map(|x| x.to_string())
                 .collect();
             Ok(s(&items.join(&sep)))
-        })
-        .func("safeHtml", |a: &[T]| {
-            Ok(a.first().cloned().unwrap_or(T::Nil))
-        })
-        .func("stringSlice", |a: &[T]| Ok(T::List(Arc::from(a.to_vec()))))
+        }),
+    );
+    add(
+        "safeHtml",
+        Arc::new(|a: &[T]| Ok(a.first().cloned().unwrap_or(T::Nil))),
+    );
+    add(
+        "stringSlice",
+        Arc::new(|a: &[T]| Ok(T::List(Arc::from(a.to_vec())))),
+    );
+    add(
+        "toJson",
+        Arc::new(|a: &[T]| Ok(s(&to_json(a.first().unwrap_or(&T::Nil)).to_string()))),
+    );
+    m
+}
+
+/// Go's `json.Marshal` of template data: the alert fields by their JSON names, an empty
+/// alert list (Go's nil slice) as `null`.
+fn to_json(v: &T) -> serde_json::Value {
+    use serde_json::Value as J;
+    let json_name = |k: &str| -> String {
+        match k {
+            "Status" => "status",
+            "Labels" => "labels",
+            "Annotations" => "annotations",
+            "StartsAt" => "startsAt",
+            "EndsAt" => "endsAt",
+            "GeneratorURL" => "generatorURL",
+            "Fingerprint" => "fingerprint",
+            other => other,
+        }
+        .to_string()
+    };
+    match v {
+        T::Nil => J::Null,
+        T::Bool(b) => J::Bool(*b),
+        T::String(x) => J::String(x.to_string()),
+        T::List(l) if l.is_empty() => J::Null,
+        T::List(l) => J::Array(l.iter().map(to_json).collect()),
+        T::Map(m) => J::Object(m.iter().map(|(k, x)| (json_name(k), to_json(x))).collect()),
+        other => serde_json::from_str(&other.to_string()).unwrap_or(J::String(other.to_string())),
+    }
 }
 
 /// Built-in named templates: Alertmanager's `default.tmpl` names (users' templates call
 /// them), with the same data and wording; the e-mail HTML is our own, smaller layout.
-const DEFAULTS: &str = r#"{{ define "__alertmanager" }}Alertmanager{{ end }}{{ define "__alertmanagerURL" }}{{ .ExternalURL }}{{ end }}{{ define "__subject" }}[{{ .Status | toUpper }}{{ if eq .Status "firing" }}:{{ .Alerts.Firing | len }}{{ end }}] {{ .GroupLabels.SortedPairs.Values | join " " }} {{ if gt (len .CommonLabels) (len .GroupLabels) }}({{ with .CommonLabels.Remove .GroupLabels.Names }}{{ .Values | join " " }}{{ end }}){{ end }}{{ end }}{{ define "__description" }}{{ end }}{{ define "__text_alert_list" }}{{ range . }}Labels:
-{{ range .Labels.SortedPairs }} - {{ .Name }} = {{ .Value }}
-{{ end }}Annotations:
-{{ range .Annotations.SortedPairs }} - {{ .Name }} = {{ .Value }}
-{{ end }}Source: {{ .GeneratorURL }}
-{{ end }}{{ end }}{{ define "__text_alert_list_markdown" }}{{ range . }}
-Labels:
-{{ range .Labels.SortedPairs }}  - {{ .Name }} = {{ .Value }}
-{{ end }}
-Annotations:
-{{ range .Annotations.SortedPairs }}  - {{ .Name }} = {{ .Value }}
-{{ end }}
-Source: {{ .GeneratorURL }}
-{{ end }}
-{{ end }}{{ define "__alerts_text" }}{{ if gt (len .Alerts.Firing) 0 }}
-Alerts Firing:
-{{ template "__text_alert_list" .Alerts.Firing }}
-{{ end }}{{ if gt (len .Alerts.Resolved) 0 }}
-Alerts Resolved:
-{{ template "__text_alert_list" .Alerts.Resolved }}
-{{ end }}{{ end }}{{ define "__alerts_markdown" }}
-{{ if gt (len .Alerts.Firing) 0 }}
-# Alerts Firing:
-{{ template "__text_alert_list_markdown" .Alerts.Firing }}
-{{ end }}
-{{ if gt (len .Alerts.Resolved) 0 }}
-# Alerts Resolved:
-{{ template "__text_alert_list_markdown" .Alerts.Resolved }}
-{{ end }}
-{{ end }}{{ define "slack.default.title" }}{{ template "__subject" . }}{{ end }}{{ define "slack.default.username" }}{{ template "__alertmanager" . }}{{ end }}{{ define "slack.default.fallback" }}{{ template "slack.default.title" . }} | {{ template "slack.default.titlelink" . }}{{ end }}{{ define "slack.default.callbackid" }}{{ end }}{{ define "slack.default.pretext" }}{{ end }}{{ define "slack.default.titlelink" }}{{ template "__alertmanagerURL" . }}{{ end }}{{ define "slack.default.iconemoji" }}{{ end }}{{ define "slack.default.iconurl" }}{{ end }}{{ define "slack.default.text" }}{{ end }}{{ define "slack.default.footer" }}{{ end }}{{ define "pagerduty.default.description" }}{{ template "__subject" . }}{{ end }}{{ define "pagerduty.default.client" }}{{ template "__alertmanager" . }}{{ end }}{{ define "pagerduty.default.clientURL" }}{{ template "__alertmanagerURL" . }}{{ end }}{{ define "pagerduty.default.instances" }}{{ template "__text_alert_list" . }}{{ end }}{{ define "opsgenie.default.message" }}{{ template "__subject" . }}{{ end }}{{ define "opsgenie.default.description" }}{{ .CommonAnnotations.SortedPairs.Values | join " " }}
-{{ if gt (len .Alerts.Firing) 0 -}}
-Alerts Firing:
-{{ template "__text_alert_list" .Alerts.Firing }}
-{{- end }}
-{{ if gt (len .Alerts.Resolved) 0 -}}
-Alerts Resolved:
-{{ template "__text_alert_list" .Alerts.Resolved }}
-{{- end }}
-{{- end }}{{ define "opsgenie.default.source" }}{{ template "__alertmanagerURL" . }}{{ end }}{{ define "wechat.default.message" }}{{ template "__subject" . }}
-{{ .CommonAnnotations.SortedPairs.Values | join " " }}
-{{ if gt (len .Alerts.Firing) 0 -}}
-Alerts Firing:
-{{ template "__text_alert_list" .Alerts.Firing }}
-{{- end }}
-{{ if gt (len .Alerts.Resolved) 0 -}}
-Alerts Resolved:
-{{ template "__text_alert_list" .Alerts.Resolved }}
-{{- end }}
-AlertmanagerUrl:
-{{ template "__alertmanagerURL" . }}
-{{- end }}{{ define "wechat.default.to_user" }}{{ end }}{{ define "wechat.default.to_party" }}{{ end }}{{ define "wechat.default.to_tag" }}{{ end }}{{ define "wechat.default.agent_id" }}{{ end }}{{ define "victorops.default.state_message" }}{{ .CommonAnnotations.SortedPairs.Values | join " " }}
-{{ if gt (len .Alerts.Firing) 0 -}}
-Alerts Firing:
-{{ template "__text_alert_list" .Alerts.Firing }}
-{{- end }}
-{{ if gt (len .Alerts.Resolved) 0 -}}
-Alerts Resolved:
-{{ template "__text_alert_list" .Alerts.Resolved }}
-{{- end }}
-{{- end }}{{ define "victorops.default.entity_display_name" }}{{ template "__subject" . }}{{ end }}{{ define "victorops.default.monitoring_tool" }}{{ template "__alertmanager" . }}{{ end }}{{ define "pushover.default.title" }}{{ template "__subject" . }}{{ end }}{{ define "pushover.default.message" }}{{ .CommonAnnotations.SortedPairs.Values | join " " }}
-{{ template "__alerts_text" . }}
-{{ end }}{{ define "pushover.default.url" }}{{ template "__alertmanagerURL" . }}{{ end }}{{ define "sns.default.subject" }}{{ template "__subject" . }}{{ end }}{{ define "sns.default.message" }}{{ .CommonAnnotations.SortedPairs.Values | join " " }}
-{{ template "__alerts_text" . }}
-{{ end }}{{ define "telegram.default.message" }}
-{{ template "__alerts_text" . }}
-{{ end }}{{ define "discord.default.content" }}{{ end }}{{ define "discord.default.title" }}{{ template "__subject" . }}{{ end }}{{ define "discord.default.message" }}
-{{ template "__alerts_text" . }}
-{{ end }}{{ define "webex.default.message" }}{{ .CommonAnnotations.SortedPairs.Values | join " " }}
-{{ template "__alerts_text" . }}
-{{ end }}{{ define "msteams.default.summary" }}{{ template "__subject" . }}{{ end }}{{ define "msteams.default.title" }}{{ template "__subject" . }}{{ end }}{{ define "msteams.default.text" }}{{ template "__alerts_markdown" . }}{{ end }}{{ define "msteamsv2.default.title" }}{{ template "__subject" . }}{{ end }}{{ define "msteamsv2.default.text" }}{{ template "__alerts_markdown" . }}{{ end }}{{ define "jira.default.summary" }}{{ template "__subject" . }}{{ end }}{{ define "jira.default.description" }}{{ template "__alerts_markdown" . }}{{ end }}{{ define "jira.default.priority" }}{{ $p := "" }}{{ range .Alerts }}{{ $s := index .Labels "severity" }}{{ if eq $s "critical" }}{{ $p = "High" }}{{ else if and (eq $s "warning") (ne $p "High") }}{{ $p = "Medium" }}{{ else if and (eq $s "info") (eq $p "") }}{{ $p = "Low" }}{{ end }}{{ end }}{{ $p }}{{ end }}{{ define "rocketchat.default.title" }}{{ template "__subject" . }}{{ end }}{{ define "rocketchat.default.alias" }}{{ template "__alertmanager" . }}{{ end }}{{ define "rocketchat.default.titlelink" }}{{ template "__alertmanagerURL" . }}{{ end }}{{ define "rocketchat.default.emoji" }}{{ end }}{{ define "rocketchat.default.iconurl" }}{{ end }}{{ define "rocketchat.default.text" }}{{ end }}{{ define "mattermost.default.text" }}{{ template "__subject" . }}
-{{ template "__alerts_text" . }}{{ end }}{{ define "appliance.slack.text" }}{{ range .Alerts }}*{{ .Status | toUpper }}* {{ if .Annotations.summary }}{{ .Annotations.summary }}{{ else }}{{ .Labels.alertname }}{{ end }}
-{{ with .Annotations.description }}{{ . }}
-{{ end }}{{ range $i, $p := .Labels.SortedPairs }}{{ if $i }} {{ end }}`{{ $p.Name }}={{ $p.Value }}`{{ end }}
-{{ end }}{{ end }}{{ define "appliance.text" }}{{ template "__subject" . }}
-{{ range .Alerts }}
-{{ .Status | toUpper }} {{ if .Annotations.summary }}{{ .Annotations.summary }}{{ else }}{{ .Labels.alertname }}{{ end }}
-{{ with .Annotations.description }}{{ . }}
-{{ end }}{{ range $i, $p := .Labels.SortedPairs }}{{ if $i }} {{ end }}{{ $p.Name }}={{ $p.Value }}{{ end }}
-{{ end }}
-{{ template "__alertmanagerURL" . }}
-{{ end }}{{ define "email.default.subject" }}{{ template "__subject" . }}{{ end }}{{ define "email.default.html" }}<!DOCTYPE html>
-<html><head><meta charset="UTF-8"><title>{{ template "__subject" . }}</title></head>
-<body style="font-family: Helvetica, Arial, sans-serif; font-size: 14px; background: #f6f6f6; margin: 0; padding: 20px;">
-<table style="max-width: 600px; margin: 0 auto; background: #fff; border: 1px solid #e9e9e9; border-collapse: collapse; width: 100%;">
-<tr><td style="background: {{ if eq .Status "firing" }}#E6522C{{ else }}#2DB369{{ end }}; color: #fff; padding: 16px; font-size: 16px;">{{ .Alerts | len }} alert{{ if gt (len .Alerts) 1 }}s{{ end }} for {{ range .GroupLabels.SortedPairs }}{{ .Name }}={{ .Value }} {{ end }}</td></tr>
-<tr><td style="padding: 10px;"><a href="{{ template "__alertmanagerURL" . }}">View in {{ template "__alertmanager" . }}</a></td></tr>
-{{ if gt (len .Alerts.Firing) 0 }}<tr><td style="padding: 10px;"><strong>[{{ .Alerts.Firing | len }}] Firing</strong></td></tr>{{ end }}
-{{ range .Alerts.Firing }}<tr><td style="padding: 10px; border-top: 1px solid #eee;"><strong>Labels</strong><br>{{ range .Labels.SortedPairs }}{{ .Name }} = {{ .Value }}<br>{{ end }}{{ if gt (len .Annotations) 0 }}<strong>Annotations</strong><br>{{ end }}{{ range .Annotations.SortedPairs }}{{ .Name }} = {{ .Value }}<br>{{ end }}<a href="{{ .GeneratorURL }}">Source</a></td></tr>
-{{ end }}{{ if gt (len .Alerts.Resolved) 0 }}<tr><td style="padding: 10px;"><strong>[{{ .Alerts.Resolved | len }}] Resolved</strong></td></tr>{{ end }}
-{{ range .Alerts.Resolved }}<tr><td style="padding: 10px; border-top: 1px solid #eee;"><strong>Labels</strong><br>{{ range .Labels.SortedPairs }}{{ .Name }} = {{ .Value }}<br>{{ end }}{{ if gt (len .Annotations) 0 }}<strong>Annotations</strong><br>{{ end }}{{ range .Annotations.SortedPairs }}{{ .Name }} = {{ .Value }}<br>{{ end }}<a href="{{ .GeneratorURL }}">Source</a></td></tr>
-{{ end }}<tr><td style="padding: 10px; color: #999; font-size: 12px;"><a href="{{ .ExternalURL }}">Sent by {{ template "__alertmanager" . }}</a></td></tr>
-</table></body></html>
-{{ end }}"#;
+const DEFAULTS: &str = include_str!("default.tmpl");
 
 /// Templates for one configuration: built-ins plus the `templates:` files.
 #[derive(Clone, Debug, Default)]
@@ -339,15 +304,21 @@ impl Templates {
         Ok(t)
     }
 
-    fn parse(&self, name: &str, text: &str) -> Result<Template, TemplateError> {
-        let src = format!(
-            "{}{}{}",
+    /// The whole source: built-ins, `templates:` files, and `text` as the named template
+    /// [`FIELD`], so text outside `define` blocks in the files never reaches the output.
+    fn source(&self, text: &str) -> String {
+        format!(
+            "{}{}{{{{ define \"{FIELD}\" }}}}{}{{{{ end }}}}",
             rewrite(DEFAULTS),
             rewrite(&self.extra),
             rewrite(text)
-        );
-        with_funcs(Template::new(name))
-            .parse(&src)
+        )
+    }
+
+    fn parse(&self, name: &str, text: &str) -> Result<Template, TemplateError> {
+        Template::new(name)
+            .funcs(func_map())
+            .parse(&self.source(text))
             .map_err(|e| TemplateError(e.to_string()))
     }
 
@@ -363,10 +334,32 @@ impl Templates {
             return Ok(text.to_string());
         }
         let t = self.parse("field", text)?;
-        t.execute_to_string(&data(n, now, external_url))
+        t.execute_template_to_string(FIELD, &data(n, now, external_url))
+            .map_err(|e| TemplateError(e.to_string()))
+    }
+
+    /// As [`Templates::expand`], escaping the data for HTML by its context as Go's
+    /// `html/template` does (Alertmanager's e-mail HTML and Telegram's HTML mode).
+    pub fn expand_html(
+        &self,
+        text: &str,
+        n: &Notification,
+        now: i64,
+        external_url: &str,
+    ) -> Result<String, TemplateError> {
+        if !text.contains("{{") {
+            return Ok(text.to_string());
+        }
+        gotmpl::html::Template::new("field")
+            .funcs(func_map())
+            .parse(&self.source(text))
+            .and_then(|t| t.execute_template_to_string(FIELD, &data(n, now, external_url)))
             .map_err(|e| TemplateError(e.to_string()))
     }
 }
+
+/// The name a field's text is parsed under.
+const FIELD: &str = "__appliance_field";
 
 fn labels(l: &crate::model::Labels) -> BTreeMap<String, String> {
     l.iter()
@@ -517,5 +510,88 @@ mod tests {
         );
         std::fs::write(dir.path().join("b.tmpl"), "{{ define \"broken\" }}{{ .X ").unwrap();
         assert!(Templates::load(&["*.tmpl".into()], dir.path()).is_err());
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+    use crate::model::Labels;
+    use crate::notify::dispatch::Alert;
+
+    fn note(summary: &str) -> Notification {
+        Notification {
+            receiver: "team a".into(),
+            integration: 0,
+            log_entry: Default::default(),
+            group_key: "0:{}".into(),
+            group_labels: [("alertname".to_string(), "Down".to_string())].into(),
+            alerts: vec![Alert {
+                labels: Labels::from_pairs([("alertname", "Down"), ("severity", "warning")]),
+                annotations: [("summary".to_string(), summary.to_string())].into(),
+                starts_at: 0,
+                ends_at: 0,
+                generator_url: "http://x/graph".into(),
+            }],
+            status: "firing",
+        }
+    }
+
+    #[test]
+    fn html_expansion_escapes_the_data_not_the_template() {
+        let t = Templates::default();
+        let n = note("<b>disk</b> & more");
+        let html = t
+            .expand_html(
+                "<i>{{ .CommonAnnotations.summary }}</i>",
+                &n,
+                1,
+                "http://am",
+            )
+            .unwrap();
+        assert_eq!(html, "<i>&lt;b&gt;disk&lt;/b&gt; &amp; more</i>");
+        let text = t
+            .expand(
+                "<i>{{ .CommonAnnotations.summary }}</i>",
+                &n,
+                1,
+                "http://am",
+            )
+            .unwrap();
+        assert_eq!(text, "<i><b>disk</b> & more</i>");
+    }
+
+    #[test]
+    fn text_between_definitions_in_template_files_stays_out_of_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.tmpl"),
+            "# a comment line outside any define\n{{ define \"x\" }}X{{ end }}\n\n{{ define \"y\" }}Y{{ end }}\n",
+        )
+        .unwrap();
+        let t = Templates::load(&["*.tmpl".into()], dir.path()).unwrap();
+        let n = note("s");
+        assert_eq!(
+            t.expand("{{ template \"x\" . }}{{ template \"y\" . }}", &n, 1, "")
+                .unwrap(),
+            "XY"
+        );
+    }
+
+    #[test]
+    fn alertmanager_functions_and_defaults() {
+        let t = Templates::default();
+        let n = note("s");
+        let x = |src: &str| t.expand(src, &n, 1, "http://am").unwrap();
+        assert_eq!(
+            x("{{ template \"__alertmanagerURL\" . }}"),
+            "http://am/#/alerts?receiver=team+a"
+        );
+        assert_eq!(x("{{ template \"jira.default.priority\" . }}"), "Medium");
+        assert_eq!(x("{{ .Alerts.Resolved | toJson }}"), "null");
+        let j: serde_json::Value =
+            serde_json::from_str(&x("{{ .Alerts.Firing | toJson }}")).unwrap();
+        assert_eq!(j[0]["labels"]["severity"], "warning");
+        assert_eq!(j[0]["status"], "firing");
     }
 }

@@ -128,6 +128,7 @@ impl Receiver for Discord {
                 2000,
             );
             let mut body = json!({
+                "content": content,
                 "embeds": [{
                     "title": title,
                     "description": description,

@@ -18,6 +18,37 @@ use crate::model::time::Duration;
 use crate::notify::config::GlobalConfig;
 use crate::notify::dispatch::Notification;
 
+/// A templated issue field, as a string or `{template, enable_update}`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Field {
+    /// Just the template.
+    Template(String),
+    /// The template, and whether an update of an existing issue sets it (default true).
+    Full {
+        /// The template.
+        #[serde(default)]
+        template: String,
+        /// Whether updates set it.
+        #[serde(default)]
+        enable_update: Option<bool>,
+    },
+}
+
+impl Field {
+    fn template(&self) -> &str {
+        match self {
+            Field::Template(t) | Field::Full { template: t, .. } => t,
+        }
+    }
+    fn on_update(&self) -> bool {
+        match self {
+            Field::Template(_) => true,
+            Field::Full { enable_update, .. } => enable_update.unwrap_or(true),
+        }
+    }
+}
+
 /// A `jira_configs` entry.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,12 +69,13 @@ pub struct Config {
     /// Project key.
     #[serde(default)]
     pub project: String,
-    /// Summary (template).
+    /// Summary (template, or `{template, enable_update}`).
     #[serde(default)]
-    pub summary: Option<String>,
-    /// Description (template).
+    pub summary: Option<Field>,
+    /// Description (template, or `{template, enable_update}`); with an API v3 URL it must
+    /// render to Atlassian Document Format JSON.
     #[serde(default)]
-    pub description: Option<String>,
+    pub description: Option<Field>,
     /// Labels (templates); the group's label is added.
     #[serde(default)]
     pub labels: Vec<String>,
@@ -65,7 +97,7 @@ pub struct Config {
     /// How long after its resolution an issue may be reopened (default: always).
     #[serde(default)]
     pub reopen_duration: Option<Duration>,
-    /// Other fields, passed through.
+    /// Other fields (custom fields by id), every string in them a template.
     #[serde(default)]
     pub fields: BTreeMap<String, Value>,
 }
@@ -114,6 +146,10 @@ struct Jira {
     templates: crate::notify::template::Templates,
 }
 
+/// Jira's limits, in characters.
+const MAX_SUMMARY: usize = 255;
+const MAX_DESCRIPTION: usize = 32767;
+
 /// An issue as the search returns it.
 struct Found {
     key: String,
@@ -121,12 +157,23 @@ struct Found {
 }
 
 impl Jira {
+    /// Whether the search goes to Jira Cloud's `search/jql` (API v3).
     fn cloud(&self) -> bool {
         match self.cfg.api_type.as_str() {
             "cloud" => true,
             "datacenter" => false,
-            _ => host_of(&self.cfg.api_url).ends_with(".atlassian.net"),
+            _ => url::Url::parse(&self.cfg.api_url)
+                .ok()
+                .and_then(|u| u.host_str().map(|h| h.ends_with("atlassian.net")))
+                .unwrap_or(false),
         }
+    }
+
+    /// Whether `api_url` is API v3, whose descriptions are Atlassian Document Format.
+    fn v3(&self) -> bool {
+        url::Url::parse(&self.cfg.api_url)
+            .map(|u| u.path().trim_end_matches('/').ends_with("/3"))
+            .unwrap_or(false)
     }
 
     async fn call(
@@ -135,9 +182,19 @@ impl Jira {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, DeliveryError> {
+        self.call_url(method, &join_url(&self.cfg.api_url, path), body)
+            .await
+    }
+
+    async fn call_url(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, DeliveryError> {
         let mut req = self
             .http
-            .request(method, &join_url(&self.cfg.api_url, path))?
+            .request(method, url)?
             .header(reqwest::header::ACCEPT, "application/json");
         if let Some(b) = body {
             req = req
@@ -151,28 +208,49 @@ impl Jira {
         Ok(serde_json::from_slice(&answer).unwrap_or(Value::Null))
     }
 
-    async fn search(&self, label: &str, firing: bool) -> Result<Option<Found>, DeliveryError> {
+    async fn search(
+        &self,
+        m: &Msg<'_>,
+        label: &str,
+        firing: bool,
+    ) -> Result<Option<Found>, DeliveryError> {
         let c = &self.cfg;
         let mut jql = String::new();
         if !c.wont_fix_resolution.is_empty() {
-            jql.push_str(&format!("resolution != {:?} and ", c.wont_fix_resolution));
-        }
-        if firing && c.reopen_transition.is_empty() {
-            jql.push_str("statusCategory != Done and ");
-        }
-        if let Some(d) = c.reopen_duration.filter(|d| d.as_millis() > 0) {
             jql.push_str(&format!(
-                "(resolutiondate is EMPTY OR resolutiondate >= -{}m) and ",
-                d.as_millis() / 60_000
+                "(resolution is EMPTY or resolution != {:?}) and ",
+                c.wont_fix_resolution
             ));
+        }
+        let reopen_minutes = c
+            .reopen_duration
+            .map(|d| d.as_millis() / 60_000)
+            .unwrap_or(0);
+        if firing && !c.reopen_transition.is_empty() && reopen_minutes > 0 {
+            jql.push_str(&format!(
+                "(resolutiondate is EMPTY OR resolutiondate >= -{reopen_minutes}m) and "
+            ));
+        } else {
+            jql.push_str("statusCategory != Done and ");
         }
         jql.push_str(&format!(
             "project={:?} and labels={label:?} order by status ASC,resolutiondate DESC",
-            c.project
+            m.text(&c.project)?
         ));
         let body = json!({"jql": jql, "maxResults": 2, "fields": ["status"]});
-        let path = if self.cloud() { "search/jql" } else { "search" };
-        let v = self.call(reqwest::Method::POST, path, Some(&body)).await?;
+        let v = if self.cloud() {
+            // Jira Cloud searches with API v3's `search/jql` whatever version api_url names.
+            let url = join_url(&self.cfg.api_url, "search/jql").replacen(
+                "/rest/api/2/",
+                "/rest/api/3/",
+                1,
+            );
+            self.call_url(reqwest::Method::POST, &url, Some(&body))
+                .await?
+        } else {
+            self.call(reqwest::Method::POST, "search", Some(&body))
+                .await?
+        };
         let Some(issue) = v
             .get("issues")
             .and_then(Value::as_array)
@@ -211,48 +289,56 @@ impl Jira {
         .map(|_| ())
     }
 
-    fn fields(&self, m: &Msg<'_>, label: &str) -> Result<Value, DeliveryError> {
+    /// The issue's fields; `update` leaves out summary and description whose
+    /// `enable_update` is false.
+    fn fields(&self, m: &Msg<'_>, label: &str, update: bool) -> Result<Value, DeliveryError> {
         let c = &self.cfg;
-        let t = |v: &Option<String>, d: &str| m.text(v.as_deref().unwrap_or(d));
-        let (summary, _) = truncate(
-            &t(&c.summary, r#"{{ template "jira.default.summary" . }}"#)?,
-            255,
-        );
-        let description = t(
-            &c.description,
-            r#"{{ template "jira.default.description" . }}"#,
-        )?;
-        let description = if self.cloud() {
-            // API v3 takes the Atlassian Document Format.
-            json!({"type": "doc", "version": 1, "content": [
-                {"type": "paragraph", "content": [{"type": "text", "text": description}]}
-            ]})
-        } else {
-            Value::String(description)
-        };
-        let mut labels = Vec::new();
-        for l in &c.labels {
-            let l = m.text(l)?;
-            if !l.is_empty() {
-                labels.push(l);
+        let summary_t = c.summary.clone().unwrap_or(Field::Template(
+            r#"{{ template "jira.default.summary" . }}"#.into(),
+        ));
+        let description_t = c.description.clone().unwrap_or(Field::Template(
+            r#"{{ template "jira.default.description" . }}"#.into(),
+        ));
+        let (summary, _) = truncate(&m.text(summary_t.template())?, MAX_SUMMARY);
+        let (description, _) = truncate(&m.text(description_t.template())?, MAX_DESCRIPTION);
+        let mut f = serde_json::Map::new();
+        for (k, v) in &c.fields {
+            f.insert(k.clone(), m.deep(v)?);
+        }
+        f.insert("project".into(), json!({"key": m.text(&c.project)?}));
+        f.insert("issuetype".into(), json!({"name": m.text(&c.issue_type)?}));
+        if !update || summary_t.on_update() {
+            f.insert("summary".into(), Value::String(summary));
+        }
+        if !update || description_t.on_update() {
+            if self.v3() {
+                let d = description.trim();
+                if !d.is_empty() {
+                    let adf: Value = serde_json::from_str(d).map_err(|_| {
+                        DeliveryError::Setup("description template: invalid JSON for API v3 (Atlassian Document Format)".into())
+                    })?;
+                    f.insert("description".into(), adf);
+                }
+            } else if !description.is_empty() {
+                f.insert("description".into(), Value::String(description));
             }
         }
+        let mut labels = Vec::new();
+        for l in &c.labels {
+            labels.push(m.text(l)?);
+        }
         labels.push(label.to_string());
-        let mut f = json!({
-            "project": {"key": c.project},
-            "issuetype": {"name": c.issue_type},
-            "summary": summary,
-            "description": description,
-            "labels": labels,
-        });
-        let priority = t(&c.priority, r#"{{ template "jira.default.priority" . }}"#)?;
+        labels.sort();
+        f.insert("labels".into(), json!(labels));
+        let priority = m.text(
+            c.priority
+                .as_deref()
+                .unwrap_or(r#"{{ template "jira.default.priority" . }}"#),
+        )?;
         if !priority.is_empty() {
-            f["priority"] = json!({"name": priority});
+            f.insert("priority".into(), json!({"name": priority}));
         }
-        for (k, v) in &c.fields {
-            f[k] = v.clone();
-        }
-        Ok(f)
+        Ok(Value::Object(f))
     }
 }
 
@@ -275,26 +361,21 @@ impl Receiver for Jira {
             let c = &self.cfg;
             let m = Msg::new(n, ctx, &self.templates);
             let label = format!("ALERT{{{}}}", m.key_hash());
-            let found = self.search(&label, !m.resolved()).await?;
-            let fields = self.fields(&m, &label)?;
+            let found = self.search(&m, &label, !m.resolved()).await?;
             match found {
                 None if m.resolved() => Ok(()),
-                None => self
-                    .call(
+                None => {
+                    let fields = self.fields(&m, &label, false)?;
+                    self.call(
                         reqwest::Method::POST,
                         "issue",
                         Some(&json!({"fields": fields})),
                     )
                     .await
-                    .map(|_| ()),
+                    .map(|_| ())
+                }
                 Some(issue) => {
-                    // Project and type are fixed once the issue exists; Jira refuses them in
-                    // an update on many screens.
-                    let mut fields = fields;
-                    if let Value::Object(f) = &mut fields {
-                        f.remove("project");
-                        f.remove("issuetype");
-                    }
+                    let fields = self.fields(&m, &label, true)?;
                     let path = format!("issue/{}", issue.key);
                     self.call(
                         reqwest::Method::PUT,

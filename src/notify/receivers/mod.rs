@@ -232,6 +232,39 @@ impl<'a> Msg<'a> {
             .map_err(|e| DeliveryError::Setup(e.to_string()))
     }
 
+    /// Expands a template field with its data escaped for HTML (Go's `html/template`).
+    pub fn html(&self, t: &str) -> Result<String, DeliveryError> {
+        self.templates
+            .expand_html(t, self.n, self.now, self.external_url)
+            .map_err(|e| DeliveryError::Setup(e.to_string()))
+    }
+
+    /// Alertmanager's `DeepCopyWithTemplate`: every string in `v` (keys too) is expanded,
+    /// and a result that reads as YAML of another kind (a number, a list, a map, `null`)
+    /// becomes that value, so `{{ .Alerts.Firing | toJson }}` gives structured JSON.
+    pub fn deep(&self, v: &Value) -> Result<Value, DeliveryError> {
+        Ok(match v {
+            Value::String(t) => {
+                let out = self.text(t)?;
+                match serde_saphyr::from_str::<Value>(&out) {
+                    Ok(Value::String(_)) | Err(_) => Value::String(out),
+                    Ok(other) => other,
+                }
+            }
+            Value::Array(a) => {
+                Value::Array(a.iter().map(|x| self.deep(x)).collect::<Result<_, _>>()?)
+            }
+            Value::Object(o) => {
+                let mut out = serde_json::Map::new();
+                for (k, x) in o {
+                    out.insert(self.text(k)?, self.deep(x)?);
+                }
+                Value::Object(out)
+            }
+            other => other.clone(),
+        })
+    }
+
     /// Whether the group is resolved (every alert in it).
     pub fn resolved(&self) -> bool {
         self.n.status == "resolved"
@@ -446,10 +479,12 @@ pub fn body_excerpt(body: &[u8]) -> String {
 /// must not hold a delivery forever.
 pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// A JSON answer with `ok: false` (Slack's Web API, Telegram) is a refusal.
+/// A JSON answer with `ok: false` (Slack's Web API, Telegram) or `success: false`
+/// (Rocket.Chat) is a refusal.
 pub fn check_ok_field(body: &[u8]) -> Result<(), DeliveryError> {
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
-        if v.get("ok") == Some(&Value::Bool(false)) {
+        if v.get("ok") == Some(&Value::Bool(false)) || v.get("success") == Some(&Value::Bool(false))
+        {
             let why = v
                 .get("error")
                 .or_else(|| v.get("description"))

@@ -88,6 +88,7 @@ impl Receiver for TeamsV2 {
                 "type": "message",
                 "attachments": [{
                     "contentType": "application/vnd.microsoft.card.adaptive",
+                    "contentUrl": null,
                     "content": {
                         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
                         "type": "AdaptiveCard",

@@ -143,10 +143,11 @@ struct Opsgenie {
     templates: crate::notify::template::Templates,
 }
 
-/// The comma-separated items of `s`, trimmed, without empty ones.
+/// The comma-separated items of `s` (trimmed as a whole), without empty ones, as
+/// Alertmanager's `safeSplit` gives them.
 fn split(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
+    s.trim()
+        .split(',')
         .filter(|x| !x.is_empty())
         .map(str::to_string)
         .collect()
@@ -176,6 +177,9 @@ impl Opsgenie {
         let mut responders = Vec::new();
         for r in &c.responders {
             let kind = m.text(&r.kind)?;
+            if [&r.id, &r.name, &r.username].iter().all(|x| x.is_empty()) && kind.is_empty() {
+                continue;
+            }
             // `teams` names several teams at once, comma-separated.
             if kind == "teams" {
                 for name in split(&m.text(&r.name)?) {
@@ -196,10 +200,12 @@ impl Opsgenie {
         let mut body = json!({
             "alias": alias,
             "message": message,
-            "description": description,
             "details": details,
             "source": t(&c.source, r#"{{ template "opsgenie.default.source" . }}"#)?,
         });
+        if !description.is_empty() {
+            body["description"] = Value::String(description);
+        }
         if !responders.is_empty() {
             body["responders"] = Value::Array(responders);
         }
@@ -224,10 +230,15 @@ impl Opsgenie {
         Ok(body)
     }
 
-    async fn post(&self, url: &str, body: &Value) -> Result<(), DeliveryError> {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: &Value,
+    ) -> Result<(), DeliveryError> {
         let req = self
             .http
-            .request(reqwest::Method::POST, url)?
+            .request(method, url)?
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(
                 reqwest::header::AUTHORIZATION,
@@ -265,17 +276,21 @@ impl Receiver for Opsgenie {
                         .unwrap_or(r#"{{ template "opsgenie.default.source" . }}"#),
                 )?;
                 let url = format!("{base}/{alias}/close?identifierType=alias");
-                return self.post(&url, &json!({"source": source})).await;
+                return self
+                    .send(reqwest::Method::POST, &url, &json!({"source": source}))
+                    .await;
             }
             let body = self.create(&m, &alias)?;
-            self.post(&base, &body).await?;
+            self.send(reqwest::Method::POST, &base, &body).await?;
             if c.update_alerts {
-                self.post(
+                self.send(
+                    reqwest::Method::PUT,
                     &format!("{base}/{alias}/message?identifierType=alias"),
                     &json!({"message": body["message"]}),
                 )
                 .await?;
-                self.post(
+                self.send(
+                    reqwest::Method::PUT,
                     &format!("{base}/{alias}/description?identifierType=alias"),
                     &json!({"description": body["description"]}),
                 )

@@ -172,28 +172,23 @@ struct PagerDuty {
 }
 
 impl PagerDuty {
+    /// Custom details: Alertmanager's defaults (the firing and resolved alerts as JSON,
+    /// their counts) under the configured ones, every value templated as
+    /// `DeepCopyWithTemplate` does.
     fn details(&self, m: &Msg<'_>) -> Result<serde_json::Map<String, Value>, DeliveryError> {
         let mut d = serde_json::Map::new();
         for (k, t) in [
-            (
-                "firing",
-                r#"{{ template "pagerduty.default.instances" .Alerts.Firing }}"#,
-            ),
-            (
-                "resolved",
-                r#"{{ template "pagerduty.default.instances" .Alerts.Resolved }}"#,
-            ),
+            ("firing", "{{ .Alerts.Firing | toJson }}"),
+            ("resolved", "{{ .Alerts.Resolved | toJson }}"),
             ("num_firing", "{{ .Alerts.Firing | len }}"),
             ("num_resolved", "{{ .Alerts.Resolved | len }}"),
         ] {
-            d.insert(k.into(), Value::String(m.text(t)?));
+            if !self.cfg.details.contains_key(k) {
+                d.insert(k.into(), m.deep(&Value::String(t.into()))?);
+            }
         }
         for (k, v) in &self.cfg.details {
-            let v = match v {
-                Value::String(s) => Value::String(m.text(s)?),
-                other => other.clone(),
-            };
-            d.insert(k.clone(), v);
+            d.insert(k.clone(), m.deep(v)?);
         }
         Ok(d)
     }
@@ -231,7 +226,7 @@ impl PagerDuty {
         }
         let mut payload = json!({
             "summary": description,
-            "source": match &c.source { Some(s) => m.text(s)?, None => client.clone() },
+            "source": m.text(c.source.as_deref().or(c.client.as_deref()).unwrap_or(r#"{{ template "pagerduty.default.client" . }}"#))?,
             "severity": t(&c.severity, "error")?,
             "custom_details": details,
         });
@@ -245,26 +240,40 @@ impl PagerDuty {
                 payload[k] = json!(v);
             }
         }
+        // Images without a source and links without a target are left out; empty lists
+        // are not sent.
         let mut images = Vec::new();
         for i in &c.images {
-            images.push(
-                json!({"src": m.text(&i.src)?, "alt": m.text(&i.alt)?, "href": m.text(&i.href)?}),
-            );
+            let src = m.text(&i.src)?;
+            if !src.is_empty() {
+                images.push(json!({"src": src, "alt": m.text(&i.alt)?, "href": m.text(&i.href)?}));
+            }
         }
         let mut links = Vec::new();
         for l in &c.links {
-            links.push(json!({"href": m.text(&l.href)?, "text": m.text(&l.text)?}));
+            let href = m.text(&l.href)?;
+            if !href.is_empty() {
+                links.push(json!({"href": href, "text": m.text(&l.text)?}));
+            }
         }
-        Ok(json!({
+        let mut v = json!({
             "routing_key": key,
             "event_action": action,
             "dedup_key": m.key_hash(),
-            "client": client,
-            "client_url": client_url,
-            "images": images,
-            "links": links,
             "payload": payload,
-        }))
+        });
+        for (k, x) in [("client", client), ("client_url", client_url)] {
+            if !x.is_empty() {
+                v[k] = Value::String(x);
+            }
+        }
+        if !images.is_empty() {
+            v["images"] = Value::Array(images);
+        }
+        if !links.is_empty() {
+            v["links"] = Value::Array(links);
+        }
+        Ok(v)
     }
 }
 

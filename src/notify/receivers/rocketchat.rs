@@ -95,9 +95,27 @@ pub struct Config {
     /// Link channel and user names.
     #[serde(default)]
     pub link_names: bool,
-    /// Buttons, passed through.
+    /// Buttons.
     #[serde(default)]
-    pub actions: Vec<Value>,
+    pub actions: Vec<Action>,
+}
+
+/// A button of the attachment.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    /// Always `button` (the only kind Rocket.Chat takes here).
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    /// Label (template).
+    #[serde(default)]
+    pub text: String,
+    /// Link (template).
+    #[serde(default)]
+    pub url: String,
+    /// Message sent to the channel when pressed (template).
+    #[serde(default)]
+    pub msg: String,
 }
 
 impl Integration for Config {
@@ -170,17 +188,21 @@ impl Receiver for RocketChat {
             let c = &self.cfg;
             let m = Msg::new(n, ctx, &self.templates);
             let t = |v: &Option<String>, d: &str| m.text(v.as_deref().unwrap_or(d));
+            let (title, _) = super::truncate(
+                &t(&c.title, r#"{{ template "rocketchat.default.title" . }}"#)?,
+                1024,
+            );
             let mut att = json!({
-                "title": t(&c.title, r#"{{ template "rocketchat.default.title" . }}"#)?,
+                "title": title,
                 "title_link": t(&c.title_link, r#"{{ template "rocketchat.default.titlelink" . }}"#)?,
                 "text": t(&c.text, r#"{{ template "rocketchat.default.text" . }}"#)?,
                 "color": t(&c.color, r#"{{ if eq .Status "firing" }}red{{ else }}green{{ end }}"#)?,
             });
-            if !c.image_url.is_empty() {
-                att["image_url"] = json!(c.image_url);
-            }
-            if !c.thumb_url.is_empty() {
-                att["thumb_url"] = json!(c.thumb_url);
+            for (k, v) in [("image_url", &c.image_url), ("thumb_url", &c.thumb_url)] {
+                let v = m.text(v)?;
+                if !v.is_empty() {
+                    att[k] = Value::String(v);
+                }
             }
             if !c.fields.is_empty() {
                 let mut fields = Vec::new();
@@ -194,7 +216,18 @@ impl Receiver for RocketChat {
                 att["fields"] = Value::Array(fields);
             }
             if !c.actions.is_empty() {
-                att["actions"] = Value::Array(c.actions.clone());
+                let mut actions = Vec::new();
+                for a in &c.actions {
+                    let mut o = json!({"type": "button"});
+                    for (k, v) in [("text", &a.text), ("url", &a.url), ("msg", &a.msg)] {
+                        let v = m.text(v)?;
+                        if !v.is_empty() {
+                            o[k] = Value::String(v);
+                        }
+                    }
+                    actions.push(o);
+                }
+                att["actions"] = Value::Array(actions);
             }
             let mut body = json!({"attachments": [att]});
             for (k, v) in [

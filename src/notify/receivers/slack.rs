@@ -233,6 +233,26 @@ fn put(o: &mut serde_json::Map<String, Value>, k: &str, v: String) {
     }
 }
 
+/// `v` with every string in it expanded as a template (an action's text, URL, confirm…).
+fn text_leaves(v: &Value, m: &Msg<'_>) -> Result<Value, DeliveryError> {
+    Ok(match v {
+        Value::String(t) => Value::String(m.text(t)?),
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|x| text_leaves(x, m))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(o) => {
+            let mut out = serde_json::Map::new();
+            for (k, x) in o {
+                out.insert(k.clone(), text_leaves(x, m)?);
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    })
+}
+
 /// The message for `m` as `c` configures it.
 fn message(c: &Config, m: &Msg<'_>) -> Result<Value, DeliveryError> {
     let t = |v: &Option<String>, default: &str| m.text(v.as_deref().unwrap_or(default));
@@ -276,8 +296,8 @@ fn message(c: &Config, m: &Msg<'_>) -> Result<Value, DeliveryError> {
             r#"{{ template "slack.default.callbackid" . }}"#,
         )?,
     );
-    put(&mut att, "image_url", c.image_url.clone());
-    put(&mut att, "thumb_url", c.thumb_url.clone());
+    put(&mut att, "image_url", m.text(&c.image_url)?);
+    put(&mut att, "thumb_url", m.text(&c.thumb_url)?);
     put(
         &mut att,
         "footer",
@@ -310,15 +330,7 @@ fn message(c: &Config, m: &Msg<'_>) -> Result<Value, DeliveryError> {
     if !c.actions.is_empty() {
         let mut actions = Vec::new();
         for a in &c.actions {
-            let mut a = a.clone();
-            if let Value::Object(o) = &mut a {
-                for k in ["text", "url", "name", "value"] {
-                    if let Some(Value::String(s)) = o.get(k).cloned() {
-                        o.insert(k.into(), Value::String(m.text(&s)?));
-                    }
-                }
-            }
-            actions.push(a);
+            actions.push(text_leaves(a, m)?);
         }
         att.insert("actions".into(), Value::Array(actions));
     }

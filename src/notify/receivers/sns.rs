@@ -73,6 +73,10 @@ pub struct Config {
     /// Message attributes (String type).
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// Use the AWS SDK's HTTP client (accepted; the appliance always uses its own client,
+    /// with `http_config`).
+    #[serde(default)]
+    pub use_aws_http_client: bool,
 }
 
 /// The region of an ARN (`arn:aws:sns:<region>:<account>:<name>`).

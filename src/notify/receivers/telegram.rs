@@ -17,6 +17,8 @@ use crate::notify::dispatch::Notification;
 
 /// Telegram's Bot API.
 pub const API_URL: &str = "https://api.telegram.org";
+/// The most characters a message may have.
+const MAX_MESSAGE: usize = 4096;
 
 /// A `telegram_configs` entry.
 #[derive(Clone, Debug, Deserialize)]
@@ -125,12 +127,23 @@ impl Receiver for Telegram {
         Box::pin(async move {
             let c = &self.cfg;
             let m = Msg::new(n, ctx, &self.templates);
-            let text = m.text(
-                c.message
-                    .as_deref()
-                    .unwrap_or(r#"{{ template "telegram.default.message" . }}"#),
-            )?;
-            let (text, _) = truncate(&text, 4096);
+            let template = c
+                .message
+                .as_deref()
+                .unwrap_or(r#"{{ template "telegram.default.message" . }}"#);
+            let mode = c.parse_mode.as_deref().unwrap_or("");
+            // HTML mode escapes the data as Go's html/template does, and a message over the
+            // limit is replaced rather than cut (a cut could leave a tag open).
+            let text = if mode == "HTML" {
+                let t = m.html(template)?;
+                if t.chars().count() > MAX_MESSAGE {
+                    "Alertmanager notification could not be sent: message length exceeds Telegram limits.\n\t\t\tPlease check the template used for producing the message content.".to_string()
+                } else {
+                    t
+                }
+            } else {
+                truncate(&m.text(template)?, MAX_MESSAGE).0
+            };
             let chat_id = match c.chat_id {
                 Some(id) => id,
                 None => {
@@ -140,16 +153,20 @@ impl Receiver for Telegram {
                     })?
                 }
             };
+            // The Bot API's parameters as Alertmanager's client (telebot) sends them: strings.
             let mut body = json!({
-                "chat_id": chat_id,
+                "chat_id": chat_id.to_string(),
                 "text": text,
-                "disable_notification": c.disable_notifications,
+                "disable_web_page_preview": "true",
             });
-            if let Some(mode) = c.parse_mode.as_deref().filter(|m| !m.is_empty()) {
+            if c.disable_notifications {
+                body["disable_notification"] = json!("true");
+            }
+            if !mode.is_empty() {
                 body["parse_mode"] = json!(mode);
             }
-            if let Some(t) = c.message_thread_id {
-                body["message_thread_id"] = json!(t);
+            if let Some(t) = c.message_thread_id.filter(|t| *t != 0) {
+                body["message_thread_id"] = json!(t.to_string());
             }
             let url = join_url(
                 &c.api_url,

@@ -136,10 +136,17 @@ impl Receiver for VictorOps {
             let c = &self.cfg;
             let m = Msg::new(n, ctx, &self.templates);
             let t = |v: &Option<String>, d: &str| m.text(v.as_deref().unwrap_or(d));
+            // Only INFO, WARNING and CRITICAL open or update an incident; anything else is
+            // sent as CRITICAL, and a resolved group as RECOVERY.
             let message_type = if m.resolved() {
                 "RECOVERY".to_string()
             } else {
-                t(&c.message_type, "CRITICAL")?
+                let t = t(&c.message_type, "CRITICAL")?;
+                if ["INFO", "WARNING", "CRITICAL"].contains(&t.as_str()) {
+                    t
+                } else {
+                    "CRITICAL".to_string()
+                }
             };
             let (display, _) = truncate(
                 &t(

@@ -40,6 +40,11 @@ pub struct Config {
     /// How long a request may take (0: no limit beyond the default).
     #[serde(default)]
     pub timeout: Option<Duration>,
+    /// A custom body replacing the webhook JSON: every string in it is a template over the
+    /// notification's data, and a result that reads as YAML of another kind (a number, a
+    /// list) becomes that value.
+    #[serde(default)]
+    pub payload: Option<Value>,
 }
 
 impl Integration for Config {
@@ -64,6 +69,7 @@ impl Integration for Config {
             http: Http::new(self.http_config.as_ref(), b, timeout(self.timeout))?,
             url: SecretSource::url(self.url.as_ref(), &self.url_file),
             max_alerts: self.max_alerts,
+            custom: self.payload.clone(),
             send_resolved: self.send_resolved.unwrap_or(true),
             target: self
                 .url
@@ -87,6 +93,7 @@ struct Webhook {
     http: Http,
     url: SecretSource,
     max_alerts: u64,
+    custom: Option<Value>,
     send_resolved: bool,
     target: String,
     templates: crate::notify::template::Templates,
@@ -118,14 +125,24 @@ fn common(maps: impl Iterator<Item = BTreeMap<String, String>>) -> BTreeMap<Stri
     acc
 }
 
-/// Alertmanager's webhook payload, version 4, with at most `max_alerts` alerts (0: all).
-pub fn payload(n: &Notification, now: i64, external_url: &str, max_alerts: u64) -> Value {
+/// The notification with at most `max_alerts` alerts (0: all), and how many were left out:
+/// Alertmanager computes the whole message (status, common labels) from what is kept.
+pub fn truncated(n: &Notification, max_alerts: u64) -> (Notification, usize) {
     let keep = if max_alerts == 0 {
         n.alerts.len()
     } else {
         n.alerts.len().min(max_alerts as usize)
     };
-    let alerts: Vec<Value> = n.alerts[..keep]
+    let mut t = n.clone();
+    t.alerts.truncate(keep);
+    (t, n.alerts.len() - keep)
+}
+
+/// Alertmanager's webhook payload, version 4, with at most `max_alerts` alerts (0: all).
+pub fn payload(n: &Notification, now: i64, external_url: &str, max_alerts: u64) -> Value {
+    let (n, left_out) = truncated(n, max_alerts);
+    let alerts: Vec<Value> = n
+        .alerts
         .iter()
         .map(|a| {
             json!({
@@ -139,17 +156,18 @@ pub fn payload(n: &Notification, now: i64, external_url: &str, max_alerts: u64) 
             })
         })
         .collect();
+    let firing = n.alerts.iter().any(|a| !a.resolved(now));
     json!({
-        "version": "4",
-        "groupKey": n.group_key,
-        "truncatedAlerts": n.alerts.len() - keep,
-        "status": n.status,
         "receiver": n.receiver,
+        "status": if firing { "firing" } else { "resolved" },
+        "alerts": alerts,
         "groupLabels": n.group_labels,
         "commonLabels": common(n.alerts.iter().map(|a| labels_obj(&a.labels))),
         "commonAnnotations": common(n.alerts.iter().map(|a| a.annotations.clone())),
         "externalURL": external_url,
-        "alerts": alerts,
+        "version": "4",
+        "groupKey": n.group_key,
+        "truncatedAlerts": left_out,
     })
 }
 
@@ -169,9 +187,19 @@ impl Receiver for Webhook {
         ctx: &'a DeliveryContext,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let m = Msg::new(n, ctx, &self.templates);
-            let url = self.url.get("url")?;
-            let body = payload(n, m.now, &ctx.external_url, self.max_alerts);
+            let (kept, _) = truncated(n, self.max_alerts);
+            let m = Msg::new(&kept, ctx, &self.templates);
+            // The URL is a template too (Alertmanager 0.28+).
+            let url = m.text(&self.url.get("url")?)?;
+            if url.is_empty() {
+                return Err(DeliveryError::Setup(
+                    "webhook URL is empty after templating".into(),
+                ));
+            }
+            let body = match &self.custom {
+                Some(p) => m.deep(p)?,
+                None => payload(n, m.now, &ctx.external_url, self.max_alerts),
+            };
             self.http.post_json(&url, &body).await.map(|_| ())
         })
     }
@@ -186,6 +214,16 @@ mod tests {
         testing::golden(
             "webhook",
             "webhook_configs:\n  - url: '{url}/hook'\n    max_alerts: 1\n    http_config:\n      basic_auth: {username: u, password: p}\n",
+            &[],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn golden_custom_payload() {
+        testing::golden(
+            "webhook-payload",
+            "webhook_configs:\n  - url: '{url}/hook/{{ .CommonLabels.job }}'\n    payload:\n      text: '{{ .CommonAnnotations.summary }}'\n      count: '{{ len .Alerts }}'\n      alerts: '{{ .Alerts.Firing | toJson }}'\n      '{{ .CommonLabels.severity }}': true\n",
             &[],
         )
         .await;
