@@ -576,12 +576,16 @@ fn check_global(g: &Value) -> Result<(), NotifyConfigError> {
     }
     // Pointing `slack_api_url` at chat.postMessage was the way to use a bot token before
     // `slack_app_token` existed; Alertmanager still accepts that pair.
+    let app_url = g
+        .get("slack_app_url")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+        .unwrap_or(super::receivers::slack::APP_URL)
+        .trim_end_matches('/');
     let webhook_url = g
         .get("slack_api_url")
         .and_then(Value::as_str)
-        .is_some_and(|u| {
-            !u.is_empty() && u.trim_end_matches('/') != super::receivers::slack::APP_URL
-        });
+        .is_some_and(|u| !u.is_empty() && u.trim_end_matches('/') != app_url);
     if (set(g, "slack_app_token") || set(g, "slack_app_token_file"))
         && (webhook_url || set(g, "slack_api_url_file"))
     {

@@ -114,7 +114,7 @@ impl Integration for Config {
         }
         if self.api_url.is_empty() {
             if g.jira_api_url.is_empty() {
-                return Err("missing api_url in jira_config and no global jira_api_url set".into());
+                return Err("no global Jira Cloud URL set".into());
             }
             self.api_url = g.jira_api_url.clone();
         }

@@ -155,22 +155,26 @@ impl Integration for Config {
             );
         }
         if !self.webhook() && !self.token() {
-            // The globals apply: a webhook URL, else a bot token.
-            let g_url = g.slack_api_url.as_ref().is_some_and(|u| !u.is_empty());
-            let g_token = g.slack_app_token.as_ref().is_some_and(|t| !t.is_empty());
-            if g_url || !g.slack_api_url_file.is_empty() {
-                self.api_url = g.slack_api_url.clone();
-                self.api_url_file = g.slack_api_url_file.clone();
-                // Before `slack_app_token` existed, a bot token went with `slack_api_url`
-                // pointing at chat.postMessage.
-                if g_token {
-                    self.app_token = g.slack_app_token.clone();
-                }
-            } else if g_token || !g.slack_app_token_file.is_empty() {
-                self.app_token = g.slack_app_token.clone();
+            // As Alertmanager: the global bot token applies unless this entry authorizes
+            // itself (the old bot-token workaround), and the global webhook URL applies.
+            let own_auth = self
+                .http_config
+                .as_ref()
+                .is_some_and(|h| h.authorization.is_some());
+            if !own_auth {
+                self.app_token = g.slack_app_token.clone().filter(|t| !t.is_empty());
                 self.app_token_file = g.slack_app_token_file.clone();
-            } else {
+            }
+            self.api_url = g.slack_api_url.clone().filter(|u| !u.is_empty());
+            self.api_url_file = g.slack_api_url_file.clone();
+            if !self.webhook() && !self.token() {
                 return Err("no Slack API URL nor App token set either inline or in a file".into());
+            }
+            // With a token, messages go to the Web API URL (the old workaround pointed
+            // slack_api_url there).
+            if self.token() {
+                self.api_url = None;
+                self.api_url_file = String::new();
             }
         }
         if self.app_url.is_empty() {
@@ -179,6 +183,13 @@ impl Integration for Config {
             } else {
                 g.slack_app_url.clone()
             };
+        }
+        let own_auth = self
+            .http_config
+            .as_ref()
+            .is_some_and(|h| h.authorization.is_some());
+        if self.token() && own_auth {
+            return Err("http authorization can't be set when using Slack App tokens".into());
         }
         if self.update_message && !self.token() {
             return Err("update_message can only be used with bot tokens. app_token or app_token_file must be set".into());
@@ -454,5 +465,46 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("channel_not_found"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn global_token_url_and_the_old_workaround() {
+        let rec = testing::Recorder::start(&[]).await;
+        let u = &rec.url;
+        let text = format!(
+            "global:\n  slack_app_token: xoxb-global\n  slack_api_url: '{u}/api/chat.postMessage'\n  slack_app_url: '{u}/api/chat.postMessage'\nroute: {{receiver: s}}\nreceivers:\n  - name: s\n    slack_configs:\n      - channel: '#a1'\n      - {{channel: '#a2', app_token: xoxb-own}}\n      - {{channel: '#a3', app_url: '{u}/custom'}}\n      - {{channel: '#a4', http_config: {{authorization: {{credentials: xoxb-workaround}}}}}}\n      - {{api_url: '{u}/services/T/B/X'}}\n"
+        );
+        let cfg = crate::notify::config::parse(&text).unwrap();
+        let b = super::Build {
+            global: &cfg.global,
+            templates: &cfg.template_set,
+        };
+        let ctx = super::DeliveryContext {
+            external_url: "http://x".into(),
+        };
+        let mut seen = Vec::new();
+        for i in &cfg.receivers[0].integrations {
+            let r = i.build(&b).unwrap();
+            r.deliver(&testing::notification(false), &ctx)
+                .await
+                .unwrap();
+            let req = rec.take().pop().unwrap();
+            let auth = req
+                .headers
+                .iter()
+                .find(|(k, _)| k == "authorization")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            seen.push((req.path, auth));
+        }
+        let want = [
+            ("/api/chat.postMessage", "Bearer xoxb-global"),
+            ("/api/chat.postMessage", "Bearer xoxb-own"),
+            ("/custom", "Bearer xoxb-global"),
+            ("/api/chat.postMessage", "Bearer xoxb-workaround"),
+            ("/services/T/B/X", ""),
+        ];
+        let seen: Vec<(&str, &str)> = seen.iter().map(|(p, a)| (p.as_str(), a.as_str())).collect();
+        assert_eq!(seen, want);
     }
 }

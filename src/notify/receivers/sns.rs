@@ -79,6 +79,18 @@ pub struct Config {
     pub use_aws_http_client: bool,
 }
 
+/// `s` cut to at most `n` bytes on a character boundary.
+fn cut_bytes(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        return s.to_string();
+    }
+    let mut i = n;
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    s[..i].to_string()
+}
+
 /// The region of an ARN (`arn:aws:sns:<region>:<account>:<name>`).
 fn arn_region(arn: &str) -> Option<&str> {
     arn.split(':').nth(3).filter(|r| !r.is_empty())
@@ -177,43 +189,55 @@ struct Sns {
 }
 
 impl Sns {
-    /// The `Publish` form for `m`.
+    /// The `Publish` form for `m`, as Alertmanager fills `PublishInput`.
     fn form(&self, m: &Msg<'_>) -> Result<String, DeliveryError> {
         let c = &self.cfg;
         let t = |v: &Option<String>, d: &str| m.text(v.as_deref().unwrap_or(d));
         let mut f = form_urlencoded::Serializer::new(String::new());
         f.append_pair("Action", "Publish")
             .append_pair("Version", "2010-03-31");
+        // 256 KB, but 1600 characters for an SMS.
+        let mut limit = 256 * 1024;
         if !c.topic_arn.is_empty() {
-            f.append_pair("TopicArn", &c.topic_arn);
-        } else if !c.target_arn.is_empty() {
-            f.append_pair("TargetArn", &c.target_arn);
-        } else {
-            f.append_pair("PhoneNumber", &c.phone_number);
+            let topic = m.text(&c.topic_arn)?;
+            f.append_pair("TopicArn", &topic);
+            // A FIFO topic needs a group and a deduplication id: the group's key.
+            if topic.ends_with(".fifo") {
+                f.append_pair("MessageDeduplicationId", &m.key_hash());
+                f.append_pair("MessageGroupId", &m.key_hash());
+            }
         }
-        // SMS messages are at most 1600 characters; others 256 KB.
-        let limit = if c.phone_number.is_empty() {
-            256 * 1024
+        if !c.phone_number.is_empty() {
+            f.append_pair("PhoneNumber", &m.text(&c.phone_number)?);
+            limit = 1600;
+        }
+        if !c.target_arn.is_empty() {
+            f.append_pair("TargetArn", &m.text(&c.target_arn)?);
+        }
+        let message = t(&c.message, r#"{{ template "sns.default.message" . }}"#)?;
+        let cut = if c.phone_number.is_empty() {
+            cut_bytes(&message, limit)
         } else {
-            1600
+            truncate(&message, limit).0
         };
-        let (message, _) = truncate(
-            &t(&c.message, r#"{{ template "sns.default.message" . }}"#)?,
-            limit,
-        );
-        f.append_pair("Message", &message);
-        if c.phone_number.is_empty() {
-            let (subject, _) = truncate(
-                &t(&c.subject, r#"{{ template "sns.default.subject" . }}"#)?,
-                100,
-            );
-            f.append_pair("Subject", &subject);
+        let truncated = cut.len() < message.len();
+        f.append_pair("Message", &cut);
+        let mut attributes: Vec<(String, String)> = Vec::new();
+        for (k, v) in &c.attributes {
+            attributes.push((m.text(k)?, m.text(v)?));
         }
-        for (i, (k, v)) in c.attributes.iter().enumerate() {
+        if truncated {
+            attributes.push(("truncated".into(), "true".into()));
+        }
+        for (i, (k, v)) in attributes.iter().enumerate() {
             let p = format!("MessageAttributes.entry.{}", i + 1);
             f.append_pair(&format!("{p}.Name"), k);
             f.append_pair(&format!("{p}.Value.DataType"), "String");
-            f.append_pair(&format!("{p}.Value.StringValue"), &m.text(v)?);
+            f.append_pair(&format!("{p}.Value.StringValue"), v);
+        }
+        let subject = t(&c.subject, r#"{{ template "sns.default.subject" . }}"#)?;
+        if !subject.is_empty() {
+            f.append_pair("Subject", &subject);
         }
         Ok(f.finish())
     }

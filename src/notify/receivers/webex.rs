@@ -113,8 +113,7 @@ impl Receiver for Webex {
                     .as_deref()
                     .unwrap_or(r#"{{ template "webex.default.message" . }}"#),
             )?;
-            let body =
-                json!({"roomId": self.cfg.room_id, "markdown": cut_bytes(&text, MAX_MESSAGE)});
+            let body = json!({"roomId": m.text(&self.cfg.room_id)?, "markdown": cut_bytes(&text, MAX_MESSAGE)});
             self.http
                 .post_json(&self.cfg.api_url, &body)
                 .await
