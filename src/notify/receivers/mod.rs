@@ -503,3 +503,128 @@ pub fn resolved_or(v: Option<bool>, default: bool) -> bool {
 
 #[cfg(test)]
 pub mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::testing;
+
+    fn built(yaml: &str, url: &str) -> std::sync::Arc<dyn super::Receiver> {
+        let (cfg, i) = testing::integration(yaml, url);
+        i.build(&super::Build {
+            global: &cfg.global,
+            templates: &cfg.template_set,
+        })
+        .unwrap()
+    }
+
+    fn ctx() -> super::DeliveryContext {
+        super::DeliveryContext {
+            external_url: "http://x".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn file_secrets_are_read_at_each_delivery() {
+        let rec = testing::Recorder::start(&[]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let url_file = dir.path().join("url");
+        let pw_file = dir.path().join("pw");
+        std::fs::write(&url_file, format!("{}/first\n", rec.url)).unwrap();
+        std::fs::write(&pw_file, "one\n").unwrap();
+        let r = built(
+            &format!(
+                "webhook_configs:\n  - url_file: '{}'\n    http_config: {{basic_auth: {{username: u, password_file: '{}'}}}}\n",
+                url_file.display(),
+                pw_file.display()
+            ),
+            &rec.url,
+        );
+        r.deliver(&testing::notification(false), &ctx())
+            .await
+            .unwrap();
+        std::fs::write(&url_file, format!("{}/second", rec.url)).unwrap();
+        std::fs::write(&pw_file, "two").unwrap();
+        r.deliver(&testing::notification(false), &ctx())
+            .await
+            .unwrap();
+        let got = rec.take();
+        let auth = |i: usize| {
+            got[i]
+                .headers
+                .iter()
+                .find(|(k, _)| k == "authorization")
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        use base64::Engine;
+        let basic = |p: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("u:{p}"))
+            )
+        };
+        assert_eq!((got[0].path.as_str(), auth(0)), ("/first", basic("one")));
+        assert_eq!((got[1].path.as_str(), auth(1)), ("/second", basic("two")));
+        // A file that is gone fails the delivery with its name, and no secret.
+        std::fs::remove_file(&url_file).unwrap();
+        let e = r
+            .deliver(&testing::notification(false), &ctx())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("url file"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn http_config_proxy_and_headers_apply() {
+        // The recorder stands in for the proxy: the target name cannot resolve, so the
+        // request only arrives if it went through the proxy.
+        let proxy = testing::Recorder::start(&[]).await;
+        let r = built(
+            "discord_configs:\n  - webhook_url: 'http://discord.invalid/api/webhooks/1/t'\n    http_config:\n      proxy_url: '{url}'\n      http_headers: {X-Tenant: {values: [ops]}}\n",
+            &proxy.url,
+        );
+        r.deliver(&testing::notification(false), &ctx())
+            .await
+            .unwrap();
+        let got = proxy.take();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].path, "/api/webhooks/1/t");
+        assert!(got[0]
+            .headers
+            .iter()
+            .any(|(k, v)| k == "x-tenant" && v == "ops"));
+        assert!(got[0]
+            .headers
+            .iter()
+            .any(|(k, v)| k == "host" && v == "discord.invalid"));
+    }
+
+    #[test]
+    fn an_unreadable_ca_file_is_a_config_error() {
+        let e = crate::notify::config::NotifySection(
+            serde_saphyr::from_str(
+                "route: {receiver: a}\nreceivers: [{name: a, msteams_configs: [{webhook_url: 'https://x.example/', http_config: {tls_config: {ca_file: /nonexistent/ca.pem}}}]}]\n",
+            )
+            .unwrap(),
+        )
+        .load(std::path::Path::new("."))
+        .unwrap_err();
+        assert!(e.0.contains("ca.pem"), "{e}");
+        assert!(e.0.contains("msteams_configs[0]"), "{e}");
+    }
+
+    #[test]
+    fn deep_templates_turn_yaml_results_into_values() {
+        let n = testing::notification(false);
+        let t = crate::notify::template::Templates::default();
+        let c = ctx();
+        let m = super::Msg::new(&n, &c, &t);
+        let v = m
+            .deep(&serde_json::json!({"n": "{{ len .Alerts }}", "s": "{{ .CommonLabels.job }}", "l": "[a, b]", "e": ""}))
+            .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"n": 2, "s": "api", "l": ["a", "b"], "e": null})
+        );
+    }
+}
