@@ -341,6 +341,49 @@ notify:
 }
 
 #[test]
+fn amtool_adds_an_alert_that_starts_now() {
+    if !amtool_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ok_addr, ok) = recorder(200);
+    let cfg = format!(
+        "rule_files: []
+collectors: {{appliance: {{enabled: false}}}}
+notify:
+  route: {{receiver: team, group_by: [alertname], group_wait: 1s}}
+  receivers:
+    - name: team
+      webhook_configs: [{{url: 'http://{ok_addr}/hook'}}]
+"
+    );
+    let (_app, addr) = appliance_with_config(dir.path(), &cfg);
+    // Without --start/--end amtool sends Go's zero time for both: Alertmanager reads that as
+    // "now" and "resolve_timeout from now" (the alert used to be resolved at once).
+    let (good, out) = amtool(
+        &addr,
+        &[
+            "alert",
+            "add",
+            "AddedByHand",
+            "team=ops",
+            "--annotation=summary=by hand",
+        ],
+    );
+    assert!(good, "{out}");
+    let (good, out) = amtool(&addr, &["alert", "query", "alertname=AddedByHand"]);
+    assert!(
+        good && out.contains("AddedByHand") && !out.contains("0001-01-01"),
+        "{out}"
+    );
+    let body = wait_for(30, "the hand-made alert's notification", || {
+        json_bodies(&ok, "/hook").into_iter().next()
+    });
+    assert_eq!(body["status"], "firing", "{body}");
+    assert_eq!(body["commonAnnotations"]["summary"], "by hand", "{body}");
+}
+
+#[test]
 fn email_reaches_an_smtp_server() {
     let dir = tempfile::tempdir().unwrap();
     let (smtp, mails) = smtp_server();

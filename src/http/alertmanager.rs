@@ -114,11 +114,15 @@ fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
     }
 }
 
+/// Go's zero `time.Time` (`0001-01-01T00:00:00Z`) in ms: what `amtool alert add` sends for
+/// a start or end it was not given, and what Alertmanager reads as "not set".
+const GO_ZERO_TIME_MS: i64 = -62_135_596_800_000;
+
 fn time(v: Option<&Value>, what: &str) -> Result<Option<i64>, String> {
     match v.and_then(Value::as_str).filter(|s| !s.is_empty()) {
         None => Ok(None),
         Some(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .map(|d| Some(d.timestamp_millis()))
+            .map(|d| Some(d.timestamp_millis()).filter(|ms| *ms != GO_ZERO_TIME_MS))
             .map_err(|e| format!("{what}: bad time {s:?}: {e}")),
     }
 }
@@ -293,5 +297,25 @@ async fn expire_silence(State(st): State<AppState>, Path(id): Path<String>) -> R
     match st.deps.alertmanager.expire_silence(&id) {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => api_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_zero_times_are_unset() {
+        // amtool alert add without --start/--end.
+        let a = parse_alerts(
+            br#"[{"labels":{"alertname":"X"},"annotations":{},"startsAt":"0001-01-01T00:00:00.000Z","endsAt":"0001-01-01T00:00:00.000Z","generatorURL":""}]"#,
+        )
+        .unwrap();
+        assert_eq!((a[0].starts_at, a[0].ends_at), (None, None));
+        let a = parse_alerts(br#"[{"labels":{"alertname":"X"},"endsAt":"2030-01-01T00:00:00Z"}]"#)
+            .unwrap();
+        assert_eq!(a[0].ends_at, Some(1_893_456_000_000));
+        assert!(parse_alerts(br#"[{"labels":{"a":"b"},"startsAt":"yesterday"}]"#).is_err());
+        assert!(parse_alerts(br#"{"labels":{}}"#).is_err());
     }
 }
