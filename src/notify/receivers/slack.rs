@@ -317,10 +317,7 @@ fn message(c: &Config, m: &Msg<'_>) -> Result<Value, DeliveryError> {
     put(
         &mut att,
         "color",
-        t(
-            &c.color,
-            r#"{{ if eq .Status "firing" }}danger{{ else }}good{{ end }}"#,
-        )?,
+        t(&c.color, r#"{{ template "slack.default.color" . }}"#)?,
     );
     let mrkdwn = c
         .mrkdwn_in
