@@ -1,20 +1,14 @@
 //! `discord_configs`: a Discord webhook message with one embed (title, description and a
 //! colour by status), as Alertmanager sends it.
 
-use std::sync::Arc;
-
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{
-    at_most_one, host_of, truncate, Build, DeliveryContext, DeliveryError, Http, Integration, Msg,
-    Receiver, SecretSource,
-};
+use super::{at_most_one, host_of, truncate, DeliveryError, Http, Integration, Msg, SecretSource};
 use crate::model::httpconf::HttpClientConfig;
 use crate::model::secret::SecretUrl;
 use crate::notify::config::GlobalConfig;
-use crate::notify::dispatch::Notification;
 
 const RED: u32 = 0x992D22;
 const GREEN: u32 = 0x2ECC71;
@@ -74,46 +68,31 @@ pub fn webhook_target(url: &Option<SecretUrl>, file: &str) -> String {
 
 impl Integration for Config {
     const KIND: &'static str = "discord";
+    const RESOLVED_BY_DEFAULT: bool = true;
 
     fn check(&mut self, _: &GlobalConfig) -> Result<(), String> {
         check_webhook_url(&self.webhook_url, &self.webhook_url_file)
     }
 
-    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
-        Ok(Arc::new(Discord {
-            http: Http::new(self.http_config.as_ref(), b, super::TIMEOUT)?,
-            url: SecretSource::url(self.webhook_url.as_ref(), &self.webhook_url_file),
-            cfg: self.clone(),
-            templates: b.templates.clone(),
-        }))
+    fn send_resolved(&self) -> Option<bool> {
+        self.send_resolved
     }
-}
 
-struct Discord {
-    http: Http,
-    url: SecretSource,
-    cfg: Config,
-    templates: crate::notify::template::Templates,
-}
-
-impl Receiver for Discord {
-    fn kind(&self) -> &'static str {
-        "discord"
+    fn http_config(&self) -> Option<&HttpClientConfig> {
+        self.http_config.as_ref()
     }
+
     fn target(&self) -> String {
-        webhook_target(&self.cfg.webhook_url, &self.cfg.webhook_url_file)
+        webhook_target(&self.webhook_url, &self.webhook_url_file)
     }
-    fn send_resolved(&self) -> bool {
-        self.cfg.send_resolved.unwrap_or(true)
-    }
-    fn deliver<'a>(
+
+    fn send<'a>(
         &'a self,
-        n: &'a Notification,
-        ctx: &'a DeliveryContext,
+        http: &'a Http,
+        m: &'a Msg<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let c = &self.cfg;
-            let m = Msg::new(n, ctx, &self.templates);
+            let c = self;
             let t = |v: &Option<String>, d: &str| m.text(v.as_deref().unwrap_or(d));
             let (title, _) = truncate(
                 &t(&c.title, r#"{{ template "discord.default.title" . }}"#)?,
@@ -136,7 +115,6 @@ impl Receiver for Discord {
                 }],
             });
             for (k, v) in [
-                ("content", content),
                 ("username", c.username.clone()),
                 ("avatar_url", c.avatar_url.clone()),
             ] {
@@ -144,10 +122,13 @@ impl Receiver for Discord {
                     body[k] = Value::String(v);
                 }
             }
-            self.http
-                .post_json(&self.url.get("webhook_url")?, &body)
-                .await
-                .map(|_| ())
+            http.post_json(
+                &SecretSource::url(self.webhook_url.as_ref(), &self.webhook_url_file)
+                    .get("webhook_url")?,
+                &body,
+            )
+            .await
+            .map(|_| ())
         })
     }
 }

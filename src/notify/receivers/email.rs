@@ -2,17 +2,15 @@
 //! PLAIN/LOGIN authentication), HTML and plain text, as Alertmanager sends it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{Build, DeliveryContext, DeliveryError, Integration, Msg, Receiver, SecretSource};
+use super::{DeliveryError, Integration, Msg, SecretSource};
 use crate::model::httpconf::TlsConfig;
 use crate::model::secret::Secret;
 use crate::notify::config::GlobalConfig;
-use crate::notify::dispatch::Notification;
 
 /// An `email_configs` entry.
 #[derive(Clone, Debug, Deserialize)]
@@ -76,6 +74,7 @@ pub struct Config {
 
 impl Integration for Config {
     const KIND: &'static str = "email";
+    const RESOLVED_BY_DEFAULT: bool = false;
 
     fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
         if self.to.is_empty() {
@@ -145,47 +144,23 @@ impl Integration for Config {
         Ok(())
     }
 
-    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
-        Ok(Arc::new(Email {
-            cfg: self.clone(),
-            password: SecretSource::new(self.auth_password.as_ref(), &self.auth_password_file),
-            templates: b.templates.clone(),
-        }))
+    fn send_resolved(&self) -> Option<bool> {
+        self.send_resolved
     }
-}
 
-/// `host` and `port` of a smarthost (`host:port`; port 25 when absent).
-fn split_host(s: &str) -> Result<(String, u16), String> {
-    match s.rsplit_once(':') {
-        Some((h, p)) => Ok((
-            h.trim_start_matches('[').trim_end_matches(']').to_string(),
-            p.parse::<u16>()
-                .map_err(|e| format!("smarthost {s:?}: port: {e}"))?,
-        )),
-        None => Ok((s.to_string(), 25)),
+    fn http_config(&self) -> Option<&crate::model::httpconf::HttpClientConfig> {
+        // SMTP has no HTTP settings; Alertmanager's e-mail has no http_config either.
+        None
     }
-}
 
-struct Email {
-    cfg: Config,
-    password: SecretSource,
-    templates: crate::notify::template::Templates,
-}
-
-impl Receiver for Email {
-    fn kind(&self) -> &'static str {
-        "email"
-    }
     fn target(&self) -> String {
-        self.cfg.to.clone()
+        self.to.clone()
     }
-    fn send_resolved(&self) -> bool {
-        self.cfg.send_resolved.unwrap_or(false)
-    }
-    fn deliver<'a>(
+
+    fn send<'a>(
         &'a self,
-        n: &'a Notification,
-        ctx: &'a DeliveryContext,
+        _: &'a super::Http,
+        m: &'a Msg<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         use lettre::message::header::{HeaderName, HeaderValue};
         use lettre::message::{Mailbox, MultiPart};
@@ -194,11 +169,11 @@ impl Receiver for Email {
         use lettre::transport::smtp::extension::ClientId;
         use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
         Box::pin(async move {
-            let c = &self.cfg;
+            let c = self;
+            let password = SecretSource::new(self.auth_password.as_ref(), &self.auth_password_file);
             let e = |what: &str, x: &dyn std::fmt::Display| {
                 DeliveryError::Setup(format!("{what}: {x}"))
             };
-            let m = Msg::new(n, ctx, &self.templates);
             let header = |name: &str| {
                 c.headers
                     .iter()
@@ -269,8 +244,8 @@ impl Receiver for Email {
                 t = t.hello_name(ClientId::Domain(c.hello.clone()));
             }
             if !c.auth_username.is_empty() {
-                let pass = if self.password.is_set() {
-                    self.password.get("auth_password")?
+                let pass = if password.is_set() {
+                    password.get("auth_password")?
                 } else {
                     String::new()
                 };
@@ -282,6 +257,18 @@ impl Receiver for Email {
                 .map(|_| ())
                 .map_err(|x| DeliveryError::Request(format!("sending mail: {x}")))
         })
+    }
+}
+
+/// `host` and `port` of a smarthost (`host:port`; port 25 when absent).
+fn split_host(s: &str) -> Result<(String, u16), String> {
+    match s.rsplit_once(':') {
+        Some((h, p)) => Ok((
+            h.trim_start_matches('[').trim_end_matches(']').to_string(),
+            p.parse::<u16>()
+                .map_err(|e| format!("smarthost {s:?}: port: {e}"))?,
+        )),
+        None => Ok((s.to_string(), 25)),
     }
 }
 
@@ -297,12 +284,12 @@ mod tests {
             &smtp.addr,
         );
         let r = i
-            .build(&super::Build {
+            .build(&super::super::Build {
                 global: &cfg.global,
                 templates: &cfg.template_set,
             })
             .unwrap();
-        let ctx = super::DeliveryContext {
+        let ctx = super::super::DeliveryContext {
             external_url: "http://appliance.example:8080".into(),
         };
         let mut out = String::new();

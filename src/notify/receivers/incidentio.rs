@@ -1,20 +1,14 @@
 //! `incidentio_configs`: incident.io's HTTP alert source, which takes Alertmanager's webhook
 //! message with the source's token as a bearer credential.
 
-use std::sync::Arc;
-
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{
-    at_most_one, host_of, Build, DeliveryContext, DeliveryError, Http, Integration, Msg, Receiver,
-    SecretSource,
-};
+use super::{at_most_one, DeliveryError, Http, Integration, Msg, SecretSource};
 use crate::model::httpconf::HttpClientConfig;
 use crate::model::secret::{Secret, SecretUrl};
 use crate::model::time::Duration;
 use crate::notify::config::GlobalConfig;
-use crate::notify::dispatch::Notification;
 
 /// An `incidentio_configs` entry.
 #[derive(Clone, Debug, Deserialize)]
@@ -48,6 +42,7 @@ pub struct Config {
 
 impl Integration for Config {
     const KIND: &'static str = "incidentio";
+    const RESOLVED_BY_DEFAULT: bool = true;
 
     fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
         let inline = self.url.as_ref().is_some_and(|u| !u.is_empty());
@@ -77,67 +72,45 @@ impl Integration for Config {
         Ok(())
     }
 
-    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
-        let token = SecretSource::new(
-            self.alert_source_token.as_ref(),
-            &self.alert_source_token_file,
-        );
-        Ok(Arc::new(IncidentIo {
-            http: Http::new(
-                self.http_config.as_ref(),
-                b,
-                super::webhook::timeout(self.timeout),
-            )?,
-            url: SecretSource::url(self.url.as_ref(), &self.url_file),
-            token: token.is_set().then_some(token),
-            cfg: self.clone(),
-            templates: b.templates.clone(),
-        }))
+    fn send_resolved(&self) -> Option<bool> {
+        self.send_resolved
     }
-}
 
-struct IncidentIo {
-    http: Http,
-    url: SecretSource,
-    token: Option<SecretSource>,
-    cfg: Config,
-    templates: crate::notify::template::Templates,
-}
-
-impl Receiver for IncidentIo {
-    fn kind(&self) -> &'static str {
-        "incidentio"
+    fn http_config(&self) -> Option<&HttpClientConfig> {
+        self.http_config.as_ref()
     }
+
     fn target(&self) -> String {
-        self.cfg
-            .url
-            .as_ref()
-            .map(|u| host_of(u.expose()))
-            .unwrap_or_else(|| self.cfg.url_file.clone())
+        super::webhook::url_target(&self.url, &self.url_file)
     }
-    fn send_resolved(&self) -> bool {
-        self.cfg.send_resolved.unwrap_or(true)
+
+    fn timeout(&self) -> std::time::Duration {
+        super::webhook::timeout(self.timeout)
     }
-    fn deliver<'a>(
+
+    fn send<'a>(
         &'a self,
-        n: &'a Notification,
-        ctx: &'a DeliveryContext,
+        http: &'a Http,
+        m: &'a Msg<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let m = Msg::new(n, ctx, &self.templates);
-            let body = super::webhook::payload(n, m.now, &ctx.external_url, self.cfg.max_alerts);
-            let mut req = self
-                .http
-                .request(reqwest::Method::POST, &self.url.get("url")?)?
+            let body = super::webhook::payload(m.n, m.now, m.external_url, self.max_alerts);
+            let url = SecretSource::url(self.url.as_ref(), &self.url_file).get("url")?;
+            let token = SecretSource::new(
+                self.alert_source_token.as_ref(),
+                &self.alert_source_token_file,
+            );
+            let mut req = http
+                .request(reqwest::Method::POST, &url)?
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.to_string());
-            if let Some(t) = &self.token {
+            if token.is_set() {
                 req = req.header(
                     reqwest::header::AUTHORIZATION,
-                    format!("Bearer {}", t.get("alert_source_token")?),
+                    format!("Bearer {}", token.get("alert_source_token")?),
                 );
             }
-            self.http.send(req).await.map(|_| ())
+            http.send(req).await.map(|_| ())
         })
     }
 }

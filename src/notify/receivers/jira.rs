@@ -3,20 +3,15 @@
 //! (and with `reopen_transition`, reopened) by workflow transition, as Alertmanager does.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{
-    host_of, join_url, truncate, Build, DeliveryContext, DeliveryError, Http, Integration, Msg,
-    Receiver,
-};
+use super::{host_of, join_url, truncate, DeliveryError, Http, Integration, Msg};
 use crate::model::httpconf::HttpClientConfig;
 use crate::model::time::Duration;
 use crate::notify::config::GlobalConfig;
-use crate::notify::dispatch::Notification;
 
 /// A templated issue field, as a string or `{template, enable_update}`.
 #[derive(Clone, Debug, Deserialize)]
@@ -104,6 +99,7 @@ pub struct Config {
 
 impl Integration for Config {
     const KIND: &'static str = "jira";
+    const RESOLVED_BY_DEFAULT: bool = true;
 
     fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
         if self.project.is_empty() {
@@ -131,19 +127,64 @@ impl Integration for Config {
         Ok(())
     }
 
-    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
-        Ok(Arc::new(Jira {
-            http: Http::new(self.http_config.as_ref(), b, super::TIMEOUT)?,
-            cfg: self.clone(),
-            templates: b.templates.clone(),
-        }))
+    fn send_resolved(&self) -> Option<bool> {
+        self.send_resolved
     }
-}
 
-struct Jira {
-    http: Http,
-    cfg: Config,
-    templates: crate::notify::template::Templates,
+    fn http_config(&self) -> Option<&HttpClientConfig> {
+        self.http_config.as_ref()
+    }
+
+    fn target(&self) -> String {
+        format!("{} {}", host_of(&self.api_url), self.project)
+    }
+
+    fn send<'a>(
+        &'a self,
+        http: &'a Http,
+        m: &'a Msg<'a>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let c = self;
+            let label = format!("ALERT{{{}}}", m.key_hash());
+            let found = self.search(http, m, &label, !m.resolved()).await?;
+            match found {
+                None if m.resolved() => Ok(()),
+                None => {
+                    let fields = self.fields(m, &label, false)?;
+                    self.call(
+                        http,
+                        reqwest::Method::POST,
+                        "issue",
+                        Some(&json!({"fields": fields})),
+                    )
+                    .await
+                    .map(|_| ())
+                }
+                Some(issue) => {
+                    let fields = self.fields(m, &label, true)?;
+                    let path = format!("issue/{}", issue.key);
+                    self.call(
+                        http,
+                        reqwest::Method::PUT,
+                        &path,
+                        Some(&json!({"fields": fields})),
+                    )
+                    .await?;
+                    if m.resolved() {
+                        if !issue.done && !c.resolve_transition.is_empty() {
+                            self.transition(http, &issue.key, &c.resolve_transition)
+                                .await?;
+                        }
+                    } else if issue.done && !c.reopen_transition.is_empty() {
+                        self.transition(http, &issue.key, &c.reopen_transition)
+                            .await?;
+                    }
+                    Ok(())
+                }
+            }
+        })
+    }
 }
 
 /// Jira's limits, in characters.
@@ -156,13 +197,13 @@ struct Found {
     done: bool,
 }
 
-impl Jira {
+impl Config {
     /// Whether the search goes to Jira Cloud's `search/jql` (API v3).
     fn cloud(&self) -> bool {
-        match self.cfg.api_type.as_str() {
+        match self.api_type.as_str() {
             "cloud" => true,
             "datacenter" => false,
-            _ => url::Url::parse(&self.cfg.api_url)
+            _ => url::Url::parse(&self.api_url)
                 .ok()
                 .and_then(|u| u.host_str().map(|h| h.ends_with("atlassian.net")))
                 .unwrap_or(false),
@@ -171,29 +212,30 @@ impl Jira {
 
     /// Whether `api_url` is API v3, whose descriptions are Atlassian Document Format.
     fn v3(&self) -> bool {
-        url::Url::parse(&self.cfg.api_url)
+        url::Url::parse(&self.api_url)
             .map(|u| u.path().trim_end_matches('/').ends_with("/3"))
             .unwrap_or(false)
     }
 
     async fn call(
         &self,
+        http: &Http,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, DeliveryError> {
-        self.call_url(method, &join_url(&self.cfg.api_url, path), body)
+        self.call_url(http, method, &join_url(&self.api_url, path), body)
             .await
     }
 
     async fn call_url(
         &self,
+        http: &Http,
         method: reqwest::Method,
         url: &str,
         body: Option<&Value>,
     ) -> Result<Value, DeliveryError> {
-        let mut req = self
-            .http
+        let mut req = http
             .request(method, url)?
             .header(reqwest::header::ACCEPT, "application/json");
         if let Some(b) = body {
@@ -201,7 +243,7 @@ impl Jira {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(b.to_string());
         }
-        let answer = self.http.send(req).await?;
+        let answer = http.send(req).await?;
         if answer.is_empty() {
             return Ok(Value::Null);
         }
@@ -210,11 +252,12 @@ impl Jira {
 
     async fn search(
         &self,
+        http: &Http,
         m: &Msg<'_>,
         label: &str,
         firing: bool,
     ) -> Result<Option<Found>, DeliveryError> {
-        let c = &self.cfg;
+        let c = self;
         let mut jql = String::new();
         if !c.wont_fix_resolution.is_empty() {
             jql.push_str(&format!(
@@ -240,15 +283,12 @@ impl Jira {
         let body = json!({"jql": jql, "maxResults": 2, "fields": ["status"]});
         let v = if self.cloud() {
             // Jira Cloud searches with API v3's `search/jql` whatever version api_url names.
-            let url = join_url(&self.cfg.api_url, "search/jql").replacen(
-                "/rest/api/2/",
-                "/rest/api/3/",
-                1,
-            );
-            self.call_url(reqwest::Method::POST, &url, Some(&body))
+            let url =
+                join_url(&self.api_url, "search/jql").replacen("/rest/api/2/", "/rest/api/3/", 1);
+            self.call_url(http, reqwest::Method::POST, &url, Some(&body))
                 .await?
         } else {
-            self.call(reqwest::Method::POST, "search", Some(&body))
+            self.call(http, reqwest::Method::POST, "search", Some(&body))
                 .await?
         };
         let Some(issue) = v
@@ -267,9 +307,9 @@ impl Jira {
         Ok(Some(Found { key, done }))
     }
 
-    async fn transition(&self, key: &str, name: &str) -> Result<(), DeliveryError> {
+    async fn transition(&self, http: &Http, key: &str, name: &str) -> Result<(), DeliveryError> {
         let path = format!("issue/{key}/transitions");
-        let v = self.call(reqwest::Method::GET, &path, None).await?;
+        let v = self.call(http, reqwest::Method::GET, &path, None).await?;
         let id = v
             .get("transitions")
             .and_then(Value::as_array)
@@ -281,6 +321,7 @@ impl Jira {
                 DeliveryError::Refused(format!("issue {key} has no transition {name:?}"))
             })?;
         self.call(
+            http,
             reqwest::Method::POST,
             &path,
             Some(&json!({"transition": {"id": id}})),
@@ -292,7 +333,7 @@ impl Jira {
     /// The issue's fields; `update` leaves out summary and description whose
     /// `enable_update` is false.
     fn fields(&self, m: &Msg<'_>, label: &str, update: bool) -> Result<Value, DeliveryError> {
-        let c = &self.cfg;
+        let c = self;
         let summary_t = c.summary.clone().unwrap_or(Field::Template(
             r#"{{ template "jira.default.summary" . }}"#.into(),
         ));
@@ -342,61 +383,6 @@ impl Jira {
     }
 }
 
-impl Receiver for Jira {
-    fn kind(&self) -> &'static str {
-        "jira"
-    }
-    fn target(&self) -> String {
-        format!("{} {}", host_of(&self.cfg.api_url), self.cfg.project)
-    }
-    fn send_resolved(&self) -> bool {
-        self.cfg.send_resolved.unwrap_or(true)
-    }
-    fn deliver<'a>(
-        &'a self,
-        n: &'a Notification,
-        ctx: &'a DeliveryContext,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async move {
-            let c = &self.cfg;
-            let m = Msg::new(n, ctx, &self.templates);
-            let label = format!("ALERT{{{}}}", m.key_hash());
-            let found = self.search(&m, &label, !m.resolved()).await?;
-            match found {
-                None if m.resolved() => Ok(()),
-                None => {
-                    let fields = self.fields(&m, &label, false)?;
-                    self.call(
-                        reqwest::Method::POST,
-                        "issue",
-                        Some(&json!({"fields": fields})),
-                    )
-                    .await
-                    .map(|_| ())
-                }
-                Some(issue) => {
-                    let fields = self.fields(&m, &label, true)?;
-                    let path = format!("issue/{}", issue.key);
-                    self.call(
-                        reqwest::Method::PUT,
-                        &path,
-                        Some(&json!({"fields": fields})),
-                    )
-                    .await?;
-                    if m.resolved() {
-                        if !issue.done && !c.resolve_transition.is_empty() {
-                            self.transition(&issue.key, &c.resolve_transition).await?;
-                        }
-                    } else if issue.done && !c.reopen_transition.is_empty() {
-                        self.transition(&issue.key, &c.reopen_transition).await?;
-                    }
-                    Ok(())
-                }
-            }
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::testing;
@@ -404,7 +390,7 @@ mod tests {
     #[tokio::test]
     async fn golden_create_then_resolve() {
         // The search finds nothing while firing (create), then the open issue (resolve).
-        let ctx = super::DeliveryContext {
+        let ctx = super::super::DeliveryContext {
             external_url: "http://appliance.example:8080".into(),
         };
         let firing = testing::Recorder::start(&[
@@ -425,7 +411,7 @@ mod tests {
                 &rec.url,
             );
             let r = i
-                .build(&super::Build {
+                .build(&super::super::Build {
                     global: &cfg.global,
                     templates: &cfg.template_set,
                 })

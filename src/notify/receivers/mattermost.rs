@@ -1,21 +1,15 @@
 //! `mattermost_configs`: a Mattermost incoming-webhook post (text, channel, sender,
 //! attachments and props passed through), as Alertmanager sends it.
 
-use std::sync::Arc;
-
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::discord::webhook_target;
-use super::{
-    at_most_one, truncate, Build, DeliveryContext, DeliveryError, Http, Integration, Msg, Receiver,
-    SecretSource,
-};
+use super::{at_most_one, truncate, DeliveryError, Http, Integration, Msg, SecretSource};
 use crate::model::httpconf::HttpClientConfig;
 use crate::model::secret::SecretUrl;
 use crate::notify::config::GlobalConfig;
-use crate::notify::dispatch::Notification;
 
 /// A field of an attachment.
 #[derive(Clone, Debug, Deserialize)]
@@ -193,6 +187,7 @@ const MAX_TEXT: usize = 16383;
 
 impl Integration for Config {
     const KIND: &'static str = "mattermost";
+    const RESOLVED_BY_DEFAULT: bool = true;
 
     fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
         for f in self
@@ -222,50 +217,37 @@ impl Integration for Config {
         Ok(())
     }
 
-    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
-        Ok(Arc::new(Mattermost {
-            http: Http::new(self.http_config.as_ref(), b, super::TIMEOUT)?,
-            url: SecretSource::url(self.webhook_url.as_ref(), &self.webhook_url_file),
-            cfg: self.clone(),
-            templates: b.templates.clone(),
-        }))
+    fn send_resolved(&self) -> Option<bool> {
+        self.send_resolved
     }
-}
 
-struct Mattermost {
-    http: Http,
-    url: SecretSource,
-    cfg: Config,
-    templates: crate::notify::template::Templates,
-}
-
-impl Receiver for Mattermost {
-    fn kind(&self) -> &'static str {
-        "mattermost"
+    fn http_config(&self) -> Option<&HttpClientConfig> {
+        self.http_config.as_ref()
     }
+
     fn target(&self) -> String {
-        let host = webhook_target(&self.cfg.webhook_url, &self.cfg.webhook_url_file);
-        if self.cfg.channel.is_empty() {
+        let host = webhook_target(&self.webhook_url, &self.webhook_url_file);
+        if self.channel.is_empty() {
             host
         } else {
-            format!("{host} {}", self.cfg.channel)
+            format!("{host} {}", self.channel)
         }
     }
-    fn send_resolved(&self) -> bool {
-        self.cfg.send_resolved.unwrap_or(true)
-    }
-    fn deliver<'a>(
+
+    fn send<'a>(
         &'a self,
-        n: &'a Notification,
-        ctx: &'a DeliveryContext,
+        http: &'a Http,
+        m: &'a Msg<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let m = Msg::new(n, ctx, &self.templates);
-            let body = message(&self.cfg, &m)?;
-            self.http
-                .post_json(&self.url.get("webhook_url")?, &body)
-                .await
-                .map(|_| ())
+            let body = message(self, m)?;
+            http.post_json(
+                &SecretSource::url(self.webhook_url.as_ref(), &self.webhook_url_file)
+                    .get("webhook_url")?,
+                &body,
+            )
+            .await
+            .map(|_| ())
         })
     }
 }

@@ -2,8 +2,9 @@
 //! defaulted from `global` and checked once, when the configuration is loaded) and a
 //! [`Receiver`] that builds the service's request from Alertmanager's template data.
 //!
-//! The list of integrations is [`integrations!`] below: adding one is a file plus a line
-//! there. This module owns the request shapes; it must not touch routing, grouping, the
+//! The list of integrations is [`integrations!`] below: adding one is a file (its config
+//! and an [`Integration`] impl) plus a line there; the one [`Receiver`] implementation
+//! delivers them all. This module owns the request shapes; it must not touch routing, grouping, the
 //! notification log or retries (the notifier's), nor any other module's state.
 
 use std::sync::Arc;
@@ -93,14 +94,70 @@ pub struct Build<'a> {
     pub templates: &'a Templates,
 }
 
-/// One `*_configs` kind: its typed settings, checked once, and how it becomes a receiver.
+/// One `*_configs` kind: its typed settings, checked once, and how it sends a notification.
+/// Every kind is delivered by the one [`Receiver`] implementation below ([`Built`]).
 pub trait Integration: DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static {
     /// The kind, as in `<kind>_configs`.
     const KIND: &'static str;
+    /// Alertmanager's default for `send_resolved`.
+    const RESOLVED_BY_DEFAULT: bool;
     /// Fills defaults from `global` and applies Alertmanager's checks (its messages).
     fn check(&mut self, global: &GlobalConfig) -> Result<(), String>;
-    /// The receiver (its HTTP client is built here, so a bad TLS file is a config error).
-    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String>;
+    /// `send_resolved` as configured.
+    fn send_resolved(&self) -> Option<bool>;
+    /// Its own `http_config` (`None`: the global one).
+    fn http_config(&self) -> Option<&HttpClientConfig>;
+    /// How long one request may take.
+    fn timeout(&self) -> std::time::Duration {
+        TIMEOUT
+    }
+    /// To whom it delivers, for the history: a host, a channel, addresses; never a secret.
+    fn target(&self) -> String;
+    /// Sends the notification `m` once.
+    fn send<'a>(
+        &'a self,
+        http: &'a Http,
+        m: &'a Msg<'a>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>>;
+}
+
+/// A checked integration with its HTTP client (built when the configuration is checked, so a
+/// bad TLS file is a config error) and the configuration's templates.
+struct Built<C> {
+    cfg: C,
+    http: Http,
+    templates: Templates,
+}
+
+impl<C: Integration> Receiver for Built<C> {
+    fn kind(&self) -> &'static str {
+        C::KIND
+    }
+    fn target(&self) -> String {
+        self.cfg.target()
+    }
+    fn send_resolved(&self) -> bool {
+        self.cfg.send_resolved().unwrap_or(C::RESOLVED_BY_DEFAULT)
+    }
+    fn deliver<'a>(
+        &'a self,
+        n: &'a Notification,
+        ctx: &'a DeliveryContext,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let m = Msg::new(n, ctx, &self.templates);
+            self.cfg.send(&self.http, &m).await
+        })
+    }
+}
+
+/// The receiver for `c`.
+fn build<C: Integration>(c: &C, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
+    Ok(Arc::new(Built {
+        http: Http::new(c.http_config(), b, c.timeout())?,
+        cfg: c.clone(),
+        templates: b.templates.clone(),
+    }))
 }
 
 macro_rules! integrations {
@@ -125,7 +182,7 @@ macro_rules! integrations {
             /// The receiver that delivers it.
             pub fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
                 match self {
-                    $(Self::$variant(c) => c.build(b),)*
+                    $(Self::$variant(c) => build(c, b),)*
                 }
             }
         }
@@ -263,6 +320,19 @@ impl<'a> Msg<'a> {
             }
             other => other.clone(),
         })
+    }
+
+    /// The same message for another notification (a part of this one).
+    pub fn with<'b>(&self, n: &'b Notification) -> Msg<'b>
+    where
+        'a: 'b,
+    {
+        Msg {
+            n,
+            now: self.now,
+            external_url: self.external_url,
+            templates: self.templates,
+        }
     }
 
     /// Whether the group is resolved (every alert in it).
@@ -494,11 +564,6 @@ pub fn check_ok_field(body: &[u8]) -> Result<(), DeliveryError> {
         }
     }
     Ok(())
-}
-
-/// `send_resolved` as configured, else the integration's default.
-pub fn resolved_or(v: Option<bool>, default: bool) -> bool {
-    v.unwrap_or(default)
 }
 
 #[cfg(test)]

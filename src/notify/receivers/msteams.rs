@@ -1,20 +1,15 @@
 //! `msteams_configs`: a Microsoft Teams connector "MessageCard" (title, summary, markdown
 //! text, a colour by status), as Alertmanager sends it.
 
-use std::sync::Arc;
-
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::discord::{check_webhook_url, webhook_target};
-use super::{
-    Build, DeliveryContext, DeliveryError, Http, Integration, Msg, Receiver, SecretSource,
-};
+use super::{DeliveryError, Http, Integration, Msg, SecretSource};
 use crate::model::httpconf::HttpClientConfig;
 use crate::model::secret::SecretUrl;
 use crate::notify::config::GlobalConfig;
-use crate::notify::dispatch::Notification;
 
 /// A `msteams_configs` entry.
 #[derive(Clone, Debug, Deserialize)]
@@ -45,46 +40,31 @@ pub struct Config {
 
 impl Integration for Config {
     const KIND: &'static str = "msteams";
+    const RESOLVED_BY_DEFAULT: bool = true;
 
     fn check(&mut self, _: &GlobalConfig) -> Result<(), String> {
         check_webhook_url(&self.webhook_url, &self.webhook_url_file)
     }
 
-    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
-        Ok(Arc::new(Teams {
-            http: Http::new(self.http_config.as_ref(), b, super::TIMEOUT)?,
-            url: SecretSource::url(self.webhook_url.as_ref(), &self.webhook_url_file),
-            cfg: self.clone(),
-            templates: b.templates.clone(),
-        }))
+    fn send_resolved(&self) -> Option<bool> {
+        self.send_resolved
     }
-}
 
-struct Teams {
-    http: Http,
-    url: SecretSource,
-    cfg: Config,
-    templates: crate::notify::template::Templates,
-}
-
-impl Receiver for Teams {
-    fn kind(&self) -> &'static str {
-        "msteams"
+    fn http_config(&self) -> Option<&HttpClientConfig> {
+        self.http_config.as_ref()
     }
+
     fn target(&self) -> String {
-        webhook_target(&self.cfg.webhook_url, &self.cfg.webhook_url_file)
+        webhook_target(&self.webhook_url, &self.webhook_url_file)
     }
-    fn send_resolved(&self) -> bool {
-        self.cfg.send_resolved.unwrap_or(true)
-    }
-    fn deliver<'a>(
+
+    fn send<'a>(
         &'a self,
-        n: &'a Notification,
-        ctx: &'a DeliveryContext,
+        http: &'a Http,
+        m: &'a Msg<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let c = &self.cfg;
-            let m = Msg::new(n, ctx, &self.templates);
+            let c = self;
             let t = |v: &Option<String>, d: &str| m.text(v.as_deref().unwrap_or(d));
             let body = json!({
                 "@context": "http://schema.org/extensions",
@@ -94,10 +74,13 @@ impl Receiver for Teams {
                 "text": t(&c.text, r#"{{ template "msteams.default.text" . }}"#)?,
                 "themeColor": if m.resolved() { "2DC72D" } else { "8C1A1A" },
             });
-            self.http
-                .post_json(&self.url.get("webhook_url")?, &body)
-                .await
-                .map(|_| ())
+            http.post_json(
+                &SecretSource::url(self.webhook_url.as_ref(), &self.webhook_url_file)
+                    .get("webhook_url")?,
+                &body,
+            )
+            .await
+            .map(|_| ())
         })
     }
 }

@@ -3,20 +3,17 @@
 //! description, as Alertmanager does.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    at_most_one, host_of, join_url, truncate, Build, DeliveryContext, DeliveryError, Http,
-    Integration, Msg, Receiver, SecretSource,
+    at_most_one, host_of, join_url, truncate, DeliveryError, Http, Integration, Msg, SecretSource,
 };
 use crate::model::httpconf::HttpClientConfig;
 use crate::model::secret::Secret;
 use crate::notify::config::GlobalConfig;
-use crate::notify::dispatch::Notification;
 
 /// Opsgenie's API.
 pub const API_URL: &str = "https://api.opsgenie.com/";
@@ -95,6 +92,7 @@ pub struct Config {
 
 impl Integration for Config {
     const KIND: &'static str = "opsgenie";
+    const RESOLVED_BY_DEFAULT: bool = true;
 
     fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
         at_most_one("api_key", self.api_key.is_some(), &self.api_key_file)?;
@@ -126,21 +124,64 @@ impl Integration for Config {
         Ok(())
     }
 
-    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
-        Ok(Arc::new(Opsgenie {
-            http: Http::new(self.http_config.as_ref(), b, super::TIMEOUT)?,
-            key: SecretSource::new(self.api_key.as_ref(), &self.api_key_file),
-            cfg: self.clone(),
-            templates: b.templates.clone(),
-        }))
+    fn send_resolved(&self) -> Option<bool> {
+        self.send_resolved
     }
-}
 
-struct Opsgenie {
-    http: Http,
-    key: SecretSource,
-    cfg: Config,
-    templates: crate::notify::template::Templates,
+    fn http_config(&self) -> Option<&HttpClientConfig> {
+        self.http_config.as_ref()
+    }
+
+    fn target(&self) -> String {
+        host_of(&self.api_url)
+    }
+
+    fn send<'a>(
+        &'a self,
+        http: &'a Http,
+        m: &'a Msg<'a>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let c = self;
+            let alias = m.key_hash();
+            let base = join_url(&c.api_url, "v2/alerts");
+            if m.resolved() {
+                let source = m.text(
+                    c.source
+                        .as_deref()
+                        .unwrap_or(r#"{{ template "opsgenie.default.source" . }}"#),
+                )?;
+                let url = format!("{base}/{alias}/close?identifierType=alias");
+                return self
+                    .call(
+                        http,
+                        reqwest::Method::POST,
+                        &url,
+                        &json!({"source": source}),
+                    )
+                    .await;
+            }
+            let body = self.create(m, &alias)?;
+            self.call(http, reqwest::Method::POST, &base, &body).await?;
+            if c.update_alerts {
+                self.call(
+                    http,
+                    reqwest::Method::PUT,
+                    &format!("{base}/{alias}/message?identifierType=alias"),
+                    &json!({"message": body["message"]}),
+                )
+                .await?;
+                self.call(
+                    http,
+                    reqwest::Method::PUT,
+                    &format!("{base}/{alias}/description?identifierType=alias"),
+                    &json!({"description": body["description"]}),
+                )
+                .await?;
+            }
+            Ok(())
+        })
+    }
 }
 
 /// The comma-separated items of `s` (trimmed as a whole), without empty ones, as
@@ -153,9 +194,9 @@ fn split(s: &str) -> Vec<String> {
         .collect()
 }
 
-impl Opsgenie {
+impl Config {
     fn create(&self, m: &Msg<'_>, alias: &str) -> Result<Value, DeliveryError> {
-        let c = &self.cfg;
+        let c = self;
         let t = |v: &Option<String>, d: &str| m.text(v.as_deref().unwrap_or(d));
         let (message, _) = truncate(
             &t(&c.message, r#"{{ template "opsgenie.default.message" . }}"#)?,
@@ -230,74 +271,25 @@ impl Opsgenie {
         Ok(body)
     }
 
-    async fn send(
+    async fn call(
         &self,
+        http: &Http,
         method: reqwest::Method,
         url: &str,
         body: &Value,
     ) -> Result<(), DeliveryError> {
-        let req = self
-            .http
+        let req = http
             .request(method, url)?
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(
                 reqwest::header::AUTHORIZATION,
-                format!("GenieKey {}", self.key.get("api_key")?),
+                format!(
+                    "GenieKey {}",
+                    SecretSource::new(self.api_key.as_ref(), &self.api_key_file).get("api_key")?
+                ),
             )
             .body(body.to_string());
-        self.http.send(req).await.map(|_| ())
-    }
-}
-
-impl Receiver for Opsgenie {
-    fn kind(&self) -> &'static str {
-        "opsgenie"
-    }
-    fn target(&self) -> String {
-        host_of(&self.cfg.api_url)
-    }
-    fn send_resolved(&self) -> bool {
-        self.cfg.send_resolved.unwrap_or(true)
-    }
-    fn deliver<'a>(
-        &'a self,
-        n: &'a Notification,
-        ctx: &'a DeliveryContext,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async move {
-            let c = &self.cfg;
-            let m = Msg::new(n, ctx, &self.templates);
-            let alias = m.key_hash();
-            let base = join_url(&c.api_url, "v2/alerts");
-            if m.resolved() {
-                let source = m.text(
-                    c.source
-                        .as_deref()
-                        .unwrap_or(r#"{{ template "opsgenie.default.source" . }}"#),
-                )?;
-                let url = format!("{base}/{alias}/close?identifierType=alias");
-                return self
-                    .send(reqwest::Method::POST, &url, &json!({"source": source}))
-                    .await;
-            }
-            let body = self.create(&m, &alias)?;
-            self.send(reqwest::Method::POST, &base, &body).await?;
-            if c.update_alerts {
-                self.send(
-                    reqwest::Method::PUT,
-                    &format!("{base}/{alias}/message?identifierType=alias"),
-                    &json!({"message": body["message"]}),
-                )
-                .await?;
-                self.send(
-                    reqwest::Method::PUT,
-                    &format!("{base}/{alias}/description?identifierType=alias"),
-                    &json!({"description": body["description"]}),
-                )
-                .await?;
-            }
-            Ok(())
-        })
+        http.send(req).await.map(|_| ())
     }
 }
 

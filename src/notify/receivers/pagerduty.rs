@@ -2,21 +2,16 @@
 //! triggering while the group fires and resolving it after, deduplicated by the group.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{
-    host_of, truncate, Build, DeliveryContext, DeliveryError, Http, Integration, Msg, Receiver,
-    SecretSource,
-};
+use super::{host_of, truncate, DeliveryError, Http, Integration, Msg, SecretSource};
 use crate::model::httpconf::HttpClientConfig;
 use crate::model::secret::Secret;
 use crate::model::time::Duration;
 use crate::notify::config::GlobalConfig;
-use crate::notify::dispatch::Notification;
 
 /// Events API v2.
 pub const V2_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -115,6 +110,7 @@ pub struct Config {
 
 impl Integration for Config {
     const KIND: &'static str = "pagerduty";
+    const RESOLVED_BY_DEFAULT: bool = true;
 
     fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
         let routing = self.routing_key.is_some() || !self.routing_key_file.is_empty();
@@ -144,34 +140,48 @@ impl Integration for Config {
         Ok(())
     }
 
-    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
-        let routing = SecretSource::new(self.routing_key.as_ref(), &self.routing_key_file);
-        Ok(Arc::new(PagerDuty {
-            http: Http::new(
-                self.http_config.as_ref(),
-                b,
-                super::webhook::timeout(self.timeout),
-            )?,
-            v2: routing.is_set(),
-            key: routing.or(SecretSource::new(
-                self.service_key.as_ref(),
-                &self.service_key_file,
-            )),
-            cfg: self.clone(),
-            templates: b.templates.clone(),
-        }))
+    fn send_resolved(&self) -> Option<bool> {
+        self.send_resolved
+    }
+
+    fn http_config(&self) -> Option<&HttpClientConfig> {
+        self.http_config.as_ref()
+    }
+
+    fn timeout(&self) -> std::time::Duration {
+        super::webhook::timeout(self.timeout)
+    }
+
+    fn target(&self) -> String {
+        host_of(self.url.as_deref().unwrap_or(V2_URL))
+    }
+
+    fn send<'a>(
+        &'a self,
+        http: &'a Http,
+        m: &'a Msg<'a>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let key = if self.v2() {
+                SecretSource::new(self.routing_key.as_ref(), &self.routing_key_file)
+                    .get("routing_key")?
+            } else {
+                SecretSource::new(self.service_key.as_ref(), &self.service_key_file)
+                    .get("service_key")?
+            };
+            let body = self.body(m, &key)?;
+            let url = self.url.as_deref().unwrap_or(V2_URL);
+            http.post_json(url, &body).await.map(|_| ())
+        })
     }
 }
 
-struct PagerDuty {
-    http: Http,
-    v2: bool,
-    key: SecretSource,
-    cfg: Config,
-    templates: crate::notify::template::Templates,
-}
+impl Config {
+    /// Events API v2 (a routing key) rather than v1 (a service key).
+    fn v2(&self) -> bool {
+        self.routing_key.is_some() || !self.routing_key_file.is_empty()
+    }
 
-impl PagerDuty {
     /// Custom details: Alertmanager's defaults (the firing and resolved alerts as JSON,
     /// their counts) under the configured ones, every value templated as
     /// `DeepCopyWithTemplate` does.
@@ -183,18 +193,18 @@ impl PagerDuty {
             ("num_firing", "{{ .Alerts.Firing | len }}"),
             ("num_resolved", "{{ .Alerts.Resolved | len }}"),
         ] {
-            if !self.cfg.details.contains_key(k) {
+            if !self.details.contains_key(k) {
                 d.insert(k.into(), m.deep(&Value::String(t.into()))?);
             }
         }
-        for (k, v) in &self.cfg.details {
+        for (k, v) in &self.details {
             d.insert(k.clone(), m.deep(v)?);
         }
         Ok(d)
     }
 
     fn body(&self, m: &Msg<'_>, key: &str) -> Result<Value, DeliveryError> {
-        let c = &self.cfg;
+        let c = self;
         let t = |v: &Option<String>, default: &str| m.text(v.as_deref().unwrap_or(default));
         let action = if m.resolved() { "resolve" } else { "trigger" };
         let (description, _) = truncate(
@@ -210,7 +220,7 @@ impl PagerDuty {
             r#"{{ template "pagerduty.default.clientURL" . }}"#,
         )?;
         let details = self.details(m)?;
-        if !self.v2 {
+        if !self.v2() {
             let mut v = json!({
                 "service_key": key,
                 "event_type": action,
@@ -274,35 +284,6 @@ impl PagerDuty {
             v["links"] = Value::Array(links);
         }
         Ok(v)
-    }
-}
-
-impl Receiver for PagerDuty {
-    fn kind(&self) -> &'static str {
-        "pagerduty"
-    }
-    fn target(&self) -> String {
-        host_of(self.cfg.url.as_deref().unwrap_or(V2_URL))
-    }
-    fn send_resolved(&self) -> bool {
-        self.cfg.send_resolved.unwrap_or(true)
-    }
-    fn deliver<'a>(
-        &'a self,
-        n: &'a Notification,
-        ctx: &'a DeliveryContext,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async move {
-            let m = Msg::new(n, ctx, &self.templates);
-            let key = self.key.get(if self.v2 {
-                "routing_key"
-            } else {
-                "service_key"
-            })?;
-            let body = self.body(&m, &key)?;
-            let url = self.cfg.url.as_deref().unwrap_or(V2_URL);
-            self.http.post_json(url, &body).await.map(|_| ())
-        })
     }
 }
 

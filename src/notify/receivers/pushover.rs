@@ -1,20 +1,14 @@
 //! `pushover_configs`: a Pushover message (form POST to the messages API): emergency
 //! priority while firing by default, with retry and expiry, as Alertmanager sends it.
 
-use std::sync::Arc;
-
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{
-    at_most_one, truncate, Build, DeliveryContext, DeliveryError, Http, Integration, Msg, Receiver,
-    SecretSource,
-};
+use super::{at_most_one, truncate, DeliveryError, Http, Integration, Msg, SecretSource};
 use crate::model::httpconf::HttpClientConfig;
 use crate::model::secret::Secret;
 use crate::model::time::Duration;
 use crate::notify::config::GlobalConfig;
-use crate::notify::dispatch::Notification;
 
 /// Pushover's messages API. Alertmanager has no setting for it; the environment variable
 /// `APPLIANCE_PUSHOVER_API_URL` replaces it (a relay, or a test's recorder).
@@ -78,10 +72,14 @@ pub struct Config {
     /// The message is monospace.
     #[serde(default)]
     pub monospace: bool,
+    /// Where messages go: Pushover's API, or `APPLIANCE_PUSHOVER_API_URL` (set when checked).
+    #[serde(skip)]
+    pub api_url: String,
 }
 
 impl Integration for Config {
     const KIND: &'static str = "pushover";
+    const RESOLVED_BY_DEFAULT: bool = true;
 
     fn check(&mut self, _: &GlobalConfig) -> Result<(), String> {
         if self.user_key.is_none() && self.user_key_file.is_empty() {
@@ -95,65 +93,32 @@ impl Integration for Config {
         if self.html && self.monospace {
             return Err("at most one of monospace & html must be configured".into());
         }
-        Ok(())
-    }
-
-    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
-        let api_url = std::env::var("APPLIANCE_PUSHOVER_API_URL")
+        self.api_url = std::env::var("APPLIANCE_PUSHOVER_API_URL")
             .ok()
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| API_URL.into());
-        self.build_at(b, api_url)
+        Ok(())
     }
-}
 
-impl Config {
-    /// The receiver, posting to `api_url`.
-    fn build_at(&self, b: &Build<'_>, api_url: String) -> Result<Arc<dyn Receiver>, String> {
-        Ok(Arc::new(Pushover {
-            http: Http::new(self.http_config.as_ref(), b, super::TIMEOUT)?,
-            user: SecretSource::new(self.user_key.as_ref(), &self.user_key_file),
-            token: SecretSource::new(self.token.as_ref(), &self.token_file),
-            api_url,
-            cfg: self.clone(),
-            templates: b.templates.clone(),
-        }))
+    fn send_resolved(&self) -> Option<bool> {
+        self.send_resolved
     }
-}
 
-struct Pushover {
-    http: Http,
-    user: SecretSource,
-    token: SecretSource,
-    api_url: String,
-    cfg: Config,
-    templates: crate::notify::template::Templates,
-}
-
-fn secs(d: Option<Duration>, default: i64) -> String {
-    d.map(|d| d.as_millis() / 1000)
-        .unwrap_or(default)
-        .to_string()
-}
-
-impl Receiver for Pushover {
-    fn kind(&self) -> &'static str {
-        "pushover"
+    fn http_config(&self) -> Option<&HttpClientConfig> {
+        self.http_config.as_ref()
     }
+
     fn target(&self) -> String {
         super::host_of(&self.api_url)
     }
-    fn send_resolved(&self) -> bool {
-        self.cfg.send_resolved.unwrap_or(true)
-    }
-    fn deliver<'a>(
+
+    fn send<'a>(
         &'a self,
-        n: &'a Notification,
-        ctx: &'a DeliveryContext,
+        http: &'a Http,
+        m: &'a Msg<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let c = &self.cfg;
-            let m = Msg::new(n, ctx, &self.templates);
+            let c = self;
             let t = |v: &Option<String>, d: &str| m.text(v.as_deref().unwrap_or(d));
             let (title, _) = truncate(
                 &t(&c.title, r#"{{ template "pushover.default.title" . }}"#)?,
@@ -171,8 +136,15 @@ impl Receiver for Pushover {
                 512,
             );
             let mut form: Vec<(&str, String)> = vec![
-                ("token", self.token.get("token")?),
-                ("user", self.user.get("user_key")?),
+                (
+                    "token",
+                    SecretSource::new(self.token.as_ref(), &self.token_file).get("token")?,
+                ),
+                (
+                    "user",
+                    SecretSource::new(self.user_key.as_ref(), &self.user_key_file)
+                        .get("user_key")?,
+                ),
                 ("title", title),
                 ("message", message),
                 ("url", url),
@@ -201,17 +173,22 @@ impl Receiver for Pushover {
             let body = form_urlencoded::Serializer::new(String::new())
                 .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
                 .finish();
-            let req = self
-                .http
+            let req = http
                 .request(reqwest::Method::POST, &self.api_url)?
                 .header(
                     reqwest::header::CONTENT_TYPE,
                     "application/x-www-form-urlencoded",
                 )
                 .body(body);
-            self.http.send(req).await.map(|_| ())
+            http.send(req).await.map(|_| ())
         })
     }
+}
+
+fn secs(d: Option<Duration>, default: i64) -> String {
+    d.map(|d| d.as_millis() / 1000)
+        .unwrap_or(default)
+        .to_string()
 }
 
 #[cfg(test)]
@@ -225,15 +202,16 @@ mod tests {
             "pushover_configs:\n  - user_key: US3R\n    token: T0K3N\n    sound: siren\n    retry: 30s\n",
             &rec.url,
         );
-        let super::super::IntegrationConfig::Pushover(c) = i else {
+        let super::super::IntegrationConfig::Pushover(mut c) = i else {
             panic!("not pushover")
         };
-        let b = super::Build {
+        c.api_url = format!("{}/1/messages.json", rec.url);
+        let b = super::super::Build {
             global: &cfg.global,
             templates: &cfg.template_set,
         };
-        let r = c
-            .build_at(&b, format!("{}/1/messages.json", rec.url))
+        let r = super::super::IntegrationConfig::Pushover(c)
+            .build(&b)
             .unwrap();
         testing::golden_receiver("pushover", &rec, r).await;
     }

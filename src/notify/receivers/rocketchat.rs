@@ -1,20 +1,14 @@
 //! `rocketchat_configs`: Rocket.Chat's `chat.postMessage` with a personal access token, one
 //! attachment per message, as Alertmanager sends it.
 
-use std::sync::Arc;
-
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{
-    at_most_one, host_of, join_url, Build, DeliveryContext, DeliveryError, Http, Integration, Msg,
-    Receiver, SecretSource,
-};
+use super::{at_most_one, host_of, join_url, DeliveryError, Http, Integration, Msg, SecretSource};
 use crate::model::httpconf::HttpClientConfig;
 use crate::model::secret::Secret;
 use crate::notify::config::GlobalConfig;
-use crate::notify::dispatch::Notification;
 
 /// Rocket.Chat's default server.
 pub const API_URL: &str = "https://open.rocket.chat/";
@@ -120,6 +114,7 @@ pub struct Action {
 
 impl Integration for Config {
     const KIND: &'static str = "rocketchat";
+    const RESOLVED_BY_DEFAULT: bool = false;
 
     fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
         at_most_one("token", self.token.is_some(), &self.token_file)?;
@@ -148,45 +143,27 @@ impl Integration for Config {
         Ok(())
     }
 
-    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
-        Ok(Arc::new(RocketChat {
-            http: Http::new(self.http_config.as_ref(), b, super::TIMEOUT)?,
-            token: SecretSource::new(self.token.as_ref(), &self.token_file),
-            token_id: SecretSource::new(self.token_id.as_ref(), &self.token_id_file),
-            cfg: self.clone(),
-            templates: b.templates.clone(),
-        }))
+    fn send_resolved(&self) -> Option<bool> {
+        self.send_resolved
     }
-}
 
-struct RocketChat {
-    http: Http,
-    token: SecretSource,
-    token_id: SecretSource,
-    cfg: Config,
-    templates: crate::notify::template::Templates,
-}
-
-impl Receiver for RocketChat {
-    fn kind(&self) -> &'static str {
-        "rocketchat"
+    fn http_config(&self) -> Option<&HttpClientConfig> {
+        self.http_config.as_ref()
     }
+
     fn target(&self) -> String {
-        format!("{} {}", host_of(&self.cfg.api_url), self.cfg.channel)
+        format!("{} {}", host_of(&self.api_url), self.channel)
             .trim_end()
             .to_string()
     }
-    fn send_resolved(&self) -> bool {
-        self.cfg.send_resolved.unwrap_or(false)
-    }
-    fn deliver<'a>(
+
+    fn send<'a>(
         &'a self,
-        n: &'a Notification,
-        ctx: &'a DeliveryContext,
+        http: &'a Http,
+        m: &'a Msg<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let c = &self.cfg;
-            let m = Msg::new(n, ctx, &self.templates);
+            let c = self;
             let t = |v: &Option<String>, d: &str| m.text(v.as_deref().unwrap_or(d));
             let (title, _) = super::truncate(
                 &t(&c.title, r#"{{ template "rocketchat.default.title" . }}"#)?,
@@ -251,17 +228,23 @@ impl Receiver for RocketChat {
             if c.link_names {
                 body["link_names"] = json!(true);
             }
-            let req = self
-                .http
+            let req = http
                 .request(
                     reqwest::Method::POST,
                     &join_url(&c.api_url, "api/v1/chat.postMessage"),
                 )?
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .header("X-Auth-Token", self.token.get("token")?)
-                .header("X-User-Id", self.token_id.get("token_id")?)
+                .header(
+                    "X-Auth-Token",
+                    SecretSource::new(self.token.as_ref(), &self.token_file).get("token")?,
+                )
+                .header(
+                    "X-User-Id",
+                    SecretSource::new(self.token_id.as_ref(), &self.token_id_file)
+                        .get("token_id")?,
+                )
                 .body(body.to_string());
-            let answer = self.http.send(req).await?;
+            let answer = http.send(req).await?;
             super::check_ok_field(&answer)
         })
     }

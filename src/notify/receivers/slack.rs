@@ -1,21 +1,18 @@
 //! `slack_configs`: an incoming webhook (`api_url`) or the Web API's `chat.postMessage`
 //! with a bot token (`app_token`), one attachment per message as Alertmanager sends it.
 
-use std::sync::Arc;
-
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    at_most_one, check_ok_field, host_of, truncate, Build, DeliveryContext, DeliveryError, Http,
-    Integration, Msg, Receiver, SecretSource,
+    at_most_one, check_ok_field, host_of, truncate, DeliveryError, Http, Integration, Msg,
+    SecretSource,
 };
 use crate::model::httpconf::HttpClientConfig;
 use crate::model::secret::{Secret, SecretUrl};
 use crate::model::time::Duration;
 use crate::notify::config::GlobalConfig;
-use crate::notify::dispatch::Notification;
 
 /// Slack's Web API endpoint for bot tokens (Alertmanager's default `slack_app_url`).
 pub const APP_URL: &str = "https://slack.com/api/chat.postMessage";
@@ -144,6 +141,7 @@ impl Config {
 
 impl Integration for Config {
     const KIND: &'static str = "slack";
+    const RESOLVED_BY_DEFAULT: bool = false;
 
     fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
         at_most_one("api_url", self.api_url.is_some(), &self.api_url_file)?;
@@ -197,44 +195,63 @@ impl Integration for Config {
         Ok(())
     }
 
-    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
-        let token = SecretSource::new(self.app_token.as_ref(), &self.app_token_file);
-        let url = if self.webhook() {
-            SecretSource::url(self.api_url.as_ref(), &self.api_url_file)
-        } else {
-            SecretSource::url(Some(&SecretUrl::new(self.app_url.clone())), "")
-        };
+    fn send_resolved(&self) -> Option<bool> {
+        self.send_resolved
+    }
+
+    fn http_config(&self) -> Option<&HttpClientConfig> {
+        self.http_config.as_ref()
+    }
+
+    fn timeout(&self) -> std::time::Duration {
+        super::webhook::timeout(self.timeout)
+    }
+
+    fn target(&self) -> String {
         let host = match &self.api_url {
             Some(u) if self.webhook() => host_of(u.expose()),
             _ if self.webhook() => self.api_url_file.clone(),
             _ => host_of(&self.app_url),
         };
-        Ok(Arc::new(Slack {
-            http: Http::new(
-                self.http_config.as_ref(),
-                b,
-                super::webhook::timeout(self.timeout),
-            )?,
-            url,
-            token: token.is_set().then_some(token),
-            target: if self.channel.is_empty() {
-                host
-            } else {
-                format!("{host} {}", self.channel)
-            },
-            cfg: self.clone(),
-            templates: b.templates.clone(),
-        }))
+        if self.channel.is_empty() {
+            host
+        } else {
+            format!("{host} {}", self.channel)
+        }
     }
-}
 
-struct Slack {
-    http: Http,
-    url: SecretSource,
-    token: Option<SecretSource>,
-    target: String,
-    cfg: Config,
-    templates: crate::notify::template::Templates,
+    fn send<'a>(
+        &'a self,
+        http: &'a Http,
+        m: &'a Msg<'a>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let body = message(self, m)?;
+            let url = if self.webhook() {
+                SecretSource::url(self.api_url.as_ref(), &self.api_url_file).get("api_url")?
+            } else {
+                self.app_url.clone()
+            };
+            let token = SecretSource::new(self.app_token.as_ref(), &self.app_token_file);
+            let mut req = http
+                .request(reqwest::Method::POST, &url)?
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/json; charset=utf-8",
+                )
+                .body(body.to_string());
+            if token.is_set() {
+                req = req.header(
+                    reqwest::header::AUTHORIZATION,
+                    format!("Bearer {}", token.get("app_token")?),
+                );
+            }
+            let answer = http.send(req).await?;
+            // The Web API answers 200 with `ok: false` when it refuses (channel_not_found,
+            // invalid_auth); webhooks answer `ok` or an error status.
+            check_ok_field(&answer)
+        })
+    }
 }
 
 /// Puts `v` under `k` unless it is empty (Slack's JSON omits empty fields).
@@ -370,47 +387,6 @@ fn message(c: &Config, m: &Msg<'_>) -> Result<Value, DeliveryError> {
     Ok(Value::Object(req))
 }
 
-impl Receiver for Slack {
-    fn kind(&self) -> &'static str {
-        "slack"
-    }
-    fn target(&self) -> String {
-        self.target.clone()
-    }
-    fn send_resolved(&self) -> bool {
-        self.cfg.send_resolved.unwrap_or(false)
-    }
-    fn deliver<'a>(
-        &'a self,
-        n: &'a Notification,
-        ctx: &'a DeliveryContext,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async move {
-            let m = Msg::new(n, ctx, &self.templates);
-            let body = message(&self.cfg, &m)?;
-            let url = self.url.get("api_url")?;
-            let mut req = self
-                .http
-                .request(reqwest::Method::POST, &url)?
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    "application/json; charset=utf-8",
-                )
-                .body(body.to_string());
-            if let Some(t) = &self.token {
-                req = req.header(
-                    reqwest::header::AUTHORIZATION,
-                    format!("Bearer {}", t.get("app_token")?),
-                );
-            }
-            let answer = self.http.send(req).await?;
-            // The Web API answers 200 with `ok: false` when it refuses (channel_not_found,
-            // invalid_auth); webhooks answer `ok` or an error status.
-            check_ok_field(&answer)
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::testing;
@@ -449,12 +425,12 @@ mod tests {
             &rec.url,
         );
         let r = i
-            .build(&super::Build {
+            .build(&super::super::Build {
                 global: &cfg.global,
                 templates: &cfg.template_set,
             })
             .unwrap();
-        let ctx = super::DeliveryContext {
+        let ctx = super::super::DeliveryContext {
             external_url: "http://x".into(),
         };
         let e = r
@@ -472,11 +448,11 @@ mod tests {
             "global:\n  slack_app_token: xoxb-global\n  slack_api_url: '{u}/api/chat.postMessage'\n  slack_app_url: '{u}/api/chat.postMessage'\nroute: {{receiver: s}}\nreceivers:\n  - name: s\n    slack_configs:\n      - channel: '#a1'\n      - {{channel: '#a2', app_token: xoxb-own}}\n      - {{channel: '#a3', app_url: '{u}/custom'}}\n      - {{channel: '#a4', http_config: {{authorization: {{credentials: xoxb-workaround}}}}}}\n      - {{api_url: '{u}/services/T/B/X'}}\n"
         );
         let cfg = crate::notify::config::parse(&text).unwrap();
-        let b = super::Build {
+        let b = super::super::Build {
             global: &cfg.global,
             templates: &cfg.template_set,
         };
-        let ctx = super::DeliveryContext {
+        let ctx = super::super::DeliveryContext {
             external_url: "http://x".into(),
         };
         let mut seen = Vec::new();

@@ -7,16 +7,14 @@
 //! assumption need the SDK's credential chain and are refused at config check.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{truncate, Build, DeliveryContext, DeliveryError, Http, Integration, Msg, Receiver};
+use super::{truncate, DeliveryError, Http, Integration, Msg};
 use crate::model::httpconf::HttpClientConfig;
 use crate::model::secret::Secret;
 use crate::notify::config::GlobalConfig;
-use crate::notify::dispatch::Notification;
 
 /// `sigv4`: how requests are signed.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -138,6 +136,7 @@ impl Config {
 
 impl Integration for Config {
     const KIND: &'static str = "sns";
+    const RESOLVED_BY_DEFAULT: bool = true;
 
     fn check(&mut self, _: &GlobalConfig) -> Result<(), String> {
         let n = [&self.target_arn, &self.topic_arn, &self.phone_number]
@@ -173,25 +172,46 @@ impl Integration for Config {
         Ok(())
     }
 
-    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
-        Ok(Arc::new(Sns {
-            http: Http::new(self.http_config.as_ref(), b, super::TIMEOUT)?,
-            cfg: self.clone(),
-            templates: b.templates.clone(),
-        }))
+    fn send_resolved(&self) -> Option<bool> {
+        self.send_resolved
+    }
+
+    fn http_config(&self) -> Option<&HttpClientConfig> {
+        self.http_config.as_ref()
+    }
+
+    fn target(&self) -> String {
+        let c = self;
+        [&c.topic_arn, &c.target_arn]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .cloned()
+            .unwrap_or_else(|| "phone number".into())
+    }
+
+    fn send<'a>(
+        &'a self,
+        http: &'a Http,
+        m: &'a Msg<'a>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let body = self.form(m)?;
+            let mut req = http.request(reqwest::Method::POST, &self.api_url)?.header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded; charset=utf-8",
+            );
+            for (k, v) in self.sign(&body)? {
+                req = req.header(k, v);
+            }
+            http.send(req.body(body)).await.map(|_| ())
+        })
     }
 }
 
-struct Sns {
-    http: Http,
-    cfg: Config,
-    templates: crate::notify::template::Templates,
-}
-
-impl Sns {
+impl Config {
     /// The `Publish` form for `m`, as Alertmanager fills `PublishInput`.
     fn form(&self, m: &Msg<'_>) -> Result<String, DeliveryError> {
-        let c = &self.cfg;
+        let c = self;
         let t = |v: &Option<String>, d: &str| m.text(v.as_deref().unwrap_or(d));
         let mut f = form_urlencoded::Serializer::new(String::new());
         f.append_pair("Action", "Publish")
@@ -248,14 +268,13 @@ impl Sns {
         use aws_sigv4::sign::v4;
         let e = |x: &dyn std::fmt::Display| DeliveryError::Setup(format!("signing: {x}"));
         let (ak, sk, token) = self
-            .cfg
             .credentials()
             .ok_or_else(|| DeliveryError::Setup("no AWS credentials".into()))?;
         let identity =
             aws_credential_types::Credentials::new(ak, sk, token, None, "appliance").into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
-            .region(&self.cfg.sigv4.region)
+            .region(&self.sigv4.region)
             .name("sns")
             .time(std::time::SystemTime::now())
             .settings(SigningSettings::default())
@@ -268,7 +287,7 @@ impl Sns {
         )];
         let signable = SignableRequest::new(
             "POST",
-            &self.cfg.api_url,
+            &self.api_url,
             headers.into_iter(),
             SignableBody::Bytes(body.as_bytes()),
         )
@@ -279,44 +298,6 @@ impl Sns {
             .into_iter()
             .map(|h| (h.name().to_string(), h.value().to_string()))
             .collect())
-    }
-}
-
-impl Receiver for Sns {
-    fn kind(&self) -> &'static str {
-        "sns"
-    }
-    fn target(&self) -> String {
-        let c = &self.cfg;
-        [&c.topic_arn, &c.target_arn]
-            .into_iter()
-            .find(|s| !s.is_empty())
-            .cloned()
-            .unwrap_or_else(|| "phone number".into())
-    }
-    fn send_resolved(&self) -> bool {
-        self.cfg.send_resolved.unwrap_or(true)
-    }
-    fn deliver<'a>(
-        &'a self,
-        n: &'a Notification,
-        ctx: &'a DeliveryContext,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async move {
-            let m = Msg::new(n, ctx, &self.templates);
-            let body = self.form(&m)?;
-            let mut req = self
-                .http
-                .request(reqwest::Method::POST, &self.cfg.api_url)?
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    "application/x-www-form-urlencoded; charset=utf-8",
-                );
-            for (k, v) in self.sign(&body)? {
-                req = req.header(k, v);
-            }
-            self.http.send(req.body(body)).await.map(|_| ())
-        })
     }
 }
 

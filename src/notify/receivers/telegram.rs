@@ -1,19 +1,16 @@
 //! `telegram_configs`: a Telegram bot's `sendMessage` to a chat, as Alertmanager sends it.
 
-use std::sync::Arc;
-
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    at_most_one, check_ok_field, host_of, join_url, truncate, Build, DeliveryContext,
-    DeliveryError, Http, Integration, Msg, Receiver, SecretSource,
+    at_most_one, check_ok_field, host_of, join_url, truncate, DeliveryError, Http, Integration,
+    Msg, SecretSource,
 };
 use crate::model::httpconf::HttpClientConfig;
 use crate::model::secret::Secret;
 use crate::notify::config::GlobalConfig;
-use crate::notify::dispatch::Notification;
 
 /// Telegram's Bot API.
 pub const API_URL: &str = "https://api.telegram.org";
@@ -61,6 +58,7 @@ pub struct Config {
 
 impl Integration for Config {
     const KIND: &'static str = "telegram";
+    const RESOLVED_BY_DEFAULT: bool = true;
 
     fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
         at_most_one("bot_token", self.bot_token.is_some(), &self.bot_token_file)?;
@@ -89,44 +87,28 @@ impl Integration for Config {
         Ok(())
     }
 
-    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
-        Ok(Arc::new(Telegram {
-            http: Http::new(self.http_config.as_ref(), b, super::TIMEOUT)?,
-            token: SecretSource::new(self.bot_token.as_ref(), &self.bot_token_file),
-            cfg: self.clone(),
-            templates: b.templates.clone(),
-        }))
+    fn send_resolved(&self) -> Option<bool> {
+        self.send_resolved
     }
-}
 
-struct Telegram {
-    http: Http,
-    token: SecretSource,
-    cfg: Config,
-    templates: crate::notify::template::Templates,
-}
-
-impl Receiver for Telegram {
-    fn kind(&self) -> &'static str {
-        "telegram"
+    fn http_config(&self) -> Option<&HttpClientConfig> {
+        self.http_config.as_ref()
     }
+
     fn target(&self) -> String {
-        match self.cfg.chat_id {
-            Some(id) => format!("{} chat {id}", host_of(&self.cfg.api_url)),
-            None => host_of(&self.cfg.api_url),
+        match self.chat_id {
+            Some(id) => format!("{} chat {id}", host_of(&self.api_url)),
+            None => host_of(&self.api_url),
         }
     }
-    fn send_resolved(&self) -> bool {
-        self.cfg.send_resolved.unwrap_or(true)
-    }
-    fn deliver<'a>(
+
+    fn send<'a>(
         &'a self,
-        n: &'a Notification,
-        ctx: &'a DeliveryContext,
+        http: &'a Http,
+        m: &'a Msg<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let c = &self.cfg;
-            let m = Msg::new(n, ctx, &self.templates);
+            let c = self;
             let template = c
                 .message
                 .as_deref()
@@ -170,9 +152,13 @@ impl Receiver for Telegram {
             }
             let url = join_url(
                 &c.api_url,
-                &format!("bot{}/sendMessage", self.token.get("bot_token")?),
+                &format!(
+                    "bot{}/sendMessage",
+                    SecretSource::new(self.bot_token.as_ref(), &self.bot_token_file)
+                        .get("bot_token")?
+                ),
             );
-            let answer = self.http.post_json(&url, &body).await?;
+            let answer = http.post_json(&url, &body).await?;
             check_ok_field(&answer)
         })
     }

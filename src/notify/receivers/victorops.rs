@@ -2,20 +2,17 @@
 //! configured type) while firing, RECOVERY once resolved, keyed by the group.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    at_most_one, host_of, join_url, truncate, Build, DeliveryContext, DeliveryError, Http,
-    Integration, Msg, Receiver, SecretSource,
+    at_most_one, host_of, join_url, truncate, DeliveryError, Http, Integration, Msg, SecretSource,
 };
 use crate::model::httpconf::HttpClientConfig;
 use crate::model::secret::Secret;
 use crate::notify::config::GlobalConfig;
-use crate::notify::dispatch::Notification;
 
 /// The REST endpoint's base.
 pub const API_URL: &str = "https://alert.victorops.com/integrations/generic/20131114/alert/";
@@ -72,6 +69,7 @@ const RESERVED: &[&str] = &[
 
 impl Integration for Config {
     const KIND: &'static str = "victorops";
+    const RESOLVED_BY_DEFAULT: bool = true;
 
     fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
         at_most_one("api_key", self.api_key.is_some(), &self.api_key_file)?;
@@ -100,41 +98,25 @@ impl Integration for Config {
         Ok(())
     }
 
-    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
-        Ok(Arc::new(VictorOps {
-            http: Http::new(self.http_config.as_ref(), b, super::TIMEOUT)?,
-            key: SecretSource::new(self.api_key.as_ref(), &self.api_key_file),
-            cfg: self.clone(),
-            templates: b.templates.clone(),
-        }))
+    fn send_resolved(&self) -> Option<bool> {
+        self.send_resolved
     }
-}
 
-struct VictorOps {
-    http: Http,
-    key: SecretSource,
-    cfg: Config,
-    templates: crate::notify::template::Templates,
-}
-
-impl Receiver for VictorOps {
-    fn kind(&self) -> &'static str {
-        "victorops"
+    fn http_config(&self) -> Option<&HttpClientConfig> {
+        self.http_config.as_ref()
     }
+
     fn target(&self) -> String {
-        format!("{} {}", host_of(&self.cfg.api_url), self.cfg.routing_key)
+        format!("{} {}", host_of(&self.api_url), self.routing_key)
     }
-    fn send_resolved(&self) -> bool {
-        self.cfg.send_resolved.unwrap_or(true)
-    }
-    fn deliver<'a>(
+
+    fn send<'a>(
         &'a self,
-        n: &'a Notification,
-        ctx: &'a DeliveryContext,
+        http: &'a Http,
+        m: &'a Msg<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let c = &self.cfg;
-            let m = Msg::new(n, ctx, &self.templates);
+            let c = self;
             let t = |v: &Option<String>, d: &str| m.text(v.as_deref().unwrap_or(d));
             // Only INFO, WARNING and CRITICAL open or update an incident; anything else is
             // sent as CRITICAL, and a resolved group as RECOVERY.
@@ -174,9 +156,13 @@ impl Receiver for VictorOps {
             }
             let url = join_url(
                 &c.api_url,
-                &format!("{}/{}", self.key.get("api_key")?, c.routing_key),
+                &format!(
+                    "{}/{}",
+                    SecretSource::new(self.api_key.as_ref(), &self.api_key_file).get("api_key")?,
+                    c.routing_key
+                ),
             );
-            self.http.post_json(&url, &body).await.map(|_| ())
+            http.post_json(&url, &body).await.map(|_| ())
         })
     }
 }

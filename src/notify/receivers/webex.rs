@@ -1,16 +1,13 @@
 //! `webex_configs`: a Webex message (markdown) to a room, authenticated by the bot token in
 //! `http_config.authorization`, as Alertmanager sends it.
 
-use std::sync::Arc;
-
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{host_of, Build, DeliveryContext, DeliveryError, Http, Integration, Msg, Receiver};
+use super::{host_of, DeliveryError, Http, Integration, Msg};
 use crate::model::httpconf::HttpClientConfig;
 use crate::notify::config::GlobalConfig;
-use crate::notify::dispatch::Notification;
 
 /// Webex's messages API.
 pub const API_URL: &str = "https://webexapis.com/v1/messages";
@@ -40,6 +37,7 @@ pub struct Config {
 
 impl Integration for Config {
     const KIND: &'static str = "webex";
+    const RESOLVED_BY_DEFAULT: bool = true;
 
     fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
         if self.room_id.is_empty() {
@@ -63,19 +61,33 @@ impl Integration for Config {
         Ok(())
     }
 
-    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
-        Ok(Arc::new(Webex {
-            http: Http::new(self.http_config.as_ref(), b, super::TIMEOUT)?,
-            cfg: self.clone(),
-            templates: b.templates.clone(),
-        }))
+    fn send_resolved(&self) -> Option<bool> {
+        self.send_resolved
     }
-}
 
-struct Webex {
-    http: Http,
-    cfg: Config,
-    templates: crate::notify::template::Templates,
+    fn http_config(&self) -> Option<&HttpClientConfig> {
+        self.http_config.as_ref()
+    }
+
+    fn target(&self) -> String {
+        host_of(&self.api_url)
+    }
+
+    fn send<'a>(
+        &'a self,
+        http: &'a Http,
+        m: &'a Msg<'a>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let text = m.text(
+                self.message
+                    .as_deref()
+                    .unwrap_or(r#"{{ template "webex.default.message" . }}"#),
+            )?;
+            let body = json!({"roomId": m.text(&self.room_id)?, "markdown": cut_bytes(&text, MAX_MESSAGE)});
+            http.post_json(&self.api_url, &body).await.map(|_| ())
+        })
+    }
 }
 
 /// `s` cut to at most `n` bytes on a character boundary.
@@ -88,38 +100,6 @@ fn cut_bytes(s: &str, n: usize) -> &str {
         i -= 1;
     }
     &s[..i]
-}
-
-impl Receiver for Webex {
-    fn kind(&self) -> &'static str {
-        "webex"
-    }
-    fn target(&self) -> String {
-        host_of(&self.cfg.api_url)
-    }
-    fn send_resolved(&self) -> bool {
-        self.cfg.send_resolved.unwrap_or(true)
-    }
-    fn deliver<'a>(
-        &'a self,
-        n: &'a Notification,
-        ctx: &'a DeliveryContext,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async move {
-            let m = Msg::new(n, ctx, &self.templates);
-            let text = m.text(
-                self.cfg
-                    .message
-                    .as_deref()
-                    .unwrap_or(r#"{{ template "webex.default.message" . }}"#),
-            )?;
-            let body = json!({"roomId": m.text(&self.cfg.room_id)?, "markdown": cut_bytes(&text, MAX_MESSAGE)});
-            self.http
-                .post_json(&self.cfg.api_url, &body)
-                .await
-                .map(|_| ())
-        })
-    }
 }
 
 #[cfg(test)]

@@ -2,15 +2,12 @@
 //! builder is shared with incident.io, which takes the same message.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{
-    host_of, Build, DeliveryContext, DeliveryError, Http, Integration, Msg, Receiver, SecretSource,
-};
+use super::{host_of, DeliveryError, Http, Integration, Msg, SecretSource};
 use crate::model::httpconf::HttpClientConfig;
 use crate::model::secret::SecretUrl;
 use crate::model::time::Duration;
@@ -49,6 +46,7 @@ pub struct Config {
 
 impl Integration for Config {
     const KIND: &'static str = "webhook";
+    const RESOLVED_BY_DEFAULT: bool = true;
 
     fn check(&mut self, _: &GlobalConfig) -> Result<(), String> {
         let inline = self.url.as_ref().is_some_and(|u| !u.is_empty());
@@ -64,21 +62,53 @@ impl Integration for Config {
         Ok(())
     }
 
-    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
-        Ok(Arc::new(Webhook {
-            http: Http::new(self.http_config.as_ref(), b, timeout(self.timeout))?,
-            url: SecretSource::url(self.url.as_ref(), &self.url_file),
-            max_alerts: self.max_alerts,
-            custom: self.payload.clone(),
-            send_resolved: self.send_resolved.unwrap_or(true),
-            target: self
-                .url
-                .as_ref()
-                .map(|u| host_of(u.expose()))
-                .unwrap_or_else(|| self.url_file.clone()),
-            templates: b.templates.clone(),
-        }))
+    fn send_resolved(&self) -> Option<bool> {
+        self.send_resolved
     }
+
+    fn http_config(&self) -> Option<&HttpClientConfig> {
+        self.http_config.as_ref()
+    }
+
+    fn timeout(&self) -> std::time::Duration {
+        timeout(self.timeout)
+    }
+
+    fn target(&self) -> String {
+        url_target(&self.url, &self.url_file)
+    }
+
+    fn send<'a>(
+        &'a self,
+        http: &'a Http,
+        m: &'a Msg<'a>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let full = m.n;
+            let (kept, _) = truncated(full, self.max_alerts);
+            let m = m.with(&kept);
+            // The URL is a template too (Alertmanager 0.28+).
+            let url = m.text(&SecretSource::url(self.url.as_ref(), &self.url_file).get("url")?)?;
+            if url.is_empty() {
+                return Err(DeliveryError::Setup(
+                    "webhook URL is empty after templating".into(),
+                ));
+            }
+            let body = match &self.payload {
+                Some(p) => m.deep(p)?,
+                None => payload(full, m.now, m.external_url, self.max_alerts),
+            };
+            http.post_json(&url, &body).await.map(|_| ())
+        })
+    }
+}
+
+/// Where a URL-configured integration delivers, for the history: the URL's host, or the
+/// file it is read from.
+pub fn url_target(url: &Option<SecretUrl>, file: &str) -> String {
+    url.as_ref()
+        .map(|u| host_of(u.expose()))
+        .unwrap_or_else(|| file.to_string())
 }
 
 /// The request timeout: the configured one, else the default.
@@ -87,16 +117,6 @@ pub fn timeout(t: Option<Duration>) -> std::time::Duration {
         Some(d) if d.as_millis() > 0 => std::time::Duration::from_millis(d.as_millis() as u64),
         _ => super::TIMEOUT,
     }
-}
-
-struct Webhook {
-    http: Http,
-    url: SecretSource,
-    max_alerts: u64,
-    custom: Option<Value>,
-    send_resolved: bool,
-    target: String,
-    templates: crate::notify::template::Templates,
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -169,40 +189,6 @@ pub fn payload(n: &Notification, now: i64, external_url: &str, max_alerts: u64) 
         "groupKey": n.group_key,
         "truncatedAlerts": left_out,
     })
-}
-
-impl Receiver for Webhook {
-    fn kind(&self) -> &'static str {
-        "webhook"
-    }
-    fn target(&self) -> String {
-        self.target.clone()
-    }
-    fn send_resolved(&self) -> bool {
-        self.send_resolved
-    }
-    fn deliver<'a>(
-        &'a self,
-        n: &'a Notification,
-        ctx: &'a DeliveryContext,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async move {
-            let (kept, _) = truncated(n, self.max_alerts);
-            let m = Msg::new(&kept, ctx, &self.templates);
-            // The URL is a template too (Alertmanager 0.28+).
-            let url = m.text(&self.url.get("url")?)?;
-            if url.is_empty() {
-                return Err(DeliveryError::Setup(
-                    "webhook URL is empty after templating".into(),
-                ));
-            }
-            let body = match &self.custom {
-                Some(p) => m.deep(p)?,
-                None => payload(n, m.now, &ctx.external_url, self.max_alerts),
-            };
-            self.http.post_json(&url, &body).await.map(|_| ())
-        })
-    }
 }
 
 #[cfg(test)]

@@ -9,13 +9,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    at_most_one, host_of, join_url, truncate, Build, DeliveryContext, DeliveryError, Http,
-    Integration, Msg, Receiver, SecretSource,
+    at_most_one, host_of, join_url, truncate, DeliveryError, Http, Integration, Msg, SecretSource,
 };
 use crate::model::httpconf::HttpClientConfig;
 use crate::model::secret::Secret;
 use crate::notify::config::GlobalConfig;
-use crate::notify::dispatch::Notification;
 
 /// WeChat Work's API.
 pub const API_URL: &str = "https://qyapi.weixin.qq.com/cgi-bin/";
@@ -62,10 +60,14 @@ pub struct Config {
     /// `text` (default) or `markdown`.
     #[serde(default)]
     pub message_type: Option<String>,
+    /// The access token `gettoken` gave, kept until WeChat says it expired.
+    #[serde(skip)]
+    token_cache: Arc<Mutex<Option<String>>>,
 }
 
 impl Integration for Config {
     const KIND: &'static str = "wechat";
+    const RESOLVED_BY_DEFAULT: bool = false;
 
     fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
         at_most_one(
@@ -102,81 +104,25 @@ impl Integration for Config {
         Ok(())
     }
 
-    fn build(&self, b: &Build<'_>) -> Result<Arc<dyn Receiver>, String> {
-        Ok(Arc::new(WeChat {
-            http: Http::new(self.http_config.as_ref(), b, super::TIMEOUT)?,
-            secret: SecretSource::new(self.api_secret.as_ref(), &self.api_secret_file),
-            token: Mutex::new(None),
-            cfg: self.clone(),
-            templates: b.templates.clone(),
-        }))
+    fn send_resolved(&self) -> Option<bool> {
+        self.send_resolved
     }
-}
 
-struct WeChat {
-    http: Http,
-    secret: SecretSource,
-    token: Mutex<Option<String>>,
-    cfg: Config,
-    templates: crate::notify::template::Templates,
-}
-
-/// WeChat's answer: `errcode` 0 is success.
-fn errcode(body: &[u8]) -> Result<Value, DeliveryError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| DeliveryError::Refused(format!("unreadable answer: {e}")))?;
-    match v.get("errcode").and_then(Value::as_i64).unwrap_or(0) {
-        0 => Ok(v),
-        code => Err(DeliveryError::Refused(format!(
-            "errcode {code}: {}",
-            v.get("errmsg").and_then(Value::as_str).unwrap_or("")
-        ))),
+    fn http_config(&self) -> Option<&HttpClientConfig> {
+        self.http_config.as_ref()
     }
-}
 
-impl WeChat {
-    async fn access_token(&self) -> Result<String, DeliveryError> {
-        if let Some(t) = self.token.lock().clone() {
-            return Ok(t);
-        }
-        let url = join_url(&self.cfg.api_url, "gettoken");
-        let query = form_urlencoded::Serializer::new(String::new())
-            .append_pair("corpid", &self.cfg.corp_id)
-            .append_pair("corpsecret", &self.secret.get("api_secret")?)
-            .finish();
-        let req = self
-            .http
-            .request(reqwest::Method::GET, &format!("{url}?{query}"))?;
-        let v = errcode(&self.http.send(req).await?)?;
-        let t = v
-            .get("access_token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| DeliveryError::Refused("gettoken answered without access_token".into()))?
-            .to_string();
-        *self.token.lock() = Some(t.clone());
-        Ok(t)
-    }
-}
-
-impl Receiver for WeChat {
-    fn kind(&self) -> &'static str {
-        "wechat"
-    }
     fn target(&self) -> String {
-        host_of(&self.cfg.api_url)
+        host_of(&self.api_url)
     }
-    fn send_resolved(&self) -> bool {
-        self.cfg.send_resolved.unwrap_or(false)
-    }
-    fn deliver<'a>(
+
+    fn send<'a>(
         &'a self,
-        n: &'a Notification,
-        ctx: &'a DeliveryContext,
+        http: &'a Http,
+        m: &'a Msg<'a>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let c = &self.cfg;
-            let m = Msg::new(n, ctx, &self.templates);
+            let c = self;
             let t = |v: &Option<String>, d: &str| m.text(v.as_deref().unwrap_or(d));
             let (content, _) = truncate(
                 &t(&c.message, r#"{{ template "wechat.default.message" . }}"#)?,
@@ -214,9 +160,8 @@ impl Receiver for WeChat {
             }
             let url = join_url(&c.api_url, "message/send");
             for attempt in 0..2 {
-                let token = self.access_token().await?;
-                let req = self
-                    .http
+                let token = self.access_token(http).await?;
+                let req = http
                     .request(
                         reqwest::Method::POST,
                         &format!(
@@ -228,20 +173,60 @@ impl Receiver for WeChat {
                     )?
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(body.to_string());
-                match errcode(&self.http.send(req).await?) {
+                match errcode(&http.send(req).await?) {
                     Ok(_) => return Ok(()),
                     // An expired token is fetched again once.
                     Err(e)
                         if attempt == 0
                             && e.to_string().contains(&format!("errcode {TOKEN_EXPIRED}")) =>
                     {
-                        *self.token.lock() = None;
+                        *self.token_cache.lock() = None;
                     }
                     Err(e) => return Err(e),
                 }
             }
             Err(DeliveryError::Refused("access token expired twice".into()))
         })
+    }
+}
+
+/// WeChat's answer: `errcode` 0 is success.
+fn errcode(body: &[u8]) -> Result<Value, DeliveryError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| DeliveryError::Refused(format!("unreadable answer: {e}")))?;
+    match v.get("errcode").and_then(Value::as_i64).unwrap_or(0) {
+        0 => Ok(v),
+        code => Err(DeliveryError::Refused(format!(
+            "errcode {code}: {}",
+            v.get("errmsg").and_then(Value::as_str).unwrap_or("")
+        ))),
+    }
+}
+
+impl Config {
+    async fn access_token(&self, http: &Http) -> Result<String, DeliveryError> {
+        if let Some(t) = self.token_cache.lock().clone() {
+            return Ok(t);
+        }
+        let url = join_url(&self.api_url, "gettoken");
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("corpid", &self.corp_id)
+            .append_pair(
+                "corpsecret",
+                &SecretSource::new(self.api_secret.as_ref(), &self.api_secret_file)
+                    .get("api_secret")?,
+            )
+            .finish();
+        let req = http.request(reqwest::Method::GET, &format!("{url}?{query}"))?;
+        let v = errcode(&http.send(req).await?)?;
+        let t = v
+            .get("access_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| DeliveryError::Refused("gettoken answered without access_token".into()))?
+            .to_string();
+        *self.token_cache.lock() = Some(t.clone());
+        Ok(t)
     }
 }
 
