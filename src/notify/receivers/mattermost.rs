@@ -207,13 +207,13 @@ impl Integration for Config {
             self.webhook_url.is_some(),
             &self.webhook_url_file,
         )?;
-        if self.webhook_url.is_none() && self.webhook_url_file.is_empty() {
-            if g.mattermost_webhook_url.is_none() && g.mattermost_webhook_url_file.is_empty() {
-                return Err("missing webhook_url or webhook_url_file on mattermost_config".into());
-            }
-            self.webhook_url = g.mattermost_webhook_url.clone();
-            self.webhook_url_file = g.mattermost_webhook_url_file.clone();
-        }
+        super::inherit(
+            &mut self.webhook_url,
+            &mut self.webhook_url_file,
+            &g.mattermost_webhook_url,
+            &g.mattermost_webhook_url_file,
+            "missing webhook_url or webhook_url_file on mattermost_config",
+        )?;
         Ok(())
     }
 

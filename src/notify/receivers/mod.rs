@@ -2,7 +2,7 @@
 //! defaulted from `global` and checked once, when the configuration is loaded) and a
 //! [`Receiver`] that builds the service's request from Alertmanager's template data.
 //!
-//! The list of integrations is [`integrations!`] below: adding one is a file (its config
+//! The list of integrations is `integrations!` below: adding one is a file (its config
 //! and an [`Integration`] impl) plus a line there; the one [`Receiver`] implementation
 //! delivers them all. This module owns the request shapes; it must not touch routing, grouping, the
 //! notification log or retries (the notifier's), nor any other module's state.
@@ -95,7 +95,7 @@ pub struct Build<'a> {
 }
 
 /// One `*_configs` kind: its typed settings, checked once, and how it sends a notification.
-/// Every kind is delivered by the one [`Receiver`] implementation below ([`Built`]).
+/// Every kind is delivered by the one [`Receiver`] implementation in this module.
 pub trait Integration: DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static {
     /// The kind, as in `<kind>_configs`.
     const KIND: &'static str;
@@ -432,6 +432,25 @@ impl SecretSource {
             .map(|s| s.trim().to_string())
             .map_err(|e| DeliveryError::Setup(format!("reading {what} file {:?}: {e}", self.file)))
     }
+}
+
+/// A secret and its file, or else the global pair; `missing` is Alertmanager's message when
+/// neither is set.
+pub fn inherit<T: Clone>(
+    own: &mut Option<T>,
+    own_file: &mut String,
+    global: &Option<T>,
+    global_file: &str,
+    missing: &str,
+) -> Result<(), String> {
+    if own.is_none() && own_file.is_empty() {
+        if global.is_none() && global_file.is_empty() {
+            return Err(missing.to_string());
+        }
+        *own = global.clone();
+        *own_file = global_file.to_string();
+    }
+    Ok(())
 }
 
 /// Alertmanager's "at most one of x & x_file" check.

@@ -96,13 +96,13 @@ impl Integration for Config {
 
     fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
         at_most_one("api_key", self.api_key.is_some(), &self.api_key_file)?;
-        if self.api_key.is_none() && self.api_key_file.is_empty() {
-            if g.opsgenie_api_key.is_none() && g.opsgenie_api_key_file.is_empty() {
-                return Err("no global OpsGenie API Key set either inline or in a file".into());
-            }
-            self.api_key = g.opsgenie_api_key.clone();
-            self.api_key_file = g.opsgenie_api_key_file.clone();
-        }
+        super::inherit(
+            &mut self.api_key,
+            &mut self.api_key_file,
+            &g.opsgenie_api_key,
+            &g.opsgenie_api_key_file,
+            "no global OpsGenie API Key set either inline or in a file",
+        )?;
         for r in &self.responders {
             if r.id.is_empty() && r.username.is_empty() && r.name.is_empty() {
                 return Err(format!("opsGenieConfig responder {r:?} has to have at least one of id, username or name specified"));

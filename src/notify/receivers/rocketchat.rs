@@ -119,20 +119,20 @@ impl Integration for Config {
     fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
         at_most_one("token", self.token.is_some(), &self.token_file)?;
         at_most_one("token_id", self.token_id.is_some(), &self.token_id_file)?;
-        if self.token.is_none() && self.token_file.is_empty() {
-            if g.rocketchat_token.is_none() && g.rocketchat_token_file.is_empty() {
-                return Err("no global Rocketchat Token set either inline or in a file".into());
-            }
-            self.token = g.rocketchat_token.clone();
-            self.token_file = g.rocketchat_token_file.clone();
-        }
-        if self.token_id.is_none() && self.token_id_file.is_empty() {
-            if g.rocketchat_token_id.is_none() && g.rocketchat_token_id_file.is_empty() {
-                return Err("no global Rocketchat TokenID set either inline or in a file".into());
-            }
-            self.token_id = g.rocketchat_token_id.clone();
-            self.token_id_file = g.rocketchat_token_id_file.clone();
-        }
+        super::inherit(
+            &mut self.token,
+            &mut self.token_file,
+            &g.rocketchat_token,
+            &g.rocketchat_token_file,
+            "no global Rocketchat Token set either inline or in a file",
+        )?;
+        super::inherit(
+            &mut self.token_id,
+            &mut self.token_id_file,
+            &g.rocketchat_token_id,
+            &g.rocketchat_token_id_file,
+            "no global Rocketchat TokenID set either inline or in a file",
+        )?;
         if self.api_url.is_empty() {
             self.api_url = if g.rocketchat_api_url.is_empty() {
                 API_URL.into()

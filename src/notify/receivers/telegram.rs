@@ -62,13 +62,13 @@ impl Integration for Config {
 
     fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
         at_most_one("bot_token", self.bot_token.is_some(), &self.bot_token_file)?;
-        if self.bot_token.is_none() && self.bot_token_file.is_empty() {
-            if g.telegram_bot_token.is_none() && g.telegram_bot_token_file.is_empty() {
-                return Err("missing bot_token or bot_token_file on telegram_config".into());
-            }
-            self.bot_token = g.telegram_bot_token.clone();
-            self.bot_token_file = g.telegram_bot_token_file.clone();
-        }
+        super::inherit(
+            &mut self.bot_token,
+            &mut self.bot_token_file,
+            &g.telegram_bot_token,
+            &g.telegram_bot_token_file,
+            "missing bot_token or bot_token_file on telegram_config",
+        )?;
         if self.chat_id.is_none() && self.chat_id_file.is_empty() {
             return Err("missing chat_id on telegram_config".into());
         }

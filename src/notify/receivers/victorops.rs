@@ -73,13 +73,13 @@ impl Integration for Config {
 
     fn check(&mut self, g: &GlobalConfig) -> Result<(), String> {
         at_most_one("api_key", self.api_key.is_some(), &self.api_key_file)?;
-        if self.api_key.is_none() && self.api_key_file.is_empty() {
-            if g.victorops_api_key.is_none() && g.victorops_api_key_file.is_empty() {
-                return Err("no global VictorOps API Key set".into());
-            }
-            self.api_key = g.victorops_api_key.clone();
-            self.api_key_file = g.victorops_api_key_file.clone();
-        }
+        super::inherit(
+            &mut self.api_key,
+            &mut self.api_key_file,
+            &g.victorops_api_key,
+            &g.victorops_api_key_file,
+            "no global VictorOps API Key set",
+        )?;
         if self.routing_key.is_empty() {
             return Err("missing Routing key in VictorOps config".into());
         }

@@ -75,13 +75,13 @@ impl Integration for Config {
             self.api_secret.is_some(),
             &self.api_secret_file,
         )?;
-        if self.api_secret.is_none() && self.api_secret_file.is_empty() {
-            if g.wechat_api_secret.is_none() && g.wechat_api_secret_file.is_empty() {
-                return Err("no global Wechat Api Secret set either inline or in a file".into());
-            }
-            self.api_secret = g.wechat_api_secret.clone();
-            self.api_secret_file = g.wechat_api_secret_file.clone();
-        }
+        super::inherit(
+            &mut self.api_secret,
+            &mut self.api_secret_file,
+            &g.wechat_api_secret,
+            &g.wechat_api_secret_file,
+            "no global Wechat Api Secret set either inline or in a file",
+        )?;
         if self.corp_id.is_empty() {
             if g.wechat_api_corp_id.is_empty() {
                 return Err("no global Wechat CorpID set".into());
