@@ -341,6 +341,72 @@ notify:
 }
 
 #[test]
+fn a_refusal_is_not_retried_and_the_history_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok_addr, ok) = recorder(200);
+    let (bad_addr, bad) = recorder(400);
+    std::fs::write(
+        dir.path().join("alerts.yml"),
+        "groups:\n  - name: a\n    rules:\n      - alert: AlwaysOn\n        expr: vector(1)\n",
+    )
+    .unwrap();
+    let cfg = format!(
+        "global: {{evaluation_interval: 1s}}
+collectors: {{appliance: {{enabled: false}}}}
+rule_files: [alerts.yml]
+notify:
+  route: {{receiver: team, group_by: [alertname], group_wait: 1s, group_interval: 1h, repeat_interval: 1h}}
+  receivers:
+    - name: team
+      webhook_configs:
+        - url: 'http://{ok_addr}/hook'
+        - url: 'http://{bad_addr}/refuses'
+"
+    );
+    let (mut app, addr) = appliance_with_config(dir.path(), &cfg);
+    // A 400 will not change by asking again: one attempt, the status in the error.
+    let failed = wait_for(30, "the refused delivery in the history", || {
+        get_json(&addr, "/api/v1/notifications")["data"]
+            .as_array()?
+            .iter()
+            .find(|e| e["success"] == false)
+            .cloned()
+    });
+    assert_eq!(failed["attempts"], 1, "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("400"),
+        "{failed}"
+    );
+    assert_eq!(bad.lock().unwrap().len(), 1);
+    wait_for(10, "the delivered one", || {
+        (!json_bodies(&ok, "/hook").is_empty()).then_some(())
+    });
+    let before = get_json(&addr, "/api/v1/notifications")["data"].clone();
+    std::process::Command::new("kill")
+        .args(["-TERM", &app.pid().to_string()])
+        .status()
+        .unwrap();
+    let _ = app.0.wait();
+    let (_app2, addr2) = appliance_with_config(dir.path(), &cfg);
+    let after = get_json(&addr2, "/api/v1/notifications")["data"].clone();
+    let key = |v: &serde_json::Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["time"].to_string(),
+                    e["success"].to_string(),
+                    e["target"].to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // Right after the restart, before anything new is sent, the history is what it was.
+    assert!(key(&after).ends_with(&key(&before)), "{before} / {after}");
+}
+
+#[test]
 fn amtool_adds_an_alert_that_starts_now() {
     if !amtool_installed() {
         return;

@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod dispatch;
 pub mod external;
+pub mod history;
 pub mod notifier;
 pub mod receivers;
 pub mod route;

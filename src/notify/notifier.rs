@@ -5,7 +5,7 @@
 //! API) and counted in `appliance_notifications_*`. A failing integration never delays the
 //! others: each delivery runs in its own task.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -14,7 +14,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 
 use super::config::NotifyConfig;
 use super::dispatch::{Alert, Dispatcher, Notification};
@@ -44,31 +43,7 @@ pub fn build_receivers(cfg: &NotifyConfig) -> Result<ReceiverMap, String> {
     Ok(out)
 }
 
-/// One delivery, as the history shows it.
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HistoryEntry {
-    /// When it finished (RFC 3339).
-    pub time: String,
-    /// Receiver name.
-    pub receiver: String,
-    /// Integration kind.
-    pub integration: String,
-    /// To whom (addresses, channel, host; never a secret).
-    pub target: String,
-    /// Group key.
-    pub group_key: String,
-    /// `firing` or `resolved`.
-    pub status: String,
-    /// Alert names and counts.
-    pub alerts: Vec<String>,
-    /// Whether it was delivered.
-    pub success: bool,
-    /// Attempts made.
-    pub attempts: u32,
-    /// The last error, if any.
-    pub error: String,
-}
+pub use super::history::HistoryEntry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct IntegrationLabel {
@@ -91,7 +66,6 @@ pub(super) struct State {
     pub(super) original: String,
 }
 
-const HISTORY: usize = 1000;
 /// The alert name of `send_test`'s notifications.
 pub const TEST_ALERT: &str = "ApplianceTestNotification";
 /// Labels (and annotations) one posted alert may have.
@@ -101,7 +75,7 @@ const ATTEMPTS: u32 = 5;
 /// The running notifier.
 pub struct Notifier {
     pub(super) state: Mutex<State>,
-    history: Mutex<VecDeque<HistoryEntry>>,
+    history: super::history::History,
     metrics: Metrics,
     ctx: DeliveryContext,
     pub(super) wake: tokio::sync::Notify,
@@ -146,7 +120,7 @@ impl Notifier {
                 receivers: HashMap::new(),
                 original: String::new(),
             }),
-            history: Mutex::new(VecDeque::new()),
+            history: super::history::History::open(state_dir.map(|d| d.join("history.jsonl"))),
             metrics: Metrics::default(),
             ctx,
             wake: tokio::sync::Notify::new(),
@@ -221,7 +195,7 @@ impl Notifier {
 
     /// The delivery history, newest first.
     pub fn history(&self) -> Vec<HistoryEntry> {
-        self.history.lock().iter().rev().cloned().collect()
+        self.history.list()
     }
 
     /// Runs the dispatch loop until the task is dropped.
@@ -385,11 +359,7 @@ impl Notifier {
                 error: result.err().map(|e| e.to_string()).unwrap_or_default(),
             };
             tracing::info!(receiver = %entry.receiver, integration = %entry.integration, success = entry.success, error = %entry.error, "test notification sent");
-            let mut h = self.history.lock();
-            if h.len() >= HISTORY {
-                h.pop_front();
-            }
-            h.push_back(entry.clone());
+            self.history.record(entry.clone());
             out.push(entry);
         }
         out
@@ -414,8 +384,12 @@ impl Notifier {
                 }
                 Err(e) => {
                     self.metrics.requests_failed.get_or_create(&label).inc();
-                    tracing::warn!(receiver = %n.receiver, integration = r.kind(), attempt = attempts, error = %e, "notification failed; retrying");
                     last_err = e.to_string();
+                    if !e.retryable() {
+                        tracing::warn!(receiver = %n.receiver, integration = r.kind(), attempt = attempts, error = %e, "notification refused; not retried (the group tries again at its next interval)");
+                        break;
+                    }
+                    tracing::warn!(receiver = %n.receiver, integration = r.kind(), attempt = attempts, error = %e, "notification failed; retrying");
                     if attempts < ATTEMPTS {
                         tokio::time::sleep(delay).await;
                         delay *= 2;
@@ -455,10 +429,6 @@ impl Notifier {
             attempts,
             error: if ok { String::new() } else { last_err },
         };
-        let mut h = self.history.lock();
-        if h.len() >= HISTORY {
-            h.pop_front();
-        }
-        h.push_back(entry);
+        self.history.record(entry);
     }
 }

@@ -70,6 +70,20 @@ pub enum DeliveryError {
     Setup(String),
 }
 
+impl DeliveryError {
+    /// Whether trying again soon may help, as Alertmanager's retrier decides: a request that
+    /// got no answer, a 5xx or a 429 (rate limited). Any other 4xx, a refusal in the answer
+    /// or a broken template or secret file will fail the same way until someone fixes it;
+    /// the group still tries again at its next interval.
+    pub fn retryable(&self) -> bool {
+        match self {
+            DeliveryError::Request(_) => true,
+            DeliveryError::Status { status, .. } => *status == 429 || *status >= 500,
+            DeliveryError::Refused(_) | DeliveryError::Setup(_) => false,
+        }
+    }
+}
+
 /// One way of delivering a notification (webhook, Slack, …).
 pub trait Receiver: Send + Sync {
     /// Kind, for metrics and history (`webhook`, `slack`).
