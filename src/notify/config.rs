@@ -231,6 +231,27 @@ impl GlobalConfig {
             h.validate()
                 .map_err(|e| NotifyConfigError(format!("global.http_config: {e}")))?;
         }
+        let urls = [
+            ("slack_app_url", g.slack_app_url.as_str()),
+            ("victorops_api_url", &g.victorops_api_url),
+            ("pagerduty_url", &g.pagerduty_url),
+            ("opsgenie_api_url", &g.opsgenie_api_url),
+            ("wechat_api_url", &g.wechat_api_url),
+            ("telegram_api_url", &g.telegram_api_url),
+            ("webex_api_url", &g.webex_api_url),
+            ("rocketchat_api_url", &g.rocketchat_api_url),
+            ("jira_api_url", &g.jira_api_url),
+        ];
+        for (k, u) in urls.into_iter().filter(|(_, u)| !u.is_empty()) {
+            super::receivers::check_url(&format!("global.{k}"), u).map_err(NotifyConfigError)?;
+        }
+        for (k, u) in [
+            ("slack_api_url", &g.slack_api_url),
+            ("mattermost_webhook_url", &g.mattermost_webhook_url),
+        ] {
+            super::receivers::check_secret_url(&format!("global.{k}"), u)
+                .map_err(NotifyConfigError)?;
+        }
         Ok(g)
     }
 }

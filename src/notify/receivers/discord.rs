@@ -53,10 +53,7 @@ pub fn check_webhook_url(url: &Option<SecretUrl>, file: &str) -> Result<(), Stri
         return Err("one of webhook_url or webhook_url_file must be configured".into());
     }
     at_most_one("webhook_url", inline, file)?;
-    if let Some(u) = url.as_ref().filter(|u| !u.is_empty()) {
-        url::Url::parse(u.expose()).map_err(|e| format!("webhook_url {}: {e}", u.redacted()))?;
-    }
-    Ok(())
+    super::check_secret_url("webhook_url", url)
 }
 
 /// Where a webhook-URL integration delivers, for the history.

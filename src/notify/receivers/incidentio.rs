@@ -69,6 +69,7 @@ impl Integration for Config {
                 "one of alert_source_token or alert_source_token_file must be configured".into(),
             );
         }
+        super::check_secret_url("url", &self.url)?;
         Ok(())
     }
 

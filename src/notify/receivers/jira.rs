@@ -114,7 +114,7 @@ impl Integration for Config {
             }
             self.api_url = g.jira_api_url.clone();
         }
-        url::Url::parse(&self.api_url).map_err(|e| format!("api_url: {e}"))?;
+        super::check_url("api_url", &self.api_url)?;
         match self.api_type.as_str() {
             "" => self.api_type = "auto".into(),
             "auto" | "cloud" | "datacenter" => {}

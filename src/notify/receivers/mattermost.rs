@@ -214,6 +214,7 @@ impl Integration for Config {
             &g.mattermost_webhook_url_file,
             "missing webhook_url or webhook_url_file on mattermost_config",
         )?;
+        super::check_secret_url("webhook_url", &self.webhook_url)?;
         Ok(())
     }
 

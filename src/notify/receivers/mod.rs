@@ -467,6 +467,34 @@ pub fn inherit<T: Clone>(
     Ok(())
 }
 
+/// Alertmanager's URL check: `http` or `https` with a host (a template is checked when it
+/// is expanded). `field` names it in the message; the URL itself is not shown (it may hold a
+/// token).
+pub fn check_url(field: &str, u: &str) -> Result<(), String> {
+    if u.contains("{{") {
+        return Ok(());
+    }
+    let parsed = url::Url::parse(u).map_err(|e| format!("{field}: {e}"))?;
+    if parsed.scheme() != "http" && parsed.scheme() != "https" {
+        return Err(format!(
+            "{field}: unsupported scheme {:?} for URL",
+            parsed.scheme()
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{field}: host is missing in URL"));
+    }
+    Ok(())
+}
+
+/// [`check_url`] for an optional secret URL.
+pub fn check_secret_url(field: &str, u: &Option<SecretUrl>) -> Result<(), String> {
+    match u {
+        Some(u) if !u.is_empty() => check_url(field, u.expose()),
+        _ => Ok(()),
+    }
+}
+
 /// Alertmanager's "at most one of x & x_file" check.
 pub fn at_most_one(name: &str, inline: bool, file: &str) -> Result<(), String> {
     if inline && !file.is_empty() {
@@ -709,6 +737,32 @@ mod tests {
         .unwrap_err();
         assert!(e.0.contains("ca.pem"), "{e}");
         assert!(e.0.contains("msteams_configs[0]"), "{e}");
+    }
+
+    #[test]
+    fn urls_are_checked_as_alertmanager_does() {
+        let check = |receiver: &str| {
+            crate::notify::config::parse(&format!(
+                "route: {{receiver: a}}\nreceivers: [{{name: a, {receiver}}}]\n"
+            ))
+            .map(|_| ())
+            .map_err(|e| e.0)
+        };
+        let e = check("slack_configs: [{api_url: 'not a url'}]").unwrap_err();
+        assert!(e.contains("api_url"), "{e}");
+        assert!(!e.contains("not a url"), "the URL may hold a token: {e}");
+        let e = check("jira_configs: [{api_url: 'ftp://jira.example/rest/api/2', project: P, issue_type: Bug}]")
+            .unwrap_err();
+        assert!(e.contains("unsupported scheme"), "{e}");
+        let e = check("webhook_configs: [{url: 'http://'}]").unwrap_err();
+        assert!(e.contains("url"), "{e}");
+        check("webhook_configs: [{url: 'http://hooks.example/{{ .GroupLabels.alertname }}'}]")
+            .unwrap();
+        let e = crate::notify::config::parse(
+            "global: {opsgenie_api_url: 'opsgenie'}\nroute: {receiver: a}\nreceivers: [{name: a}]\n",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("global.opsgenie_api_url"), "{e}");
     }
 
     #[test]

@@ -121,6 +121,7 @@ impl Integration for Config {
                 g.opsgenie_api_url.clone()
             };
         }
+        super::check_url("api_url", &self.api_url)?;
         Ok(())
     }
 

@@ -137,6 +137,7 @@ impl Integration for Config {
                 g.pagerduty_url.clone()
             });
         }
+        super::check_url("url", self.url.as_deref().unwrap_or(V2_URL))?;
         Ok(())
     }
 

@@ -140,6 +140,7 @@ impl Integration for Config {
                 g.rocketchat_api_url.clone()
             };
         }
+        super::check_url("api_url", &self.api_url)?;
         Ok(())
     }
 

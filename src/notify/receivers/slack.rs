@@ -192,6 +192,8 @@ impl Integration for Config {
         if self.update_message && !self.token() {
             return Err("update_message can only be used with bot tokens. app_token or app_token_file must be set".into());
         }
+        super::check_secret_url("api_url", &self.api_url)?;
+        super::check_url("app_url", &self.app_url)?;
         Ok(())
     }
 

@@ -84,6 +84,7 @@ impl Integration for Config {
                 g.telegram_api_url.clone()
             };
         }
+        super::check_url("api_url", &self.api_url)?;
         Ok(())
     }
 

@@ -95,6 +95,7 @@ impl Integration for Config {
                 g.victorops_api_url.clone()
             };
         }
+        super::check_url("api_url", &self.api_url)?;
         Ok(())
     }
 

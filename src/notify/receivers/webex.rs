@@ -58,6 +58,7 @@ impl Integration for Config {
                 g.webex_api_url.clone()
             };
         }
+        super::check_url("api_url", &self.api_url)?;
         Ok(())
     }
 

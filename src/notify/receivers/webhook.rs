@@ -54,11 +54,7 @@ impl Integration for Config {
             return Err("one of url or url_file must be configured".into());
         }
         super::at_most_one("url", inline, &self.url_file)?;
-        if let Some(u) = &self.url {
-            if !u.is_empty() {
-                url::Url::parse(u.expose()).map_err(|e| format!("url {}: {e}", u.redacted()))?;
-            }
-        }
+        super::check_secret_url("url", &self.url)?;
         Ok(())
     }
 

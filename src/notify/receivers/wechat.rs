@@ -101,6 +101,7 @@ impl Integration for Config {
                 g.wechat_api_url.clone()
             };
         }
+        super::check_url("api_url", &self.api_url)?;
         Ok(())
     }
 
