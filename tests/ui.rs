@@ -88,8 +88,8 @@ scrape_configs:
   - job_name: orders-api
     static_configs: [{{targets: ['{svc}']}}]
 notify:
-  route: {{receiver: quiet}}
-  receivers: [{{name: quiet}}]
+  route: {{receiver: quiet, group_wait: 1s}}
+  receivers: [{{name: quiet, webhook_configs: [{{url: 'http://127.0.0.1:9/nobody-listens'}}]}}]
 collectors:
   celery: {{enabled: true, broker_url: 'redis://127.0.0.1:6379/0', queues: [celery]}}
   probes: [{{target: 'http://{svc}/metrics', interval: 1s}}]
@@ -222,8 +222,18 @@ fn every_page_works_in_chromium() {
     );
     wait_ready(&addr);
     wait_until_scraped(&addr, "");
+    // The receiver's webhook has nobody listening: its failure is on the Overview.
+    wait_for(60, "the failed delivery", || {
+        let v = get_json(&addr, "/api/v1/notifications");
+        v["data"]
+            .as_array()?
+            .iter()
+            .any(|e| e["success"] == false)
+            .then_some(())
+    });
     let report = run_browser(&format!("http://{addr}/"), "root");
     check_report(&report);
+    assert_eq!(report["overviewFailingReceivers"], 1, "{report}");
     if docker {
         // With a running container most of the Containers dashboard has data.
         let c = &report["dashboards"]["Containers"];

@@ -50,6 +50,7 @@ try {
     return { domContentLoaded: n.domContentLoadedEventEnd, load: n.loadEventEnd };
   });
   report.overviewNavigation = nav;
+  report.overviewFailingReceivers = await page.$$eval('#failing-receivers tbody tr', (rs) => rs.length);
   await page.screenshot({ path: join(shots, 'overview.png'), fullPage: true });
 
   for (const id of ['explore', 'dashboards', 'alerts', 'silences', 'notifications', 'targets', 'status']) {

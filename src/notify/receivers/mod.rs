@@ -571,15 +571,9 @@ impl Http {
 
     /// Sends `req`; a non-2xx answer is an error carrying the start of the body.
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>, DeliveryError> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| DeliveryError::Request(e.without_url().to_string()))?;
+        let resp = req.send().await.map_err(request_error)?;
         let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| DeliveryError::Request(e.without_url().to_string()))?;
+        let body = resp.bytes().await.map_err(request_error)?;
         if status.is_success() {
             return Ok(body.to_vec());
         }
@@ -597,6 +591,23 @@ impl Http {
             .body(body.to_string());
         self.send(req).await
     }
+}
+
+/// A request error with its causes ("error sending request: client error (Connect):
+/// tcp connect error: Connection refused"), without the URL, which may hold a token.
+fn request_error(e: reqwest::Error) -> DeliveryError {
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.ends_with(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    DeliveryError::Request(msg)
 }
 
 /// The start of a response body, printable, for an error message.
@@ -737,6 +748,27 @@ mod tests {
         .unwrap_err();
         assert!(e.0.contains("ca.pem"), "{e}");
         assert!(e.0.contains("msteams_configs[0]"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_says_why_without_the_url() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let r = built(
+            "webhook_configs:\n  - url: 'http://127.0.0.1:{url}/hook/s3cr3t'\n",
+            &port.to_string(),
+        );
+        let e = r
+            .deliver(&testing::notification(false), &ctx())
+            .await
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.to_lowercase().contains("refused"), "{msg}");
+        assert!(!msg.contains("s3cr3t"), "{msg}");
+        assert!(e.retryable());
     }
 
     #[test]

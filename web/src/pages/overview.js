@@ -1,5 +1,6 @@
-// Overview: targets and collectors, firing alerts, host headline figures, storage.
-import { html, usePoll, ErrorBox, Labels, Badge } from '../ui.js';
+// Overview: targets and collectors, firing alerts, failing receivers, host headline figures,
+// storage.
+import { html, usePoll, ErrorBox, Labels, Badge, ago } from '../ui.js';
 import * as api from '../api.js';
 import { format } from '../units.js';
 
@@ -12,14 +13,25 @@ const HOST = [
   ['Uptime', 'time() - node_boot_time_seconds', 's'],
 ];
 
+/** Each receiver integration whose latest delivery failed (the history is newest first). */
+export function failingReceivers(history) {
+  const latest = new Map();
+  for (const e of history || []) {
+    const key = `${e.receiver}\u0000${e.integration}\u0000${e.target}`;
+    if (!latest.has(key)) latest.set(key, e);
+  }
+  return [...latest.values()].filter((e) => !e.success);
+}
+
 async function load() {
-  const [targets, alerts, tsdb, ...host] = await Promise.all([
+  const [targets, alerts, tsdb, history, ...host] = await Promise.all([
     api.get('api/v1/targets', { state: 'active' }),
     api.get('api/v1/alerts'),
     api.get('api/v1/status/tsdb', { limit: '5' }),
+    api.get('api/v1/notifications').catch(() => []),
     ...HOST.map(([, q]) => api.scalar(q).catch(() => null)),
   ]);
-  return { targets: targets.activeTargets, alerts: alerts.alerts, tsdb, host };
+  return { targets: targets.activeTargets, alerts: alerts.alerts, tsdb, failing: failingReceivers(history), host };
 }
 
 function Stat({ title, value, cls }) {
@@ -43,6 +55,7 @@ export function Overview() {
       <${Stat} title="Collectors up" value=${`${collectors.length - down(collectors).length} / ${collectors.length}`} cls=${down(collectors).length ? 'bad' : 'good'} />
       <${Stat} title="Alerts firing" value=${firing.length} cls=${firing.length ? 'bad' : 'good'} />
       <${Stat} title="Alerts pending" value=${pending.length} cls=${pending.length ? 'warn' : ''} />
+      <${Stat} title="Receivers failing" value=${d.failing.length} cls=${d.failing.length ? 'bad' : 'good'} />
     </div>
     <h3>Host</h3>
     <div class="stats">
@@ -59,6 +72,11 @@ export function Overview() {
       <table class="grid"><thead><tr><th>Job</th><th>Endpoint</th><th>Error</th></tr></thead><tbody>
       ${[...down(collectors), ...down(scraped)].map((t) => html`<tr><td>${t.labels.job}</td><td>${t.scrapeUrl}</td><td class="err-text">${t.lastError}</td></tr>`)}
       </tbody></table>`}
+    ${d.failing.length > 0 && html`<h3>Failing receivers</h3>
+      <table class="grid" id="failing-receivers"><thead><tr><th>Receiver</th><th>Integration</th><th>To</th><th>Last try</th><th>Error</th></tr></thead><tbody>
+      ${d.failing.map((e) => html`<tr><td>${e.receiver}</td><td>${e.integration}</td><td>${e.target}</td><td title=${e.time}>${ago(e.time)}</td><td class="err-text">${e.error}</td></tr>`)}
+      </tbody></table>
+      <p class="muted">Their alerts are not reaching anyone; details on the <a href="#/notifications">Notifications</a> page.</p>`}
     <h3>Firing alerts</h3>
     ${firing.length === 0 ? html`<p class="muted">None.</p>` : html`<table class="grid"><thead><tr><th>Alert</th><th>Labels</th><th>Since</th></tr></thead><tbody>
       ${firing.map((a) => html`<tr><td><${Badge} state="firing" /> ${a.labels.alertname}</td><td><${Labels} labels=${a.labels} skip=${['alertname']} /></td><td>${a.activeAt}</td></tr>`)}
