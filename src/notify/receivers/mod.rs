@@ -610,11 +610,29 @@ fn request_error(e: reqwest::Error) -> DeliveryError {
     DeliveryError::Request(msg)
 }
 
-/// The start of a response body, printable, for an error message.
+/// The start of a response body, printable, for an error message, with what looks like a
+/// credential hidden (a service may echo the request): URLs lose userinfo and secret query
+/// parameters, `key=value` secrets and Slack-style tokens (`xoxb-…`) become `<secret>`.
 pub fn body_excerpt(body: &[u8]) -> String {
     let s = String::from_utf8_lossy(body);
-    let s = s.trim();
-    truncate(s, BODY_IN_ERROR).0
+    let (cut, _) = truncate(s.trim(), BODY_IN_ERROR);
+    cut.split_inclusive(char::is_whitespace)
+        .map(|w| {
+            let word = w.trim_end();
+            let space = &w[word.len()..];
+            let token = word.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+            let hidden = if token.len() > 8
+                && ["xoxb-", "xoxp-", "xoxa-", "xapp-"]
+                    .iter()
+                    .any(|p| token.starts_with(p))
+            {
+                word.replace(token, crate::model::secret::REDACTED)
+            } else {
+                crate::model::secret::redact_url(word).into_owned()
+            };
+            format!("{hidden}{space}")
+        })
+        .collect()
 }
 
 /// The default per-request timeout, as Alertmanager's clients have none but a stuck service
@@ -748,6 +766,19 @@ mod tests {
         .unwrap_err();
         assert!(e.0.contains("ca.pem"), "{e}");
         assert!(e.0.contains("msteams_configs[0]"), "{e}");
+    }
+
+    #[test]
+    fn response_bodies_in_errors_are_bounded_and_hide_credentials() {
+        let e = super::body_excerpt(
+            b"invalid_auth: token xoxb-1234-5678-abcdef rejected for https://bot:hunter2@hooks.example/x?token=abc123 password=pw1",
+        );
+        for leak in ["1234-5678", "hunter2", "abc123", "pw1"] {
+            assert!(!e.contains(leak), "{leak} in {e}");
+        }
+        assert!(e.starts_with("invalid_auth: token"), "{e}");
+        let long = "x".repeat(10_000);
+        assert!(super::body_excerpt(long.as_bytes()).chars().count() <= 512);
     }
 
     #[tokio::test]
