@@ -20,6 +20,20 @@ use super::template::Templates;
 use crate::model::httpconf::HttpClientConfig;
 use crate::model::secret::{Secret, SecretUrl};
 
+/// The two settings every HTTP integration has and reads the same way: `send_resolved` and
+/// `http_config` (expands to their [`Integration`] accessors).
+macro_rules! common_settings {
+    () => {
+        fn send_resolved(&self) -> Option<bool> {
+            self.send_resolved
+        }
+
+        fn http_config(&self) -> Option<&crate::model::httpconf::HttpClientConfig> {
+            self.http_config.as_ref()
+        }
+    };
+}
+
 pub mod discord;
 pub mod email;
 pub mod incidentio;

@@ -44,13 +44,7 @@ impl Integration for Config {
         check_webhook_url(&self.webhook_url, &self.webhook_url_file)
     }
 
-    fn send_resolved(&self) -> Option<bool> {
-        self.send_resolved
-    }
-
-    fn http_config(&self) -> Option<&HttpClientConfig> {
-        self.http_config.as_ref()
-    }
+    common_settings!();
 
     fn target(&self) -> String {
         webhook_target(&self.webhook_url, &self.webhook_url_file)

@@ -62,13 +62,7 @@ impl Integration for Config {
         Ok(())
     }
 
-    fn send_resolved(&self) -> Option<bool> {
-        self.send_resolved
-    }
-
-    fn http_config(&self) -> Option<&HttpClientConfig> {
-        self.http_config.as_ref()
-    }
+    common_settings!();
 
     fn target(&self) -> String {
         host_of(&self.api_url)
