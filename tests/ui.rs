@@ -58,7 +58,10 @@ const USER_DASHBOARD: &str = r#"{
     {"id": 4, "type": "piechart", "title": "Pie", "gridPos": {"x": 0, "y": 8, "w": 8, "h": 6},
      "targets": [{"expr": "http_requests_total", "refId": "A"}]},
     {"id": 5, "type": "stat", "title": "Variables interpolated", "gridPos": {"x": 8, "y": 8, "w": 8, "h": 6},
-     "targets": [{"expr": "count(http_requests_total{handler=\"$handler\",status=~\"${status:regex}\"})", "refId": "A"}]}
+     "targets": [{"expr": "count(http_requests_total{handler=\"$handler\",status=~\"${status:regex}\"})", "refId": "A"}]},
+    {"id": 6, "type": "timeseries", "title": "NaN half the time", "gridPos": {"x": 16, "y": 8, "w": 8, "h": 8},
+     "fieldConfig": {"defaults": {"custom": {"fillOpacity": 0}}},
+     "targets": [{"expr": "label_replace(vector(2), \"s\", \"steady\", \"\", \"\") or label_replace(vector((time() % 600 > bool 300) / (time() % 600 > bool 300)), \"s\", \"gappy\", \"\", \"\")", "legendFormat": "{{s}}", "refId": "A"}]}
   ]
 }"#;
 
@@ -241,7 +244,16 @@ fn every_page_works_in_chromium() {
     }
     assert_eq!(report["multiValueUrl"], true, "{report}");
     let d = &report["dashboards"]["My service"];
-    assert_eq!(d["panels"], 5, "{report}");
+    assert_eq!(d["panels"], 6, "{report}");
+    // One series with NaN for half the range: a gap in it, the other drawn (issue 18).
+    assert!(
+        report["exploreNaN"]["gappy"]["gap"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert!(
+        report["dashboardNaN"]["steady"]["inked"].as_u64().unwrap() > 0,
+        "{report}"
+    );
     assert!(d["withData"].as_u64().unwrap() >= 3, "{d}");
     let list = silences(&addr, "");
     assert!(has_silence(&list, "AlwaysFiring", "active"), "{list:?}");

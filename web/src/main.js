@@ -26,18 +26,21 @@ const PAGES = [
 ];
 
 function App() {
-  const [route, setRoute] = useState(parseHash());
+  const [route, setRoute] = useState({ ...parseHash(), n: 0 });
   useEffect(() => {
-    const on = () => setRoute(parseHash());
+    // Pages keep their own state in the hash with replaceState, which fires no hashchange;
+    // so a hashchange is the user (a link, the address bar, Back) and the page starts over
+    // from the new URL, e.g. `#/explore?expr=...` opened from inside the app.
+    const on = () => setRoute((r) => ({ ...parseHash(), n: r.n + 1 }));
     addEventListener('hashchange', on);
     return () => removeEventListener('hashchange', on);
   }, []);
   const [page = 'overview', arg] = route.path;
   let body;
-  if (page === 'dashboards' && arg) body = html`<${Dashboard} uid=${arg} key=${arg} />`;
+  if (page === 'dashboards' && arg) body = html`<${Dashboard} uid=${arg} key=${`${arg}-${route.n}`} />`;
   else {
     const p = PAGES.find(([id]) => id === page) || PAGES[0];
-    body = html`<${p[2]} key=${p[0]} />`;
+    body = html`<${p[2]} key=${`${p[0]}-${route.n}`} />`;
   }
   return html`<div class="app">
     <nav class="top">

@@ -10,28 +10,29 @@ function num(v, decimals) {
   return v.toFixed(d).replace(/\.0+$|(\.\d*?)0+$/, '$1');
 }
 
-function scaled(v, base, units, suffix = '') {
+function scaled(v, base, units, suffix = '', decimals) {
   let i = 0;
   let x = v;
   while (Math.abs(x) >= base && i < units.length - 1) { x /= base; i++; }
-  return `${num(x)} ${(units[i] + suffix).trim()}`.trim();
+  return `${num(x, decimals)} ${(units[i] + suffix).trim()}`.trim();
 }
 
-function duration(s) {
+function duration(s, d) {
   const a = Math.abs(s);
   if (a === 0) return '0 s';
-  if (a < 1e-6) return `${num(s * 1e9)} ns`;
-  if (a < 1e-3) return `${num(s * 1e6)} µs`;
-  if (a < 1) return `${num(s * 1e3)} ms`;
-  if (a < 60) return `${num(s)} s`;
-  if (a < 3600) return `${num(s / 60)} min`;
-  if (a < 86400) return `${num(s / 3600)} hour`;
-  if (a < 86400 * 365) return `${num(s / 86400)} day`;
-  return `${num(s / 86400 / 365)} year`;
+  if (a < 1e-6) return `${num(s * 1e9, d)} ns`;
+  if (a < 1e-3) return `${num(s * 1e6, d)} µs`;
+  if (a < 1) return `${num(s * 1e3, d)} ms`;
+  if (a < 60) return `${num(s, d)} s`;
+  if (a < 3600) return `${num(s / 60, d)} min`;
+  if (a < 86400) return `${num(s / 3600, d)} hour`;
+  if (a < 86400 * 365) return `${num(s / 86400, d)} day`;
+  return `${num(s / 86400 / 365, d)} year`;
 }
 
-function fromNow(sec) {
-  const d = sec - Date.now() / 1000;
+// Grafana's date units take milliseconds (dashboards multiply `*_seconds` by 1000).
+function fromNow(ms) {
+  const d = (ms - Date.now()) / 1000;
   const t = duration(Math.abs(d));
   return d >= 0 ? `in ${t}` : `${t} ago`;
 }
@@ -44,33 +45,33 @@ export function format(v, unit, decimals) {
   switch (unit) {
     case 'percent': return `${num(v, decimals)}%`;
     case 'percentunit': return `${num(v * 100, decimals)}%`;
-    case 'bytes': case 'decbytes': return scaled(v, unit === 'bytes' ? 1024 : 1000, unit === 'bytes' ? IEC : SI.map((p) => p + 'B'));
-    case 'bits': return scaled(v, 1000, SI.map((p) => p + 'b'));
-    case 'Bps': case 'binBps': return scaled(v, 1024, IEC, '/s');
-    case 'bps': return scaled(v, 1000, SI.map((p) => p + 'b'), '/s');
-    case 's': return duration(v);
-    case 'ms': return duration(v / 1000);
-    case 'µs': case 'us': return duration(v / 1e6);
-    case 'ns': return duration(v / 1e9);
-    case 'm': return duration(v * 60);
-    case 'h': return duration(v * 3600);
-    case 'd': return duration(v * 86400);
-    case 'dtdurations': return duration(v);
-    case 'ops': case 'opsps': return scaled(v, 1000, SI, ' ops/s');
-    case 'reqps': return scaled(v, 1000, SI, ' req/s');
-    case 'rps': return scaled(v, 1000, SI, ' rd/s');
-    case 'wps': return scaled(v, 1000, SI, ' wr/s');
-    case 'iops': return scaled(v, 1000, SI, ' io/s');
-    case 'pps': return scaled(v, 1000, SI, ' p/s');
-    case 'hertz': return scaled(v, 1000, SI, 'Hz');
+    case 'bytes': case 'decbytes': return scaled(v, unit === 'bytes' ? 1024 : 1000, unit === 'bytes' ? IEC : SI.map((p) => p + 'B'), '', decimals);
+    case 'bits': return scaled(v, 1000, SI.map((p) => p + 'b'), '', decimals);
+    case 'Bps': case 'binBps': return scaled(v, 1024, IEC, '/s', decimals);
+    case 'bps': return scaled(v, 1000, SI.map((p) => p + 'b'), '/s', decimals);
+    case 's': return duration(v, decimals);
+    case 'ms': return duration(v / 1000, decimals);
+    case 'µs': case 'us': return duration(v / 1e6, decimals);
+    case 'ns': return duration(v / 1e9, decimals);
+    case 'm': return duration(v * 60, decimals);
+    case 'h': return duration(v * 3600, decimals);
+    case 'd': return duration(v * 86400, decimals);
+    case 'dtdurations': return duration(v, decimals);
+    case 'ops': case 'opsps': return scaled(v, 1000, SI, ' ops/s', decimals);
+    case 'reqps': return scaled(v, 1000, SI, ' req/s', decimals);
+    case 'rps': return scaled(v, 1000, SI, ' rd/s', decimals);
+    case 'wps': return scaled(v, 1000, SI, ' wr/s', decimals);
+    case 'iops': return scaled(v, 1000, SI, ' io/s', decimals);
+    case 'pps': return scaled(v, 1000, SI, ' p/s', decimals);
+    case 'hertz': return scaled(v, 1000, SI, 'Hz', decimals);
     case 'celsius': return `${num(v, decimals)} °C`;
     case 'dateTimeFromNow': return fromNow(v);
-    case 'dateTimeAsIso': return new Date(v * 1000).toISOString();
+    case 'dateTimeAsIso': return new Date(v).toISOString();
     case 'none': return num(v, decimals);
     case 'short': default: {
       const a = Math.abs(v);
       if (a < 1000) return num(v, decimals);
-      return scaled(v, 1000, SI);
+      return scaled(v, 1000, SI, '', decimals);
     }
   }
 }

@@ -5,7 +5,7 @@ import { interpolate, builtins, tableRows } from '../src/pages/dashboards.js';
 import { errorPosition, completionContext } from '../src/pages/explore.js';
 import { parseMatchers } from '../src/pages/silences.js';
 import { format, parseDuration, promDuration, thresholdColor, parseTime } from '../src/units.js';
-import { legendName, align } from '../src/chart.js';
+import { legendName, align, tickLabels, legendValue } from '../src/chart.js';
 
 test('variables interpolate as Grafana does for Prometheus', () => {
   const vars = {
@@ -92,4 +92,25 @@ test('legend formats and alignment', () => {
   const [xs, ys] = align([{ values: [[10, '1'], [30, '3']] }], 10, 30, 10);
   assert.deepEqual(xs, [10, 20, 30]);
   assert.deepEqual(ys, [[1, null, 3]]);
+});
+
+test('date units take milliseconds, as Grafana\'s do', () => {
+  const now = Date.now();
+  assert.equal(format(now - 3 * 86400 * 1000, 'dateTimeFromNow'), '3 day ago');
+  assert.equal(format(Date.UTC(2026, 0, 2), 'dateTimeAsIso'), '2026-01-02T00:00:00.000Z');
+});
+
+test('axis ticks never repeat a label', () => {
+  const ticks = [0, 0.0005, 0.001, 0.0015, 0.002];
+  assert.equal(new Set(tickLabels(ticks, 'short')).size, ticks.length);
+  const mib = [1.75, 1.76, 1.77, 1.78].map((v) => v * 1024 * 1024);
+  const labels = tickLabels(mib, 'Bps');
+  assert.equal(new Set(labels).size, mib.length, labels.join());
+  assert.equal(labels[2], '1.77 MiB/s');
+});
+
+test('a legend row shows its calcs, or the last value, without a cursor', () => {
+  assert.equal(legendValue([1, 3, NaN, null], undefined, 'short'), '3');
+  assert.equal(legendValue([1, 3, null], ['mean', 'max'], 'short'), 'Mean 2  Max 3');
+  assert.equal(legendValue([null], undefined, 'short'), '–');
 });

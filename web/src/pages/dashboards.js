@@ -4,7 +4,7 @@
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { html, parseHash, setParams, usePoll, ErrorBox, TimePicker } from '../ui.js';
 import * as api from '../api.js';
-import { Chart, align, legendName } from '../chart.js';
+import { Chart, align, legendName, reduce } from '../chart.js';
 import { format, thresholdColor, parseDuration, parseTime, promDuration, PALETTE, color } from '../units.js';
 
 /** Assumed scrape interval for `$__rate_interval`, as Grafana's data source default. */
@@ -276,20 +276,6 @@ function seriesOf(s, p) {
   return out;
 }
 
-function reduce(values, calc) {
-  const nums = values.filter((v) => v !== null && !Number.isNaN(v));
-  if (!nums.length) return null;
-  switch (calc) {
-    case 'mean': return nums.reduce((a, b) => a + b, 0) / nums.length;
-    case 'max': return Math.max(...nums);
-    case 'min': return Math.min(...nums);
-    case 'sum': return nums.reduce((a, b) => a + b, 0);
-    case 'first': case 'firstNotNull': return nums[0];
-    case 'last': return values[values.length - 1];
-    case 'lastNotNull': default: return nums[nums.length - 1];
-  }
-}
-
 function Loading({ s }) {
   if (s.error) return html`<div class="panel-error" role="alert">${String(s.error.message || s.error)}</div>`;
   return html`<div class="muted">Loading…</div>`;
@@ -308,8 +294,9 @@ function TimeSeries({ p, r }) {
   const custom = d.custom || {};
   const stacked = custom.stacking && custom.stacking.mode && custom.stacking.mode !== 'none';
   const h = Math.max(80, ((p.gridPos && p.gridPos.h) || 8) * ROW_PX - 70);
+  const legend = (p.options && p.options.legend) || {};
   return html`<${Chart} xs=${series[0].xs} series=${series} unit=${d.unit} stacked=${stacked}
-    fill=${custom.fillOpacity ?? 10} height=${h} min=${d.min} max=${d.max} />`;
+    fill=${custom.fillOpacity ?? 10} height=${h} min=${d.min} max=${d.max} calcs=${legend.calcs} />`;
 }
 
 function calcOf(p) {
