@@ -411,6 +411,19 @@ impl NotifySection {
     }
 }
 
+/// The inhibition rules of the configuration [`from_env`] builds (and of the packaged
+/// config's `notify:` example): one service outage is one message. The default rules give
+/// `TargetDown` and `ProbeFailed` an `address` label (`host:port` of the target, of the
+/// probed URL), so a scrape target that is down mutes the failing probe of the same address.
+pub const DEFAULT_INHIBIT_RULES: &str = "
+- source_matchers: ['alertname=\"TargetDown\"']
+  target_matchers: ['alertname=\"ProbeFailed\"']
+  equal: [address]
+- source_matchers: ['severity=\"critical\"']
+  target_matchers: ['severity=\"warning\"']
+  equal: [alertname, job, instance]
+";
+
 /// The environment variables [`from_env`] reads, for messages that tell the user what to set.
 pub const ENV_HINT: &str = "set SLACK_WEBHOOK_URL (and/or ALERT_EMAIL with SMTP_SMARTHOST, SMTP_FROM, SMTP_USERNAME, SMTP_PASSWORD), or add a notify: section";
 
@@ -468,6 +481,8 @@ pub fn from_env(
     if receiver.len() == 1 {
         return Ok(None);
     }
+    let inhibit: Value = serde_saphyr::from_str(DEFAULT_INHIBIT_RULES)
+        .map_err(|e| NotifyConfigError(format!("default inhibit rules: {e}")))?;
     let v = serde_json::json!({
         "route": {
             "receiver": "default",
@@ -477,6 +492,7 @@ pub fn from_env(
             "repeat_interval": "4h",
         },
         "receivers": [Value::Object(receiver)],
+        "inhibit_rules": inhibit,
     });
     from_value(&v)
         .map(Some)
@@ -660,6 +676,76 @@ mod tests {
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    #[test]
+    fn one_outage_is_one_message_with_the_default_inhibit_rules() {
+        let c = from_env(env(&[(
+            "SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/T/B/X",
+        )]))
+        .unwrap()
+        .unwrap();
+        let alert = |pairs: &[(&str, &str)]| super::super::dispatch::Alert {
+            labels: crate::model::Labels::from_pairs(pairs.iter().copied()),
+            annotations: Default::default(),
+            starts_at: 0,
+            ends_at: 3_600_000,
+            generator_url: String::new(),
+        };
+        let down = alert(&[
+            ("alertname", "TargetDown"),
+            ("job", "api-gateway"),
+            ("instance", "gw:8000"),
+            ("address", "gw:8000"),
+            ("severity", "critical"),
+        ]);
+        let probe = alert(&[
+            ("alertname", "ProbeFailed"),
+            ("job", "blackbox"),
+            ("instance", "http://gw:8000/health"),
+            ("address", "gw:8000"),
+            ("severity", "critical"),
+        ]);
+        let other = alert(&[
+            ("alertname", "ProbeFailed"),
+            ("job", "blackbox"),
+            ("instance", "http://db:9000/health"),
+            ("address", "db:9000"),
+            ("severity", "critical"),
+        ]);
+        let all = [down.clone(), probe.clone(), other.clone()];
+        let muted = |a: &super::super::dispatch::Alert| {
+            super::super::dispatch::inhibited(&c.inhibit_rules, all.iter(), a, 0)
+        };
+        assert!(muted(&probe));
+        assert!(!muted(&down));
+        assert!(!muted(&other), "another service's probe still alerts");
+    }
+
+    #[test]
+    fn the_packaged_example_carries_the_default_inhibit_rules() {
+        let text = include_str!("../../packaging/deb/appliance.yml");
+        let example: String = text
+            .lines()
+            .skip_while(|l| l.trim_end() != "# notify:")
+            .skip(1)
+            .take_while(|l| l.starts_with("#  "))
+            .map(|l| format!("{}\n", &l[1..]))
+            .collect();
+        let packaged =
+            parse(&example.replace("${SLACK_WEBHOOK_URL}", "https://hooks.slack.com/x")).unwrap();
+        let env = from_env(env(&[(
+            "SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/T/B/X",
+        )]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(packaged.inhibit_rules.len(), 2, "{example}");
+        assert_eq!(
+            format!("{:?}", packaged.inhibit_rules),
+            format!("{:?}", env.inhibit_rules)
+        );
     }
 
     #[test]
