@@ -126,3 +126,62 @@ fn celery_worker_tasks_and_queue() {
         stopped.elapsed()
     );
 }
+
+/// Issue 18: a configured broker with no Celery keys and no worker still runs the collector
+/// (no silent switch-off), and after a restart with no worker alive the shipped
+/// `CeleryNoWorkers` fires after its `for` (shortened here; the rule test checks 2m).
+#[test]
+fn a_restart_with_no_worker_fires_celery_no_workers() {
+    if !celery_installed() {
+        return;
+    }
+    let db = 10;
+    let broker = format!("redis://127.0.0.1:6379/{db}");
+    run_ok(Command::new("redis-cli").args(["-n", &db.to_string(), "FLUSHDB"]));
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/celery.yml"),
+    )
+    .unwrap();
+    assert!(shipped.contains("for: 2m"));
+    std::fs::write(
+        dir.path().join("celery.yml"),
+        shipped.replace("for: 2m", "for: 3s"),
+    )
+    .unwrap();
+    // `enabled` left out: naming the broker is enough, even with nothing in it yet.
+    let cfg = format!(
+        "global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}
+rule_files: [celery.yml]
+collectors: {{appliance: {{enabled: false}}, node: {{enabled: false}}, containers: {{enabled: false}}, postgres: {{enabled: false}}, redis: {{enabled: false}}, celery: {{broker_url: '{broker}'}}}}
+"
+    );
+    let (app, addr) = appliance_with_config(dir.path(), &cfg);
+    let q = |addr: &str, expr: &str| query_value(addr, expr);
+    wait_for(20, "up{job=celery} 1 and celery_workers 0", || {
+        (q(&addr, "up{job=\"celery\"}")? == 1.0 && q(&addr, "celery_workers")? == 0.0).then_some(())
+    });
+    drop(app);
+    // The restart: still no worker; the alert needs no worker ever to have been seen.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _app = appliance(dir.path(), Some(&dir.path().join("appliance.yml")), &addr);
+    wait_ready(&addr);
+    wait_for(40, "CeleryNoWorkers firing after the restart", || {
+        (q(
+            &addr,
+            "ALERTS{alertname=\"CeleryNoWorkers\",alertstate=\"firing\",job=\"celery\"}",
+        )? == 1.0)
+            .then_some(())
+    });
+
+    // A broker that does not answer: the configured collector reports up 0, not nothing.
+    let dir2 = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (_app2, addr2) = appliance_with_config(
+        dir2.path(),
+        &format!("global: {{scrape_interval: 1s, scrape_timeout: 1s}}\ncollectors: {{appliance: {{enabled: false}}, node: {{enabled: false}}, containers: {{enabled: false}}, postgres: {{enabled: false}}, redis: {{enabled: false}}, celery: {{broker_url: 'redis://127.0.0.1:{port}/0'}}}}\n"),
+    );
+    wait_for(20, "up{job=celery} 0 for a dead broker", || {
+        (q(&addr2, "up{job=\"celery\"}")? == 0.0).then_some(())
+    });
+}

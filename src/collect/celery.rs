@@ -59,6 +59,14 @@ impl Default for CeleryConfig {
 }
 
 impl CeleryConfig {
+    /// `enabled` in effect before detection: a user who names a broker or queues has
+    /// configured Celery, and the collector then runs (and reports `up 0` while the broker
+    /// fails) instead of waiting to find Celery's keys.
+    pub fn switch(&self) -> Option<bool> {
+        self.enabled
+            .or_else(|| (!self.broker_url.is_empty() || !self.queues.is_empty()).then_some(true))
+    }
+
     /// The broker URL in effect.
     pub fn effective_broker(&self) -> String {
         if !self.broker_url.is_empty() {
@@ -148,6 +156,11 @@ impl State {
             "" => known.as_ref().map(|k| k.0.clone()).unwrap_or_default(),
             n => n.to_string(),
         };
+        // Only task-sent and task-received carry the name; a later event of a task received
+        // before the collector started (or forgotten) would count under `name=""`.
+        if name.is_empty() {
+            return;
+        }
         let queue = match (s("queue"), s("routing_key")) {
             ("", "") => known
                 .as_ref()
@@ -234,6 +247,15 @@ impl State {
                 e.1 += w.active;
             }
         }
+        // Present with no worker at all (after a restart with every worker dead), so that
+        // "no worker" is a value an alert can see rather than a missing series.
+        out.add(
+            "celery_workers",
+            "The number of workers that have sent a heartbeat recently.",
+            "gauge",
+            &[],
+            hosts.values().filter(|(up, _)| *up).count() as f64,
+        );
         for (host, (up, active)) in hosts {
             out.add(
                 "celery_worker_up",
@@ -434,7 +456,9 @@ impl CeleryCollector {
         }
         queues.extend(self.shared.state.lock().queues.iter().cloned());
         if queues.is_empty() {
-            return Ok(Vec::new());
+            // Celery's default queue, before any worker has declared it: its length is
+            // reported (0) so a broker without workers is visible.
+            queues.insert("celery".to_string());
         }
         let mut pipe = redis::pipe();
         for q in &queues {
@@ -516,6 +540,9 @@ mod tests {
             json!({"type": "task-received", "hostname": "w1@box", "uuid": "b", "name": "app.boom"}),
             json!({"type": "task-failed", "hostname": "w1@box", "uuid": "b"}),
             json!({"type": "worker-heartbeat", "hostname": "w1@box", "freq": 2.0, "active": 3}),
+            // A task received before the collector started: no name to count it under.
+            json!({"type": "task-succeeded", "hostname": "w1@box", "uuid": "old", "runtime": 0.5}),
+            json!({"type": "task-failed", "hostname": "w1@box", "uuid": "old2"}),
         ];
         for e in evs {
             for d in decode(&envelope(e)) {
@@ -535,9 +562,14 @@ mod tests {
             "celery_task_runtime_seconds_count{hostname=\"box\",name=\"app.add\",queue_name=\"q1\"} 1\n",
             "celery_worker_up{hostname=\"box\"} 1\n",
             "celery_worker_tasks_active{hostname=\"box\"} 3\n",
+            "celery_workers 1\n",
         ] {
             assert!(p.contains(want), "missing {want:?} in\n{p}");
         }
+        assert!(
+            !p.contains("name=\"\""),
+            "a series without a task name:\n{p}"
+        );
         // Two heartbeat intervals without one: down.
         let mut out = PageBuilder::default();
         st.render(&mut out, &b, t0 + StdDuration::from_secs(5));
@@ -560,6 +592,29 @@ mod tests {
         assert!(out
             .render()
             .contains("celery_worker_up{hostname=\"box\"} 0\n"));
+    }
+
+    #[test]
+    fn no_worker_ever_seen_is_a_zero_not_a_missing_series() {
+        let mut out = PageBuilder::default();
+        State::default().render(&mut out, &CeleryConfig::default().buckets, Instant::now());
+        assert!(out.render().contains("celery_workers 0\n"));
+    }
+
+    #[test]
+    fn naming_a_broker_or_queues_turns_the_collector_on() {
+        let mut c = CeleryConfig::default();
+        assert_eq!(c.switch(), None, "left to detection");
+        c.queues = vec!["emails".into()];
+        assert_eq!(c.switch(), Some(true));
+        let c: CeleryConfig =
+            serde_json::from_value(json!({"broker_url": "redis://127.0.0.1:6379/3"})).unwrap();
+        assert_eq!(c.switch(), Some(true));
+        let c: CeleryConfig = serde_json::from_value(
+            json!({"broker_url": "redis://127.0.0.1:6379/3", "enabled": false}),
+        )
+        .unwrap();
+        assert_eq!(c.switch(), Some(false));
     }
 
     #[test]

@@ -504,7 +504,7 @@ pub fn detect(
         ),
         (
             "celery",
-            Box::new(|| cfg.celery.enabled.is_none() && celery::present(&cfg.celery)),
+            Box::new(|| cfg.celery.switch().is_none() && celery::present(&cfg.celery)),
         ),
     ];
     std::thread::scope(|s| {
@@ -592,7 +592,7 @@ pub fn builtin(
         (
             Arc::new(celery::CeleryCollector::new(&cfg.celery)),
             switches(
-                auto(cfg.celery.enabled, "celery"),
+                auto(cfg.celery.switch(), "celery"),
                 cfg.celery.scrape_interval,
                 &cfg.celery.listen_address,
             ),
