@@ -357,3 +357,127 @@ fn check_config_checks_the_receivers_the_environment_sets() {
     ]);
     assert!(ok, "{out}");
 }
+
+/// A FastAPI service as prometheus-fastapi-instrumentator exposes it (buckets 0.1/0.5/1.0/+Inf,
+/// Python's `le="1.0"`) whose requests all take 2-3 s: 20 a second, counted from its start.
+fn slow_fastapi_service() -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let t0 = Instant::now();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut b = [0u8; 2048];
+            let _ = s.read(&mut b);
+            let n = (t0.elapsed().as_secs_f64() * 20.0).floor();
+            let body = format!(
+                "# HELP http_request_duration_seconds Latency with only few buckets by handler.\n\
+                 # TYPE http_request_duration_seconds histogram\n\
+                 http_request_duration_seconds_bucket{{handler=\"/orders\",le=\"0.1\",method=\"GET\"}} 0.0\n\
+                 http_request_duration_seconds_bucket{{handler=\"/orders\",le=\"0.5\",method=\"GET\"}} 0.0\n\
+                 http_request_duration_seconds_bucket{{handler=\"/orders\",le=\"1.0\",method=\"GET\"}} 0.0\n\
+                 http_request_duration_seconds_bucket{{handler=\"/orders\",le=\"+Inf\",method=\"GET\"}} {n:.1}\n\
+                 http_request_duration_seconds_count{{handler=\"/orders\",method=\"GET\"}} {n:.1}\n\
+                 http_request_duration_seconds_sum{{handler=\"/orders\",method=\"GET\"}} {:.1}\n",
+                n * 2.5
+            );
+            let _ = s.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    addr
+}
+
+/// Issue 18: the shipped latency alert fires for a service with the instrumentator's buckets
+/// whose requests take 2-3 s, although its histogram_quantile p95 reads 1 s (`for` shortened
+/// here; the rule test in rules/tests checks the 10 minutes).
+#[test]
+fn the_latency_alert_fires_for_a_slow_fastapi_service() {
+    let svc = slow_fastapi_service();
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/services.yml"),
+    )
+    .unwrap();
+    let start = shipped.find("      - alert: HighLatencyP95").unwrap();
+    let end = start + shipped[start..].find("for: 10m").unwrap();
+    let rule = format!(
+        "groups:\n  - name: latency\n    rules:\n{}for: 2s\n{}",
+        &shipped[start..end],
+        &shipped[end + "for: 10m\n".len()..]
+            .split("\n\n")
+            .next()
+            .unwrap()
+    );
+    std::fs::write(
+        dir.path().join("latency.yml"),
+        rule.replace("[5m]", "[10s]"),
+    )
+    .unwrap();
+    let (_app, addr) = appliance_with_config(
+        dir.path(),
+        &format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+rule_files: [latency.yml]
+scrape_configs:
+  - job_name: api-gateway
+    static_configs: [{{targets: ['{svc}']}}]
+collectors: {{appliance: {{enabled: false}}, node: {{enabled: false}}, containers: {{enabled: false}}, postgres: {{enabled: false}}, redis: {{enabled: false}}, celery: {{enabled: false}}}}
+"
+        ),
+    );
+    // What the p95 shows: capped at the top finite bucket.
+    wait_for(30, "a p95 from the buckets", || {
+        query_value(
+            &addr,
+            "histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket[10s])))",
+        )
+    });
+    assert_eq!(
+        query_value(
+            &addr,
+            "histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket[10s])))"
+        ),
+        Some(1.0)
+    );
+    // The API Performance dashboard says so: its "capped" series is there for the handler.
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("dashboards/api-performance.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let capped: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter(|t| t["legendFormat"].as_str().unwrap_or("").contains("capped"))
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$job", ".*")
+                .replace("$handler", ".*")
+                .replace("$__rate_interval", "10s")
+        })
+        .collect();
+    assert_eq!(capped.len(), 3, "{capped:?}");
+    for q in &capped {
+        assert_eq!(query_value(&addr, q), Some(1.0), "{q}");
+    }
+    wait_for(60, "HighLatencyP95 firing for api-gateway", || {
+        (query_value(
+            &addr,
+            "ALERTS{alertname=\"HighLatencyP95\",alertstate=\"firing\",job=\"api-gateway\"}",
+        )? == 1.0)
+            .then_some(())
+    });
+}
