@@ -598,6 +598,12 @@ impl StatusSource for Runtime {
     fn grafana(&self) -> serde_json::Value {
         self.grafana.status()
     }
+    fn external_labels(&self) -> std::collections::BTreeMap<String, String> {
+        self.config.lock().global.external_labels.clone()
+    }
+    fn lookback_ms(&self) -> i64 {
+        crate::promql::EngineOptions::from_config(&self.config.lock().query).lookback_ms
+    }
 }
 
 /// The URL the appliance is reached at: `web.external_url`, else `http://<host>:<port>`, as

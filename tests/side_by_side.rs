@@ -253,3 +253,184 @@ fn same_answers_as_prometheus_for_node_exporter() {
         }
     }
 }
+
+/// Percent-encodes a query parameter.
+fn enc(q: &str) -> String {
+    q.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A `/federate` body with each sample's timestamp checked (recent) and cut off (each side
+/// scraped at its own moment), lines sorted (Prometheus sorts by name only, unstably).
+fn federated(body: &str, now_ms: i64) -> Vec<String> {
+    let mut lines: Vec<String> = body
+        .lines()
+        .map(|l| {
+            if l.starts_with('#') {
+                return l.to_string();
+            }
+            let (rest, ts) = l.rsplit_once(' ').unwrap();
+            let ts: i64 = ts.parse().unwrap_or_else(|_| panic!("timestamp in {l:?}"));
+            assert!((now_ms - 120_000..=now_ms + 5_000).contains(&ts), "{l}");
+            rest.to_string()
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Issue 18: `/api/v1/metadata`, `/api/v1/query_exemplars` and `/federate` answer as Debian's
+/// Prometheus (exemplar storage on) does after both scrape the same OpenMetrics target.
+#[test]
+fn metadata_exemplars_and_federation_as_prometheus_answers() {
+    if !prometheus_installed() {
+        return;
+    }
+    // Exemplar times are written out, so both sides store the same ones.
+    let t0 = chrono::Utc::now().timestamp() - 30;
+    let page = format!(
+        "# TYPE req counter\n# HELP req Requests served.\n\
+         req_total{{code=\"200\"}} 10 # {{trace_id=\"abc\"}} 1.0 {t0}.123\n\
+         req_total{{code=\"500\"}} 2\n\
+         # TYPE lat_seconds histogram\n# HELP lat_seconds Latency \\\\ of \"requests\".\n# UNIT lat_seconds seconds\n\
+         lat_seconds_bucket{{le=\"0.1\"}} 5 # {{trace_id=\"t1\"}} 0.05 {t0}.5\n\
+         lat_seconds_bucket{{le=\"1.0\"}} 8 # {{span_id=\"s\",trace_id=\"t2\"}} 0.7 {t0}\n\
+         lat_seconds_bucket{{le=\"+Inf\"}} 9\nlat_seconds_sum 4.2\nlat_seconds_count 9\n\
+         # TYPE temp gauge\ntemp{{room=\"a b\"}} 21.5\ntemp{{room=\"q\\\"x\\\\y\"}} 1e+06\ntemp{{room=\"n\"}} -0.000012\n\
+         # TYPE info_thing info\ninfo_thing_info{{version=\"1.2\"}} 1\n\
+         # EOF\n"
+    );
+    let target = static_server(vec![(
+        "/metrics",
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        page,
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let scrape = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  external_labels: {{region: eu, job: not-used}}\nscrape_configs:\n  - job_name: fed\n    static_configs:\n      - targets: ['{target}']\n"
+    );
+    std::fs::write(dir.path().join("prometheus.yml"), &scrape).unwrap();
+    std::fs::write(
+        dir.path().join("appliance.yml"),
+        format!("{scrape}collectors: {{appliance: {{enabled: false}}, node: {{enabled: false}}, containers: {{enabled: false}}, postgres: {{enabled: false}}, redis: {{enabled: false}}, celery: {{enabled: false}}}}\n"),
+    )
+    .unwrap();
+    let paddr = format!("127.0.0.1:{}", free_port());
+    let _p = prometheus_with_args(
+        &dir.path().join("prometheus.yml"),
+        &dir.path().join("prom"),
+        &paddr,
+        &["--enable-feature=exemplar-storage"],
+    );
+    let aaddr = format!("127.0.0.1:{}", free_port());
+    let _a = appliance(dir.path(), Some(&dir.path().join("appliance.yml")), &aaddr);
+    wait_ready(&aaddr);
+    wait_for(30, "prometheus ready", || {
+        get(&paddr, "/-/ready").filter(|(s, _)| *s == 200)
+    });
+    for addr in [&paddr, &aaddr] {
+        wait_for(30, "the target scraped twice", || {
+            (query_value(addr, "count_over_time(temp{room=\"n\"}[1m])")? >= 2.0).then_some(())
+        });
+    }
+    let both = |path: &str| (get_json(&paddr, path), get_json(&aaddr, path));
+
+    // Metadata, whole and filtered.
+    for path in [
+        "/api/v1/metadata",
+        "/api/v1/metadata?metric=lat_seconds",
+        "/api/v1/metadata?metric=nope",
+        "/api/v1/metadata?limit=2",
+    ] {
+        let (p, a) = both(path);
+        if path.contains("limit=2") {
+            // Which two is up to each side's map order; the count is not.
+            assert_eq!(
+                a["data"].as_object().unwrap().len(),
+                p["data"].as_object().unwrap().len(),
+                "{path}"
+            );
+        } else {
+            assert_eq!(a, p, "{path}");
+        }
+    }
+
+    // Exemplars: by the query's selectors, in a range, none outside it.
+    let (s, e) = (t0 - 60, t0 + 600);
+    for q in [
+        "req_total",
+        "lat_seconds_bucket",
+        "sum(rate(lat_seconds_bucket{le!=\"+Inf\"}[5m])) / on() group_left sum(rate(req_total[1m]))",
+        "temp",
+    ] {
+        let path = format!("/api/v1/query_exemplars?query={}&start={s}&end={e}", enc(q));
+        let (p, a) = both(&path);
+        assert_eq!(a, p, "{q}");
+    }
+    let path = format!("/api/v1/query_exemplars?query={}", enc("1 + 1"));
+    assert_eq!(get(&aaddr, &path), get(&paddr, &path), "no selector");
+    let path = format!(
+        "/api/v1/query_exemplars?query=req_total&start={}&end={e}",
+        t0 + 10
+    );
+    let (p, a) = both(&path);
+    assert_eq!(a, p);
+    assert_eq!(a["data"], serde_json::json!([]));
+    let (p, a) = both(&format!(
+        "/api/v1/query_exemplars?query=req_total&start=0&end={}",
+        t0 - 1000
+    ));
+    assert_eq!(a, p);
+    let (pc, pb) = request(&paddr, "GET", "/api/v1/query_exemplars?query=sum(", "").unwrap();
+    let (ac, ab) = request(&aaddr, "GET", "/api/v1/query_exemplars?query=sum(", "").unwrap();
+    assert_eq!(
+        (
+            ac,
+            serde_json::from_str::<serde_json::Value>(&ab).unwrap()["errorType"].clone()
+        ),
+        (
+            pc,
+            serde_json::from_str::<serde_json::Value>(&pb).unwrap()["errorType"].clone()
+        )
+    );
+
+    // Federation: the same families, series, values and labels (external ones added).
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for query in [
+        "match[]={job=\"fed\",__name__!~\"up|scrape_.*\"}",
+        "match[]=temp&match[]={__name__=~\"req_total|temp\"}",
+        "match[]=lat_seconds_bucket{le=\"%2BInf\"}",
+        "match[]=nope",
+        "",
+    ] {
+        let path = format!(
+            "/federate?{}",
+            query.replace('"', "%22").replace(' ', "%20")
+        );
+        let (pc, pb) = get(&paddr, &path).unwrap();
+        let (ac, ab) = get(&aaddr, &path).unwrap();
+        assert_eq!((ac, pc), (200, 200), "{path}");
+        if query.contains("job") {
+            assert!(ab.contains("# TYPE temp untyped\n"), "{ab}");
+            assert!(ab.contains("region=\"eu\""), "{ab}");
+            assert!(
+                ab.contains("room=\"q\\\"x\\\\y\"") && ab.contains(" 1e+06 "),
+                "{ab}"
+            );
+        }
+        assert_eq!(
+            federated(&ab, now_ms),
+            federated(&pb, now_ms),
+            "{path}\n{ab}\n--- prometheus:\n{pb}"
+        );
+    }
+    let (code, _) = get(&aaddr, "/federate?match[]=sum(up)").unwrap();
+    assert_eq!(code, get(&paddr, "/federate?match[]=sum(up)").unwrap().0);
+}

@@ -25,6 +25,10 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/api/v1/targets", get(targets))
         .route("/api/v1/targets/metadata", get(targets_metadata))
         .route("/api/v1/metadata", get(metadata))
+        .route(
+            "/api/v1/query_exemplars",
+            get(query_exemplars).post(query_exemplars),
+        )
         .route(WRITE_PATH, post(remote_write))
         .route("/api/v1/status/remote_write", get(remote_write_status))
         .route("/api/v1/status/grafana", get(grafana_status))
@@ -733,6 +737,157 @@ async fn metadata(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<R
         out.insert(k, Value::Array(v));
     }
     Ok(ok(Value::Object(out), Vec::new()))
+}
+
+/// `GET|POST /api/v1/query_exemplars`: the exemplars of the series the query's selectors
+/// match in `[start, end]`, per series, as Prometheus answers (204 for a query without a
+/// selector).
+async fn query_exemplars(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let p = Params::new(q, &body);
+    let start = p.time("start", MIN_TIME_MS)?;
+    let end = p.time("end", MAX_TIME_MS)?;
+    if end < start {
+        return Err(bad("end timestamp must not be before start timestamp"));
+    }
+    let text = p.get("query").unwrap_or("").to_string();
+    let sets = tokio::task::spawn_blocking(move || crate::promql::selectors(&text))
+        .await
+        .map_err(|e| ApiError(ErrorType::Execution, e.to_string()))?
+        .map_err(|e| match e {
+            crate::promql::PromqlError::Parse(m) => bad(m),
+            e => promql_error(e),
+        })?;
+    if sets.is_empty() {
+        // Prometheus answers a query without a selector with 204 and no body.
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"status\":\"success\",\"data\":[");
+    for (i, s) in st
+        .deps
+        .querier
+        .exemplars(&sets, start, end)
+        .iter()
+        .enumerate()
+    {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"seriesLabels\":");
+        let _ = serde_json::to_writer(&mut out, &labels_json(&s.series));
+        out.extend_from_slice(b",\"exemplars\":[");
+        for (j, e) in s.exemplars.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"labels\":");
+            let _ = serde_json::to_writer(&mut out, &labels_json(&e.labels));
+            out.extend_from_slice(b",\"value\":");
+            let _ = serde_json::to_writer(&mut out, &crate::promql::format_value(e.value));
+            out.extend_from_slice(b",\"timestamp\":");
+            write_time(&mut out, e.t_ms);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
+    }
+    out.extend_from_slice(b"]}");
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        out,
+    )
+        .into_response())
+}
+
+/// `GET /federate?match[]=…`: the newest sample within the lookback of every series the
+/// selectors match, in the text format, as Prometheus federates: families by name, all
+/// `untyped`, the sample's own timestamp, external labels (and an empty `instance`) added
+/// where the series has none of its own; stale markers left out. No `match[]`, no series.
+pub(super) async fn federate(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    use std::fmt::Write as _;
+    let p = Params::new(q, &[]);
+    let mut sets = Vec::new();
+    for s in p.all("match[]") {
+        match parse_selector(s) {
+            Ok(m) => sets.push(m),
+            Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        }
+    }
+    let maxt = now_ms();
+    let mint = maxt - st.deps.status.lookback_ms();
+    let querier = st.deps.querier.clone();
+    let series = tokio::task::spawn_blocking(move || {
+        let mut latest: std::collections::BTreeMap<Labels, (i64, f64)> = Default::default();
+        for m in &sets {
+            for s in querier.select(m, mint, maxt) {
+                if let Some(&(t, v)) = s.samples.last() {
+                    latest.insert(s.labels, (t, v));
+                }
+            }
+        }
+        latest
+    })
+    .await
+    .unwrap_or_default();
+    let mut ext = st.deps.status.external_labels();
+    ext.entry("instance".to_string()).or_default();
+    // By name, then labels: the map is sorted by the whole label set, whose first label
+    // is `__name__`.
+    let mut out = String::new();
+    let mut family = "";
+    for (labels, (t, v)) in &series {
+        if crate::model::is_stale_nan(*v) {
+            continue;
+        }
+        let name = labels.metric_name();
+        if name.is_empty() {
+            continue;
+        }
+        if name != family {
+            let _ = writeln!(out, "# TYPE {name} untyped");
+            family = name;
+        }
+        out.push_str(name);
+        let mut pairs: Vec<(&str, &str)> = labels
+            .iter()
+            .filter(|l| l.name != crate::model::METRIC_NAME && !l.value.is_empty())
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        for (k, val) in &ext {
+            if labels.get(k).is_none_or(str::is_empty) {
+                pairs.push((k, val));
+            }
+        }
+        if !pairs.is_empty() {
+            out.push('{');
+            for (i, (k, val)) in pairs.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "{k}=\"{}\"", escape_label_value(val));
+            }
+            out.push('}');
+        }
+        let _ = writeln!(out, " {} {t}", crate::model::exposition::format_go_g(*v));
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// A label value escaped for the text format (backslash, quote, newline).
+fn escape_label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Where other agents push (Prometheus's receiver path).

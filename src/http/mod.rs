@@ -303,6 +303,14 @@ pub trait StatusSource: Send + Sync {
     fn grafana(&self) -> serde_json::Value {
         serde_json::json!({"enabled": false})
     }
+    /// `global.external_labels`, which `/federate` adds to every series without them.
+    fn external_labels(&self) -> std::collections::BTreeMap<String, String> {
+        Default::default()
+    }
+    /// The query lookback (ms): `/federate` serves each series' newest sample within it.
+    fn lookback_ms(&self) -> i64 {
+        5 * 60 * 1000
+    }
 }
 
 /// The TSDB admin operations behind `/api/v1/admin/tsdb/*`. They block on disk work; the
@@ -501,6 +509,7 @@ pub fn router(deps: Deps) -> Router {
         .route("/-/reload", post(reload).put(reload))
         .route("/metrics", get(own_metrics))
         .route("/metrics/{name}", get(collector_metrics))
+        .route("/federate", get(api::federate))
         .merge(api::routes())
         .merge(alertmanager::routes())
         .merge(ui::routes())
@@ -647,6 +656,7 @@ const READ_POSTS: &[&str] = &[
     "/api/v1/parse_query",
     "/api/v1/series",
     "/api/v1/labels",
+    "/api/v1/query_exemplars",
 ];
 
 /// Who may do what: health, login and static assets are open; the UI and everything that

@@ -287,6 +287,45 @@ pub fn with_parsed<T: Send>(
     shape::on_query_stack(depth, || eval::parse(query, budget).map(|e| f(&e)))
 }
 
+/// Every selector in `query` as its matchers, in the order they are written (Prometheus's
+/// `parser.ExtractSelectors`), for `/api/v1/query_exemplars`.
+pub fn selectors(query: &str) -> Result<Vec<Vec<crate::model::Matcher>>, PromqlError> {
+    fn walk(
+        e: &promql_parser::parser::Expr,
+        out: &mut Vec<Vec<crate::model::Matcher>>,
+    ) -> Result<(), PromqlError> {
+        use promql_parser::parser::Expr as E;
+        match e {
+            E::VectorSelector(vs) => out.push(eval::selector_matchers(vs)?),
+            E::MatrixSelector(m) => out.push(eval::selector_matchers(&m.vs)?),
+            E::Paren(p) => walk(&p.expr, out)?,
+            E::Unary(u) => walk(&u.expr, out)?,
+            E::Subquery(sq) => walk(&sq.expr, out)?,
+            E::Binary(b) => {
+                walk(&b.lhs, out)?;
+                walk(&b.rhs, out)?;
+            }
+            E::Aggregate(a) => {
+                if let Some(p) = &a.param {
+                    walk(p, out)?;
+                }
+                walk(&a.expr, out)?;
+            }
+            E::Call(c) => {
+                for a in &c.args.args {
+                    walk(a, out)?;
+                }
+            }
+            E::NumberLiteral(_) | E::StringLiteral(_) | E::Extension(_) => {}
+        }
+        Ok(())
+    }
+    with_parsed(query, ERROR_LOCATION_BUDGET, |e| {
+        let mut out = Vec::new();
+        walk(e, &mut out).map(|()| out)
+    })?
+}
+
 /// Prometheus's `format_query`: the query pretty-printed.
 pub fn format_query(query: &str) -> Result<String, PromqlError> {
     with_parsed(query, ERROR_LOCATION_BUDGET, |e| e.prettify())

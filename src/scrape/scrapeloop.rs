@@ -668,6 +668,20 @@ fn append_body(
         *pending = iter;
         *tracked = ts == t || cfg.track_timestamps_staleness;
         append_any(app, labels, sref, ts, s.value);
+        // As Prometheus: the exemplar of a stored sample, at the sample's time when it has
+        // none of its own.
+        if let (Some(e), Some(_)) = (&s.exemplar, sref) {
+            app.append_exemplar(
+                labels,
+                crate::storage::Exemplar {
+                    labels: Labels::from_pairs(
+                        e.labels.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
+                    ),
+                    value: e.value,
+                    t_ms: e.timestamp_ms.unwrap_or(ts),
+                },
+            );
+        }
     }
     out.metadata = meta;
     (out, over_limit.then_some(Fail::SampleLimit))

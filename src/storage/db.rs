@@ -1438,6 +1438,10 @@ impl Appendable for Db {
 }
 
 impl Querier for Db {
+    fn exemplars(&self, sets: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<super::ExemplarSeries> {
+        self.inner.head.exemplars(sets, mint, maxt)
+    }
+
     fn missing(&self, mint: i64, maxt: i64) -> Vec<String> {
         self.inner
             .quarantined

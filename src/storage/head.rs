@@ -372,6 +372,8 @@ pub struct Head {
     /// The write-ahead log, when the head is durable. Locked while the head's write lock is
     /// held, so the log's order is the head's order.
     wal: Option<Arc<parking_lot::Mutex<super::wal::Wal>>>,
+    /// The newest exemplars, beside the samples (memory only).
+    exemplars: Arc<super::exemplar::ExemplarStore>,
 }
 
 impl Head {
@@ -389,6 +391,7 @@ impl Head {
             metrics: HeadMetrics::default(),
             commits: Arc::default(),
             wal: None,
+            exemplars: Arc::default(),
         }
     }
 
@@ -928,6 +931,7 @@ struct HeadAppender {
     head: Head,
     batch: Vec<(SeriesRef, i64, f64)>,
     hbatch: Vec<(SeriesRef, i64, HistogramRef)>,
+    ebatch: Vec<(Labels, super::Exemplar)>,
     series_added: u64,
 }
 
@@ -969,10 +973,20 @@ impl Appender for HeadAppender {
         Ok(r)
     }
 
+    fn append_exemplar(&mut self, labels: &Labels, e: super::Exemplar) {
+        self.ebatch.push((labels.clone(), e));
+    }
+
     fn commit(self: Box<Self>) -> Result<CommitStats, StorageError> {
-        Ok(self
+        let stats = self
             .head
-            .commit_batch(&self.batch, &self.hbatch, self.series_added))
+            .commit_batch(&self.batch, &self.hbatch, self.series_added);
+        for (labels, e) in self.ebatch {
+            // Repeats of the newest exemplar (every scrape of an unchanged target) and
+            // stale ones are dropped, as Prometheus drops them.
+            let _ = self.head.exemplars.add(&labels, e);
+        }
+        Ok(stats)
     }
 
     fn rollback(self: Box<Self>) {}
@@ -984,12 +998,17 @@ impl Appendable for Head {
             head: self.clone(),
             batch: Vec::new(),
             hbatch: Vec::new(),
+            ebatch: Vec::new(),
             series_added: 0,
         })
     }
 }
 
 impl Querier for Head {
+    fn exemplars(&self, sets: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<super::ExemplarSeries> {
+        self.exemplars.select(sets, mint, maxt)
+    }
+
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Series> {
         let g = self.inner.read();
         let mut out: Vec<Series> = g

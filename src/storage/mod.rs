@@ -8,11 +8,13 @@ pub mod block;
 pub mod chunk;
 pub mod config;
 pub mod db;
+pub mod exemplar;
 pub mod head;
 pub mod wal;
 
 pub use config::StorageConfig;
 pub use db::{BlockInfo, Db, DbOptions, HeadFigures, QuarantinedBlock, StoreStats};
+pub use exemplar::{Exemplar, ExemplarSeries};
 pub use head::{Head, HeadOptions};
 
 use crate::model::{Labels, Matcher};
@@ -73,6 +75,9 @@ pub trait Appender: Send {
     ) -> Result<SeriesRef, StorageError>;
     /// Adds a sample by a ref from an earlier `append`.
     fn append_ref(&mut self, r: SeriesRef, t_ms: i64, v: f64) -> Result<(), StorageError>;
+    /// Adds an exemplar of the series `labels`, kept on commit (stores without exemplars
+    /// drop it).
+    fn append_exemplar(&mut self, _labels: &Labels, _e: Exemplar) {}
     /// Makes the batch visible; per-sample refusals are counted, not fatal.
     fn commit(self: Box<Self>) -> Result<CommitStats, StorageError>;
     /// Discards the batch.
@@ -103,6 +108,11 @@ pub trait Querier: Send + Sync {
     /// Warnings about data in `[mint, maxt]` the store cannot give (blocks quarantined as
     /// damaged), for queries to pass on.
     fn missing(&self, _mint: i64, _maxt: i64) -> Vec<String> {
+        Vec::new()
+    }
+    /// Exemplars in `[mint, maxt]` of series matching any of the matcher `sets`, sorted by
+    /// series labels (none from a store that keeps none).
+    fn exemplars(&self, _sets: &[Vec<Matcher>], _mint: i64, _maxt: i64) -> Vec<ExemplarSeries> {
         Vec::new()
     }
     /// Label sets of series matching all `matchers` with samples in `[mint, maxt]`.
