@@ -222,7 +222,7 @@ mod tests {
     #[test]
     fn labels_over_128_characters_are_refused() {
         let s = ExemplarStore::default();
-        let long = "x".repeat(120);
+        let long = "x".repeat(121);
         let e = Exemplar {
             labels: Labels::from_pairs([("trace_id", long.as_str())]),
             value: 1.0,
