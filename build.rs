@@ -17,7 +17,72 @@ fn have(cmd: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// A command's trimmed stdout, when it ran and succeeded.
+fn output(cmd: &str, args: &[&str]) -> Option<String> {
+    let o = Command::new(cmd).args(args).output().ok()?;
+    let s = String::from_utf8(o.stdout).ok()?.trim().to_string();
+    (o.status.success() && !s.is_empty()).then_some(s)
+}
+
+/// Stamps the build for `/api/v1/status/buildinfo`: the git revision and branch (when built
+/// from a checkout; `APPLIANCE_REVISION` etc. set by a packager win), the commit's date (so a
+/// rebuild of the same commit is the same binary), the compiler and the builder.
+fn stamp() {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let git = root.join(".git");
+    // Only files that exist: cargo would rebuild every time for a missing one.
+    for f in ["HEAD", "packed-refs"] {
+        if git.join(f).is_file() {
+            println!("cargo:rerun-if-changed=.git/{f}");
+        }
+    }
+    if let Ok(head) = std::fs::read_to_string(git.join("HEAD")) {
+        if let Some(r) = head.trim().strip_prefix("ref: ") {
+            if git.join(r).is_file() {
+                println!("cargo:rerun-if-changed=.git/{r}");
+            }
+        }
+    }
+    let dir = root.to_string_lossy().to_string();
+    let git_out = |args: &[&str]| {
+        let mut all = vec!["-C", dir.as_str()];
+        all.extend_from_slice(args);
+        output("git", &all)
+    };
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let user = std::env::var("USER")
+        .ok()
+        .or_else(|| output("id", &["-un"]))
+        .unwrap_or_else(|| "unknown".into());
+    let host = output("hostname", &[]).unwrap_or_else(|| "unknown".into());
+    let values = [
+        (
+            "APPLIANCE_REVISION",
+            git_out(&["rev-parse", "--short=12", "HEAD"]),
+        ),
+        (
+            "APPLIANCE_BRANCH",
+            git_out(&["rev-parse", "--abbrev-ref", "HEAD"]),
+        ),
+        (
+            "APPLIANCE_BUILD_DATE",
+            git_out(&["log", "-1", "--format=%cd", "--date=format:%Y%m%d-%H:%M:%S"]),
+        ),
+        ("APPLIANCE_RUSTC", output(&rustc, &["--version"])),
+        ("APPLIANCE_BUILD_USER", Some(format!("{user}@{host}"))),
+    ];
+    for (key, v) in values {
+        println!("cargo:rerun-if-env-changed={key}");
+        let v = std::env::var(key)
+            .ok()
+            .or(v)
+            .unwrap_or_else(|| "unknown".into());
+        println!("cargo:rustc-env={key}={v}");
+    }
+}
+
 fn main() {
+    stamp();
     let web = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("web");
     println!("cargo:rerun-if-changed=web/src");
     println!("cargo:rerun-if-changed=web/index.html");

@@ -604,6 +604,13 @@ impl StatusSource for Runtime {
     fn lookback_ms(&self) -> i64 {
         crate::promql::EngineOptions::from_config(&self.config.lock().query).lookback_ms
     }
+    fn data_dir(&self) -> String {
+        let d = self.db.dir();
+        std::fs::canonicalize(d)
+            .unwrap_or_else(|_| d.to_path_buf())
+            .display()
+            .to_string()
+    }
 }
 
 /// The URL the appliance is reached at: `web.external_url`, else `http://<host>:<port>`, as

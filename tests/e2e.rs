@@ -402,3 +402,24 @@ fn graceful_stop_persists_stale_markers() {
     );
     assert_eq!(v["data"]["result"].as_array().unwrap().len(), 0, "{v}");
 }
+
+/// Issue 18: logs to a file or journald (stderr not a terminal) are plain text: no ANSI
+/// colour codes around levels and fields.
+#[test]
+fn logs_are_plain_text_when_not_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, addr) = appliance_with_config(
+        dir.path(),
+        "scrape_configs:\n  - job_name: gone\n    scrape_interval: 1s\n    static_configs: [{targets: ['127.0.0.1:9']}]\n",
+    );
+    wait_for(20, "a scrape failure logged", || {
+        let log = std::fs::read_to_string(dir.path().join("appliance.log")).ok()?;
+        (log.contains("INFO") && get(&addr, "/-/ready").is_some()).then_some(())
+    });
+    drop(app);
+    let log = std::fs::read_to_string(dir.path().join("appliance.log")).unwrap();
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI codes in a log that is not a terminal:\n{log}"
+    );
+}

@@ -85,7 +85,7 @@ fn start(dir: &Path, web_yaml: &str, addr: &str, args: &[&str]) -> Proc {
     )]);
     std::fs::write(dir.join("rules.yml"), RULES).unwrap();
     let cfg = format!(
-        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+        "global: {{scrape_interval: 1s, evaluation_interval: 1s, external_labels: {{site: ui-test}}}}
 rule_files: [rules.yml]
 scrape_configs:
   - job_name: orders-api
@@ -243,6 +243,7 @@ fn every_page_works_in_chromium() {
         assert!(c["withData"].as_u64().unwrap() >= 9, "{c}");
     }
     assert_eq!(report["multiValueUrl"], true, "{report}");
+    assert_eq!(report["silencedMarker"], true, "{report}");
     let d = &report["dashboards"]["My service"];
     assert_eq!(d["panels"], 6, "{report}");
     // One series with NaN for half the range: a gap in it, the other drawn (issue 18).

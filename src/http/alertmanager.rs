@@ -218,9 +218,11 @@ async fn status(State(st): State<AppState>) -> Response {
     let s = st.deps.alertmanager.status();
     Json(json!({
         "cluster": {"status": "disabled", "peers": [], "name": ""},
+        // The spec requires every field, goVersion included (the compiler's, here).
         "versionInfo": {
-            "version": env!("CARGO_PKG_VERSION"), "revision": "", "branch": "",
-            "buildUser": "", "buildDate": "", "goVersion": "",
+            "version": env!("CARGO_PKG_VERSION"), "revision": env!("APPLIANCE_REVISION"),
+            "branch": env!("APPLIANCE_BRANCH"), "buildUser": env!("APPLIANCE_BUILD_USER"),
+            "buildDate": env!("APPLIANCE_BUILD_DATE"), "goVersion": env!("APPLIANCE_RUSTC"),
         },
         "config": {"original": s.config_yaml},
         "uptime": rfc3339(s.started),

@@ -1017,40 +1017,57 @@ fn parse_selector_lenient(s: &str) -> Result<Vec<Matcher>, String> {
     }
 }
 
+/// `GET /api/v1/status/buildinfo`: Prometheus's shape with the appliance's own facts,
+/// stamped by build.rs (`rustVersion` where Prometheus has `goVersion`).
 async fn buildinfo() -> Response {
     ok(
         json!({
             "version": env!("CARGO_PKG_VERSION"),
-            "revision": option_env!("APPLIANCE_REVISION").unwrap_or("unknown"),
-            "branch": option_env!("APPLIANCE_BRANCH").unwrap_or("unknown"),
-            "buildUser": option_env!("APPLIANCE_BUILD_USER").unwrap_or("unknown"),
-            "buildDate": option_env!("APPLIANCE_BUILD_DATE").unwrap_or("unknown"),
-            "goVersion": "rust",
+            "revision": env!("APPLIANCE_REVISION"),
+            "branch": env!("APPLIANCE_BRANCH"),
+            "buildUser": env!("APPLIANCE_BUILD_USER"),
+            "buildDate": env!("APPLIANCE_BUILD_DATE"),
+            "rustVersion": env!("APPLIANCE_RUSTC"),
         }),
         Vec::new(),
     )
 }
 
+/// The process's resident memory in bytes (`VmRSS`), 0 where /proc does not say.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// `GET /api/v1/status/runtimeinfo`: Prometheus's fields that apply (start, working
+/// directory, reload state, retention) and the appliance's own (uptime, data directory,
+/// memory, threads); none of Go's runtime settings.
 async fn runtimeinfo(State(st): State<AppState>) -> Response {
     let (ok_reload, last) = st.deps.status.reload_status();
     let cwd = std::env::current_dir()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    let threads = std::thread::available_parallelism()
+    let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    let uptime = (now_ms() - st.deps.start_ms).max(0) / 1000;
     ok(
         json!({
             "startTime": format_rfc3339(st.deps.start_ms),
+            "uptimeSeconds": uptime,
             "CWD": cwd,
+            "dataDir": st.deps.status.data_dir(),
             "reloadConfigSuccess": ok_reload,
             "lastConfigTime": format_rfc3339(last * 1000),
             "corruptionCount": 0,
-            "goroutineCount": 0,
-            "GOMAXPROCS": threads,
-            "GOMEMLIMIT": i64::MAX,
-            "GOGC": "",
-            "GODEBUG": "",
+            "residentMemoryBytes": rss_bytes(),
+            "cpus": cpus,
             "storageRetention": st.deps.status.storage_retention(),
         }),
         Vec::new(),

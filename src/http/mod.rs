@@ -307,6 +307,10 @@ pub trait StatusSource: Send + Sync {
     fn external_labels(&self) -> std::collections::BTreeMap<String, String> {
         Default::default()
     }
+    /// The data directory, for `/api/v1/status/runtimeinfo`.
+    fn data_dir(&self) -> String {
+        String::new()
+    }
     /// The query lookback (ms): `/federate` serves each series' newest sample within it.
     fn lookback_ms(&self) -> i64 {
         5 * 60 * 1000

@@ -104,6 +104,9 @@ try {
   });
   report.overviewNavigation = nav;
   report.overviewFailingReceivers = await page.$$eval('#failing-receivers tbody tr', (rs) => rs.length);
+  // The headline cards sit in one row, each as tall and as wide as the others.
+  const cards = await page.$$eval('main .stats:first-of-type .stat', (cs) => cs.map((c) => c.getBoundingClientRect()).map((r) => [r.top, r.height, r.width]));
+  if (new Set(cards.map((c) => c.join())).size !== 1) fail(`Overview cards out of line: ${JSON.stringify(cards)}`);
   await page.screenshot({ path: join(shots, 'overview.png'), fullPage: true });
 
   for (const id of ['explore', 'dashboards', 'alerts', 'silences', 'notifications', 'targets', 'status']) {
@@ -239,7 +242,18 @@ try {
   await page.click('tr.alert-row button.silence');
   await page.waitForSelector('.ok');
   report.silenceMessage = await page.$eval('.ok', (e) => e.textContent);
+  // The silenced alert is marked as such (the notifier's copy carries the external labels).
+  await page.waitForSelector('tr.alert-row .badge-silenced', { timeout: 30000 });
+  report.silencedMarker = true;
   await page.screenshot({ path: join(shots, 'alerts-silenced.png'), fullPage: true });
+  // The Status page shows the appliance's own build and runtime, nothing of Go's.
+  phase = 'status';
+  await page.goto(`${base}#/status`);
+  await page.waitForSelector('table.kv');
+  const statusText = await page.textContent('main');
+  for (const bad of ['GOMEMLIMIT', 'goVersion', 'GOGC', 'goroutine']) if (statusText.includes(bad)) fail(`the Status page shows ${bad}`);
+  for (const good of ['rustVersion', 'revision', 'residentMemoryBytes', 'dataDir', 'uptimeSeconds']) if (!statusText.includes(good)) fail(`the Status page lacks ${good}`);
+  if (statusText.includes('unknown')) fail('the Status page shows "unknown" build facts');
 
   // Silences: create one from the form, then expire it.
   phase = 'silences';

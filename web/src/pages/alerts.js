@@ -22,12 +22,22 @@ async function load() {
     api.get('api/v1/rules'),
     api.get('api/v2/alerts').catch(() => []),
   ]);
-  const silenced = new Map();
-  for (const a of am || []) {
-    const key = JSON.stringify(Object.entries(a.labels).sort());
-    silenced.set(key, (a.status && a.status.silencedBy) || []);
+  return { groups: rules.groups, am: am || [] };
+}
+
+/**
+ * The silences muting a rule's alert: those of the notifier's alert carrying all its labels
+ * (the notifier's copy also has the external labels, so an exact match would miss it).
+ */
+export function silencedBy(labels, amAlerts) {
+  const entries = Object.entries(labels);
+  const ids = new Set();
+  for (const a of amAlerts) {
+    if (entries.every(([k, v]) => a.labels[k] === v)) {
+      for (const id of (a.status && a.status.silencedBy) || []) ids.add(id);
+    }
   }
-  return { groups: rules.groups, silenced };
+  return [...ids];
 }
 
 export function Alerts() {
@@ -51,13 +61,13 @@ export function Alerts() {
     ${active.length === 0 ? html`<p class="muted">No pending or firing alerts.</p>` : html`<table class="grid"><thead><tr>
       <th>Alert</th><th>State</th><th>Labels</th><th>Annotations</th><th>Active since</th><th>Value</th><th></th></tr></thead><tbody>
       ${active.map((a) => {
-        const by = d.silenced.get(JSON.stringify(Object.entries(a.labels).sort())) || [];
-        return html`<tr class="alert-row">
-        <td>${a.labels.alertname}</td><td><${Badge} state=${a.state} /></td>
+        const by = silencedBy(a.labels, d.am);
+        return html`<tr class=${`alert-row${by.length ? ' silenced' : ''}`}>
+        <td>${a.labels.alertname}</td><td><${Badge} state=${a.state} />${by.length > 0 && html` <span class="badge badge-silenced" title=${`silence ${by.join(', ')}`}>silenced</span>`}</td>
         <td><${Labels} labels=${a.labels} skip=${['alertname']} /></td>
         <td>${Object.entries(a.annotations || {}).map(([k, v]) => html`<div><b>${k}</b>: ${v}</div>`)}</td>
         <td title=${a.activeAt}>${ago(a.activeAt)}</td><td class="num">${a.value}</td>
-        <td>${by.length ? html`<span class="muted">silenced</span>` : html`<button class="silence" onClick=${() => silence(a.labels)}>Silence 2h</button>`}</td></tr>`;
+        <td>${by.length ? html`<a href="#/silences">see silences</a>` : html`<button class="silence" onClick=${() => silence(a.labels)}>Silence 2h</button>`}</td></tr>`;
       })}
     </tbody></table>`}
     <h3>Rule groups</h3>

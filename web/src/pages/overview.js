@@ -54,7 +54,7 @@ export function Overview() {
       <${Stat} title="Targets up" value=${`${scraped.length - down(scraped).length} / ${scraped.length}`} cls=${down(scraped).length ? 'bad' : 'good'} />
       <${Stat} title="Collectors up" value=${`${collectors.length - down(collectors).length} / ${collectors.length}`} cls=${down(collectors).length ? 'bad' : 'good'} />
       <${Stat} title="Alerts firing" value=${firing.length} cls=${firing.length ? 'bad' : 'good'} />
-      <${Stat} title="Alerts pending" value=${pending.length} cls=${pending.length ? 'warn' : ''} />
+      <${Stat} title="Alerts pending" value=${pending.length} cls=${pending.length ? 'warn' : 'good'} />
       <${Stat} title="Receivers failing" value=${d.failing.length} cls=${d.failing.length ? 'bad' : 'good'} />
     </div>
     <h3>Host</h3>

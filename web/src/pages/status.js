@@ -45,8 +45,12 @@ function Grafana({ g }) {
         <td>${i.uid}</td><td><span class=${`badge badge-${i.result === 'ok' ? 'ok' : 'failed'}`}>${i.result}</span></td><td>${i.at}</td><td>${i.error || '—'}</td></tr>`)}</tbody></table>`}`;
 }
 
+// Figures the runtime answer gives as raw numbers, shown with their unit.
+const UNITS = { residentMemoryBytes: 'bytes', uptimeSeconds: 's' };
+
 function KV({ obj }) {
-  return html`<table class="grid kv"><tbody>${Object.entries(obj).map(([k, v]) => html`<tr><th>${k}</th><td>${typeof v === 'object' ? JSON.stringify(v) : String(v)}</td></tr>`)}</tbody></table>`;
+  return html`<table class="grid kv"><tbody>${Object.entries(obj).map(([k, v]) => html`<tr><th>${k}</th><td>${
+    UNITS[k] ? format(v, UNITS[k]) : typeof v === 'object' ? JSON.stringify(v) : String(v)}</td></tr>`)}</tbody></table>`;
 }
 
 function Top({ title, rows }) {
