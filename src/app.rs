@@ -604,6 +604,9 @@ impl StatusSource for Runtime {
     fn lookback_ms(&self) -> i64 {
         crate::promql::EngineOptions::from_config(&self.config.lock().query).lookback_ms
     }
+    fn dashboards_dir(&self) -> PathBuf {
+        PathBuf::from(&self.config.lock().web.dashboards_dir)
+    }
     fn data_dir(&self) -> String {
         let d = self.db.dir();
         std::fs::canonicalize(d)
@@ -924,7 +927,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         route_prefix: cfg.web.route_prefix(),
         base_path: cfg.web.base_path(),
         secure_cookies: cfg.web.secure_cookies(),
-        dashboards_dir: PathBuf::from(&cfg.web.dashboards_dir),
         trusted_proxies: cfg.web.proxies().map_err(anyhow::Error::msg)?,
         external_origin: cfg.web.external_origin(),
         remote: rt.clone(),

@@ -261,3 +261,61 @@ fn every_query_parses_runs_and_uses_known_metrics() {
     assert!(checked > 100, "only {checked} queries");
     eprintln!("{checked} dashboard queries parse, run and use known metric names");
 }
+
+/// Issue 18: `web.dashboards_dir` is relative to the config file (as `rule_files` are), not to
+/// the working directory, and a reload that points it elsewhere is followed; `/d/<uid>` (a
+/// Grafana link) leads to the dashboard in the UI.
+#[test]
+fn the_dashboards_dir_is_relative_to_the_config_and_follows_a_reload() {
+    let conf = tempfile::tempdir().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    for (sub, uid) in [("one", "first-board"), ("two", "second-board")] {
+        std::fs::create_dir_all(conf.path().join(sub)).unwrap();
+        std::fs::write(
+            conf.path().join(sub).join("d.json"),
+            format!(r#"{{"uid": "{uid}", "title": "{uid}", "panels": []}}"#),
+        )
+        .unwrap();
+    }
+    let cfg = conf.path().join("appliance.yml");
+    let write = |sub: &str| {
+        std::fs::write(
+            &cfg,
+            format!("web: {{dashboards_dir: {sub}}}\ncollectors: {{node: {{enabled: false}}, containers: {{enabled: false}}, postgres: {{enabled: false}}, redis: {{enabled: false}}, celery: {{enabled: false}}}}\n"),
+        )
+        .unwrap()
+    };
+    write("one");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _app = appliance(cwd.path(), Some(&cfg), &addr);
+    wait_ready(&addr);
+    let uids = || -> Vec<String> {
+        get_json(&addr, "/api/v1/ui/dashboards")["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["uid"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(uids().contains(&"first-board".to_string()), "{:?}", uids());
+    write("two");
+    let (code, _) = request(&addr, "POST", "/-/reload", "").unwrap();
+    assert_eq!(code, 200);
+    let now = uids();
+    assert!(now.contains(&"second-board".to_string()), "{now:?}");
+    assert!(!now.contains(&"first-board".to_string()), "{now:?}");
+
+    let (code, head, _) = request_with(
+        &addr,
+        "GET",
+        "/d/second-board/second-board?orgId=1&var-job=api&var-job=web&from=now-3h&to=now",
+        &format!("Authorization: {}\r\n", admin_basic_auth()),
+        "",
+    )
+    .unwrap();
+    assert!((300..400).contains(&code), "{code} {head}");
+    assert!(
+        head.contains("location: ../../#/dashboards/second-board?var-job=api&var-job=web&range=3h"),
+        "{head}"
+    );
+}

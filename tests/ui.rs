@@ -61,7 +61,10 @@ const USER_DASHBOARD: &str = r#"{
      "targets": [{"expr": "count(http_requests_total{handler=\"$handler\",status=~\"${status:regex}\"})", "refId": "A"}]},
     {"id": 6, "type": "timeseries", "title": "NaN half the time", "gridPos": {"x": 16, "y": 8, "w": 8, "h": 8},
      "fieldConfig": {"defaults": {"custom": {"fillOpacity": 0}}},
-     "targets": [{"expr": "label_replace(vector(2), \"s\", \"steady\", \"\", \"\") or label_replace(vector((time() % 600 > bool 300) / (time() % 600 > bool 300)), \"s\", \"gappy\", \"\", \"\")", "legendFormat": "{{s}}", "refId": "A"}]}
+     "targets": [{"expr": "label_replace(vector(2), \"s\", \"steady\", \"\", \"\") or label_replace(vector((time() % 600 > bool 300) / (time() % 600 > bool 300)), \"s\", \"gappy\", \"\", \"\")", "legendFormat": "{{s}}", "refId": "A"}]},
+    {"id": 7, "type": "timeseries", "title": "Nothing here", "gridPos": {"x": 0, "y": 14, "w": 12, "h": 5},
+     "targets": [{"expr": "rate(nothing_total{handler=\"$handler\"}[5m])", "refId": "A"},
+                 {"expr": "up", "refId": "B", "hide": true}]}
   ]
 }"#;
 
@@ -244,8 +247,13 @@ fn every_page_works_in_chromium() {
     }
     assert_eq!(report["multiValueUrl"], true, "{report}");
     assert_eq!(report["silencedMarker"], true, "{report}");
+    assert_eq!(report["grafanaLink"], true, "{report}");
     let d = &report["dashboards"]["My service"];
-    assert_eq!(d["panels"], 6, "{report}");
+    assert_eq!(d["panels"], 7, "{report}");
+    assert_eq!(
+        report["noDataExplore"], "rate(nothing_total{handler=\"/api/orders\"}[5m])",
+        "{report}"
+    );
     // One series with NaN for half the range: a gap in it, the other drawn (issue 18).
     assert!(
         report["exploreNaN"]["gappy"]["gap"].as_u64().unwrap() > 0,

@@ -211,7 +211,14 @@ impl Source {
                         path: p.display().to_string(),
                         source: e,
                     })?;
-                parse(&text, &p.display().to_string())
+                let mut cfg = parse(&text, &p.display().to_string())?;
+                // Relative to the config file, as rule_files are (and as Prometheus resolves
+                // its paths), not to wherever the process was started.
+                let dir = Path::new(&cfg.web.dashboards_dir);
+                if !cfg.web.dashboards_dir.is_empty() && dir.is_relative() {
+                    cfg.web.dashboards_dir = self.base_dir().join(dir).display().to_string();
+                }
+                Ok(cfg)
             }
             Source::Embedded => parse(DEFAULT_CONFIG, "<embedded default>"),
         }

@@ -54,7 +54,8 @@ pub struct WebConfig {
     /// Login: the admin password, read tokens, whether reads need a login.
     pub auth: auth::AuthConfig,
     /// A directory of Grafana dashboard JSON files shown beside the built-in ones (a file
-    /// with a built-in's `uid` replaces it).
+    /// with a built-in's `uid` replaces it); relative to the config file's directory, read
+    /// again at each request (a reload may point it elsewhere).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub dashboards_dir: String,
     /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed for the
@@ -307,6 +308,12 @@ pub trait StatusSource: Send + Sync {
     fn external_labels(&self) -> std::collections::BTreeMap<String, String> {
         Default::default()
     }
+    /// `web.dashboards_dir` of the running config (resolved against the config file's
+    /// directory), whose dashboards the UI lists besides the built-in ones; read at each
+    /// request, so a reload that changes it takes effect.
+    fn dashboards_dir(&self) -> std::path::PathBuf {
+        std::path::PathBuf::new()
+    }
     /// The data directory, for `/api/v1/status/runtimeinfo`.
     fn data_dir(&self) -> String {
         String::new()
@@ -473,8 +480,6 @@ pub struct Deps {
     pub base_path: String,
     /// Mark the session cookie `Secure` (the external URL is HTTPS).
     pub secure_cookies: bool,
-    /// The dashboards directory the UI lists and renders.
-    pub dashboards_dir: std::path::PathBuf,
     /// Proxies whose `X-Forwarded-For` is believed ([`WebConfig::proxies`]).
     pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
     /// The external URL's origin ([`WebConfig::external_origin`]), empty without one.

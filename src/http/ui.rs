@@ -37,15 +37,33 @@ const LEGACY: &[(&str, &str)] = &[
 ];
 
 pub(super) fn routes() -> Router<AppState> {
-    let mut r = Router::new()
-        .route("/", get(index))
-        .route("/index.html", get(index))
-        .route("/assets/{*file}", get(asset))
-        .route("/-/login", get(login_page).post(login))
-        .route("/-/logout", post(logout))
-        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
-        .route("/api/v1/ui/dashboards", get(dashboards))
-        .route("/api/v1/ui/dashboards/{uid}", get(dashboard));
+    let mut r =
+        Router::new()
+            .route("/", get(index))
+            .route("/index.html", get(index))
+            .route("/assets/{*file}", get(asset))
+            .route("/-/login", get(login_page).post(login))
+            .route("/-/logout", post(logout))
+            .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+            .route("/api/v1/ui/dashboards", get(dashboards))
+            .route("/api/v1/ui/dashboards/{uid}", get(dashboard))
+            .route(
+                "/d/{uid}",
+                get(
+                    |Path(uid): Path<String>, Query(q): Query<Vec<(String, String)>>| async move {
+                        grafana_link(&uid, "../", &q)
+                    },
+                ),
+            )
+            .route(
+                "/d/{uid}/{slug}",
+                get(
+                    |Path((uid, _)): Path<(String, String)>,
+                     Query(q): Query<Vec<(String, String)>>| async move {
+                        grafana_link(&uid, "../../", &q)
+                    },
+                ),
+            );
     for (from, to) in LEGACY {
         let page = *to;
         r =
@@ -93,9 +111,40 @@ fn legacy_redirect(page: &str, q: &[(String, String)]) -> Response {
     Redirect::to(&to).into_response()
 }
 
+/// Grafana's dashboard link (`/d/<uid>/<slug>?var-x=a&from=now-6h&refresh=1m`) opened on the
+/// same dashboard in the UI, variables and relative range kept. `up` leads from the link's
+/// directory back to the root, so the redirect works under any prefix.
+fn grafana_link(uid: &str, up: &str, q: &[(String, String)]) -> Response {
+    let mut params = url::form_urlencoded::Serializer::new(String::new());
+    let to_now = q
+        .iter()
+        .find(|(k, _)| k == "to")
+        .is_none_or(|(_, v)| v == "now");
+    for (k, v) in q {
+        if k.starts_with("var-") || k == "refresh" {
+            params.append_pair(k, v);
+        } else if k == "from" && to_now {
+            if let Some(r) = v.strip_prefix("now-") {
+                params.append_pair("range", r);
+            }
+        }
+    }
+    let qs = params.finish();
+    let uid: String = url::form_urlencoded::byte_serialize(uid.as_bytes()).collect();
+    let mut to = format!("{up}#/dashboards/{uid}");
+    if !qs.is_empty() {
+        to.push('?');
+        to.push_str(&qs);
+    }
+    Redirect::to(&to).into_response()
+}
+
 /// Whether `path` is a page of the UI (which needs the admin session).
 pub(super) fn is_page(path: &str) -> bool {
-    path == "/" || path == "/index.html" || LEGACY.iter().any(|(p, _)| *p == path)
+    path == "/"
+        || path == "/index.html"
+        || path.starts_with("/d/")
+        || LEGACY.iter().any(|(p, _)| *p == path)
 }
 
 fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
@@ -396,7 +445,7 @@ fn load_dashboards(dir: &std::path::Path) -> BTreeMap<String, serde_json::Value>
 }
 
 async fn dashboards(State(st): State<AppState>) -> Response {
-    let list: Vec<serde_json::Value> = load_dashboards(&st.deps.dashboards_dir)
+    let list: Vec<serde_json::Value> = load_dashboards(&st.deps.status.dashboards_dir())
         .into_iter()
         .map(|(uid, d)| {
             serde_json::json!({
@@ -411,7 +460,7 @@ async fn dashboards(State(st): State<AppState>) -> Response {
 }
 
 async fn dashboard(State(st): State<AppState>, Path(uid): Path<String>) -> Response {
-    match load_dashboards(&st.deps.dashboards_dir).remove(&uid) {
+    match load_dashboards(&st.deps.status.dashboards_dir()).remove(&uid) {
         Some(d) => axum::Json(serde_json::json!({"status": "success", "data": d})).into_response(),
         None => (
             StatusCode::NOT_FOUND,

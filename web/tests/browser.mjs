@@ -225,13 +225,36 @@ try {
   phase = 'dashboard variables';
   if (dashes.some(([t]) => t === 'My service')) {
   await page.goto(`${base}#/dashboards/my-service`);
-  await page.waitForSelector('select[aria-label="variable status"]');
-  await page.selectOption('select[aria-label="variable status"]', ['200', '500']);
+  // A dropdown with a checkbox per value (not a native list box).
+  const picker = 'button[aria-label="variable status"]';
+  await page.waitForSelector(picker);
+  await page.click(picker);
+  await page.click('.pick-list input[value="200"]');
+  await page.click('.pick-list input[value="500"]');
   await page.waitForFunction(() => location.hash.includes('var-status=200') && location.hash.includes('var-status=500'));
+  await page.screenshot({ path: join(shots, 'dashboard-variable-picker.png') });
   await page.reload();
-  await page.waitForSelector('select[aria-label="variable status"]');
-  const chosen = await page.$eval('select[aria-label="variable status"]', (s) => [...s.selectedOptions].map((o) => o.value));
-  if (chosen.join() !== '200,500') fail(`multi-value variable after reload: ${chosen}`);
+  await page.waitForSelector(picker);
+  const chosen = await page.textContent(picker);
+  if (!chosen.includes('200 + 500')) fail(`multi-value variable after reload: ${chosen}`);
+  await page.click(picker);
+  const ticked = await page.$$eval('.pick-list input:checked', (is) => is.map((i) => i.value));
+  if (ticked.join() !== '200,500') fail(`ticked after reload: ${ticked}`);
+  // A panel without data says which query found nothing and opens it in Explore.
+  await page.goto(`${base}#/dashboards/my-service`);
+  const link = '.panel[data-title="Nothing here"] .no-data-query a';
+  await page.waitForSelector(link);
+  await page.click(link);
+  await page.waitForSelector('textarea');
+  await page.waitForFunction(() => document.querySelector('textarea').value.includes('nothing_total'));
+  report.noDataExplore = await page.$eval('textarea', (t) => t.value);
+  // Grafana's link form opens the same dashboard, variables and range kept.
+  await page.goto(`${base}d/my-service/my-service?orgId=1&var-status=500&from=now-3h&to=now`);
+  await page.waitForSelector(picker);
+  if (!page.url().includes('#/dashboards/my-service')) fail(`/d/<uid> went to ${page.url()}`);
+  if (!(await page.textContent(picker)).includes('500')) fail('/d/<uid> lost var-status');
+  if (!page.url().includes('range=3h')) fail(`/d/<uid> lost the range: ${page.url()}`);
+  report.grafanaLink = true;
   report.multiValueUrl = true;
   }
 

@@ -1,7 +1,8 @@
 // Unit tests of the UI's pure logic (node --test), run by tests/ui.rs.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { interpolate, builtins, tableRows } from '../src/pages/dashboards.js';
+import { interpolate, builtins, tableRows, toggleChoice, emptyQueries } from '../src/pages/dashboards.js';
+import { readFileSync } from 'node:fs';
 import { errorPosition, completionContext } from '../src/pages/explore.js';
 import { parseMatchers } from '../src/pages/silences.js';
 import { format, parseDuration, promDuration, thresholdColor, parseTime } from '../src/units.js';
@@ -113,4 +114,32 @@ test('a legend row shows its calcs, or the last value, without a cursor', () => 
   assert.equal(legendValue([1, 3, NaN, null], undefined, 'short'), '3');
   assert.equal(legendValue([1, 3, null], ['mean', 'max'], 'short'), 'Mean 2  Max 3');
   assert.equal(legendValue([null], undefined, 'short'), '–');
+});
+
+test('the firing alerts table puts name, severity, job and instance first', () => {
+  const dash = JSON.parse(readFileSync(new URL('../../dashboards/service-health.json', import.meta.url)));
+  const panel = dash.panels.find((p) => p.title === 'Firing alerts');
+  const res = [{ t: { refId: 'A' }, b: { data: { resultType: 'vector', result: [
+    { metric: { __name__: 'ALERTS', address: 'a:1', alertname: 'TargetDown', alertstate: 'firing', id: 'x'.repeat(64), instance: 'a:1', job: 'api', severity: 'critical' }, value: [1, '1'] },
+  ] } } }];
+  const { columns } = tableRows(res, panel.transformations);
+  assert.deepEqual(columns.slice(0, 4).map((c) => c.key), ['alertname', 'severity', 'job', 'instance']);
+  assert.ok(!columns.some((c) => c.key === 'alertstate'));
+});
+
+test('a multi-value choice behaves as Grafana\'s picker', () => {
+  const opts = ['200', '500'];
+  assert.deepEqual(toggleChoice(['$__all'], '200', opts, true), ['200']);
+  assert.deepEqual(toggleChoice(['200'], '500', opts, true), ['200', '500']);
+  assert.deepEqual(toggleChoice(['200'], '200', opts, true), ['$__all']);
+  assert.deepEqual(toggleChoice(['200'], '200', opts, false), ['200']);
+  assert.deepEqual(toggleChoice(['200', '500'], '$__all', opts, true), ['$__all']);
+});
+
+test('a panel without data names the queries that returned nothing', () => {
+  const res = [
+    { t: { refId: 'A' }, expr: 'up{job="x"}', b: { data: { resultType: 'matrix', result: [] } } },
+    { t: { refId: 'B' }, expr: 'up', b: { data: { resultType: 'matrix', result: [{ metric: {}, values: [] }] } } },
+  ];
+  assert.deepEqual(emptyQueries(res), [{ refId: 'A', expr: 'up{job="x"}' }]);
 });

@@ -1,7 +1,7 @@
 // Grafana dashboards (`dashboards/*.json`) rendered natively: rows, timeseries, stat, gauge,
 // bargauge and table panels; query/custom/interval variables; Grafana's $__ variables; units,
 // thresholds, legend formats; time picker and refresh. The same files provision Grafana.
-import { useEffect, useMemo, useState } from 'preact/hooks';
+import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { html, parseHash, setParams, usePoll, ErrorBox, TimePicker } from '../ui.js';
 import * as api from '../api.js';
 import { Chart, align, legendName, reduce } from '../chart.js';
@@ -10,6 +10,8 @@ import { format, thresholdColor, parseDuration, parseTime, promDuration, PALETTE
 /** Assumed scrape interval for `$__rate_interval`, as Grafana's data source default. */
 const SCRAPE = 15;
 const ROW_PX = 30;
+// The grid's gap between rows (`.grid24`), part of a panel's height too.
+const GAP_PX = 8;
 
 export function DashboardList() {
   const [d, err] = usePoll(() => api.get('api/v1/ui/dashboards'), 0);
@@ -134,14 +136,53 @@ async function resolveVariables(list, params, from, to) {
   return { vars, state };
 }
 
+/**
+ * What a multi-value selection becomes when `value` is ticked or unticked in the list:
+ * "All" stands alone, ticking a value drops "All", and an empty choice falls back to "All"
+ * (or the first value), as Grafana's picker does.
+ */
+export function toggleChoice(selected, value, options, includeAll) {
+  let next;
+  if (value === ALL) next = [ALL];
+  else if (selected.includes(value)) next = selected.filter((x) => x !== value);
+  else next = [...selected.filter((x) => x !== ALL), value];
+  if (!next.length) next = includeAll ? [ALL] : options.slice(0, 1);
+  return next;
+}
+
+// A multi-value variable: a button showing the choice, opening a list of checkboxes.
+function MultiPicker({ v, options, selected, onChange }) {
+  const [open, setOpen] = useState(false);
+  const ref = useRef(null);
+  useEffect(() => {
+    if (!open) return undefined;
+    const away = (e) => { if (ref.current && !ref.current.contains(e.target)) setOpen(false); };
+    const esc = (e) => { if (e.key === 'Escape') setOpen(false); };
+    addEventListener('mousedown', away);
+    addEventListener('keydown', esc);
+    return () => { removeEventListener('mousedown', away); removeEventListener('keydown', esc); };
+  }, [open]);
+  const label = selected.includes(ALL) ? 'All' : selected.join(' + ') || 'None';
+  const item = (value, text) => html`<label class="pick-item"><input type="checkbox" value=${value}
+    checked=${selected.includes(value)} onChange=${() => onChange(toggleChoice(selected, value, options, v.includeAll))} /> ${text}</label>`;
+  return html`<span class="multi-picker" ref=${ref}>
+    <button type="button" class="pick-button" aria-label=${`variable ${v.name}`} aria-haspopup="listbox" aria-expanded=${open}
+      title=${label} onClick=${() => setOpen(!open)}>${label} ▾</button>
+    ${open && html`<div class="pick-list" role="listbox" aria-multiselectable="true">
+      ${v.includeAll && item(ALL, 'All')}
+      ${options.map((o) => item(o, o))}
+    </div>`}
+  </span>`;
+}
+
 function Variables({ state, onChange }) {
-  return html`<div class="variables">${state.filter((s) => s.v.hide !== 2).map(({ v, options, selected, error }) => html`<label class="variable">
+  return html`<div class="variables">${state.filter((s) => s.v.hide !== 2).map(({ v, options, selected, error }) => html`<div class="variable">
     <span>${v.label || v.name}</span>
-    <select multiple=${!!v.multi} size=${v.multi ? Math.min(4, options.length + 1) : undefined} aria-label=${`variable ${v.name}`}
-      onChange=${(e) => onChange(v.name, [...e.target.selectedOptions].map((o) => o.value))}>
+    ${v.multi ? html`<${MultiPicker} v=${v} options=${options} selected=${selected} onChange=${(vals) => onChange(v.name, vals)} />`
+      : html`<select aria-label=${`variable ${v.name}`} onChange=${(e) => onChange(v.name, [e.target.value])}>
       ${v.includeAll && html`<option value=${ALL} selected=${selected.includes(ALL)}>All</option>`}
       ${options.map((o) => html`<option value=${o} selected=${selected.includes(o)}>${o}</option>`)}
-    </select>${error && html`<span class="err-text" title=${String(error.message)}>!</span>`}</label>`)}</div>`;
+    </select>`}${error && html`<span class="err-text" title=${String(error.message)}>!</span>`}</div>`)}</div>`;
 }
 
 export function Dashboard({ uid }) {
@@ -252,7 +293,7 @@ function usePanelData(p, r) {
       const expr = interpolate(t.expr, vars);
       const instant = p.type === 'table' || t.format === 'table' || (t.instant && !t.range);
       return (instant ? api.instant(expr, r.to) : api.range(expr, from, r.to, step))
-        .then((b) => ({ t, b, instant }));
+        .then((b) => ({ t, b, instant, expr }));
     })).then((res) => live && setS({ res, step, from, to: r.to }),
       (error) => live && setS({ error }));
     return () => { live = false; };
@@ -276,6 +317,23 @@ function seriesOf(s, p) {
   return out;
 }
 
+/** The queries of a panel answer that returned nothing, as sent (variables filled in). */
+export function emptyQueries(res) {
+  return (res || []).filter(({ b }) => {
+    const d = b && b.data;
+    return !d || (Array.isArray(d.result) && d.result.length === 0 && d.resultType !== 'scalar');
+  }).map(({ t, expr }) => ({ refId: t.refId || '', expr }));
+}
+
+// "No data", saying which query found nothing, with a link that opens it in Explore.
+function NoData({ s }) {
+  const range = promDuration(Math.max(60, (s.to || 0) - (s.from || 0)));
+  const empty = emptyQueries(s.res);
+  return html`<div class="no-data"><div>No data</div>${empty.map((q) => html`<div class="no-data-query">
+    <code title=${q.expr}>${q.refId ? `${q.refId}: ` : ''}${q.expr}</code> returned no series ·
+    <a href=${`#/explore?expr=${encodeURIComponent(q.expr)}&range=${range}`}>Open in Explore</a></div>`)}</div>`;
+}
+
 function Loading({ s }) {
   if (s.error) return html`<div class="panel-error" role="alert">${String(s.error.message || s.error)}</div>`;
   return html`<div class="muted">Loading…</div>`;
@@ -289,11 +347,13 @@ function TimeSeries({ p, r }) {
   const s = usePanelData(p, r);
   const series = useMemo(() => (s.res ? seriesOf(s, p) : []), [s]);
   if (!s.res) return html`<${Loading} s=${s} />`;
-  if (!series.length) return html`<div class="no-data">No data</div>`;
+  if (!series.length) return html`<${NoData} s=${s} />`;
   const d = defaults(p);
   const custom = d.custom || {};
   const stacked = custom.stacking && custom.stacking.mode && custom.stacking.mode !== 'none';
-  const h = Math.max(80, ((p.gridPos && p.gridPos.h) || 8) * ROW_PX - 70);
+  // The panel's height less its title and padding: the plot and its legend fill the rest.
+  const rows = (p.gridPos && p.gridPos.h) || 8;
+  const h = Math.max(80, rows * ROW_PX + (rows - 1) * GAP_PX - 46);
   const legend = (p.options && p.options.legend) || {};
   return html`<${Chart} xs=${series[0].xs} series=${series} unit=${d.unit} stacked=${stacked}
     fill=${custom.fillOpacity ?? 10} height=${h} min=${d.min} max=${d.max} calcs=${legend.calcs} />`;
@@ -308,7 +368,7 @@ function Stat({ p, r }) {
   const s = usePanelData(p, r);
   if (!s.res) return html`<${Loading} s=${s} />`;
   const series = seriesOf(s, p);
-  if (!series.length) return html`<div class="no-data">No data</div>`;
+  if (!series.length) return html`<${NoData} s=${s} />`;
   const d = defaults(p);
   const mode = (p.options && p.options.colorMode) || 'value';
   return html`<div class="stat-panel">${series.map((x) => {
@@ -325,7 +385,7 @@ function Gauge({ p, r }) {
   const s = usePanelData(p, r);
   if (!s.res) return html`<${Loading} s=${s} />`;
   const series = seriesOf(s, p);
-  if (!series.length) return html`<div class="no-data">No data</div>`;
+  if (!series.length) return html`<${NoData} s=${s} />`;
   const d = defaults(p);
   const min = d.min ?? 0;
   const max = d.max ?? (d.unit === 'percent' ? 100 : d.unit === 'percentunit' ? 1 : 100);
@@ -347,7 +407,7 @@ function BarGauge({ p, r }) {
   const s = usePanelData(p, r);
   if (!s.res) return html`<${Loading} s=${s} />`;
   const series = seriesOf(s, p);
-  if (!series.length) return html`<div class="no-data">No data</div>`;
+  if (!series.length) return html`<${NoData} s=${s} />`;
   const d = defaults(p);
   const vals = series.map((x) => reduce(x.values, calcOf(p)));
   const max = d.max ?? Math.max(...vals.filter((v) => v !== null), 0);
@@ -401,7 +461,7 @@ function Table({ p, r }) {
   const s = usePanelData(p, r);
   if (!s.res) return html`<${Loading} s=${s} />`;
   const { columns, rows } = tableRows(s.res, p.transformations);
-  if (!rows.length) return html`<div class="no-data">No data</div>`;
+  if (!rows.length) return html`<${NoData} s=${s} />`;
   const d = defaults(p);
   return html`<div class="table-wrap"><table class="grid"><thead><tr>${columns.map((c) => html`<th>${c.title}</th>`)}</tr></thead><tbody>
     ${rows.map((row) => html`<tr>${columns.map((c) => {
@@ -411,7 +471,7 @@ function Table({ p, r }) {
         return html`<td class="num" style=${style}>${format(v, d.unit, d.decimals)}</td>`;
       }
       if (c.key === 'Time') return html`<td>${new Date(v * 1000).toLocaleTimeString()}</td>`;
-      return html`<td>${v ?? ''}</td>`;
+      return html`<td title=${v ?? ''}>${v ?? ''}</td>`;
     })}</tr>`)}
   </tbody></table></div>`;
 }
