@@ -298,7 +298,7 @@ fn metadata_exemplars_and_federation_as_prometheus_answers() {
     let page = format!(
         "# TYPE req counter\n# HELP req Requests served.\n\
          req_total{{code=\"200\"}} 10 # {{trace_id=\"abc\"}} 1.0 {t0}.123\n\
-         req_total{{code=\"500\"}} 2\n\
+         req_total{{code=\"500\"}} 2 # {{trace_id=\"untimed\"}} 1\n\
          # TYPE lat_seconds histogram\n# HELP lat_seconds Latency \\\\ of \"requests\".\n# UNIT lat_seconds seconds\n\
          lat_seconds_bucket{{le=\"0.1\"}} 5 # {{trace_id=\"t1\"}} 0.05 {t0}.5\n\
          lat_seconds_bucket{{le=\"1.0\"}} 8 # {{span_id=\"s\",trace_id=\"t2\"}} 0.7 {t0}\n\
@@ -341,6 +341,18 @@ fn metadata_exemplars_and_federation_as_prometheus_answers() {
         });
     }
     let both = |path: &str| (get_json(&paddr, path), get_json(&aaddr, path));
+    // An exemplar without a time gets its first scrape's, which differs between the two;
+    // that each keeps it once (not once per scrape) is what must agree.
+    let untimed = |mut v: serde_json::Value| {
+        for s in v["data"].as_array_mut().into_iter().flatten() {
+            for e in s["exemplars"].as_array_mut().into_iter().flatten() {
+                if e["labels"]["trace_id"] == "untimed" {
+                    e["timestamp"] = serde_json::json!(0);
+                }
+            }
+        }
+        v
+    };
 
     // Metadata, whole and filtered.
     for path in [
@@ -372,12 +384,12 @@ fn metadata_exemplars_and_federation_as_prometheus_answers() {
     ] {
         let path = format!("/api/v1/query_exemplars?query={}&start={s}&end={e}", enc(q));
         let (p, a) = both(&path);
-        assert_eq!(a, p, "{q}");
+        assert_eq!(untimed(a), untimed(p), "{q}");
     }
     let path = format!("/api/v1/query_exemplars?query={}", enc("1 + 1"));
     assert_eq!(get(&aaddr, &path), get(&paddr, &path), "no selector");
     let path = format!(
-        "/api/v1/query_exemplars?query=req_total&start={}&end={e}",
+        "/api/v1/query_exemplars?query=lat_seconds_bucket&start={}&end={e}",
         t0 + 10
     );
     let (p, a) = both(&path);

@@ -1,5 +1,6 @@
-//! PromQL: parse and evaluate (instant and range) over a small store. Any query text must
-//! give a result or an error, never a crash, a stack overflow or a stall past the timeout.
+//! PromQL: parse, evaluate (instant and range) over a small store, pretty-print and list the
+//! selectors. Any query text must give a result or an error, never a crash, a stack overflow
+//! or a stall past the timeout.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
@@ -39,4 +40,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = e.instant(q, 300_000);
     let _ = e.range(q, 0, 600_000, 30_000);
     let _ = appliance::promql::format_query(q);
+    // /api/v1/query_exemplars walks every selector of the query.
+    let _ = appliance::promql::selectors(q);
 });

@@ -198,7 +198,11 @@ scrape_configs:
 #[test]
 fn readme_example_config_parses() {
     let readme = include_str!("../../README.md");
-    let start = readme.find("```yaml\n").expect("README has a yaml example") + 8;
+    // The annotated config (the README's other yaml blocks are Compose and rule files).
+    let start = readme
+        .find("```yaml\n# A value marked")
+        .expect("README has the annotated config")
+        + 8;
     let end = start + readme[start..].find("```").unwrap();
     let c = parse(&readme[start..end], "README.md").unwrap();
     assert_eq!(c.scrape_configs[0].job_name, "node");

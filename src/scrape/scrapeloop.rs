@@ -679,6 +679,7 @@ fn append_body(
                     ),
                     value: e.value,
                     t_ms: e.timestamp_ms.unwrap_or(ts),
+                    has_ts: e.timestamp_ms.is_some(),
                 },
             );
         }

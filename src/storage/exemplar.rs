@@ -26,6 +26,19 @@ pub struct Exemplar {
     pub value: f64,
     /// Its time (the scrape's when the exposition gives none), in ms.
     pub t_ms: i64,
+    /// Whether the exposition gave the time: an untimed exemplar a target repeats every
+    /// scrape is the same exemplar, whatever scrape time it was given.
+    pub has_ts: bool,
+}
+
+impl Exemplar {
+    /// Prometheus's `Exemplar.Equals`: same labels and value, and the same time where either
+    /// carries its own.
+    pub fn same_as(&self, other: &Exemplar) -> bool {
+        self.labels == other.labels
+            && self.value.to_bits() == other.value.to_bits()
+            && (!(self.has_ts || other.has_ts) || self.t_ms == other.t_ms)
+    }
 }
 
 /// The exemplars of one series in a time range, oldest first.
@@ -94,7 +107,7 @@ impl ExemplarStore {
         }
         let mut g = self.inner.lock();
         if let Some((_, last)) = g.newest.get(series) {
-            if *last == e {
+            if last.same_as(&e) {
                 return Err(ExemplarRefused::Duplicate);
             }
             if e.t_ms <= last.t_ms {
@@ -167,6 +180,7 @@ mod tests {
             labels: Labels::from_pairs([("trace_id", trace)]),
             value: v,
             t_ms: t,
+            has_ts: true,
         }
     }
 
@@ -220,6 +234,21 @@ mod tests {
     }
 
     #[test]
+    fn an_untimed_exemplar_repeated_by_every_scrape_is_kept_once() {
+        let s = ExemplarStore::default();
+        let a = series("a_bucket");
+        let at = |t: i64, v: f64| Exemplar {
+            t_ms: t,
+            has_ts: false,
+            ..ex("1", v, t)
+        };
+        assert_eq!(s.add(&a, at(1000, 0.5)), Ok(()));
+        assert_eq!(s.add(&a, at(2000, 0.5)), Err(ExemplarRefused::Duplicate));
+        assert_eq!(s.add(&a, at(3000, 0.6)), Ok(()));
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
     fn labels_over_128_characters_are_refused() {
         let s = ExemplarStore::default();
         let long = "x".repeat(121);
@@ -227,6 +256,7 @@ mod tests {
             labels: Labels::from_pairs([("trace_id", long.as_str())]),
             value: 1.0,
             t_ms: 1,
+            has_ts: true,
         };
         assert_eq!(s.add(&series("a"), e), Err(ExemplarRefused::LabelsTooLong));
     }

@@ -207,7 +207,11 @@ try {
       noData: !!p.querySelector('.no-data'),
       // A merged table with a hole means its queries' label sets did not line up.
       emptyCells: [...p.querySelectorAll('.table-wrap td')].filter((td) => ['', '–'].includes(td.textContent.trim())).length,
+      // The chart and its legend end inside the panel (a long legend scrolls, it is not cut).
+      clipped: [...p.querySelectorAll('.chart canvas, .chart .u-legend')].some((e) => e.getBoundingClientRect().bottom > p.getBoundingClientRect().bottom + 1),
     })));
+    const clipped = r.filter((x) => x.clipped).map((x) => x.title);
+    if (clipped.length) fail(`${title}: charts run past their panels: ${clipped.join(', ')}`);
     const bad = r.filter((x) => x.error);
     if (bad.length) fail(`${title}: panels in error: ${bad.map((x) => `${x.title}: ${x.error}`).join('; ')}`);
     const withData = r.filter((x) => !x.noData).length;
