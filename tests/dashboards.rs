@@ -198,6 +198,7 @@ fn known_names(addr: &str) -> BTreeSet<String> {
         "celery_queue_length",
         "celery_worker_up",
         "celery_worker_tasks_active",
+        "celery_workers",
         "celery_task_sent_total",
         "celery_task_received_total",
         "celery_task_started_total",
