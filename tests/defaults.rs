@@ -267,11 +267,23 @@ fn a_celery_worker_started_after_the_appliance_is_found_within_about_a_minute() 
     run_ok(Command::new("redis-cli").args(["-n", &db.to_string(), "FLUSHDB"]));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tasks.py"), TASKS).unwrap();
-    // Celery left to auto-detection, at the default discovery interval.
-    let (_app, addr) = appliance_with_config(
+    // Celery left to auto-detection, at the default discovery interval: the broker comes
+    // from the environment (a broker named in the config turns the collector on at once).
+    let cfg = dir.path().join("appliance.yml");
+    std::fs::write(
+        &cfg,
+        "global: {scrape_interval: 1s, scrape_timeout: 1s}\ncollectors: {node: {enabled: false}, containers: {enabled: false}, postgres: {enabled: false}, redis: {enabled: false}}\n",
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _app = appliance_with_env(
         dir.path(),
-        &format!("global: {{scrape_interval: 1s, scrape_timeout: 1s}}\ncollectors: {{node: {{enabled: false}}, containers: {{enabled: false}}, postgres: {{enabled: false}}, redis: {{enabled: false}}, celery: {{broker_url: '{broker}'}}}}\n"),
+        Some(&cfg),
+        &addr,
+        &[],
+        &[("CELERY_BROKER_URL", broker.as_str())],
     );
+    wait_ready(&addr);
     let (code, _) = get(&addr, "/metrics/celery").unwrap();
     assert_eq!(code, 404, "no broker keys yet: not detected");
 
