@@ -261,18 +261,6 @@ fn parse_value(v: &Value) -> f64 {
     appliance::promql::testlang::parse_number(v.as_str().unwrap()).unwrap()
 }
 
-fn enc(q: &str) -> String {
-    q.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 fn labels_of(m: &Value) -> String {
     m.to_string()
 }

@@ -41,6 +41,37 @@ fn normalize(series: &Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// Debian's Prometheus (with `prom_args`) and the appliance, both on `scrape` (the appliance
+/// with `appliance_extra` appended), in `dir`, both ready; (prometheus, its address,
+/// appliance, its address).
+fn side_by_side(
+    dir: &std::path::Path,
+    scrape: &str,
+    appliance_extra: &str,
+    prom_args: &[&str],
+) -> (Proc, String, Proc, String) {
+    std::fs::write(dir.join("prometheus.yml"), scrape).unwrap();
+    std::fs::write(
+        dir.join("appliance.yml"),
+        format!("{scrape}{appliance_extra}"),
+    )
+    .unwrap();
+    let paddr = format!("127.0.0.1:{}", free_port());
+    let p = prometheus_with_args(
+        &dir.join("prometheus.yml"),
+        &dir.join("prom"),
+        &paddr,
+        prom_args,
+    );
+    let aaddr = format!("127.0.0.1:{}", free_port());
+    let a = appliance(dir, Some(&dir.join("appliance.yml")), &aaddr);
+    wait_ready(&aaddr);
+    wait_for(30, "prometheus ready", || {
+        get(&paddr, "/-/ready").filter(|(s, _)| *s == 200)
+    });
+    (p, paddr, a, aaddr)
+}
+
 #[test]
 fn same_answers_as_prometheus_for_node_exporter() {
     if !prometheus_installed() {
@@ -79,24 +110,12 @@ fn same_answers_as_prometheus_for_node_exporter() {
     ] {
         scrape.push_str(&format!("  - job_name: {job}\n    metrics_path: {path}\n{extra}    static_configs:\n      - targets: ['{pages}']\n"));
     }
-    std::fs::write(dir.path().join("prometheus.yml"), &scrape).unwrap();
-    std::fs::write(
-        dir.path().join("appliance.yml"),
-        format!("{scrape}collectors:\n  appliance:\n    enabled: false\n  containers:\n    enabled: false\n  postgres:\n    enabled: false\n  redis:\n    enabled: false\n"),
-    )
-    .unwrap();
-    let paddr = format!("127.0.0.1:{}", free_port());
-    let _p = prometheus(
-        &dir.path().join("prometheus.yml"),
-        &dir.path().join("prom"),
-        &paddr,
+    let (_p, paddr, _a, aaddr) = side_by_side(
+        dir.path(),
+        &scrape,
+        "collectors:\n  appliance:\n    enabled: false\n  containers:\n    enabled: false\n  postgres:\n    enabled: false\n  redis:\n    enabled: false\n",
+        &[],
     );
-    let aaddr = format!("127.0.0.1:{}", free_port());
-    let _a = appliance(dir.path(), Some(&dir.path().join("appliance.yml")), &aaddr);
-    wait_ready(&aaddr);
-    wait_for(30, "prometheus ready", || {
-        get(&paddr, "/-/ready").filter(|(s, _)| *s == 200)
-    });
     for addr in [&paddr, &aaddr] {
         wait_for(15, "every target scraped", || {
             let v = get_json(addr, "/api/v1/targets");
@@ -191,17 +210,7 @@ fn same_answers_as_prometheus_for_node_exporter() {
         "absent(nope{job=\"x\"})",
         "vector(1) + on() group_left count(up)",
     ] {
-        let enc: String = q
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        let path = format!("/api/v1/query?time={now}&query={enc}");
+        let path = format!("/api/v1/query?time={now}&query={}", enc(q));
         let p = get_json(&paddr, &path);
         let a = get_json(&aaddr, &path);
         assert_eq!(a["status"], "success", "{q}: {a}");
@@ -254,19 +263,6 @@ fn same_answers_as_prometheus_for_node_exporter() {
     }
 }
 
-/// Percent-encodes a query parameter.
-fn enc(q: &str) -> String {
-    q.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// A `/federate` body with each sample's timestamp checked (recent) and cut off (each side
 /// scraped at its own moment), lines sorted (Prometheus sorts by name only, unstably).
 fn federated(body: &str, now_ms: i64) -> Vec<String> {
@@ -316,25 +312,12 @@ fn metadata_exemplars_and_federation_as_prometheus_answers() {
     let scrape = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  external_labels: {{region: eu, job: not-used}}\nscrape_configs:\n  - job_name: fed\n    static_configs:\n      - targets: ['{target}']\n"
     );
-    std::fs::write(dir.path().join("prometheus.yml"), &scrape).unwrap();
-    std::fs::write(
-        dir.path().join("appliance.yml"),
-        format!("{scrape}collectors: {{appliance: {{enabled: false}}, node: {{enabled: false}}, containers: {{enabled: false}}, postgres: {{enabled: false}}, redis: {{enabled: false}}, celery: {{enabled: false}}}}\n"),
-    )
-    .unwrap();
-    let paddr = format!("127.0.0.1:{}", free_port());
-    let _p = prometheus_with_args(
-        &dir.path().join("prometheus.yml"),
-        &dir.path().join("prom"),
-        &paddr,
+    let (_p, paddr, _a, aaddr) = side_by_side(
+        dir.path(),
+        &scrape,
+        "collectors: {appliance: {enabled: false}, node: {enabled: false}, containers: {enabled: false}, postgres: {enabled: false}, redis: {enabled: false}, celery: {enabled: false}}\n",
         &["--enable-feature=exemplar-storage"],
     );
-    let aaddr = format!("127.0.0.1:{}", free_port());
-    let _a = appliance(dir.path(), Some(&dir.path().join("appliance.yml")), &aaddr);
-    wait_ready(&aaddr);
-    wait_for(30, "prometheus ready", || {
-        get(&paddr, "/-/ready").filter(|(s, _)| *s == 200)
-    });
     for addr in [&paddr, &aaddr] {
         wait_for(30, "the target scraped twice", || {
             (query_value(addr, "count_over_time(temp{room=\"n\"}[1m])")? >= 2.0).then_some(())

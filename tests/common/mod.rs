@@ -1033,3 +1033,16 @@ impl Drop for CeleryWorker {
         self.kill();
     }
 }
+
+/// Percent-encodes a query parameter (every byte but ASCII letters and digits).
+pub fn enc(q: &str) -> String {
+    q.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

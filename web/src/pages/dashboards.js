@@ -329,9 +329,10 @@ export function emptyQueries(res) {
 function NoData({ s }) {
   const range = promDuration(Math.max(60, (s.to || 0) - (s.from || 0)));
   const empty = emptyQueries(s.res);
-  return html`<div class="no-data"><div>No data</div>${empty.map((q) => html`<div class="no-data-query">
-    <code title=${q.expr}>${q.refId ? `${q.refId}: ` : ''}${q.expr}</code> returned no series ·
-    <a href=${`#/explore?expr=${encodeURIComponent(q.expr)}&range=${range}`}>Open in Explore</a></div>`)}</div>`;
+  // The link first: in a narrow panel the long query is what gets cut.
+  return html`<div class="no-data"><div>No data</div>${empty.map((q) => html`<div class="no-data-query" title=${q.expr}>
+    <a href=${`#/explore?expr=${encodeURIComponent(q.expr)}&range=${range}`}>Open${q.refId ? ` ${q.refId}` : ''} in Explore</a>:
+    <code>${q.expr}</code> returned no series</div>`)}</div>`;
 }
 
 function Loading({ s }) {
