@@ -127,6 +127,19 @@ fn bench(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    // A subquery inside a range query: its inner steps are shared between outer steps.
+    g.bench_function("max_over_time_subquery_30m_1m_step_1m", |b| {
+        b.iter(|| {
+            engine
+                .range(
+                    "max_over_time(sum by (mode) (rate(node_cpu_seconds_total[2m]))[30m:1m])",
+                    600_000,
+                    DAY_MS - 60_000,
+                    60_000,
+                )
+                .unwrap()
+        })
+    });
     g.bench_function("histogram_quantile_step_1m", |b| {
         b.iter(|| {
             engine

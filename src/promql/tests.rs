@@ -201,3 +201,63 @@ fn queries_beyond_max_concurrency_wait_then_time_out() {
     drop(slot);
     assert!(e.instant("m", 100_000).is_ok());
 }
+
+#[test]
+fn a_range_query_with_subqueries_answers_as_one_instant_query_per_step() {
+    // Inner results are shared between outer steps (each inner step evaluated once per
+    // query); every step must still equal a fresh instant query at that time.
+    let pts = |k: f64| -> Vec<(i64, f64)> {
+        (0..=400)
+            .map(|i| (i * 15_000, (i as f64 * k).floor() + (i % 7) as f64))
+            .collect()
+    };
+    let (a, b) = (pts(1.5), pts(0.25));
+    let e = engine(&[
+        ("c_total", &[("job", "a"), ("code", "200")], &a),
+        ("c_total", &[("job", "a"), ("code", "500")], &b),
+        ("c_total", &[("job", "b"), ("code", "200")], &b),
+    ]);
+    for q in [
+        "max_over_time(sum by (code) (rate(c_total[2m]))[30m:1m])",
+        "avg_over_time(rate(c_total[1m])[10m:45s])",
+        "max_over_time(min_over_time(c_total[5m:30s])[20m:2m])",
+        "count_over_time(c_total[7m:1m] offset 3m)",
+        "sum_over_time(c_total[10m:1m] @ 3000)",
+        "rate(c_total[5m:20s])",
+    ] {
+        let (start, end, step) = (1_800_000, 5_400_000, 60_000);
+        let r = e.range(q, start, end, step).unwrap();
+        let Value::Matrix(m) = r.value else {
+            panic!("{q}")
+        };
+        let mut t = start;
+        while t <= end {
+            let Value::Vector(v) = e.instant(q, t).unwrap().value else {
+                panic!("{q}")
+            };
+            for s in &v {
+                let series = m
+                    .iter()
+                    .find(|x| x.metric == s.metric)
+                    .unwrap_or_else(|| panic!("{q} @ {t}: {} missing", s.metric));
+                let got = series
+                    .points
+                    .iter()
+                    .find(|p| p.0 == t)
+                    .unwrap_or_else(|| panic!("{q} @ {t}: no point"));
+                assert!(
+                    got.1 == s.f || (got.1.is_nan() && s.f.is_nan()),
+                    "{q} @ {t}: range {} instant {}",
+                    got.1,
+                    s.f
+                );
+            }
+            let in_range = m
+                .iter()
+                .filter(|x| x.points.iter().any(|p| p.0 == t))
+                .count();
+            assert_eq!(in_range, v.len(), "{q} @ {t}");
+            t += step;
+        }
+    }
+}
