@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Range-query speed, side by side: the same 1,000 series x 24 h at 15 s go into Debian's
-# Prometheus (blocks built by promtool) and into the appliance's engine; both run the same two
-# range queries over the whole day at a 1 m step. Prints Prometheus's median time next to
+# Prometheus (blocks built by promtool) and into the appliance's engine; both run the same three
+# range queries (a rate sum, a histogram_quantile, a subquery) over the whole day at a 1 m step. Prints Prometheus's median time next to
 # criterion's figures for ours. Everything stays on 127.0.0.1.
 #
 #   bash benches/compare_promql.sh
@@ -42,7 +42,8 @@ printf 'storage:\n  retention:\n    time: 100y\ncollectors:\n  appliance:\n    e
 for _ in $(seq 1 600); do curl -sf 127.0.0.1:19081/-/ready >/dev/null && break; sleep 0.1; done
 q1='sum by (mode) (rate(node_cpu_seconds_total[5m]))'
 q2='histogram_quantile(0.9, sum by (job, le) (rate(request_seconds_bucket[5m])))'
-for q in "$q1" "$q2"; do
+q3='max_over_time(sum by (mode) (rate(node_cpu_seconds_total[2m]))[30m:1m])'
+for q in "$q1" "$q2" "$q3"; do
   for target in prometheus:19091 appliance:19081; do
     port=${target#*:}
     curl -sf -G 127.0.0.1:$port/api/v1/query_range --data-urlencode "query=$q" -d start=600 -d end=$(( day / 1000 - 60 )) -d step=60 >/dev/null
