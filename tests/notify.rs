@@ -731,14 +731,7 @@ fn an_alert_that_failed_before_a_restart_is_sent_after_it() {
     let (hook, got, answer) = switchable_recorder(500);
     let cfg = always_firing(dir.path(), &hook, "1h");
     let (mut app, addr) = appliance_with_config(dir.path(), &cfg);
-    wait_for(30, "the failure in the history", || {
-        let v = get_json(&addr, "/api/v1/notifications");
-        v["data"]
-            .as_array()?
-            .iter()
-            .any(|e| e["success"] == false)
-            .then_some(())
-    });
+    wait_failed_delivery(&addr, 30);
     std::process::Command::new("kill")
         .args(["-TERM", &app.pid().to_string()])
         .status()

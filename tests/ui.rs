@@ -229,14 +229,7 @@ fn every_page_works_in_chromium() {
     wait_ready(&addr);
     wait_until_scraped(&addr, "");
     // The receiver's webhook has nobody listening: its failure is on the Overview.
-    wait_for(60, "the failed delivery", || {
-        let v = get_json(&addr, "/api/v1/notifications");
-        v["data"]
-            .as_array()?
-            .iter()
-            .any(|e| e["success"] == false)
-            .then_some(())
-    });
+    wait_failed_delivery(&addr, 60);
     let report = run_browser(&format!("http://{addr}/"), "root");
     check_report(&report);
     assert_eq!(report["overviewFailingReceivers"], 1, "{report}");

@@ -152,7 +152,12 @@ impl PageBuilder {
                 } else {
                     let ls: Vec<String> = labels
                         .iter()
-                        .map(|(k, v)| format!("{k}=\"{}\"", escape_value(v)))
+                        .map(|(k, v)| {
+                            format!(
+                                "{k}=\"{}\"",
+                                crate::model::exposition::escape_label_value(v)
+                            )
+                        })
                         .collect();
                     let _ = writeln!(s, "{}{suffix}{{{}}} {}", f.name, ls.join(","), num(v));
                 }
@@ -164,12 +169,6 @@ impl PageBuilder {
 
 fn escape_help(s: &str) -> String {
     s.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-fn escape_value(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Go's `strconv.FormatFloat(v, 'g', -1, 64)`, as client_golang prints values.

@@ -819,7 +819,7 @@ pub(super) async fn federate(State(st): State<AppState>, RawQuery(q): RawQuery) 
     let maxt = now_ms();
     let mint = maxt - st.deps.status.lookback_ms();
     let querier = st.deps.querier.clone();
-    let series = tokio::task::spawn_blocking(move || {
+    let series = match tokio::task::spawn_blocking(move || {
         let mut latest: std::collections::BTreeMap<Labels, (i64, f64)> = Default::default();
         for m in &sets {
             for s in querier.select(m, mint, maxt) {
@@ -831,7 +831,17 @@ pub(super) async fn federate(State(st): State<AppState>, RawQuery(q): RawQuery) 
         latest
     })
     .await
-    .unwrap_or_default();
+    {
+        Ok(s) => s,
+        // An empty 200 would read as "no series" to the federating Prometheus.
+        Err(e) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("federation failed: {e}\n"),
+            )
+                .into_response()
+        }
+    };
     let mut ext = st.deps.status.external_labels();
     ext.entry("instance".to_string()).or_default();
     // By name, then labels: the map is sorted by the whole label set, whose first label
@@ -867,7 +877,11 @@ pub(super) async fn federate(State(st): State<AppState>, RawQuery(q): RawQuery) 
                 if i > 0 {
                     out.push(',');
                 }
-                let _ = write!(out, "{k}=\"{}\"", escape_label_value(val));
+                let _ = write!(
+                    out,
+                    "{k}=\"{}\"",
+                    crate::model::exposition::escape_label_value(val)
+                );
             }
             out.push('}');
         }
@@ -881,13 +895,6 @@ pub(super) async fn federate(State(st): State<AppState>, RawQuery(q): RawQuery) 
         out,
     )
         .into_response()
-}
-
-/// A label value escaped for the text format (backslash, quote, newline).
-fn escape_label_value(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Where other agents push (Prometheus's receiver path).

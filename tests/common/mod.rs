@@ -1046,3 +1046,15 @@ pub fn enc(q: &str) -> String {
         })
         .collect()
 }
+
+/// Waits up to `secs` for a failed delivery in `/api/v1/notifications`.
+pub fn wait_failed_delivery(addr: &str, secs: u64) {
+    wait_for(secs, "a failed delivery in the history", || {
+        let v = get_json(addr, "/api/v1/notifications");
+        v["data"]
+            .as_array()?
+            .iter()
+            .any(|e| e["success"] == false)
+            .then_some(())
+    });
+}

@@ -145,6 +145,14 @@ pub fn parse_all(input: &[u8], format: Format) -> Result<Vec<Entry<'_>>, ParseEr
     Parser::new(input, format, ParserOptions::default()).collect()
 }
 
+/// A label value escaped for the text format: backslash, double quote and newline, as
+/// client_golang writes them.
+pub fn escape_label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// Formats a float as Prometheus's `formatOpenMetricsFloat` (`1.0`, `+Inf`, `1e-05`), used to
 /// normalise `le` and `quantile` label values.
 pub fn format_openmetrics_float(f: f64) -> String {
