@@ -16,7 +16,7 @@ flags=("$@")
 shared=../shared/testdata
 seeds=fuzz/seeds
 rm -rf "$seeds"
-mkdir -p "$seeds"/{exposition,promql,config,rule_file,template,alertmanager_api,secret_url,remote_write,grafana_dashboard}
+mkdir -p "$seeds"/{exposition,promql,config,rule_file,template,alertmanager_api,secret_url,remote_write,grafana_dashboard,wal_record}
 n=0
 seed() { n=$((n + 1)); cp "$2" "$seeds/$1/s$n" 2>/dev/null || true; }
 text() { n=$((n + 1)); printf '%s' "$2" > "$seeds/$1/t$n"; }
@@ -40,12 +40,16 @@ text template '{{ with $x := 1.5e9 }}{{ humanizeDuration $x }}{{ humanize1024 $x
 # Remote write: a selector byte (even 1.0, odd 2.0), then a WriteRequest with one series.
 printf '\x00\x0a\x15\x0a\x06\x0a\x01a\x12\x01b\x12\x0b\x09\x00\x00\x00\x00\x00\x00\xf0\x3f\x10\x02' > "$seeds/remote_write/w1"
 printf '\x01\x22\x00\x22\x08__name__\x22\x02up\x2a\x0e\x0a\x02\x01\x02\x12\x08\x09\x00\x00\x00\x00\x00\x00\xf0\x3f' > "$seeds/remote_write/w2"
+# WAL records: a kind byte, then the payload (compact kinds are snappy's raw format: the length,
+# then one literal). A samples record (one integral sample) and a series record (`{__name__="up"}`).
+printf '\x06\x05\x10\x01\x00\x01\x05\x04' > "$seeds/wal_record/r1"
+printf '\x05\x0f\x38\x01\x01\x01\x08__name__\x02up' > "$seeds/wal_record/r2"
 text alertmanager_api '[{"labels":{"alertname":"A","job":"x"},"annotations":{"s":"t"},"startsAt":"2026-01-01T00:00:00Z"}]'
 text alertmanager_api '{"matchers":[{"name":"alertname","value":"A.*","isRegex":true,"isEqual":true}],"startsAt":"2026-01-01T00:00:00Z","endsAt":"2099-01-01T00:00:00Z","createdBy":"a","comment":"b"}'
 text secret_url 'postgresql://app:pw@db:5432/app?sslmode=require&password=x'
 text secret_url "host=db user=app password='p w' dbname=x"
 text secret_url 'redis://:pw@cache:6379/0'
-for t in exposition promql config rule_file template alertmanager_api secret_url remote_write grafana_dashboard; do
+for t in exposition promql config rule_file template alertmanager_api secret_url remote_write grafana_dashboard wal_record; do
   mkdir -p "fuzz/corpus/$t"
   echo "fuzz: $t for ${secs}s"
   rm -rf "fuzz/artifacts/$t"

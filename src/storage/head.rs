@@ -401,50 +401,45 @@ impl Head {
         dir: &std::path::Path,
         opts: HeadOptions,
     ) -> Result<(Head, Option<String>), StorageError> {
-        let (wal, replay) =
-            super::wal::Wal::open(dir).map_err(|e| StorageError::Wal(e.to_string()))?;
-        let mut head = Head::new(opts);
-        {
+        let head = Head::new(opts);
+        let (wal, replay) = {
+            // Records are applied as they are read: replay holds one record at a time, not
+            // the log.
             let mut g = head.inner.write();
-            let mut batch = Vec::new();
-            for rec in replay.records {
-                match rec {
-                    super::wal::Record::Series { sref, labels } => {
-                        g.restore(SeriesRef(sref), labels)
-                    }
-                    super::wal::Record::Samples(s) => batch.extend(
+            let mut batch: Vec<(SeriesRef, i64, f64)> = Vec::new();
+            let min_valid = head.opts.min_valid_ms;
+            let r = super::wal::Wal::open(dir, &mut |rec| match rec {
+                super::wal::Record::Series { sref, labels } => g.restore(SeriesRef(sref), labels),
+                super::wal::Record::Samples(s) => {
+                    batch.clear();
+                    batch.extend(
                         s.into_iter()
                             // Older samples are already in blocks.
-                            .filter(|(_, t, _)| *t >= head.opts.min_valid_ms)
+                            .filter(|(_, t, _)| *t >= min_valid)
                             .map(|(r, t, v)| (SeriesRef(r), t, v)),
-                    ),
-                    super::wal::Record::Histograms(hs) => {
-                        g.rebuild_free_list();
-                        head.commit_locked(&mut g, &batch, 0);
-                        batch.clear();
-                        let hs: Vec<(SeriesRef, i64, HistogramRef)> = hs
-                            .into_iter()
-                            .filter(|(_, t, _)| *t >= head.opts.min_valid_ms)
-                            .map(|(r, t, h)| (SeriesRef(r), t, h))
-                            .collect();
-                        head.commit_histograms_locked(&mut g, &hs);
-                    }
-                    super::wal::Record::Delete(d) => {
-                        g.rebuild_free_list();
-                        head.commit_locked(&mut g, &batch, 0);
-                        batch.clear();
-                        for (r, a, b) in d {
-                            if let Some(id) = g.resolve(SeriesRef(r)) {
-                                g.delete_range(id, a, b, head.opts.chunk_range_ms);
-                            }
+                    );
+                    head.commit_locked(&mut g, &batch, 0);
+                }
+                super::wal::Record::Histograms(hs) => {
+                    let hs: Vec<(SeriesRef, i64, HistogramRef)> = hs
+                        .into_iter()
+                        .filter(|(_, t, _)| *t >= min_valid)
+                        .map(|(r, t, h)| (SeriesRef(r), t, h))
+                        .collect();
+                    head.commit_histograms_locked(&mut g, &hs);
+                }
+                super::wal::Record::Delete(d) => {
+                    for (r, a, b) in d {
+                        if let Some(id) = g.resolve(SeriesRef(r)) {
+                            g.delete_range(id, a, b, head.opts.chunk_range_ms);
                         }
                     }
                 }
-            }
+            });
             g.rebuild_free_list();
-            drop(g);
-            head.apply(&batch);
-        }
+            r.map_err(|e| StorageError::Wal(e.to_string()))?
+        };
+        let mut head = head;
         head.wal = Some(Arc::new(parking_lot::Mutex::new(wal)));
         let g = head.inner.read();
         head.metrics.series.set(g.live as i64);
@@ -768,11 +763,6 @@ impl Head {
             series_count_by_label_value_pair: top(by_pair),
             store: Default::default(),
         }
-    }
-
-    /// Applies replayed samples (nothing is logged).
-    fn apply(&self, batch: &[(SeriesRef, i64, f64)]) {
-        self.commit_locked(&mut self.inner.write(), batch, 0);
     }
 
     fn commit_batch(
