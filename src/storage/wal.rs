@@ -1035,21 +1035,18 @@ mod tests {
         ];
         // Refs with generations in the high bits, going up and down; times same and varied.
         let refs = [1u64, 2, 3, (7 << 32) | 3, 0, u64::MAX, 5];
-        let mut batches: Vec<Vec<(u64, i64, f64)>> = Vec::new();
-        batches.push(
+        let batches: Vec<Vec<(u64, i64, f64)>> = vec![
             values
                 .iter()
                 .enumerate()
                 .map(|(i, v)| (refs[i % refs.len()], 1_700_000_000_000, *v))
                 .collect(),
-        );
-        batches.push(
             values
                 .iter()
                 .enumerate()
                 .map(|(i, v)| (refs[i % refs.len()], [i64::MIN, -5, 0, i64::MAX][i % 4], *v))
                 .collect(),
-        );
+        ];
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut w, _, _) = open(dir.path());
