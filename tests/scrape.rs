@@ -426,3 +426,29 @@ async fn https_targets_with_ca_insecure_and_auth_from_files() {
     assert_eq!(ok.len(), 2);
     mgr.stop();
 }
+
+/// A reload that changes `metric_relabel_configs` applies to series already known: the scrape
+/// cache that outlives the reload is emptied when the settings its labels came from change
+/// (found in issue 19 while reworking the cache; before, the old relabelling lived on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_metric_relabelling_applies_to_known_series() {
+    let page = Arc::new(Mutex::new(text("# TYPE g gauge\ng{a=\"1\"} 1\n")));
+    let addr = serve(page.clone()).await;
+    let (head, mgr) = setup();
+    let cfg = |tier: &str| {
+        job(&format!("job_name: t\nscrape_interval: 200ms\nstatic_configs:\n  - targets: ['{addr}']\nmetric_relabel_configs:\n  - target_label: tier\n    replacement: {tier}\n"))
+    };
+    let with_tier = |tier: &'static str| {
+        let head = head.clone();
+        move || {
+            !head
+                .select(&[m("__name__", "g"), m("tier", tier)], i64::MIN, i64::MAX)
+                .is_empty()
+        }
+    };
+    mgr.apply(vec![cfg("gold")]).unwrap();
+    until(5, "g{tier=gold}", with_tier("gold")).await;
+    mgr.apply(vec![cfg("silver")]).unwrap();
+    until(5, "g{tier=silver} after the reload", with_tier("silver")).await;
+    mgr.stop();
+}

@@ -1,9 +1,37 @@
 //! The scrape body parser, both formats, with and without label limits: no input may panic,
-//! hang or allocate without bound.
+//! hang or allocate without bound; and deferred labels (what the scrape loop uses) give the
+//! same samples and the same first error as parsing every label block in place.
 #![no_main]
 
-use appliance::model::exposition::{Format, Parser, ParserOptions};
+use appliance::model::exposition::{Entry, Format, Parser, ParserOptions};
 use libfuzzer_sys::fuzz_target;
+
+type Flat = (String, Vec<(String, String)>, u64, Option<i64>);
+
+fn run(data: &[u8], format: Format, opts: ParserOptions) -> (Vec<Flat>, Option<String>) {
+    let mut p = Parser::new(data, format, opts);
+    let mut out = Vec::new();
+    while let Some(e) = p.next() {
+        let s = match e {
+            Ok(Entry::Sample(s)) => s,
+            Ok(_) => continue,
+            Err(e) => return (out, Some(e.to_string())),
+        };
+        match p.series_labels(&s) {
+            Ok((name, labels)) => out.push((
+                name.into_owned(),
+                labels
+                    .into_iter()
+                    .map(|(a, b)| (a.into_owned(), b.into_owned()))
+                    .collect(),
+                s.value.to_bits(),
+                s.timestamp_ms,
+            )),
+            Err(e) => return (out, Some(e.to_string())),
+        }
+    }
+    (out, None)
+}
 
 fuzz_target!(|data: &[u8]| {
     let limited = ParserOptions {
@@ -15,11 +43,16 @@ fuzz_target!(|data: &[u8]| {
     };
     for format in [Format::PrometheusText, Format::OpenMetrics] {
         for opts in [ParserOptions::default(), limited] {
-            for e in Parser::new(data, format, opts) {
-                if e.is_err() {
-                    break;
-                }
-            }
+            let full = run(data, format, opts);
+            let deferred = run(
+                data,
+                format,
+                ParserOptions {
+                    defer_labels: true,
+                    ..opts
+                },
+            );
+            assert_eq!(full, deferred, "deferred labels differ from parsing in place");
         }
         let _ = appliance::model::exposition::parse_all(data, format);
     }

@@ -42,10 +42,12 @@ struct CacheEntry {
     labels: Option<Labels>,
     /// Storage handle once appended.
     sref: Option<SeriesRef>,
-    /// Scrape number that last contained the series (committed or not).
-    pending: u64,
-    /// Scrape number of the last committed scrape that contained it (0 = none).
+    /// Scrape number that last contained the series (set as it is appended, so a failed
+    /// scrape puts back `prev_seen`).
     seen: u64,
+    /// `seen` and `tracked` before the scrape in progress touched the entry.
+    prev_seen: u64,
+    prev_tracked: bool,
     /// Whether staleness applies (no explicit timestamp, or `track_timestamps_staleness`).
     tracked: bool,
 }
@@ -81,37 +83,137 @@ impl Default for Status {
 }
 
 /// The series a target writes, for staleness and the scrape cache.
-#[derive(Default)]
 pub struct SeriesState {
-    cache: HashMap<Vec<u8>, CacheEntry>,
-    iter: u64,
-    /// The scrape number whose series are live (candidates for stale markers).
-    live_iter: u64,
+    /// Keyed by the series as the target wrote it; hashed with a per-process seed (the keys
+    /// come from targets) by xxh3, which costs a fraction of SipHash on 100-byte keys.
+    cache: HashMap<Vec<u8>, CacheEntry, xxhash_rust::xxh3::Xxh3Builder>,
+    counts: Counts,
+    /// The settings the cached labels were made with: a reload that changes them empties
+    /// the cache (as Prometheus's `reusableCache`), or old relabelling would live on.
+    made_with: Option<CacheKey>,
     /// Report series (`up`, `scrape_*`), stale-marked when the target goes away.
     report_series: Vec<(Labels, Option<SeriesRef>)>,
 }
 
+/// What a cache entry's labels depend on besides the series and the target.
+#[derive(PartialEq)]
+struct CacheKey {
+    relabel: Vec<relabel::RelabelConfig>,
+    flags: (bool, bool, bool),
+    limits: (Option<u64>, Option<u64>, Option<u64>),
+}
+
+impl CacheKey {
+    fn of(cfg: &super::config::ScrapeConfig) -> Self {
+        CacheKey {
+            relabel: cfg.metric_relabel_configs.clone(),
+            flags: (
+                cfg.honor_labels,
+                cfg.honor_timestamps,
+                cfg.track_timestamps_staleness,
+            ),
+            limits: (
+                cfg.label_limit,
+                cfg.label_name_length_limit,
+                cfg.label_value_length_limit,
+            ),
+        }
+    }
+}
+
+/// Scrape numbers and the counts that tell whether a scrape left any live series out.
+#[derive(Default)]
+struct Counts {
+    iter: u64,
+    /// The scrape number whose series are live (candidates for stale markers).
+    live_iter: u64,
+    /// How many series are live (tracked, with labels, seen in `live_iter`).
+    live_count: u64,
+    /// Of the scrape in progress: live series it wrote again, and tracked series it wrote.
+    carried: u64,
+    written: u64,
+}
+
+impl Counts {
+    /// Starts scrape number `iter`.
+    fn begin(&mut self) -> u64 {
+        self.iter += 1;
+        self.carried = 0;
+        self.written = 0;
+        self.iter
+    }
+
+    /// Records that the scrape in progress wrote the series of `e`.
+    fn touch(&mut self, e: &mut CacheEntry, tracked: bool) {
+        if e.seen == self.iter {
+            // Written twice in one scrape: only its last state counts.
+            self.written = self.written + u64::from(tracked) - u64::from(e.tracked);
+            e.tracked = tracked;
+            return;
+        }
+        if self.live_iter != 0 && e.seen == self.live_iter && e.tracked {
+            self.carried += 1;
+        }
+        (e.prev_seen, e.prev_tracked) = (e.seen, e.tracked);
+        e.seen = self.iter;
+        e.tracked = tracked;
+        self.written += u64::from(tracked);
+    }
+}
+
+/// A random seed per process for the scrape caches' hash.
+fn cache_hasher() -> xxhash_rust::xxh3::Xxh3Builder {
+    use std::hash::BuildHasher;
+    let seed = std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64);
+    xxhash_rust::xxh3::Xxh3Builder::new().with_seed(seed)
+}
+
+impl Default for SeriesState {
+    fn default() -> Self {
+        SeriesState {
+            cache: HashMap::with_hasher(cache_hasher()),
+            counts: Counts::default(),
+            made_with: None,
+            report_series: Vec::new(),
+        }
+    }
+}
+
 impl SeriesState {
-    /// Appends stale markers at `t` for live series not written by scrape `now_iter` (all of
-    /// them when `now_iter` is 0), then makes `now_iter` the live scrape.
-    fn mark_vanished(&mut self, app: &mut dyn Appender, t: i64, now_iter: u64) {
-        let live = self.live_iter;
+    /// Takes back what the failed scrape in progress recorded.
+    fn revert(&mut self) {
+        let iter = self.counts.iter;
         for e in self.cache.values_mut() {
-            if now_iter != 0 && e.pending == now_iter {
-                e.seen = now_iter;
-                continue;
+            if e.seen == iter {
+                (e.seen, e.tracked) = (e.prev_seen, e.prev_tracked);
             }
-            if live != 0 && e.seen == live && e.tracked {
-                if let Some(l) = &e.labels {
-                    append_any(app, l, &mut e.sref, t, stale_nan());
+        }
+    }
+
+    /// Appends stale markers at `t` for live series not written by scrape `now_iter` (all of
+    /// them when `now_iter` is 0), then makes `now_iter` the live scrape. When the scrape
+    /// wrote every live series again (the usual case) nothing is scanned.
+    fn mark_vanished(&mut self, app: &mut dyn Appender, t: i64, now_iter: u64) {
+        let c = &mut self.counts;
+        let live = c.live_iter;
+        let all_carried = now_iter != 0 && c.carried == c.live_count;
+        if live != 0 && !all_carried {
+            for e in self.cache.values_mut() {
+                if e.seen == live && e.tracked {
+                    if let Some(l) = &e.labels {
+                        append_any(app, l, &mut e.sref, t, stale_nan());
+                    }
                 }
             }
-            e.seen = 0;
         }
-        self.live_iter = now_iter;
-        // Bound the cache: forget series the target has not written for a while.
-        let keep_after = self.iter.saturating_sub(10);
-        self.cache.retain(|_, e| e.pending > keep_after);
+        c.live_iter = now_iter;
+        c.live_count = if now_iter != 0 { c.written } else { 0 };
+        // Bound the cache: forget series the target has not written for a while (checked
+        // every few scrapes; a scan per scrape costs as much as the appends).
+        if c.iter.is_multiple_of(8) {
+            let keep_after = c.iter.saturating_sub(10);
+            self.cache.retain(|_, e| e.seen > keep_after);
+        }
     }
 }
 
@@ -499,16 +601,21 @@ fn sample_labels(
 }
 
 /// Builds, relabels and checks the final labels of a series seen for the first time.
-fn new_entry(ctx: &LoopCtx, s: &crate::model::exposition::Sample<'_>) -> Result<CacheEntry, Fail> {
+fn new_entry(
+    ctx: &LoopCtx,
+    name: &str,
+    pairs: &[(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)],
+) -> Result<CacheEntry, Fail> {
     let cfg = &ctx.job.config;
     let mut entry = CacheEntry {
         labels: None,
         sref: None,
-        pending: 0,
         seen: 0,
+        prev_seen: 0,
+        prev_tracked: false,
         tracked: false,
     };
-    let mut lb = sample_labels(&ctx.target.labels, &s.name, &s.labels, cfg.honor_labels);
+    let mut lb = sample_labels(&ctx.target.labels, name, pairs, cfg.honor_labels);
     if !cfg.metric_relabel_configs.is_empty()
         && !relabel::process(&cfg.metric_relabel_configs, &mut lb)
     {
@@ -567,7 +674,6 @@ fn append_body(
 ) -> (Appended, Option<Fail>) {
     let cfg = &ctx.job.config;
     let sample_limit = cfg.sample_limit.unwrap_or(0);
-    let iter = st.iter;
     let mut over_limit = false;
     let mut out = Appended {
         scraped: 0,
@@ -603,13 +709,20 @@ fn append_body(
             } else {
                 ctx.target.labels.len() as u64
             },
+            defer_labels: true,
             ..ParserOptions::default()
         }
     } else {
-        ParserOptions::default()
+        ParserOptions {
+            defer_labels: true,
+            ..ParserOptions::default()
+        }
     };
-    for (n, e) in Parser::new(body, format, opts).enumerate() {
-        if n % 256 == 0 && Instant::now() > deadline {
+    let mut parser = Parser::new(body, format, opts);
+    let mut n = 0usize;
+    while let Some(e) = parser.next() {
+        n += 1;
+        if n.is_multiple_of(256) && Instant::now() > deadline {
             return (out, Some(Fail::Timeout(timeout_message(ctx))));
         }
         let e = match e {
@@ -635,23 +748,24 @@ fn append_body(
             Entry::Sample(s) => s,
         };
         out.scraped += 1;
-        if !st.cache.contains_key(s.series) {
-            let entry = match new_entry(ctx, &s) {
-                Ok(e) => e,
-                Err(f) => return (out, Some(f)),
-            };
-            st.cache.insert(s.series.to_vec(), entry);
-        }
-        let Some(CacheEntry {
-            labels: Some(labels),
-            sref,
-            pending,
-            tracked,
-            ..
-        }) = st.cache.get_mut(s.series)
-        else {
-            continue;
+        // One lookup on the usual path (a known series).
+        let e = match st.cache.get_mut(s.series) {
+            Some(e) => e,
+            None => {
+                // A series not seen before: now its labels are parsed (and checked).
+                let (name, labels) = match parser.series_labels(&s) {
+                    Ok(x) => x,
+                    Err(e) => return (out, Some(Fail::Parse(e.to_string()))),
+                };
+                match new_entry(ctx, &name, &labels) {
+                    Ok(e) => st.cache.entry(s.series.to_vec()).or_insert(e),
+                    Err(f) => return (out, Some(f)),
+                }
+            }
         };
+        if e.labels.is_none() {
+            continue;
+        }
         out.post_relabel += 1;
         // Like Prometheus, keep counting past the sample limit so the report shows how many
         // samples the target really has; nothing of this scrape is stored.
@@ -665,9 +779,13 @@ fn append_body(
             Some(ts) if cfg.honor_timestamps => ts,
             _ => t,
         };
-        *pending = iter;
-        *tracked = ts == t || cfg.track_timestamps_staleness;
-        append_any(app, labels, sref, ts, s.value);
+        st.counts
+            .touch(e, ts == t || cfg.track_timestamps_staleness);
+        let Some(labels) = &e.labels else {
+            continue;
+        };
+        append_any(app, labels, &mut e.sref, ts, s.value);
+        let sref = e.sref;
         // As Prometheus: the exemplar of a stored sample, at the sample's time when it has
         // none of its own.
         if let (Some(e), Some(_)) = (&s.exemplar, sref) {
@@ -718,8 +836,16 @@ fn process(
     deadline: Instant,
 ) {
     let mut st = ctx.state.series.lock();
-    st.iter += 1;
-    let iter = st.iter;
+    let key = CacheKey::of(&ctx.job.config);
+    if st.made_with.as_ref() != Some(&key) {
+        if st.made_with.is_some() {
+            // Series the new settings no longer write go stale by lookback, as in Prometheus.
+            st.cache.clear();
+            st.counts.live_iter = 0;
+        }
+        st.made_with = Some(key);
+    }
+    let iter = st.counts.begin();
     let mut app = ctx.storage.appender();
     let (result, counts) = match fetched {
         Ok((body, format)) => {
@@ -737,6 +863,7 @@ fn process(
             // Nothing of a failed scrape is kept; like Prometheus, it counts as an empty one
             // so every series of the previous scrape is marked stale.
             app.rollback();
+            st.revert();
             app = ctx.storage.appender();
             match e {
                 Fail::SampleLimit => ctx.metrics.sample_limit.inc(),
@@ -832,5 +959,84 @@ mod tests {
         let l = sample_labels(&target, "m", &labels, true).labels();
         assert_eq!(l.get("job"), Some("mine"));
         assert_eq!(l.get("instance"), Some("i"));
+    }
+
+    /// One scrape of `keys` at `t` as `append_body` records it, then its staleness; `fail`
+    /// makes it a failed scrape after the writes.
+    fn scrape(
+        st: &mut SeriesState,
+        head: &crate::storage::Head,
+        keys: &[&str],
+        t: i64,
+        fail: bool,
+    ) {
+        let iter = st.counts.begin();
+        let mut app = head.appender();
+        for k in keys {
+            let e = st.cache.entry(k.as_bytes().to_vec()).or_insert(CacheEntry {
+                labels: Some(Labels::from_pairs([("__name__", *k)])),
+                sref: None,
+                seen: 0,
+                prev_seen: 0,
+                prev_tracked: false,
+                tracked: false,
+            });
+            st.counts.touch(e, true);
+            let l = e.labels.clone().unwrap();
+            append_any(&mut *app, &l, &mut e.sref, t, 1.0);
+        }
+        if fail {
+            app.rollback();
+            st.revert();
+            app = head.appender();
+        }
+        st.mark_vanished(&mut *app, t, if fail { 0 } else { iter });
+        app.commit().unwrap();
+    }
+
+    /// The series whose newest sample is a stale marker.
+    fn stale(head: &crate::storage::Head) -> Vec<String> {
+        use crate::storage::Querier;
+        let m = crate::model::Matcher::new(crate::model::MatchOp::Regex, "__name__", ".+").unwrap();
+        let mut v: Vec<String> = head
+            .select(&[m], i64::MIN, i64::MAX)
+            .into_iter()
+            .filter(|s| {
+                s.samples
+                    .last()
+                    .is_some_and(|x| crate::model::is_stale_nan(x.1))
+            })
+            .map(|s| s.labels.metric_name().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Staleness skips its scan when a scrape wrote every live series again, and still marks
+    /// exactly the vanished series otherwise (issue 19: the scan per scrape cost as much as
+    /// the appends).
+    #[test]
+    fn vanished_series_are_marked_with_and_without_the_scan() {
+        let head = crate::storage::Head::new(Default::default());
+        let mut st = SeriesState::default();
+        scrape(&mut st, &head, &["a", "b"], 1000, false);
+        assert!(stale(&head).is_empty());
+        scrape(&mut st, &head, &["a", "b"], 2000, false);
+        assert!(stale(&head).is_empty());
+        // b vanishes: the counts differ, the scan runs.
+        scrape(&mut st, &head, &["a"], 3000, false);
+        assert_eq!(stale(&head), ["b"]);
+        // b is back and c is new: no live series is missing, nothing is stale.
+        scrape(&mut st, &head, &["a", "b", "c"], 4000, false);
+        assert!(stale(&head).is_empty());
+        // A duplicate of a counts once, a new d not at all: c is found missing.
+        scrape(&mut st, &head, &["a", "a", "b", "d"], 5000, false);
+        assert_eq!(stale(&head), ["c"]);
+        // A scrape that fails after writing a: every live series goes stale, a included.
+        scrape(&mut st, &head, &["a"], 6000, true);
+        assert_eq!(stale(&head), ["a", "b", "c", "d"]);
+        // After the failure nothing is live, so the next scrape marks nothing.
+        scrape(&mut st, &head, &["a"], 7000, false);
+        assert_eq!(stale(&head), ["b", "c", "d"]);
     }
 }

@@ -496,7 +496,9 @@ pub fn decode_into(
 
 fn decompress<'a>(payload: &[u8], scratch: &'a mut Vec<u8>) -> Option<&'a [u8]> {
     let n = snap::raw::decompress_len(payload).ok()?;
-    if n > MAX_RECORD {
+    // Snappy expands at most 64 bytes per 3-byte copy: a claim beyond that is damage, refused
+    // before it costs a large allocation.
+    if n > MAX_RECORD || n > payload.len().saturating_mul(22) + 64 {
         return None;
     }
     scratch.resize(n, 0);

@@ -90,8 +90,11 @@ pub struct Sample<'a> {
     pub series: &'a [u8],
     /// Metric name (the series name, e.g. `x_bucket`).
     pub name: Cow<'a, str>,
-    /// Labels in written order, without the name.
+    /// Labels in written order, without the name; empty when `labels_deferred`.
     pub labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// The labels were left unparsed ([`ParserOptions::defer_labels`]): the parser's
+    /// [`Parser::series_labels`] gives them.
+    pub labels_deferred: bool,
     /// Value.
     pub value: f64,
     /// Timestamp in milliseconds, if given.

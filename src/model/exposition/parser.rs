@@ -24,6 +24,10 @@ pub struct ParserOptions {
     pub label_name_length_limit: u64,
     /// Longest label value (0 = no limit).
     pub label_value_length_limit: u64,
+    /// Leave a sample's label block unparsed (`Sample::labels_deferred`): only its end is
+    /// found. A scraper whose cache knows the series bytes needs no labels; for a new series
+    /// it asks [`Parser::series_labels`], which parses and checks them in full.
+    pub defer_labels: bool,
 }
 
 /// Most labels one sample may have, whatever the scrape config says: no real series comes
@@ -106,7 +110,7 @@ impl<'a> Parser<'a> {
             self.pos += end + 1;
             self.line += 1;
             let entry = match self.format {
-                Format::PrometheusText => self.text_line(line)?,
+                Format::PrometheusText => self.line_or_full_error(line, Self::text_line)?,
                 Format::OpenMetrics => {
                     if line == b"# EOF" {
                         self.done = true;
@@ -116,7 +120,7 @@ impl<'a> Parser<'a> {
                         }
                         return Ok(None);
                     }
-                    self.om_line(line)?
+                    self.line_or_full_error(line, Self::om_line)?
                 }
             };
             if let Some(e) = entry {
@@ -130,6 +134,25 @@ impl<'a> Parser<'a> {
                 }
                 return Ok(Some(e));
             }
+        }
+    }
+
+    /// Parses one line; when labels are deferred and the line is bad, parses it again in
+    /// full, so the error is the one the label block would have raised first.
+    fn line_or_full_error(
+        &mut self,
+        line: &'a [u8],
+        parse: fn(&Self, &'a [u8]) -> Result<Option<Entry<'a>>, ParseError>,
+    ) -> Result<Option<Entry<'a>>, ParseError> {
+        match parse(self, line) {
+            Err(_) if self.opts.defer_labels => {
+                self.opts.defer_labels = false;
+                let full = parse(self, line);
+                self.opts.defer_labels = true;
+                // A line the full parse accepts is accepted, with its labels parsed.
+                full
+            }
+            r => r,
         }
     }
 
@@ -210,9 +233,16 @@ impl<'a> Parser<'a> {
         let mut series_end = l.i;
         let mut spaced = l.skip_ws();
         let mut labels = Vec::new();
+        let mut labels_deferred = false;
         if l.peek() == Some(b'{') {
             l.i += 1;
-            labels = self.labels(&mut l, &mut name, false)?;
+            match self.deferred_end(&l, &name) {
+                Some(end) => {
+                    l.i = end;
+                    labels_deferred = true;
+                }
+                None => labels = self.labels(&mut l, &mut name, false)?,
+            }
             series_end = l.i;
             spaced = l.skip_ws();
         }
@@ -252,6 +282,7 @@ impl<'a> Parser<'a> {
             series: &raw[series_start..series_end],
             name,
             labels,
+            labels_deferred,
             value,
             timestamp_ms,
             timestamp_raw: timestamp_ms.map(|t| t as f64 / 1000.0),
@@ -331,9 +362,16 @@ impl<'a> Parser<'a> {
         } else {
             let mut name = self.opt_metric_name(&mut l)?;
             let mut labels = Vec::new();
+            let mut labels_deferred = false;
             if l.peek() == Some(b'{') {
                 l.i += 1;
-                labels = self.labels(&mut l, &mut name, true)?;
+                match self.deferred_end(&l, &name) {
+                    Some(end) => {
+                        l.i = end;
+                        labels_deferred = true;
+                    }
+                    None => labels = self.labels(&mut l, &mut name, true)?,
+                }
             }
             let series = &raw[..l.i];
             let Some(name) = name else {
@@ -373,6 +411,7 @@ impl<'a> Parser<'a> {
                 series,
                 name,
                 labels,
+                labels_deferred,
                 value,
                 timestamp_ms,
                 timestamp_raw,
@@ -422,6 +461,66 @@ impl<'a> Parser<'a> {
             return self.err(format!("invalid timestamp {}", bounded_bytes(tok)));
         }
         Ok(((f * 1000.0).round() as i64, f))
+    }
+
+    // ---- deferred labels ----
+
+    /// Where the label block that starts at `l` ends (after its `}`), when labels are
+    /// deferred and the block can be skipped: the name is written before the braces and a
+    /// closing brace outside quotes is on the line. Otherwise None, and the caller parses the
+    /// block in full (which reports whatever is wrong with it).
+    fn deferred_end(&self, l: &Line<'a>, name: &Option<Cow<'a, str>>) -> Option<usize> {
+        if !self.opts.defer_labels || name.is_none() {
+            return None;
+        }
+        let (mut quoted, mut escaped) = (false, false);
+        for (k, &c) in l.b[l.i..].iter().enumerate() {
+            if escaped {
+                escaped = false;
+            } else if quoted {
+                match c {
+                    b'\\' => escaped = true,
+                    b'"' => quoted = false,
+                    _ => {}
+                }
+            } else {
+                match c {
+                    b'"' => quoted = true,
+                    b'}' => return Some(l.i + k + 1),
+                    _ => {}
+                }
+            }
+        }
+        None
+    }
+
+    /// The name and labels of a sample whose labels were deferred, parsed and checked in full
+    /// as they would have been in place (errors name the sample's line). Call it before the
+    /// next entry is read: the family context (for `le` / `quantile` forms) is the sample's.
+    pub fn series_labels(
+        &self,
+        s: &Sample<'a>,
+    ) -> Result<(Cow<'a, str>, LabelPairs<'a>), ParseError> {
+        if !s.labels_deferred {
+            return Ok((s.name.clone(), s.labels.clone()));
+        }
+        let mut l = Line { b: s.series, i: 0 };
+        let mut name = self.opt_metric_name(&mut l)?;
+        if self.format == Format::PrometheusText {
+            l.skip_ws();
+        }
+        if !l.eat(b'{') {
+            return self.err("invalid label set");
+        }
+        let mut labels = self.labels(&mut l, &mut name, self.format == Format::OpenMetrics)?;
+        if !l.at_end() {
+            return self.err("invalid character after metric name or labels");
+        }
+        let Some(name) = name else {
+            return self.err("metric name not set");
+        };
+        self.normalize(&name, &mut labels);
+        Ok((name, labels))
     }
 
     // ---- shared pieces ----

@@ -439,3 +439,116 @@ fn out_of_range_values_and_name_labels_are_refused() {
         }
     }
 }
+
+/// Every sample as (name, labels, value, time), then the first error's line and text; with
+/// `defer`, labels come from `series_labels`, as the scrape loop asks for a new series.
+fn flat_run(body: &[u8], f: Format, opts: ParserOptions, defer: bool) -> (Vec<Flat>, String) {
+    let mut p = Parser::new(
+        body,
+        f,
+        ParserOptions {
+            defer_labels: defer,
+            ..opts
+        },
+    );
+    let mut out = Vec::new();
+    while let Some(e) = p.next() {
+        let s = match e {
+            Ok(Entry::Sample(s)) => s,
+            Ok(_) => continue,
+            Err(e) => return (out, e.to_string()),
+        };
+        assert!(defer || !s.labels_deferred);
+        let (name, labels) = match p.series_labels(&s) {
+            Ok(x) => x,
+            Err(e) => return (out, e.to_string()),
+        };
+        out.push((
+            name.to_string(),
+            labels
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            s.value,
+            s.timestamp_ms,
+        ));
+    }
+    (out, String::new())
+}
+
+/// Deferred labels (issue 19: the scrape loop parses a series' labels only when its cache
+/// does not know the series) give exactly the samples and the first error, at the same line,
+/// of parsing in full: on every conformance case, real capture and hostile line here.
+#[test]
+fn deferred_labels_parse_exactly_as_in_place() {
+    let mut bodies: Vec<(String, Vec<u8>, Format)> = Vec::new();
+    for line in [
+        "m{a=\"}\"} 1\n",
+        "m{a=\"\\\"}\\\\\"} 1\n",
+        "m {a=\"1\" , b = \"2\" ,} 1 1000\n",
+        "m{a=\"1\"}x 1\n",
+        "m{a=\"1\"} } 1\n",
+        "m{a=\"1\",a=\"2\"} 1\n",
+        "m{__name__=\"x\"} 1\n",
+        "m{a=\"1\" 1\n",
+        "m{a=1} 1\n",
+        "m{\"quoted.name\"=\"v\"} 1\n",
+        "{\"utf8.metric\",a=\"1\"} 1\n",
+        "m{a=\"\\xff\"} 1\n",
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\n",
+        "m{a=\"1\"} 1\nm{a=\"1\"} 2\nm{b=\"\"} 3\n",
+    ] {
+        bodies.push((
+            line.into(),
+            line.as_bytes().to_vec(),
+            Format::PrometheusText,
+        ));
+        let om = format!("{line}# EOF\n");
+        bodies.push((om.clone(), om.into_bytes(), Format::OpenMetrics));
+    }
+    if let Some(dir) = shared_testdata("exposition/openmetrics-conformance") {
+        for case in std::fs::read_dir(&dir).unwrap() {
+            let case = case.unwrap().path();
+            let meta: Case =
+                serde_json::from_slice(&std::fs::read(case.join("test.json")).unwrap()).unwrap();
+            let body = std::fs::read(case.join(&meta.file)).unwrap();
+            bodies.push((case.display().to_string(), body, Format::OpenMetrics));
+        }
+    }
+    if let Some(dir) = shared_testdata("exposition/prometheus-textparse") {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let body = std::fs::read(&p).unwrap();
+            for f in [Format::PrometheusText, Format::OpenMetrics] {
+                bodies.push((p.display().to_string(), body.clone(), f));
+            }
+        }
+    }
+    if let Some(dir) = shared_testdata("exporters") {
+        for e in ["node_exporter", "postgres_exporter", "redis_exporter"] {
+            let p = dir.join(format!("{e}.txt"));
+            bodies.push((e.into(), std::fs::read(p).unwrap(), Format::PrometheusText));
+        }
+    }
+    let limits = ParserOptions {
+        label_limit: 3,
+        label_name_length_limit: 8,
+        label_value_length_limit: 12,
+        ..ParserOptions::default()
+    };
+    let mut compared = 0;
+    for (what, body, f) in &bodies {
+        for opts in [ParserOptions::default(), limits] {
+            let full = flat_run(body, *f, opts, false);
+            let deferred = flat_run(body, *f, opts, true);
+            assert_eq!(full.1, deferred.1, "{what} ({f:?}): first error");
+            let same = full.0.len() == deferred.0.len()
+                && full.0.iter().zip(&deferred.0).all(|(a, b)| {
+                    (&a.0, &a.1, a.2.to_bits(), a.3) == (&b.0, &b.1, b.2.to_bits(), b.3)
+                });
+            assert!(same, "{what} ({f:?}): samples differ");
+            compared += full.0.len();
+        }
+    }
+    assert!(compared > 10, "{compared} samples compared");
+}
