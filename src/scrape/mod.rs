@@ -5,6 +5,7 @@
 //! Scrape writes through `storage::Appendable` and drives built-in `collect::Collector`s; it
 //! knows nothing of PromQL, rules or HTTP serving.
 
+mod cache;
 pub mod config;
 mod discovery;
 pub mod http_client;

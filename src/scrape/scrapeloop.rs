@@ -34,23 +34,7 @@ pub struct MetadataEntry {
     pub unit: String,
 }
 
-/// What the loop remembers about one series as the target writes it (keyed by its raw text),
-/// so a repeated scrape skips label building, relabelling and the storage lookup, as
-/// Prometheus's scrape cache does.
-struct CacheEntry {
-    /// Final labels, or `None` when metric relabelling drops the series.
-    labels: Option<Labels>,
-    /// Storage handle once appended.
-    sref: Option<SeriesRef>,
-    /// Scrape number that last contained the series (set as it is appended, so a failed
-    /// scrape puts back `prev_seen`).
-    seen: u64,
-    /// `seen` and `tracked` before the scrape in progress touched the entry.
-    prev_seen: u64,
-    prev_tracked: bool,
-    /// Whether staleness applies (no explicit timestamp, or `track_timestamps_staleness`).
-    tracked: bool,
-}
+use super::cache::{CacheEntry, SeriesCache};
 
 /// Per-target state that outlives a config reload: the series the loop writes, locked for a
 /// whole scrape, and the status the API reads, locked only briefly, so a slow scrape never
@@ -84,9 +68,8 @@ impl Default for Status {
 
 /// The series a target writes, for staleness and the scrape cache.
 pub struct SeriesState {
-    /// Keyed by the series as the target wrote it; hashed with a per-process seed (the keys
-    /// come from targets) by xxh3, which costs a fraction of SipHash on 100-byte keys.
-    cache: HashMap<Vec<u8>, CacheEntry, xxhash_rust::xxh3::Xxh3Builder>,
+    /// Keyed by the series as the target wrote it.
+    cache: SeriesCache,
     counts: Counts,
     /// The settings the cached labels were made with: a reload that changes them empties
     /// the cache (as Prometheus's `reusableCache`), or old relabelling would live on.
@@ -161,17 +144,10 @@ impl Counts {
     }
 }
 
-/// A random seed per process for the scrape caches' hash.
-fn cache_hasher() -> xxhash_rust::xxh3::Xxh3Builder {
-    use std::hash::BuildHasher;
-    let seed = std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64);
-    xxhash_rust::xxh3::Xxh3Builder::new().with_seed(seed)
-}
-
 impl Default for SeriesState {
     fn default() -> Self {
         SeriesState {
-            cache: HashMap::with_hasher(cache_hasher()),
+            cache: SeriesCache::default(),
             counts: Counts::default(),
             made_with: None,
             report_series: Vec::new(),
@@ -183,7 +159,7 @@ impl SeriesState {
     /// Takes back what the failed scrape in progress recorded.
     fn revert(&mut self) {
         let iter = self.counts.iter;
-        for e in self.cache.values_mut() {
+        for e in self.cache.entries_mut() {
             if e.seen == iter {
                 (e.seen, e.tracked) = (e.prev_seen, e.prev_tracked);
             }
@@ -198,7 +174,7 @@ impl SeriesState {
         let live = c.live_iter;
         let all_carried = now_iter != 0 && c.carried == c.live_count;
         if live != 0 && !all_carried {
-            for e in self.cache.values_mut() {
+            for e in self.cache.entries_mut() {
                 if e.seen == live && e.tracked {
                     if let Some(l) = &e.labels {
                         append_any(app, l, &mut e.sref, t, stale_nan());
@@ -208,11 +184,16 @@ impl SeriesState {
         }
         c.live_iter = now_iter;
         c.live_count = if now_iter != 0 { c.written } else { 0 };
+        if now_iter != 0 {
+            self.cache.keep_order();
+        } else {
+            self.cache.drop_order();
+        }
         // Bound the cache: forget series the target has not written for a while (checked
         // every few scrapes; a scan per scrape costs as much as the appends).
         if c.iter.is_multiple_of(8) {
             let keep_after = c.iter.saturating_sub(10);
-            self.cache.retain(|_, e| e.seen > keep_after);
+            self.cache.retain(|e| e.seen > keep_after);
         }
     }
 }
@@ -607,14 +588,7 @@ fn new_entry(
     pairs: &[(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)],
 ) -> Result<CacheEntry, Fail> {
     let cfg = &ctx.job.config;
-    let mut entry = CacheEntry {
-        labels: None,
-        sref: None,
-        seen: 0,
-        prev_seen: 0,
-        prev_tracked: false,
-        tracked: false,
-    };
+    let mut entry = CacheEntry::new(None);
     let mut lb = sample_labels(&ctx.target.labels, name, pairs, cfg.honor_labels);
     if !cfg.metric_relabel_configs.is_empty()
         && !relabel::process(&cfg.metric_relabel_configs, &mut lb)
@@ -749,8 +723,9 @@ fn append_body(
         };
         out.scraped += 1;
         // One lookup on the usual path (a known series).
-        let e = match st.cache.get_mut(s.series) {
-            Some(e) => e,
+        let pos = (out.scraped - 1) as usize;
+        let i = match st.cache.find(s.series, pos) {
+            Some(i) => i,
             None => {
                 // A series not seen before: now its labels are parsed (and checked).
                 let (name, labels) = match parser.series_labels(&s) {
@@ -758,11 +733,12 @@ fn append_body(
                     Err(e) => return (out, Some(Fail::Parse(e.to_string()))),
                 };
                 match new_entry(ctx, &name, &labels) {
-                    Ok(e) => st.cache.entry(s.series.to_vec()).or_insert(e),
+                    Ok(e) => st.cache.insert(s.series, e),
                     Err(f) => return (out, Some(f)),
                 }
             }
         };
+        let e = st.cache.get_mut(i);
         if e.labels.is_none() {
             continue;
         }
@@ -973,14 +949,14 @@ mod tests {
         let iter = st.counts.begin();
         let mut app = head.appender();
         for k in keys {
-            let e = st.cache.entry(k.as_bytes().to_vec()).or_insert(CacheEntry {
-                labels: Some(Labels::from_pairs([("__name__", *k)])),
-                sref: None,
-                seen: 0,
-                prev_seen: 0,
-                prev_tracked: false,
-                tracked: false,
-            });
+            let i = match st.cache.find(k.as_bytes(), 0) {
+                Some(i) => i,
+                None => st.cache.insert(
+                    k.as_bytes(),
+                    CacheEntry::new(Some(Labels::from_pairs([("__name__", *k)]))),
+                ),
+            };
+            let e = st.cache.get_mut(i);
             st.counts.touch(e, true);
             let l = e.labels.clone().unwrap();
             append_any(&mut *app, &l, &mut e.sref, t, 1.0);
