@@ -67,6 +67,7 @@ impl Default for Status {
 }
 
 /// The series a target writes, for staleness and the scrape cache.
+#[derive(Default)]
 pub struct SeriesState {
     /// Keyed by the series as the target wrote it.
     cache: SeriesCache,
@@ -141,17 +142,6 @@ impl Counts {
         e.seen = self.iter;
         e.tracked = tracked;
         self.written += u64::from(tracked);
-    }
-}
-
-impl Default for SeriesState {
-    fn default() -> Self {
-        SeriesState {
-            cache: SeriesCache::default(),
-            counts: Counts::default(),
-            made_with: None,
-            report_series: Vec::new(),
-        }
     }
 }
 
