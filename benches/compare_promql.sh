@@ -10,26 +10,7 @@ cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 day=86400000
-python3 - "$work/data.om" <<'PY'
-import sys
-modes = ["idle","user","system","iowait","irq","softirq","steal","nice","guest","guest_nice"]
-les = ["0.005","0.01","0.025","0.05","0.1","0.25","0.5","1.0","2.5","+Inf"]
-step, day = 15000, 86400000
-with open(sys.argv[1], "w") as f:
-    f.write("# TYPE node_cpu_seconds counter\n")
-    for cpu in range(90):
-        for k, mode in enumerate(modes):
-            inc = (k + 1) * 0.1
-            for t in range(0, day, step):
-                f.write(f'node_cpu_seconds_total{{cpu="{cpu}",mode="{mode}"}} {(t // step) * inc} {t // 1000}.{t % 1000:03d}\n')
-    f.write("# TYPE request_seconds histogram\n")
-    for job in range(10):
-        for k, le in enumerate(les):
-            inc = k + 1
-            for t in range(0, day, step):
-                f.write(f'request_seconds_bucket{{job="j{job}",le="{le}"}} {(t // step) * inc} {t // 1000}.{t % 1000:03d}\n')
-    f.write("# EOF\n")
-PY
+python3 benches/gen/promql_day.py "$work/data.om"
 promtool tsdb create-blocks-from openmetrics -q "$work/data.om" "$work/prom"
 echo "global: {}" > "$work/prometheus.yml"
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prom" --storage.tsdb.retention.time=100y \

@@ -25,48 +25,7 @@ blocks_bytes_prom() { find "$1" -path "$1/wal" -prune -o -path "$1/chunks_head" 
 nblocks() { find "$1" -mindepth 2 -maxdepth 2 -name meta.json | wc -l; }
 
 echo "== 1. bytes per sample after compaction (one day of node_exporter-like data, 15 s)"
-python3 - "$work/day.om" ../shared/testdata/exporters/node_exporter.txt <<'PY'
-import random, re, sys
-random.seed(42)
-out, page = sys.argv[1], sys.argv[2]
-types, series = {}, []
-for line in open(page):
-    if line.startswith("# TYPE"):
-        _, _, name, typ = line.split()[:4]
-        types[name] = typ
-    elif line.strip() and not line.startswith("#"):
-        m = re.match(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)', line)
-        if m:
-            series.append((m.group(1), m.group(2) or "", float(m.group(3))))
-def family(n):
-    for suf in ("_total", "_bucket", "_sum", "_count", ""):
-        if suf and n.endswith(suf) and n[: -len(suf)] in types:
-            return n[: -len(suf)]
-    return n
-step, day = 15000, 86400000
-start = 1_700_000_000_000 // step * step
-with open(out, "w") as f:
-    by_fam = {}
-    for s in series:
-        by_fam.setdefault(family(s[0]), []).append(s)
-    for fam, ss in by_fam.items():
-        f.write(f"# TYPE {fam} unknown\n")
-        for name, labels, v in ss:
-            typ = types.get(fam, "untyped")
-            counter = typ in ("counter", "histogram", "summary") and not labels.count('quantile=')
-            kind = random.random()
-            rate = abs(v) / 1e6 if v else random.choice([0, 1, 10, 1000])
-            integral = float(v).is_integer()
-            for i in range(day // step):
-                t = start + i * step
-                if counter:
-                    inc = rate * step / 1000 * random.uniform(0.5, 1.5)
-                    v += round(inc) if integral else round(inc, 2)
-                elif kind < 0.25:
-                    v = round(v + random.uniform(-1, 1) * (abs(v) * 0.01 + 1), 2 if not integral else 0)
-                f.write(f"{name}{labels} {v} {t // 1000}\n")
-    f.write("# EOF\n")
-PY
+python3 benches/gen/node_day.py "$work/day.om" ../shared/testdata/exporters/node_exporter.txt
 samples=$(grep -vc '^#' "$work/day.om")
 promtool tsdb create-blocks-from openmetrics -q "$work/day.om" "$work/prom1" >/dev/null
 $app tsdb import openmetrics "$work/day.om" --data-dir "$work/app1" >/dev/null
@@ -90,14 +49,7 @@ printf 'samples %d; prometheus %d blocks %d bytes (%.3f B/sample); appliance %d 
   "$samples" "$(nblocks "$work/prom1")" "$pb" "$(echo "$pb/$samples" | bc -l)" "$(nblocks "$work/app1")" "$ab" "$(echo "$ab/$samples" | bc -l)" "$(echo "$ab/$pb" | bc -l)"
 
 echo "== 2. $series head series: RSS per series, restart to ready"
-python3 - "$work/page.txt" "$series" <<'PY'
-import sys
-n = int(sys.argv[2])
-with open(sys.argv[1], "w") as f:
-    f.write("# TYPE http_requests_total counter\n")
-    for i in range(n):
-        f.write(f'http_requests_total{{method="GET",handler="/api/v{i % 1000}/item",pod="pod-{i // 1000}",code="{200 + i % 5}"}} {i}\n')
-PY
+python3 benches/gen/page.py "$work/page.txt" "$series"
 (cd "$work" && exec python3 -m http.server 19102 --bind 127.0.0.1 >/dev/null 2>&1) &
 sleep 1
 cat > "$work/p2.yml" <<YML

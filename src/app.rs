@@ -1017,6 +1017,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     .await
     .context("HTTP server")?;
     tracing::info!("shutting down: marking targets stale");
+    let stopping = std::time::Instant::now();
     rules.stop();
     remote.stop();
     // The loops write their stale markers as they stop; wait for them (bounded), then sync.
@@ -1027,7 +1028,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     {
         tracing::warn!("some scrape loops did not stop within 5 s");
     }
+    let marked_ms = stopping.elapsed().as_millis() as u64;
     head.sync().context("syncing the write-ahead log")?;
+    tracing::info!(
+        stale_markers_ms = marked_ms,
+        total_ms = stopping.elapsed().as_millis() as u64,
+        "stopped"
+    );
     Ok(())
 }
 

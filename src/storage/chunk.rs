@@ -143,6 +143,12 @@ impl Default for XorChunk {
 }
 
 impl XorChunk {
+    /// Gives back the spare capacity of a chunk that takes no more samples (a growing chunk
+    /// holds up to twice its bytes).
+    pub fn shrink_to_fit(&mut self) {
+        self.w.bytes.shrink_to_fit();
+    }
+
     /// Number of samples.
     pub fn len(&self) -> u16 {
         self.num

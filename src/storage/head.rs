@@ -773,14 +773,13 @@ impl Head {
     ) -> CommitStats {
         let mut g = self.inner.write();
         if let Some(w) = &self.wal {
-            let recs: Vec<(u64, i64, f64)> = batch.iter().map(|(r, t, v)| (r.0, *t, *v)).collect();
             let hrecs: Vec<(u64, i64, HistogramRef)> = hbatch
                 .iter()
                 .map(|(r, t, h)| (r.0, *t, h.clone()))
                 .collect();
             let mut w = w.lock();
             let r = w
-                .log_samples(&recs)
+                .log_samples(batch)
                 .and_then(|_| w.log_histograms(&hrecs))
                 .and_then(|_| {
                     if self.opts.sync_every_commit {
@@ -835,7 +834,8 @@ impl Head {
             let crosses =
                 !s.head.is_empty() && t.div_euclid(range) != s.head.min_t().div_euclid(range);
             if s.head.len() >= SAMPLES_PER_CHUNK || crosses {
-                let full = std::mem::take(&mut s.head);
+                let mut full = std::mem::take(&mut s.head);
+                full.shrink_to_fit();
                 s.closed.push(full);
                 new_chunk = true;
             }

@@ -47,6 +47,12 @@ pub enum StorageError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SeriesRef(pub u64);
 
+impl From<SeriesRef> for u64 {
+    fn from(r: SeriesRef) -> u64 {
+        r.0
+    }
+}
+
 /// What a commit did, for the caller's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CommitStats {

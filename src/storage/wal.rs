@@ -417,7 +417,7 @@ fn as_integral(v: f64) -> Option<i64> {
 /// one byte) with an "integral value" bit in the low bit; the times, as offsets from the
 /// first (left out when all are equal, the usual one-scrape batch); and the values, as zigzag
 /// varints when integral (counters, most gauges) and 8 raw bytes otherwise.
-fn encode_samples(samples: &[(u64, i64, f64)], buf: &mut Vec<u8>) {
+fn encode_samples<R: Copy + Into<u64>>(samples: &[(R, i64, f64)], buf: &mut Vec<u8>) {
     let base_t = samples.first().map(|s| s.1).unwrap_or(0);
     let same = samples.iter().all(|s| s.1 == base_t);
     put_uvarint(buf, samples.len() as u64);
@@ -425,8 +425,9 @@ fn encode_samples(samples: &[(u64, i64, f64)], buf: &mut Vec<u8>) {
     buf.push(if same { SAME_TIME } else { 0 });
     let mut prev_ref = 0u64;
     for (r, _, v) in samples {
+        let r: u64 = (*r).into();
         let delta = r.wrapping_sub(prev_ref) as i64;
-        prev_ref = *r;
+        prev_ref = r;
         put_uvarint(
             buf,
             (zigzag(delta) << 1) | u64::from(as_integral(*v).is_some()),
@@ -814,8 +815,12 @@ impl Wal {
         *e = ts.fold(*e, |(a, b), t| (a.min(t), b.max(t)));
     }
 
-    /// Logs a batch of samples.
-    pub fn log_samples(&mut self, samples: &[(u64, i64, f64)]) -> Result<(), WalError> {
+    /// Logs a batch of samples (refs as `u64` or the head's own ref type, so the head's batch
+    /// is logged without a copy).
+    pub fn log_samples<R: Copy + Into<u64>>(
+        &mut self,
+        samples: &[(R, i64, f64)],
+    ) -> Result<(), WalError> {
         if samples.is_empty() {
             return Ok(());
         }
@@ -931,7 +936,7 @@ mod tests {
             let (mut w, r, _) = open(dir.path());
             assert!(r.is_empty());
             w.log_series(1, &l("a")).unwrap();
-            w.log_samples(&[(1, 1000, 1.5), (1, 2000, f64::NAN)])
+            w.log_samples(&[(1u64, 1000, 1.5), (1, 2000, f64::NAN)])
                 .unwrap();
             w.sync().unwrap();
         }
@@ -944,7 +949,7 @@ mod tests {
                 labels: l("a")
             }
         );
-        w.log_samples(&[(1, 3000, 3.0)]).unwrap();
+        w.log_samples(&[(1u64, 3000, 3.0)]).unwrap();
         w.sync().unwrap();
         drop(w);
         // Tear the last record in half.
@@ -968,9 +973,9 @@ mod tests {
         {
             let (mut w, _, _) = open(dir.path());
             w.log_series(1, &l("a")).unwrap();
-            w.log_samples(&[(1, 1000, 1.0)]).unwrap();
+            w.log_samples(&[(1u64, 1000, 1.0)]).unwrap();
             w.cut().unwrap();
-            w.log_samples(&[(1, 2000, 2.0)]).unwrap();
+            w.log_samples(&[(1u64, 2000, 2.0)]).unwrap();
             w.sync().unwrap();
         }
         let first = dir.path().join(segment_name(0));
@@ -994,9 +999,9 @@ mod tests {
         {
             let (mut w, _, _) = open(dir.path());
             w.log_series(1, &l("a")).unwrap();
-            w.log_samples(&[(1, 1000, 1.0)]).unwrap();
+            w.log_samples(&[(1u64, 1000, 1.0)]).unwrap();
             w.cut().unwrap();
-            w.log_samples(&[(1, 9000, 2.0)]).unwrap();
+            w.log_samples(&[(1u64, 9000, 2.0)]).unwrap();
             w.cut().unwrap();
             assert_eq!(w.truncate(&[(1, l("a"))], 5000).unwrap(), 1);
             w.sync().unwrap();
@@ -1125,7 +1130,7 @@ mod tests {
             w.log_series(1, &l("a")).unwrap();
             w.sync().unwrap();
             w.log_series(2, &l("b")).unwrap();
-            w.log_samples(&[(2, 1000, 1.0)]).unwrap();
+            w.log_samples(&[(2u64, 1000, 1.0)]).unwrap();
             w.sync().unwrap();
         }
         let (_w, r, _) = open(dir.path());
@@ -1185,7 +1190,7 @@ mod tests {
     #[test]
     fn damaged_compact_records_are_refused_not_trusted() {
         let mut body = Vec::new();
-        encode_samples(&[(1, 1000, 1.0), (2, 1000, 2.5)], &mut body);
+        encode_samples(&[(1u64, 1000, 1.0), (2, 1000, 2.5)], &mut body);
         let mut packed = Vec::new();
         let good = compress(&body, &mut packed).unwrap().to_vec();
         let mut scratch = Vec::new();
