@@ -1075,161 +1075,28 @@ fn open_db(data_dir: &std::path::Path, cfg: &Config) -> anyhow::Result<Db> {
     Ok(db)
 }
 
-/// `appliance tsdb import openmetrics FILE`: backfills timestamped OpenMetrics samples as
-/// persisted blocks (one per 2 h range, then compacted) in the data directory, which `run`
-/// serves (a running appliance loads them within a minute). Returns the samples imported.
+/// `appliance tsdb import openmetrics FILE` (see [`crate::storage::tools::import_openmetrics`]),
+/// with the config's storage settings.
 pub fn import_openmetrics(
     file: &std::path::Path,
     data_dir: &std::path::Path,
     cfg: &Config,
 ) -> anyhow::Result<u64> {
-    use crate::model::exposition::{Entry, Format, Parser, ParserOptions};
-    use crate::storage::{Appendable, Head, HeadOptions, SeriesRef};
-    let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    // The samples are gathered compressed in an in-memory head, then written out per range.
-    let head = Head::new(HeadOptions::default());
-    let mut refs: std::collections::HashMap<Vec<u8>, SeriesRef> = std::collections::HashMap::new();
-    let mut app = head.appender();
-    let (mut n, mut in_batch) = (0u64, 0usize);
-    let mut out_of_order = 0;
-    let mut parser = Parser::new(&body, Format::OpenMetrics, ParserOptions::default());
-    while let Some(e) = parser.next() {
-        let e = e.with_context(|| format!("{}", file.display()))?;
-        let Entry::Sample(s) = e else { continue };
-        let Some(t) = s.timestamp_ms else {
-            anyhow::bail!(
-                "{}:{}: sample {} has no timestamp; imports need them",
-                file.display(),
-                parser.line(),
-                s.name
-            );
-        };
-        match refs.get(s.series) {
-            Some(r) => app.append_ref(*r, t, s.value)?,
-            None => {
-                let mut pairs: Vec<(String, String)> = s
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect();
-                pairs.push((crate::model::METRIC_NAME.into(), s.name.to_string()));
-                let r = app.append(&Labels::from_pairs(pairs), t, s.value)?;
-                refs.insert(s.series.to_vec(), r);
-            }
-        }
-        n += 1;
-        in_batch += 1;
-        if in_batch >= 100_000 {
-            out_of_order += app.commit()?.out_of_order;
-            app = head.appender();
-            in_batch = 0;
-        }
-    }
-    out_of_order += app.commit()?.out_of_order;
-    if out_of_order > 0 {
-        tracing::warn!(
-            count = out_of_order,
-            "samples out of order within their series were skipped"
-        );
-    }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    let range = DbOptions::default().block_range_ms;
-    let (min, max) = head.time_range();
-    if min <= max {
-        let mut a = min.div_euclid(range) * range;
-        while a <= max {
-            crate::storage::db::write_block_from_head(data_dir, &head, a, a + range)
-                .with_context(|| format!("writing a block into {}", data_dir.display()))?;
-            a += range;
-        }
-    }
-    drop(head);
-    // Compact now, or, when the appliance is running on this directory, leave the blocks to
-    // it: it picks them up and compacts them within a minute.
-    match Db::open(data_dir, db_options(cfg)) {
-        Ok((db, _)) => db.compact_now(),
-        Err(crate::storage::db::DbError::Locked(_)) => tracing::info!(
-            "the appliance is running on this data directory; it will load the new blocks within a minute"
-        ),
-        Err(e) => return Err(e).context("opening the store to compact the new blocks"),
-    }
-    Ok(n - out_of_order)
+    Ok(crate::storage::tools::import_openmetrics(
+        file,
+        data_dir,
+        db_options(cfg),
+    )?)
 }
 
-/// `appliance tsdb analyze`: the store's cardinality as text, in the spirit of
-/// `promtool tsdb analyze`. Reads the data directory; run it while the appliance is stopped.
+/// `appliance tsdb analyze` (see [`crate::storage::tools::analyze`]), with the config's storage
+/// settings.
 pub fn analyze(data_dir: &std::path::Path, limit: usize, cfg: &Config) -> anyhow::Result<String> {
-    use std::fmt::Write;
-    let (db, report) = Db::open(data_dir, db_options(cfg))
-        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
-    let corruption = report.wal_corruption;
-    let s = db.stats(limit);
-    let st = &s.store;
-    let mut out = String::new();
-    if let Some(c) = corruption {
-        writeln!(
-            out,
-            "warning: write-ahead log damaged ({c}); figures cover what precedes the damage"
-        )?;
-    }
-    let span = if st.min_time > st.max_time {
-        "empty".to_string()
-    } else {
-        format!(
-            "{} .. {}",
-            crate::model::time::format_rfc3339(st.min_time),
-            crate::model::time::format_rfc3339(st.max_time)
-        )
-    };
-    writeln!(out, "Time range: {span}")?;
-    writeln!(out, "Series: {}", st.num_series)?;
-    writeln!(out, "Samples: {}", st.num_samples)?;
-    writeln!(
-        out,
-        "Blocks: {} ({} bytes); write-ahead log: {} bytes",
-        st.blocks.len(),
-        st.blocks_bytes,
-        st.wal_bytes
-    )?;
-    for q in &st.quarantined {
-        writeln!(out, "Quarantined block {}: {}", q.ulid, q.reason)?;
-    }
-    writeln!(
-        out,
-        "Head: {} series, {} label pairs, {} chunks",
-        s.num_series, s.num_label_pairs, s.chunk_count
-    )?;
-    let churn = db.churn(limit);
-    let lists = [
-        (
-            "Highest cardinality metric names",
-            &s.series_count_by_metric_name,
-        ),
-        (
-            "Highest cardinality labels (distinct values)",
-            &s.label_value_count_by_label_name,
-        ),
-        (
-            "Most common label pairs (series)",
-            &s.series_count_by_label_value_pair,
-        ),
-        (
-            "Label names with highest cumulative value length (bytes)",
-            &s.memory_in_bytes_by_label_name,
-        ),
-        (
-            "Label pairs most involved in churning (series starting or ending inside a block)",
-            &churn,
-        ),
-    ];
-    for (title, list) in lists {
-        writeln!(out, "\n{title}:")?;
-        for (name, n) in list.iter() {
-            writeln!(out, "{n:>10} {name}")?;
-        }
-    }
-    Ok(out)
+    Ok(crate::storage::tools::analyze(
+        data_dir,
+        limit,
+        db_options(cfg),
+    )?)
 }
 
 /// PromQL for rules: instant queries whose result is a vector or a scalar.

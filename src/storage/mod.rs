@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod exemplar;
 pub mod head;
+pub mod tools;
 pub mod wal;
 
 pub use config::StorageConfig;

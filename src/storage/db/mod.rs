@@ -6,15 +6,14 @@
 //! It knows nothing of scraping, PromQL or HTTP; callers see the `Appendable`/`Querier` seams
 //! and a few operations (`maintain`, `delete_series`, `snapshot`, `stats`).
 
-
 mod admin;
 mod compact;
 mod quarantine;
 mod retention;
 mod stats;
 
-pub use compact::{write_block_from_chunks, write_block_from_head};
 use compact::delete_block_dir;
+pub use compact::{write_block_from_chunks, write_block_from_head};
 use quarantine::{earlier_quarantine, quarantine_dir};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
