@@ -157,13 +157,21 @@ impl Inner {
 
     /// Puts a new series into slot `id` and indexes it.
     fn insert_at(&mut self, id: u32, hash: u64, labels: Labels) {
+        // Names and values are cloned only when new to the index: replaying a million series
+        // otherwise allocates ten million strings only to drop them.
         for l in labels.iter() {
-            self.postings
-                .entry(l.name.clone())
-                .or_default()
-                .entry(l.value.clone())
-                .or_default()
-                .insert(id);
+            let vals = match self.postings.get_mut(&l.name) {
+                Some(v) => v,
+                None => self.postings.entry(l.name.clone()).or_default(),
+            };
+            match vals.get_mut(&l.value) {
+                Some(ids) => {
+                    ids.insert(id);
+                }
+                None => {
+                    vals.insert(l.value.clone(), BTreeSet::from([id]));
+                }
+            }
         }
         self.series[id as usize] = Some(MemSeries::new(labels));
         self.by_hash.entry(hash).or_default().push(id);
