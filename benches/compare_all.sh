@@ -19,7 +19,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-all}
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.5; rm -rf "$work"' EXIT
+# Tools started in subshells are not jobs of this shell: their pids are kept in $work/pids.
+trap 'kill $(jobs -p) $(cat "$work/pids" 2>/dev/null) 2>/dev/null || true; sleep 0.5; rm -rf "$work"' EXIT
 cargo build --release --quiet
 app=$PWD/target/release/appliance
 rows=$work/rows
@@ -40,18 +41,18 @@ now_ms() { date +%s%3N; }
 q1() { curl -sf -G "127.0.0.1:$1/api/v1/query" --data-urlencode "query=$2" | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print "-"; else printf "%.2fx", a / b}'; }
 row() { printf '%s|%s|%s|%s|%s\n' "$@" >>"$rows"; echo "  $1: appliance $2, prometheus $3 ($4)"; }
-serve_dir() { (cd "$1" && exec python3 -m http.server "$2" --bind 127.0.0.1 >/dev/null 2>&1) & }
+serve_dir() { (cd "$1" && exec python3 -m http.server "$2" --bind 127.0.0.1 >/dev/null 2>&1) & echo $! >>"$work/pids"; }
 scrape_cfg() { # job port interval [extra yaml for the appliance]
   printf 'global: {scrape_interval: %s, scrape_timeout: %s}\nscrape_configs:\n  - job_name: %s\n    metrics_path: /page.txt\n    static_configs: [{targets: ["127.0.0.1:%s"]}]\n' "$3" "$3" "$1" "$2"
 }
 start_prom() { # yml data port
   prometheus --config.file="$1" --storage.tsdb.path="$2" --storage.tsdb.retention.time=100y \
     --web.listen-address="127.0.0.1:$3" >>"$work/prom.log" 2>&1 &
-  echo $!
+  echo $! | tee -a "$work/pids"
 }
 start_app() { # yml data port
   "$app" run --config "$1" --data-dir "$2" --listen "127.0.0.1:$3" >>"$work/app.log" 2>&1 &
-  echo $!
+  echo $! | tee -a "$work/pids"
 }
 app_yml() { # from a Prometheus config: no rules, no self-scrape (Prometheus has neither)
   { cat "$1"; printf 'rule_files: []\ncollectors: {appliance: {enabled: false}}\n'; } >"$2"

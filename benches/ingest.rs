@@ -101,5 +101,41 @@ fn append(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, append);
+/// Restart: replaying a WAL of 100k series and five scrapes into a new head (the figure behind
+/// "restart with 1M series" in `benches/compare_all.sh`, at a tenth of the size).
+fn wal_replay(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let wal = dir.path().join("wal");
+    let series: Vec<Labels> = (0..100_000)
+        .map(|i| {
+            Labels::from_pairs([
+                ("__name__", "http_requests_total".to_string()),
+                ("handler", format!("/api/v{}/item", i % 1000)),
+                ("pod", format!("pod-{}", i / 1000)),
+                ("code", format!("{}", 200 + i % 5)),
+                ("job", "bench".to_string()),
+            ])
+        })
+        .collect();
+    {
+        let (head, _) = Head::open(&wal, HeadOptions::default()).expect("a head");
+        for k in 0..5i64 {
+            let mut a = head.appender();
+            for (i, l) in series.iter().enumerate() {
+                let _ = a.append(l, 1_700_000_000_000 + k * 10_000, (i as i64 + k) as f64);
+            }
+            a.commit().ok();
+        }
+        head.sync().ok();
+    }
+    let mut g = c.benchmark_group("wal_replay");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(series.len() as u64 * 5));
+    g.bench_function("100k_series_5_scrapes", |b| {
+        b.iter(|| Head::open(&wal, HeadOptions::default()).map(|(h, _)| h.num_samples()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, parse, append, wal_replay);
 criterion_main!(benches);

@@ -143,12 +143,6 @@ impl Default for XorChunk {
 }
 
 impl XorChunk {
-    /// Gives back the spare capacity of a chunk that takes no more samples (a growing chunk
-    /// holds up to twice its bytes).
-    pub fn shrink_to_fit(&mut self) {
-        self.w.bytes.shrink_to_fit();
-    }
-
     /// Number of samples.
     pub fn len(&self) -> u16 {
         self.num
@@ -255,6 +249,71 @@ impl XorChunk {
     /// Decodes every sample.
     pub fn iter(&self) -> XorIter<'_> {
         XorIter::with_count(&self.w.bytes, self.num)
+    }
+}
+
+/// A chunk that takes no more samples: its bytes (sample count included) and time range. A
+/// head keeps tens of these per series; a growing [`XorChunk`] costs 72 bytes plus up to twice
+/// its data, this 32 plus its data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SealedChunk {
+    bytes: Box<[u8]>,
+    min_t: i64,
+    max_t: i64,
+}
+
+impl SealedChunk {
+    /// Number of samples.
+    pub fn len(&self) -> u16 {
+        match *self.bytes {
+            [a, b, ..] => u16::from_be_bytes([a, b]),
+            _ => 0,
+        }
+    }
+
+    /// Whether the chunk holds no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// First timestamp.
+    pub fn min_t(&self) -> i64 {
+        self.min_t
+    }
+
+    /// Last timestamp.
+    pub fn max_t(&self) -> i64 {
+        self.max_t
+    }
+
+    /// Encoded size in bytes.
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The encoded bytes, sample count included (as [`XorChunk::bytes`]).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Decodes every sample.
+    pub fn iter(&self) -> XorIter<'_> {
+        XorIter::over(&self.bytes)
+    }
+}
+
+impl From<XorChunk> for SealedChunk {
+    fn from(c: XorChunk) -> Self {
+        let mut bytes = c.w.bytes;
+        if let Some(head) = bytes.get_mut(..2) {
+            head.copy_from_slice(&c.num.to_be_bytes());
+        }
+        SealedChunk {
+            // Exactly its length: the spare capacity of the growing chunk goes back.
+            bytes: bytes.into_boxed_slice(),
+            min_t: c.min_t,
+            max_t: c.t,
+        }
     }
 }
 
@@ -414,5 +473,25 @@ mod tests {
             c.append(i * 15_000, 100.0 + (i / 10) as f64);
         }
         assert!(c.size() < 120 * 2, "{} bytes", c.size());
+    }
+
+    #[test]
+    fn a_sealed_chunk_keeps_every_sample_and_its_range() {
+        let mut c = XorChunk::default();
+        for i in 0..120i64 {
+            c.append(1000 + i * 15_000, (i * i) as f64 / 3.0);
+        }
+        let want: Vec<(i64, f64)> = c.iter().collect();
+        let (min, max, len, bytes) = (c.min_t(), c.max_t(), c.len(), c.bytes());
+        let s = SealedChunk::from(c);
+        assert_eq!(s.iter().collect::<Vec<_>>(), want);
+        assert_eq!(
+            (s.min_t(), s.max_t(), s.len(), s.bytes()),
+            (min, max, len, &bytes[..])
+        );
+        assert_eq!(s.size(), bytes.len());
+        let empty = SealedChunk::from(XorChunk::default());
+        assert!(empty.is_empty());
+        assert_eq!(empty.iter().count(), 0);
     }
 }

@@ -10,7 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::chunk::{XorChunk, SAMPLES_PER_CHUNK};
+use super::chunk::{SealedChunk, XorChunk, SAMPLES_PER_CHUNK};
 use super::wal::HistogramRef;
 use super::{
     Appendable, Appender, CommitStats, Querier, Series, SeriesRef, StorageError, TsdbStats,
@@ -48,14 +48,14 @@ pub struct HeadSlice {
     /// The series.
     pub labels: Labels,
     /// Float chunks.
-    pub chunks: Vec<XorChunk>,
+    pub chunks: Vec<SealedChunk>,
     /// Histogram samples.
     pub histograms: Vec<(i64, HistogramRef)>,
 }
 
 struct MemSeries {
     labels: Labels,
-    closed: Vec<XorChunk>,
+    closed: Vec<SealedChunk>,
     head: XorChunk,
     last_t: i64,
     last_v: u64,
@@ -106,11 +106,16 @@ impl MemSeries {
 
     fn samples(&self, mint: i64, maxt: i64) -> Vec<(i64, f64)> {
         let mut out = Vec::new();
-        for c in self.closed.iter().chain(std::iter::once(&self.head)) {
+        let within = |t: &i64| *t >= mint && *t <= maxt;
+        for c in &self.closed {
             if c.is_empty() || c.max_t() < mint || c.min_t() > maxt {
                 continue;
             }
-            out.extend(c.iter().filter(|(t, _)| *t >= mint && *t <= maxt));
+            out.extend(c.iter().filter(|(t, _)| within(t)));
+        }
+        let h = &self.head;
+        if !h.is_empty() && h.max_t() >= mint && h.min_t() <= maxt {
+            out.extend(h.iter().filter(|(t, _)| within(t)));
         }
         out
     }
@@ -285,8 +290,8 @@ impl Inner {
         let kept: Vec<(i64, f64)> = s
             .closed
             .iter()
-            .chain(std::iter::once(&s.head))
             .flat_map(|c| c.iter())
+            .chain(s.head.iter())
             .filter(|(t, _)| *t < mint || *t > maxt)
             .collect();
         let mut chunks: Vec<XorChunk> = Vec::new();
@@ -300,7 +305,7 @@ impl Inner {
             }
             cur.append(t, v);
         }
-        s.closed = chunks;
+        s.closed = chunks.into_iter().map(SealedChunk::from).collect();
         s.head = cur;
         s.hists.retain(|(t, _)| *t < mint || *t > maxt);
         let after = s.closed.len() as u64 + 1;
@@ -706,12 +711,13 @@ impl Head {
             .iter()
             .filter_map(|(labels, r)| {
                 let s = g.series[g.resolve(*r)? as usize].as_ref()?;
-                let cs: Vec<XorChunk> = s
+                let head = (!s.head.is_empty()).then(|| SealedChunk::from(s.head.clone()));
+                let cs: Vec<SealedChunk> = s
                     .closed
                     .iter()
-                    .chain(std::iter::once(&s.head))
-                    .filter(|c| !c.is_empty() && c.max_t() >= mint && c.min_t() < maxt)
                     .cloned()
+                    .chain(head)
+                    .filter(|c| !c.is_empty() && c.max_t() >= mint && c.min_t() < maxt)
                     .collect();
                 let hs = s.histograms(mint, maxt - 1);
                 (!cs.is_empty() || !hs.is_empty()).then(|| HeadSlice {
@@ -842,9 +848,7 @@ impl Head {
             let crosses =
                 !s.head.is_empty() && t.div_euclid(range) != s.head.min_t().div_euclid(range);
             if s.head.len() >= SAMPLES_PER_CHUNK || crosses {
-                let mut full = std::mem::take(&mut s.head);
-                full.shrink_to_fit();
-                s.closed.push(full);
+                s.closed.push(std::mem::take(&mut s.head).into());
                 new_chunk = true;
             }
             s.head.append(*t, *v);

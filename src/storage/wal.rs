@@ -526,12 +526,18 @@ fn decode_checked(
                 let k = c.uvarint()?;
                 let mut v = Vec::with_capacity((k as usize).min(64));
                 for _ in 0..k {
-                    v.push((c.vstring()?, c.vstring()?));
+                    let (name, value) = (c.vstring()?, c.vstring()?);
+                    v.push(Label { name, value });
                 }
-                sink(Record::Series {
-                    sref,
-                    labels: Labels::from_pairs(v),
-                });
+                // Written from a label set, so already in order: checked, not sorted again.
+                let ordered = v.windows(2).all(|w| w[0].name < w[1].name)
+                    && v.iter().all(|l| !l.value.is_empty());
+                let labels = if ordered {
+                    Labels::from_sorted_unchecked(v)
+                } else {
+                    Labels::from_pairs(v.into_iter().map(|l| (l.name, l.value)))
+                };
+                sink(Record::Series { sref, labels });
             }
             c.done().then_some(())
         }
@@ -921,6 +927,13 @@ mod tests {
         Labels::from_pairs([("__name__", name), ("job", "j")])
     }
 
+    fn series(sref: u64, name: &str) -> Record {
+        Record::Series {
+            sref,
+            labels: l(name),
+        }
+    }
+
     /// Opens the log and collects what replay hands over.
     fn open(dir: &Path) -> (Wal, Vec<Record>, Option<String>) {
         let mut recs = Vec::new();
@@ -942,13 +955,7 @@ mod tests {
         }
         let (mut w, r, _) = open(dir.path());
         assert_eq!(r.len(), 2);
-        assert_eq!(
-            r[0],
-            Record::Series {
-                sref: 1,
-                labels: l("a")
-            }
-        );
+        assert_eq!(r[0], series(1, "a"));
         w.log_samples(&[(1u64, 3000, 3.0)]).unwrap();
         w.sync().unwrap();
         drop(w);
@@ -1009,13 +1016,7 @@ mod tests {
         let (_w, r, _) = open(dir.path());
         assert_eq!(
             r,
-            vec![
-                Record::Series {
-                    sref: 1,
-                    labels: l("a")
-                },
-                Record::Samples(vec![(1, 9000, 2.0)])
-            ]
+            vec![series(1, "a"), Record::Samples(vec![(1, 9000, 2.0)])]
         );
     }
 
@@ -1137,14 +1138,8 @@ mod tests {
         assert_eq!(
             r,
             vec![
-                Record::Series {
-                    sref: 1,
-                    labels: l("a")
-                },
-                Record::Series {
-                    sref: 2,
-                    labels: l("b")
-                },
+                series(1, "a"),
+                series(2, "b"),
                 Record::Samples(vec![(2, 1000, 1.0)]),
             ]
         );
@@ -1252,6 +1247,35 @@ mod tests {
                     labels: Labels::from_pairs([("__name__", "up")])
                 }
             ]
+        );
+    }
+
+    /// Labels come back as a valid label set even from a record not written in order (or
+    /// with an empty value): ordered records skip the sort, others are normalised.
+    #[test]
+    fn series_records_out_of_order_are_normalised() {
+        let mut body = Vec::new();
+        put_uvarint(&mut body, 1);
+        put_uvarint(&mut body, 3);
+        put_uvarint(&mut body, 3);
+        for s in ["job", "j", "__name__", "up", "empty", ""] {
+            put_str(&mut body, s);
+        }
+        let mut packed = Vec::new();
+        let payload = compress(&body, &mut packed).unwrap().to_vec();
+        let mut got = Vec::new();
+        assert!(decode_into(
+            REC_SERIES_V2,
+            &payload,
+            &mut Vec::new(),
+            &mut |r| got.push(r)
+        ));
+        assert_eq!(
+            got,
+            vec![Record::Series {
+                sref: 3,
+                labels: Labels::from_pairs([("__name__", "up"), ("job", "j")])
+            }]
         );
     }
 }

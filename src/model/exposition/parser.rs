@@ -473,25 +473,14 @@ impl<'a> Parser<'a> {
         if !self.opts.defer_labels || name.is_none() {
             return None;
         }
-        let (mut quoted, mut escaped) = (false, false);
-        for (k, &c) in l.b[l.i..].iter().enumerate() {
-            if escaped {
-                escaped = false;
-            } else if quoted {
-                match c {
-                    b'\\' => escaped = true,
-                    b'"' => quoted = false,
-                    _ => {}
-                }
-            } else {
-                match c {
-                    b'"' => quoted = true,
-                    b'}' => return Some(l.i + k + 1),
-                    _ => {}
-                }
+        let mut end = None;
+        outside_quotes(&l.b[l.i..], |k, c| {
+            if c == b'}' {
+                end = Some(l.i + k + 1);
             }
-        }
-        None
+            end.is_none()
+        });
+        end
     }
 
     /// The name and labels of a sample whose labels were deferred, parsed and checked in full
@@ -781,8 +770,24 @@ impl<'a> Parser<'a> {
 
 /// `=` signs outside quotes up to the closing `}`: how many labels are left on the line.
 fn count_assignments(b: &[u8]) -> u64 {
-    let (mut n, mut quoted, mut escaped) = (0, false, false);
-    for &c in b {
+    let mut n = 0;
+    outside_quotes(b, |_, c| match c {
+        b'=' => {
+            n += 1;
+            true
+        }
+        b'}' | b'\n' => false,
+        _ => true,
+    });
+    n
+}
+
+/// Hands `f` each byte of a label block outside quoted strings (with its offset) until `f`
+/// returns false; quotes and backslash escapes inside them are skipped as the grammar reads
+/// them.
+fn outside_quotes(b: &[u8], mut f: impl FnMut(usize, u8) -> bool) {
+    let (mut quoted, mut escaped) = (false, false);
+    for (k, &c) in b.iter().enumerate() {
         if escaped {
             escaped = false;
         } else if quoted {
@@ -791,16 +796,12 @@ fn count_assignments(b: &[u8]) -> u64 {
                 b'"' => quoted = false,
                 _ => {}
             }
-        } else {
-            match c {
-                b'"' => quoted = true,
-                b'=' => n += 1,
-                b'}' | b'\n' => break,
-                _ => {}
-            }
+        } else if c == b'"' {
+            quoted = true;
+        } else if !f(k, c) {
+            return;
         }
     }
-    n
 }
 
 fn is_metric_char(c: u8) -> bool {

@@ -377,7 +377,10 @@ pub fn write_block_from_chunks(
     let symbols = symbols_of(series.iter().map(|(l, _)| l));
     let slices = series.into_iter().map(|(labels, chunks)| HeadSlice {
         labels,
-        chunks,
+        chunks: chunks
+            .into_iter()
+            .map(crate::storage::chunk::SealedChunk::from)
+            .collect(),
         histograms: Vec::new(),
     });
     write_series_block(parent, a, b, symbols, slices)
@@ -439,7 +442,7 @@ pub(super) fn write_series_block(
         if chunks.iter().all(|c| c.min_t() >= a && c.max_t() < b) {
             let enc: Vec<(i64, i64, Vec<u8>, u64)> = chunks
                 .iter()
-                .map(|c| (c.min_t(), c.max_t(), c.bytes(), u64::from(c.len())))
+                .map(|c| (c.min_t(), c.max_t(), c.bytes().to_vec(), u64::from(c.len())))
                 .collect();
             w.add_series(&labels, &enc, &block::encode_hist_chunks(&hists))?;
         } else {
