@@ -21,6 +21,7 @@ mode=${1:-all}
 work=$(mktemp -d)
 # Tools started in subshells are not jobs of this shell: their pids are kept in $work/pids.
 trap 'kill $(jobs -p) $(cat "$work/pids" 2>/dev/null) 2>/dev/null || true; sleep 0.5; rm -rf "$work"' EXIT
+trap 'exit 130' INT TERM
 cargo build --release --quiet
 app=$PWD/target/release/appliance
 rows=$work/rows

@@ -839,6 +839,11 @@ fn process(
             (Some(e.to_string()), None)
         }
     };
+    // The metadata is in place before the samples become visible, so a client that sees a
+    // series can always ask for its type.
+    if let Some(m) = metadata {
+        ctx.state.status.lock().metadata = m;
+    }
     st.mark_vanished(&mut *app, t, if err.is_none() { iter } else { 0 });
     let duration = started.elapsed().as_secs_f64();
     let up = if err.is_none() { 1.0 } else { 0.0 };
@@ -873,9 +878,6 @@ fn process(
     let mut status = ctx.state.status.lock();
     status.last_scrape_ms = t;
     status.last_duration = duration;
-    if let Some(m) = metadata {
-        status.metadata = m;
-    }
     match err {
         None => {
             status.health = Health::Up;
