@@ -111,7 +111,7 @@ kill "$AP" "$PP"; wait_gone "$AP"; wait_gone "$PP"
 
 echo "== $big series every 10 s, then restart and shutdown"
 ingest_rows "$big" 10s "$(secs 40)" "$(secs 80)" s1m "$big series at 10 s"
-ar=$(rss_kib "$AP"); pr=$(rss_kib "$PP")
+ar=$(rss_kib "$AP"); pr=$(rss_kib "$PP"); a_before=$ar; p_before=$pr
 row "RSS per series at $big (KB)" "$(awk -v r="$ar" -v n="$big" 'BEGIN {printf "%.2f", r * 1.024 / n}')" "$(awk -v r="$pr" -v n="$big" 'BEGIN {printf "%.2f", r * 1.024 / n}')" "$(ratio "$ar" "$pr")" "<= 1 KB"
 an=$(q1 19381 'count_over_time(up{job="big"}[1h])'); pn=$(q1 19391 'count_over_time(up{job="big"}[1h])')
 aw=$(du -sb "$work/s1m/app/wal" | cut -f1); pw=$(du -sb "$work/s1m/prom/wal" | cut -f1)
@@ -121,6 +121,8 @@ kill -9 "$AP" "$PP"; wait_gone "$AP"; wait_gone "$PP"
 s=$(now_ms); AP=$(start_app "$work/s1m/a.yml" "$work/s1m/app" 19381); wait_ready 19381; ar=$(( $(now_ms) - s ))
 s=$(now_ms); PP=$(start_prom "$work/s1m/p.yml" "$work/s1m/prom" 19391); wait_ready 19391; pr=$(( $(now_ms) - s ))
 row "restart to ready with $big series after SIGKILL (s)" "$(awk -v x="$ar" 'BEGIN {printf "%.1f", x / 1000}')" "$(awk -v x="$pr" 'BEGIN {printf "%.1f", x / 1000}')" "$(ratio "$ar" "$pr")" "< 5 s"
+ah=$(hwm_kib "$AP"); ph=$(hwm_kib "$PP")
+row "peak RSS of that restart, over RSS before the kill" "$(ratio "$ah" "$a_before")" "$(ratio "$ph" "$p_before")" "-" "about 1x (replay streams)"
 # One scrape after the restart, so there are live series to mark stale.
 for _ in $(seq 1 60); do [ "$(q1 19381 'count_over_time(up{job="big"}[15s])')" != 0 ] && break; sleep 0.5; done
 s=$(now_ms); kill "$AP"; wait_gone "$AP"; ar=$(( $(now_ms) - s ))
