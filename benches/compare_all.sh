@@ -36,7 +36,15 @@ hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 wait_ready() { for _ in $(seq 1 12000); do curl -sf "127.0.0.1:$1/-/ready" >/dev/null && return 0; sleep 0.05; done; echo "no /-/ready on $1" >&2; return 1; }
 # Until the process has exited (a zombie counts: the tools were started from subshells, so
 # init reaps them, and late).
-wait_gone() { while [ -e "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; do sleep 0.01; done; }
+# Until the process has exited: gone, or a zombie whose threads have all exited (the tools were
+# started from subshells, so init reaps them, and late; a leader shows Z while its other threads
+# still tear down, holding the data directory's lock).
+wait_gone() {
+  while [ -e "/proc/$1" ]; do
+    [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ] && [ "$(ls "/proc/$1/task" 2>/dev/null | wc -l)" -le 1 ] && break
+    sleep 0.01
+  done
+}
 now_ms() { date +%s%3N; }
 # One PromQL value (the first result's) from the tool on port $1.
 q1() { curl -sf -G "127.0.0.1:$1/api/v1/query" --data-urlencode "query=$2" | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)'; }
@@ -55,8 +63,8 @@ start_app() { # yml data port
   "$app" run --config "$1" --data-dir "$2" --listen "127.0.0.1:$3" >>"$work/app.log" 2>&1 &
   echo $! | tee -a "$work/pids"
 }
-app_yml() { # from a Prometheus config: no rules, no self-scrape (Prometheus has neither)
-  { cat "$1"; printf 'rule_files: []\ncollectors: {appliance: {enabled: false}}\n'; } >"$2"
+app_yml() { # from a Prometheus config: no rules, no built-in collectors (Prometheus has neither)
+  { cat "$1"; printf 'rule_files: []\ncollectors: {appliance: {enabled: false}, node: {enabled: false}, containers: {enabled: false}, postgres: {enabled: false}, redis: {enabled: false}, celery: {enabled: false}}\n'; } >"$2"
 }
 
 # Both tools scrape the same page; their pids are left in AP and PP.
