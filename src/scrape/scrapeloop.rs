@@ -80,7 +80,6 @@ pub struct SeriesState {
 }
 
 /// What a cache entry's labels depend on besides the series and the target.
-#[derive(PartialEq)]
 struct CacheKey {
     relabel: Vec<relabel::RelabelConfig>,
     flags: (bool, bool, bool),
@@ -88,6 +87,23 @@ struct CacheKey {
 }
 
 impl CacheKey {
+    /// Whether `cfg` has these settings (compared in place: this runs every scrape).
+    fn matches(&self, cfg: &super::config::ScrapeConfig) -> bool {
+        self.relabel == cfg.metric_relabel_configs
+            && self.flags
+                == (
+                    cfg.honor_labels,
+                    cfg.honor_timestamps,
+                    cfg.track_timestamps_staleness,
+                )
+            && self.limits
+                == (
+                    cfg.label_limit,
+                    cfg.label_name_length_limit,
+                    cfg.label_value_length_limit,
+                )
+    }
+
     fn of(cfg: &super::config::ScrapeConfig) -> Self {
         CacheKey {
             relabel: cfg.metric_relabel_configs.clone(),
@@ -802,14 +818,17 @@ fn process(
     deadline: Instant,
 ) {
     let mut st = ctx.state.series.lock();
-    let key = CacheKey::of(&ctx.job.config);
-    if st.made_with.as_ref() != Some(&key) {
+    if !st
+        .made_with
+        .as_ref()
+        .is_some_and(|k| k.matches(&ctx.job.config))
+    {
         if st.made_with.is_some() {
             // Series the new settings no longer write go stale by lookback, as in Prometheus.
             st.cache.clear();
             st.counts.live_iter = 0;
         }
-        st.made_with = Some(key);
+        st.made_with = Some(CacheKey::of(&ctx.job.config));
     }
     let iter = st.counts.begin();
     let mut app = ctx.storage.appender();
