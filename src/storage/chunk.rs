@@ -175,6 +175,31 @@ impl XorChunk {
         b
     }
 
+    /// Appends the encoded bytes, sample count included, to `out` (no copy of the chunk).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.num.to_be_bytes());
+        out.extend_from_slice(self.w.bytes.get(2..).unwrap_or_default());
+    }
+
+    /// Empties the chunk for reuse, keeping its buffer: a series seals a chunk every 120
+    /// samples, and a fresh buffer each time is an allocation the allocator must place.
+    pub fn clear(&mut self) {
+        let mut bytes = std::mem::take(&mut self.w.bytes);
+        bytes.clear();
+        // The sample count's two bytes, as `default` writes them.
+        bytes.extend_from_slice(&[0, 0]);
+        *self = XorChunk {
+            w: BitWriter { bytes, free: 0 },
+            num: 0,
+            t: 0,
+            t_delta: 0,
+            v: 0,
+            leading: 0xff,
+            trailing: 0,
+            min_t: 0,
+        };
+    }
+
     /// Appends a sample; the caller guarantees `t` is above the last one.
     pub fn append(&mut self, t: i64, v: f64) {
         let vb = v.to_bits();
@@ -263,6 +288,15 @@ pub struct SealedChunk {
 }
 
 impl SealedChunk {
+    /// A chunk from its encoded bytes (sample count included) and time range.
+    pub fn from_parts(bytes: Box<[u8]>, min_t: i64, max_t: i64) -> Self {
+        SealedChunk {
+            bytes,
+            min_t,
+            max_t,
+        }
+    }
+
     /// Number of samples.
     pub fn len(&self) -> u16 {
         match *self.bytes {

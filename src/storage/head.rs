@@ -10,7 +10,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::chunk::{SealedChunk, XorChunk, SAMPLES_PER_CHUNK};
+use super::chunk::{SealedChunk, XorChunk, XorIter, SAMPLES_PER_CHUNK};
+use super::head_chunks::{ChunkRef, ChunkStore};
 use super::wal::HistogramRef;
 use super::{
     Appendable, Appender, CommitStats, Querier, Series, SeriesRef, StorageError, TsdbStats,
@@ -28,6 +29,8 @@ pub struct HeadOptions {
     pub min_valid_ms: i64,
     /// Fsync the write-ahead log on every commit instead of on the caller's interval.
     pub sync_every_commit: bool,
+    /// Folder for sealed chunks (see [`super::head_chunks`]); None keeps them in memory.
+    pub chunks_dir: Option<std::path::PathBuf>,
 }
 
 /// Prometheus's default block range: two hours.
@@ -39,6 +42,7 @@ impl Default for HeadOptions {
             chunk_range_ms: DEFAULT_BLOCK_RANGE_MS,
             min_valid_ms: i64::MIN,
             sync_every_commit: false,
+            chunks_dir: None,
         }
     }
 }
@@ -55,7 +59,8 @@ pub struct HeadSlice {
 
 struct MemSeries {
     labels: Labels,
-    closed: Vec<SealedChunk>,
+    /// Sealed chunks, oldest first; their bytes are in the head's [`ChunkStore`].
+    closed: Vec<ChunkRef>,
     head: XorChunk,
     last_t: i64,
     last_v: u64,
@@ -104,14 +109,17 @@ impl MemSeries {
         self.closed.is_empty() && self.head.is_empty() && self.hists.is_empty()
     }
 
-    fn samples(&self, mint: i64, maxt: i64) -> Vec<(i64, f64)> {
+    fn samples(&self, store: &ChunkStore, mint: i64, maxt: i64) -> Vec<(i64, f64)> {
         let mut out = Vec::new();
         let within = |t: &i64| *t >= mint && *t <= maxt;
+        let mut buf = Vec::new();
         for c in &self.closed {
             if c.is_empty() || c.max_t() < mint || c.min_t() > maxt {
                 continue;
             }
-            out.extend(c.iter().filter(|(t, _)| within(t)));
+            if store.read(c, &mut buf) {
+                out.extend(XorIter::over(&buf).filter(|(t, _)| within(t)));
+            }
         }
         let h = &self.head;
         if !h.is_empty() && h.max_t() >= mint && h.min_t() <= maxt {
@@ -128,6 +136,8 @@ impl MemSeries {
 #[derive(Default)]
 struct Inner {
     series: Vec<Option<MemSeries>>,
+    /// The bytes of every series' sealed chunks.
+    store: ChunkStore,
     /// Bumped each time a slot is reused, so refs to a removed series are detected.
     gens: Vec<u32>,
     by_hash: HashMap<u64, Vec<u32>>,
@@ -287,13 +297,8 @@ impl Inner {
             return;
         };
         let before = s.closed.len() as u64 + 1;
-        let kept: Vec<(i64, f64)> = s
-            .closed
-            .iter()
-            .flat_map(|c| c.iter())
-            .chain(s.head.iter())
-            .filter(|(t, _)| *t < mint || *t > maxt)
-            .collect();
+        let mut kept: Vec<(i64, f64)> = s.samples(&self.store, i64::MIN, i64::MAX);
+        kept.retain(|(t, _)| *t < mint || *t > maxt);
         let mut chunks: Vec<XorChunk> = Vec::new();
         let mut cur = XorChunk::default();
         for (t, v) in kept {
@@ -305,7 +310,8 @@ impl Inner {
             }
             cur.append(t, v);
         }
-        s.closed = chunks.into_iter().map(SealedChunk::from).collect();
+        // The old chunks' bytes stay in the store until their segment is truncated.
+        s.closed = chunks.iter().map(|c| self.store.write(c)).collect();
         s.head = cur;
         s.hists.retain(|(t, _)| *t < mint || *t > maxt);
         let after = s.closed.len() as u64 + 1;
@@ -373,6 +379,7 @@ struct HeadMetrics {
     wal_corruptions: Counter,
     truncations: Counter,
     out_of_bounds: Counter,
+    chunks_storage: Gauge,
 }
 
 /// The in-memory head block.
@@ -392,7 +399,12 @@ pub struct Head {
 impl Head {
     /// An empty head.
     pub fn new(opts: HeadOptions) -> Self {
+        let store = match &opts.chunks_dir {
+            Some(d) => ChunkStore::open(d),
+            None => ChunkStore::in_memory(),
+        };
         let inner = Inner {
+            store,
             min_t: i64::MAX,
             max_t: i64::MIN,
             min_valid: opts.min_valid_ms,
@@ -521,6 +533,11 @@ impl Head {
             m.wal_size.clone(),
         );
         reg.register(
+            "appliance_tsdb_head_chunks_storage_size_bytes",
+            "Size of the head's sealed chunks, on disk or in memory.",
+            m.chunks_storage.clone(),
+        );
+        reg.register(
             "appliance_tsdb_head_truncations",
             "Total number of head truncations (after a block was cut).",
             m.truncations.clone(),
@@ -551,6 +568,10 @@ impl Head {
             let n = s.closed.len();
             s.closed.retain(|c| c.max_t() >= before);
             dropped_chunks += (n - s.closed.len()) as u64;
+            if s.closed.len() < n / 2 {
+                // A series keeps tens of refs per block range; the dropped ones' room goes back.
+                s.closed.shrink_to_fit();
+            }
             s.hists.retain(|(t, _)| *t >= before);
             if !s.head.is_empty()
                 && s.head.max_t() < before
@@ -569,6 +590,8 @@ impl Head {
         for id in &removed {
             g.remove(*id);
         }
+        g.store.truncate(before);
+        self.metrics.chunks_storage.set(g.store.size() as i64);
         g.min_t = g
             .series
             .iter()
@@ -711,14 +734,21 @@ impl Head {
             .iter()
             .filter_map(|(labels, r)| {
                 let s = g.series[g.resolve(*r)? as usize].as_ref()?;
-                let head = (!s.head.is_empty()).then(|| SealedChunk::from(s.head.clone()));
-                let cs: Vec<SealedChunk> = s
+                let wanted = |min_t: i64, max_t: i64| max_t >= mint && min_t < maxt;
+                let mut cs: Vec<SealedChunk> = s
                     .closed
                     .iter()
-                    .cloned()
-                    .chain(head)
-                    .filter(|c| !c.is_empty() && c.max_t() >= mint && c.min_t() < maxt)
+                    .filter(|c| !c.is_empty() && wanted(c.min_t(), c.max_t()))
+                    .filter_map(|c| {
+                        let mut buf = Vec::new();
+                        g.store.read(c, &mut buf).then(|| {
+                            SealedChunk::from_parts(buf.into_boxed_slice(), c.min_t(), c.max_t())
+                        })
+                    })
                     .collect();
+                if !s.head.is_empty() && wanted(s.head.min_t(), s.head.max_t()) {
+                    cs.push(SealedChunk::from(s.head.clone()));
+                }
                 let hs = s.histograms(mint, maxt - 1);
                 (!cs.is_empty() || !hs.is_empty()).then(|| HeadSlice {
                     labels: labels.clone(),
@@ -848,7 +878,8 @@ impl Head {
             let crosses =
                 !s.head.is_empty() && t.div_euclid(range) != s.head.min_t().div_euclid(range);
             if s.head.len() >= SAMPLES_PER_CHUNK || crosses {
-                s.closed.push(std::mem::take(&mut s.head).into());
+                s.closed.push(g.store.write(&s.head));
+                s.head.clear();
                 new_chunk = true;
             }
             s.head.append(*t, *v);
@@ -863,6 +894,7 @@ impl Head {
         }
         self.metrics.series.set(g.live as i64);
         self.metrics.chunks.set(g.chunks as i64);
+        self.metrics.chunks_storage.set(g.store.size() as i64);
         self.metrics.samples_appended.inc_by(st.appended);
         self.metrics.out_of_order.inc_by(st.out_of_order);
         self.metrics.out_of_bounds.inc_by(st.out_of_bounds);
@@ -1017,7 +1049,7 @@ impl Querier for Head {
             .matching(matchers, mint, maxt)
             .map(|s| Series {
                 labels: s.labels.clone(),
-                samples: s.samples(mint, maxt),
+                samples: s.samples(&g.store, mint, maxt),
                 histograms: s.histograms(mint, maxt),
             })
             .filter(|s| !s.samples.is_empty() || !s.histograms.is_empty())
@@ -1214,5 +1246,71 @@ mod durability_tests {
         let (h2, _) = Head::open(dir.path(), HeadOptions::default()).unwrap();
         assert_eq!(all(&h2).len(), 6);
         assert_eq!(all(&h2)[..5], before[..]);
+    }
+
+    /// Sealed chunks in files answer exactly as chunks in memory do, through deletes,
+    /// truncation and a restart, and their files go with the truncated range.
+    #[test]
+    fn chunks_in_files_answer_as_chunks_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunks_dir = dir.path().join("head_chunks");
+        let opts = HeadOptions {
+            chunk_range_ms: 7_200_000,
+            chunks_dir: Some(chunks_dir.clone()),
+            ..HeadOptions::default()
+        };
+        let all = |h: &Head| {
+            h.select(
+                &[Matcher::new(MatchOp::Regex, "__name__", ".+").unwrap()],
+                i64::MIN,
+                i64::MAX,
+            )
+        };
+        let mem = Head::new(HeadOptions::default());
+        let (disk, _) = Head::open(&dir.path().join("wal"), opts.clone()).unwrap();
+        // 3 hours at 10 s for 300 series: many chunks, many flushes, two block ranges.
+        for t in 0..1080i64 {
+            for h in [&mem, &disk] {
+                let mut a = h.appender();
+                for i in 0..300 {
+                    a.append(&l("m", i), t * 10_000, (t * i as i64) as f64 * 0.25)
+                        .unwrap();
+                }
+                a.commit().unwrap();
+            }
+        }
+        assert!(all(&disk) == all(&mem), "chunks in files answer differently");
+        let on_disk = || -> u64 {
+            std::fs::read_dir(&chunks_dir)
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum()
+        };
+        assert!(on_disk() > 100_000, "sealed chunks are in files: {}", on_disk());
+        let sel = [Matcher::new(MatchOp::Regex, "i", "1.*").unwrap()];
+        for h in [&mem, &disk] {
+            h.delete(&sel, 1_000_000, 2_000_000).unwrap();
+        }
+        assert!(all(&disk) == all(&mem), "chunks in files answer differently");
+        let window = |h: &Head| h.chunks_of(&h.series_in(0, 7_200_000), 0, 7_200_000);
+        let (a, b) = (window(&mem), window(&disk));
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.chunks, y.chunks);
+        }
+        for h in [&mem, &disk] {
+            h.truncate_before(7_200_000);
+        }
+        assert!(all(&disk) == all(&mem), "chunks in files answer differently");
+        disk.sync().unwrap();
+        let expected = all(&disk);
+        drop(disk);
+        // As the Db does: what was truncated stays out of the replay.
+        let opts = HeadOptions {
+            min_valid_ms: 7_200_000,
+            ..opts
+        };
+        let (reopened, _) = Head::open(&dir.path().join("wal"), opts).unwrap();
+        assert!(all(&reopened) == expected, "the reopened head differs");
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod exemplar;
 pub mod head;
+pub mod head_chunks;
 pub mod tools;
 pub mod wal;
 

@@ -374,6 +374,7 @@ impl Db {
                 chunk_range_ms: opts.block_range_ms,
                 min_valid_ms: min_valid,
                 sync_every_commit: opts.wal_sync_every_commit,
+                chunks_dir: Some(dir.join("head_chunks")),
             },
         )?;
         report.wal_corruption = wal_corruption;

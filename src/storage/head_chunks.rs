@@ -1,0 +1,399 @@
+//! Where the head's sealed chunks live: append-only segment files under the data directory
+//! (`head_chunks/`), read back with positioned reads, so a head's finished chunks cost the
+//! page cache, not the process's heap. Prometheus keeps them the same way (`chunks_head/`,
+//! memory-mapped); without this the heap grew by every chunk sealed until the next block cut.
+//!
+//! The files are a cache, not a source of truth: the write-ahead log still holds every sample,
+//! so they are not fsynced, and opening a head empties the folder before the log's replay
+//! seals its chunks again. A head without a folder (tests, imports) keeps its segments in
+//! memory. A failed write keeps the chunk in memory; it is never lost while the head runs.
+//!
+//! This module owns the files and the bytes in them; which chunk belongs to which series is
+//! the head's business.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::chunk::XorChunk;
+
+/// A file segment is cut at this size (Prometheus's `chunks_head` default).
+const FILE_SEGMENT_BYTES: usize = 128 << 20;
+/// In memory, smaller segments, so truncation frees memory sooner.
+const MEM_SEGMENT_BYTES: usize = 8 << 20;
+/// Appended bytes are written to the file once this many are pending: one write per many
+/// chunks, and a short one, as it happens under the head's write lock.
+const FLUSH_BYTES: usize = 256 << 10;
+
+/// Where one sealed chunk is, with what the head needs to know without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkRef {
+    min_t: i64,
+    max_t: i64,
+    seg: u32,
+    off: u32,
+    len: u32,
+    samples: u16,
+}
+
+impl ChunkRef {
+    /// First timestamp.
+    pub fn min_t(&self) -> i64 {
+        self.min_t
+    }
+
+    /// Last timestamp.
+    pub fn max_t(&self) -> i64 {
+        self.max_t
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> u16 {
+        self.samples
+    }
+
+    /// Whether the chunk holds no samples.
+    pub fn is_empty(&self) -> bool {
+        self.samples == 0
+    }
+
+    /// Encoded size in bytes.
+    pub fn size(&self) -> usize {
+        self.len as usize
+    }
+}
+
+struct Segment {
+    seq: u32,
+    /// None for a memory segment, or once the file could not be created.
+    file: Option<File>,
+    /// Bytes in the file; the chunk at `off` is in the file when `off < flushed`.
+    flushed: u32,
+    /// Bytes after `flushed`, not yet written (all of a memory segment's bytes).
+    pending: Vec<u8>,
+    /// Newest sample time of any chunk here: the segment goes when the head drops everything
+    /// up to it.
+    max_t: i64,
+    /// A write failed: the rest of this segment stays in memory.
+    broken: bool,
+}
+
+impl Segment {
+    fn len(&self) -> usize {
+        self.flushed as usize + self.pending.len()
+    }
+
+    fn flush(&mut self) {
+        let Some(f) = &self.file else { return };
+        if self.broken || self.pending.is_empty() {
+            return;
+        }
+        // Written at the end the file already has; a short write leaves `flushed` as it was,
+        // and the bytes stay readable from memory.
+        match f.write_all_at(&self.pending, u64::from(self.flushed)) {
+            Ok(()) => {
+                self.flushed += self.pending.len() as u32;
+                self.pending.clear();
+            }
+            Err(e) => {
+                self.broken = true;
+                crate::failure!(error, "storage", "head_chunks_write", error = %e, segment = self.seq,
+                    "writing head chunks failed; this segment's chunks stay in memory");
+            }
+        }
+    }
+}
+
+/// The sealed chunks of one head.
+#[derive(Default)]
+pub struct ChunkStore {
+    dir: Option<PathBuf>,
+    segs: VecDeque<Segment>,
+    next_seq: u32,
+}
+
+impl ChunkStore {
+    /// Chunks kept in memory.
+    pub fn in_memory() -> Self {
+        ChunkStore {
+            dir: None,
+            segs: VecDeque::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// Chunks kept in files under `dir`, emptied first (the log's replay writes them again).
+    /// When the folder cannot be prepared the chunks stay in memory, and the failure is logged.
+    pub fn open(dir: &Path) -> Self {
+        match Self::prepare(dir) {
+            Ok(()) => ChunkStore {
+                dir: Some(dir.to_path_buf()),
+                segs: VecDeque::new(),
+                next_seq: 0,
+            },
+            Err(e) => {
+                crate::failure!(error, "storage", "head_chunks_open", error = %e, dir = %dir.display(),
+                    "the head chunks folder cannot be used; sealed chunks stay in memory");
+                Self::in_memory()
+            }
+        }
+    }
+
+    fn prepare(dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            // Only our own segment names: anything else in the folder is not ours to delete.
+            if segment_seq(&e.file_name().to_string_lossy()).is_some() {
+                std::fs::remove_file(e.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a sealed chunk.
+    pub fn write(&mut self, c: &XorChunk) -> ChunkRef {
+        let size = c.size();
+        let limit = if self.dir.is_some() {
+            FILE_SEGMENT_BYTES
+        } else {
+            MEM_SEGMENT_BYTES
+        };
+        let cut = self
+            .segs
+            .back()
+            .is_none_or(|s| s.len() > 0 && s.len() + size > limit);
+        if cut {
+            self.cut();
+        }
+        // Never empty here: an empty store always cuts.
+        let last = self.segs.len().saturating_sub(1);
+        let seg = &mut self.segs[last];
+        let off = seg.len() as u32;
+        c.encode_into(&mut seg.pending);
+        let len = (seg.len() as u32) - off;
+        seg.max_t = seg.max_t.max(c.max_t());
+        if seg.pending.len() >= FLUSH_BYTES {
+            seg.flush();
+        }
+        ChunkRef {
+            min_t: c.min_t(),
+            max_t: c.max_t(),
+            seg: seg.seq,
+            off,
+            len,
+            samples: c.len(),
+        }
+    }
+
+    /// Starts a new segment.
+    fn cut(&mut self) {
+        if let Some(last) = self.segs.back_mut() {
+            last.flush();
+            if !last.broken {
+                last.pending = Vec::new();
+            }
+        }
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let file = self.dir.as_ref().and_then(|d| {
+            let p = d.join(segment_name(seq));
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&p)
+            {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    crate::failure!(error, "storage", "head_chunks_write", error = %e, file = %p.display(),
+                        "creating a head chunks segment failed; its chunks stay in memory");
+                    None
+                }
+            }
+        });
+        let broken = self.dir.is_some() && file.is_none();
+        self.segs.push_back(Segment {
+            seq,
+            file,
+            flushed: 0,
+            pending: Vec::new(),
+            max_t: i64::MIN,
+            broken,
+        });
+    }
+
+    /// Reads chunk `r` into `buf` (replacing its contents). False, with the failure logged,
+    /// when it cannot be read: the caller treats the chunk as empty.
+    pub fn read(&self, r: &ChunkRef, buf: &mut Vec<u8>) -> bool {
+        buf.clear();
+        let Some(first) = self.segs.front() else {
+            return false;
+        };
+        let Some(seg) = self.segs.get(r.seg.wrapping_sub(first.seq) as usize) else {
+            return false;
+        };
+        if r.off >= seg.flushed {
+            let at = (r.off - seg.flushed) as usize;
+            match seg.pending.get(at..at + r.len as usize) {
+                Some(b) => {
+                    buf.extend_from_slice(b);
+                    true
+                }
+                None => false,
+            }
+        } else {
+            let Some(f) = &seg.file else { return false };
+            buf.resize(r.len as usize, 0);
+            match f.read_exact_at(buf, u64::from(r.off)) {
+                Ok(()) => true,
+                Err(e) => {
+                    buf.clear();
+                    crate::failure!(error, "storage", "head_chunks_read", error = %e, segment = seg.seq,
+                        "reading a head chunk failed; its samples are missing from this read");
+                    false
+                }
+            }
+        }
+    }
+
+    /// Drops the segments whose chunks all end before `before` (the head has dropped them),
+    /// except the one being written.
+    pub fn truncate(&mut self, before: i64) {
+        while self.segs.len() > 1 && self.segs.front().is_some_and(|s| s.max_t < before) {
+            let Some(s) = self.segs.pop_front() else {
+                break;
+            };
+            if let (Some(d), Some(f)) = (&self.dir, s.file) {
+                drop(f);
+                let p = d.join(segment_name(s.seq));
+                if let Err(e) = std::fs::remove_file(&p) {
+                    crate::failure!(warn, "storage", "head_chunks_remove", error = %e, file = %p.display(),
+                        "removing a head chunks segment failed");
+                }
+            }
+        }
+    }
+
+    /// Bytes held, on disk and in memory.
+    pub fn size(&self) -> u64 {
+        self.segs.iter().map(|s| s.len() as u64).sum()
+    }
+
+    /// Writes what is pending to the current file (no fsync: the log is the durable copy).
+    pub fn flush(&mut self) {
+        if let Some(s) = self.segs.back_mut() {
+            s.flush();
+        }
+    }
+}
+
+fn segment_name(seq: u32) -> String {
+    format!("{seq:08}.chunks")
+}
+
+fn segment_seq(name: &str) -> Option<u32> {
+    let n = name.strip_suffix(".chunks")?;
+    (n.len() == 8 && n.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| n.parse().ok())
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::chunk::XorIter;
+
+    fn chunk(from: i64, n: i64) -> XorChunk {
+        let mut c = XorChunk::default();
+        for t in from..from + n {
+            c.append(t * 1000, t as f64 * 0.5);
+        }
+        c
+    }
+
+    fn decoded(s: &ChunkStore, r: &ChunkRef) -> Vec<(i64, f64)> {
+        let mut buf = Vec::new();
+        assert!(s.read(r, &mut buf));
+        XorIter::over(&buf).collect()
+    }
+
+    #[test]
+    fn chunks_read_back_from_memory_and_from_files_across_flushes_and_segments() {
+        let tmp = tempfile::tempdir().unwrap();
+        for mut store in [ChunkStore::in_memory(), ChunkStore::open(tmp.path())] {
+            let mut refs = Vec::new();
+            // Enough chunks to flush many times; the last ones stay pending.
+            for i in 0..3000 {
+                let c = chunk(i * 120, 120);
+                let r = store.write(&c);
+                assert_eq!((r.min_t(), r.max_t(), r.len()), (c.min_t(), c.max_t(), 120));
+                refs.push((r, c.iter().collect::<Vec<_>>()));
+            }
+            for (r, want) in &refs {
+                assert_eq!(&decoded(&store, r), want);
+            }
+        }
+        assert!(std::fs::read_dir(tmp.path()).unwrap().count() >= 1);
+    }
+
+    #[test]
+    fn truncation_removes_old_segment_files_and_opening_empties_the_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("keep.txt"), "not ours").unwrap();
+        let mut store = ChunkStore::open(tmp.path());
+        let old = store.write(&chunk(0, 120));
+        store.cut();
+        let new = store.write(&chunk(1000, 120));
+        store.flush();
+        let names = || {
+            let mut v: Vec<String> = std::fs::read_dir(tmp.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(), ["00000000.chunks", "00000001.chunks", "keep.txt"]);
+        store.truncate(old.max_t() + 1);
+        assert_eq!(names(), ["00000001.chunks", "keep.txt"]);
+        assert!(!store.read(&old, &mut Vec::new()));
+        assert_eq!(decoded(&store, &new).len(), 120);
+        // The segment being written stays even when everything in it is older.
+        store.truncate(i64::MAX);
+        assert_eq!(names(), ["00000001.chunks", "keep.txt"]);
+        drop(store);
+        let _reopened = ChunkStore::open(tmp.path());
+        assert_eq!(names(), ["keep.txt"]);
+    }
+
+    #[test]
+    fn a_chunk_that_cannot_be_written_stays_readable_from_memory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = ChunkStore::open(tmp.path());
+        let first = store.write(&chunk(0, 120));
+        // The file is replaced by a read-only handle: the next flush fails.
+        if let Some(s) = store.segs.back_mut() {
+            s.file = Some(File::open(tmp.path().join(segment_name(s.seq))).unwrap());
+        }
+        let mut refs = vec![(first, chunk(0, 120))];
+        for i in 1..2000 {
+            let c = chunk(i * 120, 120);
+            refs.push((store.write(&c), c));
+        }
+        assert!(store.segs.back().unwrap().broken);
+        for (r, c) in &refs {
+            assert_eq!(decoded(&store, r), c.iter().collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn segment_names_round_trip_and_others_are_not_ours() {
+        assert_eq!(segment_seq(&segment_name(42)), Some(42));
+        for other in ["keep.txt", "1.chunks", "0000000a.chunks", "00000001.chunk"] {
+            assert_eq!(segment_seq(other), None, "{other}");
+        }
+    }
+}
