@@ -452,3 +452,40 @@ async fn a_reload_that_changes_metric_relabelling_applies_to_known_series() {
     until(5, "g{tier=silver} after the reload", with_tier("silver")).await;
     mgr.stop();
 }
+
+/// Stopping does not wait out a scrape in flight (a million-series page takes seconds): the
+/// fetch is abandoned, so no `up 0` of a timed-out scrape is written on the way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_abandons_a_scrape_in_flight() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = accepted.clone();
+    // Accepts and never answers.
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    let (head, mgr) = setup();
+    let j = job(&format!(
+        "job_name: t\nscrape_interval: 3s\nscrape_timeout: 3s\nstatic_configs:\n  - targets: ['{addr}']\n"
+    ));
+    mgr.apply(vec![j]).unwrap();
+    until(10, "the scrape to start", || {
+        accepted.load(std::sync::atomic::Ordering::SeqCst) > 0
+    })
+    .await;
+    for t in mgr.stop() {
+        t.await.unwrap();
+    }
+    let ups = head.select(&[m("__name__", "up")], i64::MIN, i64::MAX);
+    let zeros = ups
+        .iter()
+        .flat_map(|s| s.samples.iter())
+        .filter(|(_, v)| *v == 0.0)
+        .count();
+    assert_eq!(zeros, 0, "the scrape in flight ran to its timeout: {ups:?}");
+}

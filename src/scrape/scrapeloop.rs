@@ -346,8 +346,15 @@ pub async fn run(ctx: LoopCtx, mut stop: watch::Receiver<Option<bool>>) {
     let mut ticker = tokio::time::interval_at(start, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mark = loop {
+        // A stop does not wait for a scrape in flight: a million-series page takes seconds
+        // to fetch. Dropping the scrape abandons its fetch; once its samples are being
+        // appended, that work runs to its end on its own thread and holds the series lock,
+        // so the stale markers below still come after it.
         tokio::select! {
-            _ = ticker.tick() => scrape_once(&ctx).await,
+            _ = async {
+                ticker.tick().await;
+                scrape_once(&ctx).await
+            } => {}
             r = stop.changed() => {
                 match r {
                     Ok(()) => if let Some(m) = *stop.borrow() { break m },

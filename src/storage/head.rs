@@ -1279,19 +1279,29 @@ mod durability_tests {
                 a.commit().unwrap();
             }
         }
-        assert!(all(&disk) == all(&mem), "chunks in files answer differently");
+        assert!(
+            all(&disk) == all(&mem),
+            "chunks in files answer differently"
+        );
         let on_disk = || -> u64 {
             std::fs::read_dir(&chunks_dir)
                 .unwrap()
                 .map(|e| e.unwrap().metadata().unwrap().len())
                 .sum()
         };
-        assert!(on_disk() > 100_000, "sealed chunks are in files: {}", on_disk());
+        assert!(
+            on_disk() > 100_000,
+            "sealed chunks are in files: {}",
+            on_disk()
+        );
         let sel = [Matcher::new(MatchOp::Regex, "i", "1.*").unwrap()];
         for h in [&mem, &disk] {
             h.delete(&sel, 1_000_000, 2_000_000).unwrap();
         }
-        assert!(all(&disk) == all(&mem), "chunks in files answer differently");
+        assert!(
+            all(&disk) == all(&mem),
+            "chunks in files answer differently"
+        );
         let window = |h: &Head| h.chunks_of(&h.series_in(0, 7_200_000), 0, 7_200_000);
         let (a, b) = (window(&mem), window(&disk));
         assert_eq!(a.len(), b.len());
@@ -1301,7 +1311,10 @@ mod durability_tests {
         for h in [&mem, &disk] {
             h.truncate_before(7_200_000);
         }
-        assert!(all(&disk) == all(&mem), "chunks in files answer differently");
+        assert!(
+            all(&disk) == all(&mem),
+            "chunks in files answer differently"
+        );
         disk.sync().unwrap();
         let expected = all(&disk);
         drop(disk);
