@@ -466,7 +466,7 @@ fn match_sets(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
 fn labels_json(l: &Labels) -> Value {
     let mut m = Map::new();
     for p in l.iter() {
-        m.insert(p.name.clone(), Value::String(p.value.clone()));
+        m.insert(p.name.to_string(), Value::String(p.value.to_string()));
     }
     Value::Object(m)
 }
@@ -864,7 +864,7 @@ pub(super) async fn federate(State(st): State<AppState>, RawQuery(q): RawQuery) 
         let mut pairs: Vec<(&str, &str)> = labels
             .iter()
             .filter(|l| l.name != crate::model::METRIC_NAME && !l.value.is_empty())
-            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .map(|l| (l.name, l.value))
             .collect();
         for (k, val) in &ext {
             if labels.get(k).is_none_or(str::is_empty) {

@@ -20,7 +20,7 @@ pub mod time;
 pub mod tls;
 pub mod yaml;
 
-pub use labels::{Label, Labels, LabelsBuilder};
+pub use labels::{Label, LabelIter, LabelRef, Labels, LabelsBuilder};
 pub use matcher::{MatchOp, Matcher};
 pub use secret::{Secret, SecretUrl};
 

@@ -129,7 +129,7 @@ impl From<SilenceError> for ApiError {
 
 fn labels_map(l: &crate::model::Labels) -> BTreeMap<String, String> {
     l.iter()
-        .map(|x| (x.name.clone(), x.value.clone()))
+        .map(|x| (x.name.to_string(), x.value.to_string()))
         .collect()
 }
 

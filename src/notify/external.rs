@@ -191,11 +191,8 @@ pub fn postable(alerts: &[Alert]) -> Value {
         alerts
             .iter()
             .map(|a| {
-                let labels: std::collections::BTreeMap<&str, &str> = a
-                    .labels
-                    .iter()
-                    .map(|l| (l.name.as_str(), l.value.as_str()))
-                    .collect();
+                let labels: std::collections::BTreeMap<&str, &str> =
+                    a.labels.iter().map(|l| (l.name, l.value)).collect();
                 json!({
                     "labels": labels,
                     "annotations": a.annotations,

@@ -363,7 +363,7 @@ pub fn group_labels(route: &Route, labels: &Labels) -> BTreeMap<String, String> 
     match &route.group_by {
         GroupBy::All => labels
             .iter()
-            .map(|l| (l.name.clone(), l.value.clone()))
+            .map(|l| (l.name.to_string(), l.value.to_string()))
             .collect(),
         GroupBy::Labels(names) => names
             .iter()

@@ -363,7 +363,7 @@ const FIELD: &str = "__appliance_field";
 
 fn labels(l: &crate::model::Labels) -> BTreeMap<String, String> {
     l.iter()
-        .map(|x| (x.name.clone(), x.value.clone()))
+        .map(|x| (x.name.to_string(), x.value.to_string()))
         .collect()
 }
 

@@ -13,18 +13,10 @@ use crate::model::{Labels, METRIC_NAME};
 
 fn group_labels(m: &Labels, modifier: &Option<LabelModifier>) -> Labels {
     match modifier {
-        Some(LabelModifier::Include(by)) => Labels::from_sorted_unchecked(
-            m.iter()
-                .filter(|p| by.labels.contains(&p.name))
-                .cloned()
-                .collect(),
-        ),
-        Some(LabelModifier::Exclude(without)) => Labels::from_sorted_unchecked(
-            m.iter()
-                .filter(|p| p.name != METRIC_NAME && !without.labels.contains(&p.name))
-                .cloned()
-                .collect(),
-        ),
+        Some(LabelModifier::Include(by)) => m.filter(|p| by.labels.iter().any(|n| n == p.name)),
+        Some(LabelModifier::Exclude(without)) => {
+            m.filter(|p| p.name != METRIC_NAME && !without.labels.iter().any(|n| n == p.name))
+        }
         None => Labels::default(),
     }
 }

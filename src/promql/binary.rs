@@ -44,13 +44,13 @@ fn signature(l: &Labels, matching: &Option<LabelModifier>) -> Vec<(String, Strin
             .collect(),
         Some(LabelModifier::Exclude(ign)) => l
             .iter()
-            .filter(|p| p.name != METRIC_NAME && !ign.labels.contains(&p.name))
-            .map(|p| (p.name.clone(), p.value.clone()))
+            .filter(|p| p.name != METRIC_NAME && !ign.labels.iter().any(|n| n == p.name))
+            .map(|p| (p.name.to_string(), p.value.to_string()))
             .collect(),
         None => l
             .iter()
             .filter(|p| p.name != METRIC_NAME)
-            .map(|p| (p.name.clone(), p.value.clone()))
+            .map(|p| (p.name.to_string(), p.value.to_string()))
             .collect(),
     }
 }

@@ -930,23 +930,23 @@ fn info(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
             };
             matched = true;
             for l in is.metric.iter() {
-                if l.name == METRIC_NAME || IDENTIFYING.contains(&l.name.as_str()) {
+                if l.name == METRIC_NAME || IDENTIFYING.contains(&l.name) {
                     continue;
                 }
                 if !data_ms.is_empty() && !data_ms.iter().any(|m| m.name == l.name) {
                     continue;
                 }
-                if let Some(prev) = added.get(&l.name) {
-                    if prev != &l.value {
+                if let Some(prev) = added.get(l.name) {
+                    if prev != l.value {
                         return exec_err(format!("conflicting label: {}", l.name));
                     }
                     continue;
                 }
-                if b.metric.get(&l.name).is_some() {
+                if b.metric.get(l.name).is_some() {
                     continue;
                 }
-                added.insert(l.name.clone(), l.value.clone());
-                lb.set(l.name.clone(), l.value.clone());
+                added.insert(l.name.to_string(), l.value.to_string());
+                lb.set(l.name.to_string(), l.value.to_string());
             }
         }
         if !matched && data_ms.iter().any(|m| !m.matches_empty()) {

@@ -491,8 +491,8 @@ impl Reader {
         let labels: Vec<v1::Label> = out
             .iter()
             .map(|l| v1::Label {
-                name: l.name.clone(),
-                value: l.value.clone(),
+                name: l.name.to_string(),
+                value: l.value.to_string(),
             })
             .collect();
         let mut labels_pb = Vec::new();

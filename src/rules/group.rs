@@ -460,7 +460,7 @@ fn eval_recording(
 
 fn labels_map(l: &Labels) -> BTreeMap<String, String> {
     l.iter()
-        .map(|x| (x.name.clone(), x.value.clone()))
+        .map(|x| (x.name.to_string(), x.value.to_string()))
         .collect()
 }
 

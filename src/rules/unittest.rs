@@ -523,7 +523,7 @@ fn check_alerts(at: &AlertTest, groups: &[Group]) -> Result<(), String> {
                 got.push((
                     a.labels
                         .iter()
-                        .map(|l| (l.name.clone(), l.value.clone()))
+                        .map(|l| (l.name.to_string(), l.value.to_string()))
                         .collect(),
                     a.annotations.clone().into_iter().collect(),
                 ));

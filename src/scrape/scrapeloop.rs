@@ -574,13 +574,13 @@ fn sample_labels(
     }
     if honor {
         for l in target.iter() {
-            if lb.get(&l.name).is_empty() {
-                lb.set(l.name.clone(), l.value.clone());
+            if lb.get(l.name).is_empty() {
+                lb.set(l.name.to_string(), l.value.to_string());
             }
         }
     } else {
         for l in target.iter() {
-            let existing = lb.get(&l.name).to_string();
+            let existing = lb.get(l.name).to_string();
             if !existing.is_empty() {
                 let mut key = format!("exported_{}", l.name);
                 while !lb.get(&key).is_empty() {
@@ -588,7 +588,7 @@ fn sample_labels(
                 }
                 lb.set(key, existing);
             }
-            lb.set(l.name.clone(), l.value.clone());
+            lb.set(l.name.to_string(), l.value.to_string());
         }
     }
     lb
@@ -627,7 +627,7 @@ fn new_entry(
             return Err(Fail::LabelLimit(format!(
                 "label_name_length_limit exceeded (metric: {}, label name: {}, length: {}, limit: {name_len})",
                 clip(labels.metric_name()),
-                clip(&l.name),
+                clip(l.name),
                 l.name.len()
             )));
         }
@@ -635,8 +635,8 @@ fn new_entry(
             return Err(Fail::LabelLimit(format!(
                 "label_value_length_limit exceeded (metric: {}, label name: {}, value: {}, length: {}, limit: {value_len})",
                 clip(labels.metric_name()),
-                clip(&l.name),
-                crate::model::exposition::bounded_quote(&l.value),
+                clip(l.name),
+                crate::model::exposition::bounded_quote(l.value),
                 l.value.len()
             )));
         }

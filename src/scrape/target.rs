@@ -172,7 +172,7 @@ pub fn build_target(job: &Job, addr: &str, group: &Labels) -> Result<Target, Lab
     for l in all.iter() {
         if let Some(name) = l.name.strip_prefix("__param_") {
             if !c.params.contains_key(name) {
-                query.push((name.to_string(), l.value.clone()));
+                query.push((name.to_string(), l.value.to_string()));
             }
         }
     }

@@ -413,7 +413,7 @@ impl BlockWriter {
         let id = ((self.index.len() - self.series_start) / SERIES_ALIGN) as u32;
         put_uvarint(&mut self.index, labels.len() as u64);
         for l in labels.iter() {
-            let (Some(n), Some(v)) = (self.symbols.get(&l.name), self.symbols.get(&l.value)) else {
+            let (Some(n), Some(v)) = (self.symbols.get(l.name), self.symbols.get(l.value)) else {
                 return Err(corrupt(
                     &self.tmp_dir,
                     format!("{labels}: label not in symbols"),
@@ -910,7 +910,7 @@ impl Block {
         }
         let mut names = std::collections::BTreeSet::new();
         for s in self.matching_series(matchers)? {
-            names.extend(s.labels.iter().map(|l| l.name.clone()));
+            names.extend(s.labels.iter().map(|l| l.name.to_string()));
         }
         Ok(names.into_iter().collect())
     }
@@ -1022,7 +1022,7 @@ mod tests {
         ];
         let syms = series.iter().flat_map(|s| {
             s.iter()
-                .flat_map(|l| [l.name.clone(), l.value.clone()])
+                .flat_map(|l| [l.name.to_string(), l.value.to_string()])
                 .collect::<Vec<_>>()
         });
         let mut w = BlockWriter::create(dir, "B1", 0, 1_000_000, syms).unwrap();

@@ -175,16 +175,16 @@ impl Inner {
         // Names and values are cloned only when new to the index: replaying a million series
         // otherwise allocates ten million strings only to drop them.
         for l in labels.iter() {
-            let vals = match self.postings.get_mut(&l.name) {
+            let vals = match self.postings.get_mut(l.name) {
                 Some(v) => v,
-                None => self.postings.entry(l.name.clone()).or_default(),
+                None => self.postings.entry(l.name.to_string()).or_default(),
             };
-            match vals.get_mut(&l.value) {
+            match vals.get_mut(l.value) {
                 Some(ids) => {
                     ids.insert(id);
                 }
                 None => {
-                    vals.insert(l.value.clone(), BTreeSet::from([id]));
+                    vals.insert(l.value.to_string(), BTreeSet::from([id]));
                 }
             }
         }
@@ -254,15 +254,15 @@ impl Inner {
             }
         }
         for l in s.labels.iter() {
-            if let Some(vals) = self.postings.get_mut(&l.name) {
-                if let Some(set) = vals.get_mut(&l.value) {
+            if let Some(vals) = self.postings.get_mut(l.name) {
+                if let Some(set) = vals.get_mut(l.value) {
                     set.remove(&id);
                     if set.is_empty() {
-                        vals.remove(&l.value);
+                        vals.remove(l.value);
                     }
                 }
                 if vals.is_empty() {
-                    self.postings.remove(&l.name);
+                    self.postings.remove(l.name);
                 }
             }
         }
@@ -1072,7 +1072,7 @@ impl Querier for Head {
         let g = self.inner.read();
         let mut names = BTreeSet::new();
         for s in g.matching(matchers, mint, maxt) {
-            names.extend(s.labels.iter().map(|l| l.name.clone()));
+            names.extend(s.labels.iter().map(|l| l.name.to_string()));
         }
         names.into_iter().collect()
     }

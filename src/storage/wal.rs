@@ -400,8 +400,8 @@ fn encode_series(sref: u64, labels: &Labels, buf: &mut Vec<u8>) {
     put_uvarint(buf, sref);
     put_uvarint(buf, labels.len() as u64);
     for l in labels.iter() {
-        put_str(buf, &l.name);
-        put_str(buf, &l.value);
+        put_str(buf, l.name);
+        put_str(buf, l.value);
     }
 }
 

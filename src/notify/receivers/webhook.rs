@@ -119,7 +119,7 @@ fn rfc3339(ms: i64) -> String {
 
 fn labels_obj(l: &crate::model::Labels) -> BTreeMap<String, String> {
     l.iter()
-        .map(|x| (x.name.clone(), x.value.clone()))
+        .map(|x| (x.name.to_string(), x.value.to_string()))
         .collect()
 }
 

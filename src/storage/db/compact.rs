@@ -409,11 +409,11 @@ pub(super) fn symbols_of<'a>(labels: impl Iterator<Item = &'a Labels>) -> BTreeS
     let mut symbols = BTreeSet::new();
     for l in labels {
         for x in l.iter() {
-            if !symbols.contains(&x.name) {
-                symbols.insert(x.name.clone());
+            if !symbols.contains(x.name) {
+                symbols.insert(x.name.to_string());
             }
-            if !symbols.contains(&x.value) {
-                symbols.insert(x.value.clone());
+            if !symbols.contains(x.value) {
+                symbols.insert(x.value.to_string());
             }
         }
     }

@@ -172,12 +172,12 @@ impl Db {
                     .or_default() += 1;
                 for l in labels.iter() {
                     *by_pair
-                        .entry((l.name.clone(), l.value.clone()))
+                        .entry((l.name.to_string(), l.value.to_string()))
                         .or_default() += 1;
                     values
-                        .entry(l.name.clone())
+                        .entry(l.name.to_string())
                         .or_default()
-                        .insert(l.value.clone());
+                        .insert(l.value.to_string());
                 }
             };
             for s in self.inner.head.series(&[], i64::MIN, i64::MAX) {
