@@ -759,6 +759,12 @@ impl Head {
             .collect()
     }
 
+    /// Bytes of sealed chunks in the head's chunk files (or memory), as Prometheus counts its
+    /// `chunks_head` toward size retention.
+    pub fn chunks_storage_size(&self) -> u64 {
+        self.inner.read().store.size()
+    }
+
     /// Approximate bytes of chunk data held (for size retention's head share).
     pub fn chunk_bytes(&self) -> u64 {
         let g = self.inner.read();

@@ -6,8 +6,8 @@ use super::*;
 impl Db {
     /// Deletes whole blocks beyond the time or size limit, oldest first, as Prometheus does:
     /// by time, blocks ending more than the retention before the newest block's end; by size,
-    /// counting the WAL first and then blocks newest to oldest, every block from the one that
-    /// crosses the limit on.
+    /// counting the WAL and the head's chunk files first and then blocks newest to oldest, every
+    /// block from the one that crosses the limit on.
     pub(super) fn apply_retention(&self) {
         let opts = self.inner.opts.read().clone();
         let blocks = self.inner.blocks.read().clone();
@@ -24,7 +24,7 @@ impl Db {
             }
         }
         if opts.retention_bytes > 0 {
-            let mut size = self.inner.head.wal_size();
+            let mut size = self.inner.head.wal_size() + self.inner.head.chunks_storage_size();
             let mut over = false;
             for b in &newest_first {
                 size += b.size();
