@@ -1,7 +1,7 @@
 //! The in-memory head: series with XOR chunks, a hash index from label sets to series, and an
 //! inverted index (postings) from label pairs to series for matcher lookups.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -59,6 +59,8 @@ pub struct HeadSlice {
 
 struct MemSeries {
     labels: Labels,
+    /// `labels.stable_hash()`, kept for the index to rehash without reading the labels.
+    hash: u64,
     /// Sealed chunks, oldest first; their bytes are in the head's [`ChunkStore`].
     closed: Vec<ChunkRef>,
     head: XorChunk,
@@ -72,10 +74,11 @@ struct MemSeries {
 }
 
 impl MemSeries {
-    fn new(labels: Labels) -> Self {
+    fn new(labels: Labels, hash: u64) -> Self {
         MemSeries {
             empty_passes: 0,
             labels,
+            hash,
             closed: Vec::new(),
             head: XorChunk::default(),
             last_t: i64::MIN,
@@ -140,7 +143,12 @@ struct Inner {
     store: ChunkStore,
     /// Bumped each time a slot is reused, so refs to a removed series are detected.
     gens: Vec<u32>,
-    by_hash: HashMap<u64, Vec<u32>>,
+    /// Series ids by label hash: four bytes a series, where a map to a list per hash cost
+    /// about eighty.
+    by_hash: hashbrown::HashTable<u32>,
+    /// Per-process seed mixed into `by_hash`'s hashes: label sets come from targets, and the
+    /// stable hash is unseeded.
+    seed: u64,
     postings: BTreeMap<String, BTreeMap<String, BTreeSet<u32>>>,
     free: Vec<u32>,
     live: u64,
@@ -188,8 +196,11 @@ impl Inner {
                 }
             }
         }
-        self.series[id as usize] = Some(MemSeries::new(labels));
-        self.by_hash.entry(hash).or_default().push(id);
+        self.series[id as usize] = Some(MemSeries::new(labels, hash));
+        let (series, seed) = (&self.series, self.seed);
+        self.by_hash.insert_unique(mix(hash, seed), id, |i| {
+            mix(series[*i as usize].as_ref().map_or(0, |s| s.hash), seed)
+        });
         self.live += 1;
         self.chunks += 1;
     }
@@ -218,12 +229,13 @@ impl Inner {
     }
 
     fn find(&self, hash: u64, labels: &Labels) -> Option<u32> {
-        self.by_hash.get(&hash)?.iter().copied().find(|id| {
-            self.series[*id as usize]
-                .as_ref()
-                .map(|s| &s.labels == labels)
-                .unwrap_or(false)
-        })
+        self.by_hash
+            .find(mix(hash, self.seed), |id| {
+                self.series[*id as usize]
+                    .as_ref()
+                    .is_some_and(|s| s.hash == hash && &s.labels == labels)
+            })
+            .copied()
     }
 
     fn create(&mut self, hash: u64, labels: Labels) -> u32 {
@@ -246,12 +258,11 @@ impl Inner {
         let Some(s) = self.series[id as usize].take() else {
             return;
         };
-        let hash = s.labels.stable_hash();
-        if let Some(v) = self.by_hash.get_mut(&hash) {
-            v.retain(|x| *x != id);
-            if v.is_empty() {
-                self.by_hash.remove(&hash);
-            }
+        if let Ok(e) = self
+            .by_hash
+            .find_entry(mix(s.hash, self.seed), |x| *x == id)
+        {
+            e.remove();
         }
         for l in s.labels.iter() {
             if let Some(vals) = self.postings.get_mut(l.name) {
@@ -366,6 +377,11 @@ impl Inner {
     }
 }
 
+/// The index's hash of a series: its stable hash, seeded.
+fn mix(hash: u64, seed: u64) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(&hash.to_le_bytes(), seed)
+}
+
 /// Own metrics of the head, registered under `appliance_tsdb_*`.
 #[derive(Clone, Default)]
 struct HeadMetrics {
@@ -405,6 +421,10 @@ impl Head {
         };
         let inner = Inner {
             store,
+            seed: std::hash::BuildHasher::hash_one(
+                &std::collections::hash_map::RandomState::new(),
+                0u64,
+            ),
             min_t: i64::MAX,
             max_t: i64::MIN,
             min_valid: opts.min_valid_ms,
