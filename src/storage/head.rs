@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::chunk::{SealedChunk, XorChunk, XorIter, SAMPLES_PER_CHUNK};
-use super::head_chunks::{ChunkRef, ChunkStore};
+use super::head_chunks::{ChunkRef, ChunkStore, MAX_CHUNK_SPAN_MS};
 use super::wal::HistogramRef;
 use super::{
     Appendable, Appender, CommitStats, Querier, Series, SeriesRef, StorageError, TsdbStats,
@@ -315,7 +315,8 @@ impl Inner {
         for (t, v) in kept {
             if !cur.is_empty()
                 && (cur.len() >= SAMPLES_PER_CHUNK
-                    || t.div_euclid(range.max(1)) != cur.min_t().div_euclid(range.max(1)))
+                    || t.div_euclid(range.max(1)) != cur.min_t().div_euclid(range.max(1))
+                    || t - cur.min_t() > MAX_CHUNK_SPAN_MS)
             {
                 chunks.push(std::mem::take(&mut cur));
             }
@@ -901,9 +902,15 @@ impl Head {
                 continue;
             }
             let mut new_chunk = false;
-            let crosses =
-                !s.head.is_empty() && t.div_euclid(range) != s.head.min_t().div_euclid(range);
+            let crosses = !s.head.is_empty()
+                && (t.div_euclid(range) != s.head.min_t().div_euclid(range)
+                    || t - s.head.min_t() > MAX_CHUNK_SPAN_MS);
             if s.head.len() >= SAMPLES_PER_CHUNK || crosses {
+                if s.closed.len() == s.closed.capacity() {
+                    // Doubling would leave up to half of every series' list unused, a step
+                    // in memory at each power of two; refs are few and this is rare.
+                    s.closed.reserve_exact(2);
+                }
                 s.closed.push(g.store.write(&s.head));
                 s.head.clear();
                 new_chunk = true;
@@ -1206,6 +1213,31 @@ mod tests {
         assert_eq!(a.append_ref(r, 20, 3.0), Err(StorageError::UnknownRef));
         let r2 = a.append(&l(&[("__name__", "y")]), 100_000, 1.0).unwrap();
         assert_ne!(r, r2, "a reused slot gets a new generation");
+    }
+
+    /// A chunk never spans more than its ref can hold, whatever the block range.
+    #[test]
+    fn chunks_are_cut_before_their_span_outgrows_a_ref() {
+        let h = Head::new(HeadOptions {
+            chunk_range_ms: i64::MAX / 4,
+            ..HeadOptions::default()
+        });
+        let day = 86_400_000i64;
+        let x = l(&[("__name__", "x")]);
+        let mut a = h.appender();
+        for t in [0, day, 60 * day, 61 * day] {
+            a.append(&x, t, t as f64).unwrap();
+        }
+        a.commit().unwrap();
+        let got = h.select(&[m(MatchOp::Equal, "__name__", "x")], i64::MIN, i64::MAX);
+        assert_eq!(got[0].samples.len(), 4);
+        let slices = h.chunks_of(&h.series_in(i64::MIN, i64::MAX), i64::MIN, i64::MAX);
+        let spans: Vec<(i64, i64)> = slices[0]
+            .chunks
+            .iter()
+            .map(|c| (c.min_t(), c.max_t()))
+            .collect();
+        assert_eq!(spans, [(0, day), (60 * day, 61 * day)]);
     }
 
     #[test]
