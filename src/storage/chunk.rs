@@ -127,18 +127,7 @@ pub struct XorChunk {
 
 impl Default for XorChunk {
     fn default() -> Self {
-        let mut w = BitWriter::default();
-        w.write_bits(0, 16);
-        XorChunk {
-            w,
-            num: 0,
-            t: 0,
-            t_delta: 0,
-            v: 0,
-            leading: 0xff,
-            trailing: 0,
-            min_t: 0,
-        }
+        XorChunk::over(Vec::new())
     }
 }
 
@@ -186,9 +175,14 @@ impl XorChunk {
     pub fn clear(&mut self) {
         let mut bytes = std::mem::take(&mut self.w.bytes);
         bytes.clear();
-        // The sample count's two bytes, as `default` writes them.
+        *self = XorChunk::over(bytes);
+    }
+
+    /// An empty chunk writing into `bytes` (emptied by the caller).
+    fn over(mut bytes: Vec<u8>) -> Self {
+        // The sample count's two bytes, filled in when the chunk is sealed.
         bytes.extend_from_slice(&[0, 0]);
-        *self = XorChunk {
+        XorChunk {
             w: BitWriter { bytes, free: 0 },
             num: 0,
             t: 0,
@@ -197,7 +191,7 @@ impl XorChunk {
             leading: 0xff,
             trailing: 0,
             min_t: 0,
-        };
+        }
     }
 
     /// Appends a sample; the caller guarantees `t` is above the last one.
