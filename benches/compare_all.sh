@@ -69,7 +69,9 @@ app_yml() { # from a Prometheus config: no rules, no built-in collectors (Promet
 
 # Both tools scrape the same page; their pids are left in AP and PP.
 steady_load() { # series interval tag
-  local series=$1 interval=$2 tag=$3 port=$((19200 + RANDOM % 500))
+  # The page's port stays clear of the tools' 1938x/1939x and the exporters' 1950x: a page server left from an earlier
+  # row on 19392 once kept Prometheus from starting for the on-disk row.
+  local series=$1 interval=$2 tag=$3 port=$((19600 + RANDOM % 300))
   mkdir -p "$work/$tag"
   python3 benches/gen/page.py "$work/$tag/page.txt" "$series"
   serve_dir "$work/$tag" "$port"
