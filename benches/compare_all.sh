@@ -5,8 +5,10 @@
 #
 #   bash benches/compare_all.sh              every row
 #   SCALE=0.2 BIG=100000 bash benches/compare_all.sh   a quick check of the script itself
-#   bash benches/compare_all.sh soak [MIN]   RSS of both every minute at a steady 100k-series
-#                                            load for MIN minutes (default 30)
+#   bash benches/compare_all.sh soak [MIN] [BLOCK]
+#       RSS of both every minute at a steady 100k-series load for MIN minutes (default 30), both
+#       cutting blocks of BLOCK (default 10m: the head is cut at 1.5 blocks, so a 30-minute soak
+#       sees two head cuts; `2h` is both tools' default, whose first cut is at 3 h)
 #
 # Rows: ingest (samples per CPU-second) at 100k series every 2 s and 1M series every 10 s; RSS at
 # the steady 100k load; RSS per series and WAL bytes per sample at 1M; restart to ready after
@@ -54,9 +56,9 @@ serve_dir() { (cd "$1" && exec python3 -m http.server "$2" --bind 127.0.0.1 >/de
 scrape_cfg() { # job port interval [extra yaml for the appliance]
   printf 'global: {scrape_interval: %s, scrape_timeout: %s}\nscrape_configs:\n  - job_name: %s\n    metrics_path: /page.txt\n    static_configs: [{targets: ["127.0.0.1:%s"]}]\n' "$3" "$3" "$1" "$2"
 }
-start_prom() { # yml data port
+start_prom() { # yml data port [extra flags]
   prometheus --config.file="$1" --storage.tsdb.path="$2" --storage.tsdb.retention.time=100y \
-    --web.listen-address="127.0.0.1:$3" >>"$work/prom.log" 2>&1 &
+    --web.listen-address="127.0.0.1:$3" "${@:4}" >>"$work/prom.log" 2>&1 &
   echo $! | tee -a "$work/pids"
 }
 start_app() { # yml data port
@@ -68,16 +70,20 @@ app_yml() { # from a Prometheus config: no rules, no built-in collectors (Promet
 }
 
 # Both tools scrape the same page; their pids are left in AP and PP.
-steady_load() { # series interval tag
+steady_load() { # series interval tag [block duration, both tools]
   # The page's port stays clear of the tools' 1938x/1939x and the exporters' 1950x: a page server left from an earlier
   # row on 19392 once kept Prometheus from starting for the on-disk row.
-  local series=$1 interval=$2 tag=$3 port=$((19600 + RANDOM % 300))
+  local series=$1 interval=$2 tag=$3 block=${4:-} port=$((19600 + RANDOM % 300)) pflags=()
   mkdir -p "$work/$tag"
   python3 benches/gen/page.py "$work/$tag/page.txt" "$series"
   serve_dir "$work/$tag" "$port"
   scrape_cfg big "$port" "$interval" >"$work/$tag/p.yml"
   app_yml "$work/$tag/p.yml" "$work/$tag/a.yml"
-  PP=$(start_prom "$work/$tag/p.yml" "$work/$tag/prom" 19391)
+  if [ -n "$block" ]; then
+    printf 'storage: {block_duration: %s}\n' "$block" >>"$work/$tag/a.yml"
+    pflags=(--storage.tsdb.min-block-duration="$block" --storage.tsdb.max-block-duration="$block")
+  fi
+  PP=$(start_prom "$work/$tag/p.yml" "$work/$tag/prom" 19391 "${pflags[@]}")
   AP=$(start_app "$work/$tag/a.yml" "$work/$tag/app" 19381)
   wait_ready 19391; wait_ready 19381
 }
@@ -100,9 +106,9 @@ ingest_rows() { # series interval warm window tag label
 }
 
 soak() {
-  local mins=${1:-30}
-  steady_load 100000 2s soak
-  echo "minute appliance_rss_mib prometheus_rss_mib (100k series every 2 s)"
+  local mins=${1:-30} block=${2:-10m}
+  steady_load 100000 2s soak "$block"
+  echo "minute appliance_rss_mib prometheus_rss_mib (100k series every 2 s, blocks of $block)"
   for m in $(seq 1 "$mins"); do
     sleep 60
     printf '%6d %17d %18d\n' "$m" $(( $(rss_kib "$AP") / 1024 )) $(( $(rss_kib "$PP") / 1024 ))
@@ -110,7 +116,7 @@ soak() {
 }
 
 if [ "$mode" = soak ]; then
-  soak "${2:-30}"
+  soak "${2:-30}" "${3:-10m}"
   exit 0
 fi
 

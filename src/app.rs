@@ -740,6 +740,22 @@ pub fn grafana_provision(opts: &ProvisionOptions) -> anyhow::Result<Vec<PathBuf>
     .map_err(anyhow::Error::from)
 }
 
+/// Gives the pages of freed heap memory back to the system. Cutting a block from the head and
+/// compacting build an index of every series (~30 MB at 100k series) and free it; glibc keeps
+/// freed pages inside its arenas resident, so each cut left the process that much larger
+/// (the soak benchmark's 119 to 147 MiB at the first cut). `malloc_trim` returns them.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    // SAFETY: malloc_trim only returns free pages to the system (madvise); it takes the
+    // arenas' locks itself and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
+
 /// Runs the appliance until SIGINT/SIGTERM.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let start_ms = chrono::Utc::now().timestamp_millis();
@@ -990,7 +1006,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         loop {
             tick.tick().await;
             let d = db_gc.clone();
-            let _ = tokio::task::spawn_blocking(move || d.maintain()).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                d.maintain();
+                release_free_memory();
+            })
+            .await;
         }
     });
 

@@ -21,6 +21,41 @@ fn group_labels(m: &Labels, modifier: &Option<LabelModifier>) -> Labels {
     }
 }
 
+/// One aggregation node's group labels by input series, kept across the steps of a range
+/// query: the same series come back at every step, and building their group labels again
+/// (a filter, an allocation, then hashing the new set) was most of a `sum by`'s own time.
+///
+/// Keyed by the address of the input labels' allocation, with a clone of those labels held
+/// so the address cannot be reused by other labels while the entry lives. Group labels are
+/// interned, so a step's groups are told apart by address too.
+#[derive(Default)]
+pub(super) struct GroupCache {
+    by_input: HashMap<usize, (Labels, Labels)>,
+    canon: HashMap<Labels, Labels>,
+}
+
+impl GroupCache {
+    /// Inputs whose labels are new at every step (made by an operator below) would grow the
+    /// cache by a step's worth each time; it starts over past a few steps' worth.
+    fn bound(&mut self, input: usize) {
+        if self.by_input.len() > 4 * input + 256 {
+            self.by_input.clear();
+            self.canon.clear();
+        }
+    }
+
+    fn group(&mut self, metric: &Labels, modifier: &Option<LabelModifier>) -> Labels {
+        if let Some((_, g)) = self.by_input.get(&metric.alloc_id()) {
+            return g.clone();
+        }
+        let g = group_labels(metric, modifier);
+        let g = self.canon.entry(g.clone()).or_insert(g).clone();
+        self.by_input
+            .insert(metric.alloc_id(), (metric.clone(), g.clone()));
+        g
+    }
+}
+
 #[derive(Default)]
 struct Acc {
     count: f64,
@@ -151,13 +186,19 @@ pub(super) fn eval_aggregate(ev: &Ev<'_>, a: &AggregateExpr, ts: i64) -> R<Value
         }
         _ => {
             let mut groups: Vec<(Labels, Acc)> = Vec::new();
-            let mut index: HashMap<Labels, usize> = HashMap::new();
+            // By the interned group labels' address (see `GroupCache`).
+            let mut index: HashMap<usize, usize> = HashMap::new();
+            let mut caches = ev.groups.borrow_mut();
+            let cache = caches
+                .entry(a as *const AggregateExpr as usize)
+                .or_default();
+            cache.bound(input.len());
             for s in input {
-                let g = group_labels(&s.metric, m);
-                let i = match index.get(&g) {
+                let g = cache.group(&s.metric, m);
+                let i = match index.get(&g.alloc_id()) {
                     Some(i) => *i,
                     None => {
-                        index.insert(g.clone(), groups.len());
+                        index.insert(g.alloc_id(), groups.len());
                         groups.push((g, Acc::default()));
                         groups.len() - 1
                     }

@@ -369,6 +369,9 @@ pub(super) struct Ev<'a> {
     /// few: each is evaluated once per query, not once per outer step (a `[30m:1m]` at a 60 s
     /// step did 30 times the work).
     subqueries: RefCell<HashMap<usize, SubqueryCache>>,
+    /// Per aggregation node, each input series' group labels (see
+    /// [`super::aggregate::GroupCache`]).
+    pub(super) groups: RefCell<HashMap<usize, super::aggregate::GroupCache>>,
     deadline: Instant,
     samples: Cell<usize>,
     pub(super) warnings: RefCell<Vec<String>>,
@@ -429,6 +432,7 @@ pub(super) fn run(
         cache: RefCell::new(HashMap::new()),
         cursors: RefCell::new(HashMap::new()),
         subqueries: RefCell::new(HashMap::new()),
+        groups: RefCell::new(HashMap::new()),
         deadline: Instant::now() + opts.timeout,
         samples: Cell::new(0),
         warnings: RefCell::new(Vec::new()),

@@ -202,10 +202,47 @@ fn queries_beyond_max_concurrency_wait_then_time_out() {
     assert!(e.instant("m", 100_000).is_ok());
 }
 
+/// Group labels are cached per input series across steps (and the cache starts over when
+/// inputs are made anew at each step); each step's groups must still be the series' own.
 #[test]
-fn a_range_query_with_subqueries_answers_as_one_instant_query_per_step() {
+fn aggregations_group_each_series_by_its_own_labels_at_every_step() {
+    let pts =
+        |k: f64| -> Vec<(i64, f64)> { (0..=400).map(|i| (i * 15_000, i as f64 * k)).collect() };
+    let (a, b, c) = (pts(1.0), pts(10.0), pts(100.0));
+    let e = engine(&[
+        ("c_total", &[("job", "a"), ("code", "200")], &a),
+        ("c_total", &[("job", "a"), ("code", "500")], &b),
+        ("c_total", &[("job", "b"), ("code", "200")], &c),
+    ]);
+    // (query, group label, its value, the fixture's multipliers summed, times)
+    let cases: [(&str, &str, &str, f64); 4] = [
+        ("sum by (code) (c_total)", "code", "200", 101.0),
+        ("sum by (code) (c_total)", "code", "500", 10.0),
+        ("sum by (job) (c_total * 2)", "job", "a", 22.0),
+        ("sum by (job) (c_total * 2)", "job", "b", 200.0),
+    ];
+    for (q, name, value, k) in cases {
+        let r = e.range(q, 0, 6_000_000, 15_000).unwrap();
+        let Value::Matrix(m) = r.value else {
+            panic!("{q}")
+        };
+        let s = m
+            .iter()
+            .find(|s| s.metric.get(name) == Some(value))
+            .unwrap_or_else(|| panic!("{q}: no {name}={value} in {m:?}"));
+        assert_eq!(s.points.len(), 401, "{q}");
+        for (t, v) in &s.points {
+            assert_eq!(*v, (t / 15_000) as f64 * k, "{q} {name}={value} @ {t}");
+        }
+    }
+}
+
+#[test]
+fn a_range_query_answers_as_one_instant_query_per_step() {
     // Inner results are shared between outer steps (each inner step evaluated once per
-    // query); every step must still equal a fresh instant query at that time.
+    // query), and aggregations keep each input series' group across steps (inputs made
+    // anew at each step, by an operator below, overflow that cache and start it over); every
+    // step must still equal a fresh instant query at that time.
     let pts = |k: f64| -> Vec<(i64, f64)> {
         (0..=400)
             .map(|i| (i * 15_000, (i as f64 * k).floor() + (i % 7) as f64))
@@ -217,15 +254,30 @@ fn a_range_query_with_subqueries_answers_as_one_instant_query_per_step() {
         ("c_total", &[("job", "a"), ("code", "500")], &b),
         ("c_total", &[("job", "b"), ("code", "200")], &b),
     ]);
-    for q in [
-        "max_over_time(sum by (code) (rate(c_total[2m]))[30m:1m])",
-        "avg_over_time(rate(c_total[1m])[10m:45s])",
-        "max_over_time(min_over_time(c_total[5m:30s])[20m:2m])",
-        "count_over_time(c_total[7m:1m] offset 3m)",
-        "sum_over_time(c_total[10m:1m] @ 3000)",
-        "rate(c_total[5m:20s])",
+    for (q, step) in [
+        (
+            "max_over_time(sum by (code) (rate(c_total[2m]))[30m:1m])",
+            60_000,
+        ),
+        ("avg_over_time(rate(c_total[1m])[10m:45s])", 60_000),
+        (
+            "max_over_time(min_over_time(c_total[5m:30s])[20m:2m])",
+            60_000,
+        ),
+        ("count_over_time(c_total[7m:1m] offset 3m)", 60_000),
+        ("sum_over_time(c_total[10m:1m] @ 3000)", 60_000),
+        ("rate(c_total[5m:20s])", 60_000),
+        ("sum by (code) (c_total)", 15_000),
+        ("sum without (code) (rate(c_total[2m]))", 15_000),
+        ("avg by (job) (c_total * 2)", 15_000),
+        (
+            "max by (x) (label_replace(c_total, \"x\", \"$1\", \"code\", \"(.).*\"))",
+            15_000,
+        ),
+        ("count(sum by (job, code) (c_total > 300))", 15_000),
+        ("stddev without (job) (c_total)", 15_000),
     ] {
-        let (start, end, step) = (1_800_000, 5_400_000, 60_000);
+        let (start, end) = (1_800_000, 5_400_000);
         let r = e.range(q, start, end, step).unwrap();
         let Value::Matrix(m) = r.value else {
             panic!("{q}")

@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::chunk::{SealedChunk, XorChunk, XorIter, SAMPLES_PER_CHUNK};
-use super::head_chunks::{ChunkRef, ChunkStore, MAX_CHUNK_SPAN_MS};
+use super::head_chunks::{ChunkStore, RefList, MAX_CHUNK_SPAN_MS};
 use super::wal::HistogramRef;
 use super::{
     Appendable, Appender, CommitStats, Querier, Series, SeriesRef, StorageError, TsdbStats,
@@ -62,7 +62,7 @@ struct MemSeries {
     /// `labels.stable_hash()`, kept for the index to rehash without reading the labels.
     hash: u64,
     /// Sealed chunks, oldest first; their bytes are in the head's [`ChunkStore`].
-    closed: Vec<ChunkRef>,
+    closed: RefList,
     head: XorChunk,
     last_t: i64,
     last_v: u64,
@@ -79,7 +79,7 @@ impl MemSeries {
             empty_passes: 0,
             labels,
             hash,
-            closed: Vec::new(),
+            closed: RefList::default(),
             head: XorChunk::default(),
             last_t: i64::MIN,
             last_v: 0,
@@ -116,11 +116,11 @@ impl MemSeries {
         let mut out = Vec::new();
         let within = |t: &i64| *t >= mint && *t <= maxt;
         let mut buf = Vec::new();
-        for c in &self.closed {
+        for c in self.closed.iter() {
             if c.is_empty() || c.max_t() < mint || c.min_t() > maxt {
                 continue;
             }
-            if store.read(c, &mut buf) {
+            if store.read(&c, &mut buf) {
                 out.extend(XorIter::over(&buf).filter(|(t, _)| within(t)));
             }
         }
@@ -586,13 +586,7 @@ impl Head {
         let mut dropped_chunks = 0u64;
         for (id, s) in g.series.iter_mut().enumerate() {
             let Some(s) = s.as_mut() else { continue };
-            let n = s.closed.len();
-            s.closed.retain(|c| c.max_t() >= before);
-            dropped_chunks += (n - s.closed.len()) as u64;
-            if s.closed.len() < n / 2 {
-                // A series keeps tens of refs per block range; the dropped ones' room goes back.
-                s.closed.shrink_to_fit();
-            }
+            dropped_chunks += s.closed.retain(|c| c.max_t() >= before) as u64;
             s.hists.retain(|(t, _)| *t >= before);
             if !s.head.is_empty()
                 && s.head.max_t() < before
@@ -762,7 +756,7 @@ impl Head {
                     .filter(|c| !c.is_empty() && wanted(c.min_t(), c.max_t()))
                     .filter_map(|c| {
                         let mut buf = Vec::new();
-                        g.store.read(c, &mut buf).then(|| {
+                        g.store.read(&c, &mut buf).then(|| {
                             SealedChunk::from_parts(buf.into_boxed_slice(), c.min_t(), c.max_t())
                         })
                     })
@@ -906,11 +900,6 @@ impl Head {
                 && (t.div_euclid(range) != s.head.min_t().div_euclid(range)
                     || t - s.head.min_t() > MAX_CHUNK_SPAN_MS);
             if s.head.len() >= SAMPLES_PER_CHUNK || crosses {
-                if s.closed.len() == s.closed.capacity() {
-                    // Doubling would leave up to half of every series' list unused, a step
-                    // in memory at each power of two; refs are few and this is rare.
-                    s.closed.reserve_exact(2);
-                }
                 s.closed.push(g.store.write(&s.head));
                 s.head.clear();
                 new_chunk = true;

@@ -71,6 +71,193 @@ impl ChunkRef {
     }
 }
 
+/// A series' sealed chunk refs, oldest first, each varint-encoded against the one before it:
+/// about 12 bytes a chunk where a [`ChunkRef`] takes 24, with the last ref's position kept
+/// in fixed width at the end (16 bytes) so a push does not decode the list. A series gains
+/// one ref per chunk until the block cut drops them, so this is most of the head's growth
+/// under a steady load.
+#[derive(Default)]
+pub struct RefList {
+    /// Entries, then the tail: the last entry's `max_t` (i64), `seg` and `off` (u32), LE.
+    buf: Vec<u8>,
+}
+
+/// The fields an entry is encoded against.
+#[derive(Clone, Copy, Default)]
+struct Prev {
+    max_t: i64,
+    seg: u32,
+    off: u32,
+}
+
+const TAIL: usize = 16;
+
+impl RefList {
+    /// Appends a ref (newer than every ref already held).
+    pub fn push(&mut self, r: ChunkRef) {
+        let prev = self.tail();
+        let mut entry = [0u8; 48];
+        let mut w: &mut [u8] = &mut entry;
+        encode_ref(&mut w, prev, &r);
+        let n = 48 - w.len();
+        self.buf.truncate(self.entries_len());
+        if self.buf.capacity() < self.buf.len() + n + TAIL {
+            // Room for this entry and about one more: a series gains refs one at a time, and
+            // doubling would leave up to half of every series' list unused (a step in memory
+            // at each power of two under a steady load).
+            self.buf.reserve_exact(n + TAIL + 12);
+        }
+        self.buf.extend_from_slice(&entry[..n]);
+        self.buf.extend_from_slice(&r.max_t().to_le_bytes());
+        self.buf.extend_from_slice(&r.seg.to_le_bytes());
+        self.buf.extend_from_slice(&r.off.to_le_bytes());
+    }
+
+    /// The refs, oldest first.
+    pub fn iter(&self) -> RefIter<'_> {
+        RefIter {
+            b: &self.buf[..self.entries_len()],
+            prev: Prev::default(),
+        }
+    }
+
+    /// Whether no ref is held.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Number of refs.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// The oldest ref.
+    pub fn first(&self) -> Option<ChunkRef> {
+        self.iter().next()
+    }
+
+    /// Keeps the refs for which `keep` holds; returns how many went.
+    pub fn retain(&mut self, mut keep: impl FnMut(&ChunkRef) -> bool) -> usize {
+        let all: Vec<ChunkRef> = self.iter().collect();
+        let kept: Vec<ChunkRef> = all.iter().copied().filter(|r| keep(r)).collect();
+        let gone = all.len() - kept.len();
+        if gone > 0 {
+            *self = kept.into_iter().collect();
+        }
+        gone
+    }
+
+    /// Bytes this list holds on the heap.
+    pub fn heap_size(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    fn entries_len(&self) -> usize {
+        self.buf.len().saturating_sub(TAIL)
+    }
+
+    fn tail(&self) -> Prev {
+        let Some(t) = self.buf.get(self.entries_len()..) else {
+            return Prev::default();
+        };
+        let (Some(max_t), Some(seg), Some(off)) = (
+            t.get(0..8).and_then(|b| b.try_into().ok()),
+            t.get(8..12).and_then(|b| b.try_into().ok()),
+            t.get(12..16).and_then(|b| b.try_into().ok()),
+        ) else {
+            return Prev::default();
+        };
+        Prev {
+            max_t: i64::from_le_bytes(max_t),
+            seg: u32::from_le_bytes(seg),
+            off: u32::from_le_bytes(off),
+        }
+    }
+}
+
+impl FromIterator<ChunkRef> for RefList {
+    fn from_iter<I: IntoIterator<Item = ChunkRef>>(it: I) -> Self {
+        let mut l = RefList::default();
+        for r in it {
+            l.push(r);
+        }
+        // Built whole (truncation, deletion): no room for growth beyond what it holds.
+        l.buf.shrink_to_fit();
+        l
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// At most 36 bytes (six varints).
+fn encode_ref(buf: &mut impl prost::bytes::BufMut, p: Prev, r: &ChunkRef) {
+    use prost::encoding::encode_varint;
+    encode_varint(zigzag(r.min_t.wrapping_sub(p.max_t)), buf);
+    encode_varint(u64::from(r.span), buf);
+    encode_varint(zigzag(i64::from(r.seg.wrapping_sub(p.seg) as i32)), buf);
+    let off = if r.seg == p.seg {
+        i64::from(r.off) - i64::from(p.off)
+    } else {
+        i64::from(r.off)
+    };
+    encode_varint(zigzag(off), buf);
+    encode_varint(u64::from(r.bytes), buf);
+    encode_varint(u64::from(r.samples), buf);
+}
+
+/// Decodes a [`RefList`]; stops at the end (or at bytes it cannot read, which the list never
+/// writes).
+pub struct RefIter<'a> {
+    b: &'a [u8],
+    prev: Prev,
+}
+
+impl Iterator for RefIter<'_> {
+    type Item = ChunkRef;
+
+    fn next(&mut self) -> Option<ChunkRef> {
+        use prost::encoding::decode_varint;
+        if self.b.is_empty() {
+            return None;
+        }
+        let b = &mut self.b;
+        let p = self.prev;
+        let min_t = p.max_t.wrapping_add(unzigzag(decode_varint(b).ok()?));
+        let span = u32::try_from(decode_varint(b).ok()?).ok()?;
+        let seg = p
+            .seg
+            .wrapping_add(unzigzag(decode_varint(b).ok()?) as i32 as u32);
+        let d = unzigzag(decode_varint(b).ok()?);
+        let off = if seg == p.seg {
+            u32::try_from(i64::from(p.off) + d).ok()?
+        } else {
+            u32::try_from(d).ok()?
+        };
+        let bytes = u16::try_from(decode_varint(b).ok()?).ok()?;
+        let samples = u16::try_from(decode_varint(b).ok()?).ok()?;
+        let r = ChunkRef {
+            min_t,
+            span,
+            seg,
+            off,
+            bytes,
+            samples,
+        };
+        self.prev = Prev {
+            max_t: r.max_t(),
+            seg,
+            off,
+        };
+        Some(r)
+    }
+}
+
 struct Segment {
     seq: u32,
     /// None for a memory segment, or once the file could not be created.
@@ -335,6 +522,68 @@ mod tests {
         let mut buf = Vec::new();
         assert!(s.read(r, &mut buf));
         XorIter::over(&buf).collect()
+    }
+
+    /// Refs read back exactly as pushed, whatever their fields (backwards offsets, wrapped
+    /// segment numbers, extreme times), and keep reading back after a retain.
+    #[test]
+    fn ref_list_round_trips_and_is_compact() {
+        let mut refs = Vec::new();
+        let mut t = 1_700_000_000_000i64;
+        for i in 0..50u32 {
+            refs.push(ChunkRef {
+                min_t: t,
+                span: 238_000,
+                seg: u32::MAX - 2 + i / 20,
+                off: (i % 20) * 1_500_000,
+                bytes: 140 + (i % 7) as u16,
+                samples: 120,
+            });
+            t += 240_000;
+        }
+        refs.push(ChunkRef {
+            min_t: i64::MIN,
+            span: u32::MAX,
+            seg: 0,
+            off: u32::MAX,
+            bytes: u16::MAX,
+            samples: 0,
+        });
+        refs.push(ChunkRef {
+            min_t: i64::MAX - i64::from(u32::MAX),
+            span: u32::MAX,
+            seg: 7,
+            off: 0,
+            bytes: 0,
+            samples: u16::MAX,
+        });
+        let mut l = RefList::default();
+        for r in &refs {
+            l.push(*r);
+        }
+        assert_eq!(l.iter().collect::<Vec<_>>(), refs);
+        assert_eq!(l.len(), refs.len());
+        assert_eq!(l.first(), Some(refs[0]));
+        // The steady case (a 2 s interval's chunks) is about half a ChunkRef a chunk.
+        let steady: RefList = refs[..50].iter().copied().collect();
+        assert!(
+            steady.heap_size() <= 50 * 14 + TAIL,
+            "{} bytes",
+            steady.heap_size()
+        );
+        let gone = l.retain(|r| r.seg != u32::MAX - 1);
+        assert_eq!(gone, 20);
+        let kept: Vec<ChunkRef> = refs
+            .iter()
+            .copied()
+            .filter(|r| r.seg != u32::MAX - 1)
+            .collect();
+        assert_eq!(l.iter().collect::<Vec<_>>(), kept);
+        l.push(refs[3]);
+        assert_eq!(l.iter().last(), Some(refs[3]));
+        assert_eq!(l.retain(|_| false), kept.len() + 1);
+        assert!(l.is_empty() && l.first().is_none());
+        assert_eq!(l.len(), 0);
     }
 
     /// Every chunk reads back, whichever segment, flushed or pending, holds it. (A memory
