@@ -17,6 +17,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::chunk::XorChunk;
+use super::wal::{unzigzag, zigzag};
 
 /// A file segment is cut at this size (Prometheus's `chunks_head` default).
 const FILE_SEGMENT_BYTES: usize = 128 << 20;
@@ -185,14 +186,6 @@ impl FromIterator<ChunkRef> for RefList {
         l.buf.shrink_to_fit();
         l
     }
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
 /// At most 36 bytes (six varints).

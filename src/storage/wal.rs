@@ -382,11 +382,13 @@ fn put_uvarint(buf: &mut Vec<u8>, v: u64) {
     prost::encoding::encode_varint(v, buf);
 }
 
-fn zigzag(v: i64) -> u64 {
+/// Signed to unsigned for varints, small magnitudes small (protobuf's zigzag).
+pub(super) fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
-fn unzigzag(v: u64) -> i64 {
+/// The inverse of [`zigzag`].
+pub(super) fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
