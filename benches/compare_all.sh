@@ -34,6 +34,7 @@ hz=$(getconf CLK_TCK)
 
 cpu_s() { awk -v hz="$hz" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+anon_kib() { awk '/^RssAnon/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 wait_ready() { for _ in $(seq 1 12000); do curl -sf "127.0.0.1:$1/-/ready" >/dev/null && return 0; sleep 0.05; done; echo "no /-/ready on $1" >&2; return 1; }
 # Until the process has exited (a zombie counts: the tools were started from subshells, so
@@ -108,10 +109,13 @@ ingest_rows() { # series interval warm window tag label
 soak() {
   local mins=${1:-30} block=${2:-10m}
   steady_load 100000 2s soak "$block"
-  echo "minute appliance_rss_mib prometheus_rss_mib (100k series every 2 s, blocks of $block)"
+  # RSS counts the file pages each process has mapped (its binary, its blocks' indexes) as
+  # well as its heap; the anonymous part is the heap alone.
+  echo "minute appliance_rss_mib (anon) prometheus_rss_mib (anon) (100k series every 2 s, blocks of $block)"
   for m in $(seq 1 "$mins"); do
     sleep 60
-    printf '%6d %17d %18d\n' "$m" $(( $(rss_kib "$AP") / 1024 )) $(( $(rss_kib "$PP") / 1024 ))
+    printf '%6d %17d %6d %18d %6d\n' "$m" $(( $(rss_kib "$AP") / 1024 )) $(( $(anon_kib "$AP") / 1024 )) \
+      $(( $(rss_kib "$PP") / 1024 )) $(( $(anon_kib "$PP") / 1024 ))
   done
 }
 
