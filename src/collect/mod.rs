@@ -55,7 +55,9 @@ impl PageBuilder {
         self.sample(name, help, kind, "", labels, v);
     }
 
-    fn sample(
+    /// Adds one sample to family `name` whose sample name is `name` + `suffix` (`_bucket`,
+    /// `_sum`, `_count` of a histogram or summary).
+    pub fn sample(
         &mut self,
         name: &str,
         help: &str,
@@ -448,6 +450,10 @@ pub struct NodeConfig {
     pub sysfs: String,
     /// The host's root file system (`/host/root` inside a container).
     pub rootfs: String,
+    /// The textfile collector's directory of `*.prom` files (default Debian's
+    /// `/var/lib/prometheus/node-exporter`, where absence is no error; "" for none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub textfile_directory: Option<String>,
     /// Mount points, file-system types and devices left out.
     pub filters: node::NodeFilters,
 }
@@ -462,6 +468,7 @@ impl Default for NodeConfig {
             procfs: r.procfs,
             sysfs: r.sysfs,
             rootfs: r.rootfs,
+            textfile_directory: None,
             filters: node::NodeFilters::default(),
         }
     }
@@ -559,6 +566,7 @@ pub fn builtin(
                     procfs: n.procfs.clone(),
                     sysfs: n.sysfs.clone(),
                     rootfs: n.rootfs.clone(),
+                    textfile_directory: n.textfile_directory.clone(),
                 },
                 n.filters.clone(),
             )),

@@ -185,9 +185,15 @@ pub fn node_exporter_bin() -> Option<&'static str> {
 
 /// Starts node_exporter on 127.0.0.1:`port` and waits until it answers.
 pub fn node_exporter(port: u16) -> Option<Proc> {
+    node_exporter_with(port, &[])
+}
+
+/// node_exporter with extra flags.
+pub fn node_exporter_with(port: u16, flags: &[String]) -> Option<Proc> {
     let bin = node_exporter_bin()?;
     let child = Command::new(bin)
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(flags)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

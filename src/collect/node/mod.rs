@@ -17,7 +17,11 @@ use crate::model::exposition::Format;
 
 mod disk;
 mod hw;
+mod kernel;
 mod net;
+mod textfile;
+
+pub use textfile::DEFAULT_DIR as TEXTFILE_DEFAULT_DIR;
 
 /// Where the host's files are.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -29,6 +33,11 @@ pub struct NodeRoots {
     pub sysfs: String,
     /// The root file system, for `/etc/os-release` (default `/`).
     pub rootfs: String,
+    /// The textfile collector's directory (node_exporter's `--collector.textfile.directory`);
+    /// None is Debian's `/var/lib/prometheus/node-exporter`, where a missing directory is no
+    /// error; "" reads none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub textfile_directory: Option<String>,
 }
 
 impl Default for NodeRoots {
@@ -37,6 +46,7 @@ impl Default for NodeRoots {
             procfs: "/proc".into(),
             sysfs: "/sys".into(),
             rootfs: "/".into(),
+            textfile_directory: None,
         }
     }
 }
@@ -122,6 +132,7 @@ pub struct NodeCollector {
 type Sub = fn(&NodeCollector, &mut Out) -> Result<(), String>;
 
 const SUBS: &[(&str, Sub)] = &[
+    ("arp", NodeCollector::arp),
     ("conntrack", NodeCollector::conntrack),
     ("cpu", NodeCollector::cpu),
     ("cpufreq", NodeCollector::cpufreq),
@@ -132,14 +143,20 @@ const SUBS: &[(&str, Sub)] = &[
     ("hwmon", NodeCollector::hwmon),
     ("loadavg", NodeCollector::loadavg),
     ("meminfo", NodeCollector::meminfo),
+    ("netclass", NodeCollector::netclass),
     ("netdev", NodeCollector::netdev),
     ("netstat", NodeCollector::netstat),
     ("os", NodeCollector::os),
     ("pressure", NodeCollector::pressure),
+    ("selinux", NodeCollector::selinux),
     ("sockstat", NodeCollector::sockstat),
+    ("softnet", NodeCollector::softnet),
     ("stat", NodeCollector::stat),
+    ("textfile", NodeCollector::textfile),
     ("thermal_zone", NodeCollector::thermal_zone),
     ("time", NodeCollector::time),
+    ("timex", NodeCollector::timex),
+    ("udp_queues", NodeCollector::udp_queues),
     ("uname", NodeCollector::uname),
     ("vmstat", NodeCollector::vmstat),
 ];
@@ -677,16 +694,24 @@ mod tests {
                 procfs: root.join("proc").display().to_string(),
                 sysfs: root.join("sys").display().to_string(),
                 rootfs: root.display().to_string(),
+                textfile_directory: Some(root.join("textfile").display().to_string()),
             },
             NodeFilters::default(),
         );
         let page = c.render(1_700_000_000.0);
-        // Durations vary; everything else is fixed by the fixture.
+        // Durations, the files' mtimes (set by the checkout) and the kernel clock's state
+        // (a system call, not a file) vary; everything else is fixed by the fixture.
         let stable: String = page
             .lines()
-            .filter(|l| !l.starts_with("node_scrape_collector_duration_seconds{"))
+            .filter(|l| {
+                !l.starts_with("node_scrape_collector_duration_seconds{")
+                    && !l.starts_with("node_textfile_mtime_seconds{")
+                    && !l.starts_with("node_timex_")
+            })
             .map(|l| format!("{l}\n"))
-            .collect();
+            .collect::<String>()
+            // The textfile HELP names the file by its path, which depends on the checkout.
+            .replace(&root.display().to_string(), "<fixture>");
         crate::testsupport::assert_golden("src/collect/testdata/node/golden.prom", &stable);
         // And it parses as Prometheus text.
         let p = crate::model::exposition::Parser::new(

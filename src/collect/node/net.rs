@@ -182,8 +182,254 @@ impl NodeCollector {
     }
 }
 
+/// `/sys/class/net/<iface>` attributes node_exporter's `netclass` collector turns into
+/// `node_network_<name>` gauges and counters (procfs's sysfs names → node_exporter's).
+const NETCLASS_FIELDS: &[(&str, &str, &str)] = &[
+    ("addr_assign_type", "address_assign_type", "gauge"),
+    ("carrier", "carrier", "gauge"),
+    ("carrier_changes", "carrier_changes_total", "counter"),
+    ("carrier_up_count", "carrier_up_changes_total", "counter"),
+    (
+        "carrier_down_count",
+        "carrier_down_changes_total",
+        "counter",
+    ),
+    ("dev_id", "device_id", "gauge"),
+    ("dormant", "dormant", "gauge"),
+    ("flags", "flags", "gauge"),
+    ("ifindex", "iface_id", "gauge"),
+    ("iflink", "iface_link", "gauge"),
+    ("link_mode", "iface_link_mode", "gauge"),
+    ("mtu", "mtu_bytes", "gauge"),
+    ("name_assign_type", "name_assign_type", "gauge"),
+    ("netdev_group", "net_dev_group", "gauge"),
+    ("tx_queue_len", "transmit_queue_length", "gauge"),
+    ("type", "protocol_type", "gauge"),
+];
+
+/// An integer as Go's `strconv.ParseInt(s, 0, 64)` reads it: decimal, or `0x` hex (`flags`,
+/// `dev_id`), `0o`/leading-0 octal, `0b` binary; a sign allowed.
+fn parse_go_int(s: &str) -> Option<i64> {
+    let (neg, body) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let lower = body.to_ascii_lowercase();
+    let v = if let Some(h) = lower.strip_prefix("0x") {
+        i64::from_str_radix(h, 16).ok()?
+    } else if let Some(b) = lower.strip_prefix("0b") {
+        i64::from_str_radix(b, 2).ok()?
+    } else if let Some(o) = lower.strip_prefix("0o") {
+        i64::from_str_radix(o, 8).ok()?
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        i64::from_str_radix(&lower[1..], 8).ok()?
+    } else {
+        lower.parse().ok()?
+    };
+    Some(if neg { -v } else { v })
+}
+
+impl NodeCollector {
+    /// node_exporter's `netclass`: every device under `/sys/class/net` (loopback included),
+    /// attributes that cannot be read (EINVAL from a device that is down) left out.
+    pub(super) fn netclass(&self, out: &mut Out) -> Result<(), String> {
+        let dir = self.sys("class/net");
+        let mut devices: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .flatten()
+            .filter(|e| e.file_type().map(|t| !t.is_file()).unwrap_or(false))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        devices.sort();
+        for dev in &devices {
+            let attr = |name: &str| -> Option<String> {
+                std::fs::read_to_string(dir.join(dev).join(name))
+                    .ok()
+                    .map(|s| s.trim().to_string())
+            };
+            let operstate = attr("operstate").unwrap_or_default();
+            out.add(
+                "node_network_up",
+                "Value is 1 if operstate is 'up', 0 otherwise.",
+                "gauge",
+                &[("device", dev)],
+                if operstate == "up" { 1.0 } else { 0.0 },
+            );
+            let (address, broadcast, duplex, ifalias) = (
+                attr("address").unwrap_or_default(),
+                attr("broadcast").unwrap_or_default(),
+                attr("duplex").unwrap_or_default(),
+                attr("ifalias").unwrap_or_default(),
+            );
+            out.add(
+                "node_network_info",
+                "Non-numeric data from /sys/class/net/<iface>, value is always 1.",
+                "gauge",
+                &[
+                    ("address", &address),
+                    ("broadcast", &broadcast),
+                    ("device", dev),
+                    ("duplex", &duplex),
+                    ("ifalias", &ifalias),
+                    ("operstate", &operstate),
+                ],
+                1.0,
+            );
+            for (file, name, kind) in NETCLASS_FIELDS {
+                let Some(v) = attr(file).and_then(|s| parse_go_int(&s)) else {
+                    continue;
+                };
+                out.add(
+                    &format!("node_network_{name}"),
+                    &format!("Network device property: {name}"),
+                    kind,
+                    &[("device", dev)],
+                    v as f64,
+                );
+            }
+            // Mb/s; -1 (unknown) is kept, as node_exporter 1.5 does without
+            // --collector.netclass.ignore-invalid-speed.
+            if let Some(mbps) = attr("speed").and_then(|s| parse_go_int(&s)) {
+                out.add(
+                    "node_network_speed_bytes",
+                    "Network device property: speed_bytes",
+                    "gauge",
+                    &[("device", dev)],
+                    (mbps.saturating_mul(1_000_000) / 8) as f64,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// node_exporter's `arp`: entries of `/proc/net/arp` per device.
+    pub(super) fn arp(&self, out: &mut Out) -> Result<(), String> {
+        let text = Self::read(&self.proc("net/arp"))?;
+        let mut per: BTreeMap<&str, u32> = BTreeMap::new();
+        for line in text.lines() {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 6 {
+                return Err("unexpected ARP table format".into());
+            }
+            if cols[0] != "IP" {
+                *per.entry(cols[cols.len() - 1]).or_default() += 1;
+            }
+        }
+        for (dev, n) in per {
+            out.add(
+                "node_arp_entries",
+                "ARP entries by device",
+                "gauge",
+                &[("device", dev)],
+                f64::from(n),
+            );
+        }
+        Ok(())
+    }
+
+    /// node_exporter's `softnet`: `/proc/net/softnet_stat`, one line of hex counters per CPU.
+    pub(super) fn softnet(&self, out: &mut Out) -> Result<(), String> {
+        let text = Self::read(&self.proc("net/softnet_stat"))?;
+        for (cpu, line) in text.lines().enumerate() {
+            let cols: Vec<u64> = line
+                .split_whitespace()
+                .map(|x| {
+                    u64::from_str_radix(x, 16).map_err(|_| format!("softnet_stat: bad value {x:?}"))
+                })
+                .collect::<Result<_, _>>()?;
+            if cols.len() < 3 {
+                return Err(format!(
+                    "softnet_stat: {} columns in line {}",
+                    cols.len(),
+                    cpu + 1
+                ));
+            }
+            let cpu = cpu.to_string();
+            for (i, name, help) in [
+                (
+                    0,
+                    "node_softnet_processed_total",
+                    "Number of processed packets",
+                ),
+                (1, "node_softnet_dropped_total", "Number of dropped packets"),
+                (
+                    2,
+                    "node_softnet_times_squeezed_total",
+                    "Number of times processing packets ran out of quota",
+                ),
+            ] {
+                out.add(name, help, "counter", &[("cpu", &cpu)], cols[i] as f64);
+            }
+        }
+        Ok(())
+    }
+
+    /// node_exporter's `udp_queues`: bytes queued in UDP sockets, summed over
+    /// `/proc/net/udp` and `/proc/net/udp6` (`tx_queue:rx_queue`, hex, fifth column).
+    pub(super) fn udp_queues(&self, out: &mut Out) -> Result<(), String> {
+        let mut any = false;
+        for (file, ip) in [("net/udp", "v4"), ("net/udp6", "v6")] {
+            let Ok(text) = std::fs::read_to_string(self.proc(file)) else {
+                continue;
+            };
+            any = true;
+            let (mut tx, mut rx) = (0u64, 0u64);
+            for line in text.lines().skip(1) {
+                let Some(q) = line.split_whitespace().nth(4) else {
+                    return Err(format!("{file}: short line {line:?}"));
+                };
+                let (t, r) = q
+                    .split_once(':')
+                    .and_then(|(t, r)| {
+                        Some((
+                            u64::from_str_radix(t, 16).ok()?,
+                            u64::from_str_radix(r, 16).ok()?,
+                        ))
+                    })
+                    .ok_or_else(|| format!("{file}: bad queue column {q:?}"))?;
+                tx += t;
+                rx += r;
+            }
+            let help = "Number of allocated memory in the kernel for UDP datagrams in bytes.";
+            out.add(
+                "node_udp_queues",
+                help,
+                "gauge",
+                &[("ip", ip), ("queue", "tx")],
+                tx as f64,
+            );
+            out.add(
+                "node_udp_queues",
+                help,
+                "gauge",
+                &[("ip", ip), ("queue", "rx")],
+                rx as f64,
+            );
+        }
+        if any {
+            Ok(())
+        } else {
+            Err("neither /proc/net/udp nor udp6".into())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::parse_go_int;
+
+    #[test]
+    fn integers_read_as_go_reads_them() {
+        assert_eq!(parse_go_int("0x1003"), Some(4099));
+        assert_eq!(parse_go_int("1400"), Some(1400));
+        assert_eq!(parse_go_int("-1"), Some(-1));
+        assert_eq!(parse_go_int("0"), Some(0));
+        assert_eq!(parse_go_int("010"), Some(8));
+        assert_eq!(parse_go_int("0b11"), Some(3));
+        assert_eq!(parse_go_int("up"), None);
+        assert_eq!(parse_go_int(""), None);
+    }
+
     use super::*;
 
     #[test]
