@@ -164,7 +164,6 @@ fn node_collector_matches_node_exporter() {
         "node_network_info",
         "node_network_mtu_bytes",
         "node_network_flags",
-        "node_arp_entries",
         "node_timex_tick_seconds",
         "node_selinux_enabled",
     ] {
