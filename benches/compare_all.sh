@@ -106,16 +106,26 @@ ingest_rows() { # series interval warm window tag label
   row "ingest, $label (M samples/CPU-s)" "$ar" "$pr" "$(ratio "$ar" "$pr")" ">= 2 M"
 }
 
+# Minutes of samples a tool's head holds, from its own /metrics (prefix: appliance or prometheus).
+head_span() { # port prefix
+  curl -sf "127.0.0.1:$1/metrics" | awk -v p="$2" '
+    $1 == p "_tsdb_head_min_time" {lo = $2} $1 == p "_tsdb_head_max_time" {hi = $2}
+    END {if (lo == "" || hi == "" || hi < lo) print "-"; else printf "%.1f", (hi - lo) / 60000}'
+}
+
 soak() {
   local mins=${1:-30} block=${2:-10m}
   steady_load 100000 2s soak "$block"
   # RSS counts the file pages each process has mapped (its binary, its blocks' indexes) as
-  # well as its heap; the anonymous part is the heap alone.
-  echo "minute appliance_rss_mib (anon) prometheus_rss_mib (anon) (100k series every 2 s, blocks of $block)"
+  # well as its heap; the anonymous part is the heap alone. Both rise and fall with the head
+  # (it grows from 0.5 to 1.5 blocks of samples, then a block is cut from it), so the head's
+  # span is printed beside them: compare minutes at the same span, e.g. just after each cut.
+  echo "minute appliance_rss_mib (anon) head_min prometheus_rss_mib (anon) head_min (100k series every 2 s, blocks of $block)"
   for m in $(seq 1 "$mins"); do
     sleep 60
-    printf '%6d %17d %6d %18d %6d\n' "$m" $(( $(rss_kib "$AP") / 1024 )) $(( $(anon_kib "$AP") / 1024 )) \
-      $(( $(rss_kib "$PP") / 1024 )) $(( $(anon_kib "$PP") / 1024 ))
+    printf '%6d %18d %6d %8s %18d %6d %8s\n' "$m" \
+      $(( $(rss_kib "$AP") / 1024 )) $(( $(anon_kib "$AP") / 1024 )) "$(head_span 19381 appliance)" \
+      $(( $(rss_kib "$PP") / 1024 )) $(( $(anon_kib "$PP") / 1024 )) "$(head_span 19391 prometheus)"
   done
 }
 
