@@ -88,7 +88,7 @@ fn head_from_file(path: &str) -> Head {
     for e in Parser::new(&body, Format::OpenMetrics, ParserOptions::default()) {
         if let Ok(Entry::Sample(s)) = e {
             let t = s.timestamp_ms.expect("timestamps");
-            match refs.get(s.series) {
+            match refs.get(&s.series[..]) {
                 Some(r) => a.append_ref(*r, t, s.value).unwrap(),
                 None => {
                     let mut pairs: Vec<(String, String)> = s

@@ -16,7 +16,7 @@ flags=("$@")
 shared=../shared/testdata
 seeds=fuzz/seeds
 rm -rf "$seeds"
-mkdir -p "$seeds"/{exposition,promql,config,rule_file,template,alertmanager_api,secret_url,remote_write,grafana_dashboard,wal_record}
+mkdir -p "$seeds"/{exposition,exposition_proto,promql,config,rule_file,template,alertmanager_api,secret_url,remote_write,grafana_dashboard,wal_record}
 n=0
 seed() { n=$((n + 1)); cp "$2" "$seeds/$1/s$n" 2>/dev/null || true; }
 text() { n=$((n + 1)); printf '%s' "$2" > "$seeds/$1/t$n"; }
@@ -40,6 +40,9 @@ text template '{{ with $x := 1.5e9 }}{{ humanizeDuration $x }}{{ humanize1024 $x
 # Remote write: a selector byte (even 1.0, odd 2.0), then a WriteRequest with one series.
 printf '\x00\x0a\x15\x0a\x06\x0a\x01a\x12\x01b\x12\x0b\x09\x00\x00\x00\x00\x00\x00\xf0\x3f\x10\x02' > "$seeds/remote_write/w1"
 printf '\x01\x22\x00\x22\x08__name__\x22\x02up\x2a\x0e\x0a\x02\x01\x02\x12\x08\x09\x00\x00\x00\x00\x00\x00\xf0\x3f' > "$seeds/remote_write/w2"
+# Protobuf exposition: one family, a native histogram (schema 3, zero bucket, two positive
+# spans, a negative one) with two classic buckets and an exemplar.
+printf '%b' '\xb6\x01\x0a\x15\x72\x70\x63\x5f\x64\x75\x72\x61\x74\x69\x6f\x6e\x73\x5f\x73\x65\x63\x6f\x6e\x64\x73\x12\x0c\x52\x50\x43\x20\x6c\x61\x74\x65\x6e\x63\x79\x2e\x18\x04\x22\x8c\x01\x0a\x0c\x0a\x07\x73\x65\x72\x76\x69\x63\x65\x12\x01\x62\x0a\x08\x0a\x03\x61\x70\x70\x12\x01\x61\x3a\x72\x08\x0a\x11\x00\x00\x00\x00\x00\x00\x29\x40\x1a\x0b\x08\x04\x11\x00\x00\x00\x00\x00\x00\xe0\x3f\x1a\x33\x08\x09\x11\x00\x00\x00\x00\x00\x00\xf0\x3f\x1a\x26\x0a\x0e\x0a\x08\x74\x72\x61\x63\x65\x5f\x69\x64\x12\x02\x74\x31\x11\x66\x66\x66\x66\x66\x66\xe6\x3f\x1a\x0b\x08\x80\xe2\xcf\xaa\x06\x10\xc0\x96\xb1\x02\x28\x06\x31\x9d\x97\x8c\xcf\x08\xba\x5b\x25\x38\x01\x4a\x02\x10\x01\x52\x01\x08\x62\x04\x08\x03\x10\x02\x62\x04\x08\x06\x10\x01\x6a\x03\x04\x02\x01' > "$seeds/exposition_proto/p1"
 # WAL records: a kind byte, then the payload (compact kinds are snappy's raw format: the length,
 # then one literal). A samples record (one integral sample) and a series record (`{__name__="up"}`).
 printf '\x06\x05\x10\x01\x00\x01\x05\x04' > "$seeds/wal_record/r1"
@@ -49,7 +52,7 @@ text alertmanager_api '{"matchers":[{"name":"alertname","value":"A.*","isRegex":
 text secret_url 'postgresql://app:pw@db:5432/app?sslmode=require&password=x'
 text secret_url "host=db user=app password='p w' dbname=x"
 text secret_url 'redis://:pw@cache:6379/0'
-for t in exposition promql config rule_file template alertmanager_api secret_url remote_write grafana_dashboard wal_record; do
+for t in exposition exposition_proto promql config rule_file template alertmanager_api secret_url remote_write grafana_dashboard wal_record; do
   mkdir -p "fuzz/corpus/$t"
   echo "fuzz: $t for ${secs}s"
   rm -rf "fuzz/artifacts/$t"

@@ -489,3 +489,197 @@ async fn stopping_abandons_a_scrape_in_flight() {
         .count();
     assert_eq!(zeros, 0, "the scrape in flight ran to its timeout: {ups:?}");
 }
+
+/// A client_golang-shaped native histogram family (schema 3, a zero bucket, positive and
+/// negative spans, two classic buckets with an exemplar), `count` observations.
+fn native_family(count: u64) -> appliance::model::exposition::protobuf::pb::MetricFamily {
+    use appliance::model::exposition::protobuf::pb;
+    pb::MetricFamily {
+        name: "rpc_seconds".into(),
+        help: "RPC latency.".into(),
+        r#type: pb::MetricType::Histogram as i32,
+        unit: String::new(),
+        metric: vec![pb::Metric {
+            label: vec![pb::LabelPair {
+                name: "svc".into(),
+                value: "a".into(),
+            }],
+            histogram: Some(pb::Histogram {
+                sample_count: count,
+                sample_sum: count as f64 * 0.5,
+                schema: 3,
+                zero_threshold: 1e-128,
+                zero_count: 1,
+                positive_span: vec![
+                    pb::BucketSpan {
+                        offset: -2,
+                        length: 2,
+                    },
+                    pb::BucketSpan {
+                        offset: 3,
+                        length: 1,
+                    },
+                ],
+                positive_delta: vec![2, 1, count as i64 - 6],
+                negative_span: vec![pb::BucketSpan {
+                    offset: 0,
+                    length: 1,
+                }],
+                negative_delta: vec![3],
+                bucket: vec![
+                    pb::Bucket {
+                        cumulative_count: 3,
+                        upper_bound: 0.5,
+                        ..Default::default()
+                    },
+                    pb::Bucket {
+                        cumulative_count: count,
+                        upper_bound: 1.0,
+                        exemplar: Some(pb::Exemplar {
+                            label: vec![pb::LabelPair {
+                                name: "trace_id".into(),
+                                value: "abc".into(),
+                            }],
+                            value: 0.7,
+                            timestamp: Some(pb::Timestamp {
+                                seconds: 1_700_000_000,
+                                nanos: 0,
+                            }),
+                        }),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+    }
+}
+
+const PROTO_CT: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+
+/// Issue 20: a protobuf target is asked for protobuf first when native histograms are on, and
+/// its native histogram is stored as one (with its classic series when asked for); with them
+/// off the same body gives the classic series only; over `native_histogram_bucket_limit` the
+/// histogram is stored at a lower resolution, and when even schema -4 is too fine the scrape
+/// fails with Prometheus's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_targets_give_native_histograms() {
+    use appliance::model::exposition::protobuf::encode_delimited;
+    let page = Arc::new(Mutex::new(Page {
+        content_type: PROTO_CT.into(),
+        body: encode_delimited(&[native_family(10)]),
+        gzip: false,
+    }));
+    let accept = Arc::new(Mutex::new(String::new()));
+    let addr = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (page, accept) = (page.clone(), accept.clone());
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move |h: axum::http::HeaderMap| {
+                *accept.lock() = h
+                    .get("accept")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let p = page.lock().clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, p.content_type)], p.body) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    };
+    let hist = |head: &Head| {
+        head.select(&[m("__name__", "rpc_seconds")], i64::MIN, i64::MAX)
+            .first()
+            .and_then(|s| s.histograms.last().map(|(_, h)| (**h).clone()))
+    };
+
+    let (head, mgr) = setup();
+    mgr.apply(vec![job(&format!("job_name: t\nscrape_interval: 200ms\nscrape_native_histograms: true\nalways_scrape_classic_histograms: true\nstatic_configs:\n  - targets: ['{addr}']\n"))]).unwrap();
+    until(5, "a native histogram", || hist(&head).is_some()).await;
+    assert!(
+        accept.lock().starts_with("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,"),
+        "{}",
+        accept.lock()
+    );
+    let h = hist(&head).unwrap();
+    assert_eq!(
+        (h.schema, h.count, h.sum, h.zero_count),
+        (3, 10.0, 5.0, 1.0)
+    );
+    assert_eq!(
+        h.positive.iter().map(|(i, c)| (*i, *c)).collect::<Vec<_>>(),
+        [(-2, 2.0), (-1, 3.0), (3, 7.0)]
+    );
+    assert_eq!(h.negative.get(&0), Some(&3.0));
+    // The classic series beside it, +Inf added.
+    let bucket = |head: &Head, le: &str| {
+        head.select(
+            &[m("__name__", "rpc_seconds_bucket"), m("le", le)],
+            i64::MIN,
+            i64::MAX,
+        )
+        .first()
+        .and_then(|s| s.samples.last().map(|x| x.1))
+    };
+    assert_eq!(bucket(&head, "+Inf"), Some(10.0));
+    assert_eq!(bucket(&head, "0.5"), Some(3.0));
+    assert_eq!(last(&head, "rpc_seconds_count"), Some(10.0));
+    // A new count is picked up (the cache keys histograms apart from floats).
+    *page.lock() = Page {
+        content_type: PROTO_CT.into(),
+        body: encode_delimited(&[native_family(20)]),
+        gzip: false,
+    };
+    until(5, "the second histogram", || {
+        hist(&head).is_some_and(|h| h.count == 20.0)
+    })
+    .await;
+    mgr.stop();
+
+    // Native histograms off (the default): text first in Accept, classic series only.
+    let (head, mgr) = setup();
+    mgr.apply(vec![job(&format!(
+        "job_name: t\nscrape_interval: 200ms\nstatic_configs:\n  - targets: ['{addr}']\n"
+    ))])
+    .unwrap();
+    until(5, "classic series", || {
+        last(&head, "rpc_seconds_count").is_some()
+    })
+    .await;
+    assert!(accept.lock().starts_with("application/openmetrics-text"));
+    assert!(hist(&head).is_none());
+    assert_eq!(bucket(&head, "1.0"), Some(20.0));
+    mgr.stop();
+
+    // Four buckets over a limit of 3: at schema 1 positive -2,-1 merge into 0 and 3 becomes 1;
+    // with the negative bucket, three.
+    let (head, mgr) = setup();
+    mgr.apply(vec![job(&format!("job_name: t\nscrape_interval: 200ms\nscrape_native_histograms: true\nnative_histogram_bucket_limit: 3\nstatic_configs:\n  - targets: ['{addr}']\n"))]).unwrap();
+    until(5, "a reduced histogram", || hist(&head).is_some()).await;
+    let h = hist(&head).unwrap();
+    assert_eq!(h.schema, 1);
+    assert_eq!(
+        h.positive.iter().map(|(i, c)| (*i, *c)).collect::<Vec<_>>(),
+        [(0, 5.0), (1, 17.0)]
+    );
+    assert_eq!(h.count, 20.0);
+    assert_eq!(last(&head, "up"), Some(1.0));
+    mgr.stop();
+
+    // A limit of 2 cannot be met: two positive buckets and a negative one remain at any
+    // schema (indexes 0 and 1 never merge: bucket 0 holds (1/b, 1], bucket 1 (1, b]).
+    let (head, mgr) = setup();
+    mgr.apply(vec![job(&format!("job_name: t\nscrape_interval: 200ms\nscrape_native_histograms: true\nnative_histogram_bucket_limit: 2\nstatic_configs:\n  - targets: ['{addr}']\n"))]).unwrap();
+    until(5, "a failed scrape", || last(&head, "up") == Some(0.0)).await;
+    assert!(hist(&head).is_none());
+    assert_eq!(
+        mgr.active_targets()[0].last_error,
+        "histogram bucket limit exceeded"
+    );
+    mgr.stop();
+}

@@ -178,14 +178,35 @@ fn write_time(out: &mut Vec<u8>, ms: i64) {
     };
 }
 
-/// A native histogram as Prometheus's API renders it.
+/// A float as Prometheus's API writes it (`jsonutil.MarshalFloat`): Go's shortest `'f'`
+/// form, but the `'e'` form (`1e-07`, `1e+21`) below 1e-6 and from 1e21 on.
+pub fn api_float(f: f64) -> String {
+    let abs = f.abs();
+    if abs != 0.0 && abs.is_finite() && !(1e-6..1e21).contains(&abs) {
+        let sci = format!("{f:e}");
+        let (mant, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+        let exp: i32 = exp.parse().unwrap_or(0);
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mant}e{sign}{:02}", exp.abs());
+    }
+    crate::promql::format_value(f)
+}
+
+/// A native histogram as Prometheus's API renders it (no `buckets` when it has none).
 fn histogram_json(h: &crate::model::histogram::FloatHistogram) -> Value {
-    let f = crate::promql::format_value;
-    json!({
+    let f = api_float;
+    let mut v = json!({
         "count": f(h.count),
         "sum": f(h.sum),
-        "buckets": h.api_buckets().into_iter().map(|(rule, lo, hi, c)| json!([rule, f(lo), f(hi), f(c)])).collect::<Vec<_>>(),
-    })
+    });
+    let buckets = h.api_buckets();
+    if !buckets.is_empty() {
+        v["buckets"] = buckets
+            .into_iter()
+            .map(|(rule, lo, hi, c)| json!([rule, f(lo), f(hi), f(c)]))
+            .collect();
+    }
+    v
 }
 
 fn promql_error(e: crate::promql::PromqlError) -> ApiError {
@@ -209,7 +230,7 @@ fn result_json(r: crate::promql::QueryResult, t: i64) -> Response {
         out.push(b'[');
         num(out, ms);
         out.push(b',');
-        let _ = serde_json::to_writer(&mut *out, &crate::promql::format_value(f));
+        let _ = serde_json::to_writer(&mut *out, &api_float(f));
         out.push(b']');
     };
     let metric = |out: &mut Vec<u8>, l: &Labels| {
@@ -1338,6 +1359,30 @@ async fn snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Values below 1e-6 or from 1e21 on are written in Go's `'e'` form, as Prometheus's
+    /// `MarshalFloat` does (a rate of rare events printed `0.0000001` here, `1e-07` there).
+    #[test]
+    fn values_are_written_as_prometheus_writes_them() {
+        for (f, want) in [
+            (1e-7, "1e-07"),
+            (-1e-128, "-1e-128"),
+            (1.5e-6, "0.0000015"),
+            (1e-6, "0.000001"),
+            (9.99e-7, "9.99e-07"),
+            (1e21, "1e+21"),
+            (123456789012345680000.0, "123456789012345680000"),
+            (-2.5e300, "-2.5e+300"),
+            (0.0, "0"),
+            (0.1, "0.1"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+            (f64::MAX, "1.7976931348623157e+308"),
+        ] {
+            assert_eq!(api_float(f), want, "{f:e}");
+        }
+    }
 
     #[test]
     fn times_are_written_as_prometheus_writes_them() {

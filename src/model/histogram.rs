@@ -9,6 +9,23 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+#[path = "histogram_bounds.rs"]
+mod bounds;
+
+/// `x · 2^e` without overflowing the power on the way (Go's `math.Ldexp`).
+fn ldexp(mut x: f64, e: i64) -> f64 {
+    let mut e = e.clamp(-3000, 3000) as i32;
+    while e > 1000 {
+        x *= 2f64.powi(1000);
+        e -= 1000;
+    }
+    while e < -1000 {
+        x *= 2f64.powi(-1000);
+        e += 1000;
+    }
+    x * 2f64.powi(e)
+}
+
 /// What a histogram sample says about counter resets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CounterResetHint {
@@ -46,6 +63,12 @@ impl CounterResetHint {
 
 /// Schema number of histograms with custom bucket bounds.
 pub const CUSTOM_BUCKETS_SCHEMA: i32 = -53;
+
+/// Finest exponential schema stored (bucket growth factor 2^(2^-8)).
+pub const EXPONENTIAL_SCHEMA_MAX: i32 = 8;
+
+/// Coarsest exponential schema (growth factor 2^16).
+pub const EXPONENTIAL_SCHEMA_MIN: i32 = -4;
 
 /// A float histogram.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -189,6 +212,27 @@ impl FloatHistogram {
         }
     }
 
+    /// Merges buckets down to the coarser exponential `target` schema (each bucket of the
+    /// target covers 2^(schema − target) of the current ones), as Prometheus's
+    /// `ReduceResolution`; custom-bucket histograms and finer targets are left alone.
+    pub fn reduce_resolution(&mut self, target: i32) {
+        if self.schema == CUSTOM_BUCKETS_SCHEMA || target >= self.schema {
+            return;
+        }
+        let delta = (i64::from(self.schema) - i64::from(target)).min(31) as u32;
+        let merge = |m: &BTreeMap<i32, f64>| {
+            let mut out = BTreeMap::new();
+            for (i, c) in m {
+                // Bucket i covers (base^(i-1), base^i]; `>>` floors, also below zero.
+                *out.entry(((i - 1) >> delta) + 1).or_insert(0.0) += c;
+            }
+            out
+        };
+        self.positive = merge(&self.positive);
+        self.negative = merge(&self.negative);
+        self.schema = target;
+    }
+
     /// `self + o`, bucket by bucket (the notation's `+` expansion).
     pub fn add(&self, o: &FloatHistogram) -> FloatHistogram {
         self.combine(o, |a, b| a + b)
@@ -236,8 +280,27 @@ impl FloatHistogram {
 
 impl FloatHistogram {
     /// Upper bound of bucket `i` of an exponential schema.
+    /// Upper bound of exponential bucket `i`, computed as Prometheus's
+    /// `getBoundExponential` does (a table of fractions and an exact power of two), so the
+    /// API prints the very same digits; the last finite bucket ends at `f64::MAX`.
     fn bound(&self, i: i32) -> f64 {
-        (f64::from(i) * (-f64::from(self.schema)).exp2()).exp2()
+        let schema = self.schema;
+        if schema < 0 {
+            let exp = i64::from(i) << (-schema).min(8);
+            if exp == 1024 {
+                return f64::MAX;
+            }
+            return ldexp(1.0, exp);
+        }
+        let Some(table) = bounds::EXPONENTIAL_BOUNDS.get(schema as usize) else {
+            return (f64::from(i) * (-f64::from(schema)).exp2()).exp2();
+        };
+        let frac = table[(i & ((1 << schema) - 1)) as usize];
+        let exp = i64::from(i >> schema) + 1;
+        if frac == 0.5 && exp == 1025 {
+            return f64::MAX;
+        }
+        ldexp(frac, exp)
     }
 
     /// Non-empty buckets as Prometheus's API lists them: (boundary rule, lower, upper,
@@ -404,6 +467,45 @@ impl fmt::Display for FloatHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bounds are Prometheus's to the last digit (its table, not `powf`), and the last finite
+    /// bucket ends at `f64::MAX` rather than +Inf.
+    #[test]
+    fn bucket_bounds_match_prometheus_digits() {
+        let h = |schema| FloatHistogram {
+            schema,
+            ..FloatHistogram::default()
+        };
+        assert_eq!(h(3).bound(-1), 0.9170040432046711);
+        assert_eq!(h(3).bound(-2), 0.8408964152537144);
+        // sqrt(2) as Prometheus prints it (the table's 0.7071067811865475 doubled).
+        assert_eq!(h(3).bound(4).to_string(), "1.414213562373095");
+        assert_eq!(h(1).bound(5), 5.65685424949238);
+        assert_eq!(h(0).bound(0), 1.0);
+        assert_eq!(h(0).bound(1024), f64::MAX);
+        assert_eq!(h(0).bound(1025), f64::INFINITY);
+        assert_eq!(h(-1).bound(1), 4.0);
+        assert_eq!(h(-1).bound(-2), 0.0625);
+        assert_eq!(h(-2).bound(256), f64::MAX);
+        assert_eq!(h(8).bound(-1), 0.9972960560854698);
+    }
+
+    #[test]
+    fn reduce_resolution_merges_pairs_and_floors_below_zero() {
+        let mut h = FloatHistogram {
+            schema: 1,
+            positive: [(-1, 1.0), (0, 2.0), (1, 3.0), (2, 4.0), (3, 5.0)].into(),
+            negative: [(1, 1.0), (2, 1.0)].into(),
+            ..FloatHistogram::default()
+        };
+        h.reduce_resolution(0);
+        assert_eq!(h.schema, 0);
+        assert_eq!(
+            h.positive.into_iter().collect::<Vec<_>>(),
+            [(0, 3.0), (1, 7.0), (2, 5.0)]
+        );
+        assert_eq!(h.negative.into_iter().collect::<Vec<_>>(), [(1, 2.0)]);
+    }
 
     #[test]
     fn notation_round_trips_canonically() {

@@ -41,6 +41,13 @@ pub struct GlobalConfig {
     /// Default protocols offered in `Accept`, most preferred first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scrape_protocols: Option<Vec<ScrapeProtocol>>,
+    /// Default for storing native histograms (and offering protobuf first); off as in
+    /// Prometheus.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrape_native_histograms: Option<bool>,
+    /// Default for also storing the classic buckets of histograms stored as native.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub always_scrape_classic_histograms: Option<bool>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -64,6 +71,8 @@ impl Default for GlobalConfig {
             label_value_length_limit: 0,
             body_size_limit: ByteSize(0),
             scrape_protocols: None,
+            scrape_native_histograms: None,
+            always_scrape_classic_histograms: None,
         }
     }
 }
@@ -71,7 +80,7 @@ impl Default for GlobalConfig {
 /// A scrape protocol name as Prometheus spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ScrapeProtocol {
-    /// Protobuf; accepted in config, never offered (we parse only the text formats).
+    /// Protobuf (delimited `MetricFamily` messages), the format of native histograms.
     PrometheusProto,
     /// OpenMetrics 0.0.1
     #[serde(rename = "OpenMetricsText0.0.1")]
@@ -91,7 +100,9 @@ impl ScrapeProtocol {
     /// The media type offered in `Accept`.
     pub fn header(self) -> Option<&'static str> {
         match self {
-            ScrapeProtocol::PrometheusProto => None,
+            ScrapeProtocol::PrometheusProto => Some(
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited",
+            ),
             ScrapeProtocol::OpenMetricsText001 => {
                 Some("application/openmetrics-text;version=0.0.1")
             }
@@ -113,6 +124,13 @@ impl ScrapeProtocol {
             ScrapeProtocol::PrometheusText100,
             ScrapeProtocol::PrometheusText004,
         ]
+    }
+
+    /// Prometheus 3's order when native histograms are scraped: protobuf first.
+    pub fn proto_first() -> Vec<ScrapeProtocol> {
+        let mut v = vec![ScrapeProtocol::PrometheusProto];
+        v.extend(Self::defaults());
+        v
     }
 }
 
@@ -190,6 +208,26 @@ pub struct ScrapeConfig {
     /// Protocol to assume when a target sends no or an unknown `Content-Type`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_scrape_protocol: Option<ScrapeProtocol>,
+    /// Store native histograms (default: global, else off, as Prometheus); with it, protobuf
+    /// is offered first unless `scrape_protocols` says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape_native_histograms: Option<bool>,
+    /// Also store the classic buckets of a histogram stored as native (default: global, else
+    /// off). `scrape_classic_histograms` is Prometheus 2's name for it.
+    #[serde(
+        default,
+        alias = "scrape_classic_histograms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub always_scrape_classic_histograms: Option<bool>,
+    /// Most buckets a native histogram may keep; over it its resolution is halved until it
+    /// fits, and a scrape where that cannot be done fails (0 = no limit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub native_histogram_bucket_limit: u64,
+    /// Smallest growth factor from one native bucket to the next; finer histograms are
+    /// reduced to the highest schema that meets it (0 = keep as scraped).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub native_histogram_min_bucket_factor: f64,
     /// Ask for gzip (default true).
     #[serde(default = "yes")]
     pub enable_compression: bool,
@@ -259,6 +297,10 @@ fn yes() -> bool {
     true
 }
 
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
+}
+
 fn default_path() -> String {
     "/metrics".into()
 }
@@ -320,16 +362,25 @@ impl ScrapeConfig {
                     ));
                 }
             }
-            if ps.iter().all(|p| p.header().is_none()) {
-                return Err(format!("scrape_protocols of job {:?} lists no text protocol; only the text formats are supported", self.job_name));
-            }
         }
+        let native = *self
+            .scrape_native_histograms
+            .get_or_insert(g.scrape_native_histograms.unwrap_or(false));
+        self.always_scrape_classic_histograms
+            .get_or_insert(g.always_scrape_classic_histograms.unwrap_or(false));
         if self.scrape_protocols.is_none() {
-            self.scrape_protocols = Some(
-                g.scrape_protocols
-                    .clone()
-                    .unwrap_or_else(ScrapeProtocol::defaults),
-            );
+            self.scrape_protocols = Some(match &g.scrape_protocols {
+                Some(p) => p.clone(),
+                None if native => ScrapeProtocol::proto_first(),
+                None => ScrapeProtocol::defaults(),
+            });
+        }
+        let f = self.native_histogram_min_bucket_factor;
+        if !(f.is_finite() && f >= 0.0) {
+            return Err(format!(
+                "native_histogram_min_bucket_factor of job {:?} must be a non-negative number, got {f}",
+                self.job_name
+            ));
         }
         let auths = [
             self.basic_auth.is_some(),
@@ -396,6 +447,46 @@ mod tests {
     }
 
     #[test]
+    fn native_histograms_put_protobuf_first_unless_protocols_are_given() {
+        let eff = |y: &str, g: &GlobalConfig| {
+            let mut c: ScrapeConfig = serde_saphyr::from_str(y).unwrap();
+            c.apply_defaults(g).unwrap();
+            c
+        };
+        let g = GlobalConfig::default();
+        let c = eff("job_name: a\n", &g);
+        assert_eq!(c.scrape_protocols, Some(ScrapeProtocol::defaults()));
+        assert_eq!(c.scrape_native_histograms, Some(false));
+        let c = eff("job_name: a\nscrape_native_histograms: true\n", &g);
+        assert_eq!(c.scrape_protocols, Some(ScrapeProtocol::proto_first()));
+        assert_eq!(
+            accept_header(c.scrape_protocols.as_deref().unwrap()),
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+        );
+        let g = GlobalConfig {
+            scrape_native_histograms: Some(true),
+            always_scrape_classic_histograms: Some(true),
+            ..GlobalConfig::default()
+        };
+        let c = eff("job_name: a\n", &g);
+        assert_eq!(c.scrape_protocols, Some(ScrapeProtocol::proto_first()));
+        assert_eq!(c.always_scrape_classic_histograms, Some(true));
+        let c = eff(
+            "job_name: a\nscrape_native_histograms: false\nscrape_classic_histograms: false\n",
+            &g,
+        );
+        assert_eq!(c.scrape_native_histograms, Some(false));
+        assert_eq!(c.always_scrape_classic_histograms, Some(false));
+        let mut c: ScrapeConfig =
+            serde_saphyr::from_str("job_name: a\nnative_histogram_min_bucket_factor: -1\n")
+                .unwrap();
+        assert!(c
+            .apply_defaults(&GlobalConfig::default())
+            .unwrap_err()
+            .contains("native_histogram_min_bucket_factor"));
+    }
+
+    #[test]
     fn byte_sizes() {
         assert_eq!(ByteSize::parse("10MB"), Ok(ByteSize(10 << 20)));
         assert_eq!(ByteSize::parse("1KiB"), Ok(ByteSize(1024)));
@@ -443,7 +534,7 @@ scrape_timeout: 6s
         )
         .unwrap_err()
         .contains("duplicated"));
-        assert!(check("job_name: a\nscrape_protocols: [PrometheusProto]\n").is_err());
+        assert!(check("job_name: a\nscrape_protocols: [PrometheusProto]\n").is_ok());
         assert!(check("job_name: a\nscrape_protocols: [PrometheusProto, OpenMetricsText1.0.0]\nfallback_scrape_protocol: PrometheusText0.0.4\n").is_ok());
         assert!(
             serde_saphyr::from_str::<ScrapeConfig>("job_name: a\nscrape_protocols: [Nope]\n")

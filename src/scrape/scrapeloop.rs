@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use super::config::{accept_header, ScrapeProtocol};
 use super::target::{Health, Target};
 use super::{Job, JobKind};
-use crate::model::exposition::{Entry, Format, Parser, ParserOptions};
+use crate::model::exposition::{Decoder, Entry, Format, ParserOptions, ProtoOptions, Wire};
 use crate::model::{relabel, stale_nan, Labels, LabelsBuilder};
 use crate::storage::{Appendable, Appender, SeriesRef};
 
@@ -226,6 +226,7 @@ pub struct ScrapeMetrics {
     scrapes: Counter,
     failures: Counter,
     sample_limit: Counter,
+    bucket_limit: Counter,
     body_limit: Counter,
     out_of_order: Counter,
     duplicate: Counter,
@@ -239,6 +240,7 @@ impl Default for ScrapeMetrics {
             scrapes: Counter::default(),
             failures: Counter::default(),
             sample_limit: Counter::default(),
+            bucket_limit: Counter::default(),
             body_limit: Counter::default(),
             out_of_order: Counter::default(),
             duplicate: Counter::default(),
@@ -265,6 +267,11 @@ impl ScrapeMetrics {
             "appliance_target_scrapes_exceeded_sample_limit",
             "Scrapes that hit the sample limit and were rejected.",
             self.sample_limit.clone(),
+        );
+        reg.register(
+            "appliance_target_scrapes_exceeded_native_histogram_bucket_limit",
+            "Scrapes with a native histogram over native_histogram_bucket_limit at the lowest resolution, rejected.",
+            self.bucket_limit.clone(),
         );
         reg.register(
             "appliance_target_scrapes_exceeded_body_size_limit",
@@ -391,6 +398,8 @@ enum Fail {
     BodySize,
     #[error("sample limit exceeded")]
     SampleLimit,
+    #[error("histogram bucket limit exceeded")]
+    BucketLimit,
     #[error("{0}")]
     Parse(String),
     #[error("{0}")]
@@ -407,7 +416,7 @@ fn timeout_message(ctx: &LoopCtx) -> String {
     }
 }
 
-async fn fetch(ctx: &LoopCtx) -> Result<(Vec<u8>, Format), Fail> {
+async fn fetch(ctx: &LoopCtx) -> Result<(Vec<u8>, Wire), Fail> {
     let cfg = &ctx.job.config;
     let timeout = cfg.timeout().std();
     match (&ctx.job.kind, &ctx.client) {
@@ -422,7 +431,7 @@ async fn fetch(ctx: &LoopCtx) -> Result<(Vec<u8>, Format), Fail> {
                 .await
                 .map_err(|_| Fail::Timeout(timeout_message(ctx)))?
                 .map_err(|e| Fail::Fetch(e.to_string()))?;
-            Ok((page.body, page.format))
+            Ok((page.body, Wire::Text(page.format)))
         }
         (JobKind::Http, Some(client)) => tokio::time::timeout(timeout, fetch_http(ctx, client))
             .await
@@ -437,7 +446,7 @@ fn read_secret_file(path: &str) -> Result<String, Fail> {
         .map_err(|e| Fail::Fetch(format!("unable to read secret file {path:?}: {e}")))
 }
 
-async fn fetch_http(ctx: &LoopCtx, client: &reqwest::Client) -> Result<(Vec<u8>, Format), Fail> {
+async fn fetch_http(ctx: &LoopCtx, client: &reqwest::Client) -> Result<(Vec<u8>, Wire), Fail> {
     let cfg = &ctx.job.config;
     let protocols = cfg.scrape_protocols.clone().unwrap_or_default();
     let mut req = client
@@ -520,16 +529,12 @@ async fn fetch_http(ctx: &LoopCtx, client: &reqwest::Client) -> Result<(Vec<u8>,
     if limit > 0 && body.len() as u64 > limit {
         return Err(Fail::BodySize);
     }
-    let format = match Format::from_content_type(&ct) {
+    let format = match Wire::from_content_type(&ct) {
         Some(f) => f,
         None => match cfg.fallback_scrape_protocol {
-            Some(ScrapeProtocol::PrometheusProto) => {
-                return Err(Fail::Fetch(format!(
-                    "received Content-Type {ct:?}; the protobuf fallback_scrape_protocol is not supported, use a text protocol"
-                )))
-            }
-            Some(ScrapeProtocol::OpenMetricsText001 | ScrapeProtocol::OpenMetricsText100) => Format::OpenMetrics,
-            Some(ScrapeProtocol::PrometheusText004 | ScrapeProtocol::PrometheusText100) => Format::PrometheusText,
+            Some(ScrapeProtocol::PrometheusProto) => Wire::Protobuf,
+            Some(ScrapeProtocol::OpenMetricsText001 | ScrapeProtocol::OpenMetricsText100) => Wire::Text(Format::OpenMetrics),
+            Some(ScrapeProtocol::PrometheusText004 | ScrapeProtocol::PrometheusText100) => Wire::Text(Format::PrometheusText),
             None if ct.trim().is_empty() => return Err(Fail::Fetch("non-compliant scrape target sending blank Content-Type and no fallback_scrape_protocol specified for target".into())),
             None => return Err(Fail::Fetch(format!("received unsupported Content-Type {ct:?} and no fallback_scrape_protocol specified for target"))),
         },
@@ -655,13 +660,15 @@ fn append_body(
     st: &mut SeriesState,
     app: &mut dyn Appender,
     body: &[u8],
-    format: Format,
+    format: Wire,
     t: i64,
     deadline: Instant,
 ) -> (Appended, Option<Fail>) {
     let cfg = &ctx.job.config;
     let sample_limit = cfg.sample_limit.unwrap_or(0);
     let mut over_limit = false;
+    let mut over_bucket_limit = false;
+    let hist_limits = HistogramLimits::of(cfg);
     let mut out = Appended {
         scraped: 0,
         post_relabel: 0,
@@ -705,7 +712,11 @@ fn append_body(
             ..ParserOptions::default()
         }
     };
-    let mut parser = Parser::new(body, format, opts);
+    let proto = ProtoOptions {
+        native_histograms: cfg.scrape_native_histograms.unwrap_or(false),
+        classic_histograms: cfg.always_scrape_classic_histograms.unwrap_or(false),
+    };
+    let mut parser = Decoder::new(body, format, opts, proto);
     let mut n = 0usize;
     while let Some(e) = parser.next() {
         n += 1;
@@ -737,7 +748,7 @@ fn append_body(
         out.scraped += 1;
         // One lookup on the usual path (a known series).
         let pos = (out.scraped - 1) as usize;
-        let i = match st.cache.find(s.series, pos) {
+        let i = match st.cache.find(&s.series, pos) {
             Some(i) => i,
             None => {
                 // A series not seen before: now its labels are parsed (and checked).
@@ -746,7 +757,7 @@ fn append_body(
                     Err(e) => return (out, Some(Fail::Parse(e.to_string()))),
                 };
                 match new_entry(ctx, &name, &labels) {
-                    Ok(e) => st.cache.insert(s.series, e),
+                    Ok(e) => st.cache.insert(&s.series, e),
                     Err(f) => return (out, Some(f)),
                 }
             }
@@ -773,11 +784,27 @@ fn append_body(
         let Some(labels) = &e.labels else {
             continue;
         };
-        append_any(app, labels, &mut e.sref, ts, s.value);
-        let sref = e.sref;
+        let sref = match s.histogram {
+            Some(h) => match hist_limits.apply(h) {
+                Some(h) => app.append_histogram(labels, ts, h).ok(),
+                None => {
+                    // As Prometheus: keep reading, so the report counts every sample,
+                    // and fail the scrape at the end.
+                    over_bucket_limit = true;
+                    continue;
+                }
+            },
+            None => {
+                append_any(app, labels, &mut e.sref, ts, s.value);
+                e.sref
+            }
+        };
         // As Prometheus: the exemplar of a stored sample, at the sample's time when it has
         // none of its own.
-        if let (Some(e), Some(_)) = (&s.exemplar, sref) {
+        for e in s.exemplar.iter().chain(&s.more_exemplars) {
+            if sref.is_none() {
+                break;
+            }
             app.append_exemplar(
                 labels,
                 crate::storage::Exemplar {
@@ -792,7 +819,81 @@ fn append_body(
         }
     }
     out.metadata = meta;
-    (out, over_limit.then_some(Fail::SampleLimit))
+    let fail = if over_limit {
+        Some(Fail::SampleLimit)
+    } else {
+        over_bucket_limit.then_some(Fail::BucketLimit)
+    };
+    (out, fail)
+}
+
+/// The job's limits on native histograms, applied to each before it is stored, as
+/// Prometheus's `bucketLimitAppender` and `maxSchemaAppender`.
+struct HistogramLimits {
+    bucket_limit: usize,
+    max_schema: i32,
+}
+
+impl HistogramLimits {
+    fn of(cfg: &super::config::ScrapeConfig) -> Self {
+        HistogramLimits {
+            bucket_limit: usize::try_from(cfg.native_histogram_bucket_limit).unwrap_or(usize::MAX),
+            max_schema: pick_schema(cfg.native_histogram_min_bucket_factor),
+        }
+    }
+
+    /// The histogram to store, at a lower resolution where the limits ask for one; `None`
+    /// when it has more buckets than the limit even at the lowest resolution (or has custom
+    /// buckets, which cannot be merged).
+    fn apply(
+        &self,
+        h: Arc<crate::model::histogram::FloatHistogram>,
+    ) -> Option<Arc<crate::model::histogram::FloatHistogram>> {
+        use crate::model::histogram::{EXPONENTIAL_SCHEMA_MAX, EXPONENTIAL_SCHEMA_MIN};
+        let buckets =
+            |h: &crate::model::histogram::FloatHistogram| h.positive.len() + h.negative.len();
+        let exponential =
+            (EXPONENTIAL_SCHEMA_MIN..=EXPONENTIAL_SCHEMA_MAX_RESERVED).contains(&h.schema);
+        let over = self.bucket_limit > 0 && buckets(&h) > self.bucket_limit;
+        // Schemas above 8 (reserved for finer resolutions) are stored at 8, as Prometheus's
+        // head does.
+        let cap = self.max_schema.min(EXPONENTIAL_SCHEMA_MAX);
+        if !(over || exponential && h.schema > cap) {
+            return Some(h);
+        }
+        if over && !exponential {
+            return None;
+        }
+        let mut h = Arc::unwrap_or_clone(h);
+        if h.schema > cap {
+            h.reduce_resolution(cap);
+        }
+        while self.bucket_limit > 0 && buckets(&h) > self.bucket_limit {
+            if h.schema <= EXPONENTIAL_SCHEMA_MIN {
+                return None;
+            }
+            h.reduce_resolution(h.schema - 1);
+        }
+        Some(Arc::new(h))
+    }
+}
+
+/// Highest schema reserved for future finer resolutions; scraped ones are reduced to 8.
+const EXPONENTIAL_SCHEMA_MAX_RESERVED: i32 = 52;
+
+/// Prometheus's `pickSchema`: the highest schema whose bucket growth factor is at least
+/// `factor` (`native_histogram_min_bucket_factor`; 0 or 1 keeps the finest).
+fn pick_schema(factor: f64) -> i32 {
+    use crate::model::histogram::{EXPONENTIAL_SCHEMA_MAX, EXPONENTIAL_SCHEMA_MIN};
+    let factor = if factor <= 1.0 { 1.00271 } else { factor };
+    let floor = (-factor.log2().log2()).floor();
+    if floor >= f64::from(EXPONENTIAL_SCHEMA_MAX) {
+        EXPONENTIAL_SCHEMA_MAX
+    } else if floor <= f64::from(EXPONENTIAL_SCHEMA_MIN) {
+        EXPONENTIAL_SCHEMA_MIN
+    } else {
+        floor as i32
+    }
 }
 
 async fn scrape_once(ctx: &Arc<LoopCtx>) {
@@ -819,7 +920,7 @@ async fn scrape_once(ctx: &Arc<LoopCtx>) {
 /// Everything after the fetch: parse, append, staleness, report series, status.
 fn process(
     ctx: &LoopCtx,
-    fetched: Result<(Vec<u8>, Format), Fail>,
+    fetched: Result<(Vec<u8>, Wire), Fail>,
     t: i64,
     started: Instant,
     deadline: Instant,
@@ -859,6 +960,7 @@ fn process(
             app = ctx.storage.appender();
             match e {
                 Fail::SampleLimit => ctx.metrics.sample_limit.inc(),
+                Fail::BucketLimit => ctx.metrics.bucket_limit.inc(),
                 Fail::BodySize => ctx.metrics.body_limit.inc(),
                 _ => 0,
             };
@@ -953,6 +1055,66 @@ mod tests {
         let l = sample_labels(&target, "m", &labels, true).labels();
         assert_eq!(l.get("job"), Some("mine"));
         assert_eq!(l.get("instance"), Some("i"));
+    }
+
+    #[test]
+    fn min_bucket_factor_picks_prometheus_schemas() {
+        // pickSchema's table: factor 2 → schema 0, 1.1 → 2, 1.01 → 6, 65536 → -4.
+        assert_eq!(pick_schema(0.0), 8);
+        assert_eq!(pick_schema(1.0), 8);
+        assert_eq!(pick_schema(2.0), 0);
+        assert_eq!(pick_schema(1.1), 2);
+        assert_eq!(pick_schema(1.01), 6);
+        assert_eq!(pick_schema(65536.0), -4);
+        assert_eq!(pick_schema(1e300), -4);
+    }
+
+    fn hist(schema: i32, pos: &[(i32, f64)]) -> Arc<crate::model::histogram::FloatHistogram> {
+        Arc::new(crate::model::histogram::FloatHistogram {
+            schema,
+            count: pos.iter().map(|p| p.1).sum(),
+            positive: pos.iter().copied().collect(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn histograms_over_the_bucket_limit_lose_resolution_until_they_fit() {
+        let limits = |bucket_limit, max_schema| HistogramLimits {
+            bucket_limit,
+            max_schema,
+        };
+        // Schema 2, buckets 1..=8: at schema 1 they pair up (1,2)(3,4)(5,6)(7,8) → 4 buckets;
+        // at schema 0, (1,2)(3,4) → 2.
+        let h = hist(2, &(1..=8).map(|i| (i, 1.0)).collect::<Vec<_>>());
+        let got = limits(4, 8).apply(h.clone()).unwrap();
+        assert_eq!(got.schema, 1);
+        assert_eq!(got.positive.values().copied().collect::<Vec<_>>(), [2.0; 4]);
+        let got = limits(2, 8).apply(h.clone()).unwrap();
+        assert_eq!((got.schema, got.positive.len()), (0, 2));
+        assert_eq!(got.count, 8.0);
+        // Within the limit: the same allocation comes back.
+        assert!(Arc::ptr_eq(&limits(8, 8).apply(h.clone()).unwrap(), &h));
+        // Indexes at or below zero floor the same way: 0 and -1 share schema-1 bucket 0.
+        let got = limits(0, 1)
+            .apply(hist(2, &[(0, 1.0), (-1, 1.0), (-2, 1.0)]))
+            .unwrap();
+        assert_eq!(
+            got.positive
+                .iter()
+                .map(|(i, c)| (*i, *c))
+                .collect::<Vec<_>>(),
+            [(-1, 1.0), (0, 2.0)]
+        );
+        // A schema above 8 is stored at 8; a min bucket factor caps it lower.
+        assert_eq!(
+            limits(0, 8).apply(hist(12, &[(16, 1.0)])).unwrap().schema,
+            8
+        );
+        assert_eq!(limits(0, 3).apply(hist(5, &[(16, 1.0)])).unwrap().schema, 3);
+        // Too many buckets even at schema -4: refused.
+        let wide = hist(-4, &[(1, 1.0), (5, 1.0), (9, 1.0)]);
+        assert!(limits(2, 8).apply(wide).is_none());
     }
 
     /// One scrape of `keys` at `t` as `append_body` records it, then its staleness; `fail`

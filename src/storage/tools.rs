@@ -84,7 +84,7 @@ pub fn import_openmetrics(file: &Path, data_dir: &Path, opts: DbOptions) -> Resu
                 name: s.name.to_string(),
             });
         };
-        match refs.get(s.series) {
+        match refs.get(&s.series[..]) {
             Some(r) => app.append_ref(*r, t, s.value)?,
             None => {
                 let mut pairs: Vec<(String, String)> = s

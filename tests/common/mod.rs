@@ -209,6 +209,16 @@ pub fn node_exporter_with(port: u16, flags: &[String]) -> Option<Proc> {
 /// A static HTTP server on 127.0.0.1: each path maps to (content type, body). Runs until the
 /// process exits; returns its address.
 pub fn static_server(pages: Vec<(&'static str, &'static str, String)>) -> String {
+    static_bytes_server(
+        pages
+            .into_iter()
+            .map(|(p, ct, b)| (p, ct, b.into_bytes()))
+            .collect(),
+    )
+}
+
+/// As [`static_server`], with bodies of any bytes (a protobuf exposition).
+pub fn static_bytes_server(pages: Vec<(&'static str, &'static str, Vec<u8>)>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
@@ -219,19 +229,21 @@ pub fn static_server(pages: Vec<(&'static str, &'static str, String)>) -> String
             let req = String::from_utf8_lossy(&buf[..n]);
             let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
             let page = pages.iter().find(|(p, _, _)| *p == path);
-            let resp = match page {
+            let resp: Vec<u8> = match page {
                 Some((_, ct, body)) => {
                     let ct_line = if ct.is_empty() {
                         String::new()
                     } else {
                         format!("Content-Type: {ct}\r\n")
                     };
-                    format!("HTTP/1.1 200 OK\r\n{ct_line}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                    let mut r = format!("HTTP/1.1 200 OK\r\n{ct_line}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
+                    r.extend_from_slice(body);
+                    r
                 }
-                None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_string(),
+                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
             };
-            let _ = s.write_all(resp.as_bytes());
+            let _ = s.write_all(&resp);
         }
     });
     addr

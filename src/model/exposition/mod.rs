@@ -7,9 +7,11 @@
 //! Prometheus does not make when scraping; it is used where spec conformance is wanted.
 
 mod parser;
+pub mod protobuf;
 mod validate;
 
 pub use parser::{bounded_quote, Parser, ParserOptions, MAX_LABELS_PER_SAMPLE};
+pub use protobuf::{ProtoError, ProtoOptions, ProtoParser};
 pub use validate::validate_openmetrics;
 
 use std::borrow::Cow;
@@ -86,8 +88,9 @@ pub struct Exemplar<'a> {
 /// One sample line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample<'a> {
-    /// The series as written (name and label block), a cheap cache key for scrapers.
-    pub series: &'a [u8],
+    /// The series as written (name and label block), a cheap cache key for scrapers; built by
+    /// the protobuf parser, which has no text to borrow.
+    pub series: Cow<'a, [u8]>,
     /// Metric name (the series name, e.g. `x_bucket`).
     pub name: Cow<'a, str>,
     /// Labels in written order, without the name; empty when `labels_deferred`.
@@ -103,6 +106,10 @@ pub struct Sample<'a> {
     pub timestamp_raw: Option<f64>,
     /// Exemplar, if any.
     pub exemplar: Option<Exemplar<'a>>,
+    /// A native histogram (protobuf only); `value` is then meaningless.
+    pub histogram: Option<std::sync::Arc<crate::model::histogram::FloatHistogram>>,
+    /// A native histogram's further exemplars (it may carry several).
+    pub more_exemplars: Vec<Exemplar<'a>>,
 }
 
 /// One entry of an exposition.
@@ -131,6 +138,80 @@ pub enum Entry<'a> {
     },
     /// A sample.
     Sample(Sample<'a>),
+}
+
+/// A sample's labels, in written order.
+pub type LabelPairs<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
+/// What a scraped body is written in: one of the text formats, or protobuf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// A text format.
+    Text(Format),
+    /// Delimited `io.prometheus.client.MetricFamily` messages.
+    Protobuf,
+}
+
+impl Wire {
+    /// Picks the parser for a response `Content-Type` as Prometheus does; `None` when the
+    /// type is empty or unknown (the caller then applies its fallback).
+    pub fn from_content_type(ct: &str) -> Option<Wire> {
+        if crate::model::httpconf::media_type(ct) == protobuf::MEDIA_TYPE {
+            return Some(Wire::Protobuf);
+        }
+        Format::from_content_type(ct).map(Wire::Text)
+    }
+}
+
+/// Why a body could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// A text format's error.
+    #[error(transparent)]
+    Text(#[from] ParseError),
+    /// The protobuf format's error.
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+}
+
+/// A parser for either wire format, yielding the same entries.
+pub enum Decoder<'a> {
+    /// Text.
+    Text(Parser<'a>),
+    /// Protobuf.
+    Proto(ProtoParser<'a>),
+}
+
+impl<'a> Decoder<'a> {
+    /// A parser of `body` written in `wire`.
+    pub fn new(body: &'a [u8], wire: Wire, text: ParserOptions, proto: ProtoOptions) -> Self {
+        match wire {
+            Wire::Text(f) => Decoder::Text(Parser::new(body, f, text)),
+            Wire::Protobuf => Decoder::Proto(ProtoParser::new(body, proto)),
+        }
+    }
+
+    /// A sample's name and labels, parsed in full when the text parser deferred them.
+    pub fn series_labels(
+        &self,
+        s: &Sample<'a>,
+    ) -> Result<(Cow<'a, str>, LabelPairs<'a>), DecodeError> {
+        match self {
+            Decoder::Text(p) => Ok(p.series_labels(s)?),
+            Decoder::Proto(_) => Ok((s.name.clone(), s.labels.clone())),
+        }
+    }
+}
+
+impl<'a> Iterator for Decoder<'a> {
+    type Item = Result<Entry<'a>, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Decoder::Text(p) => p.next().map(|r| r.map_err(DecodeError::from)),
+            Decoder::Proto(p) => p.next().map(|r| r.map_err(DecodeError::from)),
+        }
+    }
 }
 
 /// A parse error with the 1-based line it was found on.

@@ -279,7 +279,7 @@ impl<'a> Parser<'a> {
         }
         self.normalize(&name, &mut labels);
         Ok(Some(Entry::Sample(Sample {
-            series: &raw[series_start..series_end],
+            series: Cow::Borrowed(&raw[series_start..series_end]),
             name,
             labels,
             labels_deferred,
@@ -287,6 +287,8 @@ impl<'a> Parser<'a> {
             timestamp_ms,
             timestamp_raw: timestamp_ms.map(|t| t as f64 / 1000.0),
             exemplar: None,
+            histogram: None,
+            more_exemplars: Vec::new(),
         })))
     }
 
@@ -408,7 +410,7 @@ impl<'a> Parser<'a> {
             }
             self.normalize(&name, &mut labels);
             Ok(Some(Entry::Sample(Sample {
-                series,
+                series: Cow::Borrowed(series),
                 name,
                 labels,
                 labels_deferred,
@@ -416,6 +418,8 @@ impl<'a> Parser<'a> {
                 timestamp_ms,
                 timestamp_raw,
                 exemplar,
+                histogram: None,
+                more_exemplars: Vec::new(),
             })))
         }
     }
@@ -493,7 +497,12 @@ impl<'a> Parser<'a> {
         if !s.labels_deferred {
             return Ok((s.name.clone(), s.labels.clone()));
         }
-        let mut l = Line { b: s.series, i: 0 };
+        let b: &'a [u8] = match &s.series {
+            Cow::Borrowed(b) => b,
+            // Only the protobuf parser builds series bytes, and it never defers labels.
+            Cow::Owned(_) => return self.err("labels of a built series cannot be re-read"),
+        };
+        let mut l = Line { b, i: 0 };
         let mut name = self.opt_metric_name(&mut l)?;
         if self.format == Format::PrometheusText {
             l.skip_ws();
