@@ -466,7 +466,7 @@ fn protobuf_native_histograms_as_prometheus_scrapes_them() {
                 hist(
                     vec![lp("svc", "a")],
                     pb::Histogram {
-                        sample_count: 17,
+                        sample_count: 18,
                         sample_sum: 8.25,
                         schema: 3,
                         zero_threshold: 1e-128,
@@ -527,7 +527,7 @@ fn protobuf_native_histograms_as_prometheus_scrapes_them() {
             vec![hist(
                 vec![lp("q", "x")],
                 pb::Histogram {
-                    sample_count: 4,
+                    sample_count: 5,
                     sample_sum: 40.0,
                     schema: 1,
                     positive_span: vec![span(5, 2)],
@@ -644,4 +644,97 @@ fn protobuf_native_histograms_as_prometheus_scrapes_them() {
         !a.iter().any(|l| l.contains("rpc_seconds_bucket")),
         "{a:#?}"
     );
+
+    // The histogram functions over them, value by value.
+    let values = |addr: &str, q: &str| -> Vec<(String, f64)> {
+        let v = get_json(addr, &format!("/api/v1/query?query={}", enc(q)));
+        let mut out: Vec<(String, f64)> = v["data"]["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{q}: {v}"))
+            .iter()
+            .map(|s| {
+                let f = s["value"][1].as_str().unwrap().parse::<f64>().unwrap();
+                (s["metric"].to_string(), f)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    let sel = "{job=\"nh\",__name__=~\"rpc_seconds|float_seconds|queue_gauge\"}";
+    for q in [
+        format!("histogram_count({sel})"),
+        format!("histogram_sum({sel})"),
+        // Bounds on bucket boundaries at every schema here: no interpolation inside a bucket.
+        format!("histogram_fraction(0, 1, {sel})"),
+        format!("histogram_fraction(-4, 4, {sel})"),
+    ] {
+        let (p, a) = (values(&paddr, &q), values(&aaddr, &q));
+        assert_eq!(a.len(), p.len(), "{q}: {a:?} vs {p:?}");
+        assert!(!a.is_empty(), "{q}");
+        for ((al, af), (pl, pf)) in a.iter().zip(&p) {
+            assert_eq!(al, pl, "{q}");
+            let close = (af.is_nan() && pf.is_nan())
+                || af == pf
+                || (af - pf).abs() <= 1e-9 * af.abs().max(pf.abs());
+            assert!(close, "{q} {al}: appliance {af}, prometheus {pf}");
+        }
+    }
+    // Quantiles: Prometheus 2.42 interpolates linearly inside a native bucket, Prometheus 3
+    // (and the appliance) exponentially. Both must land in the same bucket at the same
+    // position within it: linear on Prometheus's side, logarithmic on ours.
+    let hist = get_json(&aaddr, &format!("/api/v1/query?query={}", enc(sel)));
+    let mut buckets: std::collections::HashMap<String, Vec<(f64, f64)>> = Default::default();
+    for s in hist["data"]["result"].as_array().unwrap() {
+        let mut m = s["metric"].as_object().unwrap().clone();
+        m.remove("__name__");
+        let bs = s["histogram"][1]["buckets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                let f = |i: usize| b[i].as_str().unwrap().parse::<f64>().unwrap();
+                (f(1), f(2))
+            })
+            .collect();
+        buckets.insert(serde_json::Value::Object(m).to_string(), bs);
+    }
+    for qv in [0.9, 0.25, 0.6] {
+        let q = format!("histogram_quantile({qv}, {sel})");
+        let (p, a) = (values(&paddr, &q), values(&aaddr, &q));
+        assert_eq!(a.len(), p.len(), "{q}");
+        for ((al, af), (pl, pf)) in a.iter().zip(&p) {
+            assert_eq!(al, pl, "{q}");
+            if pf.is_nan() {
+                // The empty histogram.
+                assert!(af.is_nan(), "{q} {al}: {af}");
+                continue;
+            }
+            let (lo, hi) = buckets[al]
+                .iter()
+                .copied()
+                .find(|(lo, hi)| lo <= pf && pf <= hi)
+                .unwrap_or_else(|| panic!("{q} {al}: {pf} in no bucket"));
+            assert!(
+                lo <= *af && af <= &hi,
+                "{q} {al}: {af} outside ({lo}, {hi}]"
+            );
+            if lo == hi {
+                // The zero bucket of a zero threshold: a point.
+                assert_eq!(af, pf, "{q} {al}");
+                continue;
+            }
+            let linear = (pf - lo) / (hi - lo);
+            let logarithmic = if lo <= 0.0 && hi >= 0.0 {
+                (af - lo) / (hi - lo)
+            } else if lo > 0.0 {
+                (af / lo).ln() / (hi / lo).ln()
+            } else {
+                1.0 - (af / hi).ln() / (lo / hi).ln()
+            };
+            assert!(
+                (linear - logarithmic).abs() < 1e-9,
+                "{q} {al}: prometheus {pf} at {linear} of ({lo}, {hi}], appliance {af} at {logarithmic}"
+            );
+        }
+    }
 }

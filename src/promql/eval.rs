@@ -798,9 +798,23 @@ impl<'a> Ev<'a> {
         Ok(out)
     }
 
+    /// Evaluates `e` into an instant vector that may hold native histograms: a plain
+    /// selector returns them (for the `histogram_*` functions); other expressions give floats
+    /// only yet.
+    pub(super) fn eval_vector_with_histograms(&self, e: &Expr, ts: i64) -> R<Vec<Sample>> {
+        match root_selector(e) {
+            Some(vs) => self.eval_selector_with_histograms(vs, ts),
+            None => self.eval_vector(e, ts),
+        }
+    }
+
     /// A plain instant selector at `ts` with native histograms: per series the newest float or
     /// histogram sample in `(t - lookback, t]`, unless it is a stale marker.
-    fn eval_selector_with_histograms(&self, vs: &VectorSelector, ts: i64) -> R<Vec<Sample>> {
+    pub(super) fn eval_selector_with_histograms(
+        &self,
+        vs: &VectorSelector,
+        ts: i64,
+    ) -> R<Vec<Sample>> {
         let t = self.selector_time(&vs.at, &vs.offset, ts);
         let lookback = self.opts.lookback_ms;
         let matchers = Self::matchers(vs)?;

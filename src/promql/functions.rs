@@ -7,6 +7,7 @@ use promql_parser::parser::{Call, Expr};
 
 use super::eval::{exec_err, Ev, R};
 use super::{Sample, Value};
+use crate::model::histogram::FloatHistogram;
 use crate::model::{Labels, METRIC_NAME};
 
 /// Kahan-Neumaier summation step, as Prometheus's `kahanSumInc`.
@@ -750,23 +751,60 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
             Ok(Value::Vector(out))
         }
         "info" => info(ev, c, ts),
-        // Native-histogram functions: float samples carry no histogram, so nothing comes out
-        // (as in Prometheus, which ignores float samples here).
+        // Native-histogram functions take the histogram samples and leave floats out, as
+        // Prometheus does; the quantile and fraction take classic bucket series beside.
         "histogram_avg" | "histogram_count" | "histogram_sum" | "histogram_stddev"
         | "histogram_stdvar" => {
-            ev.eval_vector(arg(c, 0)?, ts)?;
-            Ok(Value::Vector(Vec::new()))
+            let v = ev.eval_vector_with_histograms(arg(c, 0)?, ts)?;
+            let f: fn(&FloatHistogram) -> f64 = match c.func.name {
+                "histogram_avg" => |h| h.sum / h.count,
+                "histogram_count" => |h| h.count,
+                "histogram_sum" => |h| h.sum,
+                "histogram_stddev" => |h| super::histogram::native_variance(h).sqrt(),
+                _ => super::histogram::native_variance,
+            };
+            Ok(Value::Vector(
+                v.into_iter()
+                    .filter_map(|s| {
+                        let h = s.h?;
+                        Some(Sample {
+                            f: f(&h),
+                            h: None,
+                            t: ts,
+                            drop_name: true,
+                            ..s
+                        })
+                    })
+                    .collect(),
+            ))
         }
         "histogram_fraction" => {
             let lower = scalar_arg(ev, c, 0, ts)?;
             let upper = scalar_arg(ev, c, 1, ts)?;
-            let v = ev.eval_vector(arg(c, 2)?, ts)?;
-            Ok(Value::Vector(super::histogram::classic_fraction(
-                ev, lower, upper, v, ts,
-            )))
+            let (native, classic) =
+                split_histograms(ev.eval_vector_with_histograms(arg(c, 2)?, ts)?);
+            let mut out: Vec<Sample> = native
+                .into_iter()
+                .map(|(s, h)| Sample {
+                    f: super::histogram::native_fraction(
+                        ev,
+                        lower,
+                        upper,
+                        &h,
+                        s.metric.metric_name(),
+                    ),
+                    t: ts,
+                    drop_name: true,
+                    ..s
+                })
+                .collect();
+            out.extend(super::histogram::classic_fraction(
+                ev, lower, upper, classic, ts,
+            ));
+            Ok(Value::Vector(out))
         }
         "histogram_quantiles" => {
-            let v = ev.eval_vector(arg(c, 0)?, ts)?;
+            let v = ev.eval_vector_with_histograms(arg(c, 0)?, ts)?;
             let label = string_arg(c, 1)?;
             if v.iter().any(|s| s.metric.get(&label).is_some()) {
                 return exec_err(format!(
@@ -776,7 +814,7 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
             let mut out = Vec::new();
             for i in 2..c.args.args.len() {
                 let q = scalar_arg(ev, c, i, ts)?;
-                for mut s in super::histogram::classic_quantile(ev, q, v.clone(), ts) {
+                for mut s in native_and_classic_quantile(ev, q, v.clone(), ts) {
                     let mut b = s.metric.builder();
                     b.set(
                         label.clone(),
@@ -790,13 +828,49 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
         }
         "histogram_quantile" => {
             let q = scalar_arg(ev, c, 0, ts)?;
-            let v = ev.eval_vector(arg(c, 1)?, ts)?;
-            Ok(Value::Vector(super::histogram::classic_quantile(
-                ev, q, v, ts,
-            )))
+            let v = ev.eval_vector_with_histograms(arg(c, 1)?, ts)?;
+            Ok(Value::Vector(native_and_classic_quantile(ev, q, v, ts)))
         }
         other => exec_err(format!("function {other:?} is not supported yet")),
     }
+}
+
+/// Native histogram samples (with their histograms) apart from float samples.
+fn split_histograms(
+    v: Vec<Sample>,
+) -> (Vec<(Sample, std::sync::Arc<FloatHistogram>)>, Vec<Sample>) {
+    let (mut native, mut classic) = (Vec::new(), Vec::new());
+    for mut s in v {
+        match s.h.take() {
+            Some(h) => native.push((s, h)),
+            None => classic.push(s),
+        }
+    }
+    (native, classic)
+}
+
+/// `histogram_quantile(q, v)`: native histograms one by one, classic bucket series grouped.
+fn native_and_classic_quantile(ev: &Ev<'_>, q: f64, v: Vec<Sample>, ts: i64) -> Vec<Sample> {
+    let (native, classic) = split_histograms(v);
+    if !native.is_empty() && !(0.0..=1.0).contains(&q) && classic.is_empty() {
+        ev.warn(format!(
+            "quantile value should be between 0 and 1, got {}",
+            go_f(q)
+        ));
+    }
+    let mut out: Vec<Sample> = native
+        .into_iter()
+        .map(|(s, h)| Sample {
+            f: super::histogram::native_quantile(ev, q, &h, s.metric.metric_name()),
+            t: ts,
+            drop_name: true,
+            ..s
+        })
+        .collect();
+    if !classic.is_empty() || out.is_empty() {
+        out.extend(super::histogram::classic_quantile(ev, q, classic, ts));
+    }
+    out
 }
 
 /// Labels that tie a series to its info series (`target_info` and friends).

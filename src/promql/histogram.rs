@@ -1,11 +1,13 @@
-//! `histogram_quantile` over classic (`le`-labelled) bucket series, with Prometheus's bucket
-//! coalescing, monotonicity repair and annotations.
+//! `histogram_quantile` and `histogram_fraction` over classic (`le`-labelled) bucket series, with
+//! Prometheus's bucket coalescing, monotonicity repair and annotations, and over native
+//! histograms (with `histogram_stddev`/`_stdvar`), as Prometheus 3 interpolates them.
 
 use std::collections::HashMap;
 
 use super::eval::Ev;
 use super::functions::go_f;
 use super::Sample;
+use crate::model::histogram::{FloatHistogram, CUSTOM_BUCKETS_SCHEMA};
 use crate::model::Labels;
 
 const SMALL_DELTA: f64 = 1e-12;
@@ -240,4 +242,231 @@ pub(super) fn classic_quantile(ev: &Ev<'_>, q: f64, v: Vec<Sample>, ts: i64) -> 
         });
     }
     out
+}
+
+/// A native histogram's non-empty buckets as (lower, upper, count), in the order of
+/// Prometheus's `AllBucketIterator`: negative buckets from the lowest, the zero bucket, then
+/// positive buckets.
+fn native_buckets(h: &FloatHistogram) -> Vec<(f64, f64, f64)> {
+    h.api_buckets()
+        .into_iter()
+        .map(|(_, lo, hi, c)| (lo, hi, c))
+        .collect()
+}
+
+/// Annotation suffix naming the metric, as Prometheus's `maybeAddMetricName`.
+fn for_metric(name: &str) -> String {
+    if name.is_empty() {
+        String::new()
+    } else {
+        format!(" for metric name {name:?}")
+    }
+}
+
+/// Prometheus's `HistogramQuantile` over a native histogram: the bucket holding the rank is
+/// found from the side nearer to it, and interpolated exponentially inside exponential
+/// buckets (linearly in the zero bucket and custom buckets).
+pub(super) fn native_quantile(ev: &Ev<'_>, q: f64, h: &FloatHistogram, name: &str) -> f64 {
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    if h.count == 0.0 || q.is_nan() {
+        return f64::NAN;
+    }
+    let custom = h.schema == CUSTOM_BUCKETS_SCHEMA;
+    let mut buckets = native_buckets(h);
+    let forward = h.sum.is_nan() || q < 0.5;
+    let mut rank = if forward {
+        q * h.count
+    } else {
+        buckets.reverse();
+        (1.0 - q) * h.count
+    };
+    let mut count = 0.0;
+    let mut at = None;
+    for (i, b) in buckets.iter().enumerate() {
+        count += b.2;
+        at = Some(i);
+        if count >= rank {
+            break;
+        }
+    }
+    let Some(i) = at else {
+        return f64::NAN;
+    };
+    let (mut lower, mut upper, bcount) = buckets[i];
+    if !custom && lower < 0.0 && upper > 0.0 {
+        if h.negative.is_empty() && !h.positive.is_empty() {
+            lower = 0.0;
+        } else if h.positive.is_empty() && !h.negative.is_empty() {
+            upper = 0.0;
+        }
+    } else if custom {
+        if lower == f64::NEG_INFINITY {
+            if upper <= 0.0 {
+                return upper;
+            }
+            lower = 0.0;
+        } else if upper == f64::INFINITY {
+            return lower;
+        }
+    }
+    if count > h.count {
+        count = h.count;
+    }
+    if count < rank {
+        if h.sum.is_nan() {
+            ev.info(format!(
+                "input to histogram_quantile has NaN observations, result is NaN{}",
+                for_metric(name)
+            ));
+            return f64::NAN;
+        }
+        return upper;
+    }
+    if forward {
+        rank -= count - bcount;
+    } else {
+        rank = count - rank;
+    }
+    if h.sum.is_nan() {
+        let total: f64 = count + buckets[i + 1..].iter().map(|b| b.2).sum::<f64>();
+        if total < h.count {
+            ev.info(format!(
+                "input to histogram_quantile has NaN observations, result is skewed higher{}",
+                for_metric(name)
+            ));
+        }
+    }
+    let fraction = rank / bcount;
+    if custom || (lower <= 0.0 && upper >= 0.0) {
+        return lower + (upper - lower) * fraction;
+    }
+    let log_lower = lower.abs().log2();
+    let log_upper = upper.abs().log2();
+    if lower > 0.0 {
+        (log_lower + (log_upper - log_lower) * fraction).exp2()
+    } else {
+        -(log_upper + (log_lower - log_upper) * (1.0 - fraction)).exp2()
+    }
+}
+
+/// Prometheus's `HistogramFraction` over a native histogram: the share of observations
+/// between `lower` and `upper`, interpolating as [`native_quantile`] does.
+pub(super) fn native_fraction(
+    ev: &Ev<'_>,
+    lower: f64,
+    upper: f64,
+    h: &FloatHistogram,
+    name: &str,
+) -> f64 {
+    if h.count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    let custom = h.schema == CUSTOM_BUCKETS_SCHEMA;
+    let buckets = native_buckets(h);
+    let (mut count, mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0, 0.0);
+    let (mut lower_set, mut upper_set) = (false, false);
+    let mut seen = 0;
+    for &(blo, bhi, bc) in &buckets {
+        seen += 1;
+        count += bc;
+        let (mut blo, mut bhi) = (blo, bhi);
+        let zero_bucket = blo <= 0.0 && bhi >= 0.0;
+        if zero_bucket {
+            if h.negative.is_empty() && !h.positive.is_empty() {
+                blo = 0.0;
+            } else if h.positive.is_empty() && !h.negative.is_empty() {
+                bhi = 0.0;
+            }
+        }
+        let below = |v: f64, linear: bool| -> f64 {
+            if linear {
+                if blo == f64::NEG_INFINITY {
+                    return bc;
+                }
+                return rank + bc * (v - blo) / (bhi - blo);
+            }
+            let (ll, lu, lv) = (blo.abs().log2(), bhi.abs().log2(), v.abs().log2());
+            let f = if v > 0.0 {
+                (lv - ll) / (lu - ll)
+            } else {
+                1.0 - (lv - lu) / (ll - lu)
+            };
+            rank + bc * f
+        };
+        if !lower_set && blo >= lower {
+            lower_rank = rank;
+            lower_set = true;
+        }
+        if !upper_set && blo >= upper {
+            upper_rank = rank;
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        let linear = custom || zero_bucket;
+        if !lower_set && blo < lower && bhi > lower {
+            lower_rank = below(lower, linear);
+            lower_set = true;
+        }
+        if !upper_set && blo < upper && bhi > upper {
+            upper_rank = below(upper, linear);
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        rank += bc;
+    }
+    if h.sum.is_nan() {
+        count += buckets[seen..].iter().map(|b| b.2).sum::<f64>();
+        if count < h.count {
+            ev.info(format!(
+                "input to histogram_fraction has NaN observations, which are excluded from all fractions{}",
+                for_metric(name)
+            ));
+        }
+    } else {
+        count = h.count;
+    }
+    if !lower_set || lower_rank > count {
+        lower_rank = count;
+    }
+    if !upper_set || upper_rank > count {
+        upper_rank = count;
+    }
+    (upper_rank - lower_rank) / h.count
+}
+
+/// Prometheus's `histogramVariance`: observations placed at each bucket's geometric mean (0
+/// in the zero bucket, the arithmetic mean in custom buckets), Kahan-summed.
+pub(super) fn native_variance(h: &FloatHistogram) -> f64 {
+    let mean = h.sum / h.count;
+    let custom = h.schema == CUSTOM_BUCKETS_SCHEMA;
+    let (mut variance, mut c) = (0.0, 0.0);
+    for (lo, hi, count) in native_buckets(h) {
+        let val = if custom {
+            (hi + lo) / 2.0
+        } else if lo <= 0.0 && hi >= 0.0 {
+            0.0
+        } else {
+            let v = (hi * lo).sqrt();
+            if hi < 0.0 {
+                -v
+            } else {
+                v
+            }
+        };
+        let delta = val - mean;
+        (variance, c) = super::functions::kahan_inc(count * delta * delta, variance, c);
+    }
+    (variance + c) / h.count
 }

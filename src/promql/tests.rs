@@ -313,3 +313,54 @@ fn a_range_query_answers_as_one_instant_query_per_step() {
         }
     }
 }
+
+/// The `histogram_*` functions over native histograms, against hand-computed answers:
+/// buckets (1,2] and (2,4] with 2 observations each, sum 10. Quantiles interpolate
+/// exponentially (Prometheus 3), from below under 0.5 and from above at or over it.
+#[test]
+fn histogram_functions_read_native_histograms() {
+    use crate::model::histogram::FloatHistogram;
+    let head = Head::new(HeadOptions::default());
+    let mut a = head.appender();
+    let l = Labels::from_pairs([("__name__", "lat"), ("job", "a")]);
+    let h = FloatHistogram::parse("{{schema:0 count:4 sum:10 offset:1 buckets:[2 2]}}").unwrap();
+    a.append_histogram(&l, 10_000, std::sync::Arc::new(h))
+        .unwrap();
+    // A float series beside it is left out by the native-only functions.
+    a.append(
+        &Labels::from_pairs([("__name__", "lat"), ("job", "f")]),
+        10_000,
+        1.0,
+    )
+    .unwrap();
+    a.commit().unwrap();
+    let e = Engine::new(std::sync::Arc::new(head), EngineOptions::default());
+    let one = |q: &str| -> f64 {
+        let Value::Vector(v) = e.instant(q, 20_000).unwrap().value else {
+            panic!("{q}")
+        };
+        assert_eq!(v.len(), 1, "{q}: {v:?}");
+        assert_eq!(v[0].metric.get("__name__"), None, "{q}");
+        assert_eq!(v[0].metric.get("job"), Some("a"), "{q}");
+        v[0].f
+    };
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-12 * b.abs().max(1.0);
+    assert_eq!(one("histogram_count(lat)"), 4.0);
+    assert_eq!(one("histogram_sum(lat)"), 10.0);
+    assert_eq!(one("histogram_avg(lat)"), 2.5);
+    assert!(close(one("histogram_quantile(0.25, lat)"), 2f64.sqrt()));
+    assert!(close(one("histogram_quantile(0.75, lat)"), 8f64.sqrt()));
+    assert_eq!(one("histogram_quantile(1, lat)"), 4.0);
+    assert_eq!(one("histogram_quantile(2, lat)"), f64::INFINITY);
+    assert!(close(one("histogram_fraction(0, 2, lat)"), 0.5));
+    assert!(close(one("histogram_fraction(0, 8, lat)"), 1.0));
+    // Half of (1,2] lies below sqrt(2) on a log scale.
+    assert!(close(
+        one(&format!("histogram_fraction(0, {}, lat)", 2f64.sqrt())),
+        0.25
+    ));
+    // Observations at the geometric middles sqrt(2) and sqrt(8), mean 2.5.
+    let var = (2.0 * (2f64.sqrt() - 2.5).powi(2) + 2.0 * (8f64.sqrt() - 2.5).powi(2)) / 4.0;
+    assert!(close(one("histogram_stdvar(lat)"), var));
+    assert!(close(one("histogram_stddev(lat)"), var.sqrt()));
+}
