@@ -490,72 +490,6 @@ async fn stopping_abandons_a_scrape_in_flight() {
     assert_eq!(zeros, 0, "the scrape in flight ran to its timeout: {ups:?}");
 }
 
-/// A client_golang-shaped native histogram family (schema 3, a zero bucket, positive and
-/// negative spans, two classic buckets with an exemplar), `count` observations.
-fn native_family(count: u64) -> appliance::model::exposition::protobuf::pb::MetricFamily {
-    use appliance::model::exposition::protobuf::pb;
-    pb::MetricFamily {
-        name: "rpc_seconds".into(),
-        help: "RPC latency.".into(),
-        r#type: pb::MetricType::Histogram as i32,
-        unit: String::new(),
-        metric: vec![pb::Metric {
-            label: vec![pb::LabelPair {
-                name: "svc".into(),
-                value: "a".into(),
-            }],
-            histogram: Some(pb::Histogram {
-                sample_count: count,
-                sample_sum: count as f64 * 0.5,
-                schema: 3,
-                zero_threshold: 1e-128,
-                zero_count: 1,
-                positive_span: vec![
-                    pb::BucketSpan {
-                        offset: -2,
-                        length: 2,
-                    },
-                    pb::BucketSpan {
-                        offset: 3,
-                        length: 1,
-                    },
-                ],
-                positive_delta: vec![2, 1, count as i64 - 6],
-                negative_span: vec![pb::BucketSpan {
-                    offset: 0,
-                    length: 1,
-                }],
-                negative_delta: vec![3],
-                bucket: vec![
-                    pb::Bucket {
-                        cumulative_count: 3,
-                        upper_bound: 0.5,
-                        ..Default::default()
-                    },
-                    pb::Bucket {
-                        cumulative_count: count,
-                        upper_bound: 1.0,
-                        exemplar: Some(pb::Exemplar {
-                            label: vec![pb::LabelPair {
-                                name: "trace_id".into(),
-                                value: "abc".into(),
-                            }],
-                            value: 0.7,
-                            timestamp: Some(pb::Timestamp {
-                                seconds: 1_700_000_000,
-                                nanos: 0,
-                            }),
-                        }),
-                        ..Default::default()
-                    },
-                ],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }],
-    }
-}
-
 const PROTO_CT: &str =
     "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
 
@@ -567,9 +501,10 @@ const PROTO_CT: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protobuf_targets_give_native_histograms() {
     use appliance::model::exposition::protobuf::encode_delimited;
+    use appliance::testsupport::native_histogram_family;
     let page = Arc::new(Mutex::new(Page {
         content_type: PROTO_CT.into(),
-        body: encode_delimited(&[native_family(10)]),
+        body: encode_delimited(&[native_histogram_family("rpc_seconds", 10)]),
         gzip: false,
     }));
     let accept = Arc::new(Mutex::new(String::new()));
@@ -632,7 +567,7 @@ async fn protobuf_targets_give_native_histograms() {
     // A new count is picked up (the cache keys histograms apart from floats).
     *page.lock() = Page {
         content_type: PROTO_CT.into(),
-        body: encode_delimited(&[native_family(20)]),
+        body: encode_delimited(&[native_histogram_family("rpc_seconds", 20)]),
         gzip: false,
     };
     until(5, "the second histogram", || {

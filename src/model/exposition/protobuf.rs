@@ -751,63 +751,8 @@ mod tests {
             .collect()
     }
 
-    /// client_golang's shape for `rpc_durations_seconds`: a native histogram with schema 3,
-    /// a zero bucket, two positive spans and classic buckets beside.
     fn rpc_family() -> pb::MetricFamily {
-        pb::MetricFamily {
-            name: "rpc_durations_seconds".into(),
-            help: "RPC latency.".into(),
-            r#type: pb::MetricType::Histogram as i32,
-            unit: String::new(),
-            metric: vec![pb::Metric {
-                label: vec![lp("service", "b"), lp("app", "a")],
-                histogram: Some(pb::Histogram {
-                    sample_count: 10,
-                    sample_sum: 12.5,
-                    schema: 3,
-                    zero_threshold: 1e-128,
-                    zero_count: 1,
-                    positive_span: vec![
-                        pb::BucketSpan {
-                            offset: -2,
-                            length: 2,
-                        },
-                        pb::BucketSpan {
-                            offset: 3,
-                            length: 1,
-                        },
-                    ],
-                    positive_delta: vec![2, 1, -1],
-                    negative_span: vec![pb::BucketSpan {
-                        offset: 0,
-                        length: 1,
-                    }],
-                    negative_delta: vec![4],
-                    bucket: vec![
-                        pb::Bucket {
-                            cumulative_count: 4,
-                            upper_bound: 0.5,
-                            ..Default::default()
-                        },
-                        pb::Bucket {
-                            cumulative_count: 9,
-                            upper_bound: 1.0,
-                            exemplar: Some(pb::Exemplar {
-                                label: vec![lp("trace_id", "t1")],
-                                value: 0.7,
-                                timestamp: Some(pb::Timestamp {
-                                    seconds: 1_700_000_000,
-                                    nanos: 5_000_000,
-                                }),
-                            }),
-                            ..Default::default()
-                        },
-                    ],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }],
-        }
+        crate::testsupport::native_histogram_family("rpc_durations_seconds", 10)
     }
 
     #[test]
@@ -821,21 +766,18 @@ mod tests {
         assert_eq!(got.len(), 1);
         let (name, labels, _, h) = &got[0];
         assert_eq!(name, "rpc_durations_seconds");
-        assert_eq!(
-            labels,
-            &vec![("app".into(), "a".into()), ("service".into(), "b".into())]
-        );
+        assert_eq!(labels, &vec![("svc".into(), "a".into())]);
         let h = h.as_ref().unwrap();
         assert_eq!(
             (h.schema, h.count, h.sum, h.zero_count),
-            (3, 10.0, 12.5, 1.0)
+            (3, 10.0, 5.0, 1.0)
         );
-        // Deltas 2, +1, -1 → 2, 3, 2 at indexes -2, -1 and (after a gap of 3) 3.
+        // Deltas 2, +1, +4 → 2, 3, 7 at indexes -2, -1 and (after a gap of 3) 3.
         assert_eq!(
             h.positive.iter().map(|(i, c)| (*i, *c)).collect::<Vec<_>>(),
-            vec![(-2, 2.0), (-1, 3.0), (3, 2.0)]
+            vec![(-2, 2.0), (-1, 3.0), (3, 7.0)]
         );
-        assert_eq!(h.negative.get(&0), Some(&4.0));
+        assert_eq!(h.negative.get(&0), Some(&3.0));
         assert_eq!(h.hint, CounterResetHint::Unknown);
     }
 
@@ -967,7 +909,7 @@ mod tests {
             h.schema = -53;
         }
         let mut dup = rpc_family();
-        dup.metric[0].label.push(lp("app", "x"));
+        dup.metric[0].label.push(lp("svc", "x"));
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (long, "exceeds"),
             (good[..good.len() - 3].to_vec(), "exceeds"),
