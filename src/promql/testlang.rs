@@ -2,6 +2,7 @@
 //! with `expect` lines), parsed into commands. The conformance runner executes them; rule
 //! unit tests (`test rules`) will share the series notation.
 
+use crate::model::histogram::FloatHistogram;
 use crate::model::time::Duration;
 use crate::model::{stale_nan, Labels};
 
@@ -22,8 +23,67 @@ pub struct LoadSeries {
     pub labels: Labels,
     /// Samples; `None` values are gaps.
     pub samples: Vec<(i64, f64)>,
-    /// The line used native-histogram `{{...}}` notation (not loaded).
+    /// The line used native-histogram `{{...}}` notation.
     pub native: bool,
+    /// Native histogram samples of the line (ms, histogram).
+    pub histograms: Vec<(i64, FloatHistogram)>,
+}
+
+/// One value of a series line: a float or a native histogram.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Point {
+    /// A float (stale markers are the stale NaN).
+    F(f64),
+    /// A native histogram.
+    H(FloatHistogram),
+}
+
+/// Expands a value sequence that may mix floats and `{{...}}` histograms (`1 2 {{count:1}}x2
+/// _ stale`) into per-step points (`None` = gap).
+pub fn expand_points(s: &str) -> Result<Vec<Option<Point>>, String> {
+    let mut out = Vec::new();
+    for tok in top_level_tokens(s) {
+        if tok.contains("{{") {
+            let hs = crate::model::histogram::expand_sequence(tok).map_err(|e| e.to_string())?;
+            out.extend(hs.into_iter().map(|h| h.map(Point::H)));
+        } else {
+            let (fs, _) = expand_values(tok)?;
+            out.extend(fs.into_iter().map(|f| f.map(Point::F)));
+        }
+    }
+    Ok(out)
+}
+
+/// Splits at whitespace outside `{{...}}`.
+fn top_level_tokens(s: &str) -> Vec<&str> {
+    let b = s.as_bytes();
+    let (mut out, mut depth, mut start) = (Vec::new(), 0usize, None);
+    let mut i = 0;
+    while i < b.len() {
+        if b[i..].starts_with(b"{{") {
+            depth += 1;
+            start.get_or_insert(i);
+            i += 2;
+            continue;
+        }
+        if b[i..].starts_with(b"}}") && depth > 0 {
+            depth -= 1;
+            i += 2;
+            continue;
+        }
+        if depth == 0 && (b[i] == b' ' || b[i] == b'\t') {
+            if let Some(st) = start.take() {
+                out.push(&s[st..i]);
+            }
+        } else {
+            start.get_or_insert(i);
+        }
+        i += 1;
+    }
+    if let Some(st) = start {
+        out.push(&s[st..]);
+    }
+    out
 }
 
 /// How an eval is run.
@@ -84,6 +144,8 @@ pub struct Eval {
     pub series: Vec<(Labels, Vec<Option<f64>>)>,
     /// An expected value used native-histogram notation.
     pub native: bool,
+    /// Expected series as points (floats or histograms), one per step.
+    pub points: Vec<(Labels, Vec<Option<Point>>)>,
 }
 
 /// A script command.
@@ -380,16 +442,30 @@ pub fn parse_script(text: &str) -> Result<Vec<Command>, ScriptError> {
                         parse_series_id(id).map_err(|e| ScriptError { line: *sl, msg: e })?;
                     let (values, native) =
                         expand_values(vals).map_err(|e| ScriptError { line: *sl, msg: e })?;
-                    let samples = values
+                    let mut samples: Vec<(i64, f64)> = values
                         .iter()
                         .enumerate()
                         .filter_map(|(k, v)| v.map(|v| (k as i64 * step, v)))
                         .collect();
+                    let mut histograms = Vec::new();
+                    if native {
+                        samples.clear();
+                        let points =
+                            expand_points(vals).map_err(|e| ScriptError { line: *sl, msg: e })?;
+                        for (k, p) in points.into_iter().enumerate() {
+                            match p {
+                                Some(Point::F(f)) => samples.push((k as i64 * step, f)),
+                                Some(Point::H(h)) => histograms.push((k as i64 * step, h)),
+                                None => {}
+                            }
+                        }
+                    }
                     series.retain(|x| x.labels != labels);
                     series.push(LoadSeries {
                         labels,
                         samples,
                         native,
+                        histograms,
                     });
                 }
                 cmds.push(Command::Load {
@@ -461,6 +537,12 @@ pub fn parse_script(text: &str) -> Result<Vec<Command>, ScriptError> {
                     let (values, native) =
                         expand_values(vals).map_err(|e| ScriptError { line: *sl, msg: e })?;
                     ev.native |= native;
+                    let points = if native {
+                        expand_points(vals).map_err(|e| ScriptError { line: *sl, msg: e })?
+                    } else {
+                        values.iter().map(|v| v.map(Point::F)).collect()
+                    };
+                    ev.points.push((labels.clone(), points));
                     ev.series.push((labels, values));
                 }
                 cmds.push(Command::Eval(Box::new(ev)));
@@ -512,6 +594,35 @@ mod tests {
             "0 10 20 30 _ stale 5 1 1 1 _ _ -1 -2 -3 1000 -inf"
         );
         assert!(expand_values("{{schema:0 sum:1}}x2 1").unwrap().1);
+    }
+
+    #[test]
+    fn sequences_mix_floats_and_histograms() {
+        let p = expand_points(
+            "1 {{schema:0 count:2 sum:3 buckets:[1 1]}}x1 _ stale {{count:1}}+{{count:1}}x2 2x1",
+        )
+        .unwrap();
+        let s: Vec<String> = p
+            .iter()
+            .map(|x| match x {
+                None => "_".into(),
+                Some(Point::F(f)) if crate::model::is_stale_nan(*f) => "stale".into(),
+                Some(Point::F(f)) => f.to_string(),
+                Some(Point::H(h)) => format!("h{}", h.count),
+            })
+            .collect();
+        assert_eq!(s.join(" "), "1 h2 h2 _ stale h1 h2 h3 2 2");
+        let script =
+            "load 1m\n  m {{count:4 sum:1}} 7\n\neval instant at 0m m\n  m {{count:4 sum:1}}\n";
+        let cmds = parse_script(script).unwrap();
+        let Command::Load { series, .. } = &cmds[0] else {
+            panic!()
+        };
+        assert_eq!(series[0].samples, [(60_000, 7.0)]);
+        assert_eq!(series[0].histograms.len(), 1);
+        assert_eq!(series[0].histograms[0].0, 0);
+        let Command::Eval(e) = &cmds[1] else { panic!() };
+        assert!(matches!(&e.points[0].1[0], Some(Point::H(h)) if h.count == 4.0));
     }
 
     #[test]
