@@ -46,9 +46,9 @@ pub fn assert_golden(rel: &str, actual: &str) {
 }
 
 /// A client_golang-shaped native histogram family `name` with `count` observations (at least
-/// 6): schema 3, a zero bucket of one, positive buckets 2, 3 and `count - 6` at indexes -2, -1
-/// and 3, a negative bucket of 3 at index 0, and classic buckets `le=0.5` (3) and `le=1`
-/// (`count`, with an exemplar), labelled `svc="a"`.
+/// 10): schema 3, a zero bucket of one, positive buckets 2, 3 and `count - 9` at indexes -2,
+/// -1 and 3, a negative bucket of 3 at index 0 (so the buckets hold exactly `count`), and
+/// classic buckets `le=0.5` (3) and `le=1` (`count`, with an exemplar), labelled `svc="a"`.
 pub fn native_histogram_family(name: &str, count: u64) -> pb::MetricFamily {
     pb::MetricFamily {
         name: name.into(),
@@ -76,7 +76,7 @@ pub fn native_histogram_family(name: &str, count: u64) -> pb::MetricFamily {
                         length: 1,
                     },
                 ],
-                positive_delta: vec![2, 1, count as i64 - 6],
+                positive_delta: vec![2, 1, count as i64 - 12],
                 negative_span: vec![pb::BucketSpan {
                     offset: 0,
                     length: 1,

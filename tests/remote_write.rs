@@ -574,3 +574,103 @@ fn the_receiver_refuses_without_credentials_too_large_and_garbage_and_keeps_its_
         "the acceptable part was written"
     );
 }
+
+/// Issue 20's differential check over a window: the appliance scrapes a protobuf page whose
+/// native histogram grows at every scrape and remote-writes it to Debian's Prometheus 2.42
+/// (`--enable-feature=native-histograms`), so both hold the very same samples; then `rate`,
+/// `histogram_count`/`_sum`/`_fraction` of it agree within 1e-9, and `histogram_quantile`
+/// lands in the same bucket at the same position (2.42 interpolates linearly inside it).
+#[test]
+fn native_histogram_rates_agree_with_prometheus_on_the_same_samples() {
+    use appliance::model::exposition::protobuf::encode_delimited;
+    use appliance::testsupport::native_histogram_family;
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    if !prometheus_installed() {
+        return;
+    }
+    // The page: at its k-th request, rpc_seconds has 10 + 4k observations (the bucket at
+    // index 3 grows), so `rate` has something to measure.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    let k = std::sync::Arc::new(AtomicU64::new(0));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let n = k.fetch_add(1, Ordering::SeqCst);
+            let body = encode_delimited(&[native_histogram_family("rpc_seconds", 10 + 4 * n)]);
+            let mut resp = format!("HTTP/1.1 200 OK\r\nContent-Type: application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
+            resp.extend_from_slice(&body);
+            let _ = s.write_all(&resp);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let paddr = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, "global: {scrape_interval: 1m}\n").unwrap();
+    let _prom = prometheus_with_args(
+        &cfg,
+        &dir.path().join("pdata"),
+        &paddr,
+        &[
+            "--web.enable-remote-write-receiver",
+            "--enable-feature=native-histograms",
+        ],
+    );
+    wait_for(30, "prometheus ready", || {
+        let (c, _) = get(&paddr, "/-/ready")?;
+        (c == 200).then_some(())
+    });
+    let (_app, addr) = appliance_with_config(
+        dir.path(),
+        &format!("global: {{scrape_interval: 1s, scrape_timeout: 1s, scrape_native_histograms: true}}\n{QUIET}scrape_configs:\n  - job_name: nh\n    static_configs: [{{targets: ['{target}']}}]\nremote_write:\n  - url: http://{paddr}/api/v1/write\n    send_native_histograms: true\n    queue_config: {{batch_send_deadline: 500ms}}\n"),
+    );
+    let end = now_ms() + 12_000;
+    wait_queue(&addr, "highestSentMs", end, 60);
+    // Evaluated at a time both hold every sample up to.
+    let t = (end - 1_000) as f64 / 1000.0;
+    let sel = "rpc_seconds{job=\"nh\"}";
+    let at = format!("&time={t}");
+    let answer = |a: &str, q: &str| -> serde_json::Value {
+        let v = get_json(a, &format!("/api/v1/query?query={}{at}", enc(q)));
+        v["data"]["result"].clone()
+    };
+    // The rate itself, bucket by bucket.
+    let rate = format!("rate({sel}[5s])");
+    let (p, a) = (answer(&paddr, &rate), answer(&addr, &rate));
+    let hist = |v: &serde_json::Value| -> Vec<f64> {
+        let h = &v[0]["histogram"][1];
+        let mut out = vec![
+            h["count"].as_str().unwrap().parse().unwrap(),
+            h["sum"].as_str().unwrap().parse().unwrap(),
+        ];
+        for b in h["buckets"].as_array().into_iter().flatten() {
+            for i in 1..4 {
+                out.push(b[i].as_str().unwrap().parse().unwrap());
+            }
+        }
+        out
+    };
+    assert!(a[0]["histogram"].is_array(), "{a}");
+    let close = |x: f64, y: f64| x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs());
+    let (ph, ah) = (hist(&p), hist(&a));
+    assert!(ah[0] > 0.0, "the histogram grew: {a}");
+    assert_eq!(ah.len(), ph.len(), "{a} vs {p}");
+    assert!(ah.iter().zip(&ph).all(|(x, y)| close(*x, *y)), "{a} vs {p}");
+    for q in [
+        format!("histogram_count(rate({sel}[5s]))"),
+        format!("histogram_sum(increase({sel}[5s]))"),
+        format!("histogram_fraction(0, 1, rate({sel}[5s]))"),
+        format!("histogram_count(delta({sel}[5s]))"),
+    ] {
+        let (p, a) = (answer(&paddr, &q), answer(&addr, &q));
+        let f =
+            |v: &serde_json::Value| -> f64 { v[0]["value"][1].as_str().unwrap().parse().unwrap() };
+        assert!(close(f(&a), f(&p)), "{q}: appliance {a}, prometheus {p}");
+    }
+    for q in [0.9, 0.5, 0.1] {
+        assert_same_native_quantile(&paddr, &addr, &rate, q, Some(t));
+    }
+}

@@ -548,7 +548,7 @@ async fn protobuf_targets_give_native_histograms() {
     );
     assert_eq!(
         h.positive.iter().map(|(i, c)| (*i, *c)).collect::<Vec<_>>(),
-        [(-2, 2.0), (-1, 3.0), (3, 7.0)]
+        [(-2, 2.0), (-1, 3.0), (3, 1.0)]
     );
     assert_eq!(h.negative.get(&0), Some(&3.0));
     // The classic series beside it, +Inf added.
@@ -600,7 +600,7 @@ async fn protobuf_targets_give_native_histograms() {
     assert_eq!(h.schema, 1);
     assert_eq!(
         h.positive.iter().map(|(i, c)| (*i, *c)).collect::<Vec<_>>(),
-        [(0, 5.0), (1, 17.0)]
+        [(0, 5.0), (1, 11.0)]
     );
     assert_eq!(h.count, 20.0);
     assert_eq!(last(&head, "up"), Some(1.0));

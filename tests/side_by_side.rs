@@ -680,61 +680,8 @@ fn protobuf_native_histograms_as_prometheus_scrapes_them() {
         }
     }
     // Quantiles: Prometheus 2.42 interpolates linearly inside a native bucket, Prometheus 3
-    // (and the appliance) exponentially. Both must land in the same bucket at the same
-    // position within it: linear on Prometheus's side, logarithmic on ours.
-    let hist = get_json(&aaddr, &format!("/api/v1/query?query={}", enc(sel)));
-    let mut buckets: std::collections::HashMap<String, Vec<(f64, f64)>> = Default::default();
-    for s in hist["data"]["result"].as_array().unwrap() {
-        let mut m = s["metric"].as_object().unwrap().clone();
-        m.remove("__name__");
-        let bs = s["histogram"][1]["buckets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|b| {
-                let f = |i: usize| b[i].as_str().unwrap().parse::<f64>().unwrap();
-                (f(1), f(2))
-            })
-            .collect();
-        buckets.insert(serde_json::Value::Object(m).to_string(), bs);
-    }
+    // (and the appliance) exponentially.
     for qv in [0.9, 0.25, 0.6] {
-        let q = format!("histogram_quantile({qv}, {sel})");
-        let (p, a) = (values(&paddr, &q), values(&aaddr, &q));
-        assert_eq!(a.len(), p.len(), "{q}");
-        for ((al, af), (pl, pf)) in a.iter().zip(&p) {
-            assert_eq!(al, pl, "{q}");
-            if pf.is_nan() {
-                // The empty histogram.
-                assert!(af.is_nan(), "{q} {al}: {af}");
-                continue;
-            }
-            let (lo, hi) = buckets[al]
-                .iter()
-                .copied()
-                .find(|(lo, hi)| lo <= pf && pf <= hi)
-                .unwrap_or_else(|| panic!("{q} {al}: {pf} in no bucket"));
-            assert!(
-                lo <= *af && af <= &hi,
-                "{q} {al}: {af} outside ({lo}, {hi}]"
-            );
-            if lo == hi {
-                // The zero bucket of a zero threshold: a point.
-                assert_eq!(af, pf, "{q} {al}");
-                continue;
-            }
-            let linear = (pf - lo) / (hi - lo);
-            let logarithmic = if lo <= 0.0 && hi >= 0.0 {
-                (af - lo) / (hi - lo)
-            } else if lo > 0.0 {
-                (af / lo).ln() / (hi / lo).ln()
-            } else {
-                1.0 - (af / hi).ln() / (lo / hi).ln()
-            };
-            assert!(
-                (linear - logarithmic).abs() < 1e-9,
-                "{q} {al}: prometheus {pf} at {linear} of ({lo}, {hi}], appliance {af} at {logarithmic}"
-            );
-        }
+        assert_same_native_quantile(&paddr, &aaddr, sel, qv, None);
     }
 }

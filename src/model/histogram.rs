@@ -233,6 +233,22 @@ impl FloatHistogram {
         self.schema = target;
     }
 
+    /// Every count and the sum multiplied by `f` (Prometheus's `Mul`).
+    pub fn scale(&mut self, f: f64) {
+        self.count *= f;
+        self.sum *= f;
+        self.zero_count *= f;
+        for v in self.positive.values_mut().chain(self.negative.values_mut()) {
+            *v *= f;
+        }
+    }
+
+    /// Drops empty buckets (Prometheus's `Compact(0)`).
+    pub fn compact(&mut self) {
+        self.positive.retain(|_, v| *v != 0.0);
+        self.negative.retain(|_, v| *v != 0.0);
+    }
+
     /// `self + o`, bucket by bucket (the notation's `+` expansion).
     pub fn add(&self, o: &FloatHistogram) -> FloatHistogram {
         self.combine(o, |a, b| a + b)

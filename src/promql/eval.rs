@@ -378,6 +378,8 @@ pub(super) struct Ev<'a> {
     pub(super) infos: RefCell<Vec<String>>,
     /// The time range read from storage, to report data the store could not give.
     read_range: Cell<Option<(i64, i64)>>,
+    /// A histogram-aware consumer is loading: native histograms it reads are not "left out".
+    pub(super) histograms_used: Cell<bool>,
 }
 
 /// A subquery's inner results by inner step time, and the first step its last window
@@ -438,15 +440,20 @@ pub(super) fn run(
         warnings: RefCell::new(Vec::new()),
         infos: RefCell::new(Vec::new()),
         read_range: Cell::new(None),
+        histograms_used: Cell::new(false),
     };
     let value =
         if step == 0 {
             ev.samples.set(0);
-            let result = match root_selector(expr) {
-                // Native histograms come back from plain selectors; expressions over them
-                // are not evaluated yet (they are left out, with an info annotation).
-                Some(vs) => Value::Vector(ev.eval_selector_with_histograms(vs, start)?),
-                None => ev.eval(expr, start)?,
+            // Native histograms come back from plain selectors and from `rate`, `increase`
+            // and `delta` of a range selector; other expressions over them are not evaluated
+            // yet (they are left out, with an info annotation).
+            let result = if root_selector(expr).is_some()
+                || super::functions::histogram_rate_call(expr).is_some()
+            {
+                Value::Vector(ev.eval_vector_with_histograms(expr, start)?)
+            } else {
+                ev.eval(expr, start)?
             };
             match result {
                 Value::Vector(v) => Value::Vector(finish_vector(v)?),
@@ -704,7 +711,7 @@ impl<'a> Ev<'a> {
     }
 
     /// Stored series matching `vs` with samples covering `(mint, maxt]`.
-    fn load(
+    pub(super) fn load(
         &self,
         vs: &VectorSelector,
         mint: i64,
@@ -726,7 +733,7 @@ impl<'a> Ev<'a> {
         let matchers = Self::matchers(vs)?;
         self.note_read(lo + 1, hi);
         let data = self.q.select(&matchers, lo + 1, hi);
-        if data.iter().any(|s| !s.histograms.is_empty()) {
+        if !self.histograms_used.get() && data.iter().any(|s| !s.histograms.is_empty()) {
             self.info(
                 "native histogram samples are only returned by plain selectors yet; they were left out of this expression".into(),
             );
@@ -802,10 +809,19 @@ impl<'a> Ev<'a> {
     /// selector returns them (for the `histogram_*` functions); other expressions give floats
     /// only yet.
     pub(super) fn eval_vector_with_histograms(&self, e: &Expr, ts: i64) -> R<Vec<Sample>> {
-        match root_selector(e) {
-            Some(vs) => self.eval_selector_with_histograms(vs, ts),
-            None => self.eval_vector(e, ts),
+        if let Some(vs) = root_selector(e) {
+            return self.eval_selector_with_histograms(vs, ts);
         }
+        if let Some(c) = super::functions::histogram_rate_call(e) {
+            self.histograms_used.set(true);
+            let floats = self.eval_vector(e, ts);
+            let hists = super::functions::histogram_rates(self, c, ts);
+            self.histograms_used.set(false);
+            let mut out = floats?;
+            out.extend(hists?);
+            return Ok(out);
+        }
+        self.eval_vector(e, ts)
     }
 
     /// A plain instant selector at `ts` with native histograms: per series the newest float or

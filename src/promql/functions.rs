@@ -170,7 +170,6 @@ fn extrapolated_rate(
     if points.len() < 2 {
         return None;
     }
-    let n1 = (points.len() - 1) as f64;
     let (first_t, first_v) = points[0];
     let (last_t, last_v) = points[points.len() - 1];
     let mut result = last_v - first_v;
@@ -183,31 +182,151 @@ fn extrapolated_rate(
             prev = v;
         }
     }
-    let mut to_start = (first_t - range_start) as f64 / 1000.0;
-    let mut to_end = (range_end - last_t) as f64 / 1000.0;
-    let sampled = (last_t - first_t) as f64 / 1000.0;
-    let avg = sampled / n1;
-    let threshold = avg * 1.1;
-    if to_start >= threshold {
-        to_start = avg / 2.0;
-    }
-    if is_counter {
-        let mut to_zero = to_start;
-        if result > 0.0 && first_v >= 0.0 {
-            to_zero = sampled * (first_v / result);
+    let w = Window {
+        first_t,
+        last_t,
+        n: points.len(),
+        range_start,
+        range_end,
+        range_ms,
+    };
+    Some(result * w.factor(is_counter, is_rate, first_v, result))
+}
+
+/// The sampled part of a `rate` window, for the extrapolation factor.
+#[derive(Clone, Copy)]
+struct Window {
+    first_t: i64,
+    last_t: i64,
+    n: usize,
+    range_start: i64,
+    range_end: i64,
+    range_ms: i64,
+}
+
+impl Window {
+    /// Prometheus's extrapolation: to the window's edges unless the samples stop more than
+    /// 1.1 average intervals short of them, never below zero for counters (`first` and
+    /// `result` are the first value and the raw increase; a histogram's counts).
+    fn factor(&self, is_counter: bool, is_rate: bool, first_v: f64, result: f64) -> f64 {
+        let Window {
+            first_t,
+            last_t,
+            n,
+            range_start,
+            range_end,
+            range_ms,
+        } = *self;
+        let n1 = (n - 1) as f64;
+        let mut to_start = (first_t - range_start) as f64 / 1000.0;
+        let mut to_end = (range_end - last_t) as f64 / 1000.0;
+        let sampled = (last_t - first_t) as f64 / 1000.0;
+        let avg = sampled / n1;
+        let threshold = avg * 1.1;
+        if to_start >= threshold {
+            to_start = avg / 2.0;
         }
-        if to_zero < to_start {
-            to_start = to_zero;
+        if is_counter {
+            let mut to_zero = to_start;
+            if result > 0.0 && first_v >= 0.0 {
+                to_zero = sampled * (first_v / result);
+            }
+            if to_zero < to_start {
+                to_start = to_zero;
+            }
         }
+        if to_end >= threshold {
+            to_end = avg / 2.0;
+        }
+        let mut factor = (sampled + to_start + to_end) / sampled;
+        if is_rate {
+            factor /= range_ms as f64 / 1000.0;
+        }
+        factor
     }
-    if to_end >= threshold {
-        to_end = avg / 2.0;
+}
+
+/// `rate`/`increase`/`delta` of a plain range selector: the calls whose native histograms
+/// [`histogram_rates`] reads.
+pub(super) fn histogram_rate_call(e: &Expr) -> Option<&Call> {
+    match e {
+        Expr::Paren(p) => histogram_rate_call(&p.expr),
+        Expr::Call(c)
+            if matches!(c.func.name, "rate" | "increase" | "delta")
+                && matches!(
+                    c.args.args.first().map(|a| &**a),
+                    Some(Expr::MatrixSelector(_))
+                ) =>
+        {
+            Some(c)
+        }
+        _ => None,
     }
-    let mut factor = (sampled + to_start + to_end) / sampled;
-    if is_rate {
-        factor /= range_ms as f64 / 1000.0;
+}
+
+/// `rate`/`increase`/`delta` over the native histograms of a range selector, as Prometheus's
+/// `histogramRate` and `extrapolatedRate`: the last histogram less the first (at the lowest
+/// schema seen), counter resets added back, extrapolated like floats (by the counts), hint
+/// `gauge`. A window that mixes floats and histograms gives nothing, with Prometheus's warning.
+pub(super) fn histogram_rates(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Vec<Sample>> {
+    let Some(Expr::MatrixSelector(m)) = c.args.args.first().map(|a| &**a) else {
+        return Ok(Vec::new());
+    };
+    let name = c.func.name;
+    let (is_counter, is_rate) = (name != "delta", name == "rate");
+    let end = ev.selector_time(&m.vs.at, &m.vs.offset, ts);
+    let range = m.range.as_millis() as i64;
+    let start = end - range;
+    let data = ev.load(&m.vs, start, end)?;
+    let mut out = Vec::new();
+    for s in data.iter() {
+        let hs: Vec<&(i64, std::sync::Arc<FloatHistogram>)> = s
+            .histograms
+            .iter()
+            .filter(|(t, _)| *t > start && *t <= end)
+            .collect();
+        if hs.is_empty() {
+            continue;
+        }
+        let floats = s
+            .samples
+            .iter()
+            .any(|(t, v)| *t > start && *t <= end && !crate::model::is_stale_nan(*v));
+        if floats {
+            ev.warn(format!(
+                "encountered a mix of histograms and floats for metric name {:?}",
+                s.labels.metric_name()
+            ));
+            continue;
+        }
+        if hs.len() < 2 {
+            continue;
+        }
+        let points: Vec<&FloatHistogram> = hs.iter().map(|(_, h)| &**h).collect();
+        let Some(mut h) =
+            super::histogram::histogram_increase(ev, &points, is_counter, s.labels.metric_name())
+        else {
+            continue;
+        };
+        let w = Window {
+            first_t: hs[0].0,
+            last_t: hs[hs.len() - 1].0,
+            n: hs.len(),
+            range_start: start,
+            range_end: end,
+            range_ms: range,
+        };
+        let f = w.factor(is_counter, is_rate, points[0].count, h.count);
+        h.scale(f);
+        out.push(Sample {
+            metric: s.labels.clone(),
+            f: 0.0,
+            t: ts,
+            drop_name: true,
+            h: Some(std::sync::Arc::new(h)),
+        });
     }
-    Some(result * factor)
+    Ok(out)
 }
 
 /// Prometheus's `linearRegression` with Kahan sums; returns (slope, intercept).

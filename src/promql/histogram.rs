@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use super::eval::Ev;
 use super::functions::go_f;
 use super::Sample;
-use crate::model::histogram::{FloatHistogram, CUSTOM_BUCKETS_SCHEMA};
+use crate::model::histogram::{CounterResetHint, FloatHistogram, CUSTOM_BUCKETS_SCHEMA};
 use crate::model::Labels;
 
 const SMALL_DELTA: f64 = 1e-12;
@@ -469,4 +469,101 @@ pub(super) fn native_variance(h: &FloatHistogram) -> f64 {
         (variance, c) = super::functions::kahan_inc(count * delta * delta, variance, c);
     }
     (variance + c) / h.count
+}
+
+/// Prometheus's `DetectReset`: whether `cur` follows a counter reset after `prev`. The hint
+/// decides when it says reset or not; otherwise a smaller count, a finer schema, a changed
+/// zero bucket or any bucket (at `cur`'s schema) holding less than before is a reset.
+fn detect_reset(cur: &FloatHistogram, prev: &FloatHistogram) -> bool {
+    match cur.hint {
+        CounterResetHint::Reset => return true,
+        CounterResetHint::NotReset => return false,
+        _ => {}
+    }
+    if cur.count < prev.count {
+        return true;
+    }
+    let custom = |h: &FloatHistogram| h.schema == CUSTOM_BUCKETS_SCHEMA;
+    if custom(cur) != custom(prev) || (custom(cur) && cur.custom_values != prev.custom_values) {
+        return true;
+    }
+    if cur.schema > prev.schema || cur.zero_threshold != prev.zero_threshold {
+        return true;
+    }
+    if cur.zero_count < prev.zero_count {
+        return true;
+    }
+    let mut p = prev.clone();
+    p.reduce_resolution(cur.schema);
+    let fell = |a: &std::collections::BTreeMap<i32, f64>,
+                b: &std::collections::BTreeMap<i32, f64>| {
+        b.iter().any(|(i, c)| *c > a.get(i).copied().unwrap_or(0.0))
+    };
+    fell(&cur.positive, &p.positive) || fell(&cur.negative, &p.negative)
+}
+
+/// Prometheus's `histogramRate` before extrapolation: the last histogram less the first, at
+/// the lowest schema in the window, with each counter reset's previous histogram added back;
+/// `None` (with Prometheus's warning) when exponential and custom buckets mix.
+pub(super) fn histogram_increase(
+    ev: &Ev<'_>,
+    points: &[&FloatHistogram],
+    is_counter: bool,
+    name: &str,
+) -> Option<FloatHistogram> {
+    let custom = |h: &FloatHistogram| h.schema == CUSTOM_BUCKETS_SCHEMA;
+    let mut prev: FloatHistogram = points[0].clone();
+    let last = points[points.len() - 1];
+    if is_counter && (prev.hint == CounterResetHint::Gauge || last.hint == CounterResetHint::Gauge)
+    {
+        ev.warn(format!(
+            "this native histogram metric is not a counter: {name:?}"
+        ));
+    }
+    if is_counter && detect_reset(points[1], &prev) {
+        prev = FloatHistogram {
+            schema: points[1].schema,
+            custom_values: points[1].custom_values.clone(),
+            ..FloatHistogram::default()
+        };
+    }
+    if points.iter().skip(1).any(|h| custom(h) != custom(&prev)) {
+        ev.warn(format!(
+            "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {name:?}"
+        ));
+        return None;
+    }
+    let mut min_schema = last.schema.min(prev.schema);
+    for h in &points[1..points.len() - 1] {
+        if is_counter {
+            if h.hint == CounterResetHint::Gauge {
+                ev.warn(format!(
+                    "this native histogram metric is not a counter: {name:?}"
+                ));
+            }
+            min_schema = min_schema.min(h.schema);
+        }
+    }
+    let at = |h: &FloatHistogram| {
+        let mut h = h.clone();
+        h.reduce_resolution(min_schema);
+        h
+    };
+    let mut out = at(last).sub(&at(&prev));
+    if is_counter {
+        let mut before = prev;
+        for cur in &points[1..] {
+            if detect_reset(cur, &before) {
+                out = out.add(&at(&before));
+            }
+            before = (*cur).clone();
+        }
+    } else if points[0].hint != CounterResetHint::Gauge || last.hint != CounterResetHint::Gauge {
+        ev.warn(format!(
+            "this native histogram metric is not a gauge: {name:?}"
+        ));
+    }
+    out.hint = CounterResetHint::Gauge;
+    out.compact();
+    Some(out)
 }

@@ -364,3 +364,53 @@ fn histogram_functions_read_native_histograms() {
     assert!(close(one("histogram_stdvar(lat)"), var));
     assert!(close(one("histogram_stddev(lat)"), var.sqrt()));
 }
+
+/// `rate` and `increase` of native histograms, the way Prometheus extrapolates them, with a
+/// counter reset added back; `histogram_*` read their result, and an instant `rate` returns
+/// the histogram itself (hint `gauge`).
+#[test]
+fn rates_of_native_histograms_extrapolate_and_survive_resets() {
+    use crate::model::histogram::{CounterResetHint, FloatHistogram};
+    let head = Head::new(HeadOptions::default());
+    let mut a = head.appender();
+    let l = Labels::from_pairs([("__name__", "req_seconds"), ("job", "a")]);
+    for (t, n) in [(0, 2), (60_000, 4), (120_000, 6), (180_000, 1)] {
+        let h = FloatHistogram::parse(&format!("{{{{schema:0 count:{n} sum:{n} buckets:[{n}]}}}}"))
+            .unwrap();
+        a.append_histogram(&l, t, std::sync::Arc::new(h)).unwrap();
+    }
+    a.commit().unwrap();
+    let e = Engine::new(std::sync::Arc::new(head), EngineOptions::default());
+    let one = |q: &str, t: i64| -> Sample {
+        let Value::Vector(v) = e.instant(q, t).unwrap().value else {
+            panic!("{q}")
+        };
+        assert_eq!(v.len(), 1, "{q}: {v:?}");
+        v.into_iter().next().unwrap()
+    };
+    // (0, 120 s] holds 4 and 6: +2 over 60 s, extrapolated 60 s back to the window's start
+    // (not further: zero would be 120 s back), so 4 over the 2 minutes.
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+    assert!(close(
+        one("histogram_count(increase(req_seconds[2m]))", 120_000).f,
+        4.0
+    ));
+    assert!(close(
+        one("histogram_count(rate(req_seconds[2m]))", 120_000).f,
+        4.0 / 120.0
+    ));
+    // (60, 180 s] holds 6 and then 1: a reset, so the increase is 1, extrapolated to 2.
+    assert!(close(
+        one("histogram_sum(increase(req_seconds[2m]))", 180_000).f,
+        2.0
+    ));
+    let s = one("rate(req_seconds[2m])", 120_000);
+    let h = s.h.expect("a histogram");
+    assert_eq!(h.hint, CounterResetHint::Gauge);
+    assert!(close(h.count, 4.0 / 120.0));
+    assert_eq!(s.metric.get("__name__"), None);
+    assert!(close(
+        one("histogram_quantile(0.5, rate(req_seconds[2m]))", 120_000).f,
+        2f64.powf(-0.5)
+    ));
+}

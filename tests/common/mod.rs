@@ -1076,3 +1076,84 @@ pub fn wait_failed_delivery(addr: &str, secs: u64) {
             .then_some(())
     });
 }
+
+/// `histogram_quantile(q, <hist>)` asked of Prometheus 2.42 (`paddr`) and the appliance
+/// (`aaddr`), at `time` (seconds) or now. 2.42 interpolates linearly inside a native bucket,
+/// Prometheus 3 and the appliance exponentially; so both answers must lie in the same bucket
+/// (read from the appliance's own answer for `hist`) at the same position, linear on one side
+/// and logarithmic on the other.
+pub fn assert_same_native_quantile(
+    paddr: &str,
+    aaddr: &str,
+    hist: &str,
+    q: f64,
+    time: Option<f64>,
+) {
+    let at = time.map(|t| format!("&time={t}")).unwrap_or_default();
+    let values = |addr: &str, expr: &str| -> Vec<(String, f64)> {
+        let v = get_json(addr, &format!("/api/v1/query?query={}{at}", enc(expr)));
+        let mut out: Vec<(String, f64)> = v["data"]["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{expr}: {v}"))
+            .iter()
+            .map(|s| {
+                let f = s["value"][1].as_str().unwrap().parse::<f64>().unwrap();
+                (s["metric"].to_string(), f)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    let h = get_json(aaddr, &format!("/api/v1/query?query={}{at}", enc(hist)));
+    let mut buckets: std::collections::HashMap<String, Vec<(f64, f64)>> = Default::default();
+    for s in h["data"]["result"].as_array().unwrap() {
+        let mut m = s["metric"].as_object().unwrap().clone();
+        m.remove("__name__");
+        let bs = s["histogram"][1]["buckets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                let f = |i: usize| b[i].as_str().unwrap().parse::<f64>().unwrap();
+                (f(1), f(2))
+            })
+            .collect();
+        buckets.insert(serde_json::Value::Object(m).to_string(), bs);
+    }
+    let expr = format!("histogram_quantile({q}, {hist})");
+    let (p, a) = (values(paddr, &expr), values(aaddr, &expr));
+    assert_eq!(a.len(), p.len(), "{expr}: {a:?} vs {p:?}");
+    assert!(!a.is_empty(), "{expr}");
+    for ((al, af), (pl, pf)) in a.iter().zip(&p) {
+        assert_eq!(al, pl, "{expr}");
+        if pf.is_nan() {
+            assert!(af.is_nan(), "{expr} {al}: {af}");
+            continue;
+        }
+        let (lo, hi) = buckets[al]
+            .iter()
+            .copied()
+            .find(|(lo, hi)| lo <= pf && pf <= hi)
+            .unwrap_or_else(|| panic!("{expr} {al}: {pf} in no bucket"));
+        assert!(
+            lo <= *af && af <= &hi,
+            "{expr} {al}: {af} outside ({lo}, {hi}]"
+        );
+        if lo == hi {
+            assert_eq!(af, pf, "{expr} {al}");
+            continue;
+        }
+        let linear = (pf - lo) / (hi - lo);
+        let logarithmic = if lo <= 0.0 && hi >= 0.0 {
+            (af - lo) / (hi - lo)
+        } else if lo > 0.0 {
+            (af / lo).ln() / (hi / lo).ln()
+        } else {
+            1.0 - (af / hi).ln() / (lo / hi).ln()
+        };
+        assert!(
+            (linear - logarithmic).abs() < 1e-9,
+            "{expr} {al}: prometheus {pf} at {linear} of ({lo}, {hi}], appliance {af} at {logarithmic}"
+        );
+    }
+}

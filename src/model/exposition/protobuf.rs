@@ -518,7 +518,27 @@ fn native_histogram(h: &pb::Histogram, gauge: bool) -> Result<FloatHistogram, St
         &h.negative_span,
         &absolute(&h.negative_delta, &h.negative_count),
     );
+    validate(&fh)?;
     Ok(fh)
+}
+
+/// Prometheus's histogram validation on append: no negative counts, and no more observations
+/// in the buckets than the count says (unless the sum is NaN, which NaN observations explain).
+/// An invalid histogram stored here would be refused by every Prometheus it is sent to, and
+/// being refused with a 5xx it would hold a remote-write queue forever.
+fn validate(h: &FloatHistogram) -> Result<(), String> {
+    let buckets = h.positive.values().chain(h.negative.values());
+    if h.count < 0.0 || h.zero_count < 0.0 || buckets.clone().any(|c| *c < 0.0) {
+        return Err("histogram has a negative count".into());
+    }
+    let in_buckets = h.zero_count + buckets.sum::<f64>();
+    if !h.sum.is_nan() && in_buckets > h.count * (1.0 + 1e-12) {
+        return Err(format!(
+            "{:.6} observations found in buckets, but the Count field is {:.6}: histogram's observation count should be at least the number of observations found in the buckets",
+            in_buckets, h.count
+        ));
+    }
+    Ok(())
 }
 
 /// Prometheus's `checkProtoSpanBucketConsistency`.
@@ -772,10 +792,10 @@ mod tests {
             (h.schema, h.count, h.sum, h.zero_count),
             (3, 10.0, 5.0, 1.0)
         );
-        // Deltas 2, +1, +4 → 2, 3, 7 at indexes -2, -1 and (after a gap of 3) 3.
+        // Deltas 2, +1, -2 → 2, 3, 1 at indexes -2, -1 and (after a gap of 3) 3.
         assert_eq!(
             h.positive.iter().map(|(i, c)| (*i, *c)).collect::<Vec<_>>(),
-            vec![(-2, 2.0), (-1, 3.0), (3, 7.0)]
+            vec![(-2, 2.0), (-1, 3.0), (3, 1.0)]
         );
         assert_eq!(h.negative.get(&0), Some(&3.0));
         assert_eq!(h.hint, CounterResetHint::Unknown);
@@ -908,6 +928,15 @@ mod tests {
         if let Some(h) = bad_schema.metric[0].histogram.as_mut() {
             h.schema = -53;
         }
+        let mut overfull = rpc_family();
+        if let Some(h) = overfull.metric[0].histogram.as_mut() {
+            h.positive_delta[2] += 1;
+        }
+        let mut negative = rpc_family();
+        if let Some(h) = negative.metric[0].histogram.as_mut() {
+            h.negative_delta[0] = -1;
+            h.sample_count = 20;
+        }
         let mut dup = rpc_family();
         dup.metric[0].label.push(lp("svc", "x"));
         let cases: Vec<(Vec<u8>, &str)> = vec![
@@ -921,6 +950,11 @@ mod tests {
             ),
             (encode_delimited(&[dup]), "not unique"),
             (encode_delimited(&[bad_schema]), "unknown schema"),
+            (
+                encode_delimited(&[overfull]),
+                "11.000000 observations found in buckets, but the Count field is 10.000000",
+            ),
+            (encode_delimited(&[negative]), "negative count"),
         ];
         let opts = ProtoOptions {
             native_histograms: true,
