@@ -646,20 +646,7 @@ fn protobuf_native_histograms_as_prometheus_scrapes_them() {
     );
 
     // The histogram functions over them, value by value.
-    let values = |addr: &str, q: &str| -> Vec<(String, f64)> {
-        let v = get_json(addr, &format!("/api/v1/query?query={}", enc(q)));
-        let mut out: Vec<(String, f64)> = v["data"]["result"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{q}: {v}"))
-            .iter()
-            .map(|s| {
-                let f = s["value"][1].as_str().unwrap().parse::<f64>().unwrap();
-                (s["metric"].to_string(), f)
-            })
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    };
+    let values = |addr: &str, q: &str| instant_values(addr, q, None);
     let sel = "{job=\"nh\",__name__=~\"rpc_seconds|float_seconds|queue_gauge\"}";
     for q in [
         format!("histogram_count({sel})"),

@@ -1077,6 +1077,24 @@ pub fn wait_failed_delivery(addr: &str, secs: u64) {
     });
 }
 
+/// An instant query's float answers as (labels JSON, value), sorted by labels; at `time`
+/// (seconds) or now.
+pub fn instant_values(addr: &str, expr: &str, time: Option<f64>) -> Vec<(String, f64)> {
+    let at = time.map(|t| format!("&time={t}")).unwrap_or_default();
+    let v = get_json(addr, &format!("/api/v1/query?query={}{at}", enc(expr)));
+    let mut out: Vec<(String, f64)> = v["data"]["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{expr}: {v}"))
+        .iter()
+        .map(|s| {
+            let f = s["value"][1].as_str().unwrap().parse::<f64>().unwrap();
+            (s["metric"].to_string(), f)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 /// `histogram_quantile(q, <hist>)` asked of Prometheus 2.42 (`paddr`) and the appliance
 /// (`aaddr`), at `time` (seconds) or now. 2.42 interpolates linearly inside a native bucket,
 /// Prometheus 3 and the appliance exponentially; so both answers must lie in the same bucket
@@ -1090,20 +1108,7 @@ pub fn assert_same_native_quantile(
     time: Option<f64>,
 ) {
     let at = time.map(|t| format!("&time={t}")).unwrap_or_default();
-    let values = |addr: &str, expr: &str| -> Vec<(String, f64)> {
-        let v = get_json(addr, &format!("/api/v1/query?query={}{at}", enc(expr)));
-        let mut out: Vec<(String, f64)> = v["data"]["result"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{expr}: {v}"))
-            .iter()
-            .map(|s| {
-                let f = s["value"][1].as_str().unwrap().parse::<f64>().unwrap();
-                (s["metric"].to_string(), f)
-            })
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    };
+    let values = |addr: &str, expr: &str| instant_values(addr, expr, time);
     let h = get_json(aaddr, &format!("/api/v1/query?query={}{at}", enc(hist)));
     let mut buckets: std::collections::HashMap<String, Vec<(f64, f64)>> = Default::default();
     for s in h["data"]["result"].as_array().unwrap() {
