@@ -282,14 +282,32 @@ fn result_json(r: crate::promql::QueryResult, t: i64) -> Response {
                 }
                 out.extend_from_slice(b"{\"metric\":");
                 metric(&mut out, &series.metric);
-                out.extend_from_slice(b",\"values\":[");
-                for (j, (pt, f)) in series.points.iter().enumerate() {
-                    if j > 0 {
-                        out.push(b',');
+                // As Prometheus: each list only when it has points.
+                if !series.points.is_empty() {
+                    out.extend_from_slice(b",\"values\":[");
+                    for (j, (pt, f)) in series.points.iter().enumerate() {
+                        if j > 0 {
+                            out.push(b',');
+                        }
+                        point(&mut out, *pt, *f);
                     }
-                    point(&mut out, *pt, *f);
+                    out.push(b']');
                 }
-                out.extend_from_slice(b"]}");
+                if !series.histograms.is_empty() {
+                    out.extend_from_slice(b",\"histograms\":[");
+                    for (j, (pt, h)) in series.histograms.iter().enumerate() {
+                        if j > 0 {
+                            out.push(b',');
+                        }
+                        out.push(b'[');
+                        num(&mut out, *pt);
+                        out.push(b',');
+                        let _ = serde_json::to_writer(&mut out, &histogram_json(h));
+                        out.push(b']');
+                    }
+                    out.push(b']');
+                }
+                out.push(b'}');
             }
             out.push(b']');
         }

@@ -295,7 +295,11 @@ impl FloatHistogram {
 }
 
 impl FloatHistogram {
-    /// Upper bound of bucket `i` of an exponential schema.
+    /// Upper bound of exponential bucket `i` at this histogram's schema.
+    pub(crate) fn exponential_bound(&self, i: i32) -> f64 {
+        self.bound(i)
+    }
+
     /// Upper bound of exponential bucket `i`, computed as Prometheus's
     /// `getBoundExponential` does (a table of fractions and an exact power of two), so the
     /// API prints the very same digits; the last finite bucket ends at `f64::MAX`.

@@ -11,6 +11,7 @@ pub mod files;
 pub mod gofmt;
 pub mod gotmpl;
 pub mod histogram;
+pub mod histogram_ops;
 pub mod httpconf;
 pub mod labels;
 pub mod matcher;

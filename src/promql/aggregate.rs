@@ -65,6 +65,29 @@ struct Acc {
     incremental: bool,
     seen: bool,
     drop_name: bool,
+    /// `sum`/`avg` of native histograms: the running sum.
+    h: Option<crate::model::histogram::FloatHistogram>,
+    has_float: bool,
+    has_histogram: bool,
+    /// Exponential and custom buckets met: the group gives nothing.
+    incompatible: bool,
+    reset_seen: bool,
+    not_reset_seen: bool,
+}
+
+impl Acc {
+    fn note_hint(&mut self, h: &crate::model::histogram::FloatHistogram) {
+        use crate::model::histogram::CounterResetHint::*;
+        match h.hint {
+            Reset => self.reset_seen = true,
+            NotReset => self.not_reset_seen = true,
+            _ => {}
+        }
+    }
+}
+
+fn ignored(ev: &Ev<'_>, op: &str) {
+    ev.info(format!("ignored histogram in {op} aggregation"));
 }
 
 pub(super) fn eval_aggregate(ev: &Ev<'_>, a: &AggregateExpr, ts: i64) -> R<Value> {
@@ -90,6 +113,16 @@ pub(super) fn eval_aggregate(ev: &Ev<'_>, a: &AggregateExpr, ts: i64) -> R<Value
             if k < 1 {
                 return Ok(Value::Vector(Vec::new()));
             }
+            let input = if op == "limitk" {
+                input
+            } else {
+                let before = input.len();
+                let floats: Vec<Sample> = input.into_iter().filter(|s| s.h.is_none()).collect();
+                if floats.len() != before {
+                    ignored(ev, &op);
+                }
+                floats
+            };
             Ok(Value::Vector(select_k(&op, input, k as usize, m)))
         }
         "limit_ratio" => {
@@ -126,7 +159,11 @@ pub(super) fn eval_aggregate(ev: &Ev<'_>, a: &AggregateExpr, ts: i64) -> R<Value
             let mut index: HashMap<Labels, usize> = HashMap::new();
             for s in &input {
                 let mut b = group_labels(&s.metric, m).builder();
-                b.set(label.clone(), super::functions::go_f(s.f));
+                let value = match &s.h {
+                    Some(h) => h.to_string(),
+                    None => super::functions::go_f(s.f),
+                };
+                b.set(label.clone(), value);
                 let l = b.labels();
                 match index.get(&l) {
                     Some(i) => groups[*i].1 += 1.0,
@@ -162,6 +199,10 @@ pub(super) fn eval_aggregate(ev: &Ev<'_>, a: &AggregateExpr, ts: i64) -> R<Value
             let mut groups: Vec<(Labels, Vec<f64>)> = Vec::new();
             let mut index: HashMap<Labels, usize> = HashMap::new();
             for s in input {
+                if s.h.is_some() {
+                    ignored(ev, "quantile");
+                    continue;
+                }
                 let g = group_labels(&s.metric, m);
                 match index.get(&g) {
                     Some(i) => groups[*i].1.push(s.f),
@@ -203,25 +244,108 @@ pub(super) fn eval_aggregate(ev: &Ev<'_>, a: &AggregateExpr, ts: i64) -> R<Value
                         groups.len() - 1
                     }
                 };
-                accumulate(&op, &mut groups[i].1, s.f)?;
-                groups[i].1.drop_name |= s.drop_name;
-            }
-            let out = groups
-                .into_iter()
-                .map(|(metric, acc)| {
-                    // With delayed name removal, groups were formed with names still to be
-                    // dropped; they go now (Prometheus's documented side effect).
-                    let drop_name = acc.drop_name && metric.get(METRIC_NAME).is_some();
-                    Sample {
-                        h: None,
-                        metric,
-                        f: finish(&op, &acc),
-                        t: ts,
-                        drop_name,
+                let acc = &mut groups[i].1;
+                if acc.seen && acc.incompatible {
+                    continue;
+                }
+                acc.drop_name |= s.drop_name;
+                match &s.h {
+                    Some(h) => accumulate_histogram(ev, &op, acc, h, s.metric.metric_name())?,
+                    None => {
+                        if matches!(op.as_str(), "sum" | "avg") {
+                            acc.has_float = true;
+                        }
+                        accumulate(&op, acc, s.f)?
                     }
-                })
-                .collect();
+                }
+            }
+            let mut out = Vec::with_capacity(groups.len());
+            for (metric, mut acc) in groups {
+                if !acc.seen {
+                    continue;
+                }
+                // With delayed name removal, groups were formed with names still to be
+                // dropped; they go now (Prometheus's documented side effect).
+                let drop_name = acc.drop_name && metric.get(METRIC_NAME).is_some();
+                let mut h = None;
+                if matches!(op.as_str(), "sum" | "avg") && acc.has_histogram {
+                    if acc.has_float {
+                        ev.warn(
+                            "encountered a mix of histograms and floats for aggregation".into(),
+                        );
+                        continue;
+                    }
+                    if acc.incompatible {
+                        continue;
+                    }
+                    if acc.reset_seen && acc.not_reset_seen {
+                        ev.warn("conflicting counter resets during histogram aggregation".into());
+                    }
+                    let Some(mut sum) = acc.h.take() else {
+                        continue;
+                    };
+                    if op == "avg" {
+                        sum.div(acc.count);
+                    }
+                    sum.compact();
+                    h = Some(std::sync::Arc::new(sum));
+                }
+                out.push(Sample {
+                    f: if h.is_some() { 0.0 } else { finish(&op, &acc) },
+                    h,
+                    metric,
+                    t: ts,
+                    drop_name,
+                });
+            }
             Ok(Value::Vector(out))
+        }
+    }
+}
+
+/// Adds a native histogram sample to a group: summed by `sum` and `avg`, counted by `count`
+/// and `group`, ignored (with Prometheus's info annotation) by the others.
+fn accumulate_histogram(
+    ev: &Ev<'_>,
+    op: &str,
+    a: &mut Acc,
+    h: &crate::model::histogram::FloatHistogram,
+    name: &str,
+) -> R<()> {
+    match op {
+        "sum" | "avg" => {
+            a.has_histogram = true;
+            a.note_hint(h);
+            if !a.seen {
+                a.seen = true;
+                a.count = 1.0;
+                a.h = Some(h.clone());
+                return Ok(());
+            }
+            a.count += 1.0;
+            // A group that held floats first gives nothing anyway.
+            if let Some(sum) = a.h.as_mut() {
+                match sum.try_add(h) {
+                    Ok(notes) => {
+                        if notes.custom_bounds_reconciled {
+                            ev.info(
+                                "mismatched custom buckets were reconciled during aggregation"
+                                    .into(),
+                            );
+                        }
+                    }
+                    Err(_) => {
+                        ev.warn(format!("vector contains a mix of histograms with exponential and custom buckets schemas for metric name {name:?}"));
+                        a.incompatible = true;
+                    }
+                }
+            }
+            Ok(())
+        }
+        "count" | "group" => accumulate(op, a, 0.0),
+        _ => {
+            ignored(ev, op);
+            Ok(())
         }
     }
 }

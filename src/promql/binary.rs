@@ -5,9 +5,167 @@ use std::collections::{HashMap, HashSet};
 
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
+use std::sync::Arc;
+
 use super::eval::{exec_err, Ev, R};
 use super::{Sample, Value};
+use crate::model::histogram::{CounterResetHint, FloatHistogram};
+use crate::model::histogram_ops::OpNotes;
 use crate::model::{Labels, METRIC_NAME};
+
+/// One operand of an element-wise operation: a float or a native histogram.
+#[derive(Clone, Copy)]
+struct Operand<'a> {
+    f: f64,
+    h: Option<&'a Arc<FloatHistogram>>,
+}
+
+impl<'a> Operand<'a> {
+    fn of(s: &'a Sample) -> Self {
+        Operand {
+            f: s.f,
+            h: s.h.as_ref(),
+        }
+    }
+
+    fn float(f: f64) -> Self {
+        Operand { f, h: None }
+    }
+
+    fn type_name(&self) -> &'static str {
+        if self.h.is_some() {
+            "histogram"
+        } else {
+            "float"
+        }
+    }
+}
+
+/// The result of an element-wise operation.
+struct Elem {
+    f: f64,
+    h: Option<Arc<FloatHistogram>>,
+    /// Whether a comparison holds (always true for arithmetic).
+    keep: bool,
+    /// The operand types do not combine (or the buckets do not): no result, even with `bool`.
+    none: bool,
+}
+
+/// Prometheus's `vectorElemBinop`: floats as usual; a histogram may be scaled by a float (`*`,
+/// `/`), added to or subtracted from a histogram, or compared for (in)equality with one.
+/// Other combinations give nothing, with an info annotation. Histograms with incompatible
+/// bucket layouts give nothing, with a warning.
+fn elem_binop(ev: &Ev<'_>, op: &str, l: Operand<'_>, r: Operand<'_>) -> R<Elem> {
+    let none = |ev: &Ev<'_>| {
+        ev.info(format!(
+            "incompatible sample types encountered for binary operator {op:?}: {} {op} {}",
+            l.type_name(),
+            r.type_name()
+        ));
+        Elem {
+            f: 0.0,
+            h: None,
+            keep: false,
+            none: true,
+        }
+    };
+    let scaled = |h: &FloatHistogram, by: f64, div: bool| {
+        let mut h = h.clone();
+        if div {
+            h.div(by);
+        } else {
+            h.mul(by);
+        }
+        h.compact();
+        Elem {
+            f: 0.0,
+            h: Some(Arc::new(h)),
+            keep: true,
+            none: false,
+        }
+    };
+    Ok(match (l.h, r.h) {
+        (None, None) => {
+            let (f, keep) = elem(op, l.f, r.f)?;
+            Elem {
+                f,
+                h: None,
+                keep,
+                none: false,
+            }
+        }
+        (None, Some(rh)) => match op {
+            "*" => scaled(rh, l.f, false),
+            _ => none(ev),
+        },
+        (Some(lh), None) => match op {
+            "*" => scaled(lh, r.f, false),
+            "/" => scaled(lh, r.f, true),
+            _ => none(ev),
+        },
+        (Some(lh), Some(rh)) => match op {
+            "+" | "-" => {
+                let mut h = (**lh).clone();
+                let res = if op == "+" {
+                    h.try_add(rh)
+                } else {
+                    h.try_sub(rh)
+                };
+                match res {
+                    Ok(notes) => {
+                        let what = if op == "+" { "addition" } else { "subtraction" };
+                        note_histogram_op(ev, notes, what);
+                        if op == "-" {
+                            h.hint = CounterResetHint::Gauge;
+                        }
+                        h.compact();
+                        Elem {
+                            f: 0.0,
+                            h: Some(Arc::new(h)),
+                            keep: true,
+                            none: false,
+                        }
+                    }
+                    Err(_) => {
+                        ev.warn(format!(
+                            "incompatible bucket layout encountered for binary operator {op}"
+                        ));
+                        Elem {
+                            f: 0.0,
+                            h: None,
+                            keep: false,
+                            none: true,
+                        }
+                    }
+                }
+            }
+            "==" | "!=" => {
+                let same = lh.equals(rh, |a, b| a == b || (a.is_nan() && b.is_nan()));
+                Elem {
+                    f: 0.0,
+                    h: Some(lh.clone()),
+                    keep: same == (op == "=="),
+                    none: false,
+                }
+            }
+            _ => none(ev),
+        },
+    })
+}
+
+/// Prometheus's annotations for what a histogram addition or subtraction reconciled.
+pub(super) fn note_histogram_op(ev: &Ev<'_>, notes: OpNotes, what: &str) {
+    if notes.counter_reset_collision {
+        ev.warn(format!(
+            "conflicting counter resets during histogram {what}"
+        ));
+    }
+    if notes.custom_bounds_reconciled {
+        ev.info(format!(
+            "mismatched custom buckets were reconciled during {what}"
+        ));
+    }
+}
 
 fn is_comparison(op: &str) -> bool {
     matches!(op, "==" | "!=" | ">" | "<" | ">=" | "<=")
@@ -73,8 +231,8 @@ pub(super) fn eval_binary(ev: &Ev<'_>, b: &BinaryExpr, ts: i64) -> R<Value> {
             }
             Ok(Value::Scalar(v))
         }
-        (Value::Vector(v), Value::Scalar(s)) => vector_scalar(&op, v, s, false, return_bool),
-        (Value::Scalar(s), Value::Vector(v)) => vector_scalar(&op, v, s, true, return_bool),
+        (Value::Vector(v), Value::Scalar(s)) => vector_scalar(ev, &op, v, s, false, return_bool),
+        (Value::Scalar(s), Value::Vector(v)) => vector_scalar(ev, &op, v, s, true, return_bool),
         (Value::Vector(l), Value::Vector(r)) => {
             let modifier = b.modifier.as_ref();
             let matching = modifier.and_then(|m| m.matching.clone());
@@ -95,7 +253,7 @@ pub(super) fn eval_binary(ev: &Ev<'_>, b: &BinaryExpr, ts: i64) -> R<Value> {
                         fill = (fill.1, fill.0);
                     }
                     let (l, r) = apply_fill(l, r, &matching, fill);
-                    vector_vector(&op, l, r, &matching, &card, return_bool).map(Value::Vector)
+                    vector_vector(ev, &op, l, r, &matching, &card, return_bool).map(Value::Vector)
                 }
             }
         }
@@ -108,6 +266,7 @@ pub(super) fn eval_binary(ev: &Ev<'_>, b: &BinaryExpr, ts: i64) -> R<Value> {
 }
 
 fn vector_scalar(
+    ev: &Ev<'_>,
     op: &str,
     v: Vec<Sample>,
     s: f64,
@@ -116,18 +275,33 @@ fn vector_scalar(
 ) -> R<Value> {
     let mut out = Vec::with_capacity(v.len());
     for mut smp in v {
-        let (l, r) = if scalar_left { (s, smp.f) } else { (smp.f, s) };
-        let (mut value, keep) = elem(op, l, r)?;
+        let (l, r) = if scalar_left {
+            (Operand::float(s), Operand::of(&smp))
+        } else {
+            (Operand::of(&smp), Operand::float(s))
+        };
+        let Elem {
+            f: mut value,
+            mut h,
+            keep,
+            none,
+        } = elem_binop(ev, op, l, r)?;
+        if none {
+            continue;
+        }
         if is_comparison(op) && scalar_left {
             // The vector's value is kept even when the scalar is on the left.
-            value = r;
+            value = smp.f;
+            h = smp.h.clone();
         }
         if return_bool {
             value = if keep { 1.0 } else { 0.0 };
+            h = None;
         } else if !keep {
             continue;
         }
         smp.f = value;
+        smp.h = h;
         if !is_comparison(op) || return_bool {
             smp.drop_name = true;
         }
@@ -210,6 +384,7 @@ fn apply_fill(
 }
 
 fn vector_vector(
+    ev: &Ev<'_>,
     op: &str,
     lhs: Vec<Sample>,
     rhs: Vec<Sample>,
@@ -242,11 +417,19 @@ fn vector_vector(
             continue;
         };
         let (l, r) = if one_to_many {
-            (os.f, ms.f)
+            (Operand::of(os), Operand::of(&ms))
         } else {
-            (ms.f, os.f)
+            (Operand::of(&ms), Operand::of(os))
         };
-        let (mut value, keep) = elem(op, l, r)?;
+        let Elem {
+            f: mut value,
+            mut h,
+            keep,
+            none,
+        } = elem_binop(ev, op, l, r)?;
+        if none {
+            continue;
+        }
         // Result labels come from the "many" side (the left one for one-to-one).
         let mut b = ms.metric.builder();
         if matches!(card, VectorMatchCardinality::OneToOne) {
@@ -288,11 +471,12 @@ fn vector_vector(
         entry.insert(key);
         if return_bool {
             value = if keep { 1.0 } else { 0.0 };
+            h = None;
         } else if !keep {
             continue;
         }
         out.push(Sample {
-            h: None,
+            h,
             metric,
             f: value,
             t: ms.t,

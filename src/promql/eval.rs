@@ -4,12 +4,14 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
 
 use super::{EngineOptions, PromqlError, QueryResult, Sample, Series, Value};
+use crate::model::histogram::FloatHistogram;
 use crate::model::{is_stale_nan, Labels, MatchOp, Matcher, METRIC_NAME};
 use crate::storage::Querier;
 
@@ -378,9 +380,10 @@ pub(super) struct Ev<'a> {
     pub(super) infos: RefCell<Vec<String>>,
     /// The time range read from storage, to report data the store could not give.
     read_range: Cell<Option<(i64, i64)>>,
-    /// A histogram-aware consumer is loading: native histograms it reads are not "left out".
-    pub(super) histograms_used: Cell<bool>,
 }
+
+/// A native histogram sample of a range vector.
+pub(super) type HPoint = (i64, Arc<FloatHistogram>);
 
 /// A subquery's inner results by inner step time, and the first step its last window
 /// needed (entries before it go once windows move past them).
@@ -440,22 +443,11 @@ pub(super) fn run(
         warnings: RefCell::new(Vec::new()),
         infos: RefCell::new(Vec::new()),
         read_range: Cell::new(None),
-        histograms_used: Cell::new(false),
     };
     let value =
         if step == 0 {
             ev.samples.set(0);
-            // Native histograms come back from plain selectors and from `rate`, `increase`
-            // and `delta` of a range selector; other expressions over them are not evaluated
-            // yet (they are left out, with an info annotation).
-            let result = if root_selector(expr).is_some()
-                || super::functions::histogram_rate_call(expr).is_some()
-            {
-                Value::Vector(ev.eval_vector_with_histograms(expr, start)?)
-            } else {
-                ev.eval(expr, start)?
-            };
-            match result {
+            match ev.eval(expr, start)? {
                 Value::Vector(v) => Value::Vector(finish_vector(v)?),
                 Value::Matrix(m) => Value::Matrix(finish_matrix(m)?),
                 other => other,
@@ -496,15 +488,6 @@ pub(super) fn run(
         warnings,
         infos: ev.infos.into_inner(),
     })
-}
-
-/// The selector an expression is, through parentheses.
-fn root_selector(e: &Expr) -> Option<&VectorSelector> {
-    match e {
-        Expr::VectorSelector(vs) => Some(vs),
-        Expr::Paren(p) => root_selector(&p.expr),
-        _ => None,
-    }
 }
 
 /// Walking positions of one selector's series (see `Ev::cursors`).
@@ -556,7 +539,7 @@ impl StepSeries {
         }
     }
 
-    fn push(&mut self, metric: Labels, drop: bool, t: i64, f: f64) {
+    fn push(&mut self, metric: Labels, drop: bool, t: i64, f: f64, h: Option<Arc<FloatHistogram>>) {
         self.points += 1;
         // Final series are keyed by their labels after name removal, so two inputs that
         // collide once their names go are caught by `finish_matrix`'s duplicate check.
@@ -565,30 +548,32 @@ impl StepSeries {
         } else {
             metric
         };
-        match self.series.get_mut(&key) {
-            Some(s) => s.points.push((t, f)),
+        let s = match self.series.get_mut(&key) {
+            Some(s) => s,
             None => {
                 self.order.push(key.clone());
                 let drop_name = drop && !self.apply_drop;
-                self.series.insert(
-                    key.clone(),
-                    Series {
-                        metric: key,
-                        points: vec![(t, f)],
-                        drop_name,
-                    },
-                );
+                self.series.entry(key.clone()).or_insert(Series {
+                    metric: key,
+                    points: Vec::new(),
+                    histograms: Vec::new(),
+                    drop_name,
+                })
             }
+        };
+        match h {
+            Some(h) => s.histograms.push((t, h)),
+            None => s.points.push((t, f)),
         }
     }
 
     /// Adds one step's value; only scalars and instant vectors make series.
     fn add(&mut self, v: Value, t: i64) -> R<()> {
         match v {
-            Value::Scalar(f) => self.push(Labels::default(), false, t, f),
+            Value::Scalar(f) => self.push(Labels::default(), false, t, f, None),
             Value::Vector(v) => {
                 for s in v {
-                    self.push(s.metric, s.drop_name, t, s.f);
+                    self.push(s.metric, s.drop_name, t, s.f, s.h);
                 }
             }
             other => {
@@ -640,7 +625,13 @@ fn finish_matrix(m: Vec<Series>) -> R<Vec<Series>> {
             s.metric = drop_name_labels(&s.metric);
             s.drop_name = false;
         }
-        if s.points.windows(2).any(|w| w[0].0 == w[1].0) || !seen.insert(s.metric.clone()) {
+        let dup_h = s.histograms.windows(2).any(|w| w[0].0 == w[1].0)
+            || (!s.histograms.is_empty()
+                && s.points
+                    .iter()
+                    .any(|p| s.histograms.iter().any(|h| h.0 == p.0)));
+        if s.points.windows(2).any(|w| w[0].0 == w[1].0) || dup_h || !seen.insert(s.metric.clone())
+        {
             return exec_err("vector cannot contain metrics with the same labelset");
         }
         out.push(s);
@@ -733,11 +724,6 @@ impl<'a> Ev<'a> {
         let matchers = Self::matchers(vs)?;
         self.note_read(lo + 1, hi);
         let data = self.q.select(&matchers, lo + 1, hi);
-        if !self.histograms_used.get() && data.iter().any(|s| !s.histograms.is_empty()) {
-            self.info(
-                "native histogram samples are only returned by plain selectors yet; they were left out of this expression".into(),
-            );
-        }
         let data = Rc::new(data);
         self.cache.borrow_mut().insert(key, (lo, hi, data.clone()));
         Ok(data)
@@ -777,7 +763,8 @@ impl<'a> Ev<'a> {
         })
     }
 
-    /// Instant vector selector at `ts`: the newest sample in `(t - lookback, t]` unless stale.
+    /// Instant vector selector at `ts`: per series the newest float or native histogram
+    /// sample in `(t - lookback, t]`, unless it is a stale marker.
     pub(super) fn eval_vector_selector(&self, vs: &VectorSelector, ts: i64) -> R<Vec<Sample>> {
         let t = self.selector_time(&vs.at, &vs.offset, ts);
         let lookback = self.opts.lookback_ms;
@@ -786,84 +773,37 @@ impl<'a> Ev<'a> {
         let mut cursors = self.cursors(vs, data.len(), t);
         for (i, s) in data.iter().enumerate() {
             let idx = cursors.advance(i, &s.samples, t, 1);
-            if idx == 0 {
-                continue;
-            }
-            let (st, sv) = s.samples[idx - 1];
-            if st <= t - lookback || is_stale_nan(sv) {
-                continue;
-            }
-            out.push(Sample {
-                h: None,
-                metric: s.labels.clone(),
-                f: sv,
-                t: st,
-                drop_name: false,
-            });
-        }
-        self.count_samples(out.len())?;
-        Ok(out)
-    }
-
-    /// Evaluates `e` into an instant vector that may hold native histograms: a plain
-    /// selector returns them (for the `histogram_*` functions); other expressions give floats
-    /// only yet.
-    pub(super) fn eval_vector_with_histograms(&self, e: &Expr, ts: i64) -> R<Vec<Sample>> {
-        if let Some(vs) = root_selector(e) {
-            return self.eval_selector_with_histograms(vs, ts);
-        }
-        if let Some(c) = super::functions::histogram_rate_call(e) {
-            self.histograms_used.set(true);
-            let floats = self.eval_vector(e, ts);
-            let hists = super::functions::histogram_rates(self, c, ts);
-            self.histograms_used.set(false);
-            let mut out = floats?;
-            out.extend(hists?);
-            return Ok(out);
-        }
-        self.eval_vector(e, ts)
-    }
-
-    /// A plain instant selector at `ts` with native histograms: per series the newest float or
-    /// histogram sample in `(t - lookback, t]`, unless it is a stale marker.
-    pub(super) fn eval_selector_with_histograms(
-        &self,
-        vs: &VectorSelector,
-        ts: i64,
-    ) -> R<Vec<Sample>> {
-        let t = self.selector_time(&vs.at, &vs.offset, ts);
-        let lookback = self.opts.lookback_ms;
-        let matchers = Self::matchers(vs)?;
-        self.note_read(t - lookback + 1, t);
-        let data = self.q.select(&matchers, t - lookback + 1, t);
-        let mut out = Vec::new();
-        for s in data.iter() {
-            let f = s.samples.iter().rev().find(|(st, _)| *st <= t).copied();
-            let h = s.histograms.iter().rev().find(|(st, _)| *st <= t).cloned();
-            let newest_f = f.map(|x| x.0).unwrap_or(i64::MIN);
-            let newest_h = h.as_ref().map(|x| x.0).unwrap_or(i64::MIN);
-            if newest_h > newest_f {
-                if let Some((st, hv)) = h {
-                    if st > t - lookback {
-                        out.push(Sample {
-                            metric: s.labels.clone(),
-                            f: 0.0,
-                            t: st,
-                            drop_name: false,
-                            h: Some(hv),
-                        });
-                    }
-                }
-            } else if let Some((st, sv)) = f {
-                if st > t - lookback && !is_stale_nan(sv) {
+            let f = idx.checked_sub(1).map(|k| s.samples[k]);
+            let h = if s.histograms.is_empty() {
+                None
+            } else {
+                let k = s.histograms.partition_point(|x| x.0 <= t);
+                k.checked_sub(1).map(|k| &s.histograms[k])
+            };
+            // The newer of the two kinds counts; a stale marker (a float) hides the series.
+            let hist_newer = |ht: i64| f.map(|x| x.0 < ht).unwrap_or(true);
+            match (f, h) {
+                // (A histogram newer than the float but out of the lookback leaves the float
+                // further out still.)
+                (_, Some((ht, hv))) if hist_newer(*ht) && *ht > t - lookback => {
                     out.push(Sample {
+                        metric: s.labels.clone(),
+                        f: 0.0,
+                        t: *ht,
+                        drop_name: false,
+                        h: Some(hv.clone()),
+                    });
+                }
+                (Some((st, sv)), _) if st > t - lookback && !is_stale_nan(sv) => {
+                    out.push(Sample {
+                        h: None,
                         metric: s.labels.clone(),
                         f: sv,
                         t: st,
                         drop_name: false,
-                        h: None,
                     });
                 }
+                _ => {}
             }
         }
         self.count_samples(out.len())?;
@@ -877,73 +817,79 @@ impl<'a> Ev<'a> {
         range: i64,
         ts: i64,
     ) -> R<Vec<Series>> {
-        let t = self.selector_time(&vs.at, &vs.offset, ts);
-        let data = self.load(vs, t - range, t)?;
         let mut out = Vec::new();
-        let mut cursors = self.cursors(vs, data.len(), t);
-        for (i, s) in data.iter().enumerate() {
-            let lo = cursors.advance(i, &s.samples, t - range, 0);
-            let hi = cursors.advance(i, &s.samples, t, 1);
-            let window = &s.samples[lo..hi];
-            let points: Vec<(i64, f64)> = if window.iter().any(|p| is_stale_nan(p.1)) {
-                window
-                    .iter()
-                    .copied()
-                    .filter(|p| !is_stale_nan(p.1))
-                    .collect()
-            } else {
-                window.to_vec()
-            };
-            if points.is_empty() {
-                continue;
-            }
+        self.selector_windows(vs, range, ts, |metric, points, hists| {
             out.push(Series {
-                metric: s.labels.clone(),
-                points,
+                metric: metric.clone(),
+                points: points.to_vec(),
+                histograms: hists.to_vec(),
                 drop_name: false,
             });
-        }
-        self.count_samples(out.iter().map(|s| s.points.len()).sum())?;
+        })?;
         Ok(out)
     }
 
-    /// Calls `f(labels, drop_name, points)` for each series of the range vector `e` at `ts`.
-    /// A plain range selector is served straight from the loaded data, without copying, since
-    /// this is the inner loop of `rate` and the `*_over_time` functions.
+    /// Calls `f(labels, drop_name, floats, histograms)` for each series of the range vector `e`
+    /// at `ts`. A plain range selector is served straight from the loaded data, without
+    /// copying, since this is the inner loop of `rate` and the `*_over_time` functions.
     pub(super) fn for_each_window(
         &self,
         e: &Expr,
         ts: i64,
-        mut f: impl FnMut(&Labels, bool, &[(i64, f64)]),
+        mut f: impl FnMut(&Labels, bool, &[(i64, f64)], &[HPoint]),
     ) -> R<()> {
-        let Expr::MatrixSelector(m) = e else {
-            for s in self.eval_matrix(e, ts)? {
-                f(&s.metric, s.drop_name, &s.points);
+        match e {
+            Expr::MatrixSelector(m) => {
+                self.selector_windows(&m.vs, ms(&m.range), ts, |l, p, h| f(l, false, p, h))
             }
-            return Ok(());
-        };
-        let range = ms(&m.range);
-        let t = self.selector_time(&m.vs.at, &m.vs.offset, ts);
-        let data = self.load(&m.vs, t - range, t)?;
-        let mut cursors = self.cursors(&m.vs, data.len(), t);
+            Expr::Paren(p) => self.for_each_window(&p.expr, ts, f),
+            _ => {
+                for s in self.eval_matrix(e, ts)? {
+                    f(&s.metric, s.drop_name, &s.points, &s.histograms);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The windows `(t - range, t]` of a selector's series that hold samples, stale markers
+    /// left out.
+    fn selector_windows(
+        &self,
+        vs: &VectorSelector,
+        range: i64,
+        ts: i64,
+        mut f: impl FnMut(&Labels, &[(i64, f64)], &[HPoint]),
+    ) -> R<()> {
+        let t = self.selector_time(&vs.at, &vs.offset, ts);
+        let data = self.load(vs, t - range, t)?;
+        let mut cursors = self.cursors(vs, data.len(), t);
         let mut n = 0;
         for (i, s) in data.iter().enumerate() {
             let lo = cursors.advance(i, &s.samples, t - range, 0);
             let hi = cursors.advance(i, &s.samples, t, 1);
             let window = &s.samples[lo..hi];
+            let hists: &[HPoint] = if s.histograms.is_empty() {
+                &[]
+            } else {
+                let a = s.histograms.partition_point(|x| x.0 <= t - range);
+                let b = s.histograms.partition_point(|x| x.0 <= t);
+                &s.histograms[a..b]
+            };
+            n += hists.len();
             if window.iter().any(|p| is_stale_nan(p.1)) {
                 let kept: Vec<(i64, f64)> = window
                     .iter()
                     .copied()
                     .filter(|p| !is_stale_nan(p.1))
                     .collect();
-                if !kept.is_empty() {
+                if !kept.is_empty() || !hists.is_empty() {
                     n += kept.len();
-                    f(&s.labels, false, &kept);
+                    f(&s.labels, &kept, hists);
                 }
-            } else if !window.is_empty() {
+            } else if !window.is_empty() || !hists.is_empty() {
                 n += window.len();
-                f(&s.labels, false, window);
+                f(&s.labels, window, hists);
             }
         }
         drop(cursors);
@@ -1018,6 +964,11 @@ impl<'a> Ev<'a> {
                         .map(|s| Sample {
                             f: -s.f,
                             drop_name: true,
+                            h: s.h.map(|h| {
+                                let mut h = (*h).clone();
+                                h.mul(-1.0);
+                                Arc::new(h)
+                            }),
                             ..s
                         })
                         .collect(),

@@ -474,7 +474,7 @@ pub(super) fn native_variance(h: &FloatHistogram) -> f64 {
 /// Prometheus's `DetectReset`: whether `cur` follows a counter reset after `prev`. The hint
 /// decides when it says reset or not; otherwise a smaller count, a finer schema, a changed
 /// zero bucket or any bucket (at `cur`'s schema) holding less than before is a reset.
-fn detect_reset(cur: &FloatHistogram, prev: &FloatHistogram) -> bool {
+pub(super) fn detect_reset(cur: &FloatHistogram, prev: &FloatHistogram) -> bool {
     match cur.hint {
         CounterResetHint::Reset => return true,
         CounterResetHint::NotReset => return false,
@@ -549,12 +549,22 @@ pub(super) fn histogram_increase(
         h.reduce_resolution(min_schema);
         h
     };
-    let mut out = at(last).sub(&at(&prev));
+    let mut out = at(last);
+    // Mixed bucket kinds were refused above, so these cannot fail; custom bounds that differ
+    // are intersected, with Prometheus's info annotation.
+    let reconciled = |ev: &Ev<'_>, r: Result<crate::model::histogram_ops::OpNotes, _>, what| {
+        if matches!(r, Ok(n) if n.custom_bounds_reconciled) {
+            ev.info(format!(
+                "mismatched custom buckets were reconciled during {what}"
+            ));
+        }
+    };
+    reconciled(ev, out.try_sub(&at(&prev)), "subtraction");
     if is_counter {
         let mut before = prev;
         for cur in &points[1..] {
             if detect_reset(cur, &before) {
-                out = out.add(&at(&before));
+                reconciled(ev, out.try_add(&at(&before)), "addition");
             }
             before = (*cur).clone();
         }

@@ -33,7 +33,7 @@ pub struct Sample {
     pub t: i64,
     /// `__name__` is to be removed at the end of evaluation (delayed name removal).
     pub drop_name: bool,
-    /// A native histogram sample (then `f` is 0). Only plain selectors return them yet.
+    /// A native histogram sample (then `f` is 0).
     pub h: Option<std::sync::Arc<crate::model::histogram::FloatHistogram>>,
 }
 
@@ -42,8 +42,10 @@ pub struct Sample {
 pub struct Series {
     /// Labels.
     pub metric: Labels,
-    /// Points in time order.
+    /// Float points in time order.
     pub points: Vec<(i64, f64)>,
+    /// Native histogram points in time order.
+    pub histograms: Vec<(i64, std::sync::Arc<crate::model::histogram::FloatHistogram>)>,
     /// `__name__` is to be removed at the end of evaluation.
     pub drop_name: bool,
 }

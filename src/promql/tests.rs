@@ -114,7 +114,7 @@ fn byte_escapes_follow_go() {
 }
 
 #[test]
-fn plain_selectors_return_native_histograms_and_expressions_say_they_left_them_out() {
+fn native_histograms_flow_through_selectors_aggregations_and_range_queries() {
     use crate::model::histogram::FloatHistogram;
     let head = Head::new(HeadOptions::default());
     let mut a = head.appender();
@@ -142,14 +142,28 @@ fn plain_selectors_return_native_histograms_and_expressions_say_they_left_them_o
         panic!()
     };
     assert!(v.is_empty());
+    // A float and a histogram do not add up: no result, with Prometheus's warning.
     let r = e.instant("sum(req)", 20_000).unwrap();
     let Value::Vector(v) = r.value else { panic!() };
-    assert_eq!(v[0].f, 7.0, "floats still add up");
+    assert!(v.is_empty(), "{v:?}");
     assert!(
-        r.infos.iter().any(|i| i.contains("native histogram")),
+        r.warnings
+            .iter()
+            .any(|w| w.contains("mix of histograms and floats")),
         "{:?}",
-        r.infos
+        r.warnings
     );
+    // Histograms scale and add.
+    let r = e.instant("sum(req{job=\"a\"} * 2)", 20_000).unwrap();
+    let Value::Vector(v) = r.value else { panic!() };
+    assert_eq!(v[0].h.as_ref().map(|h| h.count), Some(4.0));
+    // A range query keeps them apart from floats, step by step.
+    let r = e.range("req", 10_000, 30_000, 10_000).unwrap();
+    let Value::Matrix(m) = r.value else { panic!() };
+    assert_eq!(m.len(), 2);
+    assert_eq!(m[0].histograms.len(), 3);
+    assert!(m[0].points.is_empty());
+    assert_eq!(m[1].points.len(), 3);
 }
 
 #[test]

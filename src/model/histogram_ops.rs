@@ -1,0 +1,376 @@
+//! Arithmetic on float histograms as Prometheus's `FloatHistogram` does it (`Add`, `Sub`,
+//! `Mul`, `Div`): schemas reduced to the coarser one, zero buckets widened to the wider
+//! threshold, custom bucket bounds intersected, counter-reset hints reconciled.
+//!
+//! Pure functions on [`FloatHistogram`]; PromQL decides what to do with the notes they return
+//! (Prometheus's annotations). Kahan compensation of bucket sums is not kept: the sums are
+//! plain float additions (the cases where Prometheus's compensation changes a result beyond
+//! its tests' 1e-6 tolerance need sums of values twenty orders of magnitude apart).
+
+use std::collections::BTreeMap;
+
+use super::histogram::{CounterResetHint, FloatHistogram, CUSTOM_BUCKETS_SCHEMA};
+
+/// Why two histograms cannot be combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HistogramOpError {
+    /// One has exponential buckets, the other custom ones (Prometheus's
+    /// `ErrHistogramsIncompatibleSchema`).
+    #[error("cannot apply this operation on histograms with a mix of exponential and custom bucket schemas")]
+    IncompatibleSchema,
+}
+
+/// What an addition or subtraction had to reconcile (Prometheus turns these into annotations).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpNotes {
+    /// One operand said "reset", the other "not reset"; the result's hint is unknown.
+    pub counter_reset_collision: bool,
+    /// Custom bucket bounds differed and were intersected.
+    pub custom_bounds_reconciled: bool,
+}
+
+impl OpNotes {
+    /// Both sets of notes.
+    pub fn or(self, o: OpNotes) -> OpNotes {
+        OpNotes {
+            counter_reset_collision: self.counter_reset_collision || o.counter_reset_collision,
+            custom_bounds_reconciled: self.custom_bounds_reconciled || o.custom_bounds_reconciled,
+        }
+    }
+}
+
+impl FloatHistogram {
+    /// Whether the buckets are custom (schema -53, NHCB).
+    pub fn uses_custom_buckets(&self) -> bool {
+        self.schema == CUSTOM_BUCKETS_SCHEMA
+    }
+
+    /// `self += o` (Prometheus's `Add`).
+    pub fn try_add(&mut self, o: &FloatHistogram) -> Result<OpNotes, HistogramOpError> {
+        self.add_or_sub(o, 1.0)
+    }
+
+    /// `self -= o` (Prometheus's `Sub`; the caller marks a PromQL result as a gauge).
+    pub fn try_sub(&mut self, o: &FloatHistogram) -> Result<OpNotes, HistogramOpError> {
+        self.add_or_sub(o, -1.0)
+    }
+
+    /// Every count and the sum multiplied by `f`; a negative factor makes a gauge
+    /// (Prometheus's `Mul`).
+    pub fn mul(&mut self, f: f64) {
+        self.scale(f);
+        if f < 0.0 {
+            self.hint = CounterResetHint::Gauge;
+        }
+    }
+
+    /// Every count and the sum divided by `f`; division by zero removes the buckets
+    /// (Prometheus's `Div`).
+    pub fn div(&mut self, f: f64) {
+        self.zero_count /= f;
+        self.count /= f;
+        self.sum /= f;
+        if f == 0.0 {
+            self.positive.clear();
+            self.negative.clear();
+            return;
+        }
+        for v in self.positive.values_mut().chain(self.negative.values_mut()) {
+            *v /= f;
+        }
+        if f < 0.0 {
+            self.hint = CounterResetHint::Gauge;
+        }
+    }
+
+    fn add_or_sub(&mut self, o: &FloatHistogram, sign: f64) -> Result<OpNotes, HistogramOpError> {
+        if self.uses_custom_buckets() != o.uses_custom_buckets() {
+            return Err(HistogramOpError::IncompatibleSchema);
+        }
+        let mut notes = OpNotes {
+            counter_reset_collision: self.adjust_counter_reset(o),
+            custom_bounds_reconciled: false,
+        };
+        if !self.uses_custom_buckets() {
+            let other_zero = self.reconcile_zero_buckets(o);
+            self.zero_count += sign * other_zero;
+        }
+        self.count += sign * o.count;
+        self.sum += sign * o.sum;
+        if self.uses_custom_buckets() {
+            if self.custom_values == o.custom_values {
+                merge(&mut self.positive, &o.positive, sign, |_| false);
+            } else {
+                notes.custom_bounds_reconciled = true;
+                let bounds = intersect_bounds(&self.custom_values, &o.custom_values);
+                let mut target = BTreeMap::new();
+                map_custom(
+                    &mut target,
+                    &self.positive,
+                    &self.custom_values,
+                    &bounds,
+                    1.0,
+                );
+                map_custom(&mut target, &o.positive, &o.custom_values, &bounds, sign);
+                target.retain(|_, v| *v != 0.0);
+                self.positive = target;
+                self.custom_values = bounds;
+            }
+            return Ok(notes);
+        }
+        let reduced;
+        let other = if o.schema < self.schema {
+            self.reduce_resolution(o.schema);
+            o
+        } else if o.schema > self.schema {
+            let mut r = o.clone();
+            r.reduce_resolution(self.schema);
+            reduced = r;
+            &reduced
+        } else {
+            o
+        };
+        // Buckets of the other operand that lie wholly inside the (widened) zero bucket were
+        // counted in its zero count already.
+        let (schema, threshold) = (self.schema, self.zero_threshold);
+        let inside = |i: i32| bound(schema, i) <= threshold;
+        merge(&mut self.positive, &other.positive, sign, inside);
+        merge(&mut self.negative, &other.negative, sign, inside);
+        Ok(notes)
+    }
+
+    /// Prometheus's `adjustCounterReset`: returns whether "reset" met "not reset".
+    fn adjust_counter_reset(&mut self, o: &FloatHistogram) -> bool {
+        use CounterResetHint::*;
+        match (self.hint, o.hint) {
+            (a, b) if a == b => false,
+            (Gauge, _) => false,
+            (_, Gauge) => {
+                self.hint = Gauge;
+                false
+            }
+            (Unknown, _) => false,
+            (_, Unknown) => {
+                self.hint = Unknown;
+                false
+            }
+            _ => {
+                self.hint = Unknown;
+                true
+            }
+        }
+    }
+
+    /// Widens the narrower zero bucket to the other's threshold (further if the new threshold
+    /// falls inside a populated bucket), as Prometheus's `reconcileZeroBuckets`; returns the
+    /// other histogram's zero count at the common threshold.
+    fn reconcile_zero_buckets(&mut self, o: &FloatHistogram) -> f64 {
+        let mut other_zero = o.zero_count;
+        let mut other_threshold = o.zero_threshold;
+        // Each round raises one threshold to at least the other; they meet within a few.
+        for _ in 0..64 {
+            if other_threshold == self.zero_threshold {
+                break;
+            }
+            if self.zero_threshold > other_threshold {
+                (other_zero, other_threshold) =
+                    o.zero_count_for_larger_threshold(self.zero_threshold);
+            }
+            if other_threshold > self.zero_threshold {
+                let (z, t) = self.zero_count_for_larger_threshold(other_threshold);
+                self.zero_count = z;
+                self.zero_threshold = t;
+                self.trim_buckets_in_zero_bucket();
+            }
+        }
+        other_zero
+    }
+
+    /// The zero count if the zero bucket reached `larger`, and the threshold it ends at.
+    fn zero_count_for_larger_threshold(&self, mut larger: f64) -> (f64, f64) {
+        if larger <= self.zero_threshold {
+            return (self.zero_count, self.zero_threshold.max(larger));
+        }
+        'outer: loop {
+            let mut zero = self.zero_count;
+            for (&i, &c) in &self.positive {
+                let (lower, upper) = (self.lower_bound(i), self.upper_bound(i));
+                if lower >= larger {
+                    break;
+                }
+                zero += c;
+                if upper > larger {
+                    if c != 0.0 {
+                        larger = upper;
+                    }
+                    break;
+                }
+            }
+            for (&i, &c) in &self.negative {
+                // Negative bucket i covers [-upper(i), -lower(i)).
+                let (lower, upper) = (-self.upper_bound(i), -self.lower_bound(i));
+                if upper <= -larger {
+                    break;
+                }
+                zero += c;
+                if lower < -larger {
+                    if c != 0.0 {
+                        larger = -lower;
+                        continue 'outer;
+                    }
+                    break;
+                }
+            }
+            return (zero, larger);
+        }
+    }
+
+    /// Drops buckets now inside the zero bucket.
+    fn trim_buckets_in_zero_bucket(&mut self) {
+        let t = self.zero_threshold;
+        let inside: Vec<i32> = self
+            .positive
+            .keys()
+            .copied()
+            .take_while(|&i| self.lower_bound(i) < t)
+            .collect();
+        for i in inside {
+            self.positive.remove(&i);
+        }
+        let inside: Vec<i32> = self
+            .negative
+            .keys()
+            .copied()
+            .take_while(|&i| -self.lower_bound(i) > -t)
+            .collect();
+        for i in inside {
+            self.negative.remove(&i);
+        }
+    }
+
+    fn upper_bound(&self, i: i32) -> f64 {
+        bound(self.schema, i)
+    }
+
+    fn lower_bound(&self, i: i32) -> f64 {
+        bound(self.schema, i - 1)
+    }
+}
+
+/// Upper bound of exponential bucket `i` at `schema`.
+fn bound(schema: i32, i: i32) -> f64 {
+    FloatHistogram {
+        schema,
+        ..FloatHistogram::default()
+    }
+    .exponential_bound(i)
+}
+
+/// Adds `sign * b` into `a` bucket by bucket, skipping the leading buckets of `b` for which
+/// `skip` holds (those inside the zero bucket).
+fn merge(
+    a: &mut BTreeMap<i32, f64>,
+    b: &BTreeMap<i32, f64>,
+    sign: f64,
+    skip: impl Fn(i32) -> bool,
+) {
+    let mut leading = true;
+    for (&i, &v) in b {
+        if leading && skip(i) {
+            continue;
+        }
+        leading = false;
+        *a.entry(i).or_insert(0.0) += sign * v;
+    }
+}
+
+/// Bounds present in both lists.
+fn intersect_bounds(a: &[f64], b: &[f64]) -> Vec<f64> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        if a[i] == b[j] {
+            out.push(a[i]);
+            i += 1;
+            j += 1;
+        } else if a[i] < b[j] {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// Adds custom buckets laid out on `bounds` into `target` laid out on `common` (each source
+/// bucket goes to the first common bound at or above its own upper bound).
+fn map_custom(
+    target: &mut BTreeMap<i32, f64>,
+    src: &BTreeMap<i32, f64>,
+    bounds: &[f64],
+    common: &[f64],
+    sign: f64,
+) {
+    for (&i, &v) in src {
+        let idx = match usize::try_from(i).ok().and_then(|i| bounds.get(i)) {
+            Some(upper) => common.partition_point(|b| b < upper),
+            None => common.len(),
+        };
+        *target.entry(idx as i32).or_insert(0.0) += sign * v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(text: &str) -> FloatHistogram {
+        FloatHistogram::parse(text).expect("valid notation")
+    }
+
+    #[test]
+    fn add_reduces_to_the_coarser_schema() {
+        let mut a = h("{{schema:1 count:4 sum:10 buckets:[1 1 1 1]}}");
+        let b = h("{{schema:0 count:2 sum:3 buckets:[1 1]}}");
+        a.try_add(&b).expect("compatible");
+        assert_eq!(a.schema, 0);
+        assert_eq!(a.count, 6.0);
+        let want = h("{{schema:0 count:6 sum:13 buckets:[2 3 1]}}");
+        assert!(a.equals(&want, |x, y| x == y), "{a}");
+    }
+
+    #[test]
+    fn zero_buckets_widen_to_the_larger_threshold() {
+        let mut a = h("{{count:3 sum:3 z_bucket:1 z_bucket_w:0.001 buckets:[1 1]}}");
+        let b = h("{{count:2 sum:2 z_bucket:1 z_bucket_w:1 buckets:[0 1]}}");
+        a.try_add(&b).expect("compatible");
+        assert_eq!(a.zero_threshold, 1.0);
+        // a's bucket (0.5, 1] moved into the zero bucket.
+        assert_eq!(a.zero_count, 3.0);
+    }
+
+    #[test]
+    fn mixed_schemas_do_not_add() {
+        let mut a = h("{{schema:-53 count:1 sum:1 custom_values:[1] buckets:[1]}}");
+        let b = h("{{count:1 sum:1 buckets:[1]}}");
+        assert_eq!(a.try_add(&b), Err(HistogramOpError::IncompatibleSchema));
+    }
+
+    #[test]
+    fn custom_bounds_are_intersected() {
+        let mut a = h("{{schema:-53 count:3 sum:3 custom_values:[1 2] buckets:[1 1 1]}}");
+        let b = h("{{schema:-53 count:2 sum:2 custom_values:[2] buckets:[1 1]}}");
+        let n = a.try_add(&b).expect("compatible");
+        assert!(n.custom_bounds_reconciled);
+        assert_eq!(a.custom_values, vec![2.0]);
+        assert_eq!(a.positive.get(&0), Some(&3.0));
+        assert_eq!(a.positive.get(&1), Some(&2.0));
+    }
+
+    #[test]
+    fn division_by_zero_drops_buckets() {
+        let mut a = h("{{count:2 sum:2 buckets:[1 1]}}");
+        a.div(0.0);
+        assert!(a.positive.is_empty());
+        assert!(a.count.is_infinite());
+    }
+}
