@@ -464,8 +464,18 @@ fn promql_test_scripts() {
         for c in cmds {
             match c {
                 Command::Clear => head = Head::new(HeadOptions::default()),
-                Command::Load { series, .. } => {
+                Command::Load { series, nhcb, .. } => {
                     let mut a = head.appender();
+                    if nhcb {
+                        let (converted, _) = appliance::model::nhcb::convert_series(
+                            series.iter().map(|s| (&s.labels, &s.samples[..])),
+                        );
+                        for (l, hs) in converted {
+                            for (t, h) in hs {
+                                let _ = a.append_histogram(&l, t, std::sync::Arc::new(h));
+                            }
+                        }
+                    }
                     for s in &series {
                         for (t, v) in &s.samples {
                             a.append(&s.labels, *t, *v).unwrap();

@@ -15,6 +15,7 @@ pub mod histogram_ops;
 pub mod httpconf;
 pub mod labels;
 pub mod matcher;
+pub mod nhcb;
 pub mod relabel;
 pub mod secret;
 pub mod time;
