@@ -319,6 +319,231 @@ fn map_custom(
     }
 }
 
+/// One bucket for trimming: its bounds and count.
+struct Span {
+    lower: f64,
+    upper: f64,
+    count: f64,
+}
+
+impl FloatHistogram {
+    /// Prometheus's `TrimBuckets`, the experimental `</` (`upper`: keep observations below
+    /// `rhs`) and `>/` (keep those above): buckets beyond the trim point go, the bucket holding
+    /// it keeps its interpolated share, and when anything was cut the count and sum are
+    /// re-estimated from bucket midpoints.
+    pub fn trim_buckets(&mut self, rhs: f64, upper: bool) {
+        let custom = self.uses_custom_buckets();
+        let (mut count, mut sum, mut trimmed) = (0.0, 0.0, false);
+        let (mut has_pos, mut has_neg) = (false, false);
+        for positive in [true, false] {
+            let indices: Vec<i32> = if positive {
+                self.positive.keys().copied().collect()
+            } else {
+                self.negative.keys().copied().collect()
+            };
+            for i in indices {
+                let b = self.trim_span(i, positive);
+                if b.count == 0.0 {
+                    continue;
+                }
+                if positive {
+                    has_pos = true;
+                } else {
+                    has_neg = true;
+                }
+                let whole = if upper {
+                    b.upper <= rhs
+                } else {
+                    b.lower >= rhs
+                };
+                let partial = if upper { b.lower < rhs } else { b.upper > rhs };
+                let keep = if whole {
+                    sum += midpoint(b.lower, b.upper, positive, custom) * b.count;
+                    b.count
+                } else if partial {
+                    let (keep, mid) = bucket_trim(&b, rhs, upper, positive, custom);
+                    sum += mid * keep;
+                    keep
+                } else {
+                    0.0
+                };
+                count += keep;
+                if keep != b.count {
+                    trimmed = true;
+                    let side = if positive {
+                        &mut self.positive
+                    } else {
+                        &mut self.negative
+                    };
+                    side.insert(i, keep);
+                }
+            }
+        }
+        if self.zero_count > 0.0 {
+            let (keep, mid) = self.zero_trim(rhs, has_neg, has_pos, upper);
+            if keep != self.zero_count {
+                self.zero_count = keep;
+                trimmed = true;
+            }
+            sum += mid * keep;
+            count += keep;
+        }
+        if trimmed {
+            self.count = count;
+            self.sum = sum;
+            self.compact();
+        }
+    }
+
+    /// Bounds and count of bucket `i` (custom buckets: the first starts at -Inf, the last
+    /// ends at +Inf).
+    fn trim_span(&self, i: i32, positive: bool) -> Span {
+        if self.uses_custom_buckets() {
+            let at = |k: i32| {
+                usize::try_from(k)
+                    .ok()
+                    .and_then(|k| self.custom_values.get(k))
+            };
+            return Span {
+                lower: at(i - 1).copied().unwrap_or(f64::NEG_INFINITY),
+                upper: at(i).copied().unwrap_or(f64::INFINITY),
+                count: self.positive.get(&i).copied().unwrap_or(0.0),
+            };
+        }
+        if positive {
+            Span {
+                lower: self.lower_bound(i),
+                upper: self.upper_bound(i),
+                count: self.positive.get(&i).copied().unwrap_or(0.0),
+            }
+        } else {
+            Span {
+                lower: -self.upper_bound(i),
+                upper: -self.lower_bound(i),
+                count: self.negative.get(&i).copied().unwrap_or(0.0),
+            }
+        }
+    }
+
+    /// Prometheus's `computeZeroBucketTrim`: the zero bucket's kept count and midpoint.
+    fn zero_trim(&self, rhs: f64, has_neg: bool, has_pos: bool, upper: bool) -> (f64, f64) {
+        let (mut lo, mut hi) = (-self.zero_threshold, self.zero_threshold);
+        if has_neg && !has_pos {
+            hi = 0.0;
+        }
+        if has_pos && !has_neg {
+            lo = 0.0;
+        }
+        let c = self.zero_count;
+        if upper {
+            if rhs <= lo {
+                return (0.0, 0.0);
+            }
+            if rhs >= hi {
+                return (c, (lo + hi) / 2.0);
+            }
+            (c * (rhs - lo) / (hi - lo), (lo + rhs) / 2.0)
+        } else {
+            if rhs <= lo {
+                return (c, (lo + hi) / 2.0);
+            }
+            if rhs >= hi {
+                return (0.0, 0.0);
+            }
+            (c * (hi - rhs) / (hi - lo), (rhs + hi) / 2.0)
+        }
+    }
+}
+
+/// Prometheus's `computeMidpoint`: where a surviving interval's observations are assumed to
+/// sit (arithmetic mean for linear buckets, geometric for exponential ones).
+fn midpoint(lo: f64, hi: f64, positive: bool, linear: bool) -> f64 {
+    if lo.is_infinite() {
+        if hi.is_infinite() {
+            return 0.0;
+        }
+        return if hi > 0.0 { hi / 2.0 } else { hi };
+    }
+    if hi.is_infinite() {
+        return lo;
+    }
+    if linear {
+        return (lo + hi) / 2.0;
+    }
+    let geo = (lo * hi).abs().sqrt();
+    if positive {
+        geo
+    } else {
+        -geo
+    }
+}
+
+/// Prometheus's `computeBucketTrim`: the kept count and midpoint of the bucket holding the
+/// trim point.
+fn bucket_trim(b: &Span, rhs: f64, upper: bool, positive: bool, linear: bool) -> (f64, f64) {
+    if b.lower == f64::NEG_INFINITY || b.upper == f64::INFINITY {
+        return infinite_bucket_trim(b, rhs, upper);
+    }
+    let under = if rhs <= b.lower {
+        0.0
+    } else if rhs >= b.upper {
+        b.count
+    } else {
+        b.count * fraction_below(b, rhs, linear)
+    };
+    if upper {
+        (under, midpoint(b.lower, rhs, positive, linear))
+    } else {
+        (b.count - under, midpoint(rhs, b.upper, positive, linear))
+    }
+}
+
+/// The share of a bucket's width at or below `v` (on a log scale for exponential buckets).
+fn fraction_below(b: &Span, v: f64, linear: bool) -> f64 {
+    if linear {
+        return (v - b.lower) / (b.upper - b.lower);
+    }
+    let (lo, hi, x) = (b.lower.abs().log2(), b.upper.abs().log2(), v.abs().log2());
+    if v > 0.0 {
+        (x - lo) / (hi - lo)
+    } else {
+        1.0 - (x - hi) / (lo - hi)
+    }
+}
+
+/// Prometheus's `handleInfinityBuckets`.
+fn infinite_bucket_trim(b: &Span, rhs: f64, upper: bool) -> (f64, f64) {
+    let zero_if_inf = |x: f64| if x.is_infinite() { 0.0 } else { x };
+    if b.lower == f64::NEG_INFINITY {
+        if upper {
+            if rhs >= b.upper {
+                return (b.count, 0.0);
+            }
+            if rhs > 0.0 && b.upper > 0.0 && b.upper.is_finite() {
+                return (b.count * rhs / b.upper, rhs / 2.0);
+            }
+            if b.upper <= 0.0 {
+                return (b.count, rhs);
+            }
+            return (0.0, zero_if_inf(b.upper));
+        }
+        if rhs <= b.lower {
+            return (b.count, 0.0);
+        }
+        if rhs >= 0.0 && b.upper > rhs && b.upper.is_finite() {
+            return (b.count * (1.0 - rhs / b.upper), (rhs + b.upper) / 2.0);
+        }
+        return (0.0, zero_if_inf(b.upper));
+    }
+    if upper {
+        return (0.0, zero_if_inf(b.lower));
+    }
+    if rhs >= b.lower {
+        return (b.count, rhs);
+    }
+    (0.0, zero_if_inf(b.lower))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,5 +597,16 @@ mod tests {
         a.div(0.0);
         assert!(a.positive.is_empty());
         assert!(a.count.is_infinite());
+    }
+
+    #[test]
+    fn trimming_keeps_one_side_and_reestimates_the_sum() {
+        let mut a = h("{{schema:0 sum:123.75 count:34 z_bucket:1 z_bucket_w:0.001 buckets:[2 4 8 16] n_buckets:[1 2]}}");
+        a.trim_buckets(0.0, false);
+        let want = h("{{schema:0 sum:120.20840280171308 count:30.5 z_bucket:0.5 z_bucket_w:0.001 buckets:[2 4 8 16]}}");
+        assert!(a.equals(&want, |x, y| (x - y).abs() < 1e-9), "{a}");
+        let mut b = h("{{schema:0 sum:1 count:2 buckets:[1 1]}}");
+        b.trim_buckets(f64::INFINITY, true);
+        assert_eq!(b.count, 2.0, "nothing above +Inf");
     }
 }

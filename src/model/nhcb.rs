@@ -146,16 +146,16 @@ enum Part {
     Sum,
 }
 
+/// Converted series: base labels with their histograms by time.
+pub type Converted = Vec<(Labels, Vec<(i64, FloatHistogram)>)>;
+
 /// Converts the classic histograms among `series` (labels with float samples) into custom
 /// bucket histograms per timestamp, keyed by the base series (name without the suffix, `le`
 /// removed). A series group that does not convert at some timestamp is reported with the
 /// error and left out whole.
 pub fn convert_series<'a>(
     series: impl IntoIterator<Item = (&'a Labels, &'a [(i64, f64)])>,
-) -> (
-    Vec<(Labels, Vec<(i64, FloatHistogram)>)>,
-    Vec<(Labels, NhcbError)>,
-) {
+) -> (Converted, Vec<(Labels, NhcbError)>) {
     let mut groups: HashMap<Labels, HashMap<i64, TempHistogram>> = HashMap::new();
     let mut order: Vec<Labels> = Vec::new();
     for (labels, samples) in series {

@@ -85,6 +85,7 @@ fn elem_binop(ev: &Ev<'_>, op: &str, l: Operand<'_>, r: Operand<'_>) -> R<Elem> 
         }
     };
     Ok(match (l.h, r.h) {
+        (None, None) if op == "</" || op == ">/" => none(ev),
         (None, None) => {
             let (f, keep) = elem(op, l.f, r.f)?;
             Elem {
@@ -101,6 +102,16 @@ fn elem_binop(ev: &Ev<'_>, op: &str, l: Operand<'_>, r: Operand<'_>) -> R<Elem> 
         (Some(lh), None) => match op {
             "*" => scaled(lh, r.f, false),
             "/" => scaled(lh, r.f, true),
+            "</" | ">/" => {
+                let mut h = (**lh).clone();
+                h.trim_buckets(r.f, op == "</");
+                Elem {
+                    f: 0.0,
+                    h: Some(Arc::new(h)),
+                    keep: true,
+                    none: false,
+                }
+            }
             _ => none(ev),
         },
         (Some(lh), Some(rh)) => match op {
@@ -171,6 +182,12 @@ fn is_comparison(op: &str) -> bool {
     matches!(op, "==" | "!=" | ">" | "<" | ">=" | "<=")
 }
 
+/// Whether the result keeps the metric name (Prometheus's `!changesMetricSchema`):
+/// comparisons and the trim operators.
+fn keeps_name(op: &str) -> bool {
+    is_comparison(op) || op == "</" || op == ">/"
+}
+
 /// Applies `op` to two floats; the bool says whether a comparison holds (always true for
 /// arithmetic).
 fn elem(op: &str, l: f64, r: f64) -> R<(f64, bool)> {
@@ -218,7 +235,12 @@ fn sig_labels(sig: &[(String, String)]) -> Labels {
 }
 
 pub(super) fn eval_binary(ev: &Ev<'_>, b: &BinaryExpr, ts: i64) -> R<Value> {
-    let op = b.op.to_string();
+    let (trim, trim_matching) = super::syntax::trim_op(b);
+    let op = match trim {
+        Some(true) => "</".to_string(),
+        Some(false) => ">/".to_string(),
+        None => b.op.to_string(),
+    };
     let return_bool = b.modifier.as_ref().map(|m| m.return_bool).unwrap_or(false);
     let lhs = ev.eval(&b.lhs, ts)?;
     let rhs = ev.eval(&b.rhs, ts)?;
@@ -235,7 +257,10 @@ pub(super) fn eval_binary(ev: &Ev<'_>, b: &BinaryExpr, ts: i64) -> R<Value> {
         (Value::Scalar(s), Value::Vector(v)) => vector_scalar(ev, &op, v, s, true, return_bool),
         (Value::Vector(l), Value::Vector(r)) => {
             let modifier = b.modifier.as_ref();
-            let matching = modifier.and_then(|m| m.matching.clone());
+            let matching = match trim {
+                Some(_) => trim_matching,
+                None => modifier.and_then(|m| m.matching.clone()),
+            };
             match op.as_str() {
                 "and" => Ok(Value::Vector(and_unless(l, r, &matching, true))),
                 "unless" => Ok(Value::Vector(and_unless(l, r, &matching, false))),
@@ -302,7 +327,7 @@ fn vector_scalar(
         }
         smp.f = value;
         smp.h = h;
-        if !is_comparison(op) || return_bool {
+        if !keeps_name(op) || return_bool {
             smp.drop_name = true;
         }
         out.push(smp);
@@ -449,7 +474,7 @@ fn vector_vector(
                 None => b.del(name),
             };
         }
-        let drop_name = !is_comparison(op) || return_bool || ms.drop_name;
+        let drop_name = !keeps_name(op) || return_bool || ms.drop_name;
         let metric = b.labels();
         // Uniqueness is checked before filtering, so a comparison that filters all but one
         // sample still reports ambiguous matching, as Prometheus does.

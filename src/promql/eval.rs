@@ -24,6 +24,12 @@ pub(super) fn parse(q: &str, budget: std::time::Duration) -> Result<Expr, Promql
     let deadline = Instant::now() + budget.min(std::time::Duration::from_millis(500));
     let fixed = go_byte_escapes(q);
     let q = fixed.as_deref().unwrap_or(q);
+    if let Some((text, ops)) = super::syntax::rewrite_trim_ops(q) {
+        if let Ok(mut e) = promql_parser::parser::parse(&text) {
+            super::syntax::mark_trim_ops(&mut e, &ops);
+            return Ok(e);
+        }
+    }
     match promql_parser::parser::parse(q) {
         Ok(e) => Ok(e),
         Err(err) => {

@@ -11,6 +11,7 @@ mod eval;
 mod functions;
 mod histogram;
 pub mod shape;
+mod syntax;
 pub mod testlang;
 
 use std::sync::Arc;
