@@ -319,6 +319,109 @@ fn map_custom(
     }
 }
 
+impl FloatHistogram {
+    /// Prometheus's `DetectReset`: whether `self` follows a counter reset after `prev`. The
+    /// hint decides when it says reset or not; otherwise a smaller count, a change of bucket
+    /// kind, a finer schema, a narrower zero bucket (or one ending inside a populated bucket
+    /// of `prev`), or any bucket holding less than before (at `self`'s schema; custom buckets
+    /// compared at the bounds both have) is a reset.
+    pub fn detect_reset(&self, prev: &FloatHistogram) -> bool {
+        match self.hint {
+            CounterResetHint::Reset => return true,
+            CounterResetHint::NotReset => return false,
+            _ => {}
+        }
+        if self.count < prev.count {
+            return true;
+        }
+        if self.uses_custom_buckets() {
+            if !prev.uses_custom_buckets() {
+                return true;
+            }
+            if self.custom_values != prev.custom_values {
+                return custom_bucket_fell(self, prev);
+            }
+            return fell(&self.positive, &prev.positive, |_| false);
+        }
+        if self.schema > prev.schema || self.zero_threshold < prev.zero_threshold {
+            return true;
+        }
+        let (prev_zero, threshold) = prev.zero_count_for_larger_threshold(self.zero_threshold);
+        if threshold != self.zero_threshold || self.zero_count < prev_zero {
+            return true;
+        }
+        let mut p = prev.clone();
+        p.reduce_resolution(self.schema);
+        let (schema, t) = (self.schema, self.zero_threshold);
+        let inside = |i: i32| bound(schema, i) <= t;
+        fell(&self.positive, &p.positive, inside) || fell(&self.negative, &p.negative, inside)
+    }
+}
+
+impl FloatHistogram {
+    /// Go's `FloatHistogram.String()`: count, sum and every populated bucket with its bounds,
+    /// as `count_values` labels a histogram sample.
+    pub fn go_string(&self) -> String {
+        use super::gofmt::go_g;
+        let mut out = format!(
+            "{{count:{}, sum:{}",
+            go_g(self.count, None),
+            go_g(self.sum, None)
+        );
+        for (rule, lo, hi, c) in self.api_buckets() {
+            let open = if rule == 1 || rule == 3 { '[' } else { '(' };
+            let close = if rule == 0 || rule == 3 { ']' } else { ')' };
+            out.push_str(&format!(
+                ", {open}{},{}{close}:{}",
+                go_g(lo, None),
+                go_g(hi, None),
+                go_g(c, None)
+            ));
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// Whether any populated bucket of `prev` (outside the zero bucket) holds more than `cur`'s.
+fn fell(cur: &BTreeMap<i32, f64>, prev: &BTreeMap<i32, f64>, skip: impl Fn(i32) -> bool) -> bool {
+    prev.iter()
+        .any(|(i, c)| *c != 0.0 && !skip(*i) && *c > cur.get(i).copied().unwrap_or(0.0))
+}
+
+/// Custom buckets with different bounds: at each bound both have, the counts gathered since
+/// the previous common bound must not fall (Prometheus's
+/// `detectResetWithMismatchedCustomBounds`).
+fn custom_bucket_fell(cur: &FloatHistogram, prev: &FloatHistogram) -> bool {
+    let upper = |h: &FloatHistogram, i: i32| {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| h.custom_values.get(i))
+            .copied()
+            .unwrap_or(f64::INFINITY)
+    };
+    let mut common = intersect_bounds(&cur.custom_values, &prev.custom_values);
+    common.push(f64::INFINITY);
+    let mut lower = f64::NEG_INFINITY;
+    for b in common {
+        let since = |h: &FloatHistogram| -> f64 {
+            h.positive
+                .iter()
+                .filter(|(i, _)| {
+                    let u = upper(h, **i);
+                    u > lower && u <= b
+                })
+                .map(|(_, c)| *c)
+                .sum()
+        };
+        if since(cur) < since(prev) {
+            return true;
+        }
+        lower = b;
+    }
+    false
+}
+
 /// One bucket for trimming: its bounds and count.
 struct Span {
     lower: f64,

@@ -160,7 +160,7 @@ pub(super) fn eval_aggregate(ev: &Ev<'_>, a: &AggregateExpr, ts: i64) -> R<Value
             for s in &input {
                 let mut b = group_labels(&s.metric, m).builder();
                 let value = match &s.h {
-                    Some(h) => h.to_string(),
+                    Some(h) => h.go_string(),
                     None => super::functions::go_f(s.f),
                 };
                 b.set(label.clone(), value);

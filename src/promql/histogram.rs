@@ -471,35 +471,9 @@ pub(super) fn native_variance(h: &FloatHistogram) -> f64 {
     (variance + c) / h.count
 }
 
-/// Prometheus's `DetectReset`: whether `cur` follows a counter reset after `prev`. The hint
-/// decides when it says reset or not; otherwise a smaller count, a finer schema, a changed
-/// zero bucket or any bucket (at `cur`'s schema) holding less than before is a reset.
+/// Prometheus's `DetectReset` (see [`FloatHistogram::detect_reset`]).
 pub(super) fn detect_reset(cur: &FloatHistogram, prev: &FloatHistogram) -> bool {
-    match cur.hint {
-        CounterResetHint::Reset => return true,
-        CounterResetHint::NotReset => return false,
-        _ => {}
-    }
-    if cur.count < prev.count {
-        return true;
-    }
-    let custom = |h: &FloatHistogram| h.schema == CUSTOM_BUCKETS_SCHEMA;
-    if custom(cur) != custom(prev) || (custom(cur) && cur.custom_values != prev.custom_values) {
-        return true;
-    }
-    if cur.schema > prev.schema || cur.zero_threshold != prev.zero_threshold {
-        return true;
-    }
-    if cur.zero_count < prev.zero_count {
-        return true;
-    }
-    let mut p = prev.clone();
-    p.reduce_resolution(cur.schema);
-    let fell = |a: &std::collections::BTreeMap<i32, f64>,
-                b: &std::collections::BTreeMap<i32, f64>| {
-        b.iter().any(|(i, c)| *c > a.get(i).copied().unwrap_or(0.0))
-    };
-    fell(&cur.positive, &p.positive) || fell(&cur.negative, &p.negative)
+    cur.detect_reset(prev)
 }
 
 /// Prometheus's `histogramRate` before extrapolation: the last histogram less the first, at

@@ -59,11 +59,11 @@ pub(super) const FUNCTIONS: &[(&str, FnImpl)] = &[
     ("clamp", clamp),
     ("clamp_min", |ev, c, ts| {
         let lo = scalar_arg(ev, c, 1, ts)?;
-        map_floats(ev, c, ts, move |f| f.max(lo))
+        map_floats(ev, c, ts, move |f| go_max(lo, f))
     }),
     ("clamp_max", |ev, c, ts| {
         let hi = scalar_arg(ev, c, 1, ts)?;
-        map_floats(ev, c, ts, move |f| f.min(hi))
+        map_floats(ev, c, ts, move |f| go_min(hi, f))
     }),
     ("timestamp", timestamp),
     ("day_of_month", |ev, c, ts| {
@@ -165,7 +165,25 @@ fn clamp(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
     if hi < lo {
         return Ok(Value::Vector(Vec::new()));
     }
-    map_floats(ev, c, ts, move |f| f.max(lo).min(hi))
+    map_floats(ev, c, ts, move |f| go_max(lo, go_min(hi, f)))
+}
+
+/// Go's `math.Max`: NaN wins (Rust's `f64::max` ignores it).
+fn go_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// Go's `math.Min`: NaN wins.
+fn go_min(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
 }
 
 /// The timestamp of each sample, float or histogram.
