@@ -187,41 +187,70 @@ impl FloatHistogram {
     }
 
     /// The zero count if the zero bucket reached `larger`, and the threshold it ends at.
-    fn zero_count_for_larger_threshold(&self, mut larger: f64) -> (f64, f64) {
+    fn zero_count_for_larger_threshold(&self, larger: f64) -> (f64, f64) {
+        let (z, t, _) = self.zero_count_for_larger_threshold_kahan(larger, None);
+        (z, t)
+    }
+
+    /// As [`Self::zero_count_for_larger_threshold`], summed with Kahan compensation (the
+    /// compensation histogram `c`'s buckets merged too); also returns the compensation.
+    fn zero_count_for_larger_threshold_kahan(
+        &self,
+        mut larger: f64,
+        c: Option<&FloatHistogram>,
+    ) -> (f64, f64, f64) {
+        let c_zero0 = c.map(|c| c.zero_count).unwrap_or(0.0);
         if larger <= self.zero_threshold {
-            return (self.zero_count, self.zero_threshold.max(larger));
+            return (self.zero_count, self.zero_threshold.max(larger), c_zero0);
         }
+        let comp = |side: bool, i: i32| -> f64 {
+            c.and_then(|c| {
+                if side {
+                    c.positive.get(&i)
+                } else {
+                    c.negative.get(&i)
+                }
+            })
+            .copied()
+            .unwrap_or(0.0)
+        };
         'outer: loop {
-            let mut zero = self.zero_count;
-            for (&i, &c) in &self.positive {
+            let (mut zero, mut cz) = (self.zero_count, c_zero0);
+            for (&i, &n) in &self.positive {
                 let (lower, upper) = (self.lower_bound(i), self.upper_bound(i));
                 if lower >= larger {
                     break;
                 }
-                zero += c;
+                (zero, cz) = kahan_inc(n, zero, cz);
+                if c.is_some() {
+                    (zero, cz) = kahan_inc(comp(true, i), zero, cz);
+                }
                 if upper > larger {
-                    if c != 0.0 {
+                    if n != 0.0 {
                         larger = upper;
                     }
                     break;
                 }
             }
-            for (&i, &c) in &self.negative {
+            for (&i, &n) in &self.negative {
                 // Negative bucket i covers [-upper(i), -lower(i)).
                 let (lower, upper) = (-self.upper_bound(i), -self.lower_bound(i));
                 if upper <= -larger {
                     break;
                 }
-                zero += c;
+                (zero, cz) = kahan_inc(n, zero, cz);
+                if c.is_some() {
+                    (zero, cz) = kahan_inc(comp(false, i), zero, cz);
+                }
                 if lower < -larger {
-                    if c != 0.0 {
+                    if n != 0.0 {
                         larger = -lower;
                         continue 'outer;
                     }
                     break;
                 }
             }
-            return (zero, larger);
+            return (zero, larger, cz);
         }
     }
 
@@ -379,6 +408,336 @@ impl FloatHistogram {
             ));
         }
         out.push('}');
+        out
+    }
+}
+
+/// Kahan-Neumaier summation step (Prometheus's `kahansum.Inc`): `sum + inc` and the
+/// updated compensation.
+pub fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+impl FloatHistogram {
+    /// A compensation histogram for Kahan sums into `self`: same layout, all zero.
+    fn compensation(&self) -> FloatHistogram {
+        FloatHistogram {
+            schema: self.schema,
+            zero_threshold: self.zero_threshold,
+            custom_values: self.custom_values.clone(),
+            hint: self.hint,
+            ..FloatHistogram::default()
+        }
+    }
+
+    /// Whether any count, the sum or a bucket is infinite (Prometheus's `HasOverflow`).
+    pub fn has_overflow(&self) -> bool {
+        self.zero_count.is_infinite()
+            || self.count.is_infinite()
+            || self.sum.is_infinite()
+            || self
+                .positive
+                .values()
+                .chain(self.negative.values())
+                .any(|v| v.is_infinite())
+            || self.custom_values.iter().any(|v| v.is_infinite())
+    }
+
+    /// `self += o` with Kahan compensation kept in `c` (Prometheus's `KahanAdd`).
+    fn kahan_add(
+        &mut self,
+        o: &FloatHistogram,
+        c: &mut FloatHistogram,
+    ) -> Result<OpNotes, HistogramOpError> {
+        if self.uses_custom_buckets() != o.uses_custom_buckets() {
+            return Err(HistogramOpError::IncompatibleSchema);
+        }
+        let mut notes = OpNotes {
+            counter_reset_collision: self.adjust_counter_reset(o),
+            custom_bounds_reconciled: false,
+        };
+        if !self.uses_custom_buckets() {
+            let (oz, ocz) = self.reconcile_zero_buckets_kahan(o, c);
+            (self.zero_count, c.zero_count) = kahan_inc(oz, self.zero_count, c.zero_count);
+            (self.zero_count, c.zero_count) = kahan_inc(ocz, self.zero_count, c.zero_count);
+        }
+        (self.count, c.count) = kahan_inc(o.count, self.count, c.count);
+        (self.sum, c.sum) = kahan_inc(o.sum, self.sum, c.sum);
+        if self.uses_custom_buckets() {
+            if self.custom_values == o.custom_values {
+                kahan_merge(
+                    &mut self.positive,
+                    &mut c.positive,
+                    &o.positive,
+                    None,
+                    |_| false,
+                );
+            } else {
+                notes.custom_bounds_reconciled = true;
+                let bounds = intersect_bounds(&self.custom_values, &o.custom_values);
+                let (mut t, mut tc) = (BTreeMap::new(), BTreeMap::new());
+                let target =
+                    |i: i32, own: &[f64]| match usize::try_from(i).ok().and_then(|i| own.get(i)) {
+                        Some(upper) => bounds.partition_point(|b| b < upper) as i32,
+                        None => bounds.len() as i32,
+                    };
+                for (&i, &v) in &self.positive {
+                    let k = target(i, &self.custom_values);
+                    let (a, b) = (t.entry(k).or_insert(0.0), tc.entry(k).or_insert(0.0));
+                    (*a, *b) = kahan_inc(v, *a, *b);
+                    (*a, *b) = kahan_inc(c.positive.get(&i).copied().unwrap_or(0.0), *a, *b);
+                }
+                for (&i, &v) in &o.positive {
+                    let k = target(i, &o.custom_values);
+                    let (a, b) = (t.entry(k).or_insert(0.0), tc.entry(k).or_insert(0.0));
+                    (*a, *b) = kahan_inc(v, *a, *b);
+                }
+                let keep: Vec<i32> = t
+                    .iter()
+                    .filter(|(k, v)| **v != 0.0 || tc.get(k).copied().unwrap_or(0.0) != 0.0)
+                    .map(|(k, _)| *k)
+                    .collect();
+                t.retain(|k, _| keep.contains(k));
+                tc.retain(|k, _| keep.contains(k));
+                self.positive = t;
+                c.positive = tc;
+                self.custom_values = bounds.clone();
+                c.custom_values = bounds;
+            }
+            return Ok(notes);
+        }
+        let mut reduced_other = None;
+        if o.schema < self.schema {
+            kahan_reduce(&mut self.positive, &mut c.positive, self.schema, o.schema);
+            kahan_reduce(&mut self.negative, &mut c.negative, self.schema, o.schema);
+            self.schema = o.schema;
+        } else if o.schema > self.schema {
+            let (mut p, mut pc) = (o.positive.clone(), BTreeMap::new());
+            let (mut n, mut nc) = (o.negative.clone(), BTreeMap::new());
+            kahan_reduce(&mut p, &mut pc, o.schema, self.schema);
+            kahan_reduce(&mut n, &mut nc, o.schema, self.schema);
+            reduced_other = Some((p, pc, n, nc));
+        }
+        let (schema, threshold) = (self.schema, self.zero_threshold);
+        let inside = |i: i32| bound(schema, i) <= threshold;
+        match &reduced_other {
+            Some((p, pc, n, nc)) => {
+                kahan_merge(&mut self.positive, &mut c.positive, p, Some(pc), inside);
+                kahan_merge(&mut self.negative, &mut c.negative, n, Some(nc), inside);
+            }
+            None => {
+                kahan_merge(
+                    &mut self.positive,
+                    &mut c.positive,
+                    &o.positive,
+                    None,
+                    inside,
+                );
+                kahan_merge(
+                    &mut self.negative,
+                    &mut c.negative,
+                    &o.negative,
+                    None,
+                    inside,
+                );
+            }
+        }
+        c.schema = self.schema;
+        c.zero_threshold = self.zero_threshold;
+        Ok(notes)
+    }
+
+    /// [`Self::reconcile_zero_buckets`] carrying the compensation histogram along.
+    fn reconcile_zero_buckets_kahan(
+        &mut self,
+        o: &FloatHistogram,
+        c: &mut FloatHistogram,
+    ) -> (f64, f64) {
+        let (mut other_zero, mut other_c) = (o.zero_count, 0.0);
+        let mut other_threshold = o.zero_threshold;
+        for _ in 0..64 {
+            if other_threshold == self.zero_threshold {
+                break;
+            }
+            if self.zero_threshold > other_threshold {
+                (other_zero, other_threshold, other_c) =
+                    o.zero_count_for_larger_threshold_kahan(self.zero_threshold, None);
+            }
+            if other_threshold > self.zero_threshold {
+                let (z, t, cz) =
+                    self.zero_count_for_larger_threshold_kahan(other_threshold, Some(c));
+                self.zero_count = z;
+                self.zero_threshold = t;
+                c.zero_count = cz;
+                c.zero_threshold = t;
+                self.trim_buckets_in_zero_bucket();
+                let keep_p: Vec<i32> = c
+                    .positive
+                    .keys()
+                    .copied()
+                    .filter(|i| self.lower_bound(*i) >= t)
+                    .collect();
+                let keep_n: Vec<i32> = c
+                    .negative
+                    .keys()
+                    .copied()
+                    .filter(|i| self.lower_bound(*i) >= t)
+                    .collect();
+                c.positive.retain(|i, _| keep_p.contains(i));
+                c.negative.retain(|i, _| keep_n.contains(i));
+            }
+        }
+        (other_zero, other_c)
+    }
+}
+
+/// Adds `b` (and its compensation `bc`) into `a` with compensation `ac`, skipping the
+/// leading buckets of `b` for which `skip` holds.
+fn kahan_merge(
+    a: &mut BTreeMap<i32, f64>,
+    ac: &mut BTreeMap<i32, f64>,
+    b: &BTreeMap<i32, f64>,
+    bc: Option<&BTreeMap<i32, f64>>,
+    skip: impl Fn(i32) -> bool,
+) {
+    let mut leading = true;
+    for (&i, &v) in b {
+        if leading && skip(i) {
+            continue;
+        }
+        leading = false;
+        let (x, y) = (a.entry(i).or_insert(0.0), ac.entry(i).or_insert(0.0));
+        (*x, *y) = kahan_inc(v, *x, *y);
+        if let Some(bc) = bc {
+            (*x, *y) = kahan_inc(bc.get(&i).copied().unwrap_or(0.0), *x, *y);
+        }
+    }
+}
+
+/// Merges buckets down to `target` schema with Kahan sums (Prometheus's
+/// `kahanReduceResolution`).
+fn kahan_reduce(b: &mut BTreeMap<i32, f64>, bc: &mut BTreeMap<i32, f64>, schema: i32, target: i32) {
+    if target >= schema {
+        return;
+    }
+    let delta = (i64::from(schema) - i64::from(target)).min(31) as u32;
+    let (mut nb, mut nc) = (BTreeMap::new(), BTreeMap::new());
+    for (&i, &v) in b.iter() {
+        let k = ((i - 1) >> delta) + 1;
+        let (x, y) = (nb.entry(k).or_insert(0.0), nc.entry(k).or_insert(0.0));
+        (*x, *y) = kahan_inc(v, *x, *y);
+        (*x, *y) = kahan_inc(bc.get(&i).copied().unwrap_or(0.0), *x, *y);
+    }
+    *b = nb;
+    *bc = nc;
+}
+
+/// A running sum or mean of native histograms with Prometheus's numerics: Kahan-compensated
+/// additions, and for the mean a switch to an incremental mean once the sum would overflow
+/// (as `sum`/`avg` and `sum_over_time`/`avg_over_time` do).
+#[derive(Clone, Debug)]
+pub struct HistogramAccumulator {
+    n: f64,
+    sum: FloatHistogram,
+    c: Option<FloatHistogram>,
+    mean: Option<FloatHistogram>,
+    /// What the additions reconciled.
+    pub notes: OpNotes,
+}
+
+impl HistogramAccumulator {
+    /// Starts with one histogram.
+    pub fn new(first: &FloatHistogram) -> Self {
+        HistogramAccumulator {
+            n: 1.0,
+            sum: first.clone(),
+            c: None,
+            mean: None,
+            notes: OpNotes::default(),
+        }
+    }
+
+    /// Adds a histogram to the sum.
+    pub fn add(&mut self, h: &FloatHistogram) -> Result<(), HistogramOpError> {
+        self.n += 1.0;
+        let c = self.c.get_or_insert_with(|| self.sum.compensation());
+        let notes = self.sum.kahan_add(h, c)?;
+        self.notes = self.notes.or(notes);
+        Ok(())
+    }
+
+    /// Adds a histogram to the mean: summed while the sum stays finite, then incrementally.
+    pub fn add_to_mean(&mut self, h: &FloatHistogram) -> Result<(), HistogramOpError> {
+        self.n += 1.0;
+        let n = self.n;
+        if self.mean.is_none() {
+            let mut v = self.sum.clone();
+            let mut c = self.c.clone().unwrap_or_else(|| v.compensation());
+            let notes = v.kahan_add(h, &mut c)?;
+            self.notes = self.notes.or(notes);
+            if !v.has_overflow() {
+                self.sum = v;
+                self.c = Some(c);
+                return Ok(());
+            }
+            let mut mean = self.sum.clone();
+            mean.div(n - 1.0);
+            if let Some(c) = self.c.as_mut() {
+                c.div(n - 1.0);
+            }
+            self.mean = Some(mean);
+        }
+        let q = (n - 1.0) / n;
+        let mean = self.mean.get_or_insert_with(FloatHistogram::default);
+        let c = self.c.get_or_insert_with(|| mean.compensation());
+        c.mul(q);
+        mean.mul(q);
+        let mut to_add = h.clone();
+        to_add.div(n);
+        let notes = mean.kahan_add(&to_add, c)?;
+        self.notes = self.notes.or(notes);
+        Ok(())
+    }
+
+    /// The sum, compensation applied.
+    pub fn sum(self) -> FloatHistogram {
+        let mut s = self.sum;
+        if let Some(c) = self.c {
+            let _ = s.try_add(&c);
+        }
+        s.compact();
+        s
+    }
+
+    /// The mean, compensation applied.
+    pub fn mean(self) -> FloatHistogram {
+        let n = self.n;
+        let mut out = match self.mean {
+            Some(mut m) => {
+                if let Some(c) = &self.c {
+                    let _ = m.try_add(c);
+                }
+                m
+            }
+            None => {
+                let mut s = self.sum;
+                s.div(n);
+                if let Some(mut c) = self.c {
+                    c.div(n);
+                    let _ = s.try_add(&c);
+                }
+                s
+            }
+        };
+        out.compact();
         out
     }
 }

@@ -65,8 +65,8 @@ struct Acc {
     incremental: bool,
     seen: bool,
     drop_name: bool,
-    /// `sum`/`avg` of native histograms: the running sum.
-    h: Option<crate::model::histogram::FloatHistogram>,
+    /// `sum`/`avg` of native histograms: the running sum or mean.
+    h: Option<crate::model::histogram_ops::HistogramAccumulator>,
     has_float: bool,
     has_histogram: bool,
     /// Exponential and custom buckets met: the group gives nothing.
@@ -281,14 +281,14 @@ pub(super) fn eval_aggregate(ev: &Ev<'_>, a: &AggregateExpr, ts: i64) -> R<Value
                     if acc.reset_seen && acc.not_reset_seen {
                         ev.warn("conflicting counter resets during histogram aggregation".into());
                     }
-                    let Some(mut sum) = acc.h.take() else {
+                    let Some(hacc) = acc.h.take() else {
                         continue;
                     };
-                    if op == "avg" {
-                        sum.div(acc.count);
-                    }
-                    sum.compact();
-                    h = Some(std::sync::Arc::new(sum));
+                    h = Some(std::sync::Arc::new(if op == "avg" {
+                        hacc.mean()
+                    } else {
+                        hacc.sum()
+                    }));
                 }
                 out.push(Sample {
                     f: if h.is_some() { 0.0 } else { finish(&op, &acc) },
@@ -319,15 +319,20 @@ fn accumulate_histogram(
             if !a.seen {
                 a.seen = true;
                 a.count = 1.0;
-                a.h = Some(h.clone());
+                a.h = Some(crate::model::histogram_ops::HistogramAccumulator::new(h));
                 return Ok(());
             }
             a.count += 1.0;
             // A group that held floats first gives nothing anyway.
-            if let Some(sum) = a.h.as_mut() {
-                match sum.try_add(h) {
-                    Ok(notes) => {
-                        if notes.custom_bounds_reconciled {
+            if let Some(acc) = a.h.as_mut() {
+                let r = if op == "avg" {
+                    acc.add_to_mean(h)
+                } else {
+                    acc.add(h)
+                };
+                match r {
+                    Ok(()) => {
+                        if acc.notes.custom_bounds_reconciled {
                             ev.info(
                                 "mismatched custom buckets were reconciled during aggregation"
                                     .into(),

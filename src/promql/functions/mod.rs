@@ -41,18 +41,7 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
     }
 }
 
-/// Kahan-Neumaier summation step, as Prometheus's `kahanSumInc`.
-pub(super) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
-    let t = sum + inc;
-    let c = if t.is_infinite() {
-        0.0
-    } else if sum.abs() >= inc.abs() {
-        c + ((sum - t) + inc)
-    } else {
-        c + ((inc - t) + sum)
-    };
-    (t, c)
-}
+pub(super) use crate::model::histogram_ops::kahan_inc;
 
 /// Prometheus's `quantile` over raw values (NaN sorts first).
 pub(super) fn quantile(q: f64, vals: &mut [f64]) -> f64 {

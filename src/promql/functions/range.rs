@@ -9,6 +9,7 @@ use promql_parser::parser::{Call, Expr};
 
 use super::{arg, go_f, kahan_inc, quantile, scalar_arg, FnImpl};
 use crate::model::histogram::{CounterResetHint, FloatHistogram};
+use crate::model::histogram_ops::HistogramAccumulator;
 use crate::model::Labels;
 use crate::promql::eval::{exec_err, Ev, HPoint, R};
 use crate::promql::{Sample, Value};
@@ -514,34 +515,32 @@ fn quantile_over_time(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
     })
 }
 
-/// Histograms of a window summed, with Prometheus's annotations; `None` when the window
-/// mixes exponential and custom buckets.
-fn sum_histograms(ev: &Ev<'_>, w: &Win<'_>) -> Option<FloatHistogram> {
-    let (mut reset, mut not_reset, mut reconciled) = (false, false, false);
+/// Histograms of a window summed (or averaged), with Prometheus's annotations; `None` when
+/// the window mixes exponential and custom buckets.
+fn sum_histograms(ev: &Ev<'_>, w: &Win<'_>, mean: bool) -> Option<FloatHistogram> {
+    let (mut reset, mut not_reset) = (false, false);
     let mut track = |h: &FloatHistogram| match h.hint {
         CounterResetHint::Reset => reset = true,
         CounterResetHint::NotReset => not_reset = true,
         _ => {}
     };
-    let mut sum = (*w.h[0].1).clone();
-    track(&sum);
+    track(&w.h[0].1);
+    let mut acc = HistogramAccumulator::new(&w.h[0].1);
     for (_, h) in &w.h[1..] {
         track(h);
-        match sum.try_add(h) {
-            Ok(n) => reconciled |= n.custom_bounds_reconciled,
-            Err(_) => {
-                ev.warn(format!("vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}", w.metric.metric_name()));
-                return None;
-            }
+        let r = if mean { acc.add_to_mean(h) } else { acc.add(h) };
+        if r.is_err() {
+            ev.warn(format!("vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}", w.metric.metric_name()));
+            return None;
         }
     }
     if reset && not_reset {
         ev.warn("conflicting counter resets during histogram aggregation".into());
     }
-    if reconciled {
+    if acc.notes.custom_bounds_reconciled {
         ev.info("mismatched custom buckets were reconciled during aggregation".into());
     }
-    Some(sum)
+    Some(if mean { acc.mean() } else { acc.sum() })
 }
 
 fn sum_over_time(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
@@ -551,9 +550,7 @@ fn sum_over_time(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
             return None;
         }
         if !w.h.is_empty() {
-            let mut h = sum_histograms(ev, w)?;
-            h.compact();
-            return Some(Out::H(h));
+            return Some(Out::H(sum_histograms(ev, w, false)?));
         }
         let (mut s, mut k) = (0.0, 0.0);
         for &(_, f) in w.f {
@@ -570,10 +567,7 @@ fn avg_over_time(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
             return None;
         }
         if !w.h.is_empty() {
-            let mut h = sum_histograms(ev, w)?;
-            h.div(w.h.len() as f64);
-            h.compact();
-            return Some(Out::H(h));
+            return Some(Out::H(sum_histograms(ev, w, true)?));
         }
         let p = w.f;
         let (mut sum, mut comp, mut mean, mut incremental) = (p[0].1, 0.0, 0.0, false);
