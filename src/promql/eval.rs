@@ -368,6 +368,9 @@ pub(super) struct Ev<'a> {
     pub(super) step: i64,
     /// Loaded data per selector node (keyed by the node's address: one AST per query).
     cache: RefCell<HashMap<usize, Loaded>>,
+    /// Selector nodes whose native histograms only feed `histogram_count`/`_sum`/`_avg`
+    /// (see [`stats_only_selectors`]).
+    stats_only: std::collections::HashSet<usize>,
     /// Per selector node, per series, where the last window started and ended: steps move
     /// forward, so windows are found by walking on instead of a binary search (which misses
     /// the cache on every probe once the data outgrows it).
@@ -443,6 +446,7 @@ pub(super) fn run(
         cache: RefCell::new(HashMap::new()),
         cursors: RefCell::new(HashMap::new()),
         subqueries: RefCell::new(HashMap::new()),
+        stats_only: stats_only_selectors(expr),
         groups: RefCell::new(HashMap::new()),
         deadline: Instant::now() + opts.timeout,
         samples: Cell::new(0),
@@ -494,6 +498,84 @@ pub(super) fn run(
         warnings,
         infos: ev.infos.into_inner(),
     })
+}
+
+/// Selectors whose histograms reach only `histogram_count`, `histogram_sum` or
+/// `histogram_avg` (no subquery, quantile, fraction or trim between): Prometheus reads them
+/// without buckets, through an iterator that sets each unknown counter-reset hint by comparing
+/// with the previous sample, and those hints show in the annotations of sums over them.
+fn stats_only_selectors(e: &Expr) -> std::collections::HashSet<usize> {
+    fn walk(e: &Expr, stats: bool, out: &mut std::collections::HashSet<usize>) {
+        match e {
+            Expr::VectorSelector(vs) => {
+                if stats {
+                    out.insert(vs as *const VectorSelector as usize);
+                }
+            }
+            Expr::MatrixSelector(m) => walk_vs(&m.vs, stats, out),
+            Expr::Subquery(_) => {}
+            Expr::Call(c) => {
+                let stats = match c.func.name {
+                    "histogram_count" | "histogram_sum" | "histogram_avg" => true,
+                    "histogram_quantile" | "histogram_quantiles" | "histogram_fraction" => return,
+                    _ => stats,
+                };
+                for a in &c.args.args {
+                    walk(a, stats, out);
+                }
+            }
+            Expr::Binary(b) => {
+                if super::syntax::trim_op(b).0.is_some() {
+                    return;
+                }
+                walk(&b.lhs, stats, out);
+                walk(&b.rhs, stats, out);
+            }
+            Expr::Aggregate(a) => {
+                walk(&a.expr, stats, out);
+                if let Some(p) = &a.param {
+                    walk(p, stats, out);
+                }
+            }
+            Expr::Paren(p) => walk(&p.expr, stats, out),
+            Expr::Unary(u) => walk(&u.expr, stats, out),
+            _ => {}
+        }
+    }
+    fn walk_vs(vs: &VectorSelector, stats: bool, out: &mut std::collections::HashSet<usize>) {
+        if stats {
+            out.insert(vs as *const VectorSelector as usize);
+        }
+    }
+    let mut out = std::collections::HashSet::new();
+    walk(e, false, &mut out);
+    out
+}
+
+/// Histograms reduced to count and sum, each unknown hint set against the sample before.
+fn stats_only(hs: &mut [(i64, Arc<FloatHistogram>)]) {
+    let mut prev: Option<Arc<FloatHistogram>> = None;
+    for (_, h) in hs.iter_mut() {
+        let full = h.clone();
+        let hint = match (full.hint, &prev) {
+            (crate::model::histogram::CounterResetHint::Unknown, Some(p)) => {
+                if full.detect_reset(p) {
+                    crate::model::histogram::CounterResetHint::Reset
+                } else {
+                    crate::model::histogram::CounterResetHint::NotReset
+                }
+            }
+            (hint, _) => hint,
+        };
+        *h = Arc::new(FloatHistogram {
+            schema: full.schema,
+            count: full.count,
+            sum: full.sum,
+            hint,
+            ..FloatHistogram::default()
+        });
+        prev = Some(full);
+    }
 }
 
 /// Walking positions of one selector's series (see `Ev::cursors`).
@@ -729,7 +811,12 @@ impl<'a> Ev<'a> {
         };
         let matchers = Self::matchers(vs)?;
         self.note_read(lo + 1, hi);
-        let data = self.q.select(&matchers, lo + 1, hi);
+        let mut data = self.q.select(&matchers, lo + 1, hi);
+        if self.stats_only.contains(&key) {
+            for s in data.iter_mut() {
+                stats_only(&mut s.histograms);
+            }
+        }
         let data = Rc::new(data);
         self.cache.borrow_mut().insert(key, (lo, hi, data.clone()));
         Ok(data)
