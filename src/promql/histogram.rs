@@ -165,7 +165,8 @@ pub(super) fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [(f64, f64)]
     (upper_rank - lower_rank) / count
 }
 
-/// Groups bucket samples by their labels without `le` and `__name__`.
+/// Groups bucket samples by their labels without `le` (the name is dropped from the result
+/// later, so two bucket series that differ only by name collide there, as in Prometheus).
 fn group_buckets(ev: &Ev<'_>, v: Vec<Sample>) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
@@ -179,9 +180,7 @@ fn group_buckets(ev: &Ev<'_>, v: Vec<Sample>) -> Vec<Group> {
             ));
             continue;
         };
-        let mut b = s.metric.builder();
-        b.del("le").del(crate::model::METRIC_NAME);
-        let key = b.labels();
+        let key = without_le(&s.metric);
         match index.get(&key) {
             Some(i) => groups[*i].2.push((ub, s.f)),
             None => {
@@ -208,7 +207,7 @@ pub(super) fn classic_fraction(
             metric,
             f: bucket_fraction(lower, upper, &mut buckets),
             t: ts,
-            drop_name: false,
+            drop_name: true,
         })
         .collect()
 }
@@ -238,10 +237,17 @@ pub(super) fn classic_quantile(ev: &Ev<'_>, q: f64, v: Vec<Sample>, ts: i64) -> 
             metric,
             f,
             t: ts,
-            drop_name: false,
+            drop_name: true,
         });
     }
     out
+}
+
+/// A bucket series' labels without `le`: its classic histogram's identity.
+pub(super) fn without_le(l: &Labels) -> Labels {
+    let mut b = l.builder();
+    b.del("le");
+    b.labels()
 }
 
 /// A native histogram's non-empty buckets as (lower, upper, count), in the order of

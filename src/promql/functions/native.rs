@@ -55,7 +55,7 @@ fn per_histogram(ev: &Ev<'_>, c: &Call, ts: i64, f: fn(&FloatHistogram) -> f64) 
 fn histogram_fraction(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
     let lower = scalar_arg(ev, c, 0, ts)?;
     let upper = scalar_arg(ev, c, 1, ts)?;
-    let (native, classic) = split_histograms(ev.eval_vector(arg(c, 2)?, ts)?);
+    let (native, classic) = split_histograms(ev, ev.eval_vector(arg(c, 2)?, ts)?);
     let mut out: Vec<Sample> = native
         .into_iter()
         .map(|(s, hist)| Sample {
@@ -100,8 +100,13 @@ fn histogram_quantiles(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
     Ok(Value::Vector(out))
 }
 
-/// Native histogram samples (with their histograms) apart from float samples.
-fn split_histograms(v: Vec<Sample>) -> (Vec<(Sample, Arc<FloatHistogram>)>, Vec<Sample>) {
+/// Native histogram samples (with their histograms) apart from float samples. A native
+/// histogram with the very labels of a classic one (its bucket series less `le`) conflicts:
+/// both are left out, with Prometheus's warning.
+fn split_histograms(
+    ev: &Ev<'_>,
+    v: Vec<Sample>,
+) -> (Vec<(Sample, Arc<FloatHistogram>)>, Vec<Sample>) {
     let (mut native, mut classic) = (Vec::new(), Vec::new());
     for mut s in v {
         match s.h.take() {
@@ -109,12 +114,38 @@ fn split_histograms(v: Vec<Sample>) -> (Vec<(Sample, Arc<FloatHistogram>)>, Vec<
             None => classic.push(s),
         }
     }
+    if native.is_empty() || classic.is_empty() {
+        return (native, classic);
+    }
+    let keys: std::collections::HashSet<crate::model::Labels> = classic
+        .iter()
+        .filter(|s| {
+            s.metric
+                .get("le")
+                .and_then(|l| l.parse::<f64>().ok())
+                .is_some()
+        })
+        .map(|s| h::without_le(&s.metric))
+        .collect();
+    let mut conflicts = std::collections::HashSet::new();
+    native.retain(|(s, _)| {
+        if keys.contains(&s.metric) {
+            ev.warn(format!(
+                "vector contains a mix of classic and native histograms for metric name {:?}",
+                s.metric.metric_name()
+            ));
+            conflicts.insert(s.metric.clone());
+            return false;
+        }
+        true
+    });
+    classic.retain(|s| !conflicts.contains(&h::without_le(&s.metric)));
     (native, classic)
 }
 
 /// `histogram_quantile(q, v)`: native histograms one by one, classic bucket series grouped.
 fn native_and_classic_quantile(ev: &Ev<'_>, q: f64, v: Vec<Sample>, ts: i64) -> Vec<Sample> {
-    let (native, classic) = split_histograms(v);
+    let (native, classic) = split_histograms(ev, v);
     if !native.is_empty() && !(0.0..=1.0).contains(&q) && classic.is_empty() {
         ev.warn(format!(
             "quantile value should be between 0 and 1, got {}",
