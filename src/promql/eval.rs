@@ -507,11 +507,7 @@ pub(super) fn run(
 fn stats_only_selectors(e: &Expr) -> std::collections::HashSet<usize> {
     fn walk(e: &Expr, stats: bool, out: &mut std::collections::HashSet<usize>) {
         match e {
-            Expr::VectorSelector(vs) => {
-                if stats {
-                    out.insert(vs as *const VectorSelector as usize);
-                }
-            }
+            Expr::VectorSelector(vs) => walk_vs(vs, stats, out),
             Expr::MatrixSelector(m) => walk_vs(&m.vs, stats, out),
             Expr::Subquery(_) => {}
             Expr::Call(c) => {
