@@ -184,34 +184,6 @@ impl FloatHistogram {
         Ok(h)
     }
 
-    /// Applies `f` to every count-like field of `self` and `o` (bucket-wise by index).
-    fn combine(&self, o: &FloatHistogram, f: impl Fn(f64, f64) -> f64) -> FloatHistogram {
-        let side = |a: &BTreeMap<i32, f64>, b: &BTreeMap<i32, f64>| {
-            let mut out = a.clone();
-            for (i, v) in b {
-                let e = out.entry(*i).or_insert(0.0);
-                *e = f(*e, *v);
-            }
-            for (i, v) in out.iter_mut() {
-                if !b.contains_key(i) {
-                    *v = f(*v, 0.0);
-                }
-            }
-            out
-        };
-        FloatHistogram {
-            schema: self.schema,
-            count: f(self.count, o.count),
-            sum: f(self.sum, o.sum),
-            zero_count: f(self.zero_count, o.zero_count),
-            zero_threshold: self.zero_threshold.max(o.zero_threshold),
-            custom_values: self.custom_values.clone(),
-            positive: side(&self.positive, &o.positive),
-            negative: side(&self.negative, &o.negative),
-            hint: self.hint,
-        }
-    }
-
     /// Merges buckets down to the coarser exponential `target` schema (each bucket of the
     /// target covers 2^(schema − target) of the current ones), as Prometheus's
     /// `ReduceResolution`; custom-bucket histograms and finer targets are left alone.
@@ -247,16 +219,6 @@ impl FloatHistogram {
     pub fn compact(&mut self) {
         self.positive.retain(|_, v| *v != 0.0);
         self.negative.retain(|_, v| *v != 0.0);
-    }
-
-    /// `self + o`, bucket by bucket (the notation's `+` expansion).
-    pub fn add(&self, o: &FloatHistogram) -> FloatHistogram {
-        self.combine(o, |a, b| a + b)
-    }
-
-    /// `self - o`, bucket by bucket.
-    pub fn sub(&self, o: &FloatHistogram) -> FloatHistogram {
-        self.combine(o, |a, b| a - b)
     }
 
     /// One contiguous run of buckets per side, empty buckets at either end dropped: (offset,
@@ -369,6 +331,15 @@ impl FloatHistogram {
     }
 }
 
+/// The hint a later sample of an expansion carries once stored: gauges stay gauges, counter
+/// histograms read back as "not reset" within a chunk, as from Prometheus's TSDB.
+fn stored_hint(h: CounterResetHint) -> CounterResetHint {
+    match h {
+        CounterResetHint::Gauge => CounterResetHint::Gauge,
+        _ => CounterResetHint::NotReset,
+    }
+}
+
 /// Expands a value sequence of histograms as the test notations write it: `{{A}}`,
 /// `{{A}}xN` (N+1 copies), `{{A}}+{{B}}xN` / `{{A}}-{{B}}xN` (A, A±B, A±2B, …), `_` and `_xN`
 /// (gaps). Samples made by an expansion after its first carry the `not_reset` hint, as
@@ -406,7 +377,7 @@ pub fn expand_sequence(text: &str) -> Result<Vec<Option<FloatHistogram>>, Notati
         if let (Some(n), used) = count(r) {
             out.push(Some(a.clone()));
             let mut b = a;
-            b.hint = CounterResetHint::NotReset;
+            b.hint = stored_hint(b.hint);
             out.extend(std::iter::repeat_n(Some(b), n));
             rest = r[used..].trim_start();
         } else if let Some(op) = r.chars().next().filter(|c| *c == '+' || *c == '-') {
@@ -416,8 +387,14 @@ pub fn expand_sequence(text: &str) -> Result<Vec<Option<FloatHistogram>>, Notati
             let mut cur = a;
             out.push(Some(cur.clone()));
             for _ in 0..n {
-                cur = if op == '+' { cur.add(&d) } else { cur.sub(&d) };
-                cur.hint = CounterResetHint::NotReset;
+                // As Prometheus's `Add`/`Sub`: the coarser schema, reconciled zero buckets.
+                let r = if op == '+' {
+                    cur.try_add(&d)
+                } else {
+                    cur.try_sub(&d)
+                };
+                r.map_err(|e| err(e.to_string()))?;
+                cur.hint = stored_hint(cur.hint);
                 out.push(Some(cur.clone()));
             }
             rest = r[1 + used2 + used3..].trim_start();
@@ -594,9 +571,13 @@ mod tests {
     fn arithmetic_and_compaction() {
         let a = FloatHistogram::parse("{{sum:3 count:2 buckets:[2]}}").unwrap();
         let b = FloatHistogram::parse("{{sum:1.3 count:1 buckets:[1] offset:1}}").unwrap();
-        let c = a.add(&b).add(&b);
+        let mut c = a.clone();
+        c.try_add(&b).expect("same schema");
+        c.try_add(&b).expect("same schema");
         assert_eq!(c.to_string(), "{{count:4 sum:5.6 buckets:[2 2]}}");
-        assert!(c.sub(&b).sub(&b).equals(&a, |x, y| x == y));
+        c.try_sub(&b).expect("same schema");
+        c.try_sub(&b).expect("same schema");
+        assert!(c.equals(&a, |x, y| x == y));
         // Empty edge buckets do not change equality.
         let d = FloatHistogram::parse("{{sum:3 count:2 buckets:[0 2 0] offset:-1}}").unwrap();
         assert!(a.equals(&d, |x, y| x == y));
