@@ -477,12 +477,40 @@ fn promql_test_scripts() {
                         }
                     }
                     for s in &series {
-                        for (t, v) in &s.samples {
-                            a.append(&s.labels, *t, *v).unwrap();
+                        // In time order, floats and histograms interleaved: a series may
+                        // change kind, and storage refuses samples older than its newest.
+                        // One commit applies floats before histograms, so a series of both
+                        // kinds commits sample by sample.
+                        let mixed = !s.samples.is_empty() && !s.histograms.is_empty();
+                        if mixed {
+                            a.commit().unwrap();
+                            a = head.appender();
                         }
-                        for (t, h) in &s.histograms {
-                            let _ =
-                                a.append_histogram(&s.labels, *t, std::sync::Arc::new(h.clone()));
+                        let (mut i, mut j) = (0, 0);
+                        while i < s.samples.len() || j < s.histograms.len() {
+                            let float_next = j >= s.histograms.len()
+                                || (i < s.samples.len() && s.samples[i].0 <= s.histograms[j].0);
+                            if float_next {
+                                let (t, v) = s.samples[i];
+                                a.append(&s.labels, t, v).unwrap();
+                                i += 1;
+                                if mixed {
+                                    a.commit().unwrap();
+                                    a = head.appender();
+                                }
+                            } else {
+                                let (t, h) = &s.histograms[j];
+                                let _ = a.append_histogram(
+                                    &s.labels,
+                                    *t,
+                                    std::sync::Arc::new(h.clone()),
+                                );
+                                j += 1;
+                                if mixed {
+                                    a.commit().unwrap();
+                                    a = head.appender();
+                                }
+                            }
                         }
                     }
                     a.commit().unwrap();

@@ -1035,8 +1035,25 @@ impl<'a> Ev<'a> {
             }
             c.first = first;
         }
-        let out = acc.finish();
-        self.count_samples(out.iter().map(|s| s.points.len()).sum())?;
+        let mut out = acc.finish();
+        // Explicit reset hints would be wrong on subquery points, which may skip the sample
+        // that reset or repeat it: Prometheus makes them unknown, so resets are detected
+        // from the values.
+        for s in out.iter_mut() {
+            for (_, h) in s.histograms.iter_mut() {
+                use crate::model::histogram::CounterResetHint as H;
+                if matches!(h.hint, H::Reset | H::NotReset) {
+                    let mut c = (**h).clone();
+                    c.hint = H::Unknown;
+                    *h = Arc::new(c);
+                }
+            }
+        }
+        self.count_samples(
+            out.iter()
+                .map(|s| s.points.len() + s.histograms.len())
+                .sum(),
+        )?;
         Ok(out)
     }
 

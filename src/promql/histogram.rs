@@ -300,10 +300,9 @@ pub(super) fn native_quantile(ev: &Ev<'_>, q: f64, h: &FloatHistogram, name: &st
             break;
         }
     }
-    let Some(i) = at else {
-        return f64::NAN;
-    };
-    let (mut lower, mut upper, bcount) = buckets[i];
+    // No populated bucket at all (every observation NaN): Prometheus goes on with an empty
+    // bucket, which falls short of the rank.
+    let (mut lower, mut upper, bcount) = at.map(|i| buckets[i]).unwrap_or((0.0, 0.0, 0.0));
     if !custom && lower < 0.0 && upper > 0.0 {
         if h.negative.is_empty() && !h.positive.is_empty() {
             lower = 0.0;
@@ -339,7 +338,8 @@ pub(super) fn native_quantile(ev: &Ev<'_>, q: f64, h: &FloatHistogram, name: &st
         rank = count - rank;
     }
     if h.sum.is_nan() {
-        let total: f64 = count + buckets[i + 1..].iter().map(|b| b.2).sum::<f64>();
+        let rest = at.map(|i| i + 1).unwrap_or(buckets.len());
+        let total: f64 = count + buckets[rest..].iter().map(|b| b.2).sum::<f64>();
         if total < h.count {
             ev.info(format!(
                 "input to histogram_quantile has NaN observations, result is skewed higher{}",
