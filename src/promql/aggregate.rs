@@ -152,8 +152,11 @@ pub(super) fn eval_aggregate(ev: &Ev<'_>, a: &AggregateExpr, ts: i64) -> R<Value
             let Some(Value::String(label)) = param else {
                 return exec_err("count_values: expected string parameter");
             };
-            if label.is_empty() {
-                return exec_err(format!("invalid label name {label:?}"));
+            if label.is_empty() || super::eval::has_raw_bytes(&label) {
+                return exec_err(format!(
+                    "invalid label name {}",
+                    super::eval::go_quote_raw(&label)
+                ));
             }
             let mut groups: Vec<(Labels, f64)> = Vec::new();
             let mut index: HashMap<Labels, usize> = HashMap::new();

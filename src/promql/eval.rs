@@ -212,6 +212,39 @@ fn line_col(q: &str, at: usize) -> (usize, usize) {
 /// Go reads `\xHH` escapes in string literals as bytes, the parser crate as characters. Runs
 /// of such escapes are rewritten to what Go makes of them: the UTF-8 text they spell, or U+FFFD
 /// when they are not valid UTF-8 (which then fails where Go fails, e.g. as a label name).
+/// Invalid UTF-8 bytes written as `\xNN` in a string literal are kept as private-use
+/// characters U+10FF00 + byte: nothing valid matches them, and messages can print the
+/// bytes as Go does.
+const RAW_BYTE_BASE: u32 = 0x10_FF00;
+
+fn raw_byte(b: u8) -> char {
+    char::from_u32(RAW_BYTE_BASE + u32::from(b)).unwrap_or('\u{fffd}')
+}
+
+/// Whether a string from a query holds bytes that were not valid UTF-8.
+pub(super) fn has_raw_bytes(s: &str) -> bool {
+    s.chars()
+        .any(|c| (RAW_BYTE_BASE..=RAW_BYTE_BASE + 0xff).contains(&u32::from(c)) || c == '\u{fffd}')
+}
+
+/// Go's `%q` of such a string: the raw bytes as `\xNN`.
+pub(super) fn go_quote_raw(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        let v = u32::from(c);
+        if (RAW_BYTE_BASE..=RAW_BYTE_BASE + 0xff).contains(&v) {
+            out.push_str(&format!("\\x{:02x}", v - RAW_BYTE_BASE));
+        } else if c == '"' || c == '\\' {
+            out.push('\\');
+            out.push(c);
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn go_byte_escapes(q: &str) -> Option<String> {
     if !q.contains("\\x") {
         return None;
@@ -253,7 +286,12 @@ fn go_byte_escapes(q: &str) -> Option<String> {
                                 out.push_str(text)
                             }
                             Ok(_) => out.push_str(&q[i..j]),
-                            Err(_) => out.push_str("\\uFFFD"),
+                            Err(_) => {
+                                for chunk in bytes.utf8_chunks() {
+                                    out.push_str(chunk.valid());
+                                    out.extend(chunk.invalid().iter().map(|b| raw_byte(*b)));
+                                }
+                            }
                         }
                         changed = true;
                         i = j;

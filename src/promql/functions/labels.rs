@@ -105,7 +105,7 @@ fn label_replace(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
             "invalid regular expression in label_replace(): {re}"
         ))
     })?;
-    if dst.is_empty() || dst.contains('\u{fffd}') {
+    if dst.is_empty() || crate::promql::eval::has_raw_bytes(&dst) {
         return exec_err(format!(
             "invalid destination label name in label_replace(): {dst}"
         ));
@@ -242,6 +242,9 @@ fn info(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
         let sel = format!("{{{}}}", parts.join(","));
         if let Ok(Expr::VectorSelector(vs)) = promql_parser::parser::parse(&sel) {
             info_series = ev.eval_vector_selector(&vs, ts)?;
+            if info_series.iter().any(|s| s.h.is_some()) {
+                return exec_err("info sample should be float");
+            }
         }
     }
     // Per (info metric name, identifying labels) keep the series with the newest sample.
