@@ -19,6 +19,17 @@ use crate::storage::Querier;
 /// The caller has bounded the query's shape (`shape::nesting`) and runs this where its depth
 /// fits; `budget` bounds the search for a syntax error's position.
 pub(super) fn parse(q: &str, budget: std::time::Duration) -> Result<Expr, PromqlError> {
+    parse_in(q, budget, super::syntax::QueryFrame::default())
+}
+
+/// [`parse`] for a query evaluated over `frame` (duration expressions may use its step).
+pub(super) fn parse_in(
+    q: &str,
+    budget: std::time::Duration,
+    frame: super::syntax::QueryFrame,
+) -> Result<Expr, PromqlError> {
+    let folded = super::syntax::fold_durations(q, frame).map_err(PromqlError::Parse)?;
+    let q = folded.as_deref().unwrap_or(q);
     // The position is a courtesy: it never costs more than half a second of CPU, whatever
     // the budget (a long query with a late mistake could otherwise burn its whole timeout).
     let deadline = Instant::now() + budget.min(std::time::Duration::from_millis(500));

@@ -266,7 +266,8 @@ impl Engine {
             .gate
             .enter(std::time::Instant::now() + self.opts.timeout)?;
         shape::on_query_stack(depth, || {
-            let expr = eval::parse(query, self.opts.timeout)?;
+            let frame = syntax::QueryFrame { start, end, step };
+            let expr = eval::parse_in(query, self.opts.timeout, frame)?;
             eval::run(&*self.querier, &self.opts, &expr, start, end, step)
         })
     }

@@ -1,6 +1,8 @@
 //! Experimental PromQL syntax the `promql-parser` crate does not take, handled by rewriting
-//! the query text before parsing and marking the parsed tree after: the native-histogram
-//! trim operators `</` and `>/` (Prometheus's `TRIM_UPPER`/`TRIM_LOWER`).
+//! the query text before parsing and marking the parsed tree after: duration expressions
+//! (`[5m+1m]`, `[step()*2:1s]`, `offset (2*1m)`, `offset min_of(step(), 1s)`), folded to
+//! literals with the query's start, end and step, and the native-histogram trim operators
+//! `</` and `>/` (Prometheus's `TRIM_UPPER`/`TRIM_LOWER`).
 //!
 //! Chosen over forking the parser so the project keeps using the published crate: a rewrite
 //! stays small, and it is undone on the tree, so evaluation sees Prometheus's operators.
@@ -136,6 +138,350 @@ pub(super) fn trim_op(b: &BinaryExpr) -> (Option<bool>, Option<LabelModifier>) {
     (kind, if empty_exclude { None } else { Some(m) })
 }
 
+/// The query's time frame, for `start()`, `end()`, `step()` and `range()` (ms).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct QueryFrame {
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+}
+
+/// The query with every duration expression (in `[...]` and after `offset`) folded into a
+/// millisecond literal; `Ok(None)` when there is nothing to fold. An expression that does not
+/// evaluate is an error naming it.
+pub(super) fn fold_durations(q: &str, frame: QueryFrame) -> Result<Option<String>, String> {
+    let b = q.as_bytes();
+    let mut out = String::with_capacity(q.len());
+    let mut changed = false;
+    let mut quote: Option<u8> = None;
+    let mut comment = false;
+    let (mut i, mut last) = (0, 0);
+    while i < b.len() {
+        let c = b[i];
+        if comment {
+            comment = c != b'\n';
+            i += 1;
+            continue;
+        }
+        if let Some(qc) = quote {
+            if c == b'\\' && qc != b'`' {
+                i += 2;
+                continue;
+            }
+            if c == qc {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            b'"' | b'\'' | b'`' => quote = Some(c),
+            b'#' => comment = true,
+            b'[' => {
+                let Some(close) = q[i..].find(']').map(|k| i + k) else {
+                    break;
+                };
+                let inner = &q[i + 1..close];
+                let (range, step) = match split_top_colon(inner) {
+                    Some(k) => (&inner[..k], Some(&inner[k + 1..])),
+                    None => (inner, None),
+                };
+                let folded_range = fold_part(range, frame)?;
+                let folded_step = match step {
+                    Some(st) if !st.trim().is_empty() => fold_part(st, frame)?,
+                    _ => None,
+                };
+                if folded_range.is_some() || folded_step.is_some() {
+                    out.push_str(&q[last..=i]);
+                    out.push_str(folded_range.as_deref().unwrap_or(range));
+                    if let Some(st) = step {
+                        out.push(':');
+                        out.push_str(folded_step.as_deref().unwrap_or(st));
+                    }
+                    out.push(']');
+                    last = close + 1;
+                    changed = true;
+                }
+                i = close + 1;
+                continue;
+            }
+            b'o' | b'O'
+                if q[i..].len() >= 6
+                    && q[i..i + 6].eq_ignore_ascii_case("offset")
+                    && (i == 0 || !is_ident(b[i - 1]))
+                    && !b.get(i + 6).copied().is_some_and(is_ident) =>
+            {
+                let from = i + 6;
+                let len = offset_atom(&q[from..]);
+                let atom = &q[from..from + len];
+                if let Some(folded) = fold_part(atom, frame)? {
+                    out.push_str(&q[last..from]);
+                    out.push(' ');
+                    out.push_str(&folded);
+                    last = from + len;
+                    changed = true;
+                }
+                i = from + len;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if !changed {
+        return Ok(None);
+    }
+    out.push_str(&q[last..]);
+    Ok(Some(out))
+}
+
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// Where a subquery's `range:step` splits, outside parentheses.
+fn split_top_colon(s: &str) -> Option<usize> {
+    let mut depth = 0i32;
+    for (k, c) in s.bytes().enumerate() {
+        match c {
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            b':' if depth == 0 => return Some(k),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The length of the duration after `offset`: signs, then a literal, a parenthesised
+/// expression or a function call (what follows, even `^`, belongs to the outer expression).
+fn offset_atom(s: &str) -> usize {
+    let b = s.as_bytes();
+    let mut k = 0;
+    while k < b.len() && (b[k].is_ascii_whitespace() || b[k] == b'+' || b[k] == b'-') {
+        k += 1;
+    }
+    if k < b.len() && b[k] == b'(' {
+        return k + matching_paren(&s[k..]);
+    }
+    let start = k;
+    while k < b.len() && (b[k].is_ascii_alphanumeric() || b[k] == b'_' || b[k] == b'.') {
+        k += 1;
+    }
+    let mut j = k;
+    while j < b.len() && b[j].is_ascii_whitespace() {
+        j += 1;
+    }
+    let word = &s[start..k];
+    if j < b.len() && b[j] == b'(' && word.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
+        return j + matching_paren(&s[j..]);
+    }
+    k
+}
+
+/// Length up to and including the parenthesis closing the one `s` starts with.
+fn matching_paren(s: &str) -> usize {
+    let mut depth = 0;
+    for (k, c) in s.bytes().enumerate() {
+        match c {
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return k + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    s.len()
+}
+
+/// A duration part folded to `<ms>ms` (`-<ms>ms` for a negative offset), or `None` when it
+/// is a plain duration literal already.
+fn fold_part(text: &str, frame: QueryFrame) -> Result<Option<String>, String> {
+    let t = text.trim();
+    if t.is_empty() || is_plain_duration(t) {
+        return Ok(None);
+    }
+    let mut p = DurParser {
+        s: t.as_bytes(),
+        i: 0,
+        frame,
+        depth: 0,
+    };
+    let secs = p
+        .expr()
+        .map_err(|e| format!("invalid duration expression {t:?}: {e}"))?;
+    p.skip_ws();
+    if p.i != p.s.len() {
+        return Err(format!("invalid duration expression {t:?}"));
+    }
+    if !secs.is_finite() || secs.abs() > 1e13 {
+        return Err(format!("duration expression {t:?} is out of range"));
+    }
+    let ms = (secs * 1000.0).round() as i64;
+    Ok(Some(format!("{ms}ms")))
+}
+
+/// A literal the parser takes as it is (`5m`, `1h30m`), optionally signed.
+fn is_plain_duration(t: &str) -> bool {
+    let t = t.strip_prefix('-').unwrap_or(t);
+    !t.is_empty()
+        && t.bytes().all(|c| c.is_ascii_alphanumeric())
+        && t.bytes().next().is_some_and(|c| c.is_ascii_digit())
+        && t.bytes().any(|c| c.is_ascii_alphabetic())
+        && crate::model::time::Duration::parse(t).is_ok()
+}
+
+/// A recursive-descent evaluator of duration arithmetic in seconds: numbers are seconds,
+/// durations their length; `+ - * / % ^`, unary signs, parentheses, `step()`, `range()`,
+/// `start()`, `end()`, `min_of(...)`, `max_of(...)`. Depth is bounded.
+struct DurParser<'a> {
+    s: &'a [u8],
+    i: usize,
+    frame: QueryFrame,
+    depth: usize,
+}
+
+impl DurParser<'_> {
+    fn skip_ws(&mut self) {
+        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.skip_ws();
+        self.s.get(self.i).copied()
+    }
+
+    fn expr(&mut self) -> Result<f64, String> {
+        self.depth += 1;
+        if self.depth > 64 {
+            return Err("nested too deeply".into());
+        }
+        let mut v = self.term()?;
+        while let Some(c @ (b'+' | b'-')) = self.peek() {
+            self.i += 1;
+            let r = self.term()?;
+            v = if c == b'+' { v + r } else { v - r };
+        }
+        self.depth -= 1;
+        Ok(v)
+    }
+
+    fn term(&mut self) -> Result<f64, String> {
+        let mut v = self.unary()?;
+        while let Some(c @ (b'*' | b'/' | b'%')) = self.peek() {
+            self.i += 1;
+            let r = self.unary()?;
+            v = match c {
+                b'*' => v * r,
+                b'/' => v / r,
+                _ => v % r,
+            };
+        }
+        Ok(v)
+    }
+
+    /// Unary signs bind looser than `^` (`-2^2` is -4), as in PromQL.
+    fn unary(&mut self) -> Result<f64, String> {
+        match self.peek() {
+            Some(b'-') => {
+                self.i += 1;
+                Ok(-self.unary()?)
+            }
+            Some(b'+') => {
+                self.i += 1;
+                self.unary()
+            }
+            _ => self.power(),
+        }
+    }
+
+    fn power(&mut self) -> Result<f64, String> {
+        let base = self.atom()?;
+        if self.peek() == Some(b'^') {
+            self.i += 1;
+            let exp = self.unary()?;
+            return Ok(base.powf(exp));
+        }
+        Ok(base)
+    }
+
+    fn atom(&mut self) -> Result<f64, String> {
+        match self.peek() {
+            Some(b'(') => {
+                self.i += 1;
+                let v = self.expr()?;
+                if self.peek() != Some(b')') {
+                    return Err("missing )".into());
+                }
+                self.i += 1;
+                Ok(v)
+            }
+            Some(c) if c.is_ascii_digit() || c == b'.' => {
+                let start = self.i;
+                while self.i < self.s.len()
+                    && (self.s[self.i].is_ascii_alphanumeric() || self.s[self.i] == b'.')
+                {
+                    self.i += 1;
+                }
+                let tok = std::str::from_utf8(&self.s[start..self.i]).unwrap_or("");
+                if let Ok(f) = tok.parse::<f64>() {
+                    return Ok(f);
+                }
+                crate::model::time::Duration::parse(tok)
+                    .map(|d| d.as_millis() as f64 / 1000.0)
+                    .map_err(|_| format!("bad number or duration {tok:?}"))
+            }
+            Some(c) if c.is_ascii_alphabetic() => {
+                let start = self.i;
+                while self.i < self.s.len() && is_ident(self.s[self.i]) {
+                    self.i += 1;
+                }
+                let name = std::str::from_utf8(&self.s[start..self.i])
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
+                if self.peek() != Some(b'(') {
+                    return Err(format!("unexpected {name:?}"));
+                }
+                self.i += 1;
+                let mut args = Vec::new();
+                if self.peek() != Some(b')') {
+                    loop {
+                        args.push(self.expr()?);
+                        match self.peek() {
+                            Some(b',') => self.i += 1,
+                            Some(b')') => break,
+                            _ => return Err("missing )".into()),
+                        }
+                    }
+                }
+                self.i += 1;
+                let f = self.frame;
+                let secs = |ms: i64| ms as f64 / 1000.0;
+                match (name.as_str(), args.len()) {
+                    ("step", 0) => Ok(secs(f.step)),
+                    ("range", 0) => Ok(secs(f.end - f.start)),
+                    ("start", 0) => Ok(secs(f.start)),
+                    ("end", 0) => Ok(secs(f.end)),
+                    ("min_of", n) if n > 0 => Ok(args.into_iter().fold(f64::INFINITY, f64::min)),
+                    ("max_of", n) if n > 0 => {
+                        Ok(args.into_iter().fold(f64::NEG_INFINITY, f64::max))
+                    }
+                    _ => Err(format!("function {name}() is not allowed in a duration")),
+                }
+            }
+            other => Err(format!(
+                "unexpected {:?}",
+                other.map(|c| c as char).unwrap_or(' ')
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +492,37 @@ mod tests {
         assert_eq!(text, r#"a{x="</"} <  3 > b >= c >  1"#);
         assert_eq!(ops, vec![true, false, true]);
         assert!(rewrite_trim_ops("a < b").is_none());
+    }
+
+    #[test]
+    fn duration_expressions_fold_with_the_query_frame() {
+        let f = QueryFrame {
+            start: 50_000,
+            end: 60_000,
+            step: 5_000,
+        };
+        let fold = |q: &str| fold_durations(q, f).expect("folds");
+        assert_eq!(fold("rate(x[5m])"), None);
+        assert_eq!(fold("x[26m+4m]").as_deref(), Some("x[1800000ms]"));
+        assert_eq!(fold("x[1800]").as_deref(), Some("x[1800000ms]"));
+        assert_eq!(
+            fold("x[29s+1s:5s+5s]").as_deref(),
+            Some("x[30000ms:10000ms]")
+        );
+        assert_eq!(
+            fold("x offset -step()*2").as_deref(),
+            Some("x offset -5000ms*2")
+        );
+        assert_eq!(
+            fold("x offset (-2 ^ 2)").as_deref(),
+            Some("x offset -4000ms")
+        );
+        assert_eq!(
+            fold("x offset 100 + 2").as_deref(),
+            Some("x offset 100000ms + 2")
+        );
+        assert_eq!(fold(r#"x{a="[1+1]"}"#), None);
+        assert!(fold_durations("x[1m+]", f).is_err());
     }
 
     #[test]
