@@ -215,9 +215,14 @@ pub(super) fn fold_durations(q: &str, frame: QueryFrame) -> Result<Option<String
                 let len = offset_atom(&q[from..]);
                 let atom = &q[from..from + len];
                 if let Some(folded) = fold_part(atom, frame)? {
-                    out.push_str(&q[last..from]);
-                    out.push(' ');
-                    out.push_str(&folded);
+                    if folded == "0ms" {
+                        // The parser refuses a zero duration; no offset is the same.
+                        out.push_str(&q[last..i]);
+                    } else {
+                        out.push_str(&q[last..from]);
+                        out.push(' ');
+                        out.push_str(&folded);
+                    }
                     last = from + len;
                     changed = true;
                 }
