@@ -423,3 +423,73 @@ fn logs_are_plain_text_when_not_on_a_terminal() {
         "ANSI codes in a log that is not a terminal:\n{log}"
     );
 }
+
+/// Native histograms through the whole path: scraped from protobuf, summed by a recording
+/// rule (stored as a histogram), alerted on with `histogram_quantile`, and returned by the
+/// range API under `histograms`.
+#[test]
+fn native_histograms_flow_through_rules_alerts_and_the_api() {
+    use appliance::model::exposition::protobuf::encode_delimited;
+    use appliance::testsupport::native_histogram_family;
+    let dir = tempfile::tempdir().unwrap();
+    let target = static_bytes_server(vec![(
+        "/metrics",
+        "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited",
+        encode_delimited(&[native_histogram_family("rpc_seconds", 10)]),
+    )]);
+    write(
+        dir.path(),
+        "rules.yml",
+        r#"groups:
+  - name: h
+    interval: 1s
+    rules:
+      - record: job:rpc_seconds:sum
+        expr: sum by (job) (rpc_seconds)
+      - alert: RpcSlow
+        expr: histogram_quantile(0.9, job:rpc_seconds:sum) > 0
+        annotations: {summary: "p90 {{ $value }}"}
+"#,
+    );
+    let (_app, addr) = appliance_with_config(
+        dir.path(),
+        &format!(
+            "rule_files: [rules.yml]\nscrape_configs:\n  - job_name: rpc\n    scrape_interval: 1s\n    scrape_native_histograms: true\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    );
+    let recorded = wait_for(30, "the recorded histogram", || {
+        let v = get_json(&addr, "/api/v1/query?query=job:rpc_seconds:sum");
+        let r = v["data"]["result"][0].clone();
+        (!r["histogram"].is_null()).then_some(r)
+    });
+    assert_eq!(recorded["metric"]["job"], "rpc");
+    assert_eq!(recorded["histogram"][1]["count"], "10");
+    let firing = wait_for(30, "the alert on a histogram quantile", || {
+        let v = get_json(&addr, "/api/v1/alerts");
+        let a = v["data"]["alerts"][0].clone();
+        (a["state"] == "firing").then_some(a)
+    });
+    assert_eq!(firing["labels"]["alertname"], "RpcSlow");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let range = get_json(
+        &addr,
+        &format!(
+            // The end a little ahead: `now` in whole seconds may be before the first sample.
+            "/api/v1/query_range?query=job:rpc_seconds:sum&start={}&end={}&step=1",
+            now - 30,
+            now + 5
+        ),
+    );
+    let series = &range["data"]["result"][0];
+    assert_eq!(range["status"], "success", "{range}");
+    assert!(series["values"].is_null(), "{series}");
+    assert!(
+        series["histograms"]
+            .as_array()
+            .is_some_and(|h| !h.is_empty()),
+        "{series}"
+    );
+}

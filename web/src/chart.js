@@ -27,6 +27,22 @@ export function legendName(metric, fmt) {
   return `${name}{${labels}}`;
 }
 
+/** Whether a query result holds native histogram samples (which charts cannot plot). */
+export function hasHistograms(data) {
+  return !!data && Array.isArray(data.result)
+    && data.result.some((s) => s.histogram || (s.histograms && s.histograms.length));
+}
+
+/** A native histogram sample's buckets as text: `(lower,upper]: count`, one per line, as
+ * Prometheus's API describes them (boundary rule 0 `(]`, 1 `[)`, 2 `()`, 3 `[]`). */
+export function histogramText(h) {
+  const open = ['(', '[', '(', '['];
+  const close = [']', ')', ')', ']'];
+  const lines = [`count ${h.count}, sum ${h.sum}`];
+  for (const [rule, lo, hi, c] of h.buckets || []) lines.push(`${open[rule] || '('}${lo},${hi}${close[rule] || ']'}: ${c}`);
+  return lines.join('\n');
+}
+
 /** Aligns a matrix result onto [start, end] by `step`: uPlot's columnar data. */
 export function align(result, start, end, step) {
   const xs = [];

@@ -3,10 +3,10 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { interpolate, builtins, tableRows, toggleChoice, emptyQueries } from '../src/pages/dashboards.js';
 import { readFileSync } from 'node:fs';
-import { errorPosition, completionContext } from '../src/pages/explore.js';
+import { errorPosition, completionContext, quantileQueries } from '../src/pages/explore.js';
 import { parseMatchers } from '../src/pages/silences.js';
 import { format, parseDuration, promDuration, thresholdColor, parseTime } from '../src/units.js';
-import { legendName, align, tickLabels, legendValue } from '../src/chart.js';
+import { legendName, align, tickLabels, legendValue, hasHistograms, histogramText } from '../src/chart.js';
 
 test('variables interpolate as Grafana does for Prometheus', () => {
   const vars = {
@@ -141,5 +141,19 @@ test('a panel without data names the queries that returned nothing', () => {
     { t: { refId: 'A' }, expr: 'up{job="x"}', b: { data: { resultType: 'matrix', result: [] } } },
     { t: { refId: 'B' }, expr: 'up', b: { data: { resultType: 'matrix', result: [{ metric: {}, values: [] }] } } },
   ];
-  assert.deepEqual(emptyQueries(res), [{ refId: 'A', expr: 'up{job="x"}' }]);
+  assert.deepEqual(emptyQueries(res), [{ refId: 'A', expr: 'up{job="x"}', histograms: false }]);
+});
+
+test('native histograms: detected, printed bucket by bucket, never read as a value', () => {
+  const h = { count: '3', sum: '4.5', buckets: [[0, '0.5', '1', '1'], [3, '-0.001', '0.001', '2']] };
+  const vec = { resultType: 'vector', result: [{ metric: { __name__: 'h' }, histogram: [10, h] }] };
+  assert.equal(hasHistograms(vec), true);
+  assert.equal(hasHistograms({ resultType: 'vector', result: [{ metric: {}, value: [1, '2'] }] }), false);
+  assert.equal(histogramText(h), 'count 3, sum 4.5\n(0.5,1]: 1\n[-0.001,0.001]: 2');
+  // A dashboard table or panel over a histogram result neither throws nor invents a value.
+  const res = [{ t: { refId: 'A' }, b: { data: vec }, expr: 'h' }];
+  assert.deepEqual(tableRows(res, []).rows, []);
+  assert.deepEqual(emptyQueries(res), [{ refId: 'A', expr: 'h', histograms: true }]);
+  assert.deepEqual(quantileQueries('rate(h[5m])').map((q) => q.query),
+    ['histogram_quantile(0.5, rate(h[5m]))', 'histogram_quantile(0.9, rate(h[5m]))', 'histogram_quantile(0.99, rate(h[5m]))']);
 });

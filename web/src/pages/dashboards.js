@@ -4,7 +4,7 @@
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { html, parseHash, setParams, usePoll, ErrorBox, TimePicker } from '../ui.js';
 import * as api from '../api.js';
-import { Chart, align, legendName, reduce } from '../chart.js';
+import { Chart, align, legendName, reduce, hasHistograms } from '../chart.js';
 import { format, thresholdColor, parseDuration, parseTime, promDuration, PALETTE, color } from '../units.js';
 
 /** Assumed scrape interval for `$__rate_interval`, as Grafana's data source default. */
@@ -89,7 +89,7 @@ async function variableOptions(v, vars, from, to) {
       } else if ((m = expr.match(/^\s*query_result\((.+)\)\s*$/))) {
         const b = await api.instant(m[1], to);
         const r = b.data.resultType === 'vector' ? b.data.result : [];
-        out = r.map((s) => `${legendName(s.metric, '')} ${s.value[1]} ${s.value[0] * 1000}`);
+        out = r.filter((s) => s.value).map((s) => `${legendName(s.metric, '')} ${s.value[1]} ${s.value[0] * 1000}`);
       }
       if (v.regex) {
         const mm = v.regex.match(/^\/(.*)\/([a-z]*)$/);
@@ -307,9 +307,10 @@ function seriesOf(s, p) {
     const d = b.data;
     if (d.resultType === 'matrix') {
       const [xs, ys] = align(d.result, s.from, s.to, s.step);
-      d.result.forEach((m, i) => out.push({ name: legendName(m.metric, t.legendFormat), metric: m.metric, xs, values: ys[i], refId: t.refId }));
+      d.result.forEach((m, i) => m.values && out.push({ name: legendName(m.metric, t.legendFormat), metric: m.metric, xs, values: ys[i], refId: t.refId }));
     } else if (d.resultType === 'vector') {
-      d.result.forEach((m) => out.push({ name: legendName(m.metric, t.legendFormat), metric: m.metric, xs: [Number(m.value[0])], values: [Number(m.value[1])], refId: t.refId }));
+      // Native histogram samples have no single value; they are left out (see NoData).
+      d.result.filter((m) => m.value).forEach((m) => out.push({ name: legendName(m.metric, t.legendFormat), metric: m.metric, xs: [Number(m.value[0])], values: [Number(m.value[1])], refId: t.refId }));
     } else if (d.resultType === 'scalar') {
       out.push({ name: t.legendFormat || 'scalar', metric: {}, xs: [Number(d.result[0])], values: [Number(d.result[1])], refId: t.refId });
     }
@@ -317,12 +318,15 @@ function seriesOf(s, p) {
   return out;
 }
 
-/** The queries of a panel answer that returned nothing, as sent (variables filled in). */
+/** The queries of a panel answer that returned nothing plottable, as sent (variables filled
+ * in); `histograms` says the answer held only native histograms. */
 export function emptyQueries(res) {
   return (res || []).filter(({ b }) => {
     const d = b && b.data;
-    return !d || (Array.isArray(d.result) && d.result.length === 0 && d.resultType !== 'scalar');
-  }).map(({ t, expr }) => ({ refId: t.refId || '', expr }));
+    if (!d) return true;
+    if (!Array.isArray(d.result) || d.resultType === 'scalar') return false;
+    return d.result.every((s) => !s.value && !s.values);
+  }).map(({ t, expr, b }) => ({ refId: t.refId || '', expr, histograms: hasHistograms(b && b.data) }));
 }
 
 // "No data", saying which query found nothing, with a link that opens it in Explore.
@@ -332,7 +336,9 @@ function NoData({ s }) {
   // The link first: in a narrow panel the long query is what gets cut.
   return html`<div class="no-data"><div>No data</div>${empty.map((q) => html`<div class="no-data-query" title=${q.expr}>
     <a href=${`#/explore?expr=${encodeURIComponent(q.expr)}&range=${range}`}>Open${q.refId ? ` ${q.refId}` : ''} in Explore</a>:
-    <code>${q.expr}</code> returned no series</div>`)}</div>`;
+    <code>${q.expr}</code> ${q.histograms
+      ? 'returned native histograms: wrap it in histogram_quantile() or histogram_count() to plot it'
+      : 'returned no series'}</div>`)}</div>`;
 }
 
 function Loading({ s }) {
@@ -433,7 +439,7 @@ export function tableRows(res, transformations) {
     const d = b.data;
     const list = d.resultType === 'vector' ? d.result : d.resultType === 'scalar' ? [{ metric: {}, value: d.result }] : [];
     const vname = multi ? `Value #${t.refId}` : 'Value';
-    for (const s of list) {
+    for (const s of list.filter((x) => x.value)) {
       const key = JSON.stringify(Object.entries(s.metric).sort());
       if (!rows.has(key)) rows.set(key, { Time: Number(s.value[0]), ...s.metric });
       rows.get(key)[vname] = Number(s.value[1]);

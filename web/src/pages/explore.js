@@ -4,7 +4,7 @@
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { html, parseHash, setParams, ErrorBox, TimePicker } from '../ui.js';
 import * as api from '../api.js';
-import { Chart, align, legendName } from '../chart.js';
+import { Chart, align, legendName, hasHistograms, histogramText } from '../chart.js';
 import { parseDuration, promDuration } from '../units.js';
 
 export const FUNCTIONS = ['abs', 'absent', 'absent_over_time', 'acos', 'acosh', 'asin', 'asinh', 'atan', 'atanh',
@@ -171,7 +171,7 @@ export function Explore() {
     const t0 = performance.now();
     const p = tab === 'graph' ? api.range(expr, start, end, st) : api.instant(expr, end);
     p.then((b) => {
-      setRes({ body: b, start, end, step: st, tab, ms: performance.now() - t0 });
+      setRes({ body: b, expr, start, end, step: st, tab, ms: performance.now() - t0 });
       setErr(null);
     }, (e) => { setErr({ error: e, at: errorPosition(expr, e.message) }); setRes(null); })
       .finally(() => setBusy(false));
@@ -196,15 +196,49 @@ export function Explore() {
   </section>`;
 }
 
+/** Quantiles Explore draws for a native histogram result, as `histogram_quantile` computes
+ * them on the server (so the lines are exactly what a dashboard query would give). */
+export const HISTOGRAM_QUANTILES = [0.5, 0.9, 0.99];
+
+/** The queries that draw `expr`'s native histograms as quantile lines. */
+export function quantileQueries(expr) {
+  return HISTOGRAM_QUANTILES.map((q) => ({ q, query: `histogram_quantile(${q}, ${expr})` }));
+}
+
 function Graph({ res, stacked }) {
   const d = res.body.data;
+  const [quant, setQuant] = useState(null);
+  const histos = d.resultType === 'matrix' && hasHistograms(d);
+  // A native histogram has no single value to plot: draw its quantiles instead.
+  useEffect(() => {
+    setQuant(null);
+    if (!histos) return;
+    let live = true;
+    Promise.all(quantileQueries(res.expr).map(({ q, query }) => api.range(query, res.start, res.end, res.step)
+      .then((b) => ({ q, b }))))
+      .then((all) => live && setQuant(all), (e) => live && setQuant({ error: e }));
+    return () => { live = false; };
+  }, [res]);
   const { xs, series } = useMemo(() => {
     if (d.resultType !== 'matrix') return { xs: [], series: [] };
+    if (histos) {
+      if (!quant || quant.error) return { xs: [], series: [] };
+      const out = [];
+      let x = [];
+      for (const { q, b } of quant) {
+        const [qx, ys] = align(b.data.result, res.start, res.end, res.step);
+        x = qx;
+        b.data.result.forEach((s, i) => out.push({ name: `${legendName(s.metric, '')} p${Math.round(q * 1000) / 10}`, values: ys[i] }));
+      }
+      return { xs: x, series: out };
+    }
     const [x, ys] = align(d.result, res.start, res.end, res.step);
     return { xs: x, series: d.result.map((s, i) => ({ name: legendName(s.metric, ''), values: ys[i] })) };
-  }, [res]);
-  if (!series.length) return html`<p class="muted empty">No data in this range.</p>`;
-  return html`<${Chart} xs=${xs} series=${series} unit="short" stacked=${stacked} fill=${stacked ? 40 : 0} height=${360} />`;
+  }, [res, quant]);
+  const note = histos && html`<p class="muted histogram-note">Native histograms: showing ${HISTOGRAM_QUANTILES.map((q) => `p${q * 100}`).join(', ')} (histogram_quantile). The Table tab lists the buckets.</p>`;
+  if (histos && quant && quant.error) return html`${note}<${ErrorBox} error=${quant.error} />`;
+  if (!series.length) return histos && !quant ? note : html`${note}<p class="muted empty">No data in this range.</p>`;
+  return html`${note}<${Chart} xs=${xs} series=${series} unit="short" stacked=${stacked} fill=${stacked ? 40 : 0} height=${360} />`;
 }
 
 function Table({ data }) {
@@ -214,7 +248,7 @@ function Table({ data }) {
   if (!data.result.length) return html`<p class="muted empty">Empty result.</p>`;
   return html`<table class="grid result"><thead><tr><th>Series</th><th>Value</th></tr></thead><tbody>
     ${data.result.map((s) => html`<tr><td><code>${legendName(s.metric, '')}</code></td><td class="num">${
-      s.value ? s.value[1] : s.values ? s.values.map((v) => `${v[1]} @${v[0]}`).join('\n') : 'histogram'}</td></tr>`)}
+      s.value ? s.value[1] : s.histogram ? histogramText(s.histogram[1]) : s.values ? s.values.map((v) => `${v[1]} @${v[0]}`).join('\n') : ''}</td></tr>`)}
   </tbody></table>`;
 }
 
