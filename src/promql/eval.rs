@@ -30,6 +30,8 @@ pub(super) fn parse_in(
 ) -> Result<Expr, PromqlError> {
     let folded = super::syntax::fold_durations(q, frame).map_err(PromqlError::Parse)?;
     let q = folded.as_deref().unwrap_or(q);
+    let extended = super::syntax::rewrite_extended_selectors(q);
+    let q = extended.as_deref().unwrap_or(q);
     // The position is a courtesy: it never costs more than half a second of CPU, whatever
     // the budget (a long query with a late mistake could otherwise burn its whole timeout).
     let deadline = Instant::now() + budget.min(std::time::Duration::from_millis(500));
@@ -904,6 +906,9 @@ impl<'a> Ev<'a> {
     /// Instant vector selector at `ts`: per series the newest float or native histogram
     /// sample in `(t - lookback, t]`, unless it is a stale marker.
     pub(super) fn eval_vector_selector(&self, vs: &VectorSelector, ts: i64) -> R<Vec<Sample>> {
+        if super::syntax::extension(vs) == Some(super::syntax::Extension::Smoothed) {
+            return self.eval_smoothed_selector(vs, ts);
+        }
         let t = self.selector_time(&vs.at, &vs.offset, ts);
         let lookback = self.opts.lookback_ms;
         let data = self.load(vs, t - lookback, t)?;
@@ -942,6 +947,85 @@ impl<'a> Ev<'a> {
                     });
                 }
                 _ => {}
+            }
+        }
+        self.count_samples(out.len())?;
+        Ok(out)
+    }
+
+    /// A `smoothed` instant selector (Prometheus's `smoothSeries`): the sample at `t`, else
+    /// the value interpolated between the samples either side within the lookback, else the
+    /// last one before (histograms alike; a series holding both kinds there gives nothing,
+    /// with a warning).
+    fn eval_smoothed_selector(&self, vs: &VectorSelector, ts: i64) -> R<Vec<Sample>> {
+        use crate::model::histogram::CounterResetHint;
+        let t = self.selector_time(&vs.at, &vs.offset, ts);
+        let lb = self.opts.lookback_ms;
+        let data = self.load(vs, t - lb, t + lb)?;
+        let mut out = Vec::new();
+        for s in data.iter() {
+            let fl: Vec<(i64, f64)> = s
+                .samples
+                .iter()
+                .copied()
+                .filter(|p| p.0 > t - lb && p.0 <= t + lb && !is_stale_nan(p.1))
+                .collect();
+            let hs: Vec<&HPoint> = s
+                .histograms
+                .iter()
+                .filter(|p| p.0 > t - lb && p.0 <= t + lb)
+                .collect();
+            if fl.is_empty() && hs.is_empty() {
+                continue;
+            }
+            let name = s.labels.metric_name();
+            if !fl.is_empty() && !hs.is_empty() {
+                self.warn(format!(
+                    "encountered a mix of histograms and floats for metric name {name:?}"
+                ));
+                continue;
+            }
+            let sample = |f: f64, h: Option<Arc<FloatHistogram>>| Sample {
+                metric: s.labels.clone(),
+                f,
+                t: ts,
+                drop_name: false,
+                h,
+            };
+            if !hs.is_empty() {
+                let i = hs.partition_point(|p| p.0 < t);
+                if i < hs.len() && hs[i].0 == t {
+                    out.push(sample(0.0, Some(hs[i].1.clone())));
+                } else if i > 0 && i < hs.len() {
+                    let (a, b) = (hs[i - 1], hs[i]);
+                    if a.1.uses_custom_buckets() != b.1.uses_custom_buckets() {
+                        self.warn(format!("vector contains a mix of histograms with exponential and custom buckets schemas for metric name {name:?}"));
+                        continue;
+                    }
+                    let counter =
+                        a.1.hint != CounterResetHint::Gauge || b.1.hint != CounterResetHint::Gauge;
+                    if let Some(h) =
+                        super::functions::interpolate_histograms(self, a, b, t, counter, name)
+                    {
+                        out.push(sample(0.0, Some(Arc::new(h))));
+                    }
+                } else if i > 0 {
+                    let mut h = (*hs[i - 1].1).clone();
+                    h.hint = CounterResetHint::Unknown;
+                    out.push(sample(0.0, Some(Arc::new(h))));
+                }
+                continue;
+            }
+            let i = fl.partition_point(|p| p.0 < t);
+            if i < fl.len() && fl[i].0 == t {
+                out.push(sample(fl[i].1, None));
+            } else if i > 0 && i < fl.len() {
+                out.push(sample(
+                    super::functions::interpolate(fl[i - 1], fl[i], t, false),
+                    None,
+                ));
+            } else if i > 0 {
+                out.push(sample(fl[i - 1].1, None));
             }
         }
         self.count_samples(out.len())?;
@@ -1000,18 +1084,26 @@ impl<'a> Ev<'a> {
         mut f: impl FnMut(&Labels, &[(i64, f64)], &[HPoint]),
     ) -> R<()> {
         let t = self.selector_time(&vs.at, &vs.offset, ts);
-        let data = self.load(vs, t - range, t)?;
-        let mut cursors = self.cursors(vs, data.len(), t);
+        // `anchored` and `smoothed` windows reach a lookback further, to the samples their
+        // functions anchor or interpolate on.
+        let lb = self.opts.lookback_ms;
+        let (start, end) = match super::syntax::extension(vs) {
+            None => (t - range, t),
+            Some(super::syntax::Extension::Anchored) => (t - range - lb, t),
+            Some(super::syntax::Extension::Smoothed) => (t - range - lb, t + lb),
+        };
+        let data = self.load(vs, start, end)?;
+        let mut cursors = self.cursors(vs, data.len(), end);
         let mut n = 0;
         for (i, s) in data.iter().enumerate() {
-            let lo = cursors.advance(i, &s.samples, t - range, 0);
-            let hi = cursors.advance(i, &s.samples, t, 1);
+            let lo = cursors.advance(i, &s.samples, start, 0);
+            let hi = cursors.advance(i, &s.samples, end, 1);
             let window = &s.samples[lo..hi];
             let hists: &[HPoint] = if s.histograms.is_empty() {
                 &[]
             } else {
-                let a = s.histograms.partition_point(|x| x.0 <= t - range);
-                let b = s.histograms.partition_point(|x| x.0 <= t);
+                let a = s.histograms.partition_point(|x| x.0 <= start);
+                let b = s.histograms.partition_point(|x| x.0 <= end);
                 &s.histograms[a..b]
             };
             n += hists.len();
@@ -1182,6 +1274,9 @@ pub(super) fn selector_matchers(vs: &VectorSelector) -> R<Vec<Matcher>> {
         );
     }
     for m in &vs.matchers.matchers {
+        if super::syntax::is_marker(&m.name) {
+            continue;
+        }
         let op = match m.op {
             PMatchOp::Equal => MatchOp::Equal,
             PMatchOp::NotEqual => MatchOp::NotEqual,

@@ -487,6 +487,197 @@ impl DurParser<'_> {
     }
 }
 
+/// Matcher names marking a selector written with Prometheus's experimental `anchored` or
+/// `smoothed` modifier; they match every series (`=""`) and are removed before selecting.
+pub(super) const ANCHORED: &str = "__appliance_anchored__";
+/// As [`ANCHORED`], for `smoothed`.
+pub(super) const SMOOTHED: &str = "__appliance_smoothed__";
+
+/// A selector's experimental modifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Extension {
+    /// `anchored`: windows reach back to the last sample before their start.
+    Anchored,
+    /// `smoothed`: values interpolated at the window's edges (or at the evaluation time).
+    Smoothed,
+}
+
+/// The modifier a selector was written with, if any.
+pub(super) fn extension(vs: &promql_parser::parser::VectorSelector) -> Option<Extension> {
+    vs.matchers
+        .matchers
+        .iter()
+        .find_map(|m| match m.name.as_str() {
+            ANCHORED => Some(Extension::Anchored),
+            SMOOTHED => Some(Extension::Smoothed),
+            _ => None,
+        })
+}
+
+/// Whether a matcher is one of this module's markers (never used for selection).
+pub(super) fn is_marker(name: &str) -> bool {
+    name == ANCHORED || name == SMOOTHED
+}
+
+/// The query with each `anchored`/`smoothed` keyword removed and its selector marked with the
+/// matching sentinel matcher; `None` when there is none.
+pub(super) fn rewrite_extended_selectors(q: &str) -> Option<String> {
+    let b = q.as_bytes();
+    // (keyword start, keyword end, sentinel) outside strings and comments.
+    let mut found: Vec<(usize, usize, &str)> = Vec::new();
+    let mut quote: Option<u8> = None;
+    let mut comment = false;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if comment {
+            comment = c != b'\n';
+        } else if let Some(qc) = quote {
+            if c == b'\\' && qc != b'`' {
+                i += 2;
+                continue;
+            }
+            if c == qc {
+                quote = None;
+            }
+        } else if c == b'"' || c == b'\'' || c == b'`' {
+            quote = Some(c);
+        } else if c == b'#' {
+            comment = true;
+        } else if (i == 0 || !is_ident(b[i - 1])) && c.is_ascii_alphabetic() {
+            let end = (i..b.len()).find(|k| !is_ident(b[*k])).unwrap_or(b.len());
+            let word = &q[i..end];
+            if word == "anchored" || word == "smoothed" {
+                found.push((
+                    i,
+                    end,
+                    if word == "anchored" {
+                        ANCHORED
+                    } else {
+                        SMOOTHED
+                    },
+                ));
+            }
+            i = end;
+            continue;
+        }
+        i += 1;
+    }
+    if found.is_empty() {
+        return None;
+    }
+    // Each keyword's selector: where its sentinel goes, and how.
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    for (start, end, sentinel) in found {
+        let at = selector_insert_point(q, start)?;
+        let text = match at {
+            Insert::IntoBraces(k) => {
+                let empty = q[k..].trim_start().starts_with('}');
+                (
+                    k,
+                    if empty {
+                        format!("{sentinel}=\"\"")
+                    } else {
+                        format!("{sentinel}=\"\",")
+                    },
+                )
+            }
+            Insert::AfterName(k) => (k, format!("{{{sentinel}=\"\"}}")),
+        };
+        edits.push((text.0, text.0, text.1));
+        edits.push((start, end, String::new()));
+    }
+    edits.sort_by_key(|e| (e.0, e.1));
+    let mut out = String::with_capacity(q.len() + 64);
+    let mut last = 0;
+    for (from, to, text) in edits {
+        if from < last {
+            return None;
+        }
+        out.push_str(&q[last..from]);
+        out.push_str(&text);
+        last = to;
+    }
+    out.push_str(&q[last..]);
+    Some(out)
+}
+
+enum Insert {
+    /// Just after a selector's `{`.
+    IntoBraces(usize),
+    /// After a bare metric name.
+    AfterName(usize),
+}
+
+/// Walks back from a modifier keyword over the selector's `@`/`offset` modifiers, range and
+/// braces to where its sentinel matcher goes.
+fn selector_insert_point(q: &str, keyword: usize) -> Option<Insert> {
+    let b = q.as_bytes();
+    let mut k = keyword;
+    let back_ws = |mut k: usize| {
+        while k > 0 && b[k - 1].is_ascii_whitespace() {
+            k -= 1;
+        }
+        k
+    };
+    loop {
+        k = back_ws(k);
+        if k == 0 {
+            return None;
+        }
+        // A modifier argument: a number/duration, `start()`/`end()`, or a signed one.
+        let before = k;
+        if b[k - 1] == b')' {
+            let open = q[..k].rfind('(')?;
+            let mut j = back_ws(open);
+            while j > 0 && is_ident(b[j - 1]) {
+                j -= 1;
+            }
+            k = j;
+        } else {
+            while k > 0 && (b[k - 1].is_ascii_alphanumeric() || b[k - 1] == b'.') {
+                k -= 1;
+            }
+        }
+        let arg_start = k;
+        let mut j = back_ws(k);
+        while j > 0 && (b[j - 1] == b'-' || b[j - 1] == b'+') {
+            j = back_ws(j - 1);
+        }
+        if j > 0 && b[j - 1] == b'@' {
+            k = j - 1;
+            continue;
+        }
+        if j >= 6 && q[j - 6..j].eq_ignore_ascii_case("offset") {
+            k = j - 6;
+            continue;
+        }
+        // Not a modifier: back to what the argument scan passed over.
+        k = if arg_start == before {
+            before
+        } else {
+            arg_start
+        };
+        if arg_start != before {
+            // A bare metric name ends here.
+            return Some(Insert::AfterName(before));
+        }
+        break;
+    }
+    if b[k - 1] == b']' {
+        k = q[..k].rfind('[')?;
+        k = back_ws(k);
+    }
+    if k > 0 && b[k - 1] == b'}' {
+        let open = q[..k].rfind('{')?;
+        return Some(Insert::IntoBraces(open + 1));
+    }
+    if k > 0 && is_ident(b[k - 1]) {
+        return Some(Insert::AfterName(k));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,6 +719,29 @@ mod tests {
         );
         assert_eq!(fold(r#"x{a="[1+1]"}"#), None);
         assert!(fold_durations("x[1m+]", f).is_err());
+    }
+
+    #[test]
+    fn anchored_and_smoothed_mark_their_selector() {
+        let r = |q: &str| rewrite_extended_selectors(q).expect("rewritten");
+        assert_eq!(
+            r("increase(m[1m] anchored)"),
+            "increase(m{__appliance_anchored__=\"\"}[1m] )"
+        );
+        assert_eq!(r("m smoothed + 0"), "m{__appliance_smoothed__=\"\"}  + 0");
+        assert_eq!(
+            r(r#"rate(m{a="b"}[5m] offset 1m smoothed)"#),
+            r#"rate(m{__appliance_smoothed__="",a="b"}[5m] offset 1m )"#
+        );
+        assert_eq!(
+            r("m @ 100 smoothed"),
+            "m{__appliance_smoothed__=\"\"} @ 100 "
+        );
+        assert_eq!(
+            r("m offset -100 smoothed"),
+            "m{__appliance_smoothed__=\"\"} offset -100 "
+        );
+        assert!(rewrite_extended_selectors(r#"m{a="anchored"}"#).is_none());
     }
 
     #[test]

@@ -35,6 +35,7 @@ static FUNCTIONS: LazyLock<HashMap<&'static str, FnImpl>> = LazyLock::new(|| {
 
 /// Evaluates a function call at `ts`.
 pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
+    check_extension(c)?;
     match FUNCTIONS.get(c.func.name) {
         Some(f) => f(ev, c, ts),
         None => exec_err(format!("function {:?} is not supported yet", c.func.name)),
@@ -42,6 +43,34 @@ pub(super) fn eval_call(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
 }
 
 pub(super) use crate::model::histogram_ops::kahan_inc;
+pub(super) use range::{interpolate, interpolate_histograms};
+
+/// `anchored` and `smoothed` range selectors only go to the functions that read their
+/// extended windows (Prometheus's `AnchoredSafeFunctions` / `SmoothedSafeFunctions`).
+fn check_extension(c: &Call) -> R<()> {
+    use super::syntax::Extension;
+    for a in &c.args.args {
+        let Expr::MatrixSelector(m) = &**a else {
+            continue;
+        };
+        let (what, allowed): (&str, &[&str]) = match super::syntax::extension(&m.vs) {
+            None => continue,
+            Some(Extension::Anchored) => (
+                "anchored",
+                &["changes", "delta", "increase", "rate", "resets"],
+            ),
+            Some(Extension::Smoothed) => ("smoothed", &["delta", "increase", "rate"]),
+        };
+        if !allowed.contains(&c.func.name) {
+            return exec_err(format!(
+                "{what} modifier can only be used with: {} - not with {}",
+                allowed.join(", "),
+                c.func.name
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Prometheus's `quantile` over raw values (NaN sorts first).
 pub(super) fn quantile(q: f64, vals: &mut [f64]) -> f64 {

@@ -12,6 +12,7 @@ use crate::model::histogram::{CounterResetHint, FloatHistogram};
 use crate::model::histogram_ops::HistogramAccumulator;
 use crate::model::Labels;
 use crate::promql::eval::{exec_err, Ev, HPoint, R};
+use crate::promql::syntax::Extension;
 use crate::promql::{Sample, Value};
 
 pub(super) const FUNCTIONS: &[(&str, FnImpl)] = &[
@@ -91,10 +92,16 @@ pub(super) const FUNCTIONS: &[(&str, FnImpl)] = &[
         })
     }),
     ("changes", |ev, c, ts| {
-        over_time(ev, c, ts, 0, false, |w| Some(Out::F(changes(w))))
+        let start = anchor_start(ev, c, ts)?;
+        over_time(ev, c, ts, 0, false, |w| {
+            Some(Out::F(changes(&anchored(w, start)?)))
+        })
     }),
     ("resets", |ev, c, ts| {
-        over_time(ev, c, ts, 0, false, |w| Some(Out::F(resets(w))))
+        let start = anchor_start(ev, c, ts)?;
+        over_time(ev, c, ts, 0, false, |w| {
+            Some(Out::F(resets(&anchored(w, start)?)))
+        })
     }),
     ("double_exponential_smoothing", double_exponential_smoothing),
     ("holt_winters", double_exponential_smoothing),
@@ -201,10 +208,75 @@ fn range_bounds(ev: &Ev<'_>, e: &Expr, ts: i64) -> (i64, i64) {
     }
 }
 
-/// `rate`, `increase` and `delta` (Prometheus's `extrapolatedRate`).
+/// The modifier of a plain range selector argument.
+fn extension_of(e: &Expr) -> Option<Extension> {
+    match e {
+        Expr::MatrixSelector(m) => crate::promql::syntax::extension(&m.vs),
+        _ => None,
+    }
+}
+
+/// For an `anchored` range selector, where its range starts (windows reach further back).
+fn anchor_start(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Option<i64>> {
+    let a = arg(c, 0)?;
+    Ok((extension_of(a) == Some(Extension::Anchored)).then(|| range_bounds(ev, a, ts).0))
+}
+
+/// An anchored window from its anchor (Prometheus's `pickFirstSampleIndices`): the last
+/// sample at or before the range start, then those after it; `None` when no sample lies after
+/// the start. Plain windows pass through.
+fn anchored<'a>(w: &Win<'a>, start: Option<i64>) -> Option<Win<'a>> {
+    let Some(start) = start else {
+        return Some(Win {
+            metric: w.metric,
+            f: w.f,
+            h: w.h,
+        });
+    };
+    let lf = w.f.partition_point(|p| p.0 <= start);
+    let lh = w.h.partition_point(|p| p.0 <= start);
+    if lf >= w.f.len() && lh >= w.h.len() {
+        return None;
+    }
+    let (ff, fh) = match (lf.checked_sub(1), lh.checked_sub(1)) {
+        (None, None) => (0, 0),
+        (Some(f), None) => (f, 0),
+        (None, Some(h)) => (0, h),
+        (Some(f), Some(h)) if w.f[f].0 >= w.h[h].0 => (f, h + 1),
+        (Some(_), Some(h)) => (lf, h),
+    };
+    Some(Win {
+        metric: w.metric,
+        f: &w.f[ff..],
+        h: &w.h[fh..],
+    })
+}
+
+/// `rate`, `increase` and `delta` (Prometheus's `extrapolatedRate`, or `extendedRate` for
+/// `anchored` and `smoothed` selectors).
 fn rate_family(ev: &Ev<'_>, c: &Call, ts: i64, is_counter: bool, is_rate: bool) -> R<Value> {
     let a = arg(c, 0)?;
     let (start, end) = range_bounds(ev, a, ts);
+    if let Some(ext) = extension_of(a) {
+        let smoothed = ext == Extension::Smoothed;
+        return over_time(ev, c, ts, 0, false, |w| {
+            if !w.f.is_empty() && !w.h.is_empty() {
+                mixed_warning(ev, w.metric);
+                return None;
+            }
+            let e = Extended {
+                start,
+                end,
+                smoothed,
+                is_counter,
+                is_rate,
+            };
+            if !w.h.is_empty() {
+                return e.histogram_rate(ev, w).map(Out::H);
+            }
+            e.float_rate(w.f).map(Out::F)
+        });
+    }
     let window = |first_t: i64, last_t: i64, n: usize| Window {
         first_t,
         last_t,
@@ -670,4 +742,240 @@ fn double_exponential_smoothing(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
         }
         Some(s1)
     })
+}
+
+/// Linear interpolation at `t` between two samples; for counters a fall counts from zero.
+pub(in crate::promql) fn interpolate(p1: (i64, f64), p2: (i64, f64), t: i64, counter: bool) -> f64 {
+    let y1 = if counter && p2.1 < p1.1 { 0.0 } else { p1.1 };
+    y1 + (p2.1 - y1) * (t - p1.0) as f64 / (p2.0 - p1.0) as f64
+}
+
+/// A histogram interpolated at `t` between two samples (a counter reset between them counts
+/// from zero); `None`, with a warning, when their bucket kinds differ.
+pub(in crate::promql) fn interpolate_histograms(
+    ev: &Ev<'_>,
+    a: &HPoint,
+    b: &HPoint,
+    t: i64,
+    counter: bool,
+    name: &str,
+) -> Option<FloatHistogram> {
+    if t == a.0 {
+        return Some((*a.1).clone());
+    }
+    if t == b.0 {
+        return Some((*b.1).clone());
+    }
+    let fraction = (t - a.0) as f64 / (b.0 - a.0) as f64;
+    let mut out = (*b.1).clone();
+    if counter && b.1.detect_reset(&a.1) {
+        out.mul(fraction);
+        return Some(out);
+    }
+    let r = out.try_sub(&a.1).and_then(|n1| {
+        out.mul(fraction);
+        out.try_add(&a.1).map(|n2| (n1, n2))
+    });
+    match r {
+        Ok((n1, n2)) => {
+            if n1.custom_bounds_reconciled {
+                ev.info("mismatched custom buckets were reconciled during subtraction".into());
+            }
+            if n2.custom_bounds_reconciled {
+                ev.info("mismatched custom buckets were reconciled during addition".into());
+            }
+            Some(out)
+        }
+        Err(_) => {
+            ev.warn(format!("vector contains a mix of histograms with exponential and custom buckets schemas for metric name {name:?}"));
+            None
+        }
+    }
+}
+
+/// The range of an `anchored`/`smoothed` rate and how to take it (Prometheus's
+/// `extendedRate` and `extendedHistogramRate`): from the sample at or before the range start
+/// (interpolated at the start when smoothed) to the last sample (interpolated at the end when
+/// smoothed), counter resets added back, not extrapolated.
+struct Extended {
+    start: i64,
+    end: i64,
+    smoothed: bool,
+    is_counter: bool,
+    is_rate: bool,
+}
+
+impl Extended {
+    /// First and last sample indices of the window, or `None` when it measures nothing.
+    fn bounds(&self, times: &[i64]) -> Option<(usize, usize)> {
+        let mut last = times.len().checked_sub(1)?;
+        let first = times[..last]
+            .partition_point(|t| *t <= self.start)
+            .saturating_sub(1);
+        if self.smoothed {
+            last = times[..last].partition_point(|t| *t < self.end);
+        }
+        if times[last] <= self.start || (self.smoothed && times[first] > self.end) {
+            return None;
+        }
+        Some((first, last))
+    }
+
+    fn secs(&self) -> f64 {
+        (self.end - self.start) as f64 / 1000.0
+    }
+
+    fn float_rate(&self, f: &[(i64, f64)]) -> Option<f64> {
+        let times: Vec<i64> = f.iter().map(|p| p.0).collect();
+        let (mut first, mut last) = self.bounds(&times)?;
+        let left = if self.smoothed && f[first].0 < self.start {
+            interpolate(f[first], f[first + 1], self.start, self.is_counter)
+        } else {
+            f[first].1
+        };
+        let right = if self.smoothed && last > 0 && f[last].0 > self.end {
+            interpolate(f[last - 1], f[last], self.end, self.is_counter)
+        } else {
+            f[last].1
+        };
+        let mut result = right - left;
+        if self.is_counter {
+            if f[first].0 <= self.start {
+                first += 1;
+            }
+            if f[last].0 >= self.end {
+                last = last.wrapping_sub(1);
+            }
+            let mut prev = left;
+            if last != usize::MAX && first <= last {
+                for p in &f[first..=last] {
+                    if p.1 < prev {
+                        result += prev;
+                    }
+                    prev = p.1;
+                }
+            }
+            if right < prev {
+                result += prev;
+            }
+        }
+        if self.is_rate {
+            result /= self.secs();
+        }
+        Some(result)
+    }
+
+    fn histogram_rate(&self, ev: &Ev<'_>, w: &Win<'_>) -> Option<FloatHistogram> {
+        let h = w.h;
+        let name = w.metric.metric_name();
+        let times: Vec<i64> = h.iter().map(|p| p.0).collect();
+        let (first, last) = self.bounds(&times)?;
+        let custom = h[first].1.uses_custom_buckets();
+        for p in &h[first..=last] {
+            if p.1.uses_custom_buckets() != custom {
+                ev.warn(format!("vector contains a mix of histograms with exponential and custom buckets schemas for metric name {name:?}"));
+                return None;
+            }
+            if self.is_counter && p.1.hint == CounterResetHint::Gauge {
+                ev.warn(format!(
+                    "this native histogram metric is not a counter: {name:?}"
+                ));
+            }
+        }
+        let left = if self.smoothed && h[first].0 < self.start {
+            interpolate_histograms(
+                ev,
+                &h[first],
+                &h[first + 1],
+                self.start,
+                self.is_counter,
+                name,
+            )?
+        } else {
+            (*h[first].1).clone()
+        };
+        let right = if self.smoothed && last > 0 && h[last].0 > self.end {
+            interpolate_histograms(ev, &h[last - 1], &h[last], self.end, self.is_counter, name)?
+        } else {
+            (*h[last].1).clone()
+        };
+        let gauge = |x: &FloatHistogram| x.hint == CounterResetHint::Gauge;
+        if !(self.is_counter || gauge(&left) && gauge(&right)) {
+            ev.warn(format!(
+                "this native histogram metric is not a gauge: {name:?}"
+            ));
+        }
+        let mixed = |ev: &Ev<'_>| {
+            ev.warn(format!("vector contains a mix of histograms with exponential and custom buckets schemas for metric name {name:?}"));
+        };
+        let mut result = right.clone();
+        match result.try_sub(&left) {
+            Ok(n) if n.custom_bounds_reconciled => {
+                ev.info("mismatched custom buckets were reconciled during subtraction".into())
+            }
+            Ok(_) => {}
+            Err(_) => {
+                mixed(ev);
+                return None;
+            }
+        }
+        if self.is_counter {
+            let mut correction: Option<FloatHistogram> = None;
+            let mut add = |ev: &Ev<'_>, x: &FloatHistogram| -> Option<()> {
+                match correction.as_mut() {
+                    None => correction = Some(x.clone()),
+                    Some(c) => match c.try_add(x) {
+                        Ok(n) if n.custom_bounds_reconciled => ev.info(
+                            "mismatched custom buckets were reconciled during addition".into(),
+                        ),
+                        Ok(_) => {}
+                        Err(_) => {
+                            mixed(ev);
+                            return None;
+                        }
+                    },
+                }
+                Some(())
+            };
+            let mut from = first + 1;
+            let mut prev: &FloatHistogram = &left;
+            if self.smoothed && h[first].0 < self.start && h[first + 1].1.detect_reset(&h[first].1)
+            {
+                prev = &h[first + 1].1;
+                from += 1;
+            }
+            let to = last as isize - 1;
+            if from as isize <= to + 1 {
+                if from as isize <= to {
+                    for p in &h[from..=to as usize] {
+                        if p.1.detect_reset(prev) {
+                            add(ev, prev)?;
+                        }
+                        prev = &p.1;
+                    }
+                }
+                if right.detect_reset(prev) {
+                    add(ev, prev)?;
+                }
+            }
+            if let Some(c) = correction {
+                match result.try_add(&c) {
+                    Ok(n) if n.custom_bounds_reconciled => {
+                        ev.info("mismatched custom buckets were reconciled during addition".into())
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        mixed(ev);
+                        return None;
+                    }
+                }
+            }
+        }
+        if self.is_rate {
+            result.div(self.secs());
+        }
+        result.hint = CounterResetHint::Gauge;
+        result.compact();
+        Some(result)
+    }
 }
