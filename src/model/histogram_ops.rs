@@ -83,14 +83,19 @@ impl FloatHistogram {
         }
     }
 
-    fn add_or_sub(&mut self, o: &FloatHistogram, sign: f64) -> Result<OpNotes, HistogramOpError> {
+    /// What every addition starts with: the bucket kinds must agree, the hints reconcile.
+    fn begin_add(&mut self, o: &FloatHistogram) -> Result<OpNotes, HistogramOpError> {
         if self.uses_custom_buckets() != o.uses_custom_buckets() {
             return Err(HistogramOpError::IncompatibleSchema);
         }
-        let mut notes = OpNotes {
+        Ok(OpNotes {
             counter_reset_collision: self.adjust_counter_reset(o),
             custom_bounds_reconciled: false,
-        };
+        })
+    }
+
+    fn add_or_sub(&mut self, o: &FloatHistogram, sign: f64) -> Result<OpNotes, HistogramOpError> {
+        let mut notes = self.begin_add(o)?;
         if !self.uses_custom_buckets() {
             let other_zero = self.reconcile_zero_buckets(o);
             self.zero_count += sign * other_zero;
@@ -457,13 +462,7 @@ impl FloatHistogram {
         o: &FloatHistogram,
         c: &mut FloatHistogram,
     ) -> Result<OpNotes, HistogramOpError> {
-        if self.uses_custom_buckets() != o.uses_custom_buckets() {
-            return Err(HistogramOpError::IncompatibleSchema);
-        }
-        let mut notes = OpNotes {
-            counter_reset_collision: self.adjust_counter_reset(o),
-            custom_bounds_reconciled: false,
-        };
+        let mut notes = self.begin_add(o)?;
         if !self.uses_custom_buckets() {
             let (oz, ocz) = self.reconcile_zero_buckets_kahan(o, c);
             (self.zero_count, c.zero_count) = kahan_inc(oz, self.zero_count, c.zero_count);

@@ -47,27 +47,27 @@ struct Elem {
     h: Option<Arc<FloatHistogram>>,
     /// Whether a comparison holds (always true for arithmetic).
     keep: bool,
-    /// The operand types do not combine (or the buckets do not): no result, even with `bool`.
-    none: bool,
 }
 
 /// Prometheus's `vectorElemBinop`: floats as usual; a histogram may be scaled by a float (`*`,
 /// `/`), added to or subtracted from a histogram, or compared for (in)equality with one.
-/// Other combinations give nothing, with an info annotation. Histograms with incompatible
-/// bucket layouts give nothing, with a warning.
-fn elem_binop(ev: &Ev<'_>, op: &str, l: Operand<'_>, r: Operand<'_>) -> R<Elem> {
+/// Other combinations give nothing (`None`, no result even with `bool`), with an info
+/// annotation. Histograms with incompatible bucket layouts give nothing, with a warning.
+fn elem_binop(ev: &Ev<'_>, op: &str, l: Operand<'_>, r: Operand<'_>) -> R<Option<Elem>> {
     let none = |ev: &Ev<'_>| {
         ev.info(format!(
             "incompatible sample types encountered for binary operator {op:?}: {} {op} {}",
             l.type_name(),
             r.type_name()
         ));
-        Elem {
+        None
+    };
+    let hist = |h: FloatHistogram| {
+        Some(Elem {
             f: 0.0,
-            h: None,
-            keep: false,
-            none: true,
-        }
+            h: Some(Arc::new(h)),
+            keep: true,
+        })
     };
     let scaled = |h: &FloatHistogram, by: f64, div: bool| {
         let mut h = h.clone();
@@ -77,23 +77,13 @@ fn elem_binop(ev: &Ev<'_>, op: &str, l: Operand<'_>, r: Operand<'_>) -> R<Elem> 
             h.mul(by);
         }
         h.compact();
-        Elem {
-            f: 0.0,
-            h: Some(Arc::new(h)),
-            keep: true,
-            none: false,
-        }
+        hist(h)
     };
     Ok(match (l.h, r.h) {
         (None, None) if op == "</" || op == ">/" => none(ev),
         (None, None) => {
             let (f, keep) = elem(op, l.f, r.f)?;
-            Elem {
-                f,
-                h: None,
-                keep,
-                none: false,
-            }
+            Some(Elem { f, h: None, keep })
         }
         (None, Some(rh)) => match op {
             "*" => scaled(rh, l.f, false),
@@ -105,12 +95,7 @@ fn elem_binop(ev: &Ev<'_>, op: &str, l: Operand<'_>, r: Operand<'_>) -> R<Elem> 
             "</" | ">/" => {
                 let mut h = (**lh).clone();
                 h.trim_buckets(r.f, op == "</");
-                Elem {
-                    f: 0.0,
-                    h: Some(Arc::new(h)),
-                    keep: true,
-                    none: false,
-                }
+                hist(h)
             }
             _ => none(ev),
         },
@@ -130,34 +115,23 @@ fn elem_binop(ev: &Ev<'_>, op: &str, l: Operand<'_>, r: Operand<'_>) -> R<Elem> 
                             h.hint = CounterResetHint::Gauge;
                         }
                         h.compact();
-                        Elem {
-                            f: 0.0,
-                            h: Some(Arc::new(h)),
-                            keep: true,
-                            none: false,
-                        }
+                        hist(h)
                     }
                     Err(_) => {
                         ev.warn(format!(
                             "incompatible bucket layout encountered for binary operator {op}"
                         ));
-                        Elem {
-                            f: 0.0,
-                            h: None,
-                            keep: false,
-                            none: true,
-                        }
+                        None
                     }
                 }
             }
             "==" | "!=" => {
                 let same = lh.equals(rh, |a, b| a == b || (a.is_nan() && b.is_nan()));
-                Elem {
+                Some(Elem {
                     f: 0.0,
                     h: Some(lh.clone()),
                     keep: same == (op == "=="),
-                    none: false,
-                }
+                })
             }
             _ => none(ev),
         },
@@ -305,15 +279,14 @@ fn vector_scalar(
         } else {
             (Operand::of(&smp), Operand::float(s))
         };
-        let Elem {
+        let Some(Elem {
             f: mut value,
             mut h,
             keep,
-            none,
-        } = elem_binop(ev, op, l, r)?;
-        if none {
+        }) = elem_binop(ev, op, l, r)?
+        else {
             continue;
-        }
+        };
         if is_comparison(op) && scalar_left {
             // The vector's value is kept even when the scalar is on the left.
             value = smp.f;
@@ -446,15 +419,14 @@ fn vector_vector(
         } else {
             (Operand::of(&ms), Operand::of(os))
         };
-        let Elem {
+        let Some(Elem {
             f: mut value,
             mut h,
             keep,
-            none,
-        } = elem_binop(ev, op, l, r)?;
-        if none {
+        }) = elem_binop(ev, op, l, r)?
+        else {
             continue;
-        }
+        };
         // Result labels come from the "many" side (the left one for one-to-one).
         let mut b = ms.metric.builder();
         if matches!(card, VectorMatchCardinality::OneToOne) {

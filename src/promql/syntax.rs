@@ -20,29 +20,14 @@ pub(super) const TRIM_LOWER: &str = "__appliance_trim_lower__";
 /// token in source order whether it was a trim operator; `None` when there is none.
 pub(super) fn rewrite_trim_ops(q: &str) -> Option<(String, Vec<bool>)> {
     let b = q.as_bytes();
+    let code = code_mask(q);
     let mut out = String::with_capacity(q.len());
     let mut ops = Vec::new();
-    let mut quote: Option<u8> = None;
-    let mut comment = false;
     let mut i = 0;
     let mut last = 0;
     while i < b.len() {
         let c = b[i];
-        if comment {
-            comment = c != b'\n';
-        } else if let Some(qc) = quote {
-            if c == b'\\' && qc != b'`' {
-                i += 2;
-                continue;
-            }
-            if c == qc {
-                quote = None;
-            }
-        } else if c == b'"' || c == b'\'' || c == b'`' {
-            quote = Some(c);
-        } else if c == b'#' {
-            comment = true;
-        } else if (c == b'<' || c == b'>') && b.get(i + 1) != Some(&b'=') {
+        if code[i] && (c == b'<' || c == b'>') && b.get(i + 1) != Some(&b'=') {
             let trim = b.get(i + 1) == Some(&b'/');
             ops.push(trim);
             if trim {
@@ -60,6 +45,38 @@ pub(super) fn rewrite_trim_ops(q: &str) -> Option<(String, Vec<bool>)> {
     }
     out.push_str(&q[last.min(q.len())..]);
     Some((out, ops))
+}
+
+/// For each byte of `q`, whether it is query code: outside string literals (their quotes
+/// included) and `#` comments.
+fn code_mask(q: &str) -> Vec<bool> {
+    let b = q.as_bytes();
+    let mut mask = vec![false; b.len()];
+    let mut quote: Option<u8> = None;
+    let mut comment = false;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if comment {
+            comment = c != b'\n';
+        } else if let Some(qc) = quote {
+            if c == b'\\' && qc != b'`' {
+                i += 2;
+                continue;
+            }
+            if c == qc {
+                quote = None;
+            }
+        } else if c == b'"' || c == b'\'' || c == b'`' {
+            quote = Some(c);
+        } else if c == b'#' {
+            comment = true;
+        } else {
+            mask[i] = true;
+        }
+        i += 1;
+    }
+    mask
 }
 
 /// Marks the comparisons that were trim operators, visiting `<`/`>` in source order.
@@ -151,32 +168,17 @@ pub(super) struct QueryFrame {
 /// evaluate is an error naming it.
 pub(super) fn fold_durations(q: &str, frame: QueryFrame) -> Result<Option<String>, String> {
     let b = q.as_bytes();
+    let code = code_mask(q);
     let mut out = String::with_capacity(q.len());
     let mut changed = false;
-    let mut quote: Option<u8> = None;
-    let mut comment = false;
     let (mut i, mut last) = (0, 0);
     while i < b.len() {
         let c = b[i];
-        if comment {
-            comment = c != b'\n';
-            i += 1;
-            continue;
-        }
-        if let Some(qc) = quote {
-            if c == b'\\' && qc != b'`' {
-                i += 2;
-                continue;
-            }
-            if c == qc {
-                quote = None;
-            }
+        if !code[i] {
             i += 1;
             continue;
         }
         match c {
-            b'"' | b'\'' | b'`' => quote = Some(c),
-            b'#' => comment = true,
             b'[' => {
                 let Some(close) = q[i..].find(']').map(|k| i + k) else {
                     break;
@@ -525,26 +527,11 @@ pub(super) fn rewrite_extended_selectors(q: &str) -> Option<String> {
     let b = q.as_bytes();
     // (keyword start, keyword end, sentinel) outside strings and comments.
     let mut found: Vec<(usize, usize, &str)> = Vec::new();
-    let mut quote: Option<u8> = None;
-    let mut comment = false;
+    let code = code_mask(q);
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
-        if comment {
-            comment = c != b'\n';
-        } else if let Some(qc) = quote {
-            if c == b'\\' && qc != b'`' {
-                i += 2;
-                continue;
-            }
-            if c == qc {
-                quote = None;
-            }
-        } else if c == b'"' || c == b'\'' || c == b'`' {
-            quote = Some(c);
-        } else if c == b'#' {
-            comment = true;
-        } else if (i == 0 || !is_ident(b[i - 1])) && c.is_ascii_alphabetic() {
+        if code[i] && (i == 0 || !is_ident(b[i - 1])) && c.is_ascii_alphabetic() {
             let end = (i..b.len()).find(|k| !is_ident(b[*k])).unwrap_or(b.len());
             let word = &q[i..end];
             if word == "anchored" || word == "smoothed" {
