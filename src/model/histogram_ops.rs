@@ -308,14 +308,19 @@ fn merge(
     sign: f64,
     skip: impl Fn(i32) -> bool,
 ) {
-    let mut leading = true;
-    for (&i, &v) in b {
-        if leading && skip(i) {
-            continue;
-        }
-        leading = false;
+    for (i, v) in past_leading(b, skip) {
         *a.entry(i).or_insert(0.0) += sign * v;
     }
+}
+
+/// `b`'s buckets from the first for which `skip` does not hold.
+fn past_leading(
+    b: &BTreeMap<i32, f64>,
+    skip: impl Fn(i32) -> bool,
+) -> impl Iterator<Item = (i32, f64)> + '_ {
+    b.iter()
+        .map(|(i, v)| (*i, *v))
+        .skip_while(move |(i, _)| skip(*i))
 }
 
 /// Bounds present in both lists.
@@ -607,12 +612,7 @@ fn kahan_merge(
     bc: Option<&BTreeMap<i32, f64>>,
     skip: impl Fn(i32) -> bool,
 ) {
-    let mut leading = true;
-    for (&i, &v) in b {
-        if leading && skip(i) {
-            continue;
-        }
-        leading = false;
+    for (i, v) in past_leading(b, skip) {
         let (x, y) = (a.entry(i).or_insert(0.0), ac.entry(i).or_insert(0.0));
         (*x, *y) = kahan_inc(v, *x, *y);
         if let Some(bc) = bc {
