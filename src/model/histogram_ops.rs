@@ -314,10 +314,10 @@ fn merge(
 }
 
 /// `b`'s buckets from the first for which `skip` does not hold.
-fn past_leading(
-    b: &BTreeMap<i32, f64>,
-    skip: impl Fn(i32) -> bool,
-) -> impl Iterator<Item = (i32, f64)> + '_ {
+fn past_leading<'a>(
+    b: &'a BTreeMap<i32, f64>,
+    skip: impl Fn(i32) -> bool + 'a,
+) -> impl Iterator<Item = (i32, f64)> + 'a {
     b.iter()
         .map(|(i, v)| (*i, *v))
         .skip_while(move |(i, _)| skip(*i))
