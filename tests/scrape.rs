@@ -618,3 +618,44 @@ async fn protobuf_targets_give_native_histograms() {
     );
     mgr.stop();
 }
+
+/// `convert_classic_histograms_to_nhcb`: a classic histogram on a text page is stored as one
+/// custom-bucket native histogram under its family name, its classic series only when
+/// `always_scrape_classic_histograms` asks for them.
+#[tokio::test]
+async fn classic_histograms_convert_to_custom_bucket_histograms() {
+    let page = Arc::new(Mutex::new(Page {
+        content_type: "text/plain; version=0.0.4".into(),
+        body: b"# TYPE rpc_seconds histogram\n\
+rpc_seconds_bucket{le=\"0.1\"} 2\n\
+rpc_seconds_bucket{le=\"1\"} 5\n\
+rpc_seconds_bucket{le=\"+Inf\"} 6\n\
+rpc_seconds_sum 3.5\n\
+rpc_seconds_count 6\n"
+            .to_vec(),
+        gzip: false,
+    }));
+    let addr = serve(page.clone()).await;
+    let hist = |head: &Head| {
+        head.select(&[m("__name__", "rpc_seconds")], i64::MIN, i64::MAX)
+            .first()
+            .and_then(|s| s.histograms.last().map(|(_, h)| (**h).clone()))
+    };
+    let classic = |head: &Head| {
+        !head
+            .select(&[m("__name__", "rpc_seconds_bucket")], i64::MIN, i64::MAX)
+            .is_empty()
+    };
+    for keep in [false, true] {
+        let (head, mgr) = setup();
+        mgr.apply(vec![job(&format!("job_name: t\nscrape_interval: 200ms\nconvert_classic_histograms_to_nhcb: true\nalways_scrape_classic_histograms: {keep}\nstatic_configs:\n  - targets: ['{addr}']\n"))]).unwrap();
+        until(5, "a converted histogram", || hist(&head).is_some()).await;
+        let h = hist(&head).unwrap();
+        assert_eq!(
+            h.to_string(),
+            "{{schema:-53 count:6 sum:3.5 custom_values:[0.1 1] buckets:[2 3 1]}}"
+        );
+        assert_eq!(classic(&head), keep, "classic series kept: {keep}");
+        mgr.stop();
+    }
+}

@@ -1,9 +1,13 @@
 //! The scrape body parser, both formats, with and without label limits: no input may panic,
 //! hang or allocate without bound; and deferred labels (what the scrape loop uses) give the
-//! same samples and the same first error as parsing every label block in place.
+//! same samples and the same first error as parsing every label block in place. The classic
+//! to custom-bucket histogram conversion runs over every body too.
 #![no_main]
 
-use appliance::model::exposition::{Entry, Format, Parser, ParserOptions};
+use appliance::model::exposition::nhcb::NhcbDecoder;
+use appliance::model::exposition::{
+    Decoder, Entry, Format, Parser, ParserOptions, ProtoOptions, Wire,
+};
 use libfuzzer_sys::fuzz_target;
 
 type Flat = (String, Vec<(String, String)>, u64, Option<i64>);
@@ -55,5 +59,26 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(full, deferred, "deferred labels differ from parsing in place");
         }
         let _ = appliance::model::exposition::parse_all(data, format);
+        for keep_classic in [false, true] {
+            let dec = Decoder::new(
+                data,
+                Wire::Text(format),
+                ParserOptions {
+                    defer_labels: true,
+                    ..ParserOptions::default()
+                },
+                ProtoOptions::default(),
+            );
+            let mut conv = NhcbDecoder::new(dec, true, keep_classic);
+            while let Some(e) = conv.next() {
+                match e {
+                    Ok(Entry::Sample(s)) => {
+                        let _ = conv.series_labels(&s);
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        }
     }
 });

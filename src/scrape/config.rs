@@ -48,6 +48,9 @@ pub struct GlobalConfig {
     /// Default for also storing the classic buckets of histograms stored as native.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub always_scrape_classic_histograms: Option<bool>,
+    /// Default for storing classic histograms as native histograms with custom buckets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub convert_classic_histograms_to_nhcb: Option<bool>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -73,6 +76,7 @@ impl Default for GlobalConfig {
             scrape_protocols: None,
             scrape_native_histograms: None,
             always_scrape_classic_histograms: None,
+            convert_classic_histograms_to_nhcb: None,
         }
     }
 }
@@ -220,6 +224,12 @@ pub struct ScrapeConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub always_scrape_classic_histograms: Option<bool>,
+    /// Store classic histograms (`_bucket`/`_count`/`_sum` of a `histogram` family) as
+    /// native histograms with custom buckets under the family's name, as Prometheus 3 does;
+    /// their classic series are kept too only with `always_scrape_classic_histograms`
+    /// (default: global, else off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub convert_classic_histograms_to_nhcb: Option<bool>,
     /// Most buckets a native histogram may keep; over it its resolution is halved until it
     /// fits, and a scrape where that cannot be done fails (0 = no limit).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -368,6 +378,8 @@ impl ScrapeConfig {
             .get_or_insert(g.scrape_native_histograms.unwrap_or(false));
         self.always_scrape_classic_histograms
             .get_or_insert(g.always_scrape_classic_histograms.unwrap_or(false));
+        self.convert_classic_histograms_to_nhcb
+            .get_or_insert(g.convert_classic_histograms_to_nhcb.unwrap_or(false));
         if self.scrape_protocols.is_none() {
             self.scrape_protocols = Some(match &g.scrape_protocols {
                 Some(p) => p.clone(),

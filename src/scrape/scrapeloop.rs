@@ -716,7 +716,11 @@ fn append_body(
         native_histograms: cfg.scrape_native_histograms.unwrap_or(false),
         classic_histograms: cfg.always_scrape_classic_histograms.unwrap_or(false),
     };
-    let mut parser = Decoder::new(body, format, opts, proto);
+    let mut parser = crate::model::exposition::nhcb::NhcbDecoder::new(
+        Decoder::new(body, format, opts, proto),
+        cfg.convert_classic_histograms_to_nhcb.unwrap_or(false),
+        cfg.always_scrape_classic_histograms.unwrap_or(false),
+    );
     let mut n = 0usize;
     while let Some(e) = parser.next() {
         n += 1;

@@ -6,6 +6,7 @@
 //! checks of the OpenMetrics specification (counter values, bucket order, grouping, ...) that
 //! Prometheus does not make when scraping; it is used where spec conformance is wanted.
 
+pub mod nhcb;
 mod parser;
 pub mod protobuf;
 mod validate;
