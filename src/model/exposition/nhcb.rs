@@ -14,6 +14,9 @@ use crate::model::nhcb::TempHistogram;
 
 type Item<'a> = Result<Entry<'a>, DecodeError>;
 
+/// A label set as owned pairs, for grouping.
+type Key = Vec<(String, String)>;
+
 /// A [`Decoder`] that converts classic histograms (see the module docs); with `enabled` off
 /// it passes everything through.
 pub struct NhcbDecoder<'a> {
@@ -25,7 +28,7 @@ pub struct NhcbDecoder<'a> {
     family: Option<String>,
     buffered: Vec<(Sample<'a>, Cow<'a, str>, LabelPairs<'a>)>,
     /// Label sets of the family that came as native histograms already (not converted).
-    native: HashSet<Vec<(String, String)>>,
+    native: HashSet<Key>,
     out: VecDeque<Item<'a>>,
     done: bool,
 }
@@ -78,12 +81,12 @@ impl<'a> NhcbDecoder<'a> {
         let native = std::mem::take(&mut self.native);
         // Per label set (without `le`) and timestamp, in order of first appearance.
         let mut groups: Vec<(LabelPairs<'a>, Option<i64>, TempHistogram)> = Vec::new();
-        let mut index: HashMap<(Vec<(String, String)>, Option<i64>), usize> = HashMap::new();
+        let mut index: HashMap<(Key, Option<i64>), usize> = HashMap::new();
         let mut classic = Vec::new();
         for (s, name, labels) in buffered {
             let key_labels: LabelPairs<'a> =
                 labels.iter().filter(|(k, _)| k != "le").cloned().collect();
-            let key: Vec<(String, String)> = key_labels
+            let key: Key = key_labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
