@@ -332,7 +332,13 @@ pub fn selectors(query: &str) -> Result<Vec<Vec<crate::model::Matcher>>, PromqlE
 
 /// Prometheus's `format_query`: the query pretty-printed.
 pub fn format_query(query: &str) -> Result<String, PromqlError> {
-    with_parsed(query, ERROR_LOCATION_BUDGET, |e| e.prettify())
+    let text = with_parsed(query, ERROR_LOCATION_BUDGET, |e| e.prettify())?;
+    // Experimental syntax is parsed through rewrites (see `syntax`) whose markers the printed
+    // tree would show; such a query comes back as written.
+    if syntax::uses_rewrites(query) {
+        return Ok(query.trim().to_string());
+    }
+    Ok(text)
 }
 
 /// How long a syntax error may be searched for its position where no query timeout applies.

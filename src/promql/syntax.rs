@@ -489,6 +489,13 @@ impl DurParser<'_> {
     }
 }
 
+/// Whether parsing `q` goes through any of this module's rewrites.
+pub(super) fn uses_rewrites(q: &str) -> bool {
+    !matches!(fold_durations(q, QueryFrame::default()), Ok(None))
+        || rewrite_extended_selectors(q).is_some()
+        || rewrite_trim_ops(q).is_some()
+}
+
 /// Matcher names marking a selector written with Prometheus's experimental `anchored` or
 /// `smoothed` modifier; they match every series (`=""`) and are removed before selecting.
 pub(super) const ANCHORED: &str = "__appliance_anchored__";

@@ -428,3 +428,19 @@ fn rates_of_native_histograms_extrapolate_and_survive_resets() {
         2f64.powf(-0.5)
     ));
 }
+
+#[test]
+fn experimental_syntax_formats_as_written() {
+    for q in [
+        "rate(x[5m] anchored)",
+        "x offset (2 * 1m)",
+        "h </ 5",
+        "rate(x[1m+1m])",
+    ] {
+        assert_eq!(super::format_query(q).unwrap(), q);
+    }
+    assert_eq!(
+        super::format_query("sum(x)by(a)").unwrap(),
+        "sum by (a) (x)"
+    );
+}
