@@ -65,8 +65,9 @@ struct Acc {
     incremental: bool,
     seen: bool,
     drop_name: bool,
-    /// `sum`/`avg` of native histograms: the running sum or mean.
-    h: Option<crate::model::histogram_ops::HistogramAccumulator>,
+    /// `sum`/`avg` of native histograms: the running sum or mean (boxed: a group starts at
+    /// every step, and most never see a histogram).
+    h: Option<Box<crate::model::histogram_ops::HistogramAccumulator>>,
     has_float: bool,
     has_histogram: bool,
     /// Exponential and custom buckets met: the group gives nothing.
@@ -307,7 +308,10 @@ pub(super) fn eval_aggregate(ev: &Ev<'_>, a: &AggregateExpr, ts: i64) -> R<Value
 }
 
 /// Adds a native histogram sample to a group: summed by `sum` and `avg`, counted by `count`
-/// and `group`, ignored (with Prometheus's info annotation) by the others.
+/// and `group`, ignored (with Prometheus's info annotation) by the others. Kept out of line:
+/// the float path around it is the hot one.
+#[cold]
+#[inline(never)]
 fn accumulate_histogram(
     ev: &Ev<'_>,
     op: &str,
@@ -322,7 +326,9 @@ fn accumulate_histogram(
             if !a.seen {
                 a.seen = true;
                 a.count = 1.0;
-                a.h = Some(crate::model::histogram_ops::HistogramAccumulator::new(h));
+                a.h = Some(Box::new(
+                    crate::model::histogram_ops::HistogramAccumulator::new(h),
+                ));
                 return Ok(());
             }
             a.count += 1.0;

@@ -774,8 +774,41 @@ fn finish_matrix(m: Vec<Series>) -> R<Vec<Series>> {
     Ok(out)
 }
 
+/// Explicit reset hints would be wrong on subquery points, which may skip the sample that
+/// reset or repeat it: Prometheus makes them unknown, so resets are detected from the values.
+#[cold]
+#[inline(never)]
+fn unknown_reset_hints(out: &mut [Series]) {
+    use crate::model::histogram::CounterResetHint as H;
+    for s in out.iter_mut() {
+        for (_, h) in s.histograms.iter_mut() {
+            if matches!(h.hint, H::Reset | H::NotReset) {
+                let mut c = (**h).clone();
+                c.hint = H::Unknown;
+                *h = Arc::new(c);
+            }
+        }
+    }
+}
+
+/// `-h`: every count and the sum negated, a gauge.
+#[cold]
+#[inline(never)]
+fn negated(h: Arc<FloatHistogram>) -> Arc<FloatHistogram> {
+    let mut h = (*h).clone();
+    h.mul(-1.0);
+    Arc::new(h)
+}
+
 /// Removes `__name__` (and the `__type__` / `__unit__` labels that describe it).
 pub(super) fn drop_name_labels(l: &Labels) -> Labels {
+    // Most results that drop their name have none left to drop: no rebuild for them.
+    if [METRIC_NAME, "__type__", "__unit__"]
+        .iter()
+        .all(|n| l.get(n).is_none())
+    {
+        return l.clone();
+    }
     let mut b = l.builder();
     b.del(METRIC_NAME).del("__type__").del("__unit__");
     b.labels()
@@ -1177,18 +1210,8 @@ impl<'a> Ev<'a> {
             c.first = first;
         }
         let mut out = acc.finish();
-        // Explicit reset hints would be wrong on subquery points, which may skip the sample
-        // that reset or repeat it: Prometheus makes them unknown, so resets are detected
-        // from the values.
-        for s in out.iter_mut() {
-            for (_, h) in s.histograms.iter_mut() {
-                use crate::model::histogram::CounterResetHint as H;
-                if matches!(h.hint, H::Reset | H::NotReset) {
-                    let mut c = (**h).clone();
-                    c.hint = H::Unknown;
-                    *h = Arc::new(c);
-                }
-            }
+        if out.iter().any(|s| !s.histograms.is_empty()) {
+            unknown_reset_hints(&mut out);
         }
         self.count_samples(
             out.iter()
@@ -1211,11 +1234,7 @@ impl<'a> Ev<'a> {
                         .map(|s| Sample {
                             f: -s.f,
                             drop_name: true,
-                            h: s.h.map(|h| {
-                                let mut h = (*h).clone();
-                                h.mul(-1.0);
-                                Arc::new(h)
-                            }),
+                            h: s.h.map(negated),
                             ..s
                         })
                         .collect(),

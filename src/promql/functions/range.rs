@@ -119,7 +119,9 @@ pub(super) struct Win<'a> {
 /// A function's value for one window.
 pub(super) enum Out {
     F(f64),
-    H(FloatHistogram),
+    /// Shared, so a histogram sample passes through without a copy (and the enum stays small
+    /// on the per-window path).
+    H(Arc<FloatHistogram>),
 }
 
 /// Applies `f` to each window of argument `idx`; `keep_name` keeps the metric name (the
@@ -142,7 +144,7 @@ fn over_time(
         let (f, h) = match f(&w) {
             None => return,
             Some(Out::F(v)) => (v, None),
-            Some(Out::H(h)) => (0.0, Some(Arc::new(h))),
+            Some(Out::H(h)) => (0.0, Some(h)),
         };
         out.push(Sample {
             h,
@@ -272,7 +274,7 @@ fn rate_family(ev: &Ev<'_>, c: &Call, ts: i64, is_counter: bool, is_rate: bool) 
                 is_rate,
             };
             if !w.h.is_empty() {
-                return e.histogram_rate(ev, w).map(Out::H);
+                return e.histogram_rate(ev, w).map(|h| Out::H(Arc::new(h)));
             }
             e.float_rate(w.f).map(Out::F)
         });
@@ -308,7 +310,7 @@ fn rate_family(ev: &Ev<'_>, c: &Call, ts: i64, is_counter: bool, is_rate: bool) 
                 h.count,
             );
             h.scale(f);
-            return Some(Out::H(h));
+            return Some(Out::H(Arc::new(h)));
         }
         if is_counter {
             let n = w.metric.metric_name();
@@ -469,7 +471,7 @@ fn instant_value(ev: &Ev<'_>, c: &Call, ts: i64, is_rate: bool) -> R<Value> {
                 if is_rate {
                     out.div(secs);
                 }
-                Some(Out::H(out))
+                Some(Out::H(Arc::new(out)))
             }
             _ => {
                 mixed_warning(ev, w.metric);
@@ -533,7 +535,7 @@ fn edge(w: &Win<'_>, last: bool) -> Option<Out> {
     match (f, h) {
         (Some(f), Some(h)) if (f.0 > h.0) == last => Some(Out::F(f.1)),
         (Some(f), None) => Some(Out::F(f.1)),
-        (_, Some(h)) => Some(Out::H((*h.1).clone())),
+        (_, Some(h)) => Some(Out::H(h.1.clone())),
         (None, None) => None,
     }
 }
@@ -589,6 +591,8 @@ fn quantile_over_time(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
 
 /// Histograms of a window summed (or averaged), with Prometheus's annotations; `None` when
 /// the window mixes exponential and custom buckets.
+#[cold]
+#[inline(never)]
 fn sum_histograms(ev: &Ev<'_>, w: &Win<'_>, mean: bool) -> Option<FloatHistogram> {
     let (mut reset, mut not_reset) = (false, false);
     let mut track = |h: &FloatHistogram| match h.hint {
@@ -622,7 +626,7 @@ fn sum_over_time(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
             return None;
         }
         if !w.h.is_empty() {
-            return Some(Out::H(sum_histograms(ev, w, false)?));
+            return Some(Out::H(Arc::new(sum_histograms(ev, w, false)?)));
         }
         let (mut s, mut k) = (0.0, 0.0);
         for &(_, f) in w.f {
@@ -639,7 +643,7 @@ fn avg_over_time(ev: &Ev<'_>, c: &Call, ts: i64) -> R<Value> {
             return None;
         }
         if !w.h.is_empty() {
-            return Some(Out::H(sum_histograms(ev, w, true)?));
+            return Some(Out::H(Arc::new(sum_histograms(ev, w, true)?)));
         }
         let p = w.f;
         let (mut sum, mut comp, mut mean, mut incremental) = (p[0].1, 0.0, 0.0, false);
@@ -865,6 +869,8 @@ impl Extended {
         Some(result)
     }
 
+    #[cold]
+    #[inline(never)]
     fn histogram_rate(&self, ev: &Ev<'_>, w: &Win<'_>) -> Option<FloatHistogram> {
         let h = w.h;
         let name = w.metric.metric_name();
