@@ -209,7 +209,7 @@ pub(super) fn fold_durations(q: &str, frame: QueryFrame) -> Result<Option<String
             }
             b'o' | b'O'
                 if q[i..].len() >= 6
-                    && q[i..i + 6].eq_ignore_ascii_case("offset")
+                    && b[i..i + 6].eq_ignore_ascii_case(b"offset")
                     && (i == 0 || !is_ident(b[i - 1]))
                     && !b.get(i + 6).copied().is_some_and(is_ident) =>
             {
@@ -642,7 +642,8 @@ fn selector_insert_point(q: &str, keyword: usize) -> Option<Insert> {
             k = j - 1;
             continue;
         }
-        if j >= 6 && q[j - 6..j].eq_ignore_ascii_case("offset") {
+        // Bytes, not `str`: six bytes back may fall inside a multi-byte character.
+        if j >= 6 && b[j - 6..j].eq_ignore_ascii_case(b"offset") {
             k = j - 6;
             continue;
         }
@@ -736,6 +737,17 @@ mod tests {
             "m{__appliance_smoothed__=\"\"} offset -100 "
         );
         assert!(rewrite_extended_selectors(r#"m{a="anchored"}"#).is_none());
+        // Multi-byte characters next to where "offset" is looked for must not split.
+        for q in [
+            "éé anchored",
+            "oéé[1m] smoothed",
+            "éoffsé smoothed",
+            "m offsé",
+        ] {
+            let _ = rewrite_extended_selectors(q);
+            let _ = fold_durations(q, QueryFrame::default());
+            let _ = rewrite_trim_ops(q);
+        }
     }
 
     #[test]
